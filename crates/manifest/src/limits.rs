@@ -1,0 +1,320 @@
+//! Per-component limits and `runtime-config.toml`, which sets them.
+//!
+//! The defaults come from `ferry up`'s flags; `runtime-config.toml` may
+//! override them for every component (`[limits]`) or one
+//! (`[component.<id>.limits]`):
+//!
+//! ```toml
+//! [limits]
+//! max_memory = "64 MiB"
+//! request_timeout = "10s"
+//!
+//! [component.upload.limits]
+//! max_request_body = "100 MiB"
+//! max_concurrent_requests = 4
+//! ```
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+
+use crate::walk::{Diagnostics, TableView, Value};
+use crate::{App, Diagnostic, ManifestError};
+
+/// The limits one component runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory per instance, in bytes.
+    pub max_memory: u64,
+    /// Wall-clock time for one request, guest execution and body included.
+    pub request_timeout: Duration,
+    /// Request body size, in bytes (413 beyond it).
+    pub max_request_body: u64,
+    /// Response body size, in bytes.
+    pub max_response_body: u64,
+    /// Requests one component serves at once (503 beyond it).
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_memory: 128 << 20,
+            request_timeout: Duration::from_secs(30),
+            max_request_body: 10 << 20,
+            max_response_body: 32 << 20,
+            max_concurrent_requests: 256,
+        }
+    }
+}
+
+/// Limits that a config file sets; `None` keeps the value beneath.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitsOverride {
+    pub max_memory: Option<u64>,
+    pub request_timeout: Option<Duration>,
+    pub max_request_body: Option<u64>,
+    pub max_response_body: Option<u64>,
+    pub max_concurrent_requests: Option<usize>,
+}
+
+impl LimitsOverride {
+    pub fn apply(&self, base: Limits) -> Limits {
+        Limits {
+            max_memory: self.max_memory.unwrap_or(base.max_memory),
+            request_timeout: self.request_timeout.unwrap_or(base.request_timeout),
+            max_request_body: self.max_request_body.unwrap_or(base.max_request_body),
+            max_response_body: self.max_response_body.unwrap_or(base.max_response_body),
+            max_concurrent_requests: self
+                .max_concurrent_requests
+                .unwrap_or(base.max_concurrent_requests),
+        }
+    }
+}
+
+/// A parsed `runtime-config.toml`.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeConfig {
+    pub limits: LimitsOverride,
+    components: BTreeMap<String, (Range<usize>, LimitsOverride)>,
+    origin: Option<(std::path::PathBuf, std::sync::Arc<str>)>,
+}
+
+impl RuntimeConfig {
+    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ManifestError::io(path, e))?;
+        let mut config = Self::parse(&text).map_err(|d| ManifestError::invalid(path, &text, d))?;
+        config.origin = Some((path.to_owned(), text.into()));
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, Vec<Diagnostic>> {
+        let doc = DeTable::parse(text).map_err(|e| vec![crate::toml_error(&e)])?;
+        let mut diags = Diagnostics::default();
+        let mut root = TableView::new(doc.get_ref(), doc.span(), "");
+        let mut config = RuntimeConfig::default();
+        if let Some(mut limits) = root.table(&mut diags, "limits") {
+            config.limits = read_limits(&mut diags, &mut limits);
+            limits.finish(&mut diags, &[]);
+        }
+        if let Some(mut components) = root.table(&mut diags, "component") {
+            for id in components.key_names() {
+                let Some(mut component) = components.table(&mut diags, &id) else {
+                    continue;
+                };
+                let span = components.key_span(&id).unwrap_or(component.span.clone());
+                let mut overrides = LimitsOverride::default();
+                if let Some(mut limits) = component.table(&mut diags, "limits") {
+                    overrides = read_limits(&mut diags, &mut limits);
+                    limits.finish(&mut diags, &[]);
+                }
+                component.finish(&mut diags, &[]);
+                config.components.insert(id, (span, overrides));
+            }
+            components.finish(&mut diags, &[]);
+        }
+        root.finish(
+            &mut diags,
+            &[
+                ("key_value_store", "Ferry has no key-value stores yet"),
+                ("sqlite_database", "Ferry has no SQLite databases yet"),
+                ("llm_compute", "Ferry has no AI models"),
+                ("variables_provider", "Ferry has no application variables yet"),
+                ("config_provider", "Ferry has no application variables yet"),
+            ],
+        );
+        if diags.0.is_empty() {
+            Ok(config)
+        } else {
+            Err(diags.0)
+        }
+    }
+
+    /// The limits of each component of `app`, with `defaults` beneath this
+    /// config. A component named here that the app lacks is an error.
+    pub fn resolve(
+        &self,
+        app: &App,
+        defaults: Limits,
+    ) -> Result<BTreeMap<String, Limits>, ManifestError> {
+        let unknown: Vec<Diagnostic> = self
+            .components
+            .iter()
+            .filter(|(id, _)| !app.components.iter().any(|c| &c.id == *id))
+            .map(|(id, (span, _))| {
+                Diagnostic::new(
+                    span.clone(),
+                    format!("the app has no component `{id}`"),
+                )
+            })
+            .collect();
+        if !unknown.is_empty() {
+            let (path, text) = self
+                .origin
+                .clone()
+                .unwrap_or_else(|| ("runtime-config.toml".into(), "".into()));
+            return Err(ManifestError::invalid(&path, &text, unknown));
+        }
+        let base = self.limits.apply(defaults);
+        Ok(app
+            .components
+            .iter()
+            .map(|c| {
+                let limits = match self.components.get(&c.id) {
+                    Some((_, o)) => o.apply(base),
+                    None => base,
+                };
+                (c.id.clone(), limits)
+            })
+            .collect())
+    }
+}
+
+fn read_limits(diags: &mut Diagnostics, table: &mut TableView<'_, '_>) -> LimitsOverride {
+    let mut size = |diags: &mut Diagnostics, key: &str| {
+        let value = table.get(key)?;
+        value_to(diags, value, key, parse_size)
+    };
+    let max_memory = size(diags, "max_memory");
+    let max_request_body = size(diags, "max_request_body");
+    let max_response_body = size(diags, "max_response_body");
+    let request_timeout = table
+        .get("request_timeout")
+        .and_then(|v| value_to(diags, v, "request_timeout", parse_duration));
+    let max_concurrent_requests = table.get("max_concurrent_requests").and_then(|v| {
+        value_to(diags, v, "max_concurrent_requests", |s| {
+            s.parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("`{s}` is not a positive whole number"))
+        })
+    });
+    LimitsOverride {
+        max_memory,
+        request_timeout,
+        max_request_body,
+        max_response_body,
+        max_concurrent_requests,
+    }
+}
+
+/// Reads a limit written as a string or an integer.
+fn value_to<T>(
+    diags: &mut Diagnostics,
+    value: &Value<'_>,
+    key: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Option<T> {
+    let text = match value.get_ref() {
+        DeValue::String(s) => s.to_string(),
+        DeValue::Integer(i) => i.as_str().to_owned(),
+        other => {
+            diags.error(
+                value.span(),
+                format!("`{key}` must be a string or an integer, found {}", other.type_str()),
+            );
+            return None;
+        }
+    };
+    match parse(&text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            diags.error(value.span(), format!("`{key}`: {e}"));
+            None
+        }
+    }
+}
+
+/// Parses a byte size: `1048576`, `512 KiB`, `10MiB`, `1 GB`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (e.g. `128 MiB`)"))?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        other => return Err(format!("`{other}` is not a size unit (B, KiB, MiB, GiB, KB, MB, GB)")),
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// Parses a duration: `30` (seconds), `30s`, `500ms`, `2m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (e.g. `30s`, `500ms`)"))?;
+    let duration = match unit.trim() {
+        "" | "s" => Duration::from_secs(number),
+        "ms" => Duration::from_millis(number),
+        "m" | "min" => Duration::from_secs(number.saturating_mul(60)),
+        "h" => Duration::from_secs(number.saturating_mul(3600)),
+        other => return Err(format!("`{other}` is not a duration unit (ms, s, m, h)")),
+    };
+    if duration.is_zero() {
+        return Err(format!("`{text}` must be longer than zero"));
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("128 MiB"), Ok(128 << 20));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("10 parsecs").is_err());
+        assert!(parse_size("99999999999999 GiB").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn runtime_config_overrides_layer_over_defaults() {
+        let config = RuntimeConfig::parse(
+            "[limits]\nmax_memory = \"64 MiB\"\n[component.a.limits]\nrequest_timeout = \"1s\"\nmax_concurrent_requests = 2\n",
+        )
+        .unwrap();
+        let base = config.limits.apply(Limits::default());
+        assert_eq!(base.max_memory, 64 << 20);
+        let a = config.components["a"].1.apply(base);
+        assert_eq!(a.request_timeout, Duration::from_secs(1));
+        assert_eq!(a.max_concurrent_requests, 2);
+        assert_eq!(a.max_memory, 64 << 20);
+    }
+
+    #[test]
+    fn runtime_config_errors_point_at_the_value() {
+        let errors = RuntimeConfig::parse("[limits]\nmax_memory = \"lots\"\nspeed = 1\n").unwrap_err();
+        assert_eq!(errors.len(), 2);
+        assert!(errors.iter().any(|d| d.message.contains("max_memory")));
+        assert!(errors.iter().any(|d| d.message.contains("unknown field `limits.speed`")));
+    }
+}

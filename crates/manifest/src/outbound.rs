@@ -1,0 +1,255 @@
+//! `allowed_outbound_hosts`: which network destinations a component may reach.
+//!
+//! Syntax follows Spin: `scheme://host[:port]`, where the scheme or host may be
+//! `*`, the host may be `*.example.com` (any subdomain), the port may be `*` or
+//! a range `8000-8010`, and the host `self` means the app itself. Without a
+//! port, the scheme's default port is allowed (80 for http, 443 for https).
+//! Everything not listed is denied.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostPattern {
+    Any,
+    Exact(String),
+    /// `*.example.com`: stored as `.example.com`.
+    Subdomains(String),
+    /// The app's own listener (`self`).
+    SelfApp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PortPattern {
+    Any,
+    Range(u16, u16),
+    /// No port written: the default port of whatever scheme is used.
+    SchemeDefault,
+}
+
+/// One entry of `allowed_outbound_hosts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedHost {
+    raw: String,
+    /// `None` for `*`.
+    scheme: Option<String>,
+    host: HostPattern,
+    port: PortPattern,
+}
+
+/// The set of destinations a component may reach; empty denies everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowedOutboundHosts {
+    hosts: Vec<AllowedHost>,
+}
+
+/// The default port of a URL scheme, where it has one.
+pub fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" | "ws" => Some(80),
+        "https" | "wss" => Some(443),
+        "redis" => Some(6379),
+        "mysql" => Some(3306),
+        "postgres" => Some(5432),
+        "mqtt" => Some(1883),
+        _ => None,
+    }
+}
+
+impl AllowedHost {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.contains("{{") {
+            return Err(format!(
+                "`{text}`: variable templates in allowed hosts are not supported by Ferry yet"
+            ));
+        }
+        let Some((scheme, rest)) = text.split_once("://") else {
+            return Err(format!(
+                "`{text}` needs a scheme, e.g. `https://{text}` or `*://{text}:*`"
+            ));
+        };
+        let scheme = match scheme {
+            "*" => None,
+            s if !s.is_empty()
+                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c)) =>
+            {
+                Some(s.to_owned())
+            }
+            s => return Err(format!("`{text}`: `{s}` is not a valid scheme")),
+        };
+        if rest.contains('/') && rest.trim_end_matches('/').contains('/') || rest.contains('?') {
+            return Err(format!("`{text}`: allowed hosts cannot contain a path"));
+        }
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => (h, Some(p)),
+            _ => (rest, None),
+        };
+        let host = if host == "*" {
+            HostPattern::Any
+        } else if host == "self" {
+            HostPattern::SelfApp
+        } else if let Some(domain) = host.strip_prefix("*.") {
+            if domain.is_empty() || domain.contains('*') {
+                return Err(format!("`{text}`: `{host}` is not a valid host pattern"));
+            }
+            HostPattern::Subdomains(format!(".{}", domain.to_ascii_lowercase()))
+        } else if host.is_empty() || host.contains('*') || host.contains('@') {
+            return Err(format!("`{text}`: `{host}` is not a valid host"));
+        } else {
+            HostPattern::Exact(host.to_ascii_lowercase())
+        };
+        let port = match port {
+            None => {
+                if let Some(s) = &scheme
+                    && default_port(s).is_none()
+                {
+                    return Err(format!(
+                        "`{text}`: the scheme `{s}` has no default port; write one, e.g. `{text}:1234`"
+                    ));
+                }
+                PortPattern::SchemeDefault
+            }
+            Some("*") => PortPattern::Any,
+            Some(p) => {
+                let parse = |s: &str| {
+                    s.parse::<u16>()
+                        .map_err(|_| format!("`{text}`: `{p}` is not a valid port or port range"))
+                };
+                match p.split_once('-') {
+                    Some((lo, hi)) => {
+                        let (lo, hi) = (parse(lo)?, parse(hi)?);
+                        if lo > hi {
+                            return Err(format!("`{text}`: the port range `{p}` is empty"));
+                        }
+                        PortPattern::Range(lo, hi)
+                    }
+                    None => {
+                        let port = parse(p)?;
+                        PortPattern::Range(port, port)
+                    }
+                }
+            }
+        };
+        Ok(Self {
+            raw: text.to_owned(),
+            scheme,
+            host,
+            port,
+        })
+    }
+
+    fn allows(&self, scheme: &str, host: &str, port: u16, is_self: bool) -> bool {
+        if self.scheme.as_deref().is_some_and(|s| s != scheme) {
+            return false;
+        }
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host_ok = match &self.host {
+            HostPattern::Any => true,
+            HostPattern::SelfApp => is_self,
+            HostPattern::Exact(h) => host.eq_ignore_ascii_case(h.trim_start_matches('[').trim_end_matches(']')),
+            HostPattern::Subdomains(suffix) => {
+                host.len() > suffix.len()
+                    && host.to_ascii_lowercase().ends_with(suffix.as_str())
+            }
+        };
+        let port_ok = match self.port {
+            PortPattern::Any => true,
+            PortPattern::Range(lo, hi) => (lo..=hi).contains(&port),
+            PortPattern::SchemeDefault => default_port(scheme) == Some(port),
+        };
+        host_ok && port_ok
+    }
+}
+
+impl fmt::Display for AllowedHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+impl AllowedOutboundHosts {
+    pub fn new(hosts: Vec<AllowedHost>) -> Self {
+        Self { hosts }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &AllowedHost> {
+        self.hosts.iter()
+    }
+
+    /// Whether a request to `scheme://host:port` is allowed. `is_self` says
+    /// whether that destination is the app's own listener.
+    pub fn allows(&self, scheme: &str, host: &str, port: u16, is_self: bool) -> bool {
+        self.hosts
+            .iter()
+            .any(|h| h.allows(scheme, host, port, is_self))
+    }
+
+    /// Whether `self` (the app's own listener) was granted.
+    pub fn allows_self(&self) -> bool {
+        self.hosts.iter().any(|h| h.host == HostPattern::SelfApp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(list: &[&str]) -> AllowedOutboundHosts {
+        AllowedOutboundHosts::new(list.iter().map(|h| AllowedHost::parse(h).unwrap()).collect())
+    }
+
+    #[test]
+    fn nothing_is_allowed_by_default() {
+        assert!(!AllowedOutboundHosts::default().allows("https", "example.com", 443, false));
+    }
+
+    #[test]
+    fn scheme_host_and_default_port_must_all_match() {
+        let h = hosts(&["https://example.com"]);
+        assert!(h.allows("https", "example.com", 443, false));
+        assert!(h.allows("https", "EXAMPLE.com", 443, false));
+        assert!(!h.allows("http", "example.com", 80, false));
+        assert!(!h.allows("https", "example.com", 8443, false));
+        assert!(!h.allows("https", "evil.com", 443, false));
+        assert!(!h.allows("https", "sub.example.com", 443, false));
+    }
+
+    #[test]
+    fn wildcards_and_ranges() {
+        let h = hosts(&["*://*.example.com:*", "http://127.0.0.1:8000-8010"]);
+        assert!(h.allows("http", "a.example.com", 1234, false));
+        assert!(h.allows("https", "a.b.example.com", 443, false));
+        assert!(!h.allows("https", "example.com", 443, false));
+        assert!(!h.allows("https", "badexample.com", 443, false));
+        assert!(h.allows("http", "127.0.0.1", 8005, false));
+        assert!(!h.allows("http", "127.0.0.1", 8011, false));
+        assert!(!h.allows("https", "127.0.0.1", 8005, false));
+    }
+
+    #[test]
+    fn self_matches_only_the_app() {
+        let h = hosts(&["http://self"]);
+        assert!(h.allows_self());
+        assert!(h.allows("http", "127.0.0.1", 80, true));
+        assert!(!h.allows("http", "127.0.0.1", 80, false));
+    }
+
+    #[test]
+    fn malformed_entries_are_rejected() {
+        for bad in [
+            "example.com",
+            "https://example.com/path",
+            "https://example.com:http",
+            "https://example.com:90-80",
+            "tcp://example.com",
+            "https://{{ host }}",
+            "https://ex*mple.com",
+        ] {
+            assert!(AllowedHost::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+}
