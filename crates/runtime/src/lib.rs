@@ -1,1 +1,296 @@
-//! placeholder
+//! Ferry's runtime: compiles guests once, then runs every request in a fresh
+//! sandbox.
+//!
+//! [`Runtime`] owns the wasmtime engine, the compile cache and the linkers.
+//! [`Runtime::load`] turns one manifest component into a [`Guest`]: compiled
+//! (or loaded from the cache), its imports resolved, its capabilities
+//! prepared. [`Guest::handle`] then serves one HTTP request in a new store
+//! and instance, under the component's [`Limits`].
+//!
+//! This crate knows nothing of routing: the server decides which guest gets a
+//! request and passes what the guest must know about the route in
+//! [`RequestInfo`].
+
+mod body;
+mod cache;
+mod engine;
+mod http;
+mod sandbox;
+mod wagi;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use ferry_manifest::{Component, Executor, WagiConfig};
+use wasmtime::Engine;
+
+pub use body::{BodyTooLarge, BoxError, Limited, ResponseBody};
+pub use cache::{CompileCache, CompileStats};
+pub use engine::{EPOCH_TICK, EngineOptions};
+pub use ferry_manifest::Limits;
+
+/// The engine and everything shared by all guests.
+pub struct Runtime {
+    engine: Engine,
+    cache: CompileCache,
+    http_linker: wasmtime::component::Linker<http::HttpState>,
+    wagi_linker: wasmtime::Linker<wagi::WagiState>,
+    _epoch: engine::EpochTicker,
+}
+
+/// A component ready to serve requests.
+pub struct Guest {
+    id: Arc<str>,
+    engine: Engine,
+    kind: GuestKind,
+    sandbox: sandbox::Sandbox,
+    limits: Limits,
+    info: GuestInfo,
+}
+
+enum GuestKind {
+    Http(wasmtime_wasi_http::p2::bindings::ProxyPre<http::HttpState>),
+    Wagi(wasmtime::InstancePre<wagi::WagiState>, WagiConfig),
+}
+
+/// What loading a guest found, for `ferry up` and `ferry check` to print.
+#[derive(Debug, Clone)]
+pub struct GuestInfo {
+    pub wasm_bytes: u64,
+    pub compile: CompileStats,
+    /// Imported interfaces (components) or modules (core modules), sorted.
+    pub imports: Vec<String>,
+}
+
+/// What a guest is told about the request beyond the request itself.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    pub client_addr: SocketAddr,
+    pub server_name: String,
+    pub server_port: u16,
+    /// The full URL the client asked for.
+    pub full_url: String,
+    /// The concrete path prefix the route matched (CGI's `SCRIPT_NAME`).
+    pub script_name: String,
+    /// The rest of the path, raw (undecoded), with a leading `/` or empty.
+    pub path_info: String,
+    /// The matched pattern, base included (`/api/users/:id`).
+    pub matched_route: String,
+    /// The route as written, without `/...`.
+    pub component_route: String,
+    /// The route as written.
+    pub raw_component_route: String,
+    pub base_path: String,
+}
+
+/// Why a guest did not produce a response. Each maps to a status code; the
+/// message is for the log, never for the client.
+#[derive(Debug)]
+pub enum GuestError {
+    /// The guest trapped: a panic, `unreachable`, out of memory, stack
+    /// overflow, a failed host call.
+    Trap(anyhow::Error),
+    Timeout(Duration),
+    /// The handler returned without setting a response.
+    NoResponse,
+    /// The guest answered with a wasi:http error code.
+    ErrorCode(String),
+    BadCgiOutput(String),
+    ResponseTooLarge(u64),
+    RequestBodyTooLarge(u64),
+    BadRequest(String),
+    /// No instance slot was free: the host is at its concurrency limit.
+    Busy,
+    Instantiation(anyhow::Error),
+}
+
+impl GuestError {
+    pub(crate) fn from_instantiation(e: anyhow::Error) -> Self {
+        if e.chain().any(|c| c.to_string().contains("maximum concurrent")) {
+            Self::Busy
+        } else {
+            Self::Instantiation(e)
+        }
+    }
+
+    pub fn status(&self) -> ::http::StatusCode {
+        use ::http::StatusCode as S;
+        match self {
+            Self::Timeout(_) => S::GATEWAY_TIMEOUT,
+            Self::RequestBodyTooLarge(_) => S::PAYLOAD_TOO_LARGE,
+            Self::BadRequest(_) => S::BAD_REQUEST,
+            Self::Busy => S::SERVICE_UNAVAILABLE,
+            Self::Trap(_)
+            | Self::NoResponse
+            | Self::ErrorCode(_)
+            | Self::BadCgiOutput(_)
+            | Self::ResponseTooLarge(_)
+            | Self::Instantiation(_) => S::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl std::fmt::Display for GuestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Trap(e) => write!(f, "guest trapped: {}", one_line(e)),
+            Self::Timeout(t) => write!(f, "guest exceeded the request timeout of {t:?}"),
+            Self::NoResponse => f.write_str("guest returned without setting a response"),
+            Self::ErrorCode(code) => write!(f, "guest answered with error {code}"),
+            Self::BadCgiOutput(why) => write!(f, "malformed CGI output: {why}"),
+            Self::ResponseTooLarge(limit) => {
+                write!(f, "response body larger than the limit of {limit} bytes")
+            }
+            Self::RequestBodyTooLarge(limit) => {
+                write!(f, "request body larger than the limit of {limit} bytes")
+            }
+            Self::BadRequest(why) => write!(f, "bad request: {why}"),
+            Self::Busy => f.write_str("no instance slot free"),
+            Self::Instantiation(e) => write!(f, "cannot instantiate: {}", one_line(e)),
+        }
+    }
+}
+
+impl std::error::Error for GuestError {}
+
+/// An error chain on one line, for log lines.
+pub(crate) fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " | ")
+}
+
+impl Runtime {
+    pub fn new(options: &EngineOptions, cache: CompileCache) -> anyhow::Result<Self> {
+        let engine = engine::build_engine(options).context("configuring wasmtime")?;
+        Ok(Self {
+            http_linker: http::linker(&engine)?,
+            wagi_linker: wagi::linker(&engine)?,
+            _epoch: engine::EpochTicker::start(&engine),
+            engine,
+            cache,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles (or loads from the cache) and prepares one component.
+    /// `app_dir` resolves `files`; `self_addr` is what `http://self` reaches.
+    pub fn load(
+        &self,
+        component: &Component,
+        executor: &Executor,
+        limits: Limits,
+        app_dir: &Path,
+        self_addr: Option<SocketAddr>,
+    ) -> anyhow::Result<Guest> {
+        let wasm = std::fs::read(&component.source)
+            .with_context(|| format!("reading {}", component.source.display()))?;
+        let is_component = wasmparser::Parser::is_component(&wasm);
+        let is_module = wasmparser::Parser::is_core_wasm(&wasm);
+        anyhow::ensure!(
+            is_component || is_module,
+            "{} is not a WebAssembly file",
+            component.source.display()
+        );
+        match executor {
+            Executor::Http => anyhow::ensure!(
+                is_component,
+                "{} is a core module, but the `http` executor needs a wasi:http component (for a WASI command module, use `executor = {{ type = \"wagi\" }}`)",
+                component.source.display()
+            ),
+            Executor::Wagi(_) => anyhow::ensure!(
+                is_module,
+                "{} is a component, but the `wagi` executor needs a WASI preview 1 command module",
+                component.source.display()
+            ),
+        }
+        let (compiled, compile) = self
+            .cache
+            .load_or_compile(&self.engine, &wasm, is_component)
+            .with_context(|| format!("compiling {}", component.source.display()))?;
+        let (kind, imports) = match (compiled, executor) {
+            (cache::Compiled::Component(c), _) => {
+                let ty = c.component_type();
+                let mut imports: Vec<String> =
+                    ty.imports(&self.engine).map(|(name, _)| name.to_owned()).collect();
+                imports.sort();
+                let pre = http::pre(&self.http_linker, &c).context(
+                    "the component does not fit Ferry's wasi:http host (does it export wasi:http/incoming-handler@0.2.x?)",
+                )?;
+                (GuestKind::Http(pre), imports)
+            }
+            (cache::Compiled::Module(m), Executor::Wagi(config)) => {
+                let mut imports: Vec<String> = m.imports().map(|i| i.module().to_owned()).collect();
+                imports.sort();
+                imports.dedup();
+                let pre = wagi::pre(&self.wagi_linker, &m, config)?;
+                (GuestKind::Wagi(pre, config.clone()), imports)
+            }
+            (cache::Compiled::Module(_), Executor::Http) => unreachable!("checked above"),
+        };
+        let sandbox = sandbox::Sandbox::prepare(component, app_dir, self_addr)?;
+        Ok(Guest {
+            id: component.id.as_str().into(),
+            engine: self.engine.clone(),
+            kind,
+            sandbox,
+            limits,
+            info: GuestInfo {
+                wasm_bytes: wasm.len() as u64,
+                compile,
+                imports,
+            },
+        })
+    }
+}
+
+impl Guest {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn info(&self) -> &GuestInfo {
+        &self.info
+    }
+
+    /// Serves one request in a fresh sandbox. `guard` is held until the guest
+    /// has finished, including any body it streams after the response head.
+    pub async fn handle<B>(
+        &self,
+        request: ::http::Request<B>,
+        info: &RequestInfo,
+        guard: impl Send + 'static,
+    ) -> Result<::http::Response<ResponseBody>, GuestError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        match &self.kind {
+            GuestKind::Http(pre) => {
+                http::handle(&self.engine, pre, &self.sandbox, &self.limits, request, guard).await
+            }
+            GuestKind::Wagi(pre, config) => {
+                let _guard = guard;
+                wagi::handle(
+                    &self.engine,
+                    pre,
+                    config,
+                    &self.sandbox,
+                    &self.limits,
+                    request,
+                    info,
+                )
+                .await
+            }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The wasmtime engine, configured for a fresh instance per request.
+//!
+//! Per-request cost is decided here (see `shared/notes` and BENCHMARKS.md):
+//! the pooling allocator recycles instance slots instead of mapping memory
+//! for every request, copy-on-write memory images make instantiation cheap,
+//! and the pool resets only the pages a request dirtied. Epoch interruption
+//! bounds how long a guest can run without yielding to other requests.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances. A running guest yields to the scheduler at
+/// least this often, and request deadlines are checked at this granularity.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Engine-wide settings (per-component limits live in the store).
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// The largest linear memory any component may grow to; the pool's slots
+    /// are sized for it.
+    pub max_memory: u64,
+    /// How many instances may be alive at once across all components.
+    pub max_instances: u32,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            max_memory: 128 << 20,
+            max_instances: 1000,
+        }
+    }
+}
+
+pub(crate) fn build_engine(options: &EngineOptions) -> anyhow::Result<Engine> {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    // WASI 0.2 guests do not need the component-model concurrency machinery,
+    // which costs ~10 µs per request (and a backtrace capture per store drop
+    // when RUST_BACKTRACE is set).
+    config.concurrency_support(false);
+    config.memory_init_cow(true);
+    config.max_wasm_stack(1 << 20);
+    config.async_stack_size(2 << 20);
+
+    let instances = options.max_instances.max(1);
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(instances)
+        // A component holds several core instances (the Rust adapter adds a
+        // few, componentize-js and -py more), each with its memory and table.
+        .total_core_instances(instances.saturating_mul(8))
+        .total_memories(instances.saturating_mul(2))
+        .total_tables(instances.saturating_mul(4))
+        .total_stacks(instances)
+        .max_tables_per_module(8)
+        .table_elements(200_000)
+        .max_core_instance_size(4 << 20)
+        .max_component_instance_size(4 << 20)
+        .max_memory_size(
+            usize::try_from(options.max_memory).context("max memory does not fit in usize")?,
+        )
+        // Keep the first MiB of each memory mapped and reset only the pages a
+        // request dirtied, instead of faulting them back in every time.
+        .linear_memory_keep_resident(1 << 20)
+        .table_keep_resident(1 << 16)
+        .pagemap_scan(Enabled::Auto);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Ok(Engine::new(&config)?)
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on a background thread
+/// until dropped.
+pub(crate) struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    pub fn start(engine: &Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let engine = engine.weak();
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("ferry-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .expect("spawning the epoch thread");
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

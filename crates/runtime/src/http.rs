@@ -1,0 +1,297 @@
+//! Running a `wasi:http/proxy` component for one request.
+//!
+//! Each request gets a new [`Store`] and instance from a [`ProxyPre`] that
+//! resolved the component's imports once at load. The guest runs in its own
+//! task: the response head comes back through a oneshot as soon as the guest
+//! sets it, and the body streams while the guest keeps writing. The task owns
+//! the store, so the sandbox lives exactly as long as the guest runs, and is
+//! dropped — memory, tables, handles — when it finishes, traps or times out.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::body::{BodyTooLarge, BoxError, Limited, ResponseBody};
+use crate::sandbox::{OutboundPolicy, Sandbox};
+use crate::{GuestError, Limits};
+
+/// Per-request host state of a wasi:http guest.
+pub(crate) struct HttpState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    hooks: OutboundHooks,
+}
+
+impl WasiView for HttpState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HttpState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            hooks: &mut self.hooks,
+            table: &mut self.table,
+            ctx: &mut self.http,
+        }
+    }
+}
+
+pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HttpState>> {
+    let mut linker = Linker::new(engine);
+    // The whole of WASI 0.2, not only the proxy world: Rust's std imports
+    // wasi:cli/environment and friends. Capabilities are still denied by
+    // the context, not by missing imports.
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    Ok(linker)
+}
+
+pub(crate) fn pre(
+    linker: &Linker<HttpState>,
+    component: &wasmtime::component::Component,
+) -> anyhow::Result<ProxyPre<HttpState>> {
+    let instance_pre = linker.instantiate_pre(component)?;
+    Ok(ProxyPre::new(instance_pre)?)
+}
+
+/// Enforces `allowed_outbound_hosts` on every outgoing request.
+struct OutboundHooks {
+    policy: Arc<OutboundPolicy>,
+}
+
+impl OutboundHooks {
+    /// Checks (and for `self`, rewrites) an outgoing request's destination.
+    fn authorize<B>(&self, request: &mut http::Request<B>) -> Result<(), String> {
+        let uri = request.uri().clone();
+        let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
+        let Some(host) = uri.host() else {
+            return Err(format!("request to `{uri}` has no host"));
+        };
+        let port = uri
+            .port_u16()
+            .or_else(|| ferry_manifest::default_port(&scheme))
+            .unwrap_or(0);
+        let self_addr = self.policy.self_addr;
+        let names_self = host.eq_ignore_ascii_case("self");
+        let is_self = names_self
+            || self_addr.is_some_and(|a| {
+                a.port() == port && host.trim_matches(['[', ']']).parse() == Ok(a.ip())
+            });
+        if !self.policy.allowed.allows(&scheme, host, port, is_self) {
+            return Err(format!("{scheme}://{host}:{port} is not in allowed_outbound_hosts"));
+        }
+        if names_self {
+            let Some(addr) = self_addr else {
+                return Err("`self` is not available: the app has no listener".into());
+            };
+            let path = uri.path_and_query().map_or("/", |p| p.as_str());
+            *request.uri_mut() = format!("http://{addr}{path}")
+                .parse()
+                .map_err(|e| format!("rewriting `self`: {e}"))?;
+            if let Ok(value) = http::HeaderValue::from_str(&addr.to_string()) {
+                request.headers_mut().insert(http::header::HOST, value);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl WasiHttpHooks for OutboundHooks {
+    fn send_request(
+        &mut self,
+        mut request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        if let Err(reason) = self.authorize(&mut request) {
+            tracing::warn!(
+                component = %self.policy.component,
+                method = %request.method(),
+                uri = %request.uri(),
+                "outbound request denied: {reason}"
+            );
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        Box::new(async move {
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+fn new_store(engine: &Engine, sandbox: &Sandbox, limits: &Limits) -> anyhow::Result<Store<HttpState>> {
+    let wasi = sandbox.wasi_builder()?.build();
+    let state = HttpState {
+        wasi,
+        http: WasiHttpCtx::new(),
+        table: ResourceTable::new(),
+        limits: store_limits(limits),
+        hooks: OutboundHooks {
+            policy: sandbox.outbound.clone(),
+        },
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+    // Yield to the scheduler every epoch tick so a spinning guest cannot hold
+    // a worker thread; the deadline itself is a timeout around the task.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+    Ok(store)
+}
+
+pub(crate) fn store_limits(limits: &Limits) -> StoreLimits {
+    StoreLimitsBuilder::new()
+        .memory_size(usize::try_from(limits.max_memory).unwrap_or(usize::MAX))
+        .trap_on_grow_failure(false)
+        .build()
+}
+
+/// Runs one request through a fresh instance. `guard` is dropped when the
+/// guest finishes, which may be after the response head was returned.
+pub(crate) async fn handle<B>(
+    engine: &Engine,
+    pre: &ProxyPre<HttpState>,
+    sandbox: &Sandbox,
+    limits: &Limits,
+    request: http::Request<B>,
+    guard: impl Send + 'static,
+) -> Result<http::Response<ResponseBody>, GuestError>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let timeout = limits.request_timeout;
+    let started = Instant::now();
+    let request_limit = limits.max_request_body;
+    let (parts, body) = request.into_parts();
+    let body = Limited::new(body, request_limit);
+    let request_too_large = body.exceeded_flag();
+    let body = body.map_err(move |e| {
+        if e.is::<BodyTooLarge>() {
+            wasmtime_wasi_http::Error::HttpRequestBodySize(Some(request_limit))
+        } else {
+            wasmtime_wasi_http::Error::HttpProtocolError
+        }
+    });
+    let request = http::Request::from_parts(parts, body);
+
+    let mut store = new_store(engine, sandbox, limits).map_err(GuestError::Instantiation)?;
+    let proxy = match tokio::time::timeout(timeout, pre.instantiate_async(&mut store)).await {
+        Ok(Ok(proxy)) => proxy,
+        Ok(Err(e)) => return Err(GuestError::from_instantiation(e.into())),
+        Err(_) => return Err(GuestError::Timeout(timeout)),
+    };
+
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let responded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let component = sandbox.component.clone();
+    let task = {
+        let responded = responded.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let run = async {
+                let data = store.data_mut();
+                let req = data.http().new_incoming_request(Scheme::Http, request)?;
+                let out = data.http().new_response_outparam_from_callback(move |response| {
+                    responded.store(true, Ordering::Relaxed);
+                    let _ = tx.send(response);
+                })?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
+            };
+            let result = tokio::time::timeout(timeout.saturating_sub(started.elapsed()), run).await;
+            (result, store)
+        })
+    };
+
+    let response = match rx.await {
+        Ok(Ok(response)) => response,
+        Ok(Err(code)) => return Err(GuestError::ErrorCode(format!("{code:?}"))),
+        Err(_) => {
+            // The guest ended without setting a response: find out why.
+            return Err(match task.await {
+                Ok((Ok(Ok(())), _)) if request_too_large.load(Ordering::Relaxed) => {
+                    GuestError::RequestBodyTooLarge(request_limit)
+                }
+                Ok((Ok(Ok(())), _)) => GuestError::NoResponse,
+                Ok((Ok(Err(_)), _)) if request_too_large.load(Ordering::Relaxed) => {
+                    GuestError::RequestBodyTooLarge(request_limit)
+                }
+                Ok((Ok(Err(trap)), _)) => GuestError::Trap(trap.into()),
+                Ok((Err(_elapsed), _)) => GuestError::Timeout(timeout),
+                Err(join) => GuestError::Trap(anyhow::anyhow!("the guest's task failed: {join}")),
+            });
+        }
+    };
+    // Failures after the head was sent can only cut the body short; log them.
+    let watch_component = component.clone();
+    tokio::spawn(async move {
+        match task.await {
+            Ok((Ok(Ok(())), _)) => {}
+            Ok((Ok(Err(trap)), _)) => tracing::error!(
+                component = %watch_component,
+                "guest failed while streaming its response: {}",
+                crate::one_line(&anyhow::Error::from(trap))
+            ),
+            Ok((Err(_), _)) => tracing::error!(
+                component = %watch_component,
+                "guest exceeded the request timeout of {timeout:?} while streaming its response"
+            ),
+            Err(join) => tracing::error!(component = %watch_component, "guest task failed: {join}"),
+        }
+    });
+
+    if request_too_large.load(Ordering::Relaxed) {
+        return Err(GuestError::RequestBodyTooLarge(request_limit));
+    }
+    let response_limit = limits.max_response_body;
+    let declared = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > response_limit) {
+        return Err(GuestError::ResponseTooLarge(response_limit));
+    }
+    Ok(response.map(move |body| {
+        Limited::new(body.map_err(BoxError::from), response_limit)
+            .on_exceeded(move || {
+                tracing::error!(
+                    component = %component,
+                    "response body exceeded the limit of {response_limit} bytes; the response was cut short"
+                )
+            })
+            .boxed_unsync()
+    }))
+}

@@ -1,0 +1,374 @@
+//! What a guest may see and do: the capabilities the manifest granted, turned
+//! into a WASI context per request.
+//!
+//! Deny by default: a context starts with no environment, no preopened
+//! directories, no sockets and no outbound HTTP. Only what a component's
+//! manifest entry lists is added, and files are always read-only.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use anyhow::Context as _;
+use bytes::{Bytes, BytesMut};
+use ferry_manifest::{AllowedOutboundHosts, Component, FileMount};
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+/// Everything a component was granted, prepared once at load.
+pub(crate) struct Sandbox {
+    pub component: Arc<str>,
+    env: Vec<(String, String)>,
+    /// (host directory, guest path), mounted read-only.
+    mounts: Vec<(PathBuf, String)>,
+    /// Holds the copies of files matched by `files` globs; removed on drop.
+    _staged: Option<tempfile::TempDir>,
+    pub outbound: Arc<OutboundPolicy>,
+}
+
+/// `allowed_outbound_hosts` plus what `self` means for this app.
+#[derive(Debug)]
+pub struct OutboundPolicy {
+    pub component: Arc<str>,
+    pub allowed: AllowedOutboundHosts,
+    /// The app's own listener, for `http://self`.
+    pub self_addr: Option<SocketAddr>,
+}
+
+impl Sandbox {
+    pub fn prepare(
+        component: &Component,
+        app_dir: &Path,
+        self_addr: Option<SocketAddr>,
+    ) -> anyhow::Result<Self> {
+        let id: Arc<str> = component.id.as_str().into();
+        let mut mounts = Vec::new();
+        let globs: Vec<&str> = component
+            .files
+            .iter()
+            .filter_map(|f| match f {
+                FileMount::Glob(g) => Some(g.as_str()),
+                FileMount::Directory { .. } => None,
+            })
+            .collect();
+        let staged = if globs.is_empty() {
+            None
+        } else {
+            let dir = stage_files(app_dir, &globs, &component.exclude_files)
+                .with_context(|| format!("preparing `files` of component `{id}`"))?;
+            mounts.push((dir.path().to_owned(), "/".to_owned()));
+            Some(dir)
+        };
+        for file in &component.files {
+            if let FileMount::Directory {
+                source,
+                destination,
+            } = file
+            {
+                mounts.push((source.clone(), destination.clone()));
+            }
+        }
+        Ok(Self {
+            component: id.clone(),
+            env: component.environment.clone(),
+            mounts,
+            _staged: staged,
+            outbound: Arc::new(OutboundPolicy {
+                component: id,
+                allowed: component.allowed_outbound_hosts.clone(),
+                self_addr,
+            }),
+        })
+    }
+
+    /// A WASI context with exactly this component's grants. Guest stdout and
+    /// stderr go to the host log; the caller may replace stdio (WAGI does).
+    pub fn wasi_builder(&self) -> anyhow::Result<WasiCtxBuilder> {
+        let mut builder = WasiCtxBuilder::new();
+        builder.envs(&self.env);
+        for (host, guest) in &self.mounts {
+            builder
+                .preopened_dir(host, guest, FsPerms::ReadOnly)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("opening {} for the guest", host.display()))?;
+        }
+        builder.stdout(GuestLog::new(self.component.clone(), "stdout"));
+        builder.stderr(GuestLog::new(self.component.clone(), "stderr"));
+        Ok(builder)
+    }
+}
+
+/// Copies the files matched by `globs` (minus `exclude`) into a fresh
+/// directory, keeping their relative paths. Only regular files inside the app
+/// directory are copied: a symlink that leads outside it is skipped, so a
+/// glob can never publish a file the app does not contain.
+fn stage_files(app_dir: &Path, globs: &[&str], exclude: &[String]) -> anyhow::Result<tempfile::TempDir> {
+    let build = |patterns: &mut dyn Iterator<Item = &str>| -> anyhow::Result<globset::GlobSet> {
+        let mut set = globset::GlobSetBuilder::new();
+        for p in patterns {
+            set.add(globset::GlobBuilder::new(p).literal_separator(true).build()?);
+        }
+        Ok(set.build()?)
+    };
+    let include = build(&mut globs.iter().copied())?;
+    let exclude = build(&mut exclude.iter().map(String::as_str))?;
+    let root = app_dir.canonicalize()?;
+    let staged = tempfile::Builder::new().prefix("ferry-files-").tempdir()?;
+    for entry in walkdir::WalkDir::new(&root).follow_links(false) {
+        let entry = entry?;
+        let Ok(relative) = entry.path().strip_prefix(&root) else {
+            continue;
+        };
+        if relative.as_os_str().is_empty()
+            || !include.is_match(relative)
+            || exclude.is_match(relative)
+        {
+            continue;
+        }
+        let real = if entry.path_is_symlink() {
+            match entry.path().canonicalize() {
+                Ok(target) if target.starts_with(&root) && target.is_file() => target,
+                _ => {
+                    tracing::warn!(
+                        file = %relative.display(),
+                        "skipping a symlink that leads outside the app directory"
+                    );
+                    continue;
+                }
+            }
+        } else if entry.file_type().is_file() {
+            entry.path().to_owned()
+        } else {
+            continue;
+        };
+        let dest = staged.path().join(relative);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(&real, &dest).with_context(|| format!("copying {}", real.display()))?;
+    }
+    Ok(staged)
+}
+
+/// Guest output forwarded to the host log, one event per line, prefixed by
+/// the component id.
+#[derive(Clone)]
+pub(crate) struct GuestLog {
+    component: Arc<str>,
+    stream: &'static str,
+}
+
+impl GuestLog {
+    pub fn new(component: Arc<str>, stream: &'static str) -> Self {
+        Self { component, stream }
+    }
+}
+
+impl IsTerminal for GuestLog {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestLog {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(LineLogger::new(self.clone()))
+    }
+
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(LineLogger::new(self.clone()))
+    }
+}
+
+/// Longest line kept before it is logged in pieces: a guest cannot make the
+/// host buffer without bound.
+const MAX_LINE: usize = 16 * 1024;
+
+struct LineLogger {
+    target: GuestLog,
+    pending: Vec<u8>,
+}
+
+impl LineLogger {
+    fn new(target: GuestLog) -> Self {
+        Self {
+            target,
+            pending: Vec::new(),
+        }
+    }
+
+    fn emit(&self, line: &[u8]) {
+        let line = String::from_utf8_lossy(line);
+        let line = line.trim_end_matches('\r');
+        tracing::info!(
+            target: "ferry::guest",
+            component = %self.target.component,
+            stream = self.target.stream,
+            "{line}"
+        );
+    }
+
+    fn push(&mut self, mut bytes: &[u8]) {
+        while let Some(newline) = bytes.iter().position(|b| *b == b'\n') {
+            if self.pending.is_empty() {
+                self.emit(&bytes[..newline]);
+            } else {
+                self.pending.extend_from_slice(&bytes[..newline]);
+                let line = std::mem::take(&mut self.pending);
+                self.emit(&line);
+            }
+            bytes = &bytes[newline + 1..];
+        }
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() >= MAX_LINE {
+            let line = std::mem::take(&mut self.pending);
+            self.emit(&line);
+        }
+    }
+}
+
+impl Drop for LineLogger {
+    fn drop(&mut self) {
+        if !self.pending.is_empty() {
+            let line = std::mem::take(&mut self.pending);
+            self.emit(&line);
+        }
+    }
+}
+
+impl AsyncWrite for LineLogger {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.get_mut().push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for LineLogger {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for LineLogger {
+    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(64 * 1024)
+    }
+}
+
+/// A WAGI guest's stdout: captured in memory up to a limit. Past the limit
+/// writes fail and `overflowed` is set, so the host answers with an error
+/// instead of a truncated response.
+#[derive(Clone)]
+pub(crate) struct CapturedStdout {
+    buf: Arc<Mutex<BytesMut>>,
+    limit: usize,
+    overflowed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CapturedStdout {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            buf: Arc::default(),
+            limit,
+            overflowed: Arc::default(),
+        }
+    }
+
+    pub fn overflowed(&self) -> bool {
+        self.overflowed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn take(&self) -> Bytes {
+        std::mem::take(&mut *self.buf.lock().unwrap_or_else(|e| e.into_inner())).freeze()
+    }
+
+    fn append(&self, bytes: &[u8]) -> bool {
+        let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
+        if buf.len() + bytes.len() > self.limit {
+            self.overflowed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return false;
+        }
+        buf.extend_from_slice(bytes);
+        true
+    }
+}
+
+impl IsTerminal for CapturedStdout {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for CapturedStdout {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+}
+
+impl AsyncWrite for CapturedStdout {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        if self.append(buf) {
+            Poll::Ready(Ok(buf.len()))
+        } else {
+            Poll::Ready(Err(std::io::Error::other("response too large")))
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for CapturedStdout {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for CapturedStdout {
+    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        if self.append(&bytes) {
+            Ok(())
+        } else {
+            Err(StreamError::LastOperationFailed(wasmtime::format_err!(
+                "response larger than the limit"
+            )))
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(64 * 1024)
+    }
+}

@@ -1,0 +1,345 @@
+//! Running a WASI preview 1 command module as a CGI/1.1 program (WAGI).
+//!
+//! Request metadata goes into the environment, the body onto stdin and the
+//! argument list follows the executor's `argv` template. The program's stdout
+//! is captured (up to the response limit) and parsed as a CGI response:
+//! header lines, a blank line, then the body. Anything else is the guest's
+//! fault and becomes a 500 with a log line.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use ferry_manifest::WagiConfig;
+use http::{HeaderName, HeaderValue, StatusCode};
+use http_body_util::{BodyExt, Full};
+use wasmtime::{Engine, InstancePre, Linker, Module, Store, StoreLimits, UpdateDeadline};
+use wasmtime_wasi::I32Exit;
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+
+use crate::body::{BodyTooLarge, BoxError, Limited, ResponseBody};
+use crate::sandbox::{CapturedStdout, Sandbox};
+use crate::{GuestError, Limits, RequestInfo};
+
+pub(crate) struct WagiState {
+    wasi: WasiP1Ctx,
+    limits: StoreLimits,
+}
+
+pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<WagiState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut WagiState| &mut s.wasi)?;
+    Ok(linker)
+}
+
+pub(crate) fn pre(
+    linker: &Linker<WagiState>,
+    module: &Module,
+    config: &WagiConfig,
+) -> anyhow::Result<InstancePre<WagiState>> {
+    anyhow::ensure!(
+        module
+            .exports()
+            .any(|e| e.name() == config.entrypoint && e.ty().func().is_some()),
+        "the module exports no function `{}` (the WAGI entrypoint)",
+        config.entrypoint
+    );
+    Ok(linker.instantiate_pre(module)?)
+}
+
+/// Headers a CGI response may use to talk to the server rather than the client.
+const STATUS: &str = "status";
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn handle<B>(
+    engine: &Engine,
+    pre: &InstancePre<WagiState>,
+    config: &WagiConfig,
+    sandbox: &Sandbox,
+    limits: &Limits,
+    request: http::Request<B>,
+    info: &RequestInfo,
+) -> Result<http::Response<ResponseBody>, GuestError>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let deadline = Instant::now() + limits.request_timeout;
+    let (parts, body) = request.into_parts();
+    let body = tokio::time::timeout_at(
+        deadline.into(),
+        Limited::new(body, limits.max_request_body).collect(),
+    )
+    .await
+    .map_err(|_| GuestError::Timeout(limits.request_timeout))?
+    .map_err(|e| {
+        if e.is::<BodyTooLarge>() {
+            GuestError::RequestBodyTooLarge(limits.max_request_body)
+        } else {
+            GuestError::BadRequest(format!("reading the request body: {e}"))
+        }
+    })?
+    .to_bytes();
+
+    let stdout = CapturedStdout::new(
+        usize::try_from(limits.max_response_body).unwrap_or(usize::MAX).saturating_add(64 * 1024),
+    );
+    let mut builder = sandbox.wasi_builder().map_err(GuestError::Instantiation)?;
+    builder
+        .envs(&cgi_environment(&parts, body.len(), info))
+        .args(&argv(&config.argv, info.script_name.as_str(), parts.uri.query()))
+        .stdin(MemoryInputPipe::new(body))
+        .stdout(stdout.clone());
+    let state = WagiState {
+        wasi: builder.build_p1(),
+        limits: crate::http::store_limits(limits),
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+
+    let run = async {
+        let instance = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| GuestError::from_instantiation(e.into()))?;
+        let entry = instance
+            .get_typed_func::<(), ()>(&mut store, &config.entrypoint)
+            .map_err(|e| GuestError::Instantiation(e.into()))?;
+        match entry.call_async(&mut store, ()).await {
+            Ok(()) => Ok(()),
+            Err(e) => match e.downcast_ref::<I32Exit>() {
+                // A CGI program may exit with any status after printing its response.
+                Some(_) => Ok(()),
+                None => Err(GuestError::Trap(e.into())),
+            },
+        }
+    };
+    tokio::time::timeout_at(deadline.into(), run)
+        .await
+        .map_err(|_| GuestError::Timeout(limits.request_timeout))??;
+    drop(store);
+
+    if stdout.overflowed() {
+        return Err(GuestError::ResponseTooLarge(limits.max_response_body));
+    }
+    let response = parse_cgi_response(stdout.take()).map_err(GuestError::BadCgiOutput)?;
+    if response.body().len() as u64 > limits.max_response_body {
+        return Err(GuestError::ResponseTooLarge(limits.max_response_body));
+    }
+    Ok(response.map(|body| Full::new(body).map_err(|never| match never {}).boxed_unsync()))
+}
+
+/// The CGI/1.1 meta-variables, plus WAGI's `X_*` extensions.
+fn cgi_environment(
+    parts: &http::request::Parts,
+    body_len: usize,
+    info: &RequestInfo,
+) -> Vec<(String, String)> {
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let mut env = vec![
+        ("AUTH_TYPE".into(), String::new()),
+        ("CONTENT_LENGTH".into(), body_len.to_string()),
+        ("CONTENT_TYPE".into(), header("content-type")),
+        ("GATEWAY_INTERFACE".into(), "CGI/1.1".into()),
+        ("PATH_INFO".into(), percent_decode(&info.path_info)),
+        ("PATH_TRANSLATED".into(), percent_decode(&info.path_info)),
+        ("QUERY_STRING".into(), parts.uri.query().unwrap_or("").into()),
+        ("REMOTE_ADDR".into(), info.client_addr.ip().to_string()),
+        ("REMOTE_HOST".into(), info.client_addr.ip().to_string()),
+        ("REMOTE_USER".into(), String::new()),
+        ("REQUEST_METHOD".into(), parts.method.to_string()),
+        ("SCRIPT_NAME".into(), info.script_name.clone()),
+        ("SERVER_NAME".into(), info.server_name.clone()),
+        ("SERVER_PORT".into(), info.server_port.to_string()),
+        ("SERVER_PROTOCOL".into(), format!("{:?}", parts.version)),
+        ("SERVER_SOFTWARE".into(), concat!("Ferry/", env!("CARGO_PKG_VERSION")).into()),
+        ("X_MATCHED_ROUTE".into(), info.matched_route.clone()),
+        ("X_FULL_URL".into(), info.full_url.clone()),
+        ("X_RAW_PATH_INFO".into(), info.path_info.clone()),
+        ("X_COMPONENT_ROUTE".into(), info.component_route.clone()),
+        ("X_RAW_COMPONENT_ROUTE".into(), info.raw_component_route.clone()),
+        ("X_BASE_PATH".into(), info.base_path.clone()),
+    ];
+    for (name, value) in &parts.headers {
+        let Ok(value) = value.to_str() else { continue };
+        let key = format!("HTTP_{}", name.as_str().to_ascii_uppercase().replace('-', "_"));
+        match env.iter_mut().find(|(k, _)| *k == key) {
+            // Repeated headers are joined, as CGI servers do.
+            Some((_, existing)) => {
+                existing.push_str(", ");
+                existing.push_str(value);
+            }
+            None => env.push((key, value.to_owned())),
+        }
+    }
+    env
+}
+
+/// Expands the argv template: `${SCRIPT_NAME}` becomes the script name and
+/// `${ARGS}` the query string's `&`-separated parts, percent-decoded.
+fn argv(template: &str, script_name: &str, query: Option<&str>) -> Vec<String> {
+    let args: Vec<String> = query
+        .unwrap_or("")
+        .split('&')
+        .filter(|a| !a.is_empty())
+        .map(|a| percent_decode(&a.replace('+', " ")))
+        .collect();
+    let mut out = Vec::new();
+    for word in template.split_whitespace() {
+        if word == "${ARGS}" {
+            out.extend(args.iter().cloned());
+        } else {
+            out.push(word.replace("${SCRIPT_NAME}", script_name));
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Longest header section a CGI program may print.
+const MAX_CGI_HEADERS: usize = 64 * 1024;
+
+/// Parses CGI output: header lines (`\n` or `\r\n`), a blank line, the body.
+pub(crate) fn parse_cgi_response(output: Bytes) -> Result<http::Response<Bytes>, String> {
+    let (head_end, body_start) = find_head_end(&output).ok_or_else(|| {
+        if output.is_empty() {
+            "the program printed nothing (a CGI response needs headers, a blank line, then the body)".to_owned()
+        } else {
+            "no blank line ends the headers".to_owned()
+        }
+    })?;
+    if head_end > MAX_CGI_HEADERS {
+        return Err(format!("header section larger than {MAX_CGI_HEADERS} bytes"));
+    }
+    let head = std::str::from_utf8(&output[..head_end])
+        .map_err(|_| "headers are not valid UTF-8".to_owned())?;
+    let mut response = http::Response::new(output.slice(body_start..));
+    let mut status = None;
+    let mut saw_document_header = false;
+    for line in head.lines() {
+        let line = line.trim_end_matches('\r');
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| format!("malformed header line {line:?}"))?;
+        let value = value.trim();
+        let name = name.trim();
+        if name.eq_ignore_ascii_case(STATUS) {
+            let code = value.split_whitespace().next().unwrap_or("");
+            status = Some(
+                code.parse::<u16>()
+                    .ok()
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                    .ok_or_else(|| format!("invalid Status {value:?}"))?,
+            );
+            saw_document_header = true;
+            continue;
+        }
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("invalid header name {name:?}"))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| format!("invalid value for header {name:?}"))?;
+        if header == http::header::CONTENT_TYPE || header == http::header::LOCATION {
+            saw_document_header = true;
+        }
+        if header == http::header::LOCATION && status.is_none() {
+            status = Some(StatusCode::FOUND);
+        }
+        response.headers_mut().append(header, value);
+    }
+    if !saw_document_header {
+        return Err("the response has none of Content-Type, Location or Status".into());
+    }
+    *response.status_mut() = status.unwrap_or(StatusCode::OK);
+    Ok(response)
+}
+
+fn find_head_end(output: &[u8]) -> Option<(usize, usize)> {
+    let mut line_start = 0;
+    for (i, b) in output.iter().enumerate() {
+        if *b == b'\n' {
+            let line = &output[line_start..i];
+            if line.is_empty() || line == b"\r" {
+                return Some((line_start, i + 1));
+            }
+            line_start = i + 1;
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgi_output_with_status_and_headers() {
+        let r = parse_cgi_response(Bytes::from_static(
+            b"Content-Type: text/plain\r\nStatus: 404 Not Found\r\nX-A: 1\r\n\r\nbody",
+        ))
+        .unwrap();
+        assert_eq!(r.status(), 404);
+        assert_eq!(r.headers()["content-type"], "text/plain");
+        assert_eq!(r.headers()["x-a"], "1");
+        assert_eq!(r.body(), "body");
+    }
+
+    #[test]
+    fn location_alone_redirects() {
+        let r = parse_cgi_response(Bytes::from_static(b"Location: /elsewhere\n\n")).unwrap();
+        assert_eq!(r.status(), 302);
+    }
+
+    #[test]
+    fn malformed_output_is_refused() {
+        for bad in [
+            &b""[..],
+            b"hello world",
+            b"Content-Type: text/plain\nno blank line",
+            b"X-Only: 1\n\nbody",
+            b"Status: banana\n\n",
+            b"not a header\n\n",
+        ] {
+            assert!(parse_cgi_response(Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn argv_expands_the_template() {
+        assert_eq!(
+            argv("${SCRIPT_NAME} ${ARGS}", "/cgi", Some("a&b%20c&d+e")),
+            vec!["/cgi", "a", "b c", "d e"]
+        );
+        assert_eq!(argv("${SCRIPT_NAME} -v", "/x", None), vec!["/x", "-v"]);
+    }
+}

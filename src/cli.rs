@@ -1,0 +1,297 @@
+//! Command-line arguments and the `up` and `check` commands.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ferry_manifest::{App, Executor, FileMount, Limits, Route, parse_duration, parse_size};
+use ferry_runtime::{CompileCache, EngineOptions, Runtime};
+use ferry_server::{AppHost, ServerConfig};
+
+use crate::load::{self, BindError, human_size};
+
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about = "Serve WebAssembly HTTP apps, one fresh sandbox per request")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve an app: ./spin.toml (or ./ferry.toml), a directory holding one, or a manifest file.
+    Up(UpArgs),
+    /// Validate an app's manifest and components, and show what each is granted.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct AppArgs {
+    /// The app: a manifest file or a directory containing spin.toml or ferry.toml.
+    #[arg(default_value = ".")]
+    path: PathBuf,
+    /// Per-component limits; defaults to runtime-config.toml beside the manifest.
+    #[arg(long, value_name = "FILE")]
+    runtime_config_file: Option<PathBuf>,
+    /// Where compiled code is cached [default: $XDG_CACHE_HOME/ferry or ~/.cache/ferry].
+    #[arg(long, value_name = "DIR", env = "FERRY_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile every component afresh and keep nothing on disk.
+    #[arg(long)]
+    no_cache: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Defaults for every component; runtime-config.toml can override them.
+#[derive(Debug, Args)]
+struct LimitArgs {
+    /// Linear memory per instance.
+    #[arg(long, value_name = "SIZE", default_value = "128MiB", value_parser = parse_size)]
+    max_memory: u64,
+    /// Wall-clock time per request (504 beyond it).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    request_timeout: Duration,
+    /// Request body size (413 beyond it).
+    #[arg(long, value_name = "SIZE", default_value = "10MiB", value_parser = parse_size)]
+    max_request_body: u64,
+    /// Response body size (500 beyond it, or a cut-short stream once the head was sent).
+    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = parse_size)]
+    max_response_body: u64,
+    /// Requests one component serves at once (503 with Retry-After beyond it).
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_concurrent_requests: u32,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_memory: self.max_memory,
+            request_timeout: self.request_timeout,
+            max_request_body: self.max_request_body,
+            max_response_body: self.max_response_body,
+            max_concurrent_requests: self.max_concurrent_requests as usize,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    #[command(flatten)]
+    app: AppArgs,
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// How long a client may take to send request headers.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    header_read_timeout: Duration,
+    /// Largest request header section (at least 8 KiB).
+    #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_header_size)]
+    max_header_size: u64,
+    /// After SIGINT/SIGTERM, how long in-flight requests may take to finish.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    app: AppArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_header_size(s: &str) -> Result<u64, String> {
+    let size = parse_size(s)?;
+    if size < 8192 {
+        return Err("must be at least 8 KiB".into());
+    }
+    Ok(size)
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Up(args) => up(args),
+        Command::Check(args) => check(args),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Everything both commands need: the app, the runtime and each component's limits.
+struct Prepared {
+    app: App,
+    runtime: Runtime,
+    limits: std::collections::BTreeMap<String, Limits>,
+}
+
+fn prepare(args: &AppArgs) -> anyhow::Result<Prepared> {
+    let app = ferry_manifest::load_app(&args.path)?;
+    let config = load::runtime_config(&app, args.runtime_config_file.as_deref())?;
+    let limits = config.resolve(&app, args.limits.limits())?;
+    let max_memory = limits.values().map(|l| l.max_memory).max().unwrap_or(128 << 20);
+    let cache = if args.no_cache {
+        CompileCache::new(None)
+    } else {
+        CompileCache::new(args.cache_dir.clone().or_else(CompileCache::default_dir))
+    };
+    let runtime = Runtime::new(
+        &EngineOptions {
+            max_memory,
+            ..EngineOptions::default()
+        },
+        cache,
+    )?;
+    Ok(Prepared {
+        app,
+        runtime,
+        limits,
+    })
+}
+
+fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    init_logging(args.log_format);
+    let prepared = prepare(&args.app)?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    // Bind before compiling so `http://self` knows its address and early
+    // clients wait in the accept queue instead of being refused.
+    let listener = tokio
+        .block_on(tokio::net::TcpListener::bind(args.listen))
+        .map_err(|e| BindError(format!("cannot listen on {}: {e}", args.listen)))?;
+    let local = listener.local_addr()?;
+    let mut stdout = std::io::stdout();
+    let guests = {
+        let _enter = tokio.enter();
+        load::load_guests(&prepared.runtime, &prepared.app, &prepared.limits, Some(local), &mut stdout)?
+    };
+    let host = Arc::new(AppHost::new(&prepared.app, guests)?);
+
+    let url = format!("http://{local}");
+    writeln!(stdout, "Serving {url}")?;
+    writeln!(stdout, "Available routes:")?;
+    for route in host.router().routes() {
+        let kind = match route.executor {
+            Executor::Http => "",
+            Executor::Wagi(_) => " (wagi)",
+        };
+        writeln!(stdout, "  {}: {url}{}{kind}", route.component, route.pattern.full())?;
+    }
+    stdout.flush()?;
+
+    let config = ServerConfig {
+        header_read_timeout: args.header_read_timeout,
+        max_header_size: usize::try_from(args.max_header_size).unwrap_or(usize::MAX),
+        shutdown_timeout: args.shutdown_timeout,
+    };
+    tokio.block_on(ferry_server::serve(listener, host, &config, shutdown_signal()))?;
+    // Guests still streaming past the deadline are abandoned, not awaited.
+    tokio.shutdown_timeout(Duration::from_millis(100));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutdown signal received");
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    init_logging(LogFormat::Text);
+    let prepared = prepare(&args.app)?;
+    let app = &prepared.app;
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let _enter = tokio.enter();
+    let mut out = std::io::stdout();
+    let guests = load::load_guests(&prepared.runtime, app, &prepared.limits, None, &mut out)?;
+    writeln!(out, "\nApp `{}`{} at {}", app.name, app.version.as_deref().map(|v| format!(" {v}")).unwrap_or_default(), app.manifest_path.display())?;
+    for guest in &guests {
+        let component = app.component(guest.id()).context("loaded guest without component")?;
+        print_component(&mut out, app, component, guest)?;
+    }
+    writeln!(out, "\nOK: {} component(s), {} route(s)", guests.len(), app.triggers.len())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_component(
+    out: &mut impl std::io::Write,
+    app: &App,
+    component: &ferry_manifest::Component,
+    guest: &ferry_runtime::Guest,
+) -> anyhow::Result<()> {
+    let info = guest.info();
+    writeln!(out, "\ncomponent `{}` ({}, {})", component.id, relative(&app.dir, &component.source), human_size(info.wasm_bytes))?;
+    for trigger in app.triggers.iter().filter(|t| t.component == component.id) {
+        let route = match &trigger.route {
+            Route::Pattern(p) => p.full(),
+            Route::Private => "(private)".into(),
+        };
+        let executor = match &trigger.executor {
+            Executor::Http => "wasi:http".to_owned(),
+            Executor::Wagi(w) => format!("wagi, argv \"{}\", entrypoint {}", w.argv, w.entrypoint),
+        };
+        writeln!(out, "  route      {route} ({executor})")?;
+    }
+    writeln!(out, "  imports    {}", if info.imports.is_empty() { "(none)".into() } else { info.imports.join(", ") })?;
+    let env: Vec<&str> = component.environment.iter().map(|(k, _)| k.as_str()).collect();
+    writeln!(out, "  env        {}", if env.is_empty() { "(none)".into() } else { env.join(", ") })?;
+    let files: Vec<String> = component
+        .files
+        .iter()
+        .map(|f| match f {
+            FileMount::Glob(g) => format!("{g} -> /"),
+            FileMount::Directory { source, destination } => format!("{} -> {destination}", relative(&app.dir, source)),
+        })
+        .collect();
+    writeln!(out, "  files      {}", if files.is_empty() { "(none)".into() } else { format!("{} (read-only)", files.join(", ")) })?;
+    let hosts: Vec<String> = component.allowed_outbound_hosts.iter().map(ToString::to_string).collect();
+    writeln!(out, "  outbound   {}", if hosts.is_empty() { "(none)".into() } else { hosts.join(", ") })?;
+    let l = guest.limits();
+    writeln!(
+        out,
+        "  limits     memory {}, timeout {:?}, request body {}, response body {}, {} concurrent",
+        human_size(l.max_memory),
+        l.request_timeout,
+        human_size(l.max_request_body),
+        human_size(l.max_response_body),
+        l.max_concurrent_requests
+    )?;
+    Ok(())
+}
+
+fn relative(dir: &Path, path: &Path) -> String {
+    path.strip_prefix(dir).unwrap_or(path).display().to_string()
+}

@@ -1,0 +1,42 @@
+//! The `ferry` command line: `ferry up` serves an app, `ferry check`
+//! validates one. Argument parsing and everything printed for people lives
+//! here; the work is done by `ferry-manifest`, `ferry-runtime` and
+//! `ferry-server`.
+
+mod cli;
+mod load;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+pub use cli::Cli;
+
+/// Exit codes: 1 for a failure while running, 3 for an app that cannot be
+/// loaded (bad manifest, runtime config or component), 4 when the listen
+/// address cannot be bound. Usage errors exit with 2 (clap's convention).
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if error
+        .chain()
+        .any(|e| e.is::<ferry_manifest::ManifestError>() || e.is::<load::LoadError>())
+    {
+        3
+    } else if error.chain().any(|e| e.is::<load::BindError>()) {
+        4
+    } else {
+        1
+    }
+}
+
+/// Runs the command line `args` (including the program name).
+pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode> {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return Ok(ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2)));
+        }
+    };
+    cli::run(cli)
+}

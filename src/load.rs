@@ -1,0 +1,157 @@
+//! Turning a manifest into loaded guests, with progress for people.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use ferry_manifest::{App, Component, Executor, Limits, RuntimeConfig};
+use ferry_runtime::{Guest, Runtime};
+
+/// A component that cannot be loaded (not a manifest syntax problem).
+#[derive(Debug)]
+pub struct LoadError(pub String);
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// The listen address could not be bound.
+#[derive(Debug)]
+pub struct BindError(pub String);
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BindError {}
+
+/// The runtime config to use: the one named, else `runtime-config.toml`
+/// beside the manifest if there is one.
+pub fn runtime_config(app: &App, named: Option<&Path>) -> anyhow::Result<RuntimeConfig> {
+    let path = match named {
+        Some(path) => Some(path.to_owned()),
+        None => Some(app.dir.join("runtime-config.toml")).filter(|p| p.is_file()),
+    };
+    Ok(match path {
+        Some(path) => RuntimeConfig::load(&path)?,
+        None => RuntimeConfig::default(),
+    })
+}
+
+/// Each component that a trigger uses, with its executor. A component used
+/// with two different executors is an error; unused components are skipped.
+pub fn used_components(app: &App) -> anyhow::Result<Vec<(&Component, Executor)>> {
+    let mut used: Vec<(&Component, Executor)> = Vec::new();
+    for trigger in &app.triggers {
+        let component = app
+            .component(&trigger.component)
+            .context("trigger names a missing component")?;
+        match used.iter().find(|(c, _)| c.id == component.id) {
+            Some((_, executor)) if *executor != trigger.executor => {
+                return Err(LoadError(format!(
+                    "component `{}` is used with two different executors (see the trigger at line {})",
+                    component.id, trigger.line
+                ))
+                .into());
+            }
+            Some(_) => {}
+            None => used.push((component, trigger.executor.clone())),
+        }
+    }
+    for component in &app.components {
+        if !used.iter().any(|(c, _)| c.id == component.id) {
+            tracing::warn!(component = %component.id, "no trigger uses this component; it is not loaded");
+        }
+    }
+    Ok(used)
+}
+
+/// Compiles (or loads from the cache) every used component, printing
+/// progress to `out`.
+pub fn load_guests(
+    runtime: &Runtime,
+    app: &App,
+    limits: &BTreeMap<String, Limits>,
+    self_addr: Option<SocketAddr>,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<Vec<Guest>> {
+    let mut guests = Vec::new();
+    for (component, executor) in used_components(app)? {
+        let size = std::fs::metadata(&component.source).map(|m| m.len()).unwrap_or(0);
+        let started = Instant::now();
+        let guest = with_progress(&component.id, size, out, || {
+            runtime.load(component, &executor, limits[&component.id], &app.dir, self_addr)
+        })
+        .map_err(|e| LoadError(format!("component `{}`: {e:#}", component.id)))?;
+        let info = guest.info();
+        let _ = writeln!(
+            out,
+            "{} `{}` ({}) in {}",
+            if info.compile.from_cache { "Loaded" } else { "Compiled" },
+            component.id,
+            human_size(size),
+            human_duration(started.elapsed()),
+        );
+        guests.push(guest);
+    }
+    Ok(guests)
+}
+
+/// Runs `work`, printing a line every few seconds while it lasts more than one.
+fn with_progress<T>(
+    id: &str,
+    size: u64,
+    out: &mut dyn std::io::Write,
+    work: impl FnOnce() -> T,
+) -> T {
+    let (done, finished) = mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let ticker = scope.spawn(move || {
+            let started = Instant::now();
+            let mut lines = Vec::new();
+            let mut wait = Duration::from_secs(1);
+            while let Err(mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(wait) {
+                lines.push(format!(
+                    "Compiling `{id}` ({})... {}s",
+                    human_size(size),
+                    started.elapsed().as_secs()
+                ));
+                // Printed from here so it appears while the compile runs.
+                println!("{}", lines.last().map(String::as_str).unwrap_or_default());
+                wait = Duration::from_secs(2);
+            }
+        });
+        let result = work();
+        let _ = done.send(());
+        let _ = ticker.join();
+        let _ = out.flush();
+        result
+    })
+}
+
+pub fn human_size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / f64::from(1 << 20)),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+pub fn human_duration(d: Duration) -> String {
+    if d >= Duration::from_secs(1) {
+        format!("{:.2} s", d.as_secs_f64())
+    } else {
+        format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+    }
+}
