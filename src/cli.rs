@@ -16,7 +16,11 @@ use ferry_server::{AppHost, ServerConfig};
 use crate::load::{self, BindError, human_size};
 
 #[derive(Debug, Parser)]
-#[command(name = "ferry", version, about = "Serve WebAssembly HTTP apps, one fresh sandbox per request")]
+#[command(
+    name = "ferry",
+    version,
+    about = "Serve WebAssembly HTTP apps, one fresh sandbox per request"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -133,6 +137,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -151,7 +156,11 @@ fn prepare(args: &AppArgs) -> anyhow::Result<Prepared> {
     let app = ferry_manifest::load_app(&args.path)?;
     let config = load::runtime_config(&app, args.runtime_config_file.as_deref())?;
     let limits = config.resolve(&app, args.limits.limits())?;
-    let max_memory = limits.values().map(|l| l.max_memory).max().unwrap_or(128 << 20);
+    let max_memory = limits
+        .values()
+        .map(|l| l.max_memory)
+        .max()
+        .unwrap_or(128 << 20);
     let cache = if args.no_cache {
         CompileCache::new(None)
     } else {
@@ -187,7 +196,13 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout();
     let guests = {
         let _enter = tokio.enter();
-        load::load_guests(&prepared.runtime, &prepared.app, &prepared.limits, Some(local), &mut stdout)?
+        load::load_guests(
+            &prepared.runtime,
+            &prepared.app,
+            &prepared.limits,
+            Some(local),
+            &mut stdout,
+        )?
     };
     let host = Arc::new(AppHost::new(&prepared.app, guests)?);
 
@@ -199,7 +214,12 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             Executor::Http => "",
             Executor::Wagi(_) => " (wagi)",
         };
-        writeln!(stdout, "  {}: {url}{}{kind}", route.component, route.pattern.full())?;
+        writeln!(
+            stdout,
+            "  {}: {url}{}{kind}",
+            route.component,
+            route.pattern.full()
+        )?;
     }
     stdout.flush()?;
 
@@ -208,7 +228,12 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         max_header_size: usize::try_from(args.max_header_size).unwrap_or(usize::MAX),
         shutdown_timeout: args.shutdown_timeout,
     };
-    tokio.block_on(ferry_server::serve(listener, host, &config, shutdown_signal()))?;
+    tokio.block_on(ferry_server::serve(
+        listener,
+        host,
+        &config,
+        shutdown_signal(),
+    ))?;
     // Guests still streaming past the deadline are abandoned, not awaited.
     tokio.shutdown_timeout(Duration::from_millis(100));
     Ok(ExitCode::SUCCESS)
@@ -233,16 +258,34 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     init_logging(LogFormat::Text);
     let prepared = prepare(&args.app)?;
     let app = &prepared.app;
-    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let _enter = tokio.enter();
     let mut out = std::io::stdout();
     let guests = load::load_guests(&prepared.runtime, app, &prepared.limits, None, &mut out)?;
-    writeln!(out, "\nApp `{}`{} at {}", app.name, app.version.as_deref().map(|v| format!(" {v}")).unwrap_or_default(), app.manifest_path.display())?;
+    writeln!(
+        out,
+        "\nApp `{}`{} at {}",
+        app.name,
+        app.version
+            .as_deref()
+            .map(|v| format!(" {v}"))
+            .unwrap_or_default(),
+        app.manifest_path.display()
+    )?;
     for guest in &guests {
-        let component = app.component(guest.id()).context("loaded guest without component")?;
+        let component = app
+            .component(guest.id())
+            .context("loaded guest without component")?;
         print_component(&mut out, app, component, guest)?;
     }
-    writeln!(out, "\nOK: {} component(s), {} route(s)", guests.len(), app.triggers.len())?;
+    writeln!(
+        out,
+        "\nOK: {} component(s), {} route(s)",
+        guests.len(),
+        app.triggers.len()
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -253,7 +296,13 @@ fn print_component(
     guest: &ferry_runtime::Guest,
 ) -> anyhow::Result<()> {
     let info = guest.info();
-    writeln!(out, "\ncomponent `{}` ({}, {})", component.id, relative(&app.dir, &component.source), human_size(info.wasm_bytes))?;
+    writeln!(
+        out,
+        "\ncomponent `{}` ({}, {})",
+        component.id,
+        relative(&app.dir, &component.source),
+        human_size(info.wasm_bytes)
+    )?;
     for trigger in app.triggers.iter().filter(|t| t.component == component.id) {
         let route = match &trigger.route {
             Route::Pattern(p) => p.full(),
@@ -265,20 +314,63 @@ fn print_component(
         };
         writeln!(out, "  route      {route} ({executor})")?;
     }
-    writeln!(out, "  imports    {}", if info.imports.is_empty() { "(none)".into() } else { info.imports.join(", ") })?;
-    let env: Vec<&str> = component.environment.iter().map(|(k, _)| k.as_str()).collect();
-    writeln!(out, "  env        {}", if env.is_empty() { "(none)".into() } else { env.join(", ") })?;
+    writeln!(
+        out,
+        "  imports    {}",
+        if info.imports.is_empty() {
+            "(none)".into()
+        } else {
+            info.imports.join(", ")
+        }
+    )?;
+    let env: Vec<&str> = component
+        .environment
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    writeln!(
+        out,
+        "  env        {}",
+        if env.is_empty() {
+            "(none)".into()
+        } else {
+            env.join(", ")
+        }
+    )?;
     let files: Vec<String> = component
         .files
         .iter()
         .map(|f| match f {
             FileMount::Glob(g) => format!("{g} -> /"),
-            FileMount::Directory { source, destination } => format!("{} -> {destination}", relative(&app.dir, source)),
+            FileMount::Directory {
+                source,
+                destination,
+            } => format!("{} -> {destination}", relative(&app.dir, source)),
         })
         .collect();
-    writeln!(out, "  files      {}", if files.is_empty() { "(none)".into() } else { format!("{} (read-only)", files.join(", ")) })?;
-    let hosts: Vec<String> = component.allowed_outbound_hosts.iter().map(ToString::to_string).collect();
-    writeln!(out, "  outbound   {}", if hosts.is_empty() { "(none)".into() } else { hosts.join(", ") })?;
+    writeln!(
+        out,
+        "  files      {}",
+        if files.is_empty() {
+            "(none)".into()
+        } else {
+            format!("{} (read-only)", files.join(", "))
+        }
+    )?;
+    let hosts: Vec<String> = component
+        .allowed_outbound_hosts
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    writeln!(
+        out,
+        "  outbound   {}",
+        if hosts.is_empty() {
+            "(none)".into()
+        } else {
+            hosts.join(", ")
+        }
+    )?;
     let l = guest.limits();
     writeln!(
         out,

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::mpsc;
@@ -88,17 +87,29 @@ pub fn load_guests(
 ) -> anyhow::Result<Vec<Guest>> {
     let mut guests = Vec::new();
     for (component, executor) in used_components(app)? {
-        let size = std::fs::metadata(&component.source).map(|m| m.len()).unwrap_or(0);
+        let size = std::fs::metadata(&component.source)
+            .map(|m| m.len())
+            .unwrap_or(0);
         let started = Instant::now();
         let guest = with_progress(&component.id, size, out, || {
-            runtime.load(component, &executor, limits[&component.id], &app.dir, self_addr)
+            runtime.load(
+                component,
+                &executor,
+                limits[&component.id],
+                &app.dir,
+                self_addr,
+            )
         })
         .map_err(|e| LoadError(format!("component `{}`: {e:#}", component.id)))?;
         let info = guest.info();
         let _ = writeln!(
             out,
             "{} `{}` ({}) in {}",
-            if info.compile.from_cache { "Loaded" } else { "Compiled" },
+            if info.compile.from_cache {
+                "Loaded"
+            } else {
+                "Compiled"
+            },
             component.id,
             human_size(size),
             human_duration(started.elapsed()),

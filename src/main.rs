@@ -8,7 +8,13 @@ fn main() -> ExitCode {
     match ferry::run(std::env::args_os()) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error}");
+            // Manifest errors render their own `error:` lines with locations.
+            let message = error.to_string();
+            if message.starts_with("error: ") {
+                eprintln!("{message}");
+            } else {
+                eprintln!("error: {message}");
+            }
             for cause in error.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }

@@ -1,1 +1,13 @@
-fn main(){}
+//! Ferry's integration tests: one binary (as wasmtime does) that runs the real
+//! `ferry` executable on 127.0.0.1 against real guests built from source, and
+//! talks to it with a real HTTP client.
+
+mod capabilities;
+mod failures;
+mod limits;
+mod manifest;
+mod protocol;
+mod routing;
+mod support;
+mod wagi;
+mod wasi_http;

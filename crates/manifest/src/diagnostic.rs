@@ -39,10 +39,7 @@ impl Diagnostic {
 #[derive(Debug, Clone)]
 pub enum ManifestError {
     /// The file could not be found or read.
-    Io {
-        path: PathBuf,
-        message: String,
-    },
+    Io { path: PathBuf, message: String },
     /// The file was read but has problems; all of them are listed.
     Invalid {
         path: PathBuf,

@@ -116,7 +116,10 @@ pub enum FileMount {
     /// relative path under the guest's `/`.
     Glob(String),
     /// A host directory mounted at a guest path.
-    Directory { source: PathBuf, destination: String },
+    Directory {
+        source: PathBuf,
+        destination: String,
+    },
 }
 
 /// Finds the manifest for `path`: the file itself, or `spin.toml` (then
@@ -128,7 +131,10 @@ pub fn find_manifest(path: &Path) -> Result<PathBuf, ManifestError> {
             .map(|name| path.join(name))
             .find(|p| p.is_file())
             .ok_or_else(|| {
-                ManifestError::io(path, format!("no {} in this directory", MANIFEST_NAMES.join(" or ")))
+                ManifestError::io(
+                    path,
+                    format!("no {} in this directory", MANIFEST_NAMES.join(" or ")),
+                )
             })
     } else if path.exists() {
         Ok(path.to_owned())
@@ -146,8 +152,12 @@ pub fn load_app(path: &Path) -> Result<App, ManifestError> {
         .parent()
         .map(Path::to_owned)
         .unwrap_or_default();
-    let dir = std::path::absolute(if dir.as_os_str().is_empty() { Path::new(".") } else { &dir })
-        .map_err(|e| ManifestError::io(&manifest_path, e))?;
+    let dir = std::path::absolute(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        &dir
+    })
+    .map_err(|e| ManifestError::io(&manifest_path, e))?;
     parse_app(&text, &manifest_path, &dir)
         .map_err(|diags| ManifestError::invalid(&manifest_path, &text, diags))
 }
@@ -160,20 +170,44 @@ pub(crate) fn toml_error(error: &toml::de::Error) -> Diagnostic {
 }
 
 const APP_UNSUPPORTED: walk::Unsupported<'static> = &[
-    ("variables", "application variables are not supported yet; use a component's `environment`"),
+    (
+        "variables",
+        "application variables are not supported yet; use a component's `environment`",
+    ),
     ("targets", "deployment targets are a Spin CLI feature"),
 ];
 
 const COMPONENT_UNSUPPORTED: walk::Unsupported<'static> = &[
-    ("key_value_stores", "Ferry has no key-value stores yet; remove this field"),
-    ("sqlite_databases", "Ferry has no SQLite databases yet; remove this field"),
+    (
+        "key_value_stores",
+        "Ferry has no key-value stores yet; remove this field",
+    ),
+    (
+        "sqlite_databases",
+        "Ferry has no SQLite databases yet; remove this field",
+    ),
     ("ai_models", "Ferry does not provide AI models"),
-    ("variables", "application variables are not supported yet; use `environment`"),
-    ("dependencies", "component dependencies (composition) are not supported yet"),
-    ("dependencies_inherit_configuration", "component dependencies are not supported yet"),
-    ("build", "Ferry does not run build commands: build the component yourself and remove this table"),
+    (
+        "variables",
+        "application variables are not supported yet; use `environment`",
+    ),
+    (
+        "dependencies",
+        "component dependencies (composition) are not supported yet",
+    ),
+    (
+        "dependencies_inherit_configuration",
+        "component dependencies are not supported yet",
+    ),
+    (
+        "build",
+        "Ferry does not run build commands: build the component yourself and remove this table",
+    ),
     ("tool", "tool-specific tables are not supported"),
-    ("allowed_http_hosts", "this is Spin manifest v1 syntax; use `allowed_outbound_hosts`"),
+    (
+        "allowed_http_hosts",
+        "this is Spin manifest v1 syntax; use `allowed_outbound_hosts`",
+    ),
 ];
 
 /// Parses a manifest. Paths are resolved against `dir`.
@@ -208,7 +242,10 @@ pub fn parse_app(text: &str, manifest_path: &Path, dir: &Path) -> Result<App, Ve
             table.finish(&mut diags, APP_UNSUPPORTED);
         }
         None if root.key_span("application").is_none() => {
-            diags.error(0..0, "missing `[application]` table (it needs at least `name`)");
+            diags.error(
+                0..0,
+                "missing `[application]` table (it needs at least `name`)",
+            );
         }
         None => {}
     }
@@ -249,9 +286,10 @@ pub fn parse_app(text: &str, manifest_path: &Path, dir: &Path) -> Result<App, Ve
 
     root.finish(
         &mut diags,
-        &[
-            ("variables", "application variables are not supported yet; use a component's `environment`"),
-        ],
+        &[(
+            "variables",
+            "application variables are not supported yet; use a component's `environment`",
+        )],
     );
 
     if diags.0.is_empty() {
@@ -305,10 +343,7 @@ fn read_application(diags: &mut Diagnostics, table: &mut TableView<'_, '_>, app:
             }
             http.finish(diags, &[]);
         }
-        triggers.finish(
-            diags,
-            &[("redis", "Ferry serves only HTTP triggers")],
-        );
+        triggers.finish(diags, &[("redis", "Ferry serves only HTTP triggers")]);
     }
 }
 
@@ -347,7 +382,10 @@ fn read_component(
     };
 
     match table.get("source") {
-        None => diags.error(table.span.clone(), format!("missing `component.{id}.source`")),
+        None => diags.error(
+            table.span.clone(),
+            format!("missing `component.{id}.source`"),
+        ),
         Some(value) => match value.get_ref() {
             DeValue::String(s) => {
                 let path = dir.join(s.as_ref());
@@ -360,12 +398,18 @@ fn read_component(
                 component.source = path;
             }
             DeValue::Table(_) => diags.push(
-                Diagnostic::new(value.span(), "remote component sources (`url`, `digest`) are not supported by Ferry yet")
-                    .with_help("download the .wasm file and point `source` at it"),
+                Diagnostic::new(
+                    value.span(),
+                    "remote component sources (`url`, `digest`) are not supported by Ferry yet",
+                )
+                .with_help("download the .wasm file and point `source` at it"),
             ),
             other => diags.error(
                 value.span(),
-                format!("`component.{id}.source` must be a path to a .wasm file, found {}", other.type_str()),
+                format!(
+                    "`component.{id}.source` must be a path to a .wasm file, found {}",
+                    other.type_str()
+                ),
             ),
         },
     }
@@ -385,7 +429,10 @@ fn read_component(
         for key in keys {
             let span = env.key_span(&key).unwrap_or(0..0);
             if key.is_empty() || key.contains('=') || key.contains('\0') {
-                diags.error(span, format!("`{key}` is not a valid environment variable name"));
+                diags.error(
+                    span,
+                    format!("`{key}` is not a valid environment variable name"),
+                );
             }
             if let Some(value) = env.string(diags, &key) {
                 component.environment.push((key, value.into_inner()));
@@ -410,7 +457,9 @@ fn check_relative_glob(pattern: &str) -> Result<(), String> {
         return Err(format!("`{pattern}` must be relative to the app directory"));
     }
     if pattern.split(['/', '\\']).any(|part| part == "..") {
-        return Err(format!("`{pattern}` cannot reach outside the app directory (`..`)"));
+        return Err(format!(
+            "`{pattern}` cannot reach outside the app directory (`..`)"
+        ));
     }
     globset::Glob::new(pattern).map_err(|e| format!("`{pattern}` is not a valid glob: {e}"))?;
     Ok(())
@@ -418,7 +467,10 @@ fn check_relative_glob(pattern: &str) -> Result<(), String> {
 
 fn read_files(diags: &mut Diagnostics, value: &Value<'_>, id: &str, dir: &Path) -> Vec<FileMount> {
     let DeValue::Array(items) = value.get_ref() else {
-        diags.error(value.span(), format!("`component.{id}.files` must be an array"));
+        diags.error(
+            value.span(),
+            format!("`component.{id}.files` must be an array"),
+        );
         return Vec::new();
     };
     let mut mounts = Vec::new();
@@ -487,7 +539,10 @@ fn read_http_triggers(diags: &mut Diagnostics, value: &Value<'_>, text: &str, ap
         let executor = read_executor(diags, &mut table);
         let route_value = table.get("route");
         let trigger_span = table.span.clone();
-        table.finish(diags, &[("id", "trigger ids are not used by Ferry; remove this field")]);
+        table.finish(
+            diags,
+            &[("id", "trigger ids are not used by Ferry; remove this field")],
+        );
         let Some(route_value) = route_value else {
             diags.error(trigger_span, "missing `route` in `[[trigger.http]]`");
             continue;
@@ -525,13 +580,19 @@ fn read_http_triggers(diags: &mut Diagnostics, value: &Value<'_>, text: &str, ap
                 match private.map(|v| v.get_ref()) {
                     Some(DeValue::Boolean(true)) => Route::Private,
                     _ => {
-                        diags.error(route_value.span(), "a route table must be `{ private = true }`");
+                        diags.error(
+                            route_value.span(),
+                            "a route table must be `{ private = true }`",
+                        );
                         continue;
                     }
                 }
             }
             other => {
-                diags.error(route_value.span(), format!("`route` must be a string, found {}", other.type_str()));
+                diags.error(
+                    route_value.span(),
+                    format!("`route` must be a string, found {}", other.type_str()),
+                );
                 continue;
             }
         };
@@ -553,15 +614,21 @@ fn read_trigger_component(
     app: &mut App,
 ) -> Option<String> {
     let Some(value) = table.get("component") else {
-        diags.error(table.span.clone(), "missing `component` in `[[trigger.http]]`");
+        diags.error(
+            table.span.clone(),
+            "missing `component` in `[[trigger.http]]`",
+        );
         return None;
     };
     match value.get_ref() {
         DeValue::String(id) => {
             if app.component(id).is_none() {
                 diags.push(
-                    Diagnostic::new(value.span(), format!("no component `{id}` in this manifest"))
-                        .with_help(format!("define it with a `[component.{id}]` table")),
+                    Diagnostic::new(
+                        value.span(),
+                        format!("no component `{id}` in this manifest"),
+                    )
+                    .with_help(format!("define it with a `[component.{id}]` table")),
                 );
                 return None;
             }
@@ -576,7 +643,13 @@ fn read_trigger_component(
             Some(id)
         }
         other => {
-            diags.error(value.span(), format!("`component` must be a component id or an inline table, found {}", other.type_str()));
+            diags.error(
+                value.span(),
+                format!(
+                    "`component` must be a component id or an inline table, found {}",
+                    other.type_str()
+                ),
+            );
             None
         }
     }

@@ -122,7 +122,10 @@ impl RuntimeConfig {
                 ("key_value_store", "Ferry has no key-value stores yet"),
                 ("sqlite_database", "Ferry has no SQLite databases yet"),
                 ("llm_compute", "Ferry has no AI models"),
-                ("variables_provider", "Ferry has no application variables yet"),
+                (
+                    "variables_provider",
+                    "Ferry has no application variables yet",
+                ),
                 ("config_provider", "Ferry has no application variables yet"),
             ],
         );
@@ -145,10 +148,7 @@ impl RuntimeConfig {
             .iter()
             .filter(|(id, _)| !app.components.iter().any(|c| &c.id == *id))
             .map(|(id, (span, _))| {
-                Diagnostic::new(
-                    span.clone(),
-                    format!("the app has no component `{id}`"),
-                )
+                Diagnostic::new(span.clone(), format!("the app has no component `{id}`"))
             })
             .collect();
         if !unknown.is_empty() {
@@ -214,7 +214,10 @@ fn value_to<T>(
         other => {
             diags.error(
                 value.span(),
-                format!("`{key}` must be a string or an integer, found {}", other.type_str()),
+                format!(
+                    "`{key}` must be a string or an integer, found {}",
+                    other.type_str()
+                ),
             );
             return None;
         }
@@ -244,7 +247,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "mib" => 1 << 20,
         "g" | "gb" => 1_000_000_000,
         "gib" => 1 << 30,
-        other => return Err(format!("`{other}` is not a size unit (B, KiB, MiB, GiB, KB, MB, GB)")),
+        other => {
+            return Err(format!(
+                "`{other}` is not a size unit (B, KiB, MiB, GiB, KB, MB, GB)"
+            ));
+        }
     };
     number
         .checked_mul(multiplier)
@@ -312,9 +319,14 @@ mod tests {
 
     #[test]
     fn runtime_config_errors_point_at_the_value() {
-        let errors = RuntimeConfig::parse("[limits]\nmax_memory = \"lots\"\nspeed = 1\n").unwrap_err();
+        let errors =
+            RuntimeConfig::parse("[limits]\nmax_memory = \"lots\"\nspeed = 1\n").unwrap_err();
         assert_eq!(errors.len(), 2);
         assert!(errors.iter().any(|d| d.message.contains("max_memory")));
-        assert!(errors.iter().any(|d| d.message.contains("unknown field `limits.speed`")));
+        assert!(
+            errors
+                .iter()
+                .any(|d| d.message.contains("unknown field `limits.speed`"))
+        );
     }
 }

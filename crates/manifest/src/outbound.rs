@@ -70,7 +70,8 @@ impl AllowedHost {
         let scheme = match scheme {
             "*" => None,
             s if !s.is_empty()
-                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c)) =>
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c)) =>
             {
                 Some(s.to_owned())
             }
@@ -146,15 +147,18 @@ impl AllowedHost {
         let host_ok = match &self.host {
             HostPattern::Any => true,
             HostPattern::SelfApp => is_self,
-            HostPattern::Exact(h) => host.eq_ignore_ascii_case(h.trim_start_matches('[').trim_end_matches(']')),
+            HostPattern::Exact(h) => {
+                host.eq_ignore_ascii_case(h.trim_start_matches('[').trim_end_matches(']'))
+            }
             HostPattern::Subdomains(suffix) => {
-                host.len() > suffix.len()
-                    && host.to_ascii_lowercase().ends_with(suffix.as_str())
+                host.len() > suffix.len() && host.to_ascii_lowercase().ends_with(suffix.as_str())
             }
         };
         let port_ok = match self.port {
             PortPattern::Any => true,
             PortPattern::Range(lo, hi) => (lo..=hi).contains(&port),
+            // `self` names the app's listener, whatever its port.
+            PortPattern::SchemeDefault if self.host == HostPattern::SelfApp => true,
             PortPattern::SchemeDefault => default_port(scheme) == Some(port),
         };
         host_ok && port_ok
@@ -199,7 +203,11 @@ mod tests {
     use super::*;
 
     fn hosts(list: &[&str]) -> AllowedOutboundHosts {
-        AllowedOutboundHosts::new(list.iter().map(|h| AllowedHost::parse(h).unwrap()).collect())
+        AllowedOutboundHosts::new(
+            list.iter()
+                .map(|h| AllowedHost::parse(h).unwrap())
+                .collect(),
+        )
     }
 
     #[test]
@@ -235,6 +243,7 @@ mod tests {
         let h = hosts(&["http://self"]);
         assert!(h.allows_self());
         assert!(h.allows("http", "127.0.0.1", 80, true));
+        assert!(h.allows("http", "127.0.0.1", 3000, true));
         assert!(!h.allows("http", "127.0.0.1", 80, false));
     }
 

@@ -215,7 +215,11 @@ fn parse_segments(path: &str, allow_wildcard: bool) -> Result<(Vec<Segment>, boo
             if !allow_wildcard {
                 return Err(format!("base `{path}` cannot contain parameters"));
             }
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
                 return Err(format!(
                     "route `{path}`: parameter `:{name}` needs a name of letters, digits, `_` or `-`"
                 ));
@@ -225,8 +229,13 @@ fn parse_segments(path: &str, allow_wildcard: bool) -> Result<(Vec<Segment>, boo
             return Err(format!(
                 "route `{path}`: `{part}` is not a valid segment (a wildcard is written `/...` at the end)"
             ));
-        } else if part.chars().any(|c| c.is_whitespace() || c == '?' || c == '#') {
-            return Err(format!("route `{path}` contains a character not allowed in a path"));
+        } else if part
+            .chars()
+            .any(|c| c.is_whitespace() || c == '?' || c == '#')
+        {
+            return Err(format!(
+                "route `{path}` contains a character not allowed in a path"
+            ));
         } else {
             segments.push(Segment::Literal((*part).to_owned()));
         }

@@ -89,11 +89,18 @@ source = "app.wasm"
     let hello = app.component("hello").unwrap();
     assert_eq!(
         hello.environment,
-        vec![("GREETING".into(), "hi".into()), ("MODE".into(), "test".into())]
+        vec![
+            ("GREETING".into(), "hi".into()),
+            ("MODE".into(), "test".into())
+        ]
     );
     assert_eq!(hello.files.len(), 2);
     assert_eq!(hello.exclude_files, vec!["secret.txt".to_string()]);
-    assert!(hello.allowed_outbound_hosts.allows("https", "example.com", 443, false));
+    assert!(
+        hello
+            .allowed_outbound_hosts
+            .allows("https", "example.com", 443, false)
+    );
     assert!(hello.allowed_outbound_hosts.allows_self());
     assert_eq!(app.components.len(), 3);
 }
@@ -145,14 +152,20 @@ fn bad_values_point_at_the_value() {
 #[test]
 fn syntax_errors_and_versions() {
     let f = Fixture::new();
-    insta::assert_snapshot!("toml_syntax", f.parse("spin_manifest_version = 2\n[application\nname = 1\n").unwrap_err());
+    insta::assert_snapshot!(
+        "toml_syntax",
+        f.parse("spin_manifest_version = 2\n[application\nname = 1\n")
+            .unwrap_err()
+    );
     insta::assert_snapshot!(
         "manifest_v1",
-        f.parse("spin_version = \"1\"\nname = \"old\"\ntrigger = { type = \"http\" }\n").unwrap_err()
+        f.parse("spin_version = \"1\"\nname = \"old\"\ntrigger = { type = \"http\" }\n")
+            .unwrap_err()
     );
     insta::assert_snapshot!(
         "no_triggers",
-        f.parse(&format!("{HEADER}\n[component.a]\nsource = \"app.wasm\"\n")).unwrap_err()
+        f.parse(&format!("{HEADER}\n[component.a]\nsource = \"app.wasm\"\n"))
+            .unwrap_err()
     );
 }
 
@@ -164,7 +177,10 @@ fn component_ids_must_be_kebab_case() {
             "{HEADER}\n[[trigger.http]]\nroute = \"/\"\ncomponent = \"My_App\"\n\n[component.My_App]\nsource = \"app.wasm\"\n"
         ))
         .unwrap_err();
-    assert!(err.contains("component id `My_App` must be kebab-case"), "{err}");
+    assert!(
+        err.contains("component id `My_App` must be kebab-case"),
+        "{err}"
+    );
     assert!(err.contains("spin.toml:9:12"), "{err}");
 }
 
@@ -179,5 +195,8 @@ fn load_app_finds_the_manifest_in_a_directory() {
     let app = load_app(f.dir.path()).unwrap();
     assert_eq!(app.components[0].source, f.dir.path().join("app.wasm"));
     let missing = load_app(&f.dir.path().join("static")).unwrap_err();
-    assert!(missing.to_string().contains("no spin.toml or ferry.toml"), "{missing}");
+    assert!(
+        missing.to_string().contains("no spin.toml or ferry.toml"),
+        "{missing}"
+    );
 }

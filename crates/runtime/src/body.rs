@@ -106,3 +106,54 @@ where
         self.inner.size_hint()
     }
 }
+
+/// Ends the stream with an error, instead of a clean end, when `failed` is
+/// set by the time the inner body ends: a guest that trapped or timed out
+/// mid-response must not look like a complete response to the client.
+pub struct FailOnFlag<B> {
+    inner: B,
+    failed: Arc<AtomicBool>,
+}
+
+impl<B> FailOnFlag<B> {
+    pub fn new(inner: B, failed: Arc<AtomicBool>) -> Self {
+        Self { inner, failed }
+    }
+}
+
+/// The error a [`FailOnFlag`] body ends with.
+#[derive(Debug)]
+pub struct GuestFailedMidResponse;
+
+impl std::fmt::Display for GuestFailedMidResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the guest failed before finishing its response")
+    }
+}
+
+impl std::error::Error for GuestFailedMidResponse {}
+
+impl<B> Body for FailOnFlag<B>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(None) if this.failed.load(Ordering::Acquire) => {
+                Poll::Ready(Some(Err(GuestFailedMidResponse.into())))
+            }
+            other => other,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

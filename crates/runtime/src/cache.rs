@@ -56,7 +56,9 @@ impl CompileCache {
     fn artifact_path(&self, engine: &Engine, wasm: &[u8], is_component: bool) -> Option<PathBuf> {
         let dir = self.dir.as_ref()?;
         let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut engine_hash);
+        engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
         let mut digest = Sha256::new();
         digest.update(b"ferry-artifact-v1\0");
         digest.update(env!("CARGO_PKG_VERSION").as_bytes());
@@ -135,7 +137,9 @@ fn deserialize(engine: &Engine, path: &Path, is_component: bool) -> anyhow::Resu
     // is complete output of `Engine::precompile_*` for a compatible engine;
     // wasmtime also checks the header. Nothing else writes to the cache dir.
     Ok(if is_component {
-        Compiled::Component(unsafe { wasmtime::component::Component::deserialize_file(engine, path)? })
+        Compiled::Component(unsafe {
+            wasmtime::component::Component::deserialize_file(engine, path)?
+        })
     } else {
         Compiled::Module(unsafe { wasmtime::Module::deserialize_file(engine, path)? })
     })

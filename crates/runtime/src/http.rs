@@ -20,7 +20,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::body::{BodyTooLarge, BoxError, Limited, ResponseBody};
+use crate::body::{BodyTooLarge, BoxError, FailOnFlag, Limited, ResponseBody};
 use crate::sandbox::{OutboundPolicy, Sandbox};
 use crate::{GuestError, Limits};
 
@@ -94,7 +94,9 @@ impl OutboundHooks {
                 a.port() == port && host.trim_matches(['[', ']']).parse() == Ok(a.ip())
             });
         if !self.policy.allowed.allows(&scheme, host, port, is_self) {
-            return Err(format!("{scheme}://{host}:{port} is not in allowed_outbound_hosts"));
+            return Err(format!(
+                "{scheme}://{host}:{port} is not in allowed_outbound_hosts"
+            ));
         }
         if names_self {
             let Some(addr) = self_addr else {
@@ -148,7 +150,11 @@ impl WasiHttpHooks for OutboundHooks {
     }
 }
 
-fn new_store(engine: &Engine, sandbox: &Sandbox, limits: &Limits) -> anyhow::Result<Store<HttpState>> {
+fn new_store(
+    engine: &Engine,
+    sandbox: &Sandbox,
+    limits: &Limits,
+) -> anyhow::Result<Store<HttpState>> {
     let wasi = sandbox.wasi_builder()?.build();
     let state = HttpState {
         wasi,
@@ -212,26 +218,29 @@ where
     };
 
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let responded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let component = sandbox.component.clone();
     let task = {
-        let responded = responded.clone();
+        let failed = failed.clone();
         tokio::spawn(async move {
             let _guard = guard;
             let run = async {
                 let data = store.data_mut();
                 let req = data.http().new_incoming_request(Scheme::Http, request)?;
-                let out = data.http().new_response_outparam_from_callback(move |response| {
-                    responded.store(true, Ordering::Relaxed);
-                    let _ = tx.send(response);
-                })?;
+                let out = data.http().new_response_outparam(tx)?;
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
                     .await
             };
             let result = tokio::time::timeout(timeout.saturating_sub(started.elapsed()), run).await;
-            (result, store)
+            // Mark failure before the store (and the response body's sender in
+            // its table) is dropped, so the body sees the flag when it ends.
+            if !matches!(result, Ok(Ok(()))) {
+                failed.store(true, Ordering::Release);
+            }
+            drop(store);
+            result
         })
     };
 
@@ -241,37 +250,60 @@ where
         Err(_) => {
             // The guest ended without setting a response: find out why.
             return Err(match task.await {
-                Ok((Ok(Ok(())), _)) if request_too_large.load(Ordering::Relaxed) => {
+                Ok(Ok(Ok(()))) if request_too_large.load(Ordering::Relaxed) => {
                     GuestError::RequestBodyTooLarge(request_limit)
                 }
-                Ok((Ok(Ok(())), _)) => GuestError::NoResponse,
-                Ok((Ok(Err(_)), _)) if request_too_large.load(Ordering::Relaxed) => {
+                Ok(Ok(Ok(()))) => GuestError::NoResponse,
+                Ok(Ok(Err(_))) if request_too_large.load(Ordering::Relaxed) => {
                     GuestError::RequestBodyTooLarge(request_limit)
                 }
-                Ok((Ok(Err(trap)), _)) => GuestError::Trap(trap.into()),
-                Ok((Err(_elapsed), _)) => GuestError::Timeout(timeout),
+                Ok(Ok(Err(trap))) => GuestError::Trap(trap.into()),
+                Ok(Err(_elapsed)) => GuestError::Timeout(timeout),
                 Err(join) => GuestError::Trap(anyhow::anyhow!("the guest's task failed: {join}")),
             });
         }
     };
-    // Failures after the head was sent can only cut the body short; log them.
-    let watch_component = component.clone();
+    let result = finish_response(
+        response,
+        &request_too_large,
+        request_limit,
+        limits,
+        component.clone(),
+    )
+    .map(|response| response.map(|body| FailOnFlag::new(body, failed).boxed_unsync()));
+    // Failures after the head was sent can only cut the body short: log them,
+    // unless the response was already replaced by an error (then the guest
+    // failing to write into a dropped body is expected).
+    let log_failures = result.is_ok();
     tokio::spawn(async move {
-        match task.await {
-            Ok((Ok(Ok(())), _)) => {}
-            Ok((Ok(Err(trap)), _)) => tracing::error!(
-                component = %watch_component,
+        let outcome = task.await;
+        if !log_failures {
+            return;
+        }
+        match outcome {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(trap))) => tracing::error!(
+                component = %component,
                 "guest failed while streaming its response: {}",
-                crate::one_line(&anyhow::Error::from(trap))
+                crate::trap_reason(&anyhow::Error::from(trap))
             ),
-            Ok((Err(_), _)) => tracing::error!(
-                component = %watch_component,
+            Ok(Err(_)) => tracing::error!(
+                component = %component,
                 "guest exceeded the request timeout of {timeout:?} while streaming its response"
             ),
-            Err(join) => tracing::error!(component = %watch_component, "guest task failed: {join}"),
+            Err(join) => tracing::error!(component = %component, "guest task failed: {join}"),
         }
     });
+    result
+}
 
+fn finish_response(
+    response: http::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>,
+    request_too_large: &std::sync::atomic::AtomicBool,
+    request_limit: u64,
+    limits: &Limits,
+    component: Arc<str>,
+) -> Result<http::Response<ResponseBody>, GuestError> {
     if request_too_large.load(Ordering::Relaxed) {
         return Err(GuestError::RequestBodyTooLarge(request_limit));
     }

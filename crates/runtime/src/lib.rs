@@ -110,7 +110,9 @@ pub enum GuestError {
 
 impl GuestError {
     pub(crate) fn from_instantiation(e: anyhow::Error) -> Self {
-        if e.chain().any(|c| c.to_string().contains("maximum concurrent")) {
+        if e.chain()
+            .any(|c| c.to_string().contains("maximum concurrent"))
+        {
             Self::Busy
         } else {
             Self::Instantiation(e)
@@ -137,7 +139,7 @@ impl GuestError {
 impl std::fmt::Display for GuestError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Trap(e) => write!(f, "guest trapped: {}", one_line(e)),
+            Self::Trap(e) => write!(f, "guest trapped: {}", trap_reason(e)),
             Self::Timeout(t) => write!(f, "guest exceeded the request timeout of {t:?}"),
             Self::NoResponse => f.write_str("guest returned without setting a response"),
             Self::ErrorCode(code) => write!(f, "guest answered with error {code}"),
@@ -156,6 +158,12 @@ impl std::fmt::Display for GuestError {
 }
 
 impl std::error::Error for GuestError {}
+
+/// What a trap was, without wasmtime's backtrace: the last error in the chain
+/// (`wasm trap: wasm `unreachable` instruction executed`).
+pub(crate) fn trap_reason(e: &anyhow::Error) -> String {
+    e.root_cause().to_string().replace('\n', " | ")
+}
 
 /// An error chain on one line, for log lines.
 pub(crate) fn one_line(e: &anyhow::Error) -> String {
@@ -216,8 +224,10 @@ impl Runtime {
         let (kind, imports) = match (compiled, executor) {
             (cache::Compiled::Component(c), _) => {
                 let ty = c.component_type();
-                let mut imports: Vec<String> =
-                    ty.imports(&self.engine).map(|(name, _)| name.to_owned()).collect();
+                let mut imports: Vec<String> = ty
+                    .imports(&self.engine)
+                    .map(|(name, _)| name.to_owned())
+                    .collect();
                 imports.sort();
                 let pre = http::pre(&self.http_linker, &c).context(
                     "the component does not fit Ferry's wasi:http host (does it export wasi:http/incoming-handler@0.2.x?)",
@@ -276,7 +286,15 @@ impl Guest {
     {
         match &self.kind {
             GuestKind::Http(pre) => {
-                http::handle(&self.engine, pre, &self.sandbox, &self.limits, request, guard).await
+                http::handle(
+                    &self.engine,
+                    pre,
+                    &self.sandbox,
+                    &self.limits,
+                    request,
+                    guard,
+                )
+                .await
             }
             GuestKind::Wagi(pre, config) => {
                 let _guard = guard;

@@ -106,11 +106,19 @@ impl Sandbox {
 /// directory, keeping their relative paths. Only regular files inside the app
 /// directory are copied: a symlink that leads outside it is skipped, so a
 /// glob can never publish a file the app does not contain.
-fn stage_files(app_dir: &Path, globs: &[&str], exclude: &[String]) -> anyhow::Result<tempfile::TempDir> {
+fn stage_files(
+    app_dir: &Path,
+    globs: &[&str],
+    exclude: &[String],
+) -> anyhow::Result<tempfile::TempDir> {
     let build = |patterns: &mut dyn Iterator<Item = &str>| -> anyhow::Result<globset::GlobSet> {
         let mut set = globset::GlobSetBuilder::new();
         for p in patterns {
-            set.add(globset::GlobBuilder::new(p).literal_separator(true).build()?);
+            set.add(
+                globset::GlobBuilder::new(p)
+                    .literal_separator(true)
+                    .build()?,
+            );
         }
         Ok(set.build()?)
     };
@@ -204,6 +212,9 @@ impl LineLogger {
     fn emit(&self, line: &[u8]) {
         let line = String::from_utf8_lossy(line);
         let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            return;
+        }
         tracing::info!(
             target: "ferry::guest",
             component = %self.target.component,
@@ -241,7 +252,11 @@ impl Drop for LineLogger {
 }
 
 impl AsyncWrite for LineLogger {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.get_mut().push(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -331,7 +346,11 @@ impl StdoutStream for CapturedStdout {
 }
 
 impl AsyncWrite for CapturedStdout {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         if self.append(buf) {
             Poll::Ready(Ok(buf.len()))
         } else {

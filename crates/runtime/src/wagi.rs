@@ -82,12 +82,18 @@ where
     .to_bytes();
 
     let stdout = CapturedStdout::new(
-        usize::try_from(limits.max_response_body).unwrap_or(usize::MAX).saturating_add(64 * 1024),
+        usize::try_from(limits.max_response_body)
+            .unwrap_or(usize::MAX)
+            .saturating_add(64 * 1024),
     );
     let mut builder = sandbox.wasi_builder().map_err(GuestError::Instantiation)?;
     builder
         .envs(&cgi_environment(&parts, body.len(), info))
-        .args(&argv(&config.argv, info.script_name.as_str(), parts.uri.query()))
+        .args(&argv(
+            &config.argv,
+            info.script_name.as_str(),
+            parts.uri.query(),
+        ))
         .stdin(MemoryInputPipe::new(body))
         .stdout(stdout.clone());
     let state = WagiState {
@@ -128,7 +134,11 @@ where
     if response.body().len() as u64 > limits.max_response_body {
         return Err(GuestError::ResponseTooLarge(limits.max_response_body));
     }
-    Ok(response.map(|body| Full::new(body).map_err(|never| match never {}).boxed_unsync()))
+    Ok(response.map(|body| {
+        Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    }))
 }
 
 /// The CGI/1.1 meta-variables, plus WAGI's `X_*` extensions.
@@ -152,7 +162,10 @@ fn cgi_environment(
         ("GATEWAY_INTERFACE".into(), "CGI/1.1".into()),
         ("PATH_INFO".into(), percent_decode(&info.path_info)),
         ("PATH_TRANSLATED".into(), percent_decode(&info.path_info)),
-        ("QUERY_STRING".into(), parts.uri.query().unwrap_or("").into()),
+        (
+            "QUERY_STRING".into(),
+            parts.uri.query().unwrap_or("").into(),
+        ),
         ("REMOTE_ADDR".into(), info.client_addr.ip().to_string()),
         ("REMOTE_HOST".into(), info.client_addr.ip().to_string()),
         ("REMOTE_USER".into(), String::new()),
@@ -161,17 +174,26 @@ fn cgi_environment(
         ("SERVER_NAME".into(), info.server_name.clone()),
         ("SERVER_PORT".into(), info.server_port.to_string()),
         ("SERVER_PROTOCOL".into(), format!("{:?}", parts.version)),
-        ("SERVER_SOFTWARE".into(), concat!("Ferry/", env!("CARGO_PKG_VERSION")).into()),
+        (
+            "SERVER_SOFTWARE".into(),
+            concat!("Ferry/", env!("CARGO_PKG_VERSION")).into(),
+        ),
         ("X_MATCHED_ROUTE".into(), info.matched_route.clone()),
         ("X_FULL_URL".into(), info.full_url.clone()),
         ("X_RAW_PATH_INFO".into(), info.path_info.clone()),
         ("X_COMPONENT_ROUTE".into(), info.component_route.clone()),
-        ("X_RAW_COMPONENT_ROUTE".into(), info.raw_component_route.clone()),
+        (
+            "X_RAW_COMPONENT_ROUTE".into(),
+            info.raw_component_route.clone(),
+        ),
         ("X_BASE_PATH".into(), info.base_path.clone()),
     ];
     for (name, value) in &parts.headers {
         let Ok(value) = value.to_str() else { continue };
-        let key = format!("HTTP_{}", name.as_str().to_ascii_uppercase().replace('-', "_"));
+        let key = format!(
+            "HTTP_{}",
+            name.as_str().to_ascii_uppercase().replace('-', "_")
+        );
         match env.iter_mut().find(|(k, _)| *k == key) {
             // Repeated headers are joined, as CGI servers do.
             Some((_, existing)) => {
@@ -240,7 +262,9 @@ pub(crate) fn parse_cgi_response(output: Bytes) -> Result<http::Response<Bytes>,
         }
     })?;
     if head_end > MAX_CGI_HEADERS {
-        return Err(format!("header section larger than {MAX_CGI_HEADERS} bytes"));
+        return Err(format!(
+            "header section larger than {MAX_CGI_HEADERS} bytes"
+        ));
     }
     let head = std::str::from_utf8(&output[..head_end])
         .map_err(|_| "headers are not valid UTF-8".to_owned())?;
@@ -330,7 +354,10 @@ mod tests {
             b"Status: banana\n\n",
             b"not a header\n\n",
         ] {
-            assert!(parse_cgi_response(Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
+            assert!(
+                parse_cgi_response(Bytes::copy_from_slice(bad)).is_err(),
+                "{bad:?}"
+            );
         }
     }
 

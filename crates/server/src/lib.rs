@@ -145,7 +145,10 @@ impl AppHost {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|len| len > limits.max_request_body) {
-            return (plain(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large\n"), Some(component));
+            return (
+                plain(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large\n"),
+                Some(component),
+            );
         }
 
         let Ok(permit) = slot.permits.clone().try_acquire_owned() else {
@@ -164,7 +167,10 @@ impl AppHost {
 
         let info = self.request_info(&request, route, &matched, client_addr, local_addr);
         if let Err(e) = prepare_request(&mut request, &info, &matched, local_addr) {
-            return (plain(StatusCode::BAD_REQUEST, &format!("Bad Request: {e}\n")), Some(component));
+            return (
+                plain(StatusCode::BAD_REQUEST, &format!("Bad Request: {e}\n")),
+                Some(component),
+            );
         }
         match slot.guest.handle(request, &info, permit).await {
             Ok(response) => (response, Some(component)),
@@ -191,10 +197,7 @@ impl AppHost {
         local_addr: SocketAddr,
     ) -> RequestInfo {
         let authority = authority(request, local_addr);
-        let path_and_query = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str());
+        let path_and_query = request.uri().path_and_query().map_or("/", |p| p.as_str());
         let path = request.uri().path();
         let script_name = path
             .strip_suffix(matched.path_info.as_str())
@@ -281,7 +284,10 @@ fn prepare_request<B>(
     set("spin-component-route", &info.component_route);
     set("spin-client-addr", &info.client_addr.to_string());
     for (name, value) in &matched.params {
-        set(&format!("spin-path-match-{}", name.to_ascii_lowercase()), value);
+        set(
+            &format!("spin-path-match-{}", name.to_ascii_lowercase()),
+            value,
+        );
     }
     Ok(())
 }
@@ -350,10 +356,14 @@ pub async fn serve(
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let host = host.clone();
             async move {
-                Ok::<_, std::convert::Infallible>(host.handle(request, client_addr, local_addr).await)
+                Ok::<_, std::convert::Infallible>(
+                    host.handle(request, client_addr, local_addr).await,
+                )
             }
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -363,7 +373,9 @@ pub async fn serve(
     }
     drop(listener);
     let in_flight = graceful.count();
-    tracing::info!("shutting down: no longer accepting; waiting for {in_flight} open connection(s)");
+    tracing::info!(
+        "shutting down: no longer accepting; waiting for {in_flight} open connection(s)"
+    );
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(config.shutdown_timeout) => tracing::warn!(

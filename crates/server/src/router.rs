@@ -102,7 +102,10 @@ mod tests {
         let routes: Vec<(String, String)> = (0..1000)
             .map(|i| (format!("/app{i}/..."), format!("c{i}")))
             .collect();
-        let refs: Vec<(&str, &str)> = routes.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let refs: Vec<(&str, &str)> = routes
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
         let r = router(&refs);
         assert_eq!(pick(&r, "/app999/x").as_deref(), Some("c999"));
         assert_eq!(pick(&r, "/app0").as_deref(), Some("c0"));

@@ -1,1 +1,8 @@
+//! Paths to the test guests, built from source by this crate's build script.
+//!
+//! - [`HTTP_GUEST`]: a wasi:http component (Rust, wasm32-wasip2) with one
+//!   behaviour per path; see `guests/src/bin/http-guest.rs`.
+//! - [`WAGI_RUST`]: a WAGI module in Rust (wasm32-wasip1).
+//! - [`WAGI_C`]: a WAGI module in C (clang + wasi-libc); see `c/cgi.c`.
 
+include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));

@@ -1,0 +1,147 @@
+//! Deny by default: files, outbound HTTP and sockets only as granted.
+
+use crate::support::*;
+
+#[tokio::test]
+async fn files_are_read_only_and_cannot_be_escaped() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), "top secret").unwrap();
+    let app = TestApp::new(
+        &(trigger("/...", "guest")
+            + &http_component(
+                "guest",
+                "files = [\"*.txt\", \"docs/**/*.md\", { source = \"assets\", destination = \"/assets\" }]\nexclude_files = [\"private.txt\"]",
+            )),
+    );
+    app.write("hello.txt", "hello file\n");
+    app.write("private.txt", "excluded\n");
+    app.write("docs/a/b.md", "# nested\n");
+    app.write("docs/skip.txt", "not matched\n");
+    app.write("assets/style.css", "body {}\n");
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.txt"),
+        app.path().join("leak.txt"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(outside.path(), app.path().join("assets/escape")).unwrap();
+    let ferry = Ferry::start(&app, &[]);
+    let read = |path: &str| {
+        let url = format!("{}/file?path={path}", ferry.url);
+        async move { get(&url).await }
+    };
+
+    assert_eq!(read("/hello.txt").await.text(), "hello file\n");
+    assert_eq!(read("/docs/a/b.md").await.text(), "# nested\n");
+    assert_eq!(read("/assets/style.css").await.text(), "body {}\n");
+    for denied in [
+        "/private.txt",
+        "/docs/skip.txt",
+        "/leak.txt",
+        "/assets/escape/secret.txt",
+        "/../secret.txt",
+        "/assets/../../etc/passwd",
+        "/etc/passwd",
+        "/spin.toml",
+    ] {
+        let reply = read(denied).await;
+        assert_eq!(
+            reply.status,
+            404,
+            "{denied} must not be readable: {}",
+            reply.text()
+        );
+        assert!(!reply.text().contains("top secret"));
+    }
+    let write = get(&format!("{}/write-file?path=/hello.txt", ferry.url)).await;
+    assert_eq!(
+        write.status,
+        403,
+        "files must be read-only: {}",
+        write.text()
+    );
+    assert_eq!(read("/hello.txt").await.text(), "hello file\n");
+}
+
+#[tokio::test]
+async fn without_files_the_guest_sees_no_filesystem() {
+    let app = TestApp::new(&(trigger("/...", "guest") + &http_component("guest", "")));
+    let ferry = Ferry::start(&app, &[]);
+    assert_eq!(get(&format!("{}/list?path=/", ferry.url)).await.status, 404);
+    assert_eq!(
+        get(&format!("{}/file?path=/etc/passwd", ferry.url))
+            .await
+            .status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn outbound_http_is_enforced_per_destination() {
+    let app = TestApp::new(&format!(
+        "{}{}{}{}",
+        trigger("/caller/...", "caller"),
+        trigger("/target/...", "target"),
+        http_component(
+            "caller",
+            "allowed_outbound_hosts = [\"http://self\", \"https://example.com\"]"
+        ),
+        http_component("target", ""),
+    ));
+    let ferry = Ferry::start(&app, &[]);
+    let call = |url: String| {
+        let ferry_url = ferry.url.clone();
+        async move {
+            get(&format!("{ferry_url}/caller/outbound?url={url}"))
+                .await
+                .text()
+        }
+    };
+    // `self` reaches the app itself.
+    assert_eq!(
+        call("http://self/target/".into()).await,
+        "status 200: hello from target\n"
+    );
+    // The same listener by address is `self` too, so it is allowed.
+    assert_eq!(
+        call(format!("http://{}/target/", ferry.addr())).await,
+        "status 200: hello from target\n"
+    );
+    // Anything not listed is refused inside the guest, with a log line.
+    for denied in [
+        "http://127.0.0.1:1/",
+        "http://example.com/",
+        "https://example.org/",
+        "https://example.com:8443/",
+    ] {
+        assert_eq!(
+            call(denied.into()).await,
+            "error: ErrorCode::HttpRequestDenied\n",
+            "{denied}"
+        );
+    }
+    ferry.wait_for_log(&["outbound request denied", "component=caller", "example.org"]);
+    // A component without grants can reach nothing, not even `self`.
+    let reply = get(&format!(
+        "{}/target/outbound?url=http://self/caller/",
+        ferry.url
+    ))
+    .await;
+    assert_eq!(reply.text(), "error: ErrorCode::HttpRequestDenied\n");
+}
+
+#[tokio::test]
+async fn sockets_are_denied() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = TestApp::new(
+        &(trigger("/...", "guest")
+            + &http_component("guest", "allowed_outbound_hosts = [\"*://*:*\"]")),
+    );
+    let ferry = Ferry::start(&app, &[]);
+    let reply = get(&format!("{}/socket?addr={addr}", ferry.url)).await;
+    assert!(
+        reply.text().starts_with("socket denied"),
+        "{}",
+        reply.text()
+    );
+}

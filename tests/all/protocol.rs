@@ -1,0 +1,131 @@
+//! HTTP/1.1 keep-alive, HTTP/2, graceful shutdown and the compile cache.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::support::*;
+
+fn app() -> TestApp {
+    TestApp::new(&(trigger("/...", "guest") + &http_component("guest", "")))
+}
+
+fn client_port(headers_dump: &str) -> String {
+    headers_dump
+        .lines()
+        .find_map(|l| l.strip_prefix("spin-client-addr: "))
+        .expect("spin-client-addr")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn http1_keep_alive_serves_many_requests_on_one_connection() {
+    let app = app();
+    let ferry = Ferry::start(&app, &[]);
+    let stream = tokio::net::TcpStream::connect(ferry.addr()).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut peers = Vec::new();
+    for _ in 0..3 {
+        let request = http::Request::get("/headers")
+            .header("host", ferry.addr())
+            .body(Full::<bytes::Bytes>::default())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        peers.push(client_port(&String::from_utf8_lossy(&body)));
+    }
+    assert!(
+        peers.iter().all(|p| *p == peers[0]),
+        "all on one connection: {peers:?}"
+    );
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge() {
+    let app = app();
+    let ferry = Ferry::start(&app, &[]);
+    let stream = tokio::net::TcpStream::connect(ferry.addr()).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut responses = Vec::new();
+    for i in 0..4 {
+        let request = http::Request::get(format!("{}/status?code={}", ferry.url, 200 + i))
+            .body(Full::<bytes::Bytes>::default())
+            .unwrap();
+        responses.push(sender.send_request(request));
+    }
+    for (i, response) in responses.into_iter().enumerate() {
+        let response = response.await.unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        assert_eq!(response.status(), 200 + i as u16);
+    }
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let app = app();
+    let ferry = Ferry::start(&app, &[]);
+    let url = format!("{}/sleep?ms=1500", ferry.url);
+    let in_flight = tokio::spawn(async move { get(&url).await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let addr = ferry.addr();
+    let status = tokio::task::spawn_blocking(move || ferry.terminate())
+        .await
+        .unwrap();
+    assert!(
+        status.success(),
+        "ferry should exit 0 after SIGTERM, got {status}"
+    );
+    let reply = in_flight.await.unwrap();
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (200, "slept 1500 ms\n")
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener must be closed"
+    );
+}
+
+#[tokio::test]
+async fn compiled_code_is_cached_across_runs() {
+    let app = app();
+    let cache = tempfile::tempdir().unwrap();
+    let cache_arg = cache.path().to_str().unwrap();
+    let first = Ferry::start(&app, &["--cache-dir", cache_arg]);
+    assert!(
+        first.stdout.lock().unwrap()[0].starts_with("Compiled `guest`"),
+        "{:?}",
+        first.stdout.lock().unwrap()
+    );
+    drop(first);
+    let second = Ferry::start(&app, &["--cache-dir", cache_arg]);
+    assert!(
+        second.stdout.lock().unwrap()[0].starts_with("Loaded `guest`"),
+        "{:?}",
+        second.stdout.lock().unwrap()
+    );
+    assert_eq!(
+        get(&format!("{}/", second.url)).await.text(),
+        "hello from guest\n"
+    );
+    // A corrupt cache entry is recompiled, not trusted.
+    drop(second);
+    for entry in std::fs::read_dir(cache.path()).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
+    }
+    let third = Ferry::start(&app, &["--cache-dir", cache_arg]);
+    assert!(third.stdout.lock().unwrap()[0].starts_with("Compiled `guest`"));
+    assert_eq!(
+        get(&format!("{}/", third.url)).await.text(),
+        "hello from guest\n"
+    );
+}

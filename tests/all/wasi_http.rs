@@ -1,0 +1,104 @@
+//! wasi:http components: streaming bodies, a fresh instance per request,
+//! the environment and guest output.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+
+use crate::support::*;
+
+fn app() -> TestApp {
+    TestApp::new(&(trigger("/...", "guest") + &http_component("guest", "")))
+}
+
+#[tokio::test]
+async fn every_request_gets_a_fresh_instance() {
+    let app = app();
+    let ferry = Ferry::start(&app, &[]);
+    for _ in 0..5 {
+        let reply = get(&format!("{}/counter", ferry.url)).await;
+        assert_eq!(reply.text(), "1\n");
+    }
+}
+
+#[tokio::test]
+async fn request_and_response_bodies_stream() {
+    let app = app();
+    let ferry = Ferry::start(&app, &[]);
+    // 4 MiB sent in chunks without a content-length, echoed back while it arrives.
+    let chunks: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = (0..64u8)
+        .map(|i| Ok(hyper::body::Frame::data(Bytes::from(vec![i; 64 * 1024]))))
+        .collect();
+    let body = StreamBody::new(futures_util::stream::iter(chunks));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let response = client
+        .request(
+            http::Request::post(format!("{}/echo", ferry.url))
+                .body(body)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers().get("content-length").is_none(),
+        "the response should stream"
+    );
+    let echoed = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(echoed.len(), 64 * 64 * 1024);
+    for (i, chunk) in echoed.chunks(64 * 1024).enumerate() {
+        assert!(chunk.iter().all(|b| *b == i as u8), "chunk {i} corrupted");
+    }
+}
+
+#[tokio::test]
+async fn environment_holds_only_what_the_manifest_lists() {
+    let app = TestApp::new(
+        &(trigger("/...", "guest")
+            + &format!(
+                "[component.guest]\nsource = {HTTP_GUEST:?}\nenvironment = {{ NAME = \"guest\", GREETING = \"hi there\" }}\n"
+            )),
+    );
+    let ferry = Ferry::start(&app, &[]);
+    let reply = get(&format!("{}/env", ferry.url)).await;
+    assert_eq!(reply.text(), "GREETING=hi there\nNAME=guest\n");
+}
+
+#[tokio::test]
+async fn guest_output_goes_to_the_log_with_the_component_id() {
+    let app = app();
+    let ferry = Ferry::start(&app, &[]);
+    assert_eq!(get(&format!("{}/print", ferry.url)).await.status, 200);
+    ferry.wait_for_log(&[
+        "a line on stdout from guest",
+        "component=guest",
+        "stream=\"stdout\"",
+    ]);
+    ferry.wait_for_log(&[
+        "a line on stderr from guest",
+        "component=guest",
+        "stream=\"stderr\"",
+    ]);
+    let access = ferry.wait_for_log(&["ferry::access", "path=/print"]);
+    assert!(
+        access.contains("status=200") && access.contains("component=\"guest\""),
+        "{access}"
+    );
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let app = app();
+    let ferry = Ferry::start(&app, &["--log-format", "json"]);
+    assert_eq!(get(&format!("{}/", ferry.url)).await.status, 200);
+    let line = ferry.wait_for_log(&["\"target\":\"ferry::access\""]);
+    for field in [
+        "\"method\":\"GET\"",
+        "\"path\":\"/\"",
+        "\"status\":200",
+        "\"component\":\"guest\"",
+        "\"duration_ms\":",
+    ] {
+        assert!(line.contains(field), "{field} missing from {line}");
+    }
+}
