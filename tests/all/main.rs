@@ -3,6 +3,7 @@
 //! talks to it with a real HTTP client.
 
 mod capabilities;
+mod examples;
 mod failures;
 mod limits;
 mod manifest;
