@@ -22,13 +22,20 @@ async fn rust_example_serves() {
     assert!(status.success());
     let ferry = Ferry::start_at(&dir, &[]);
     let reply = get(&format!("{}/some/path?x=1", ferry.url)).await;
-    assert_eq!(reply.text(), "Hello from Rust on Ferry! You asked for /some/path?x=1\n");
+    assert_eq!(
+        reply.text(),
+        "Hello from Rust on Ferry! You asked for /some/path?x=1\n"
+    );
 }
 
 #[tokio::test]
 async fn c_example_serves() {
     let dir = examples().join("hello-c");
-    let status = Command::new("make").current_dir(&dir).arg("-s").status().unwrap();
+    let status = Command::new("make")
+        .current_dir(&dir)
+        .arg("-s")
+        .status()
+        .unwrap();
     assert!(status.success());
     let ferry = Ferry::start_at(&dir, &[]);
     let reply = get(&format!("{}/some/path?x=1", ferry.url)).await;
