@@ -13,7 +13,7 @@ use ferry_manifest::{App, Executor, FileMount, Limits, Route, parse_duration, pa
 use ferry_runtime::{CompileCache, EngineOptions, Runtime};
 use ferry_server::{AppHost, ServerConfig};
 
-use crate::load::{self, BindError, human_size};
+use crate::load::{self, Failure, human_size};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -191,7 +191,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     // clients wait in the accept queue instead of being refused.
     let listener = tokio
         .block_on(tokio::net::TcpListener::bind(args.listen))
-        .map_err(|e| BindError(format!("cannot listen on {}: {e}", args.listen)))?;
+        .map_err(|e| Failure::bind(format!("cannot listen on {}: {e}", args.listen)))?;
     let local = listener.local_addr()?;
     let mut stdout = std::io::stdout();
     let guests = {

@@ -19,14 +19,14 @@ pub use cli::Cli;
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     if error
         .chain()
-        .any(|e| e.is::<ferry_manifest::ManifestError>() || e.is::<load::LoadError>())
+        .any(|e| e.is::<ferry_manifest::ManifestError>())
     {
-        3
-    } else if error.chain().any(|e| e.is::<load::BindError>()) {
-        4
-    } else {
-        1
+        return 3;
     }
+    error
+        .chain()
+        .find_map(|e| e.downcast_ref::<load::Failure>())
+        .map_or(1, |f| f.exit_code)
 }
 
 /// Runs the command line `args` (including the program name).

@@ -11,29 +11,38 @@ use anyhow::Context as _;
 use ferry_manifest::{App, Component, Executor, Limits, RuntimeConfig};
 use ferry_runtime::{Guest, Runtime};
 
-/// A component that cannot be loaded (not a manifest syntax problem).
+/// A failure that decides the process's exit code (see [`crate::exit_code`]).
 #[derive(Debug)]
-pub struct LoadError(pub String);
+pub struct Failure {
+    pub exit_code: u8,
+    pub message: String,
+}
 
-impl fmt::Display for LoadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+impl Failure {
+    /// A component that cannot be loaded (not a manifest syntax problem).
+    pub fn load(message: String) -> Self {
+        Self {
+            exit_code: 3,
+            message,
+        }
+    }
+
+    /// The listen address could not be bound.
+    pub fn bind(message: String) -> Self {
+        Self {
+            exit_code: 4,
+            message,
+        }
     }
 }
 
-impl std::error::Error for LoadError {}
-
-/// The listen address could not be bound.
-#[derive(Debug)]
-pub struct BindError(pub String);
-
-impl fmt::Display for BindError {
+impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
-impl std::error::Error for BindError {}
+impl std::error::Error for Failure {}
 
 /// The runtime config to use: the one named, else `runtime-config.toml`
 /// beside the manifest if there is one.
@@ -58,7 +67,7 @@ pub fn used_components(app: &App) -> anyhow::Result<Vec<(&Component, Executor)>>
             .context("trigger names a missing component")?;
         match used.iter().find(|(c, _)| c.id == component.id) {
             Some((_, executor)) if *executor != trigger.executor => {
-                return Err(LoadError(format!(
+                return Err(Failure::load(format!(
                     "component `{}` is used with two different executors (see the trigger at line {})",
                     component.id, trigger.line
                 ))
@@ -100,7 +109,7 @@ pub fn load_guests(
                 self_addr,
             )
         })
-        .map_err(|e| LoadError(format!("component `{}`: {e:#}", component.id)))?;
+        .map_err(|e| Failure::load(format!("component `{}`: {e:#}", component.id)))?;
         let info = guest.info();
         let _ = writeln!(
             out,
