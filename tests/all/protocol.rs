@@ -95,6 +95,17 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     );
 }
 
+/// Whether `ferry up` printed a line starting with `prefix` (a slow compile
+/// also prints progress lines before it).
+fn printed(ferry: &Ferry, prefix: &str) -> bool {
+    ferry
+        .stdout
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.starts_with(prefix))
+}
+
 #[tokio::test]
 async fn compiled_code_is_cached_across_runs() {
     let app = app();
@@ -102,14 +113,14 @@ async fn compiled_code_is_cached_across_runs() {
     let cache_arg = cache.path().to_str().unwrap();
     let first = Ferry::start(&app, &["--cache-dir", cache_arg]);
     assert!(
-        first.stdout.lock().unwrap()[0].starts_with("Compiled `guest`"),
+        printed(&first, "Compiled `guest`"),
         "{:?}",
         first.stdout.lock().unwrap()
     );
     drop(first);
     let second = Ferry::start(&app, &["--cache-dir", cache_arg]);
     assert!(
-        second.stdout.lock().unwrap()[0].starts_with("Loaded `guest`"),
+        printed(&second, "Loaded `guest`"),
         "{:?}",
         second.stdout.lock().unwrap()
     );
@@ -123,7 +134,11 @@ async fn compiled_code_is_cached_across_runs() {
         std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
     }
     let third = Ferry::start(&app, &["--cache-dir", cache_arg]);
-    assert!(third.stdout.lock().unwrap()[0].starts_with("Compiled `guest`"));
+    assert!(
+        printed(&third, "Compiled `guest`"),
+        "{:?}",
+        third.stdout.lock().unwrap()
+    );
     assert_eq!(
         get(&format!("{}/", third.url)).await.text(),
         "hello from guest\n"
