@@ -149,7 +149,7 @@ fn with_progress<T>(
                 ));
                 // Printed from here so it appears while the compile runs.
                 println!("{}", lines.last().map(String::as_str).unwrap_or_default());
-                wait = Duration::from_secs(2);
+                wait = Duration::from_secs(5);
             }
         });
         let result = work();

@@ -41,3 +41,48 @@ async fn c_example_serves() {
     let reply = get(&format!("{}/some/path?x=1", ferry.url)).await;
     assert_eq!(reply.text(), "Hello from C on Ferry! GET /some/path?x=1\n");
 }
+
+#[tokio::test]
+async fn javascript_example_serves() {
+    let dir = examples().join("hello-js");
+    for args in [
+        &["install", "--no-audit", "--no-fund"][..],
+        &["run", "build"],
+    ] {
+        let status = Command::new("npm")
+            .current_dir(&dir)
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "npm {args:?} failed");
+    }
+    let ferry = Ferry::start_at(&dir, &[]);
+    let reply = get(&format!("{}/some/path?x=1", ferry.url)).await;
+    assert_eq!(
+        reply.text(),
+        "Hello from JavaScript on Ferry! You asked for /some/path?x=1\n"
+    );
+    let posted = send(
+        http::Request::post(format!("{}/upload", ferry.url))
+            .body(http_body_util::Full::from("abcdef"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        posted.text(),
+        "Hello from JavaScript on Ferry! You asked for /upload, sent 6 bytes\n"
+    );
+}
+
+#[tokio::test]
+async fn python_example_serves() {
+    let dir = examples().join("hello-python");
+    let status = Command::new(dir.join("build.sh")).status().unwrap();
+    assert!(status.success());
+    let ferry = Ferry::start_at(&dir, &[]);
+    let reply = get(&format!("{}/some/path?x=1", ferry.url)).await;
+    assert_eq!(
+        reply.text(),
+        "Hello from Python on Ferry! You asked for /some/path?x=1\n"
+    );
+}
