@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-pub use ferry_test_programs::{HTTP_GUEST, WAGI_C, WAGI_RUST};
+pub use ferry_test_programs::{HTTP_GUEST, HTTP_P3_GUEST, WAGI_C, WAGI_RUST};
 
 /// An app directory with a `spin.toml`.
 pub struct TestApp {

@@ -102,3 +102,57 @@ async fn json_logs_are_one_object_per_line() {
         assert!(line.contains(field), "{field} missing from {line}");
     }
 }
+
+#[tokio::test]
+async fn wasi_03_service_components_are_served() {
+    let app = TestApp::new(&format!(
+        "{}{}[component.p3]\nsource = {HTTP_P3_GUEST:?}\nenvironment = {{ NAME = \"p3\" }}\n",
+        trigger("/v2/...", "guest"),
+        trigger("/v3/...", "p3") + &http_component("guest", ""),
+    ));
+    let ferry = Ferry::start(&app, &["--request-timeout", "1s"]);
+    let hello = get(&format!("{}/v3/", ferry.url)).await;
+    assert_eq!(hello.text(), "hello from p3 over WASI 0.3\n");
+    for _ in 0..3 {
+        assert_eq!(
+            get(&format!("{}/v3/counter", ferry.url)).await.text(),
+            "1\n"
+        );
+    }
+    // A body written after the handler returned arrives whole.
+    let streamed = get(&format!("{}/v3/stream", ferry.url)).await;
+    let expected: String = (0..64).map(|i| format!("chunk {i}\n")).collect();
+    assert_eq!(streamed.text(), expected);
+    // The request body streams through the guest into the response.
+    let chunks: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = (0..32u8)
+        .map(|i| Ok(hyper::body::Frame::data(Bytes::from(vec![i; 64 * 1024]))))
+        .collect();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let response = client
+        .request(
+            http::Request::post(format!("{}/v3/echo", ferry.url))
+                .body(StreamBody::new(futures_util::stream::iter(chunks)))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let echoed = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(echoed.len(), 32 * 64 * 1024);
+    assert!(
+        echoed
+            .chunks(64 * 1024)
+            .enumerate()
+            .all(|(i, c)| c.iter().all(|b| *b == i as u8))
+    );
+    // Limits hold for 0.3 guests too.
+    assert_eq!(get(&format!("{}/v3/loop", ferry.url)).await.status, 504);
+    // A trap is a 500 with a log line, and both kinds of guest keep serving.
+    assert_eq!(get(&format!("{}/v3/trap", ferry.url)).await.status, 500);
+    ferry.wait_for_log(&["guest trapped", "component=\"p3\""]);
+    assert_eq!(get(&format!("{}/v3/", ferry.url)).await.status, 200);
+    assert_eq!(
+        get(&format!("{}/v2/", ferry.url)).await.text(),
+        "hello from guest\n"
+    );
+}

@@ -157,3 +157,54 @@ where
         self.inner.size_hint()
     }
 }
+
+/// Sends on `done` when the body ends or is dropped: a WASI 0.3 guest's
+/// store must keep running until its response body has been consumed.
+pub struct NotifyOnEnd<B> {
+    inner: B,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl<B> NotifyOnEnd<B> {
+    pub fn new(inner: B, done: tokio::sync::oneshot::Sender<()>) -> Self {
+        Self {
+            inner,
+            done: Some(done),
+        }
+    }
+}
+
+impl<B> Drop for NotifyOnEnd<B> {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(());
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for NotifyOnEnd<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(None | Some(Err(_))) = &polled
+            && let Some(done) = this.done.take()
+        {
+            let _ = done.send(());
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

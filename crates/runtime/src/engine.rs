@@ -37,13 +37,14 @@ impl Default for EngineOptions {
     }
 }
 
-pub(crate) fn build_engine(options: &EngineOptions) -> anyhow::Result<Engine> {
+/// `concurrency` turns on the component-model concurrency that WASI 0.3
+/// guests need. WASI 0.2 guests do not need it, and it costs ~10 µs per
+/// request (and a backtrace capture per store drop when RUST_BACKTRACE is
+/// set), so they run on an engine without it.
+pub(crate) fn build_engine(options: &EngineOptions, concurrency: bool) -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config.epoch_interruption(true);
-    // WASI 0.2 guests do not need the component-model concurrency machinery,
-    // which costs ~10 µs per request (and a backtrace capture per store drop
-    // when RUST_BACKTRACE is set).
-    config.concurrency_support(false);
+    config.concurrency_support(concurrency);
     config.memory_init_cow(true);
     config.max_wasm_stack(1 << 20);
     config.async_stack_size(2 << 20);

@@ -8,7 +8,7 @@
 //! dropped — memory, tables, handles — when it finishes, traps or times out.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -150,7 +150,7 @@ impl WasiHttpHooks for OutboundHooks {
     }
 }
 
-fn new_store(
+pub(crate) fn new_store(
     engine: &Engine,
     sandbox: &Sandbox,
     limits: &Limits,
@@ -181,100 +181,64 @@ pub(crate) fn store_limits(limits: &Limits) -> StoreLimits {
         .build()
 }
 
-/// Runs one request through a fresh instance. `guard` is dropped when the
-/// guest finishes, which may be after the response head was returned.
-pub(crate) async fn handle<B>(
-    engine: &Engine,
-    pre: &ProxyPre<HttpState>,
-    sandbox: &Sandbox,
-    limits: &Limits,
+/// Wraps the request body in the component's size limit. The flag turns true
+/// once the body went over it.
+pub(crate) fn limited_request<B>(
     request: http::Request<B>,
-    guard: impl Send + 'static,
-) -> Result<http::Response<ResponseBody>, GuestError>
+    limit: u64,
+) -> (
+    http::Request<
+        impl http_body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
+    >,
+    Arc<AtomicBool>,
+)
 where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    let timeout = limits.request_timeout;
-    let started = Instant::now();
-    let request_limit = limits.max_request_body;
     let (parts, body) = request.into_parts();
-    let body = Limited::new(body, request_limit);
-    let request_too_large = body.exceeded_flag();
+    let body = Limited::new(body, limit);
+    let too_large = body.exceeded_flag();
     let body = body.map_err(move |e| {
         if e.is::<BodyTooLarge>() {
-            wasmtime_wasi_http::Error::HttpRequestBodySize(Some(request_limit))
+            wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit))
         } else {
             wasmtime_wasi_http::Error::HttpProtocolError
         }
     });
-    let request = http::Request::from_parts(parts, body);
+    (http::Request::from_parts(parts, body), too_large)
+}
 
-    let mut store = new_store(engine, sandbox, limits).map_err(GuestError::Instantiation)?;
-    let proxy = match tokio::time::timeout(timeout, pre.instantiate_async(&mut store)).await {
-        Ok(Ok(proxy)) => proxy,
-        Ok(Err(e)) => return Err(GuestError::from_instantiation(e.into())),
-        Err(_) => return Err(GuestError::Timeout(timeout)),
-    };
+/// How the guest's task ended: finished, trapped, or ran out of time.
+pub(crate) type Outcome = Result<wasmtime::Result<()>, tokio::time::error::Elapsed>;
 
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let component = sandbox.component.clone();
-    let task = {
-        let failed = failed.clone();
-        tokio::spawn(async move {
-            let _guard = guard;
-            let run = async {
-                let data = store.data_mut();
-                let req = data.http().new_incoming_request(Scheme::Http, request)?;
-                let out = data.http().new_response_outparam(tx)?;
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, req, out)
-                    .await
-            };
-            let result = tokio::time::timeout(timeout.saturating_sub(started.elapsed()), run).await;
-            // Mark failure before the store (and the response body's sender in
-            // its table) is dropped, so the body sees the flag when it ends.
-            if !matches!(result, Ok(Ok(()))) {
-                failed.store(true, Ordering::Release);
-            }
-            drop(store);
-            result
-        })
-    };
+/// Why a guest that produced no response failed.
+pub(crate) fn failure_outcome(
+    outcome: Result<Outcome, tokio::task::JoinError>,
+    request_too_large: &AtomicBool,
+    limits: &Limits,
+) -> GuestError {
+    if request_too_large.load(Ordering::Relaxed) {
+        return GuestError::RequestBodyTooLarge(limits.max_request_body);
+    }
+    match outcome {
+        Ok(Ok(Ok(()))) => GuestError::NoResponse,
+        Ok(Ok(Err(trap))) => GuestError::Trap(trap.into()),
+        Ok(Err(_elapsed)) => GuestError::Timeout(limits.request_timeout),
+        Err(join) => GuestError::Trap(anyhow::anyhow!("the guest's task failed: {join}")),
+    }
+}
 
-    let response = match rx.await {
-        Ok(Ok(response)) => response,
-        Ok(Err(code)) => return Err(GuestError::ErrorCode(format!("{code:?}"))),
-        Err(_) => {
-            // The guest ended without setting a response: find out why.
-            return Err(match task.await {
-                Ok(Ok(Ok(()))) if request_too_large.load(Ordering::Relaxed) => {
-                    GuestError::RequestBodyTooLarge(request_limit)
-                }
-                Ok(Ok(Ok(()))) => GuestError::NoResponse,
-                Ok(Ok(Err(_))) if request_too_large.load(Ordering::Relaxed) => {
-                    GuestError::RequestBodyTooLarge(request_limit)
-                }
-                Ok(Ok(Err(trap))) => GuestError::Trap(trap.into()),
-                Ok(Err(_elapsed)) => GuestError::Timeout(timeout),
-                Err(join) => GuestError::Trap(anyhow::anyhow!("the guest's task failed: {join}")),
-            });
-        }
-    };
-    let result = finish_response(
-        response,
-        &request_too_large,
-        request_limit,
-        limits,
-        component.clone(),
-    )
-    .map(|response| response.map(|body| FailOnFlag::new(body, failed).boxed_unsync()));
-    // Failures after the head was sent can only cut the body short: log them,
-    // unless the response was already replaced by an error (then the guest
-    // failing to write into a dropped body is expected).
-    let log_failures = result.is_ok();
+/// Logs failures of a guest that happen after its response head was sent:
+/// they can only cut the body short. Nothing is logged when the response was
+/// already replaced by an error (`log_failures` false): the guest failing to
+/// write into a dropped body is then expected.
+pub(crate) fn watch_after_response(
+    task: tokio::task::JoinHandle<Outcome>,
+    log_failures: bool,
+    component: Arc<str>,
+    timeout: std::time::Duration,
+) {
     tokio::spawn(async move {
         let outcome = task.await;
         if !log_failures {
@@ -294,18 +258,83 @@ where
             Err(join) => tracing::error!(component = %component, "guest task failed: {join}"),
         }
     });
+}
+
+/// Runs one request through a fresh instance. `guard` is dropped when the
+/// guest finishes, which may be after the response head was returned.
+pub(crate) async fn handle<B>(
+    engine: &Engine,
+    pre: &ProxyPre<HttpState>,
+    sandbox: &Sandbox,
+    limits: &Limits,
+    request: http::Request<B>,
+    guard: impl Send + 'static,
+) -> Result<http::Response<ResponseBody>, GuestError>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let timeout = limits.request_timeout;
+    let started = Instant::now();
+    let (request, request_too_large) = limited_request(request, limits.max_request_body);
+
+    let mut store = new_store(engine, sandbox, limits).map_err(GuestError::Instantiation)?;
+    let proxy = match tokio::time::timeout(timeout, pre.instantiate_async(&mut store)).await {
+        Ok(Ok(proxy)) => proxy,
+        Ok(Err(e)) => return Err(GuestError::from_instantiation(e.into())),
+        Err(_) => return Err(GuestError::Timeout(timeout)),
+    };
+
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let failed = Arc::new(AtomicBool::new(false));
+    let task = {
+        let failed = failed.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let run = async {
+                let data = store.data_mut();
+                let req = data.http().new_incoming_request(Scheme::Http, request)?;
+                let out = data.http().new_response_outparam(tx)?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
+            };
+            let result: Outcome =
+                tokio::time::timeout(timeout.saturating_sub(started.elapsed()), run).await;
+            // Mark failure before the store (and the response body's sender in
+            // its table) is dropped, so the body sees the flag when it ends.
+            if !matches!(result, Ok(Ok(()))) {
+                failed.store(true, Ordering::Release);
+            }
+            drop(store);
+            result
+        })
+    };
+
+    let response = match rx.await {
+        Ok(Ok(response)) => response,
+        Ok(Err(code)) => return Err(GuestError::ErrorCode(format!("{code:?}"))),
+        // The guest ended without setting a response: find out why.
+        Err(_) => return Err(failure_outcome(task.await, &request_too_large, limits)),
+    };
+    let component = sandbox.component.clone();
+    let result = finish_response(response, &request_too_large, limits, component.clone())
+        .map(|response| response.map(|body| FailOnFlag::new(body, failed).boxed_unsync()));
+    watch_after_response(task, result.is_ok(), component, timeout);
     result
 }
 
-fn finish_response(
+/// Checks a guest's response head against the limits and wraps its body in
+/// the response size limit.
+pub(crate) fn finish_response(
     response: http::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>,
-    request_too_large: &std::sync::atomic::AtomicBool,
-    request_limit: u64,
+    request_too_large: &AtomicBool,
     limits: &Limits,
     component: Arc<str>,
 ) -> Result<http::Response<ResponseBody>, GuestError> {
     if request_too_large.load(Ordering::Relaxed) {
-        return Err(GuestError::RequestBodyTooLarge(request_limit));
+        return Err(GuestError::RequestBodyTooLarge(limits.max_request_body));
     }
     let response_limit = limits.max_response_body;
     let declared = response

@@ -15,6 +15,7 @@ mod body;
 mod cache;
 mod engine;
 mod http;
+mod http3;
 mod sandbox;
 mod wagi;
 
@@ -33,12 +34,21 @@ pub use cache::{CompileCache, CompileStats};
 pub use engine::{EPOCH_TICK, EngineOptions};
 pub use ferry_manifest::Limits;
 
-/// The engine and everything shared by all guests.
+/// The engines and everything shared by all guests.
 pub struct Runtime {
+    options: EngineOptions,
     engine: Engine,
     cache: CompileCache,
     http_linker: wasmtime::component::Linker<http::HttpState>,
     wagi_linker: wasmtime::Linker<wagi::WagiState>,
+    _epoch: engine::EpochTicker,
+    /// The engine for WASI 0.3 guests, made when the first one is loaded.
+    p3: std::sync::OnceLock<P3Engine>,
+}
+
+struct P3Engine {
+    engine: Engine,
+    linker: wasmtime::component::Linker<http::HttpState>,
     _epoch: engine::EpochTicker,
 }
 
@@ -54,6 +64,7 @@ pub struct Guest {
 
 enum GuestKind {
     Http(wasmtime_wasi_http::p2::bindings::ProxyPre<http::HttpState>),
+    HttpP3(wasmtime_wasi_http::p3::bindings::ServicePre<http::HttpState>),
     Wagi(wasmtime::InstancePre<wagi::WagiState>, WagiConfig),
 }
 
@@ -172,14 +183,30 @@ pub(crate) fn one_line(e: &anyhow::Error) -> String {
 
 impl Runtime {
     pub fn new(options: &EngineOptions, cache: CompileCache) -> anyhow::Result<Self> {
-        let engine = engine::build_engine(options).context("configuring wasmtime")?;
+        let engine = engine::build_engine(options, false).context("configuring wasmtime")?;
         Ok(Self {
+            options: options.clone(),
             http_linker: http::linker(&engine)?,
             wagi_linker: wagi::linker(&engine)?,
             _epoch: engine::EpochTicker::start(&engine),
             engine,
             cache,
+            p3: std::sync::OnceLock::new(),
         })
+    }
+
+    fn p3(&self) -> anyhow::Result<&P3Engine> {
+        if let Some(p3) = self.p3.get() {
+            return Ok(p3);
+        }
+        let engine = engine::build_engine(&self.options, true)
+            .context("configuring wasmtime for WASI 0.3")?;
+        let p3 = P3Engine {
+            linker: http3::linker(&engine)?,
+            _epoch: engine::EpochTicker::start(&engine),
+            engine,
+        };
+        Ok(self.p3.get_or_init(|| p3))
     }
 
     pub fn engine(&self) -> &Engine {
@@ -217,22 +244,36 @@ impl Runtime {
                 component.source.display()
             ),
         }
+        let wasi_03 = is_component && exports_wasi_http_03(&wasm);
+        let engine = if wasi_03 {
+            &self.p3()?.engine
+        } else {
+            &self.engine
+        };
         let (compiled, compile) = self
             .cache
-            .load_or_compile(&self.engine, &wasm, is_component)
+            .load_or_compile(engine, &wasm, is_component)
             .with_context(|| format!("compiling {}", component.source.display()))?;
         let (kind, imports) = match (compiled, executor) {
             (cache::Compiled::Component(c), _) => {
                 let ty = c.component_type();
                 let mut imports: Vec<String> = ty
-                    .imports(&self.engine)
+                    .imports(engine)
                     .map(|(name, _)| name.to_owned())
                     .collect();
                 imports.sort();
-                let pre = http::pre(&self.http_linker, &c).context(
-                    "the component does not fit Ferry's wasi:http host (does it export wasi:http/incoming-handler@0.2.x?)",
-                )?;
-                (GuestKind::Http(pre), imports)
+                let kind = if wasi_03 {
+                    GuestKind::HttpP3(
+                        http3::pre(&self.p3()?.linker, &c).context(
+                            "the component does not fit Ferry's WASI 0.3 wasi:http host",
+                        )?,
+                    )
+                } else {
+                    GuestKind::Http(http::pre(&self.http_linker, &c).context(
+                        "the component does not fit Ferry's wasi:http host (does it export wasi:http/incoming-handler@0.2.x or wasi:http/handler@0.3.x?)",
+                    )?)
+                };
+                (kind, imports)
             }
             (cache::Compiled::Module(m), Executor::Wagi(config)) => {
                 let mut imports: Vec<String> = m.imports().map(|i| i.module().to_owned()).collect();
@@ -246,7 +287,7 @@ impl Runtime {
         let sandbox = sandbox::Sandbox::prepare(component, app_dir, self_addr)?;
         Ok(Guest {
             id: component.id.as_str().into(),
-            engine: self.engine.clone(),
+            engine: engine.clone(),
             kind,
             sandbox,
             limits,
@@ -257,6 +298,28 @@ impl Runtime {
             },
         })
     }
+}
+
+/// Whether a component exports WASI 0.3's `wasi:http/handler` (rather than
+/// 0.2's `wasi:http/incoming-handler`), read from its top-level exports.
+fn exports_wasi_http_03(wasm: &[u8]) -> bool {
+    let mut depth = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        match payload {
+            Ok(wasmparser::Payload::Version { .. }) => depth += 1,
+            Ok(wasmparser::Payload::End(_)) => depth = depth.saturating_sub(1),
+            Ok(wasmparser::Payload::ComponentExportSection(exports)) if depth == 1 => {
+                for export in exports.into_iter().flatten() {
+                    if export.name.name.starts_with("wasi:http/handler@0.3") {
+                        return true;
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 impl Guest {
@@ -287,6 +350,17 @@ impl Guest {
         match &self.kind {
             GuestKind::Http(pre) => {
                 http::handle(
+                    &self.engine,
+                    pre,
+                    &self.sandbox,
+                    &self.limits,
+                    request,
+                    guard,
+                )
+                .await
+            }
+            GuestKind::HttpP3(pre) => {
+                http3::handle(
                     &self.engine,
                     pre,
                     &self.sandbox,

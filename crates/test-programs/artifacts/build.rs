@@ -26,6 +26,7 @@ fn main() {
     let mut constants = String::new();
     for (constant, bin, target) in [
         ("HTTP_GUEST", "http-guest", "wasm32-wasip2"),
+        ("HTTP_P3_GUEST", "http-p3-guest", "wasm32-wasip2"),
         ("WAGI_RUST", "wagi-rust", "wasm32-wasip1"),
     ] {
         cargo_build(&guests, &target_dir, bin, target);

@@ -2,6 +2,8 @@
 //!
 //! - [`HTTP_GUEST`]: a wasi:http component (Rust, wasm32-wasip2) with one
 //!   behaviour per path; see `guests/src/bin/http-guest.rs`.
+//! - [`HTTP_P3_GUEST`]: a WASI 0.3 `wasi:http/service` component (Rust,
+//!   wasip3 crate); see `guests/src/bin/http-p3-guest.rs`.
 //! - [`WAGI_RUST`]: a WAGI module in Rust (wasm32-wasip1).
 //! - [`WAGI_C`]: a WAGI module in C (clang + wasi-libc); see `c/cgi.c`.
 
