@@ -119,7 +119,9 @@ async fn outbound_http_is_enforced_per_destination() {
             "{denied}"
         );
     }
-    ferry.wait_for_log(&["outbound request denied", "component=caller", "example.org"]);
+    ferry
+        .wait_for_log(&["outbound request denied", "component=caller", "example.org"])
+        .await;
     // A component without grants can reach nothing, not even `self`.
     let reply = get(&format!(
         "{}/target/outbound?url=http://self/caller/",

@@ -45,12 +45,14 @@ async fn guest_failures_are_answered_logged_and_forgotten() {
         } else {
             "/g/..."
         };
-        ferry.wait_for_log(&[
-            log,
-            &format!("component=\"{component}\""),
-            &format!("route={route}"),
-            "app=\"test-app\"",
-        ]);
+        ferry
+            .wait_for_log(&[
+                log,
+                &format!("component=\"{component}\""),
+                &format!("route={route}"),
+                "app=\"test-app\"",
+            ])
+            .await;
         // Everyone else is still served.
         assert_eq!(
             get(&format!("{}/g/", ferry.url)).await.text(),
@@ -73,6 +75,8 @@ async fn a_streamed_response_past_the_limit_is_cut_short() {
     assert_eq!(response.status(), 200);
     let body = http_body_util::BodyExt::collect(response.into_body()).await;
     assert!(body.is_err(), "the client must see the body end abnormally");
-    ferry.wait_for_log(&["exceeded the limit of 1048576 bytes", "component=guest"]);
+    ferry
+        .wait_for_log(&["exceeded the limit of 1048576 bytes", "component=guest"])
+        .await;
     assert_eq!(get(&format!("{}/", ferry.url)).await.status, 200);
 }

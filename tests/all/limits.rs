@@ -65,7 +65,7 @@ async fn concurrency_limit_answers_503_with_retry_after() {
     );
     let ferry = Ferry::start(&app, &[]);
     let slow = tokio::spawn(get_owned(format!("{}/sleep?ms=1500", ferry.url)));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    ferry.wait_for_log(&["sleeping 1500 ms"]).await;
     let busy = get(&format!("{}/", ferry.url)).await;
     assert_eq!(busy.status, 503);
     assert_eq!(busy.header("retry-after"), Some("1"));
@@ -103,7 +103,9 @@ async fn memory_limit_stops_a_hungry_guest() {
     let app = app();
     let ferry = Ferry::start(&app, &["--max-memory", "32MiB"]);
     assert_eq!(get(&format!("{}/oom", ferry.url)).await.status, 500);
-    ferry.wait_for_log(&["memory allocation of", "component=guest"]);
+    ferry
+        .wait_for_log(&["memory allocation of", "component=guest"])
+        .await;
     assert_eq!(get(&format!("{}/", ferry.url)).await.status, 200);
 }
 

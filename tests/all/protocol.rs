@@ -1,7 +1,5 @@
 //! HTTP/1.1 keep-alive, HTTP/2, graceful shutdown and the compile cache.
 
-use std::time::Duration;
-
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
@@ -75,7 +73,7 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     let ferry = Ferry::start(&app, &[]);
     let url = format!("{}/sleep?ms=1500", ferry.url);
     let in_flight = tokio::spawn(async move { get(&url).await });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    ferry.wait_for_log(&["sleeping 1500 ms"]).await;
     let addr = ferry.addr();
     let status = tokio::task::spawn_blocking(move || ferry.terminate())
         .await

@@ -137,8 +137,9 @@ impl Ferry {
         self.logs.lock().unwrap().join("\n")
     }
 
-    /// Waits (up to 10 s) for a log line containing every one of `needles`.
-    pub fn wait_for_log(&self, needles: &[&str]) -> String {
+    /// Waits (up to 10 s) for a log line containing every one of `needles`,
+    /// letting the test's other tasks run meanwhile.
+    pub async fn wait_for_log(&self, needles: &[&str]) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(line) = self
@@ -155,7 +156,7 @@ impl Ferry {
                 "no log line with {needles:?} in:\n{}",
                 self.logs()
             );
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

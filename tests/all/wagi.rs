@@ -123,13 +123,15 @@ async fn malformed_cgi_output_is_a_500_with_a_log_line() {
             "Internal Server Error",
             "details must not leak to the client"
         );
-        ferry.wait_for_log(&[
-            "malformed CGI output",
-            why,
-            "component=\"c\"",
-            "app=\"test-app\"",
-            "route=/cgi/...",
-        ]);
+        ferry
+            .wait_for_log(&[
+                "malformed CGI output",
+                why,
+                "component=\"c\"",
+                "app=\"test-app\"",
+                "route=/cgi/...",
+            ])
+            .await;
     }
     assert_eq!(get(&format!("{}/cgi", ferry.url)).await.status, 200);
 }

@@ -69,17 +69,21 @@ async fn guest_output_goes_to_the_log_with_the_component_id() {
     let app = app();
     let ferry = Ferry::start(&app, &[]);
     assert_eq!(get(&format!("{}/print", ferry.url)).await.status, 200);
-    ferry.wait_for_log(&[
-        "a line on stdout from guest",
-        "component=guest",
-        "stream=\"stdout\"",
-    ]);
-    ferry.wait_for_log(&[
-        "a line on stderr from guest",
-        "component=guest",
-        "stream=\"stderr\"",
-    ]);
-    let access = ferry.wait_for_log(&["ferry::access", "path=/print"]);
+    ferry
+        .wait_for_log(&[
+            "a line on stdout from guest",
+            "component=guest",
+            "stream=\"stdout\"",
+        ])
+        .await;
+    ferry
+        .wait_for_log(&[
+            "a line on stderr from guest",
+            "component=guest",
+            "stream=\"stderr\"",
+        ])
+        .await;
+    let access = ferry.wait_for_log(&["ferry::access", "path=/print"]).await;
     assert!(
         access.contains("status=200") && access.contains("component=\"guest\""),
         "{access}"
@@ -91,7 +95,7 @@ async fn json_logs_are_one_object_per_line() {
     let app = app();
     let ferry = Ferry::start(&app, &["--log-format", "json"]);
     assert_eq!(get(&format!("{}/", ferry.url)).await.status, 200);
-    let line = ferry.wait_for_log(&["\"target\":\"ferry::access\""]);
+    let line = ferry.wait_for_log(&["\"target\":\"ferry::access\""]).await;
     for field in [
         "\"method\":\"GET\"",
         "\"path\":\"/\"",
@@ -149,7 +153,9 @@ async fn wasi_03_service_components_are_served() {
     assert_eq!(get(&format!("{}/v3/loop", ferry.url)).await.status, 504);
     // A trap is a 500 with a log line, and both kinds of guest keep serving.
     assert_eq!(get(&format!("{}/v3/trap", ferry.url)).await.status, 500);
-    ferry.wait_for_log(&["guest trapped", "component=\"p3\""]);
+    ferry
+        .wait_for_log(&["guest trapped", "component=\"p3\""])
+        .await;
     assert_eq!(get(&format!("{}/v3/", ferry.url)).await.status, 200);
     assert_eq!(
         get(&format!("{}/v2/", ferry.url)).await.text(),

@@ -123,6 +123,8 @@ impl wasi::exports::http::incoming_handler::Guest for Guest {
             "/no-response" => {}
             "/sleep" => {
                 let ms: u64 = param("ms").and_then(|m| m.parse().ok()).unwrap_or(100);
+                // Tests wait for this line to know the request is in flight.
+                println!("sleeping {ms} ms");
                 wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
                 respond(out, 200, &format!("slept {ms} ms\n"))
             }
