@@ -213,7 +213,7 @@ where
 pub(crate) type Outcome = Result<wasmtime::Result<()>, tokio::time::error::Elapsed>;
 
 /// Why a guest that produced no response failed.
-pub(crate) fn failure_outcome(
+fn failure_outcome(
     outcome: Result<Outcome, tokio::task::JoinError>,
     request_too_large: &AtomicBool,
     limits: &Limits,
@@ -233,7 +233,7 @@ pub(crate) fn failure_outcome(
 /// they can only cut the body short. Nothing is logged when the response was
 /// already replaced by an error (`log_failures` false): the guest failing to
 /// write into a dropped body is then expected.
-pub(crate) fn watch_after_response(
+fn watch_after_response(
     task: tokio::task::JoinHandle<Outcome>,
     log_failures: bool,
     component: Arc<str>,
@@ -279,13 +279,9 @@ where
     let (request, request_too_large) = limited_request(request, limits.max_request_body);
 
     let mut store = new_store(engine, sandbox, limits).map_err(GuestError::Instantiation)?;
-    let proxy = match tokio::time::timeout(timeout, pre.instantiate_async(&mut store)).await {
-        Ok(Ok(proxy)) => proxy,
-        Ok(Err(e)) => return Err(GuestError::from_instantiation(e.into())),
-        Err(_) => return Err(GuestError::Timeout(timeout)),
-    };
+    let proxy = instantiate_within(timeout, pre.instantiate_async(&mut store)).await?;
 
-    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (tx, rx) = tokio::sync::oneshot::channel::<HeadResult>();
     let failed = Arc::new(AtomicBool::new(false));
     let task = {
         let failed = failed.clone();
@@ -294,40 +290,78 @@ where
             let run = async {
                 let data = store.data_mut();
                 let req = data.http().new_incoming_request(Scheme::Http, request)?;
-                let out = data.http().new_response_outparam(tx)?;
+                let out = data
+                    .http()
+                    .new_response_outparam_from_callback(move |head| {
+                        let _ = tx.send(head.map_err(|code| format!("{code:?}")));
+                    })?;
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
                     .await
             };
-            let result: Outcome =
-                tokio::time::timeout(timeout.saturating_sub(started.elapsed()), run).await;
-            // Mark failure before the store (and the response body's sender in
-            // its table) is dropped, so the body sees the flag when it ends.
-            if !matches!(result, Ok(Ok(()))) {
-                failed.store(true, Ordering::Release);
-            }
+            let result = tokio::time::timeout(timeout.saturating_sub(started.elapsed()), run).await;
+            let result = settle(result, &failed);
             drop(store);
             result
         })
     };
+    respond(rx, task, failed, &request_too_large, sandbox, limits).await
+}
 
-    let response = match rx.await {
+/// The response head a guest produced, or the wasi:http error code it
+/// answered with instead.
+pub(crate) type HeadResult =
+    Result<http::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>, String>;
+
+/// Instantiates within the request's time limit.
+pub(crate) async fn instantiate_within<T>(
+    timeout: std::time::Duration,
+    instantiate: impl Future<Output = wasmtime::Result<T>>,
+) -> Result<T, GuestError> {
+    match tokio::time::timeout(timeout, instantiate).await {
+        Ok(Ok(instance)) => Ok(instance),
+        Ok(Err(e)) => Err(GuestError::from_instantiation(e.into())),
+        Err(_) => Err(GuestError::Timeout(timeout)),
+    }
+}
+
+/// Records how a guest's run ended. Call it before the store is dropped: the
+/// store's table holds the response body's sender, and the body must see the
+/// failure flag by the time it ends.
+pub(crate) fn settle(result: Outcome, failed: &AtomicBool) -> Outcome {
+    if !matches!(result, Ok(Ok(()))) {
+        failed.store(true, Ordering::Release);
+    }
+    result
+}
+
+/// Waits for the guest's response head and turns how the guest fared into
+/// what the client gets.
+pub(crate) async fn respond(
+    head: tokio::sync::oneshot::Receiver<HeadResult>,
+    task: tokio::task::JoinHandle<Outcome>,
+    failed: Arc<AtomicBool>,
+    request_too_large: &AtomicBool,
+    sandbox: &Sandbox,
+    limits: &Limits,
+) -> Result<http::Response<ResponseBody>, GuestError> {
+    let response = match head.await {
         Ok(Ok(response)) => response,
-        Ok(Err(code)) => return Err(GuestError::ErrorCode(format!("{code:?}"))),
-        // The guest ended without setting a response: find out why.
-        Err(_) => return Err(failure_outcome(task.await, &request_too_large, limits)),
+        Ok(Err(code)) => return Err(GuestError::ErrorCode(code)),
+        // The guest ended without producing a response: find out why.
+        Err(_) => return Err(failure_outcome(task.await, request_too_large, limits)),
     };
     let component = sandbox.component.clone();
-    let result = finish_response(response, &request_too_large, limits, component.clone())
+    let result = finish_response(response, request_too_large, limits, component.clone())
         .map(|response| response.map(|body| FailOnFlag::new(body, failed).boxed_unsync()));
-    watch_after_response(task, result.is_ok(), component, timeout);
+    watch_after_response(task, result.is_ok(), component, limits.request_timeout);
     result
 }
 
 /// Checks a guest's response head against the limits and wraps its body in
 /// the response size limit.
-pub(crate) fn finish_response(
+fn finish_response(
     response: http::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>,
     request_too_large: &AtomicBool,
     limits: &Limits,

@@ -8,7 +8,7 @@
 //! consumed (or the client went away, or the deadline passed).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -19,7 +19,9 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 use crate::body::{BoxError, NotifyOnEnd, ResponseBody};
-use crate::http::{HttpState, failure_outcome, finish_response, limited_request, new_store};
+use crate::http::{
+    HeadResult, HttpState, instantiate_within, limited_request, new_store, respond, settle,
+};
 use crate::sandbox::Sandbox;
 use crate::{GuestError, Limits};
 
@@ -42,8 +44,6 @@ pub(crate) fn pre(
 type RequestIo =
     std::pin::Pin<Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>>;
 
-type GuestResponse = http::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>;
-
 pub(crate) async fn handle<B>(
     engine: &Engine,
     pre: &ServicePre<HttpState>,
@@ -61,13 +61,9 @@ where
     let (request, request_too_large) = limited_request(request, limits.max_request_body);
 
     let mut store = new_store(engine, sandbox, limits).map_err(GuestError::Instantiation)?;
-    let service = match tokio::time::timeout(timeout, pre.instantiate_async(&mut store)).await {
-        Ok(Ok(service)) => service,
-        Ok(Err(e)) => return Err(GuestError::from_instantiation(e.into())),
-        Err(_) => return Err(GuestError::Timeout(timeout)),
-    };
+    let service = instantiate_within(timeout, pre.instantiate_async(&mut store)).await?;
 
-    let (tx, rx) = tokio::sync::oneshot::channel::<Result<GuestResponse, String>>();
+    let (tx, rx) = tokio::sync::oneshot::channel::<HeadResult>();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let failed = Arc::new(AtomicBool::new(false));
     let task = {
@@ -103,27 +99,10 @@ where
             let result = tokio::time::timeout(timeout.saturating_sub(started.elapsed()), run)
                 .await
                 .map(|r| r.and_then(|inner| inner));
-            if !matches!(result, Ok(Ok(()))) {
-                failed.store(true, Ordering::Release);
-            }
+            let result = settle(result, &failed);
             drop(store);
             result
         })
     };
-
-    let response = match rx.await {
-        Ok(Ok(response)) => response,
-        Ok(Err(code)) => return Err(GuestError::ErrorCode(code)),
-        Err(_) => {
-            let outcome = task.await;
-            return Err(failure_outcome(outcome, &request_too_large, limits));
-        }
-    };
-    let component = sandbox.component.clone();
-    let result =
-        finish_response(response, &request_too_large, limits, component.clone()).map(|response| {
-            response.map(|body| crate::body::FailOnFlag::new(body, failed).boxed_unsync())
-        });
-    crate::http::watch_after_response(task, result.is_ok(), component, timeout);
-    result
+    respond(rx, task, failed, &request_too_large, sandbox, limits).await
 }
