@@ -1,0 +1,115 @@
+//! In-process per-request costs: a fresh store + instantiate + handle for a
+//! wasi:http component and for a WAGI module, and loading a compiled guest
+//! from the compile cache. Run: `cargo bench -p ferry-runtime`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use ferry_manifest::{AllowedOutboundHosts, Component, Executor, Limits, WagiConfig};
+use ferry_runtime::{CompileCache, EngineOptions, Guest, RequestInfo, Runtime};
+use http_body_util::{BodyExt, Full};
+
+fn component(source: &str) -> Component {
+    Component {
+        id: "bench".into(),
+        source: source.into(),
+        description: None,
+        files: Vec::new(),
+        exclude_files: Vec::new(),
+        environment: vec![("NAME".into(), "bench".into())],
+        allowed_outbound_hosts: AllowedOutboundHosts::default(),
+    }
+}
+
+fn info() -> RequestInfo {
+    let addr: SocketAddr = "127.0.0.1:3000".parse().unwrap();
+    RequestInfo {
+        client_addr: addr,
+        server_name: "127.0.0.1".into(),
+        server_port: 3000,
+        full_url: "http://127.0.0.1:3000/".into(),
+        script_name: String::new(),
+        path_info: String::new(),
+        matched_route: "/...".into(),
+        component_route: "/".into(),
+        raw_component_route: "/...".into(),
+        base_path: "/".into(),
+    }
+}
+
+/// One request through `guest`, its body read whole.
+async fn request(guest: &Guest, info: &RequestInfo) -> Bytes {
+    let request = http::Request::get("http://127.0.0.1:3000/")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let response = guest.handle(request, info, ()).await.expect("guest failed");
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
+fn per_request(c: &mut Criterion) {
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(
+        &EngineOptions::default(),
+        CompileCache::new(Some(cache.path().to_owned())),
+    )
+    .unwrap();
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _enter = tokio.enter();
+    let info = info();
+    let dir = Path::new(".");
+
+    let http = runtime
+        .load(
+            &component(ferry_test_programs::HTTP_GUEST),
+            &Executor::Http,
+            Limits::default(),
+            dir,
+            None,
+        )
+        .unwrap();
+    assert_eq!(tokio.block_on(request(&http, &info)), "hello from bench\n");
+    c.bench_function("wasi_http_store_instantiate_handle", |b| {
+        b.iter(|| tokio.block_on(request(&http, &info)))
+    });
+
+    let wagi = runtime
+        .load(
+            &component(ferry_test_programs::WAGI_C),
+            &Executor::Wagi(WagiConfig::default()),
+            Limits::default(),
+            dir,
+            None,
+        )
+        .unwrap();
+    assert!(
+        tokio
+            .block_on(request(&wagi, &info))
+            .starts_with(b"hello from C")
+    );
+    c.bench_function("wagi_store_instantiate_handle", |b| {
+        b.iter(|| tokio.block_on(request(&wagi, &info)))
+    });
+
+    // The cache already holds the component (loaded above).
+    c.bench_function("compile_cache_load_wasi_http", |b| {
+        b.iter(|| {
+            runtime
+                .load(
+                    &component(ferry_test_programs::HTTP_GUEST),
+                    &Executor::Http,
+                    Limits::default(),
+                    dir,
+                    None,
+                )
+                .unwrap()
+        })
+    });
+}
+
+criterion_group!(benches, per_request);
+criterion_main!(benches);
