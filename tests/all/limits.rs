@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{Full, StreamBody};
+use http_body_util::Full;
 
 use crate::support::*;
 
@@ -24,18 +23,7 @@ async fn request_bodies_over_the_limit_get_413() {
     .await;
     assert_eq!(declared.status, 413);
     // Streamed without a length: refused once the limit is crossed.
-    let chunks: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = (0..4)
-        .map(|_| Ok(hyper::body::Frame::data(Bytes::from(vec![1u8; 512 * 1024]))))
-        .collect();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    let streamed = client
-        .request(
-            http::Request::post(format!("{}/echo", ferry.url))
-                .body(StreamBody::new(futures_util::stream::iter(chunks)))
-                .unwrap(),
-        )
-        .await;
+    let streamed = post_streamed(&format!("{}/echo", ferry.url), 4, 512 * 1024).await;
     // The server may also close the connection while the client still sends.
     if let Ok(response) = streamed {
         assert!(

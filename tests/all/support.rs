@@ -235,3 +235,21 @@ pub async fn send(request: http::Request<Full<Bytes>>) -> Reply {
         body,
     }
 }
+
+/// POSTs `chunks` chunks of `chunk_size` bytes to `url` without a
+/// content-length (chunk `i` is filled with the byte `i`), and returns the
+/// response unread, so a test can check how it streams.
+pub async fn post_streamed(
+    url: &str,
+    chunks: u8,
+    chunk_size: usize,
+) -> Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+    let frames: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = (0..chunks)
+        .map(|i| Ok(hyper::body::Frame::data(Bytes::from(vec![i; chunk_size]))))
+        .collect();
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    client
+        .request(http::Request::post(url).body(body).unwrap())
+        .await
+}

@@ -1,8 +1,7 @@
 //! wasi:http components: streaming bodies, a fresh instance per request,
 //! the environment and guest output.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::BodyExt;
 
 use crate::support::*;
 
@@ -25,18 +24,7 @@ async fn request_and_response_bodies_stream() {
     let app = app();
     let ferry = Ferry::start(&app, &[]);
     // 4 MiB sent in chunks without a content-length, echoed back while it arrives.
-    let chunks: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = (0..64u8)
-        .map(|i| Ok(hyper::body::Frame::data(Bytes::from(vec![i; 64 * 1024]))))
-        .collect();
-    let body = StreamBody::new(futures_util::stream::iter(chunks));
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    let response = client
-        .request(
-            http::Request::post(format!("{}/echo", ferry.url))
-                .body(body)
-                .unwrap(),
-        )
+    let response = post_streamed(&format!("{}/echo", ferry.url), 64, 64 * 1024)
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
@@ -128,17 +116,7 @@ async fn wasi_03_service_components_are_served() {
     let expected: String = (0..64).map(|i| format!("chunk {i}\n")).collect();
     assert_eq!(streamed.text(), expected);
     // The request body streams through the guest into the response.
-    let chunks: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = (0..32u8)
-        .map(|i| Ok(hyper::body::Frame::data(Bytes::from(vec![i; 64 * 1024]))))
-        .collect();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    let response = client
-        .request(
-            http::Request::post(format!("{}/v3/echo", ferry.url))
-                .body(StreamBody::new(futures_util::stream::iter(chunks)))
-                .unwrap(),
-        )
+    let response = post_streamed(&format!("{}/v3/echo", ferry.url), 32, 64 * 1024)
         .await
         .unwrap();
     let echoed = response.into_body().collect().await.unwrap().to_bytes();

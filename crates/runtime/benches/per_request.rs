@@ -63,29 +63,22 @@ fn per_request(c: &mut Criterion) {
     let info = info();
     let dir = Path::new(".");
 
-    let http = runtime
-        .load(
-            &component(ferry_test_programs::HTTP_GUEST),
-            &Executor::Http,
-            Limits::default(),
-            dir,
-            None,
-        )
-        .unwrap();
+    let load = |source: &str, executor: &Executor| {
+        runtime
+            .load(&component(source), executor, Limits::default(), dir, None)
+            .unwrap()
+    };
+
+    let http = load(ferry_test_programs::HTTP_GUEST, &Executor::Http);
     assert_eq!(tokio.block_on(request(&http, &info)), "hello from bench\n");
     c.bench_function("wasi_http_store_instantiate_handle", |b| {
         b.iter(|| tokio.block_on(request(&http, &info)))
     });
 
-    let wagi = runtime
-        .load(
-            &component(ferry_test_programs::WAGI_C),
-            &Executor::Wagi(WagiConfig::default()),
-            Limits::default(),
-            dir,
-            None,
-        )
-        .unwrap();
+    let wagi = load(
+        ferry_test_programs::WAGI_C,
+        &Executor::Wagi(WagiConfig::default()),
+    );
     assert!(
         tokio
             .block_on(request(&wagi, &info))
@@ -97,17 +90,7 @@ fn per_request(c: &mut Criterion) {
 
     // The cache already holds the component (loaded above).
     c.bench_function("compile_cache_load_wasi_http", |b| {
-        b.iter(|| {
-            runtime
-                .load(
-                    &component(ferry_test_programs::HTTP_GUEST),
-                    &Executor::Http,
-                    Limits::default(),
-                    dir,
-                    None,
-                )
-                .unwrap()
-        })
+        b.iter(|| load(ferry_test_programs::HTTP_GUEST, &Executor::Http))
     });
 }
 
