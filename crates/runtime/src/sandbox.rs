@@ -184,11 +184,11 @@ impl IsTerminal for GuestLog {
 
 impl StdoutStream for GuestLog {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(LineLogger::new(self.clone()))
+        Box::new(SinkStream(LineLogger::new(self.clone())))
     }
 
     fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(LineLogger::new(self.clone()))
+        Box::new(SinkStream(LineLogger::new(self.clone())))
     }
 }
 
@@ -251,42 +251,10 @@ impl Drop for LineLogger {
     }
 }
 
-impl AsyncWrite for LineLogger {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        self.get_mut().push(buf);
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-#[async_trait::async_trait]
-impl Pollable for LineLogger {
-    async fn ready(&mut self) {}
-}
-
-impl OutputStream for LineLogger {
-    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
-        self.push(&bytes);
+impl StdioSink for LineLogger {
+    fn accept(&mut self, bytes: &[u8]) -> Result<(), &'static str> {
+        self.push(bytes);
         Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), StreamError> {
-        Ok(())
-    }
-
-    fn check_write(&mut self) -> Result<usize, StreamError> {
-        Ok(64 * 1024)
     }
 }
 
@@ -337,25 +305,48 @@ impl IsTerminal for CapturedStdout {
 
 impl StdoutStream for CapturedStdout {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(self.clone())
+        Box::new(SinkStream(self.clone()))
     }
 
     fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(self.clone())
+        Box::new(SinkStream(self.clone()))
     }
 }
 
-impl AsyncWrite for CapturedStdout {
+impl StdioSink for CapturedStdout {
+    fn accept(&mut self, bytes: &[u8]) -> Result<(), &'static str> {
+        if self.append(bytes) {
+            Ok(())
+        } else {
+            Err("response larger than the limit")
+        }
+    }
+}
+
+/// Where a guest's stdio bytes go. An error refuses the write, which fails
+/// inside the guest.
+trait StdioSink: Send + Sync + 'static {
+    fn accept(&mut self, bytes: &[u8]) -> Result<(), &'static str>;
+}
+
+/// Presents a [`StdioSink`] as both kinds of stream WASI asks for (an
+/// `AsyncWrite` for preview 1, an `OutputStream` for 0.2). Writes complete at
+/// once, so the stream is always ready.
+struct SinkStream<S>(S);
+
+impl<S: StdioSink + Unpin> AsyncWrite for SinkStream<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        if self.append(buf) {
-            Poll::Ready(Ok(buf.len()))
-        } else {
-            Poll::Ready(Err(std::io::Error::other("response too large")))
-        }
+        Poll::Ready(
+            self.get_mut()
+                .0
+                .accept(buf)
+                .map(|()| buf.len())
+                .map_err(std::io::Error::other),
+        )
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -368,19 +359,15 @@ impl AsyncWrite for CapturedStdout {
 }
 
 #[async_trait::async_trait]
-impl Pollable for CapturedStdout {
+impl<S: StdioSink> Pollable for SinkStream<S> {
     async fn ready(&mut self) {}
 }
 
-impl OutputStream for CapturedStdout {
+impl<S: StdioSink> OutputStream for SinkStream<S> {
     fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
-        if self.append(&bytes) {
-            Ok(())
-        } else {
-            Err(StreamError::LastOperationFailed(wasmtime::format_err!(
-                "response larger than the limit"
-            )))
-        }
+        self.0
+            .accept(&bytes)
+            .map_err(|why| StreamError::LastOperationFailed(wasmtime::format_err!("{why}")))
     }
 
     fn flush(&mut self) -> Result<(), StreamError> {
