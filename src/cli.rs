@@ -48,6 +48,10 @@ struct AppArgs {
     /// Compile every component afresh and keep nothing on disk.
     #[arg(long)]
     no_cache: bool,
+    /// Instances alive at once across all components: the size of the
+    /// preallocated instance pool (requests beyond it get 503).
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_instances: u32,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -103,6 +107,9 @@ struct UpArgs {
     /// After SIGINT/SIGTERM, how long in-flight requests may take to finish.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
+    /// Threads serving requests, each with its own event loop [default: the CPUs ferry may use].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    workers: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -169,7 +176,7 @@ fn prepare(args: &AppArgs) -> anyhow::Result<Prepared> {
     let runtime = Runtime::new(
         &EngineOptions {
             max_memory,
-            ..EngineOptions::default()
+            max_instances: args.max_instances,
         },
         cache,
     )?;
@@ -183,7 +190,9 @@ fn prepare(args: &AppArgs) -> anyhow::Result<Prepared> {
 fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     init_logging(args.log_format);
     let prepared = prepare(&args.app)?;
-    let tokio = tokio::runtime::Builder::new_multi_thread()
+    // This runtime accepts connections and waits for signals; requests are
+    // served by the server's worker threads.
+    let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -227,6 +236,9 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         header_read_timeout: args.header_read_timeout,
         max_header_size: usize::try_from(args.max_header_size).unwrap_or(usize::MAX),
         shutdown_timeout: args.shutdown_timeout,
+        workers: args
+            .workers
+            .map_or(ServerConfig::default().workers, |n| n as usize),
     };
     tokio.block_on(ferry_server::serve(
         listener,
@@ -234,8 +246,6 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         &config,
         shutdown_signal(),
     ))?;
-    // Guests still streaming past the deadline are abandoned, not awaited.
-    tokio.shutdown_timeout(Duration::from_millis(100));
     Ok(ExitCode::SUCCESS)
 }
 

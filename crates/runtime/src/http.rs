@@ -209,55 +209,101 @@ where
     (http::Request::from_parts(parts, body), too_large)
 }
 
-/// How the guest's task ended: finished, trapped, or ran out of time.
+/// How a guest that ran ended: finished, trapped, or ran out of time.
 pub(crate) type Outcome = Result<wasmtime::Result<()>, tokio::time::error::Elapsed>;
+
+/// How the guest's task ended: the guest ran, or could not be instantiated.
+pub(crate) type TaskEnd = Result<Outcome, GuestError>;
 
 /// Why a guest that produced no response failed.
 fn failure_outcome(
-    outcome: Result<Outcome, tokio::task::JoinError>,
+    end: Result<TaskEnd, tokio::task::JoinError>,
     request_too_large: &AtomicBool,
     limits: &Limits,
 ) -> GuestError {
     if request_too_large.load(Ordering::Relaxed) {
         return GuestError::RequestBodyTooLarge(limits.max_request_body);
     }
-    match outcome {
-        Ok(Ok(Ok(()))) => GuestError::NoResponse,
-        Ok(Ok(Err(trap))) => GuestError::Trap(trap.into()),
-        Ok(Err(_elapsed)) => GuestError::Timeout(limits.request_timeout),
+    match end {
+        Ok(Ok(Ok(Ok(())))) => GuestError::NoResponse,
+        Ok(Ok(Ok(Err(trap)))) => GuestError::Trap(trap.into()),
+        Ok(Ok(Err(_elapsed))) => GuestError::Timeout(limits.request_timeout),
+        Ok(Err(instantiation)) => instantiation,
         Err(join) => GuestError::Trap(anyhow::anyhow!("the guest's task failed: {join}")),
     }
 }
 
-/// Logs failures of a guest that happen after its response head was sent:
-/// they can only cut the body short. Nothing is logged when the response was
-/// already replaced by an error (`log_failures` false): the guest failing to
-/// write into a dropped body is then expected.
-fn watch_after_response(
-    task: tokio::task::JoinHandle<Outcome>,
-    log_failures: bool,
+/// Who reports a guest failure that happens after its response head was
+/// returned (it can only cut the body short): the guest's task when it ends
+/// after [`respond`] decided to stream its body, else `respond`. Nothing is
+/// logged when the response was replaced by an error: the guest failing to
+/// write into a dropped body is then expected. No extra task per request
+/// waits for the guest just to do this.
+pub(crate) struct AfterHead {
     component: Arc<str>,
     timeout: std::time::Duration,
-) {
-    tokio::spawn(async move {
-        let outcome = task.await;
-        if !log_failures {
-            return;
-        }
-        match outcome {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(trap))) => tracing::error!(
-                component = %component,
+    state: std::sync::Mutex<AfterHeadState>,
+}
+
+enum AfterHeadState {
+    Undecided,
+    Streaming,
+    Replaced,
+    /// The guest ended first; its failure, if it failed.
+    Ended(Option<String>),
+}
+
+impl AfterHead {
+    pub fn new(component: Arc<str>, timeout: std::time::Duration) -> Arc<Self> {
+        Arc::new(Self {
+            component,
+            timeout,
+            state: std::sync::Mutex::new(AfterHeadState::Undecided),
+        })
+    }
+
+    /// The guest's task: how the guest ended.
+    pub fn guest_ended(&self, outcome: &Outcome) {
+        let failure = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(trap)) => Some(format!(
                 "guest failed while streaming its response: {}",
-                crate::trap_reason(&anyhow::Error::from(trap))
-            ),
-            Ok(Err(_)) => tracing::error!(
-                component = %component,
-                "guest exceeded the request timeout of {timeout:?} while streaming its response"
-            ),
-            Err(join) => tracing::error!(component = %component, "guest task failed: {join}"),
+                trap.root_cause().to_string().replace('\n', " | ")
+            )),
+            Err(_) => Some(format!(
+                "guest exceeded the request timeout of {:?} while streaming its response",
+                self.timeout
+            )),
+        };
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match *state {
+            AfterHeadState::Streaming => self.log(failure),
+            AfterHeadState::Undecided => *state = AfterHeadState::Ended(failure),
+            AfterHeadState::Replaced | AfterHeadState::Ended(_) => {}
         }
-    });
+    }
+
+    /// `respond`: whether the guest's body is streamed to the client.
+    fn decided(&self, streaming: bool) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = std::mem::replace(
+            &mut *state,
+            if streaming {
+                AfterHeadState::Streaming
+            } else {
+                AfterHeadState::Replaced
+            },
+        );
+        if let (true, AfterHeadState::Ended(failure)) = (streaming, previous) {
+            self.log(failure);
+        }
+    }
+
+    fn log(&self, failure: Option<String>) {
+        if let Some(failure) = failure {
+            tracing::error!(component = %self.component, "{failure}");
+        }
+    }
 }
 
 /// Runs one request through a fresh instance. `guard` is dropped when the
@@ -279,34 +325,55 @@ where
     let (request, request_too_large) = limited_request(request, limits.max_request_body);
 
     let mut store = new_store(engine, sandbox, limits).map_err(GuestError::Instantiation)?;
-    let proxy = instantiate_within(timeout, pre.instantiate_async(&mut store)).await?;
 
     let (tx, rx) = tokio::sync::oneshot::channel::<HeadResult>();
     let failed = Arc::new(AtomicBool::new(false));
+    let after_head = AfterHead::new(sandbox.component.clone(), timeout);
+    // Instantiation runs in the guest's task too: the instance is built,
+    // run and torn down on one task, which on this machine is markedly
+    // faster than building it in the connection's task (see BENCHMARKS.md).
+    let pre = pre.clone();
     let task = {
         let failed = failed.clone();
+        let after_head = after_head.clone();
         tokio::spawn(async move {
             let _guard = guard;
             let run = async {
-                let data = store.data_mut();
-                let req = data.http().new_incoming_request(Scheme::Http, request)?;
-                let out = data
-                    .http()
-                    .new_response_outparam_from_callback(move |head| {
-                        let _ = tx.send(head.map_err(|code| format!("{code:?}")));
-                    })?;
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, req, out)
-                    .await
+                let proxy = match pre.instantiate_async(&mut store).await {
+                    Ok(proxy) => proxy,
+                    Err(e) => return Err(GuestError::from_instantiation(e.into())),
+                };
+                let handled = async {
+                    let data = store.data_mut();
+                    let req = data.http().new_incoming_request(Scheme::Http, request)?;
+                    let out = data
+                        .http()
+                        .new_response_outparam_from_callback(move |head| {
+                            let _ = tx.send(head.map_err(|code| format!("{code:?}")));
+                        })?;
+                    proxy
+                        .wasi_http_incoming_handler()
+                        .call_handle(&mut store, req, out)
+                        .await
+                };
+                Ok(handled.await)
             };
             let result = tokio::time::timeout(timeout.saturating_sub(started.elapsed()), run).await;
-            let result = settle(result, &failed);
+            let outcome = match result {
+                Ok(Err(instantiation)) => {
+                    failed.store(true, Ordering::Release);
+                    return Err(instantiation);
+                }
+                Ok(Ok(handled)) => Ok(handled),
+                Err(elapsed) => Err(elapsed),
+            };
+            let outcome = settle(outcome, &failed);
             drop(store);
-            result
+            after_head.guest_ended(&outcome);
+            Ok(outcome)
         })
     };
-    respond(rx, task, failed, &request_too_large, sandbox, limits).await
+    respond(rx, task, failed, after_head, &request_too_large, limits).await
 }
 
 /// The response head a guest produced, or the wasi:http error code it
@@ -340,22 +407,33 @@ pub(crate) fn settle(result: Outcome, failed: &AtomicBool) -> Outcome {
 /// what the client gets.
 pub(crate) async fn respond(
     head: tokio::sync::oneshot::Receiver<HeadResult>,
-    task: tokio::task::JoinHandle<Outcome>,
+    task: tokio::task::JoinHandle<TaskEnd>,
     failed: Arc<AtomicBool>,
+    after_head: Arc<AfterHead>,
     request_too_large: &AtomicBool,
-    sandbox: &Sandbox,
     limits: &Limits,
 ) -> Result<http::Response<ResponseBody>, GuestError> {
     let response = match head.await {
         Ok(Ok(response)) => response,
-        Ok(Err(code)) => return Err(GuestError::ErrorCode(code)),
+        Ok(Err(code)) => {
+            after_head.decided(false);
+            return Err(GuestError::ErrorCode(code));
+        }
         // The guest ended without producing a response: find out why.
         Err(_) => return Err(failure_outcome(task.await, request_too_large, limits)),
     };
-    let component = sandbox.component.clone();
-    let result = finish_response(response, request_too_large, limits, component.clone())
-        .map(|response| response.map(|body| FailOnFlag::new(body, failed).boxed_unsync()));
-    watch_after_response(task, result.is_ok(), component, limits.request_timeout);
+    // The task runs on; it reports its own end through `after_head`.
+    drop(task);
+    let result = finish_response(
+        response,
+        request_too_large,
+        limits,
+        after_head.component.clone(),
+    )
+    .map(|response| response.map(|body| FailOnFlag::new(body, failed).boxed_unsync()));
+    // Decided before the response is dropped: a replaced guest then fails
+    // writing its body, and that must not be logged.
+    after_head.decided(result.is_ok());
     result
 }
 

@@ -20,7 +20,8 @@ use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 use crate::body::{BoxError, NotifyOnEnd, ResponseBody};
 use crate::http::{
-    HeadResult, HttpState, instantiate_within, limited_request, new_store, respond, settle,
+    AfterHead, HeadResult, HttpState, instantiate_within, limited_request, new_store, respond,
+    settle,
 };
 use crate::sandbox::Sandbox;
 use crate::{GuestError, Limits};
@@ -66,8 +67,10 @@ where
     let (tx, rx) = tokio::sync::oneshot::channel::<HeadResult>();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let failed = Arc::new(AtomicBool::new(false));
+    let after_head = AfterHead::new(sandbox.component.clone(), timeout);
     let task = {
         let failed = failed.clone();
+        let after_head = after_head.clone();
         tokio::spawn(async move {
             let _guard = guard;
             let run = store.run_concurrent(async move |accessor| -> wasmtime::Result<()> {
@@ -101,8 +104,9 @@ where
                 .map(|r| r.and_then(|inner| inner));
             let result = settle(result, &failed);
             drop(store);
-            result
+            after_head.guest_ended(&result);
+            Ok(result)
         })
     };
-    respond(rx, task, failed, &request_too_large, sandbox, limits).await
+    respond(rx, task, failed, after_head, &request_too_large, limits).await
 }

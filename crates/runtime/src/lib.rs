@@ -337,10 +337,11 @@ impl Guest {
 
     /// Serves one request in a fresh sandbox. `guard` is held until the guest
     /// has finished, including any body it streams after the response head.
+    /// `info` is called only for guests that read it (WAGI).
     pub async fn handle<B>(
         &self,
         request: ::http::Request<B>,
-        info: &RequestInfo,
+        info: impl FnOnce() -> RequestInfo,
         guard: impl Send + 'static,
     ) -> Result<::http::Response<ResponseBody>, GuestError>
     where
@@ -379,7 +380,7 @@ impl Guest {
                     &self.sandbox,
                     &self.limits,
                     request,
-                    info,
+                    &info(),
                 )
                 .await
             }

@@ -12,6 +12,7 @@ mod router;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -36,6 +37,9 @@ pub struct ServerConfig {
     pub max_header_size: usize,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_timeout: Duration,
+    /// Threads serving connections, each with its own single-threaded
+    /// runtime. Defaults to the CPUs this process may run on.
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +48,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             max_header_size: 64 * 1024,
             shutdown_timeout: Duration::from_secs(30),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -165,14 +170,17 @@ impl AppHost {
             return (response, Some(component));
         };
 
-        let info = self.request_info(&request, route, &matched, client_addr, local_addr);
-        if let Err(e) = prepare_request(&mut request, &info, &matched, local_addr) {
+        if let Err(e) = prepare_request(&mut request, route, &matched, client_addr, local_addr) {
             return (
                 plain(StatusCode::BAD_REQUEST, &format!("Bad Request: {e}\n")),
                 Some(component),
             );
         }
-        match slot.guest.handle(request, &info, permit).await {
+        // Only WAGI guests read these CGI-style facts; wasi:http guests get
+        // them as headers. The URI is absolute by now.
+        let uri = request.uri().clone();
+        let info = || self.request_info(&uri, route, &matched, client_addr, local_addr);
+        match slot.guest.handle(request, info, permit).await {
             Ok(response) => (response, Some(component)),
             Err(error) => {
                 let status = error.status();
@@ -188,17 +196,20 @@ impl AppHost {
         }
     }
 
-    fn request_info<B>(
+    /// What a WAGI guest is told about the request, from its absolute URI.
+    fn request_info(
         &self,
-        request: &Request<B>,
+        uri: &http::Uri,
         route: &RouteEntry,
         matched: &RouteMatch,
         client_addr: SocketAddr,
         local_addr: SocketAddr,
     ) -> RequestInfo {
-        let authority = authority(request, local_addr);
-        let path_and_query = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        let path = request.uri().path();
+        let authority = uri
+            .authority()
+            .map_or_else(|| local_addr.to_string(), |a| a.to_string());
+        let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+        let path = uri.path();
         let script_name = path
             .strip_suffix(matched.path_info.as_str())
             .unwrap_or(path)
@@ -225,19 +236,46 @@ impl AppHost {
     }
 }
 
-fn authority<B>(request: &Request<B>, local_addr: SocketAddr) -> String {
-    request
-        .uri()
-        .authority()
-        .map(|a| a.to_string())
-        .or_else(|| {
-            request
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
+/// The authority a request was sent to: from an absolute URI, the `Host`
+/// header, or else the listener's address.
+fn authority<B>(
+    request: &Request<B>,
+    local_addr: SocketAddr,
+) -> Result<http::uri::Authority, String> {
+    if let Some(authority) = request.uri().authority() {
+        return Ok(authority.clone());
+    }
+    match request.headers().get(http::header::HOST) {
+        Some(host) => http::uri::Authority::try_from(host.as_bytes())
+            .map_err(|e| format!("invalid host {host:?}: {e}")),
+        None => http::uri::Authority::try_from(local_addr.to_string())
+            .map_err(|e| format!("invalid local address: {e}")),
+    }
+}
+
+/// Header values that are the same for every request a route serves,
+/// built once: the route's share of Spin's request headers.
+#[derive(Debug, Clone)]
+pub struct RouteHeaders(Vec<(HeaderName, HeaderValue)>);
+
+impl RouteHeaders {
+    pub fn new(pattern: &ferry_manifest::RoutePattern, base: &str) -> Self {
+        let headers = [
+            ("spin-matched-route", pattern.full()),
+            ("spin-base-path", base.to_owned()),
+            ("spin-raw-component-route", pattern.raw().to_owned()),
+            ("spin-component-route", pattern.component_route().to_owned()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| {
+            Some((
+                HeaderName::from_static(name),
+                HeaderValue::try_from(value).ok()?,
+            ))
         })
-        .unwrap_or_else(|| local_addr.to_string())
+        .collect();
+        Self(headers)
+    }
 }
 
 /// Makes the URI absolute (wasi:http needs an authority), strips any
@@ -245,49 +283,55 @@ fn authority<B>(request: &Request<B>, local_addr: SocketAddr) -> String {
 /// adds Spin's request headers.
 fn prepare_request<B>(
     request: &mut Request<B>,
-    info: &RequestInfo,
+    route: &RouteEntry,
     matched: &RouteMatch,
+    client_addr: SocketAddr,
     local_addr: SocketAddr,
 ) -> Result<(), String> {
-    let authority = authority(request, local_addr);
-    let path_and_query = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    *request.uri_mut() = http::Uri::builder()
-        .scheme("http")
-        .authority(authority.as_str())
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|e| format!("invalid host {authority:?}: {e}"))?;
+    let authority = authority(request, local_addr)?;
+    let mut parts = std::mem::take(request.uri_mut()).into_parts();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(authority);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    *request.uri_mut() = http::Uri::from_parts(parts).map_err(|e| format!("invalid URI: {e}"))?;
+    let full_url = request.uri().to_string();
 
     let headers = request.headers_mut();
-    let spoofed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("spin-"))
-        .cloned()
-        .collect();
-    for name in spoofed {
-        headers.remove(name);
+    if headers.keys().any(|k| k.as_str().starts_with("spin-")) {
+        let spoofed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("spin-"))
+            .cloned()
+            .collect();
+        for name in spoofed {
+            headers.remove(name);
+        }
     }
-    let mut set = |name: &str, value: &str| {
-        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(value)) {
+    for (name, value) in &route.headers.0 {
+        headers.insert(name.clone(), value.clone());
+    }
+    let mut set = |name: HeaderName, value: String| {
+        if let Ok(value) = HeaderValue::try_from(value) {
             headers.insert(name, value);
         }
     };
-    set("spin-full-url", &info.full_url);
-    set("spin-path-info", &info.path_info);
-    set("spin-matched-route", &info.matched_route);
-    set("spin-base-path", &info.base_path);
-    set("spin-raw-component-route", &info.raw_component_route);
-    set("spin-component-route", &info.component_route);
-    set("spin-client-addr", &info.client_addr.to_string());
+    set(HeaderName::from_static("spin-full-url"), full_url);
+    set(
+        HeaderName::from_static("spin-path-info"),
+        matched.path_info.clone(),
+    );
+    set(
+        HeaderName::from_static("spin-client-addr"),
+        client_addr.to_string(),
+    );
     for (name, value) in &matched.params {
-        set(
-            &format!("spin-path-match-{}", name.to_ascii_lowercase()),
-            value,
-        );
+        if let Ok(name) =
+            HeaderName::try_from(format!("spin-path-match-{}", name.to_ascii_lowercase()))
+        {
+            set(name, value.clone());
+        }
     }
     Ok(())
 }
@@ -319,6 +363,14 @@ fn plain(status: StatusCode, text: &str) -> Response<ResponseBody> {
 /// Serves `host` on `listener` until `shutdown` resolves, then stops
 /// accepting, lets in-flight requests finish for up to
 /// `config.shutdown_timeout`, and returns.
+///
+/// The caller's runtime only accepts connections. Each connection is handed
+/// to one of `config.workers` threads, each running its own current-thread
+/// runtime, the one with the fewest open connections. A request and the
+/// guest task it spawns then stay on one thread from start to end: no work
+/// stealing, no cross-thread wakeups, and a guest's store stays in that
+/// core's cache (a multi-thread runtime costs ~40% more per request; see
+/// BENCHMARKS.md).
 pub async fn serve(
     listener: TcpListener,
     host: Arc<AppHost>,
@@ -326,17 +378,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let local_addr = listener.local_addr()?;
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
-        .max_buf_size(config.max_header_size.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(config.max_header_size).unwrap_or(u32::MAX));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let workers = (0..config.workers.max(1))
+        .map(|index| Worker::start(index, host.clone(), config.clone(), local_addr))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, client_addr) = tokio::select! {
@@ -352,6 +396,110 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(client = %client_addr, "cannot hand the connection to a worker: {e}");
+                continue;
+            }
+        };
+        let worker = workers
+            .iter()
+            .min_by_key(|w| w.open.load(Ordering::Relaxed))
+            .expect("at least one worker");
+        worker.open.fetch_add(1, Ordering::Relaxed);
+        if worker.connections.send((stream, client_addr)).is_err() {
+            anyhow::bail!("worker thread {} stopped unexpectedly", worker.index);
+        }
+    }
+    drop(listener);
+    let open: usize = workers.iter().map(|w| w.open.load(Ordering::Relaxed)).sum();
+    tracing::info!("shutting down: no longer accepting; waiting for {open} open connection(s)");
+    let mut finished = Vec::new();
+    for worker in workers {
+        // Closing the channel tells the worker to drain and stop.
+        drop(worker.connections);
+        finished.push(worker.finished);
+    }
+    for done in finished {
+        let _ = done.await;
+    }
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+type Connection = (std::net::TcpStream, SocketAddr);
+
+/// A thread with its own current-thread runtime serving the connections the
+/// acceptor hands it.
+struct Worker {
+    index: usize,
+    connections: tokio::sync::mpsc::UnboundedSender<Connection>,
+    /// Connections handed to this worker and not yet closed.
+    open: Arc<AtomicUsize>,
+    /// Resolves when the worker has drained its connections and stopped.
+    finished: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Worker {
+    fn start(
+        index: usize,
+        host: Arc<AppHost>,
+        config: ServerConfig,
+        local_addr: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        let (connections, incoming) = tokio::sync::mpsc::unbounded_channel();
+        let (finished_tx, finished) = tokio::sync::oneshot::channel();
+        let open = Arc::new(AtomicUsize::new(0));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let counter = open.clone();
+        std::thread::Builder::new()
+            .name(format!("ferry-worker-{index}"))
+            .spawn(move || {
+                runtime.block_on(run_worker(incoming, host, &config, local_addr, counter));
+                // Guests still streaming past the shutdown deadline are
+                // abandoned, not awaited.
+                runtime.shutdown_timeout(Duration::from_millis(100));
+                let _ = finished_tx.send(());
+            })?;
+        Ok(Self {
+            index,
+            connections,
+            open,
+            finished,
+        })
+    }
+}
+
+async fn run_worker(
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<Connection>,
+    host: Arc<AppHost>,
+    config: &ServerConfig,
+    local_addr: SocketAddr,
+    open: Arc<AtomicUsize>,
+) {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.max_header_size.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(config.max_header_size).unwrap_or(u32::MAX));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    while let Some((stream, client_addr)) = incoming.recv().await {
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(e) => {
+                open.fetch_sub(1, Ordering::Relaxed);
+                tracing::warn!(client = %client_addr, "cannot serve the connection: {e}");
+                continue;
+            }
+        };
         let host = host.clone();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let host = host.clone();
@@ -365,23 +513,19 @@ pub async fn serve(
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
+        let open = open.clone();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(client = %client_addr, "connection ended with an error: {e}");
             }
+            open.fetch_sub(1, Ordering::Relaxed);
         });
     }
-    drop(listener);
-    let in_flight = graceful.count();
-    tracing::info!(
-        "shutting down: no longer accepting; waiting for {in_flight} open connection(s)"
-    );
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = graceful.shutdown() => {}
         () = tokio::time::sleep(config.shutdown_timeout) => tracing::warn!(
             "shutdown deadline of {:?} passed; closing the remaining connections",
             config.shutdown_timeout
         ),
     }
-    Ok(())
 }

@@ -4,12 +4,27 @@
 
 use ferry_manifest::{App, Executor, Route, RouteMatch, RoutePattern};
 
+use crate::RouteHeaders;
+
 /// One public route.
 #[derive(Debug, Clone)]
 pub struct RouteEntry {
     pub pattern: RoutePattern,
     pub component: String,
     pub executor: Executor,
+    /// Spin's request headers that depend only on the route.
+    pub headers: RouteHeaders,
+}
+
+impl RouteEntry {
+    pub fn new(pattern: RoutePattern, component: String, executor: Executor, base: &str) -> Self {
+        Self {
+            headers: RouteHeaders::new(&pattern, base),
+            pattern,
+            component,
+            executor,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -25,11 +40,12 @@ impl Router {
             .triggers
             .iter()
             .filter_map(|t| match &t.route {
-                Route::Pattern(pattern) => Some(RouteEntry {
-                    pattern: pattern.clone(),
-                    component: t.component.clone(),
-                    executor: t.executor.clone(),
-                }),
+                Route::Pattern(pattern) => Some(RouteEntry::new(
+                    pattern.clone(),
+                    t.component.clone(),
+                    t.executor.clone(),
+                    &app.base,
+                )),
                 Route::Private => None,
             })
             .collect();
@@ -58,10 +74,13 @@ mod tests {
             routes: {
                 let mut r: Vec<RouteEntry> = routes
                     .iter()
-                    .map(|(route, component)| RouteEntry {
-                        pattern: RoutePattern::parse("/", route).unwrap(),
-                        component: component.to_string(),
-                        executor: Executor::Http,
+                    .map(|(route, component)| {
+                        RouteEntry::new(
+                            RoutePattern::parse("/", route).unwrap(),
+                            component.to_string(),
+                            Executor::Http,
+                            "/",
+                        )
                     })
                     .collect();
                 r.sort_by(|a, b| b.pattern.precedence(&a.pattern));

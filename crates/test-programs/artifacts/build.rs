@@ -24,15 +24,16 @@ fn main() {
 
     let target_dir = out.join("guests-target");
     let mut constants = String::new();
-    for (constant, bin, target) in [
-        ("HTTP_GUEST", "http-guest", "wasm32-wasip2"),
-        ("HTTP_P3_GUEST", "http-p3-guest", "wasm32-wasip2"),
-        ("WAGI_RUST", "wagi-rust", "wasm32-wasip1"),
+    for (constant, bin, target, profile) in [
+        ("HTTP_GUEST", "http-guest", "wasm32-wasip2", "release"),
+        ("HTTP_P3_GUEST", "http-p3-guest", "wasm32-wasip2", "release"),
+        ("WAGI_RUST", "wagi-rust", "wasm32-wasip1", "release"),
+        ("HELLO", "hello", "wasm32-wasip2", "small"),
     ] {
-        cargo_build(&guests, &target_dir, bin, target);
+        cargo_build(&guests, &target_dir, bin, target, profile);
         let path = target_dir
             .join(target)
-            .join("release")
+            .join(profile)
             .join(format!("{bin}.wasm"));
         assert!(path.is_file(), "{} was not built", path.display());
         constants.push_str(&format!(
@@ -41,23 +42,26 @@ fn main() {
         ));
     }
 
-    let cgi = out.join("cgi.wasm");
-    clang(&programs.join("c").join("cgi.c"), &cgi);
-    constants.push_str(&format!(
-        "pub const WAGI_C: &str = {:?};\n",
-        cgi.display().to_string()
-    ));
+    for (constant, source) in [("WAGI_C", "cgi"), ("WAGI_HELLO_C", "hello")] {
+        let wasm = out.join(format!("{source}.wasm"));
+        clang(&programs.join("c").join(format!("{source}.c")), &wasm);
+        constants.push_str(&format!(
+            "pub const {constant}: &str = {:?};\n",
+            wasm.display().to_string()
+        ));
+    }
 
     std::fs::write(out.join("artifacts.rs"), constants).unwrap();
 }
 
-fn cargo_build(dir: &Path, target_dir: &Path, bin: &str, target: &str) {
+fn cargo_build(dir: &Path, target_dir: &Path, bin: &str, target: &str, profile: &str) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(dir)
         .args([
             "build",
-            "--release",
+            "--profile",
+            profile,
             "--locked",
             "--bin",
             bin,

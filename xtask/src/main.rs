@@ -1,0 +1,85 @@
+//! Ferry's development tasks, run as `cargo xtask <task>` (an alias in
+//! `.cargo/config.toml`).
+//!
+//! - `bench`: the side-by-side benchmark (see `bench.rs`), which writes its
+//!   figures into BENCHMARKS.md.
+//! - `native-hello`: the native hyper baseline server the benchmark starts.
+
+mod bench;
+mod native;
+mod process;
+mod report;
+mod wrk;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Ferry against native hyper and `wasmtime serve` on this machine; writes BENCHMARKS.md.
+    Bench {
+        /// Seconds per wrk run.
+        #[arg(long, default_value_t = 8)]
+        duration: u64,
+        /// wrk connections.
+        #[arg(long, default_value_t = 32)]
+        connections: u32,
+        /// Runs per server, alternating between servers.
+        #[arg(long, default_value_t = 2)]
+        rounds: u32,
+        /// Distinct components in the many-components run.
+        #[arg(long, default_value_t = 1000)]
+        components: usize,
+        /// A `wasmtime` binary to use instead of finding (or installing) the pinned version.
+        #[arg(long)]
+        wasmtime: Option<PathBuf>,
+        /// Print the report without writing it into BENCHMARKS.md.
+        #[arg(long)]
+        no_write: bool,
+    },
+    /// The native baseline: a hyper server answering every request with the hello bytes.
+    NativeHello {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().task {
+        Task::Bench {
+            duration,
+            connections,
+            rounds,
+            components,
+            wasmtime,
+            no_write,
+        } => bench::run(&bench::Options {
+            duration: Duration::from_secs(duration),
+            connections,
+            rounds: rounds.max(1),
+            components,
+            wasmtime,
+            output: (!no_write)
+                .then(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../BENCHMARKS.md")),
+        }),
+        Task::NativeHello { listen } => native::serve(listen),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

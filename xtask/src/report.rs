@@ -1,0 +1,415 @@
+//! The benchmark's report: the machine it ran on, the figures, the ratios
+//! against the baselines of the same run, and the issue's targets, as
+//! markdown for BENCHMARKS.md.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::bench::{Many, Options, Scaling, Series, Startup, Throughput};
+
+const BEGIN: &str = "<!-- cargo xtask bench: begin (generated; edits here are overwritten) -->";
+const END: &str = "<!-- cargo xtask bench: end -->";
+
+/// Where and with what a run happened.
+#[derive(Debug, Clone, Default)]
+pub struct Machine {
+    pub date: String,
+    pub cpu: String,
+    pub cores: usize,
+    pub kernel: String,
+    pub rustc: String,
+    pub wasmtime: String,
+    pub wrk: String,
+    pub ferry_commit: String,
+}
+
+fn command_output(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+impl Machine {
+    pub fn read(root: &Path, wasmtime: &Path) -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map_or_else(|| "unknown CPU".into(), |(_, v)| v.trim().to_owned());
+        let root = root.to_string_lossy();
+        let commit = command_output("git", &["-C", &root, "rev-parse", "--short", "HEAD"]);
+        let dirty = !command_output("git", &["-C", &root, "status", "--porcelain"]).is_empty();
+        Self {
+            date: command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+            cpu,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            kernel: command_output("uname", &["-sr"]),
+            rustc: command_output("rustc", &["-V"]),
+            wasmtime: command_output(wasmtime, &["--version"]),
+            wrk: crate::wrk::version(),
+            ferry_commit: if dirty {
+                format!("{commit} + uncommitted changes")
+            } else {
+                commit
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub machine: Machine,
+    pub options: Options,
+    pub server_cpus: Option<String>,
+    pub client_cpus: Option<String>,
+    pub hello_bytes: u64,
+    pub throughput: Throughput,
+    pub scaling: Scaling,
+    pub startup: Startup,
+    pub many: Many,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            duration: Duration::from_secs(8),
+            connections: 32,
+            rounds: 2,
+            components: 1000,
+            wasmtime: None,
+            output: None,
+        }
+    }
+}
+
+/// `381 µs`, `1.67 ms`, `2.10 s`.
+fn time(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 1e-3 {
+        format!("{:.0} µs", s * 1e6)
+    } else if s < 1.0 {
+        format!("{:.2} ms", s * 1e3)
+    } else {
+        format!("{s:.2} s")
+    }
+}
+
+fn median(values: &[Duration]) -> Duration {
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+}
+
+fn percentile(values: &[Duration], p: f64) -> Duration {
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[index]
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "yes" } else { "**no**" }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+impl Report {
+    pub fn to_markdown(&self) -> String {
+        let mut out = String::new();
+        let m = &self.machine;
+        let o = &self.options;
+        let t = &self.throughput;
+        let pin = |cpus: &Option<String>| {
+            cpus.as_deref()
+                .map_or_else(|| "unpinned".into(), |c| format!("CPU {c}"))
+        };
+        let _ = writeln!(out, "## Side by side: `cargo xtask bench`\n");
+        let _ = writeln!(
+            out,
+            "Run {} on {} × {} ({}), {}; Ferry {} (release profile), {}, {}.\n",
+            m.date, m.cores, m.cpu, m.kernel, m.rustc, m.ferry_commit, m.wasmtime, m.wrk,
+        );
+        let _ = writeln!(
+            out,
+            "Command: `cargo xtask bench` ({} rounds of `wrk -t1 -c{} -d{}s --latency` per server, alternating \
+             A B C…; servers on {}, wrk on {}; every server started without `RUST_BACKTRACE` except the row that \
+             says so). Guests: `crates/test-programs/guests/src/bin/hello.rs` ({} bytes, wasm32-wasip2, \
+             opt-level z + LTO) and `crates/test-programs/c/hello.c` (WAGI); the native server is \
+             `cargo xtask native-hello` (hyper 1.x, one current-thread runtime). All answer `Hello, world!\\n`.\n",
+            o.rounds,
+            o.connections,
+            o.duration.as_secs(),
+            pin(&self.server_cpus),
+            pin(&self.client_cpus),
+            self.hello_bytes,
+        );
+
+        let _ = writeln!(out, "### Throughput and latency, one server core\n");
+        let _ = writeln!(
+            out,
+            "| server | req/s per run | mean req/s | p50 | p99 (worst run) | server CPU per request | vs `wasmtime serve` | vs native |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+        let wasmtime_rps = t.wasmtime.requests_per_sec();
+        let native_rps = t.native.requests_per_sec();
+        for series in [
+            &t.native,
+            &t.wasmtime,
+            &t.ferry,
+            &t.wagi,
+            &t.ferry_backtrace,
+        ] {
+            let rps = series.requests_per_sec();
+            let runs: Vec<String> = series
+                .runs
+                .iter()
+                .map(|r| format!("{:.0}", r.requests_per_sec))
+                .collect();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} | {} | {} | {} | {:.2}x | {:.0}% |",
+                series.name,
+                runs.join(", "),
+                rps,
+                time(series.p50()),
+                time(series.p99()),
+                cpu_per_request(series),
+                rps / wasmtime_rps,
+                100.0 * rps / native_rps,
+            );
+        }
+
+        let s = &self.scaling;
+        let _ = writeln!(out, "\n### One server core against two\n");
+        let _ = writeln!(
+            out,
+            "Both Ferry servers serve the hello guest; wrk is unpinned, so with two server cores on a two-core \
+             machine it competes with the server for CPU. \"Server cores busy\" is the server's CPU time divided \
+             by the run's length.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| server | req/s per run | mean req/s | p99 (worst run) | server cores busy | server CPU per request |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|");
+        for series in [&s.one, &s.two] {
+            let runs: Vec<String> = series
+                .runs
+                .iter()
+                .map(|r| format!("{:.0}", r.requests_per_sec))
+                .collect();
+            let busy = series.cpu_seconds.iter().sum::<f64>()
+                / (series.cpu_seconds.len().max(1) as f64 * o.duration.as_secs_f64());
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} | {} | {:.2} | {} |",
+                series.name,
+                runs.join(", "),
+                series.requests_per_sec(),
+                time(series.p99()),
+                busy,
+                cpu_per_request(series),
+            );
+        }
+
+        let st = &self.startup;
+        let many = &self.many;
+        let _ = writeln!(out, "\n### Start-up and many components\n");
+        let _ = writeln!(
+            out,
+            "| measurement | runs | result |\n|---|---|---|\n\
+             | first compile of the hello component (empty cache; the time `ferry up` prints) | {} | median {} |\n\
+             | first response after the listener accepts, compile cache warm | {} | median {}, worst {} |\n\
+             | first response after starting `ferry up`, cache warm | {} | median {} |\n\
+             | `ferry up` of {} distinct components until `Serving`, cache warm | 1 | {} |\n\
+             | RSS, idle after loading {} components | 1 | {} |\n\
+             | RSS after each component served one request | 1 | {} |\n\
+             | each component's first request (new connection each) | {} | p50 {}, p99 {}, worst {} |",
+            st.first_compile.len(),
+            time(median(&st.first_compile)),
+            st.first_request_after_listen.len(),
+            time(median(&st.first_request_after_listen)),
+            time(
+                st.first_request_after_listen
+                    .iter()
+                    .max()
+                    .copied()
+                    .unwrap_or_default()
+            ),
+            st.first_request_after_spawn.len(),
+            time(median(&st.first_request_after_spawn)),
+            many.components,
+            time(many.startup),
+            many.components,
+            mib(many.idle_rss),
+            mib(many.rss_after_requests),
+            many.first_requests.len(),
+            time(percentile(&many.first_requests, 0.5)),
+            time(percentile(&many.first_requests, 0.99)),
+            time(
+                many.first_requests
+                    .iter()
+                    .max()
+                    .copied()
+                    .unwrap_or_default()
+            ),
+        );
+
+        let ferry_rps = t.ferry.requests_per_sec();
+        let scaling = s.two.requests_per_sec() / s.one.requests_per_sec();
+        let worst_first = many
+            .first_requests
+            .iter()
+            .max()
+            .copied()
+            .unwrap_or_default();
+        let worst_listen = st
+            .first_request_after_listen
+            .iter()
+            .max()
+            .copied()
+            .unwrap_or_default();
+        let _ = writeln!(out, "\n### Targets (issue #3)\n");
+        let _ = writeln!(out, "| # | target | measured | met |\n|---|---|---|---|");
+        let many_rss = format!("{} components: idle RSS under 300 MB", many.components);
+        let many_first = format!(
+            "{} components: each first request under 1 ms",
+            many.components
+        );
+        let rows: [(&str, &str, String, bool); 9] = [
+            (
+                "1",
+                "hello world ≥ 5x `wasmtime serve`, per core",
+                format!("{:.2}x", ferry_rps / wasmtime_rps),
+                ferry_rps >= 5.0 * wasmtime_rps,
+            ),
+            (
+                "1",
+                "hello world ≥ 40% of native hyper, per core",
+                format!("{:.0}%", 100.0 * ferry_rps / native_rps),
+                ferry_rps >= 0.4 * native_rps,
+            ),
+            (
+                "2",
+                "p99 under 2 ms at 32 connections",
+                time(t.ferry.p99()),
+                t.ferry.p99() < Duration::from_millis(2),
+            ),
+            (
+                "3",
+                "WAGI hello (C) ≥ 3x `wasmtime serve`'s hello world",
+                format!("{:.2}x", t.wagi.requests_per_sec() / wasmtime_rps),
+                t.wagi.requests_per_sec() >= 3.0 * wasmtime_rps,
+            ),
+            (
+                "4",
+                "two server cores ≥ 1.8x one",
+                format!("{scaling:.2}x"),
+                scaling >= 1.8,
+            ),
+            (
+                "5",
+                "first request under 10 ms after the listener opens (cache warm)",
+                format!("worst {}", time(worst_listen)),
+                worst_listen < Duration::from_millis(10),
+            ),
+            (
+                "5",
+                "first compile of the hello component under 150 ms",
+                time(median(&st.first_compile)),
+                median(&st.first_compile) < Duration::from_millis(150),
+            ),
+            (
+                "6",
+                &many_rss,
+                mib(many.idle_rss),
+                many.idle_rss < 300_000_000,
+            ),
+            (
+                "6",
+                &many_first,
+                format!("worst {}", time(worst_first)),
+                worst_first < Duration::from_millis(1),
+            ),
+        ];
+        for (number, target, measured, ok) in rows {
+            let _ = writeln!(out, "| {number} | {target} | {measured} | {} |", met(ok));
+        }
+        out
+    }
+}
+
+fn cpu_per_request(series: &Series) -> String {
+    let requests: u64 = series.runs.iter().map(|r| r.requests).sum();
+    let cpu: f64 = series.cpu_seconds.iter().sum();
+    if requests == 0 {
+        return "-".into();
+    }
+    format!("{:.1} µs", cpu * 1e6 / requests as f64)
+}
+
+/// Replaces the generated part of `path` (between the markers) with
+/// `markdown`, or appends it when the file has no markers yet.
+pub fn write_into(path: &Path, markdown: &str) -> anyhow::Result<()> {
+    let existing = std::fs::read_to_string(path).unwrap_or_default();
+    let section = format!("{BEGIN}\n{markdown}{END}\n");
+    let updated = match (existing.find(BEGIN), existing.find(END)) {
+        (Some(begin), Some(end)) if begin < end => {
+            let rest = &existing[end + END.len()..];
+            format!(
+                "{}{section}{}",
+                &existing[..begin],
+                rest.strip_prefix('\n').unwrap_or(rest)
+            )
+        }
+        _ => format!("{}\n{section}", existing.trim_end()),
+    };
+    std::fs::write(path, updated)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generated_section_is_replaced_not_duplicated() {
+        let dir = std::env::temp_dir().join(format!("xtask-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("BENCHMARKS.md");
+        std::fs::write(&path, "# Benchmarks\n\nnotes\n").unwrap();
+        write_into(&path, "first\n").unwrap();
+        std::fs::write(
+            &path,
+            std::fs::read_to_string(&path).unwrap() + "\n## Analysis\n",
+        )
+        .unwrap();
+        write_into(&path, "second\n").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            text,
+            format!("# Benchmarks\n\nnotes\n\n{BEGIN}\nsecond\n{END}\n\n## Analysis\n")
+        );
+    }
+
+    #[test]
+    fn percentiles_pick_from_sorted_values() {
+        let values: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
+        assert_eq!(percentile(&values, 0.5), Duration::from_millis(51));
+        assert_eq!(percentile(&values, 0.99), Duration::from_millis(99));
+        assert_eq!(median(&values), Duration::from_millis(51));
+    }
+}
