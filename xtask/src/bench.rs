@@ -151,7 +151,26 @@ fn find_or_install_wasmtime() -> anyhow::Result<PathBuf> {
 
 fn build_ferry(root: &Path) -> anyhow::Result<PathBuf> {
     eprintln!("building ferry (release)");
-    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    // `cargo run` gave this process xtask's package variables; build scripts
+    // that watch them (ring's does) would see a change and rebuild half of
+    // the dependency graph, and again on the next plain `cargo build`.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "OUT_DIR",
+            ]
+            .contains(&name.as_ref())
+        {
+            command.env_remove(name.as_ref());
+        }
+    }
+    let status = command
         .current_dir(root)
         .args(["build", "--release", "--locked", "--quiet", "-p", "ferry"])
         .status()?;
@@ -522,8 +541,8 @@ fn parse_printed_duration(line: &str) -> anyhow::Result<Duration> {
 pub struct Many {
     pub components: usize,
     pub startup: Duration,
-    pub idle_rss: u64,
-    pub rss_after_requests: u64,
+    pub idle_rss: process::Rss,
+    pub rss_after_requests: process::Rss,
     /// Each component's first request, over a new connection.
     pub first_requests: Vec<Duration>,
 }
@@ -591,8 +610,8 @@ fn many_components(setup: &Setup, count: usize) -> anyhow::Result<Many> {
     let rss_after_requests = ferry.rss()?;
     eprintln!(
         "  started in {startup:?}; idle RSS {} MiB, {} MiB after one request each",
-        idle_rss >> 20,
-        rss_after_requests >> 20
+        idle_rss.total >> 20,
+        rss_after_requests.total >> 20
     );
     Ok(Many {
         components: count,

@@ -91,18 +91,25 @@ impl Process {
         Ok(Duration::from_millis(ticks * 10))
     }
 
-    /// Resident set size in bytes.
-    pub fn rss(&self) -> anyhow::Result<u64> {
+    /// Resident memory in bytes.
+    pub fn rss(&self) -> anyhow::Result<Rss> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .context("no VmRSS in /proc/PID/status")?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()?;
-        Ok(kib * 1024)
+        let field = |name: &str| -> anyhow::Result<u64> {
+            let kib: u64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .with_context(|| format!("no {name} in /proc/PID/status"))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()?;
+            Ok(kib * 1024)
+        };
+        Ok(Rss {
+            total: field("VmRSS:")?,
+            anonymous: field("RssAnon:")?,
+            file: field("RssFile:")?,
+        })
     }
 }
 
@@ -111,6 +118,16 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Resident memory, and how much of it is the process's own (anonymous)
+/// and how much is mapped files (for Ferry: compiled code mapped from the
+/// compile cache, shared with the page cache).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rss {
+    pub total: u64,
+    pub anonymous: u64,
+    pub file: u64,
 }
 
 /// `program` under `taskset -c cpus`, or unpinned. It runs as users run

@@ -125,6 +125,15 @@ fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / f64::from(1 << 20))
 }
 
+fn rss(rss: &crate::process::Rss) -> String {
+    format!(
+        "{} ({} anonymous, {} file-backed)",
+        mib(rss.total),
+        mib(rss.anonymous),
+        mib(rss.file)
+    )
+}
+
 impl Report {
     pub fn to_markdown(&self) -> String {
         let mut out = String::new();
@@ -253,8 +262,8 @@ impl Report {
             many.components,
             time(many.startup),
             many.components,
-            mib(many.idle_rss),
-            mib(many.rss_after_requests),
+            rss(&many.idle_rss),
+            rss(&many.rss_after_requests),
             many.first_requests.len(),
             time(percentile(&many.first_requests, 0.5)),
             time(percentile(&many.first_requests, 0.99)),
@@ -334,8 +343,12 @@ impl Report {
             (
                 "6",
                 &many_rss,
-                mib(many.idle_rss),
-                many.idle_rss < 300_000_000,
+                format!(
+                    "{} ({:.0} MB)",
+                    mib(many.idle_rss.total),
+                    many.idle_rss.total as f64 / 1e6
+                ),
+                many.idle_rss.total < 300_000_000,
             ),
             (
                 "6",
@@ -374,7 +387,7 @@ pub fn write_into(path: &Path, markdown: &str) -> anyhow::Result<()> {
                 rest.strip_prefix('\n').unwrap_or(rest)
             )
         }
-        _ => format!("{}\n{section}", existing.trim_end()),
+        _ => format!("{}\n\n{section}", existing.trim_end()),
     };
     std::fs::write(path, updated)?;
     Ok(())

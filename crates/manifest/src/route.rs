@@ -102,6 +102,16 @@ impl RoutePattern {
         self.wildcard
     }
 
+    /// The first segment when it is a literal: only paths whose first
+    /// segment is exactly this can match. `None` for a parameter or no
+    /// segment at all (`/`, `/...`), which may match any first segment.
+    pub fn first_literal(&self) -> Option<&str> {
+        match self.segments.first() {
+            Some(Segment::Literal(literal)) => Some(literal),
+            _ => None,
+        }
+    }
+
     /// Whether two patterns match exactly the same paths (parameter names aside).
     pub fn same_paths_as(&self, other: &Self) -> bool {
         self.wildcard == other.wildcard

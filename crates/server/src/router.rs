@@ -1,6 +1,14 @@
 //! Picks the trigger that serves a path, with Spin's precedence: an exact
 //! route beats a wildcard, a longer prefix beats a shorter one, and a literal
 //! segment beats a parameter.
+//!
+//! Routes are kept in precedence order, so the first match is the best one,
+//! and indexed by their first literal segment: a path is only tried against
+//! the routes for its own first segment and the few that can match any
+//! (a parameter first, or `/...`). An app with 1,000 routes is then as quick
+//! to route as one with ten.
+
+use std::collections::HashMap;
 
 use ferry_manifest::{App, Executor, Route, RouteMatch, RoutePattern};
 
@@ -31,12 +39,17 @@ impl RouteEntry {
 pub struct Router {
     /// Most specific first, so the first match is the best one.
     routes: Vec<RouteEntry>,
+    /// Indices into `routes` (ascending) of the routes whose first segment
+    /// is this literal.
+    by_first_segment: HashMap<String, Vec<usize>>,
+    /// Indices (ascending) of the routes that may match any first segment.
+    any_first_segment: Vec<usize>,
 }
 
 impl Router {
     /// The public routes of `app` (private ones are not reachable over HTTP).
     pub fn new(app: &App) -> Self {
-        let mut routes: Vec<RouteEntry> = app
+        let routes: Vec<RouteEntry> = app
             .triggers
             .iter()
             .filter_map(|t| match &t.route {
@@ -49,9 +62,28 @@ impl Router {
                 Route::Private => None,
             })
             .collect();
+        Self::from_routes(routes)
+    }
+
+    pub fn from_routes(mut routes: Vec<RouteEntry>) -> Self {
         // Stable: equally specific routes keep manifest order.
         routes.sort_by(|a, b| b.pattern.precedence(&a.pattern));
-        Self { routes }
+        let mut by_first_segment: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut any_first_segment = Vec::new();
+        for (index, route) in routes.iter().enumerate() {
+            match route.pattern.first_literal() {
+                Some(literal) => by_first_segment
+                    .entry(literal.to_owned())
+                    .or_default()
+                    .push(index),
+                None => any_first_segment.push(index),
+            }
+        }
+        Self {
+            routes,
+            by_first_segment,
+            any_first_segment,
+        }
     }
 
     pub fn routes(&self) -> &[RouteEntry] {
@@ -59,9 +91,32 @@ impl Router {
     }
 
     pub fn route(&self, path: &str) -> Option<(&RouteEntry, RouteMatch)> {
-        self.routes
-            .iter()
-            .find_map(|entry| entry.pattern.matches(path).map(|m| (entry, m)))
+        // The first segment as `RoutePattern::matches` reads it.
+        let rest = path.trim_start_matches('/');
+        let first = &rest[..rest.find('/').unwrap_or(rest.len())];
+        let literal = self
+            .by_first_segment
+            .get(first)
+            .map_or(&[][..], Vec::as_slice);
+        // Both lists ascend in precedence order: merge them and stop at the
+        // first match.
+        let (mut a, mut b) = (
+            literal.iter().peekable(),
+            self.any_first_segment.iter().peekable(),
+        );
+        loop {
+            let index = match (a.peek(), b.peek()) {
+                (Some(&&x), Some(&&y)) if x < y => a.next(),
+                (Some(_), Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, Some(_)) => b.next(),
+                (None, None) => return None,
+            }?;
+            let entry = &self.routes[*index];
+            if let Some(matched) = entry.pattern.matches(path) {
+                return Some((entry, matched));
+            }
+        }
     }
 }
 
@@ -70,23 +125,19 @@ mod tests {
     use super::*;
 
     fn router(routes: &[(&str, &str)]) -> Router {
-        Router {
-            routes: {
-                let mut r: Vec<RouteEntry> = routes
-                    .iter()
-                    .map(|(route, component)| {
-                        RouteEntry::new(
-                            RoutePattern::parse("/", route).unwrap(),
-                            component.to_string(),
-                            Executor::Http,
-                            "/",
-                        )
-                    })
-                    .collect();
-                r.sort_by(|a, b| b.pattern.precedence(&a.pattern));
-                r
-            },
-        }
+        Router::from_routes(
+            routes
+                .iter()
+                .map(|(route, component)| {
+                    RouteEntry::new(
+                        RoutePattern::parse("/", route).unwrap(),
+                        component.to_string(),
+                        Executor::Http,
+                        "/",
+                    )
+                })
+                .collect(),
+        )
     }
 
     fn pick(r: &Router, path: &str) -> Option<String> {
@@ -108,6 +159,25 @@ mod tests {
         assert_eq!(pick(&r, "/api/x/y").as_deref(), Some("api"));
         assert_eq!(pick(&r, "/api/users/42").as_deref(), Some("user"));
         assert_eq!(pick(&r, "/api/users/me").as_deref(), Some("me"));
+    }
+
+    #[test]
+    fn parameter_and_catch_all_routes_compete_with_every_literal_bucket() {
+        let r = router(&[
+            ("/...", "catch-all"),
+            ("/:tenant/orders", "tenant-orders"),
+            ("/api/...", "api"),
+            ("/api/orders", "api-orders"),
+            ("/:tenant/...", "tenant"),
+        ]);
+        // A literal exact route beats a parameter route of the same length.
+        assert_eq!(pick(&r, "/api/orders").as_deref(), Some("api-orders"));
+        // Empty segments are ignored; a literal wildcard beats a parameter one.
+        assert_eq!(pick(&r, "//api//x/").as_deref(), Some("api"));
+        assert_eq!(pick(&r, "/shop/orders").as_deref(), Some("tenant-orders"));
+        assert_eq!(pick(&r, "/shop/other").as_deref(), Some("tenant"));
+        assert_eq!(pick(&r, "/").as_deref(), Some("catch-all"));
+        assert_eq!(pick(&r, "").as_deref(), Some("catch-all"));
     }
 
     #[test]
