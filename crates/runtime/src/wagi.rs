@@ -6,6 +6,7 @@
 //! header lines, a blank line, then the body. Anything else is the guest's
 //! fault and becomes a 500 with a log line.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -155,7 +156,7 @@ fn cgi_environment(
     parts: &http::request::Parts,
     body_len: usize,
     info: &RequestInfo,
-) -> Vec<(String, String)> {
+) -> Vec<(Cow<'static, str>, String)> {
     let header = |name: &str| {
         parts
             .headers
@@ -164,25 +165,36 @@ fn cgi_environment(
             .unwrap_or("")
             .to_owned()
     };
-    let mut env = vec![
+    let path_info = percent_decode(&info.path_info);
+    let remote_addr = info.client_addr.ip().to_string();
+    let protocol = match parts.version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    };
+    let mut env: Vec<(Cow<'static, str>, String)> =
+        Vec::with_capacity(24 + parts.headers.keys_len());
+    env.extend([
         ("AUTH_TYPE".into(), String::new()),
         ("CONTENT_LENGTH".into(), body_len.to_string()),
         ("CONTENT_TYPE".into(), header("content-type")),
         ("GATEWAY_INTERFACE".into(), "CGI/1.1".into()),
-        ("PATH_INFO".into(), percent_decode(&info.path_info)),
-        ("PATH_TRANSLATED".into(), percent_decode(&info.path_info)),
+        ("PATH_INFO".into(), path_info.clone()),
+        ("PATH_TRANSLATED".into(), path_info),
         (
             "QUERY_STRING".into(),
             parts.uri.query().unwrap_or("").into(),
         ),
-        ("REMOTE_ADDR".into(), info.client_addr.ip().to_string()),
-        ("REMOTE_HOST".into(), info.client_addr.ip().to_string()),
+        ("REMOTE_ADDR".into(), remote_addr.clone()),
+        ("REMOTE_HOST".into(), remote_addr),
         ("REMOTE_USER".into(), String::new()),
-        ("REQUEST_METHOD".into(), parts.method.to_string()),
+        ("REQUEST_METHOD".into(), parts.method.as_str().to_owned()),
         ("SCRIPT_NAME".into(), info.script_name.clone()),
         ("SERVER_NAME".into(), info.server_name.clone()),
         ("SERVER_PORT".into(), info.server_port.to_string()),
-        ("SERVER_PROTOCOL".into(), format!("{:?}", parts.version)),
+        ("SERVER_PROTOCOL".into(), protocol.to_owned()),
         (
             "SERVER_SOFTWARE".into(),
             concat!("Ferry/", env!("CARGO_PKG_VERSION")).into(),
@@ -196,20 +208,40 @@ fn cgi_environment(
             info.raw_component_route.clone(),
         ),
         ("X_BASE_PATH".into(), info.base_path.clone()),
-    ];
-    for (name, value) in &parts.headers {
-        let Ok(value) = value.to_str() else { continue };
-        let key = format!(
-            "HTTP_{}",
-            name.as_str().to_ascii_uppercase().replace('-', "_")
-        );
-        match env.iter_mut().find(|(k, _)| *k == key) {
-            // Repeated headers are joined, as CGI servers do.
+    ]);
+    let fixed = env.len();
+    for name in parts.headers.keys() {
+        // Repeated headers are joined, as CGI servers do.
+        let mut value = String::new();
+        let mut readable = false;
+        for v in parts.headers.get_all(name) {
+            let Ok(v) = v.to_str() else { continue };
+            if readable {
+                value.push_str(", ");
+            }
+            value.push_str(v);
+            readable = true;
+        }
+        if !readable {
+            continue;
+        }
+        // Header names are lowercase ASCII: `x-forwarded-for` → `HTTP_X_FORWARDED_FOR`.
+        let mut key = String::with_capacity(5 + name.as_str().len());
+        key.push_str("HTTP_");
+        for (index, part) in name.as_str().split('-').enumerate() {
+            if index > 0 {
+                key.push('_');
+            }
+            key.push_str(part);
+        }
+        key.make_ascii_uppercase();
+        // `x-a` and `x_a` are different headers but one variable.
+        match env[fixed..].iter_mut().find(|(k, _)| *k == key) {
             Some((_, existing)) => {
                 existing.push_str(", ");
-                existing.push_str(value);
+                existing.push_str(&value);
             }
-            None => env.push((key, value.to_owned())),
+            None => env.push((key.into(), value)),
         }
     }
     env

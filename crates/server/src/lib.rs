@@ -296,7 +296,16 @@ fn prepare_request<B>(
         parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
     }
     *request.uri_mut() = http::Uri::from_parts(parts).map_err(|e| format!("invalid URI: {e}"))?;
-    let full_url = request.uri().to_string();
+    let full_url = {
+        let uri = request.uri();
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut url = String::with_capacity(7 + authority.len() + path_and_query.len());
+        url.push_str("http://");
+        url.push_str(authority);
+        url.push_str(path_and_query);
+        url
+    };
 
     let headers = request.headers_mut();
     if headers.keys().any(|k| k.as_str().starts_with("spin-")) {
