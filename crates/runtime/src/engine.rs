@@ -48,6 +48,11 @@ pub(crate) fn build_engine(options: &EngineOptions, concurrency: bool) -> anyhow
     config.memory_init_cow(true);
     config.max_wasm_stack(1 << 20);
     config.async_stack_size(2 << 20);
+    // Address maps translate native code offsets back to Wasm offsets for
+    // trap backtraces; Ferry logs a trap's cause, not its backtrace, and
+    // without them each compiled component is ~10% smaller, which is memory
+    // resident per loaded component (BENCHMARKS.md, 1,000 components).
+    config.generate_address_map(false);
 
     let instances = options.max_instances.max(1);
     let mut pool = PoolingAllocationConfig::new();
