@@ -268,7 +268,7 @@ impl AfterHead {
             Ok(Ok(())) => None,
             Ok(Err(trap)) => Some(format!(
                 "guest failed while streaming its response: {}",
-                trap.root_cause().to_string().replace('\n', " | ")
+                crate::trap_reason(trap.root_cause())
             )),
             Err(_) => Some(format!(
                 "guest exceeded the request timeout of {:?} while streaming its response",
@@ -330,8 +330,7 @@ where
     let failed = Arc::new(AtomicBool::new(false));
     let after_head = AfterHead::new(sandbox.component.clone(), timeout);
     // Instantiation runs in the guest's task too: the instance is built,
-    // run and torn down on one task, which on this machine is markedly
-    // faster than building it in the connection's task (see BENCHMARKS.md).
+    // run and torn down on one task, under one timeout.
     let pre = pre.clone();
     let task = {
         let failed = failed.clone();

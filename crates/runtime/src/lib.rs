@@ -150,7 +150,7 @@ impl GuestError {
 impl std::fmt::Display for GuestError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Trap(e) => write!(f, "guest trapped: {}", trap_reason(e)),
+            Self::Trap(e) => write!(f, "guest trapped: {}", trap_reason(e.root_cause())),
             Self::Timeout(t) => write!(f, "guest exceeded the request timeout of {t:?}"),
             Self::NoResponse => f.write_str("guest returned without setting a response"),
             Self::ErrorCode(code) => write!(f, "guest answered with error {code}"),
@@ -170,10 +170,11 @@ impl std::fmt::Display for GuestError {
 
 impl std::error::Error for GuestError {}
 
-/// What a trap was, without wasmtime's backtrace: the last error in the chain
+/// What a trap was, on one line and without wasmtime's backtrace: pass the
+/// last error in the chain
 /// (`wasm trap: wasm `unreachable` instruction executed`).
-pub(crate) fn trap_reason(e: &anyhow::Error) -> String {
-    e.root_cause().to_string().replace('\n', " | ")
+pub(crate) fn trap_reason(root_cause: &dyn std::fmt::Display) -> String {
+    root_cause.to_string().replace('\n', " | ")
 }
 
 /// An error chain on one line, for log lines.
