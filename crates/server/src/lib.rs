@@ -308,15 +308,14 @@ fn prepare_request<B>(
     };
 
     let headers = request.headers_mut();
-    if headers.keys().any(|k| k.as_str().starts_with("spin-")) {
-        let spoofed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| k.as_str().starts_with("spin-"))
-            .cloned()
-            .collect();
-        for name in spoofed {
-            headers.remove(name);
-        }
+    // Empty (and not allocated) unless the client sent some.
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("spin-"))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
     }
     for (name, value) in &route.headers.0 {
         headers.insert(name.clone(), value.clone());
