@@ -1,4 +1,4 @@
-//! Command-line arguments and the `up` and `check` commands.
+//! Command-line arguments and the `up`, `check` and `build` commands.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ferry_manifest::{App, Executor, FileMount, Limits, Route, parse_duration, parse_size};
+use ferry_manifest::{
+    App, Executor, FileMount, Handler, Limits, Route, Source, parse_duration, parse_size,
+};
 use ferry_runtime::{CompileCache, EngineOptions, Runtime};
-use ferry_server::{AppHost, ServerConfig};
+use ferry_server::{AppHost, ServerConfig, Target};
 
+use crate::download::Downloader;
 use crate::load::{self, Failure, human_size};
 
 #[derive(Debug, Parser)]
@@ -32,6 +35,8 @@ enum Command {
     Up(UpArgs),
     /// Validate an app's manifest and components, and show what each is granted.
     Check(CheckArgs),
+    /// Run each component's build command (`[component.<id>.build]`), in manifest order.
+    Build(BuildArgs),
 }
 
 #[derive(Debug, Args)]
@@ -45,9 +50,16 @@ struct AppArgs {
     /// Where compiled code is cached [default: $XDG_CACHE_HOME/ferry or ~/.cache/ferry].
     #[arg(long, value_name = "DIR", env = "FERRY_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
-    /// Compile every component afresh and keep nothing on disk.
+    /// Compile every component afresh and keep nothing on disk (remote
+    /// sources are downloaded every time).
     #[arg(long)]
     no_cache: bool,
+    /// Largest component download (`source = { url, digest }`).
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    max_download_size: u64,
+    /// How long one component download may take.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    download_timeout: Duration,
     /// Instances alive at once across all components: the size of the
     /// preallocated instance pool (requests beyond it get 503).
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -92,6 +104,9 @@ impl LimitArgs {
 struct UpArgs {
     #[command(flatten)]
     app: AppArgs,
+    /// Run every component's build command first (as `ferry build` does).
+    #[arg(long)]
+    build: bool,
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:3000")]
     listen: SocketAddr,
@@ -118,6 +133,16 @@ struct CheckArgs {
     app: AppArgs,
 }
 
+#[derive(Debug, Args)]
+struct BuildArgs {
+    /// The app: a manifest file or a directory containing spin.toml or ferry.toml.
+    #[arg(default_value = ".")]
+    path: PathBuf,
+    /// Build only this component (repeatable); inline components have the ids `ferry check` shows.
+    #[arg(short = 'c', long = "component-id", value_name = "ID")]
+    component_id: Vec<String>,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -136,6 +161,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(args) => up(args),
         Command::Check(args) => check(args),
+        Command::Build(args) => build(args),
+    }
+}
+
+fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    init_logging(LogFormat::Text);
+    let app = ferry_manifest::load_app_to_build(&args.path)?;
+    print_warnings(&app);
+    crate::build::build_app(&app, &args.component_id)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Manifest warnings (legacy syntax and the like), rendered like errors.
+fn print_warnings(app: &App) {
+    if !app.warnings.is_empty() {
+        eprintln!("{}\n", app.warnings);
     }
 }
 
@@ -152,15 +193,19 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-/// Everything both commands need: the app, the runtime and each component's limits.
+/// Everything both commands need: the app, each used component's Wasm, the
+/// runtime and each component's limits.
 struct Prepared {
     app: App,
+    wasm: std::collections::BTreeMap<String, Vec<u8>>,
     runtime: Runtime,
     limits: std::collections::BTreeMap<String, Limits>,
 }
 
-fn prepare(args: &AppArgs) -> anyhow::Result<Prepared> {
+fn prepare(args: &AppArgs, out: &mut dyn std::io::Write) -> anyhow::Result<Prepared> {
     let app = ferry_manifest::load_app(&args.path)?;
+    print_warnings(&app);
+    load::warn_unused(&app);
     let config = load::runtime_config(&app, args.runtime_config_file.as_deref())?;
     let limits = config.resolve(&app, args.limits.limits())?;
     let max_memory = limits
@@ -168,11 +213,19 @@ fn prepare(args: &AppArgs) -> anyhow::Result<Prepared> {
         .map(|l| l.max_memory)
         .max()
         .unwrap_or(128 << 20);
-    let cache = if args.no_cache {
-        CompileCache::new(None)
+    let cache_dir = if args.no_cache {
+        None
     } else {
-        CompileCache::new(args.cache_dir.clone().or_else(CompileCache::default_dir))
+        args.cache_dir.clone().or_else(CompileCache::default_dir)
     };
+    // Before the runtime: a download that fails costs no engine set-up.
+    let downloads = Downloader::new(
+        cache_dir.as_deref(),
+        args.max_download_size,
+        args.download_timeout,
+    );
+    let wasm = load::fetch_sources(&app, &downloads, out)?;
+    let cache = CompileCache::new(cache_dir);
     let runtime = Runtime::new(
         &EngineOptions {
             max_memory,
@@ -182,6 +235,7 @@ fn prepare(args: &AppArgs) -> anyhow::Result<Prepared> {
     )?;
     Ok(Prepared {
         app,
+        wasm,
         runtime,
         limits,
     })
@@ -189,7 +243,12 @@ fn prepare(args: &AppArgs) -> anyhow::Result<Prepared> {
 
 fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     init_logging(args.log_format);
-    let prepared = prepare(&args.app)?;
+    if args.build {
+        let app = ferry_manifest::load_app_to_build(&args.app.path)?;
+        crate::build::build_app(&app, &[])?;
+    }
+    let mut stdout = std::io::stdout();
+    let prepared = prepare(&args.app, &mut stdout)?;
     // This runtime accepts connections and waits for signals; requests are
     // served by the server's worker threads.
     let tokio = tokio::runtime::Builder::new_current_thread()
@@ -202,12 +261,12 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         .block_on(tokio::net::TcpListener::bind(args.listen))
         .map_err(|e| Failure::bind(format!("cannot listen on {}: {e}", args.listen)))?;
     let local = listener.local_addr()?;
-    let mut stdout = std::io::stdout();
     let guests = {
         let _enter = tokio.enter();
         load::load_guests(
             &prepared.runtime,
             &prepared.app,
+            &prepared.wasm,
             &prepared.limits,
             Some(local),
             &mut stdout,
@@ -219,16 +278,17 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     writeln!(stdout, "Serving {url}")?;
     writeln!(stdout, "Available routes:")?;
     for route in host.router().routes() {
-        let kind = match route.executor {
-            Executor::Http => "",
-            Executor::Wagi(_) => " (wagi)",
+        let (name, kind) = match &route.target {
+            Target::Component { id, executor } => (
+                id.as_str(),
+                match executor {
+                    Executor::Http => "",
+                    Executor::Wagi(_) => " (wagi)",
+                },
+            ),
+            Target::Static(_) => ("(static response)", ""),
         };
-        writeln!(
-            stdout,
-            "  {}: {url}{}{kind}",
-            route.component,
-            route.pattern.full()
-        )?;
+        writeln!(stdout, "  {name}: {url}{}{kind}", route.pattern.full())?;
     }
     stdout.flush()?;
 
@@ -266,14 +326,21 @@ async fn shutdown_signal() {
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     init_logging(LogFormat::Text);
-    let prepared = prepare(&args.app)?;
+    let mut out = std::io::stdout();
+    let prepared = prepare(&args.app, &mut out)?;
     let app = &prepared.app;
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let _enter = tokio.enter();
-    let mut out = std::io::stdout();
-    let guests = load::load_guests(&prepared.runtime, app, &prepared.limits, None, &mut out)?;
+    let guests = load::load_guests(
+        &prepared.runtime,
+        app,
+        &prepared.wasm,
+        &prepared.limits,
+        None,
+        &mut out,
+    )?;
     writeln!(
         out,
         "\nApp `{}`{} at {}",
@@ -289,6 +356,28 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             .component(guest.id())
             .context("loaded guest without component")?;
         print_component(&mut out, app, component, guest)?;
+    }
+    for trigger in &app.triggers {
+        if let (Handler::Static(fixed), Route::Pattern(route)) = (&trigger.handler, &trigger.route)
+        {
+            let headers: Vec<&str> = fixed
+                .headers
+                .iter()
+                .map(|(name, _)| name.as_str())
+                .collect();
+            writeln!(
+                out,
+                "\nstatic response\n  route      {} ({}, {}, headers: {})",
+                route.full(),
+                fixed.status,
+                human_size(fixed.body.len() as u64),
+                if headers.is_empty() {
+                    "(none)".into()
+                } else {
+                    headers.join(", ")
+                }
+            )?;
+        }
     }
     writeln!(
         out,
@@ -306,19 +395,28 @@ fn print_component(
     guest: &ferry_runtime::Guest,
 ) -> anyhow::Result<()> {
     let info = guest.info();
+    let source = match &component.source {
+        Source::File(path) => relative(&app.dir, path),
+        Source::Url { url, digest } => format!("{url}, {digest}"),
+    };
     writeln!(
         out,
-        "\ncomponent `{}` ({}, {})",
+        "\ncomponent `{}` ({source}, {})",
         component.id,
-        relative(&app.dir, &component.source),
         human_size(info.wasm_bytes)
     )?;
-    for trigger in app.triggers.iter().filter(|t| t.component == component.id) {
+    for trigger in &app.triggers {
+        let Handler::Component { id, executor } = &trigger.handler else {
+            continue;
+        };
+        if *id != component.id {
+            continue;
+        }
         let route = match &trigger.route {
             Route::Pattern(p) => p.full(),
             Route::Private => "(private)".into(),
         };
-        let executor = match &trigger.executor {
+        let executor = match executor {
             Executor::Http => "wasi:http".to_owned(),
             Executor::Wagi(w) => format!("wagi, argv \"{}\", entrypoint {}", w.argv, w.entrypoint),
         };
@@ -353,6 +451,10 @@ fn print_component(
         .map(|f| match f {
             FileMount::Glob(g) => format!("{g} -> /"),
             FileMount::Directory {
+                source,
+                destination,
+            }
+            | FileMount::File {
                 source,
                 destination,
             } => format!("{} -> {destination}", relative(&app.dir, source)),

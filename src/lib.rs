@@ -1,9 +1,13 @@
 //! The `ferry` command line: `ferry up` serves an app, `ferry check`
-//! validates one. Argument parsing and everything printed for people lives
-//! here; the work is done by `ferry-manifest`, `ferry-runtime` and
+//! validates one, `ferry build` runs its build commands. Argument parsing and
+//! everything printed for people lives here, with the tooling around an app
+//! that is not serving it (build commands, downloads of remote components);
+//! the serving is done by `ferry-manifest`, `ferry-runtime` and
 //! `ferry-server`.
 
+mod build;
 mod cli;
+mod download;
 mod load;
 
 use std::ffi::OsString;

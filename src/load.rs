@@ -8,8 +8,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use ferry_manifest::{App, Component, Executor, Limits, RuntimeConfig};
+use ferry_manifest::{App, Component, Executor, Handler, Limits, RuntimeConfig, Source};
 use ferry_runtime::{Guest, Runtime};
+
+use crate::download::Downloader;
 
 /// A failure that decides the process's exit code (see [`crate::exit_code`]).
 #[derive(Debug)]
@@ -33,6 +35,19 @@ impl Failure {
             exit_code: 4,
             message,
         }
+    }
+
+    /// The command line names something that is not there.
+    pub fn usage(message: String) -> Self {
+        Self {
+            exit_code: 2,
+            message,
+        }
+    }
+
+    /// A build command failed; `exit_code` is its own.
+    pub fn build(exit_code: u8, message: String) -> Self {
+        Self { exit_code, message }
     }
 }
 
@@ -62,11 +77,14 @@ pub fn runtime_config(app: &App, named: Option<&Path>) -> anyhow::Result<Runtime
 pub fn used_components(app: &App) -> anyhow::Result<Vec<(&Component, Executor)>> {
     let mut used: Vec<(&Component, Executor)> = Vec::new();
     for trigger in &app.triggers {
+        let Handler::Component { id, executor } = &trigger.handler else {
+            continue;
+        };
         let component = app
-            .component(&trigger.component)
+            .component(id)
             .context("trigger names a missing component")?;
         match used.iter().find(|(c, _)| c.id == component.id) {
-            Some((_, executor)) if *executor != trigger.executor => {
+            Some((_, used_with)) if used_with != executor => {
                 return Err(Failure::load(format!(
                     "component `{}` is used with two different executors (see the trigger at line {})",
                     component.id, trigger.line
@@ -74,35 +92,72 @@ pub fn used_components(app: &App) -> anyhow::Result<Vec<(&Component, Executor)>>
                 .into());
             }
             Some(_) => {}
-            None => used.push((component, trigger.executor.clone())),
-        }
-    }
-    for component in &app.components {
-        if !used.iter().any(|(c, _)| c.id == component.id) {
-            tracing::warn!(component = %component.id, "no trigger uses this component; it is not loaded");
+            None => used.push((component, executor.clone())),
         }
     }
     Ok(used)
 }
 
-/// Compiles (or loads from the cache) every used component, printing
-/// progress to `out`.
+/// Logs a warning for each component no trigger uses (it is not loaded).
+pub fn warn_unused(app: &App) {
+    for component in &app.components {
+        if !app
+            .triggers
+            .iter()
+            .any(|t| t.component() == Some(component.id.as_str()))
+        {
+            tracing::warn!(component = %component.id, "no trigger uses this component; it is not loaded");
+        }
+    }
+}
+
+/// The Wasm of every used component, by id: read from its file, or fetched
+/// (and verified) through `downloads`, printing progress to `out`.
+pub fn fetch_sources(
+    app: &App,
+    downloads: &Downloader,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+    let mut wasm = BTreeMap::new();
+    for (component, _) in used_components(app)? {
+        let bytes = match &component.source {
+            Source::File(path) => std::fs::read(path).map_err(|e| {
+                Failure::load(format!(
+                    "component `{}`: cannot read {}: {e}",
+                    component.id,
+                    path.display()
+                ))
+            })?,
+            Source::Url { url, digest } => downloads
+                .fetch(&component.id, url, digest, out)
+                .map_err(|e| Failure::load(format!("{e:#}")))?,
+        };
+        wasm.insert(component.id.clone(), bytes);
+    }
+    Ok(wasm)
+}
+
+/// Compiles (or loads from the cache) every used component, whose Wasm
+/// `fetch_sources` got, printing progress to `out`.
 pub fn load_guests(
     runtime: &Runtime,
     app: &App,
+    wasm: &BTreeMap<String, Vec<u8>>,
     limits: &BTreeMap<String, Limits>,
     self_addr: Option<SocketAddr>,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<Vec<Guest>> {
     let mut guests = Vec::new();
     for (component, executor) in used_components(app)? {
-        let size = std::fs::metadata(&component.source)
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let bytes = wasm
+            .get(&component.id)
+            .context("a used component has no Wasm")?;
+        let size = bytes.len() as u64;
         let started = Instant::now();
         let guest = with_progress(&component.id, size, out, || {
             runtime.load(
                 component,
+                bytes,
                 &executor,
                 limits[&component.id],
                 &app.dir,

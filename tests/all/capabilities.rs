@@ -63,6 +63,39 @@ async fn files_are_read_only_and_cannot_be_escaped() {
 }
 
 #[tokio::test]
+async fn spin_files_forms_copy_directories_and_place_single_files() {
+    let app = TestApp::new(
+        &(trigger("/...", "guest")
+            + &http_component(
+                "guest",
+                "files = [\"static\", { source = \"config/app.json\", destination = \"/etc/app.json\" }]\nexclude_files = [\"static/drafts/**\"]",
+            )),
+    );
+    app.write("static/index.html", "<h1>hi</h1>\n");
+    app.write("static/css/site.css", "body {}\n");
+    app.write("static/drafts/wip.html", "not yet\n");
+    app.write("config/app.json", "{}\n");
+    app.write("config/other.json", "[]\n");
+    let ferry = Ferry::start(&app, &[]);
+    let read = |path: &str| {
+        let url = format!("{}/file?path={path}", ferry.url);
+        async move { get(&url).await }
+    };
+    // A plain directory path brings its whole tree, at the same path.
+    assert_eq!(read("/static/index.html").await.text(), "<h1>hi</h1>\n");
+    assert_eq!(read("/static/css/site.css").await.text(), "body {}\n");
+    // A single file goes exactly where `destination` says.
+    assert_eq!(read("/etc/app.json").await.text(), "{}\n");
+    for absent in [
+        "/static/drafts/wip.html",
+        "/config/app.json",
+        "/config/other.json",
+    ] {
+        assert_eq!(read(absent).await.status, 404, "{absent}");
+    }
+}
+
+#[tokio::test]
 async fn without_files_the_guest_sees_no_filesystem() {
     let app = TestApp::new(&(trigger("/...", "guest") + &http_component("guest", "")));
     let ferry = Ferry::start(&app, &[]);
@@ -145,5 +178,69 @@ async fn sockets_are_denied() {
         reply.text().starts_with("socket denied"),
         "{}",
         reply.text()
+    );
+}
+
+#[tokio::test]
+async fn spin_grant_forms_reach_what_they_name() {
+    let server = TextServer::start("from the server\n");
+    let port = server.port;
+    let app = TestApp::new(&format!(
+        "{}{}{}{}",
+        trigger("/legacy/...", "legacy"),
+        trigger("/modern/...", "modern"),
+        // Spin's legacy form: each host grants http and https, `self` the app.
+        http_component(
+            "legacy",
+            &format!("allowed_http_hosts = [\"self\", \"127.0.0.1:{port}\"]")
+        ),
+        // A CIDR block and a port range whose end is excluded, as in Spin.
+        http_component(
+            "modern",
+            &format!(
+                "allowed_outbound_hosts = [\"http://127.0.0.0/8:{port}..{}\"]",
+                port + 1
+            )
+        ),
+    ));
+    let ferry = Ferry::start(&app, &[]);
+    let call = |from: &str, url: String| {
+        let request = format!("{}/{from}/outbound?url={url}", ferry.url);
+        async move { get(&request).await.text() }
+    };
+    let server_url = format!("http://127.0.0.1:{port}/");
+    assert_eq!(
+        call("legacy", server_url.clone()).await,
+        "status 200: from the server\n"
+    );
+    assert_eq!(
+        call("legacy", "http://self/modern/".into()).await,
+        "status 200: hello from modern\n"
+    );
+    assert_eq!(
+        call("modern", server_url).await,
+        "status 200: from the server\n"
+    );
+    for (from, denied) in [
+        ("legacy", format!("http://127.0.0.1:{}/", port + 1)),
+        ("modern", format!("http://127.0.0.1:{}/", port + 1)),
+        ("modern", format!("http://localhost:{port}/")),
+        ("modern", "http://self/legacy/".into()),
+    ] {
+        assert_eq!(
+            call(from, denied.clone()).await,
+            "error: ErrorCode::HttpRequestDenied\n",
+            "{from} -> {denied}"
+        );
+    }
+    // The legacy field is honoured with a warning saying what to write.
+    assert!(
+        ferry
+            .logs()
+            .contains("warning: `component.legacy.allowed_http_hosts` is deprecated") && ferry.logs().contains(&format!(
+            "replace it with `allowed_outbound_hosts = [\"http://self\", \"http://127.0.0.1:{port}\", \"https://127.0.0.1:{port}\"]`"
+        )),
+        "{}",
+        ferry.logs()
     );
 }

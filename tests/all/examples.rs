@@ -1,7 +1,7 @@
-//! The examples build with their own instructions and serve from `ferry up`.
+//! The examples build with their own `[component.<id>.build]` tables and
+//! serve, each with the one command the README gives: `ferry up --build`.
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::support::*;
 
@@ -9,18 +9,14 @@ fn examples() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"))
 }
 
+/// `ferry up --build` on an example, as a user runs it.
+fn build_and_serve(example: &str) -> Ferry {
+    Ferry::start_at(&examples().join(example), &["--build"])
+}
+
 #[tokio::test]
 async fn rust_example_serves() {
-    let dir = examples().join("hello-rust");
-    let status = Command::new(env!("CARGO"))
-        .current_dir(&dir)
-        .args(["build", "--release", "--target", "wasm32-wasip2"])
-        .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .env_remove("CARGO_TARGET_DIR")
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let ferry = Ferry::start_at(&dir, &[]);
+    let ferry = build_and_serve("hello-rust");
     let reply = get(&format!("{}/some/path?x=1", ferry.url)).await;
     assert_eq!(
         reply.text(),
@@ -30,33 +26,14 @@ async fn rust_example_serves() {
 
 #[tokio::test]
 async fn c_example_serves() {
-    let dir = examples().join("hello-c");
-    let status = Command::new("make")
-        .current_dir(&dir)
-        .arg("-s")
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let ferry = Ferry::start_at(&dir, &[]);
+    let ferry = build_and_serve("hello-c");
     let reply = get(&format!("{}/some/path?x=1", ferry.url)).await;
     assert_eq!(reply.text(), "Hello from C on Ferry! GET /some/path?x=1\n");
 }
 
 #[tokio::test]
 async fn javascript_example_serves() {
-    let dir = examples().join("hello-js");
-    for args in [
-        &["install", "--no-audit", "--no-fund"][..],
-        &["run", "build"],
-    ] {
-        let status = Command::new("npm")
-            .current_dir(&dir)
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(status.success(), "npm {args:?} failed");
-    }
-    let ferry = Ferry::start_at(&dir, &[]);
+    let ferry = build_and_serve("hello-js");
     let reply = get(&format!("{}/some/path?x=1", ferry.url)).await;
     assert_eq!(
         reply.text(),
@@ -76,10 +53,7 @@ async fn javascript_example_serves() {
 
 #[tokio::test]
 async fn python_example_serves() {
-    let dir = examples().join("hello-python");
-    let status = Command::new(dir.join("build.sh")).status().unwrap();
-    assert!(status.success());
-    let ferry = Ferry::start_at(&dir, &[]);
+    let ferry = build_and_serve("hello-python");
     let reply = get(&format!("{}/some/path?x=1", ferry.url)).await;
     assert_eq!(
         reply.text(),

@@ -2,13 +2,16 @@
 //! `ferry` executable on 127.0.0.1 against real guests built from source, and
 //! talks to it with a real HTTP client.
 
+mod build;
 mod capabilities;
 mod examples;
 mod failures;
 mod limits;
 mod manifest;
 mod protocol;
+mod remote;
 mod routing;
+mod spin_sdk;
 mod support;
 mod wagi;
 mod wasi_http;

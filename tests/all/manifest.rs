@@ -83,3 +83,69 @@ fn cannot_listen_exits_4() {
     assert_eq!(output.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot listen on"));
 }
+
+#[test]
+fn check_passes_a_manifest_using_every_accepted_field() {
+    let app = TestApp::new(&format!(
+        r#"version = "1.0.0"
+targets = ["spin-up:3.3"]
+
+[application.tool.spin-test]
+source = "tests.wasm"
+
+[[trigger.http]]
+id = "api"
+route = "api/..."
+component = "api"
+executor = {{ type = "spin" }}
+
+[[trigger.http]]
+route = "/health"
+static_response = {{ status_code = 204, headers = {{ x-served-by = "ferry" }} }}
+
+[[trigger.http]]
+id = "site"
+route = "/..."
+component = {{ source = {HTTP_GUEST:?}, files = [{{ source = "public", destination = "/" }}] }}
+
+[component.api]
+source = {HTTP_GUEST:?}
+description = "the API"
+allowed_http_hosts = ["example.com"]
+allowed_outbound_hosts = ["*://10.0.0.0/8:8000..8100"]
+key_value_stores = []
+sqlite_databases = []
+ai_models = []
+dependencies = {{}}
+dependencies_inherit_configuration = false
+targets = ["spin-up:3.3"]
+[component.api.build]
+command = ["echo one", "echo two"]
+workdir = "."
+watch = ["src/**/*.rs"]
+[component.api.tool.spin-test]
+source = "api-tests.wasm"
+"#
+    ));
+    std::fs::create_dir(app.path().join("public")).unwrap();
+    let (code, stdout, stderr) = run(&["check"], &app);
+    assert_eq!(code, 0, "{stderr}");
+    for expected in [
+        "component `api`",
+        "route      /api/... (wasi:http)",
+        "outbound   *://10.0.0.0/8:8000..8100, http://example.com, https://example.com",
+        "component `site-component`",
+        "files      public -> / (read-only)",
+        "static response\n  route      /health (204, 0 B, headers: x-served-by)",
+        "OK: 2 component(s), 3 route(s)",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    assert!(
+        stderr.contains("warning: `component.api.allowed_http_hosts` is deprecated"),
+        "{stderr}"
+    );
+}

@@ -101,3 +101,74 @@ async fn spin_headers_describe_the_match() {
         "client-sent spin-* headers must be dropped:\n{text}"
     );
 }
+
+#[tokio::test]
+async fn static_responses_answer_without_a_component() {
+    let app = TestApp::new(&format!(
+        r#"[[trigger.http]]
+route = "/health"
+static_response = {{ status_code = 204, headers = {{ x-served-by = "ferry", cache-control = "no-store" }} }}
+
+[[trigger.http]]
+route = "/moved/..."
+static_response = {{ status_code = 301, headers = {{ location = "/new" }}, body = "moved\n" }}
+
+[[trigger.http]]
+route = "/robots.txt"
+static_response = {{ body = "User-agent: *\nDisallow: /\n" }}
+
+{}{}"#,
+        trigger("/...", "guest"),
+        http_component("guest", "")
+    ));
+    let ferry = Ferry::start(&app, &[]);
+    let reply = get(&format!("{}/health", ferry.url)).await;
+    assert_eq!(reply.status, 204);
+    assert_eq!(reply.header("x-served-by"), Some("ferry"));
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    assert!(reply.body.is_empty());
+
+    let reply = get(&format!("{}/moved/a/b", ferry.url)).await;
+    assert_eq!(reply.status, 301);
+    assert_eq!(reply.header("location"), Some("/new"));
+    assert_eq!(reply.text(), "moved\n");
+
+    let reply = get(&format!("{}/robots.txt", ferry.url)).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "User-agent: *\nDisallow: /\n");
+
+    // Everything else still reaches the component.
+    assert_eq!(
+        get(&format!("{}/other", ferry.url))
+            .await
+            .header("x-guest-name"),
+        Some("guest")
+    );
+    let line = ferry
+        .wait_for_log(&["ferry::access", "path=/health", "status=204"])
+        .await;
+    assert!(line.contains("component=\"-\""), "{line}");
+}
+
+#[tokio::test]
+async fn of_two_routes_for_the_same_paths_the_later_wins() {
+    let app = TestApp::new(&format!(
+        "{}{}{}{}",
+        trigger("/users/:id", "first"),
+        trigger("/users/:name", "second"),
+        http_component("first", ""),
+        http_component("second", "")
+    ));
+    let ferry = Ferry::start(&app, &[]);
+    assert_eq!(
+        get(&format!("{}/users/7", ferry.url))
+            .await
+            .header("x-guest-name"),
+        Some("second")
+    );
+    let logs = ferry.logs();
+    assert!(
+        logs.contains("warning: duplicate route `/users/:name`: the trigger at line 7 (component `first`) serves the same paths and is never used"),
+        "{logs}"
+    );
+}

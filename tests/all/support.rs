@@ -63,7 +63,14 @@ pub fn ferry() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
     cmd.env("FERRY_CACHE_DIR", cache_dir())
         .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1");
+        .env("NO_COLOR", "1")
+        // Build commands (`ferry build`) inherit our environment; what cargo
+        // set for this test run must not reach a guest's own cargo build.
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
     cmd
 }
 
@@ -110,7 +117,8 @@ impl Ferry {
                 sink.lock().unwrap().push(line);
             }
         });
-        let url = match rx.recv_timeout(Duration::from_secs(180)) {
+        // Generous: `--build` may run a cold npm or cargo build first.
+        let url = match rx.recv_timeout(Duration::from_secs(600)) {
             Ok(url) => url,
             Err(_) => {
                 let _ = child.kill();
@@ -199,6 +207,11 @@ impl Drop for Ferry {
     }
 }
 
+/// A process's output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 /// A response, read whole.
 #[derive(Debug)]
 pub struct Reply {
@@ -252,4 +265,35 @@ pub async fn post_streamed(
     client
         .request(http::Request::post(url).body(body).unwrap())
         .await
+}
+
+/// A plain HTTP/1.1 server on 127.0.0.1 that answers every request with
+/// 200 and `body`, for guests' outbound requests to reach.
+pub struct TextServer {
+    pub port: u16,
+}
+
+impl TextServer {
+    pub fn start(body: &'static str) -> Self {
+        use std::io::Write as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().map_while(Result::ok) {
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                        line.clear();
+                    }
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                });
+            }
+        });
+        Self { port }
+    }
 }

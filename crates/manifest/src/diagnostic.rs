@@ -1,10 +1,10 @@
-//! Errors that point at the manifest text.
+//! Errors and warnings that point at the manifest text.
 //!
 //! Every problem Ferry finds in a manifest is a [`Diagnostic`]: a byte span in
-//! the file and a message. [`ManifestError`] carries the file's text so that it
-//! can render each diagnostic the way compilers do — file, line and column,
-//! then the offending line with the span underlined — without the caller
-//! having to keep the text around.
+//! the file and a message. [`ManifestError`] and [`Warnings`] carry the file's
+//! text so that they can render each diagnostic the way compilers do — file,
+//! line and column, then the offending line with the span underlined —
+//! without the caller having to keep the text around.
 
 use std::fmt;
 use std::ops::Range;
@@ -114,7 +114,7 @@ impl fmt::Display for ManifestError {
                     if i > 0 {
                         writeln!(f, "\n")?;
                     }
-                    render(f, path, text, d)?;
+                    render(f, "error", path, text, d)?;
                 }
                 if diagnostics.len() > 1 {
                     write!(f, "\n\n{} errors in {}", diagnostics.len(), path.display())?;
@@ -127,9 +127,56 @@ impl fmt::Display for ManifestError {
 
 impl std::error::Error for ManifestError {}
 
-fn render(f: &mut fmt::Formatter<'_>, path: &Path, text: &str, d: &Diagnostic) -> fmt::Result {
+/// What a manifest asks for that Ferry accepts but the user should change
+/// (legacy syntax, say). Empty for most manifests; printed by every command
+/// that reads one.
+#[derive(Debug, Clone, Default)]
+pub struct Warnings {
+    path: PathBuf,
+    text: Arc<str>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Warnings {
+    pub(crate) fn new(path: &Path, text: &str, mut diagnostics: Vec<Diagnostic>) -> Self {
+        diagnostics.sort_by_key(|d| (d.span.start, d.span.end));
+        Self {
+            path: path.to_owned(),
+            text: text.into(),
+            diagnostics,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.diagnostics.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter()
+    }
+}
+
+impl fmt::Display for Warnings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.diagnostics.iter().enumerate() {
+            if i > 0 {
+                writeln!(f, "\n")?;
+            }
+            render(f, "warning", &self.path, &self.text, d)?;
+        }
+        Ok(())
+    }
+}
+
+fn render(
+    f: &mut fmt::Formatter<'_>,
+    severity: &str,
+    path: &Path,
+    text: &str,
+    d: &Diagnostic,
+) -> fmt::Result {
     let (line, col) = line_col(text, d.span.start);
-    writeln!(f, "error: {}", d.message)?;
+    writeln!(f, "{severity}: {}", d.message)?;
     writeln!(f, "  --> {}:{line}:{col}", path.display())?;
     let line_text = text.lines().nth(line - 1).unwrap_or("");
     let gutter = " ".repeat(line.to_string().len());

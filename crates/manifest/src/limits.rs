@@ -129,10 +129,10 @@ impl RuntimeConfig {
                 ("config_provider", "Ferry has no application variables yet"),
             ],
         );
-        if diags.0.is_empty() {
+        if !diags.has_errors() {
             Ok(config)
         } else {
-            Err(diags.0)
+            Err(diags.errors)
         }
     }
 

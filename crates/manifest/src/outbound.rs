@@ -1,12 +1,14 @@
 //! `allowed_outbound_hosts`: which network destinations a component may reach.
 //!
 //! Syntax follows Spin: `scheme://host[:port]`, where the scheme or host may be
-//! `*`, the host may be `*.example.com` (any subdomain), the port may be `*` or
-//! a range `8000-8010`, and the host `self` means the app itself. Without a
-//! port, the scheme's default port is allowed (80 for http, 443 for https).
-//! Everything not listed is denied.
+//! `*`, the host may be `*.example.com` (any subdomain) or a CIDR block
+//! (`10.0.0.0/8`), the port may be `*` or a range `8000..8010` (the end
+//! excluded, as in Spin), and the host `self` (or `self.alt`) means the app
+//! itself. Without a port, the scheme's default port is allowed (80 for http,
+//! 443 for https). Everything not listed is denied.
 
 use std::fmt;
+use std::net::IpAddr;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum HostPattern {
@@ -16,11 +18,14 @@ enum HostPattern {
     Subdomains(String),
     /// The app's own listener (`self`).
     SelfApp,
+    /// IP addresses in a CIDR block: the network address and prefix length.
+    Cidr(IpAddr, u8),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum PortPattern {
     Any,
+    /// Inclusive bounds.
     Range(u16, u16),
     /// No port written: the default port of whatever scheme is used.
     SchemeDefault,
@@ -77,17 +82,21 @@ impl AllowedHost {
             }
             s => return Err(format!("`{text}`: `{s}` is not a valid scheme")),
         };
-        if rest.contains('/') && rest.trim_end_matches('/').contains('/') || rest.contains('?') {
-            return Err(format!("`{text}`: allowed hosts cannot contain a path"));
-        }
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => (h, Some(p)),
+            // An IPv6 address is bracketed; a colon inside it is no port.
+            Some((h, p)) if !p.contains(']') => (h, Some(p)),
             _ => (rest, None),
         };
-        let host = if host == "*" {
+        let cidr = parse_cidr(host);
+        if cidr.is_none() && host.contains('/') || rest.contains('?') {
+            return Err(format!("`{text}`: allowed hosts cannot contain a path"));
+        }
+        let host = if let Some((network, prefix)) = cidr {
+            HostPattern::Cidr(network, prefix)
+        } else if host == "*" {
             HostPattern::Any
-        } else if host == "self" {
+        } else if host == "self" || host == "self.alt" {
             HostPattern::SelfApp
         } else if let Some(domain) = host.strip_prefix("*.") {
             if domain.is_empty() || domain.contains('*') {
@@ -116,13 +125,20 @@ impl AllowedHost {
                     s.parse::<u16>()
                         .map_err(|_| format!("`{text}`: `{p}` is not a valid port or port range"))
                 };
-                match p.split_once('-') {
+                // Spin's ranges exclude their end: `8000..8010` is 8000 to 8009.
+                match p.split_once("..") {
                     Some((lo, hi)) => {
                         let (lo, hi) = (parse(lo)?, parse(hi)?);
-                        if lo > hi {
+                        if lo >= hi {
                             return Err(format!("`{text}`: the port range `{p}` is empty"));
                         }
-                        PortPattern::Range(lo, hi)
+                        PortPattern::Range(lo, hi - 1)
+                    }
+                    None if p.contains('-') => {
+                        return Err(format!(
+                            "`{text}`: write a port range as `start..end` (the end excluded), e.g. `{}`",
+                            p.replacen('-', "..", 1)
+                        ));
                     }
                     None => {
                         let port = parse(p)?;
@@ -153,6 +169,9 @@ impl AllowedHost {
             HostPattern::Subdomains(suffix) => {
                 host.len() > suffix.len() && host.to_ascii_lowercase().ends_with(suffix.as_str())
             }
+            HostPattern::Cidr(network, prefix) => host
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| in_network(ip, *network, *prefix)),
         };
         let port_ok = match self.port {
             PortPattern::Any => true,
@@ -163,6 +182,52 @@ impl AllowedHost {
         };
         host_ok && port_ok
     }
+}
+
+impl AllowedHost {
+    /// Whether this names Spin's service chaining (`*.spin.internal`), which
+    /// Ferry does not provide.
+    pub fn is_service_chaining(&self) -> bool {
+        match &self.host {
+            HostPattern::Exact(host) => host.ends_with(".spin.internal"),
+            HostPattern::Subdomains(suffix) => suffix == ".spin.internal",
+            _ => false,
+        }
+    }
+}
+
+/// `10.0.0.0/8` or `fd00::/8` as a network address (host bits cleared, as
+/// Spin does) and a prefix length.
+fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
+    let (address, prefix) = text.split_once('/')?;
+    let address: IpAddr = address
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()?;
+    let prefix: u8 = prefix.parse().ok()?;
+    let bits = if address.is_ipv4() { 32 } else { 128 };
+    if prefix > bits {
+        return None;
+    }
+    Some((mask(address, prefix), prefix))
+}
+
+fn mask(address: IpAddr, prefix: u8) -> IpAddr {
+    match address {
+        IpAddr::V4(v4) => {
+            let keep = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4((u32::from(v4) & keep).into())
+        }
+        IpAddr::V6(v6) => {
+            let keep = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & keep).into())
+        }
+    }
+}
+
+fn in_network(ip: IpAddr, network: IpAddr, prefix: u8) -> bool {
+    ip.is_ipv4() == network.is_ipv4() && mask(ip, prefix) == network
 }
 
 impl fmt::Display for AllowedHost {
@@ -228,14 +293,47 @@ mod tests {
 
     #[test]
     fn wildcards_and_ranges() {
-        let h = hosts(&["*://*.example.com:*", "http://127.0.0.1:8000-8010"]);
+        let h = hosts(&["*://*.example.com:*", "http://127.0.0.1:8000..8010"]);
         assert!(h.allows("http", "a.example.com", 1234, false));
         assert!(h.allows("https", "a.b.example.com", 443, false));
         assert!(!h.allows("https", "example.com", 443, false));
         assert!(!h.allows("https", "badexample.com", 443, false));
-        assert!(h.allows("http", "127.0.0.1", 8005, false));
-        assert!(!h.allows("http", "127.0.0.1", 8011, false));
+        assert!(h.allows("http", "127.0.0.1", 8000, false));
+        assert!(h.allows("http", "127.0.0.1", 8009, false));
+        // Spin's ranges exclude their end.
+        assert!(!h.allows("http", "127.0.0.1", 8010, false));
         assert!(!h.allows("https", "127.0.0.1", 8005, false));
+    }
+
+    #[test]
+    fn cidr_blocks_match_addresses_inside_them() {
+        let h = hosts(&["http://10.1.2.3/16:*", "https://[fd00::]/8"]);
+        assert!(h.allows("http", "10.1.200.7", 8080, false));
+        assert!(!h.allows("http", "10.2.0.1", 8080, false));
+        assert!(!h.allows("http", "10.1.example.com", 8080, false));
+        assert!(h.allows("https", "[fd12::1]", 443, false));
+        assert!(!h.allows("https", "[fe80::1]", 443, false));
+        assert!(!h.allows("https", "10.1.0.1", 443, false));
+    }
+
+    #[test]
+    fn self_alt_and_service_chaining() {
+        assert!(hosts(&["http://self.alt"]).allows_self());
+        assert!(
+            AllowedHost::parse("http://api.spin.internal")
+                .unwrap()
+                .is_service_chaining()
+        );
+        assert!(
+            AllowedHost::parse("http://*.spin.internal")
+                .unwrap()
+                .is_service_chaining()
+        );
+        assert!(
+            !AllowedHost::parse("http://spin.internal.example.com")
+                .unwrap()
+                .is_service_chaining()
+        );
     }
 
     #[test]
@@ -253,7 +351,9 @@ mod tests {
             "example.com",
             "https://example.com/path",
             "https://example.com:http",
-            "https://example.com:90-80",
+            "https://example.com:90..80",
+            "https://example.com:8000-8010",
+            "https://10.0.0.0/33",
             "tcp://example.com",
             "https://{{ host }}",
             "https://ex*mple.com",

@@ -78,14 +78,18 @@ source = "app.wasm"
     assert_eq!(route.full(), "/api/hello/...");
     assert_eq!(app.triggers[0].line, 13);
     assert_eq!(
-        app.triggers[1].executor,
-        Executor::Wagi(WagiConfig {
-            argv: "${SCRIPT_NAME} -v ${ARGS}".into(),
-            entrypoint: "_start".into()
-        })
+        app.triggers[1].handler,
+        Handler::Component {
+            id: "cgi".into(),
+            executor: Executor::Wagi(WagiConfig {
+                argv: "${SCRIPT_NAME} -v ${ARGS}".into(),
+                entrypoint: "_start".into()
+            })
+        }
     );
     assert_eq!(app.triggers[2].route, Route::Private);
-    assert_eq!(app.triggers[2].component, "inline-component-3");
+    assert_eq!(app.triggers[2].component(), Some("inline-component1"));
+    assert!(app.warnings.is_empty());
     let hello = app.component("hello").unwrap();
     assert_eq!(
         hello.environment,
@@ -102,18 +106,318 @@ source = "app.wasm"
             .allows("https", "example.com", 443, false)
     );
     assert!(hello.allowed_outbound_hosts.allows_self());
-    assert_eq!(app.components.len(), 3);
+    // Manifest order: the inline component is defined before the tables.
+    let ids: Vec<&str> = app.components.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["inline-component1", "hello", "cgi"]);
 }
 
 #[test]
-fn unsupported_spin_features_are_refused_at_their_key() {
+fn fields_ferry_cannot_honour_are_refused_at_their_key() {
     let f = Fixture::new();
     let err = f
         .parse(&format!(
-            "{HEADER}\n[[trigger.http]]\nroute = \"/\"\ncomponent = \"a\"\n\n[component.a]\nsource = \"app.wasm\"\nkey_value_stores = [\"default\"]\n\n[component.a.build]\ncommand = \"cargo build\"\n\n[[trigger.redis]]\nchannel = \"x\"\ncomponent = \"a\"\n\n[variables]\nx = {{ default = \"1\" }}\n"
+            r#"{HEADER}
+[application.trigger.redis]
+address = "redis://localhost"
+
+[variables]
+x = {{ default = "1" }}
+
+[[trigger.http]]
+route = "/"
+component = "a"
+components = {{ extra = "a" }}
+
+[[trigger.redis]]
+channel = "x"
+component = "a"
+
+[[trigger.cron]]
+cron_expression = "* * * * *"
+component = "a"
+
+[component.a]
+source = "app.wasm"
+key_value_stores = ["default"]
+sqlite_databases = ["default"]
+ai_models = ["llama2-chat"]
+variables = {{ api = "{{{{ x }}}}" }}
+dependencies = {{ "wasi:http/handler" = {{ path = "dep.wasm" }} }}
+
+[component.a.build]
+command = "cargo build"
+environment = {{ RUSTFLAGS = "-O" }}
+
+[component.b]
+source = {{ registry = "ttl.sh", package = "demo:b", version = "1.0.0" }}
+"#
         ))
         .unwrap_err();
-    insta::assert_snapshot!("unsupported_features", err);
+    insta::assert_snapshot!("refused_fields", err);
+}
+
+/// Everything a Spin 3.x manifest may hold that Ferry accepts, in one app.
+const EVERY_ACCEPTED_FIELD: &str = r#"spin_manifest_version = 2
+
+[application]
+name = "every-field"
+version = "1.2.3"
+description = "uses every field Ferry accepts"
+authors = ["Ada <ada@example.com>"]
+targets = ["spin-up:3.3", { registry = "ghcr.io/acme", id = "env:1.0" }, { path = "env.toml" }]
+
+[application.tool.spin-test]
+source = "tests.wasm"
+
+[application.trigger.http]
+base = "/"
+
+[[trigger.http]]
+id = "api"
+route = "api/..."
+component = "api"
+executor = { type = "spin" }
+
+[[trigger.http]]
+id = "health"
+route = "/health"
+static_response = { status_code = 204, headers = { x-served-by = "ferry", cache-control = "no-store" } }
+
+[[trigger.http]]
+route = "/p3"
+component = "p3"
+executor = { type = "wasip3-unstable" }
+
+[[trigger.http]]
+id = "web"
+route = "/..."
+component = { source = { url = "https://example.com/static.wasm", digest = "sha256:0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef" }, files = [{ source = "static", destination = "/" }] }
+
+[[trigger.http]]
+route = { private = true }
+component = { source = "app.wasm" }
+
+[component.api]
+source = "target/api.wasm"
+description = "the API"
+environment = { MODE = "prod" }
+files = ["*.txt", "static", { source = "app.wasm", destination = "/bin/app.wasm" }]
+exclude_files = ["secret.txt"]
+allowed_outbound_hosts = ["https://api.example.com", "redis://cache:6379", "*://10.0.0.0/8:8000..8100", "http://self.alt"]
+key_value_stores = []
+sqlite_databases = []
+ai_models = []
+dependencies = {}
+dependencies_inherit_configuration = true
+targets = ["spin-up:3.3"]
+
+[component.api.build]
+command = ["cargo build --target wasm32-wasip2 --release", "cp target/wasm32-wasip2/release/api.wasm target/"]
+workdir = "api"
+watch = ["src/**/*.rs", "Cargo.toml"]
+
+[component.api.tool.spin-test]
+source = "api-tests.wasm"
+
+[component.p3]
+source = "app.wasm"
+
+[component.p3.build]
+command = "make"
+"#;
+
+#[test]
+fn every_field_spin_accepts_loads() {
+    let f = Fixture::new();
+    let dir = f.dir.path();
+    let app = parse(
+        EVERY_ACCEPTED_FIELD,
+        Path::new("spin.toml"),
+        dir,
+        Sources::MayBeMissing,
+    )
+    .unwrap_or_else(|d| {
+        panic!(
+            "{}",
+            ManifestError::invalid(Path::new("spin.toml"), EVERY_ACCEPTED_FIELD, d)
+        )
+    });
+    assert!(app.warnings.is_empty(), "{}", app.warnings);
+
+    assert_eq!(app.triggers[0].id.as_deref(), Some("api"));
+    let Route::Pattern(api) = &app.triggers[0].route else {
+        panic!("public route expected")
+    };
+    // Spin adds a missing leading `/`.
+    assert_eq!(api.full(), "/api/...");
+    assert_eq!(
+        app.triggers[1].handler,
+        Handler::Static(StaticResponse {
+            status: 204,
+            headers: vec![
+                ("x-served-by".into(), "ferry".into()),
+                ("cache-control".into(), "no-store".into())
+            ],
+            body: String::new(),
+        })
+    );
+    assert_eq!(
+        app.triggers[2].handler,
+        Handler::Component {
+            id: "p3".into(),
+            executor: Executor::Http
+        }
+    );
+    // Inline components are named as Spin names them.
+    assert_eq!(app.triggers[3].component(), Some("web-component"));
+    assert_eq!(app.triggers[4].component(), Some("inline-component1"));
+
+    let api = app.component("api").unwrap();
+    assert_eq!(
+        api.build,
+        Some(Build {
+            commands: vec![
+                "cargo build --target wasm32-wasip2 --release".into(),
+                "cp target/wasm32-wasip2/release/api.wasm target/".into()
+            ],
+            workdir: dir.join("api"),
+            watch: vec!["src/**/*.rs".into(), "Cargo.toml".into()],
+        })
+    );
+    assert_eq!(api.source, Source::File(dir.join("target/api.wasm")));
+    assert_eq!(
+        api.files,
+        [
+            FileMount::Glob("*.txt".into()),
+            FileMount::Glob("static".into()),
+            FileMount::File {
+                source: dir.join("app.wasm"),
+                destination: "/bin/app.wasm".into()
+            }
+        ]
+    );
+    assert!(
+        api.allowed_outbound_hosts
+            .allows("tcp", "10.20.30.40", 8099, false)
+    );
+    assert!(
+        !api.allowed_outbound_hosts
+            .allows("tcp", "10.20.30.40", 8100, false)
+    );
+    assert!(api.allowed_outbound_hosts.allows_self());
+    assert_eq!(
+        app.component("p3").unwrap().build.as_ref().unwrap().workdir,
+        dir
+    );
+    let web = app.component("web-component").unwrap();
+    assert_eq!(
+        web.source,
+        Source::Url {
+            url: "https://example.com/static.wasm".into(),
+            digest: Sha256Digest::parse(
+                "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+            )
+            .unwrap(),
+        }
+    );
+    let ids: Vec<&str> = app.components.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["web-component", "inline-component1", "api", "p3"],
+        "manifest order"
+    );
+}
+
+#[test]
+fn legacy_and_doubtful_syntax_loads_with_warnings() {
+    let f = Fixture::new();
+    let app = f
+        .parse(&format!(
+            r#"{HEADER}
+[[trigger.http]]
+route = "/users/:id"
+component = "a"
+
+[[trigger.http]]
+route = "/users/:name"
+component = "b"
+executor = {{ type = "http", legacy = true }}
+
+[component.a]
+source = "app.wasm"
+allowed_http_hosts = ["example.com", "https://api.example.com:8443/", "self"]
+
+[component.b]
+source = "app.wasm"
+allowed_outbound_hosts = ["http://backend.spin.internal"]
+"#
+        ))
+        .unwrap();
+    insta::assert_snapshot!("warnings", app.warnings.to_string());
+    // The later of two triggers for the same paths wins, as in Spin.
+    assert_eq!(app.triggers.len(), 1);
+    assert_eq!(app.triggers[0].component(), Some("b"));
+    let a = &app.component("a").unwrap().allowed_outbound_hosts;
+    for (scheme, host, port) in [
+        ("http", "example.com", 80),
+        ("https", "example.com", 443),
+        ("http", "api.example.com", 8443),
+        ("https", "api.example.com", 8443),
+    ] {
+        assert!(
+            a.allows(scheme, host, port, false),
+            "{scheme}://{host}:{port}"
+        );
+    }
+    assert!(!a.allows("https", "api.example.com", 443, false));
+    assert!(a.allows_self());
+}
+
+#[test]
+fn allow_all_http_hosts_grants_any_http_destination() {
+    let f = Fixture::new();
+    let app = f
+        .parse(&format!(
+            "{HEADER}\n[[trigger.http]]\nroute = \"/\"\ncomponent = \"a\"\n\n[component.a]\nsource = \"app.wasm\"\nallowed_http_hosts = [\"insecure:allow-all\"]\n"
+        ))
+        .unwrap();
+    let hosts = &app.component("a").unwrap().allowed_outbound_hosts;
+    assert!(hosts.allows("http", "anything.example", 8080, false));
+    assert!(hosts.allows("https", "anything.example", 443, false));
+    assert!(!hosts.allows("redis", "anything.example", 6379, false));
+    assert!(
+        app.warnings
+            .to_string()
+            .contains(r#"allowed_outbound_hosts = ["http://*:*", "https://*:*", "http://self"]"#),
+        "{}",
+        app.warnings
+    );
+}
+
+#[test]
+fn a_missing_source_points_at_the_build() {
+    let f = Fixture::new();
+    let text = format!(
+        "{HEADER}\n[[trigger.http]]\nroute = \"/\"\ncomponent = \"a\"\n\n[component.a]\nsource = \"target/a.wasm\"\n[component.a.build]\ncommand = \"make\"\n"
+    );
+    let err = f.parse(&text).unwrap_err();
+    assert!(
+        err.contains("component source `target/a.wasm` is not a file")
+            && err.contains("run `ferry build` (or `ferry up --build`) first"),
+        "{err}"
+    );
+    // What `ferry build` reads: the source is what the build makes.
+    let app = parse(
+        &text,
+        Path::new("spin.toml"),
+        f.dir.path(),
+        Sources::MayBeMissing,
+    )
+    .unwrap();
+    assert_eq!(
+        app.component("a").unwrap().build.as_ref().unwrap().commands,
+        ["make"]
+    );
 }
 
 #[test]
@@ -128,22 +432,11 @@ fn unknown_fields_and_wrong_types_are_all_reported() {
 }
 
 #[test]
-fn duplicate_routes_name_both_triggers() {
-    let f = Fixture::new();
-    let err = f
-        .parse(&format!(
-            "{HEADER}\n[[trigger.http]]\nroute = \"/users/:id\"\ncomponent = \"a\"\n\n[[trigger.http]]\nroute = \"/users/:name\"\ncomponent = \"a\"\n\n[component.a]\nsource = \"app.wasm\"\n"
-        ))
-        .unwrap_err();
-    insta::assert_snapshot!("duplicate_routes", err);
-}
-
-#[test]
 fn bad_values_point_at_the_value() {
     let f = Fixture::new();
     let err = f
         .parse(&format!(
-            "{HEADER}\n[[trigger.http]]\nroute = \"hello\"\ncomponent = \"missing\"\n\n[[trigger.http]]\nroute = \"/x\"\ncomponent = \"a\"\nexecutor = {{ type = \"cgi\" }}\n\n[component.a]\nsource = \"nope.wasm\"\nallowed_outbound_hosts = [\"example.com\", \"https://ok.com:99999\"]\nfiles = [\"../etc/passwd\", {{ source = \"static\", destination = \"relative\" }}]\n"
+            "{HEADER}\n[[trigger.http]]\nroute = \"/a/:b/:b\"\ncomponent = \"missing\"\n\n[[trigger.http]]\nroute = \"/x\"\ncomponent = \"a\"\nexecutor = {{ type = \"cgi\" }}\n\n[[trigger.http]]\nroute = \"/y\"\nstatic_response = {{ status_code = 1000, headers = {{ \"bad header\" = \"x\" }} }}\n\n[component.a]\nsource = {{ url = \"ftp://example.com/a.wasm\", digest = \"md5:abc\" }}\nallowed_outbound_hosts = [\"example.com\", \"https://ok.com:99999\", \"http://ok.com:8000-8010\"]\nfiles = [\"../etc/passwd\", {{ source = \"static\", destination = \"relative\" }}]\n[component.a.build]\nworkdir = \"/abs\"\n"
         ))
         .unwrap_err();
     insta::assert_snapshot!("bad_values", err);
@@ -182,6 +475,42 @@ fn component_ids_must_be_kebab_case() {
         "{err}"
     );
     assert!(err.contains("spin.toml:9:12"), "{err}");
+    // Spin's rule: each word starts with a letter, all lowercase or all uppercase.
+    for ok in ["a", "hello-world", "api2", "ABC-def"] {
+        assert!(component::check_id(ok).is_ok(), "{ok}");
+    }
+    for bad in ["a-1", "aBc", "a--b", "-a", "a-", "1a", "a_b", ""] {
+        assert!(component::check_id(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn digests_are_sha256_hex() {
+    let digest = Sha256Digest::parse(&format!("sha256:{}", "aB".repeat(32))).unwrap();
+    assert_eq!(digest.to_hex(), "ab".repeat(32));
+    assert_eq!(digest.to_string(), format!("sha256:{}", "ab".repeat(32)));
+    for bad in [
+        "ab".repeat(32),
+        format!("sha512:{}", "ab".repeat(32)),
+        format!("sha256:{}", "ab".repeat(31)),
+        format!("sha256:{}g", "a".repeat(63)),
+    ] {
+        assert!(Sha256Digest::parse(&bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn version_must_be_the_integer_two() {
+    let f = Fixture::new();
+    let body = "[application]\nname = \"x\"\n[[trigger.http]]\nroute = \"/\"\ncomponent = { source = \"app.wasm\" }\n";
+    let err = f
+        .parse(&format!("spin_manifest_version = \"2\"\n{body}"))
+        .unwrap_err();
+    assert!(err.contains("unsupported `spin_manifest_version`"), "{err}");
+    let err = f
+        .parse(&format!("spin_manifest_version = \"1\"\n{body}"))
+        .unwrap_err();
+    assert!(err.contains("this is a Spin manifest version 1"), "{err}");
 }
 
 #[test]
@@ -193,7 +522,10 @@ fn load_app_finds_the_manifest_in_a_directory() {
     )
     .unwrap();
     let app = load_app(f.dir.path()).unwrap();
-    assert_eq!(app.components[0].source, f.dir.path().join("app.wasm"));
+    assert_eq!(
+        app.components[0].source,
+        Source::File(f.dir.path().join("app.wasm"))
+    );
     let missing = load_app(&f.dir.path().join("static")).unwrap_err();
     assert!(
         missing.to_string().contains("no spin.toml or ferry.toml"),

@@ -18,15 +18,27 @@ pub(crate) type Value<'i> = Spanned<DeValue<'i>>;
 
 /// Collects diagnostics while a document is walked.
 #[derive(Default)]
-pub(crate) struct Diagnostics(pub Vec<Diagnostic>);
+pub(crate) struct Diagnostics {
+    pub errors: Vec<Diagnostic>,
+    /// Accepted, but worth telling the user (legacy syntax).
+    pub warnings: Vec<Diagnostic>,
+}
 
 impl Diagnostics {
     pub fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
-        self.0.push(Diagnostic::new(span, message));
+        self.errors.push(Diagnostic::new(span, message));
     }
 
     pub fn push(&mut self, diagnostic: Diagnostic) {
-        self.0.push(diagnostic);
+        self.errors.push(diagnostic);
+    }
+
+    pub fn warn(&mut self, diagnostic: Diagnostic) {
+        self.warnings.push(diagnostic);
+    }
+
+    pub fn has_errors(&self) -> bool {
+        !self.errors.is_empty()
     }
 }
 
@@ -38,7 +50,7 @@ pub(crate) struct TableView<'t, 'i> {
     read: Vec<&'t str>,
 }
 
-/// Keys Spin defines that Ferry does not implement yet, with what to tell the user.
+/// Keys Spin defines that Ferry refuses, with why (and what to do instead).
 pub(crate) type Unsupported<'a> = &'a [(&'a str, &'a str)];
 
 impl<'t, 'i> TableView<'t, 'i> {
@@ -141,7 +153,7 @@ impl<'t, 'i> TableView<'t, 'i> {
                 Some((_, why)) => diags.push(
                     Diagnostic::new(
                         key.span(),
-                        format!("`{qualified}` is not supported by Ferry yet"),
+                        format!("`{qualified}` is not supported by Ferry"),
                     )
                     .with_help(*why),
                 ),
@@ -183,4 +195,16 @@ pub(crate) fn as_table<'t, 'i>(
             None
         }
     }
+}
+
+/// `tool`: a table of tables that tools other than Spin read. Spin ignores
+/// them and so does Ferry; only their shape is checked.
+pub(crate) fn check_tool_tables(diags: &mut Diagnostics, table: &mut TableView<'_, '_>) {
+    let Some(mut tools) = table.table(diags, "tool") else {
+        return;
+    };
+    for name in tools.key_names() {
+        let _ = tools.table(diags, &name);
+    }
+    tools.finish(diags, &[]);
 }

@@ -7,19 +7,20 @@ use std::path::Path;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use ferry_manifest::{AllowedOutboundHosts, Component, Executor, Limits, WagiConfig};
+use ferry_manifest::{AllowedOutboundHosts, Component, Executor, Limits, Source, WagiConfig};
 use ferry_runtime::{CompileCache, EngineOptions, Guest, RequestInfo, Runtime};
 use http_body_util::{BodyExt, Full};
 
 fn component(source: &str) -> Component {
     Component {
         id: "bench".into(),
-        source: source.into(),
+        source: Source::File(source.into()),
         description: None,
         files: Vec::new(),
         exclude_files: Vec::new(),
         environment: vec![("NAME".into(), "bench".into())],
         allowed_outbound_hosts: AllowedOutboundHosts::default(),
+        build: None,
     }
 }
 
@@ -71,9 +72,18 @@ fn per_request(c: &mut Criterion) {
     let info = info();
     let dir = Path::new(".");
 
+    // Reading the file is part of loading, as it is for `ferry up`.
     let load = |source: &str, executor: &Executor| {
+        let wasm = std::fs::read(source).unwrap();
         runtime
-            .load(&component(source), executor, Limits::default(), dir, None)
+            .load(
+                &component(source),
+                &wasm,
+                executor,
+                Limits::default(),
+                dir,
+                None,
+            )
             .unwrap()
     };
 

@@ -214,38 +214,39 @@ impl Runtime {
         &self.engine
     }
 
-    /// Compiles (or loads from the cache) and prepares one component.
-    /// `app_dir` resolves `files`; `self_addr` is what `http://self` reaches.
+    /// Compiles (or loads from the cache) and prepares one component, whose
+    /// Wasm is `wasm` (read or downloaded from `component.source` by the
+    /// caller). `app_dir` resolves `files`; `self_addr` is what `http://self`
+    /// reaches.
     pub fn load(
         &self,
         component: &Component,
+        wasm: &[u8],
         executor: &Executor,
         limits: Limits,
         app_dir: &Path,
         self_addr: Option<SocketAddr>,
     ) -> anyhow::Result<Guest> {
-        let wasm = std::fs::read(&component.source)
-            .with_context(|| format!("reading {}", component.source.display()))?;
-        let is_component = wasmparser::Parser::is_component(&wasm);
-        let is_module = wasmparser::Parser::is_core_wasm(&wasm);
+        let is_component = wasmparser::Parser::is_component(wasm);
+        let is_module = wasmparser::Parser::is_core_wasm(wasm);
         anyhow::ensure!(
             is_component || is_module,
             "{} is not a WebAssembly file",
-            component.source.display()
+            component.source
         );
         match executor {
             Executor::Http => anyhow::ensure!(
                 is_component,
                 "{} is a core module, but the `http` executor needs a wasi:http component (for a WASI command module, use `executor = {{ type = \"wagi\" }}`)",
-                component.source.display()
+                component.source
             ),
             Executor::Wagi(_) => anyhow::ensure!(
                 is_module,
                 "{} is a component, but the `wagi` executor needs a WASI preview 1 command module",
-                component.source.display()
+                component.source
             ),
         }
-        let wasi_03 = is_component && exports_wasi_http_03(&wasm);
+        let wasi_03 = is_component && exports_wasi_http_03(wasm);
         let engine = if wasi_03 {
             &self.p3()?.engine
         } else {
@@ -253,8 +254,8 @@ impl Runtime {
         };
         let (compiled, compile) = self
             .cache
-            .load_or_compile(engine, &wasm, is_component)
-            .with_context(|| format!("compiling {}", component.source.display()))?;
+            .load_or_compile(engine, wasm, is_component)
+            .with_context(|| format!("compiling {}", component.source))?;
         let (kind, imports) = match (compiled, executor) {
             (cache::Compiled::Component(c), _) => {
                 let ty = c.component_type();

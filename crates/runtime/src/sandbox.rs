@@ -47,18 +47,29 @@ impl Sandbox {
     ) -> anyhow::Result<Self> {
         let id: Arc<str> = component.id.as_str().into();
         let mut mounts = Vec::new();
-        let globs: Vec<&str> = component
-            .files
-            .iter()
-            .filter_map(|f| match f {
-                FileMount::Glob(g) => Some(g.as_str()),
-                FileMount::Directory { .. } => None,
-            })
-            .collect();
-        let staged = if globs.is_empty() {
+        let mut globs: Vec<String> = Vec::new();
+        let mut placed: Vec<(&Path, &str)> = Vec::new();
+        for file in &component.files {
+            match file {
+                FileMount::Glob(pattern) => {
+                    globs.push(pattern.clone());
+                    // A plain path naming a directory brings its whole tree,
+                    // as Spin copies it.
+                    if app_dir.join(pattern).is_dir() {
+                        globs.push(format!("{}/**", pattern.trim_end_matches('/')));
+                    }
+                }
+                FileMount::File {
+                    source,
+                    destination,
+                } => placed.push((source, destination)),
+                FileMount::Directory { .. } => {}
+            }
+        }
+        let staged = if globs.is_empty() && placed.is_empty() {
             None
         } else {
-            let dir = stage_files(app_dir, &globs, &component.exclude_files)
+            let dir = stage_files(app_dir, &globs, &component.exclude_files, &placed)
                 .with_context(|| format!("preparing `files` of component `{id}`"))?;
             mounts.push((dir.path().to_owned(), "/".to_owned()));
             Some(dir)
@@ -103,13 +114,15 @@ impl Sandbox {
 }
 
 /// Copies the files matched by `globs` (minus `exclude`) into a fresh
-/// directory, keeping their relative paths. Only regular files inside the app
-/// directory are copied: a symlink that leads outside it is skipped, so a
-/// glob can never publish a file the app does not contain.
+/// directory, keeping their relative paths, and each `placed` file to its
+/// guest path. Only regular files inside the app directory are copied: a
+/// symlink that leads outside it is skipped, so a glob can never publish a
+/// file the app does not contain.
 fn stage_files(
     app_dir: &Path,
-    globs: &[&str],
+    globs: &[String],
     exclude: &[String],
+    placed: &[(&Path, &str)],
 ) -> anyhow::Result<tempfile::TempDir> {
     let build = |patterns: &mut dyn Iterator<Item = &str>| -> anyhow::Result<globset::GlobSet> {
         let mut set = globset::GlobSetBuilder::new();
@@ -122,7 +135,7 @@ fn stage_files(
         }
         Ok(set.build()?)
     };
-    let include = build(&mut globs.iter().copied())?;
+    let include = build(&mut globs.iter().map(String::as_str))?;
     let exclude = build(&mut exclude.iter().map(String::as_str))?;
     let root = app_dir.canonicalize()?;
     let staged = tempfile::Builder::new().prefix("ferry-files-").tempdir()?;
@@ -154,6 +167,19 @@ fn stage_files(
             continue;
         };
         let dest = staged.path().join(relative);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(&real, &dest).with_context(|| format!("copying {}", real.display()))?;
+    }
+    for (source, destination) in placed {
+        let real = source.canonicalize()?;
+        anyhow::ensure!(
+            real.starts_with(&root) && real.is_file(),
+            "{} leads outside the app directory",
+            source.display()
+        );
+        let dest = staged.path().join(destination.trim_start_matches('/'));
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent)?;
         }

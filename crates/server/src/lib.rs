@@ -25,7 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-pub use router::{RouteEntry, Router};
+pub use router::{RouteEntry, Router, Target};
 
 /// Settings of the HTTP server itself (per-component limits live in
 /// [`ferry_runtime::Limits`]).
@@ -71,7 +71,7 @@ impl AppHost {
     /// `guests` holds one loaded guest per component that a public or
     /// private route uses.
     pub fn new(app: &App, guests: Vec<Guest>) -> anyhow::Result<Self> {
-        let router = Router::new(app);
+        let router = Router::new(app)?;
         let slots: HashMap<String, Slot> = guests
             .into_iter()
             .map(|guest| {
@@ -80,12 +80,13 @@ impl AppHost {
             })
             .collect();
         for route in router.routes() {
-            anyhow::ensure!(
-                slots.contains_key(&route.component),
-                "route {} has no loaded component `{}`",
-                route.pattern,
-                route.component
-            );
+            if let Some(component) = route.component() {
+                anyhow::ensure!(
+                    slots.contains_key(component),
+                    "route {} has no loaded component `{component}`",
+                    route.pattern,
+                );
+            }
         }
         Ok(Self {
             name: app.name.clone(),
@@ -140,7 +141,10 @@ impl AppHost {
         let Some((route, matched)) = self.router.route(&path) else {
             return (plain(StatusCode::NOT_FOUND, "Not Found\n"), None);
         };
-        let component = route.component.as_str();
+        let component = match &route.target {
+            Target::Component { id, .. } => id.as_str(),
+            Target::Static(reply) => return (reply.response(), None),
+        };
         let slot = &self.slots[component];
         let limits = slot.guest.limits();
 
@@ -250,6 +254,43 @@ fn authority<B>(
             .map_err(|e| format!("invalid host {host:?}: {e}")),
         None => http::uri::Authority::try_from(local_addr.to_string())
             .map_err(|e| format!("invalid local address: {e}")),
+    }
+}
+
+/// A trigger's `static_response`, ready to be sent as often as asked: no
+/// guest, no sandbox, no body read.
+#[derive(Debug)]
+pub struct StaticReply {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl StaticReply {
+    pub fn new(fixed: &ferry_manifest::StaticResponse) -> anyhow::Result<Self> {
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in &fixed.headers {
+            headers.append(
+                HeaderName::try_from(name.as_str())?,
+                HeaderValue::try_from(value.as_str())?,
+            );
+        }
+        Ok(Self {
+            status: StatusCode::from_u16(fixed.status)?,
+            headers,
+            body: Bytes::from(fixed.body.clone()),
+        })
+    }
+
+    fn response(&self) -> Response<ResponseBody> {
+        let mut response = Response::new(
+            Full::new(self.body.clone())
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        );
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers.clone();
+        response
     }
 }
 

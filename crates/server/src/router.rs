@@ -9,28 +9,46 @@
 //! to route as one with ten.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use ferry_manifest::{App, Executor, Route, RouteMatch, RoutePattern};
+use ferry_manifest::{App, Executor, Handler, Route, RouteMatch, RoutePattern};
 
-use crate::RouteHeaders;
+use crate::{RouteHeaders, StaticReply};
 
 /// One public route.
 #[derive(Debug, Clone)]
 pub struct RouteEntry {
     pub pattern: RoutePattern,
-    pub component: String,
-    pub executor: Executor,
+    pub target: Target,
     /// Spin's request headers that depend only on the route.
     pub headers: RouteHeaders,
 }
 
+/// What answers a route.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Component {
+        id: String,
+        executor: Executor,
+    },
+    /// A manifest's `static_response`, built once.
+    Static(Arc<StaticReply>),
+}
+
 impl RouteEntry {
-    pub fn new(pattern: RoutePattern, component: String, executor: Executor, base: &str) -> Self {
+    pub fn new(pattern: RoutePattern, target: Target, base: &str) -> Self {
         Self {
             headers: RouteHeaders::new(&pattern, base),
             pattern,
-            component,
-            executor,
+            target,
+        }
+    }
+
+    /// The component this route runs (none for a static response).
+    pub fn component(&self) -> Option<&str> {
+        match &self.target {
+            Target::Component { id, .. } => Some(id),
+            Target::Static(_) => None,
         }
     }
 }
@@ -48,21 +66,22 @@ pub struct Router {
 
 impl Router {
     /// The public routes of `app` (private ones are not reachable over HTTP).
-    pub fn new(app: &App) -> Self {
-        let routes: Vec<RouteEntry> = app
-            .triggers
-            .iter()
-            .filter_map(|t| match &t.route {
-                Route::Pattern(pattern) => Some(RouteEntry::new(
-                    pattern.clone(),
-                    t.component.clone(),
-                    t.executor.clone(),
-                    &app.base,
-                )),
-                Route::Private => None,
-            })
-            .collect();
-        Self::from_routes(routes)
+    pub fn new(app: &App) -> anyhow::Result<Self> {
+        let mut routes = Vec::new();
+        for trigger in &app.triggers {
+            let Route::Pattern(pattern) = &trigger.route else {
+                continue;
+            };
+            let target = match &trigger.handler {
+                Handler::Component { id, executor } => Target::Component {
+                    id: id.clone(),
+                    executor: executor.clone(),
+                },
+                Handler::Static(fixed) => Target::Static(Arc::new(StaticReply::new(fixed)?)),
+            };
+            routes.push(RouteEntry::new(pattern.clone(), target, &app.base));
+        }
+        Ok(Self::from_routes(routes))
     }
 
     pub fn from_routes(mut routes: Vec<RouteEntry>) -> Self {
@@ -131,8 +150,10 @@ mod tests {
                 .map(|(route, component)| {
                     RouteEntry::new(
                         RoutePattern::parse("/", route).unwrap(),
-                        component.to_string(),
-                        Executor::Http,
+                        Target::Component {
+                            id: component.to_string(),
+                            executor: Executor::Http,
+                        },
                         "/",
                     )
                 })
@@ -141,7 +162,8 @@ mod tests {
     }
 
     fn pick(r: &Router, path: &str) -> Option<String> {
-        r.route(path).map(|(e, _)| e.component.clone())
+        r.route(path)
+            .map(|(e, _)| e.component().unwrap().to_owned())
     }
 
     #[test]

@@ -1,0 +1,19 @@
+use spin_sdk::http::{IntoResponse, Request, Response};
+use spin_sdk::http_component;
+
+/// Answers with the request path, and echoes the `spin-path-info` header back
+/// as `x-path-info` so a test can see that Spin's headers reach the guest.
+#[http_component]
+fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
+    let path_info = req
+        .header("spin-path-info")
+        .and_then(|value| value.as_str())
+        .unwrap_or("")
+        .to_owned();
+    Ok(Response::builder()
+        .status(200)
+        .header("content-type", "text/plain")
+        .header("x-path-info", path_info)
+        .body(format!("Hello from spin-sdk 5.2.0: {}\n", req.path()))
+        .build())
+}

@@ -1,0 +1,20 @@
+use spin_sdk::http::{IntoResponse, Request, Response};
+use spin_sdk::http_service;
+
+/// Answers with the request path, and echoes the `spin-path-info` header back
+/// as `x-path-info` so a test can see that Spin's headers reach the guest.
+#[http_service]
+async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
+    let path_info = req
+        .headers()
+        .get("spin-path-info")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let response = Response::builder()
+        .status(200)
+        .header("content-type", "text/plain")
+        .header("x-path-info", path_info)
+        .body(format!("Hello from spin-sdk 7.0.0: {}\n", req.uri().path()))?;
+    Ok(response)
+}

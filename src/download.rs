@@ -1,0 +1,284 @@
+//! Remote component sources: `source = { url = "…", digest = "sha256:…" }`.
+//!
+//! A download is verified against its digest before anything else reads its
+//! bytes, and only verified bytes are ever cached or handed on. The cache is
+//! content-addressed (`<cache dir>/downloads/sha256-<hex>.wasm`, beside the
+//! compiled code), so once a component has been fetched Ferry starts offline;
+//! a cached file is hashed again on every load, so a corrupted or tampered
+//! file is fetched anew rather than run.
+//!
+//! Downloads honour `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY` and `NO_PROXY`
+//! (reqwest reads them), are bounded in size and in time, and write to a
+//! temporary file that becomes the cache entry only once verified: a failed,
+//! cut-short or mismatched download leaves nothing behind.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use ferry_manifest::Sha256Digest;
+use sha2::{Digest as _, Sha256};
+
+use crate::load::{human_duration, human_size};
+
+/// How long connecting to a server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often a running download prints its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Fetches and caches remote component sources.
+pub struct Downloader {
+    /// `None`: keep nothing on disk (`--no-cache`).
+    dir: Option<PathBuf>,
+    max_size: u64,
+    timeout: Duration,
+}
+
+impl Downloader {
+    /// A downloader caching in `cache_dir/downloads` (nothing on disk when
+    /// `None`), refusing bodies over `max_size` bytes and downloads longer
+    /// than `timeout`.
+    pub fn new(cache_dir: Option<&Path>, max_size: u64, timeout: Duration) -> Self {
+        Self {
+            dir: cache_dir.map(|d| d.join("downloads")),
+            max_size,
+            timeout,
+        }
+    }
+
+    fn cached_path(&self, digest: &Sha256Digest) -> Option<PathBuf> {
+        Some(
+            self.dir
+                .as_ref()?
+                .join(format!("sha256-{}.wasm", digest.to_hex())),
+        )
+    }
+
+    /// The bytes at `url`, verified against `digest`: from the cache when
+    /// they are there, downloaded (and cached) otherwise. `component` names
+    /// the component in messages; progress goes to `out`.
+    pub fn fetch(
+        &self,
+        component: &str,
+        url: &str,
+        digest: &Sha256Digest,
+        out: &mut dyn std::io::Write,
+    ) -> anyhow::Result<Vec<u8>> {
+        if let Some(bytes) = self.cached(digest)? {
+            return Ok(bytes);
+        }
+        // A runtime of our own: downloads happen before serving starts, and
+        // this keeps the caller synchronous.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the download runtime")?;
+        let started = Instant::now();
+        let _ = writeln!(out, "Downloading `{component}` from {url}");
+        let bytes = runtime
+            .block_on(async {
+                match tokio::time::timeout(self.timeout, self.download(url, digest, out)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(anyhow::anyhow!(
+                        "it took longer than {} (--download-timeout)",
+                        human_duration(self.timeout)
+                    )),
+                }
+            })
+            .with_context(|| format!("component `{component}`: downloading {url} failed"))?;
+        let _ = writeln!(
+            out,
+            "Downloaded `{component}` ({}) in {}; {digest} verified",
+            human_size(bytes.len() as u64),
+            human_duration(started.elapsed())
+        );
+        Ok(bytes)
+    }
+
+    /// A cached copy, if there is one whose bytes still match. One that does
+    /// not is removed (and downloaded again).
+    fn cached(&self, digest: &Sha256Digest) -> anyhow::Result<Option<Vec<u8>>> {
+        let Some(path) = self.cached_path(digest) else {
+            return Ok(None);
+        };
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        if sha256(&bytes) == *digest {
+            return Ok(Some(bytes));
+        }
+        tracing::warn!(
+            path = %path.display(),
+            "a cached download does not match its digest; removing it and downloading again"
+        );
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        Ok(None)
+    }
+
+    async fn download(
+        &self,
+        url: &str,
+        digest: &Sha256Digest,
+        out: &mut dyn std::io::Write,
+    ) -> anyhow::Result<Vec<u8>> {
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls_config()?)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("setting up the HTTP client")?;
+        let mut response = client.get(url).send().await.map_err(describe)?;
+        let status = response.status();
+        anyhow::ensure!(status.is_success(), "the server answered {status}");
+        let total = response.content_length();
+        if let Some(total) = total {
+            anyhow::ensure!(
+                total <= self.max_size,
+                "the server announces {}, more than the {} allowed (--max-download-size)",
+                human_size(total),
+                human_size(self.max_size)
+            );
+        }
+
+        // Written to a temporary file in the cache directory as it arrives,
+        // renamed into place only once verified; dropped (and so deleted) on
+        // any error.
+        let mut partial = match &self.dir {
+            Some(dir) => {
+                create_private_dir(dir)?;
+                Some(
+                    tempfile::Builder::new()
+                        .prefix(".partial-")
+                        .tempfile_in(dir)
+                        .with_context(|| format!("creating a file in {}", dir.display()))?,
+                )
+            }
+            None => None,
+        };
+        let mut bytes = Vec::with_capacity(total.unwrap_or(0).min(self.max_size) as usize);
+        let mut hasher = Sha256::new();
+        let mut last_progress = Instant::now();
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            anyhow::anyhow!(
+                "the connection failed after {} of {}: {}",
+                human_size(bytes.len() as u64),
+                total.map_or_else(|| "an unknown size".into(), human_size),
+                describe(e)
+            )
+        })? {
+            anyhow::ensure!(
+                (bytes.len() + chunk.len()) as u64 <= self.max_size,
+                "the body is larger than the {} allowed (--max-download-size)",
+                human_size(self.max_size)
+            );
+            hasher.update(&chunk);
+            bytes.extend_from_slice(&chunk);
+            if let Some(file) = &mut partial {
+                file.write_all(&chunk)
+                    .with_context(|| format!("writing {}", file.path().display()))?;
+            }
+            if last_progress.elapsed() >= PROGRESS_EVERY {
+                last_progress = Instant::now();
+                let _ = match total {
+                    Some(total) => writeln!(
+                        out,
+                        "  {} / {} ({}%)",
+                        human_size(bytes.len() as u64),
+                        human_size(total),
+                        bytes.len() as u64 * 100 / total.max(1)
+                    ),
+                    None => writeln!(out, "  {}", human_size(bytes.len() as u64)),
+                };
+            }
+        }
+        if let Some(total) = total {
+            anyhow::ensure!(
+                bytes.len() as u64 == total,
+                "the body ended after {} of the {} announced",
+                human_size(bytes.len() as u64),
+                human_size(total)
+            );
+        }
+
+        let actual = Sha256Digest(hasher.finalize().into());
+        if actual != *digest {
+            return Err(DigestMismatch {
+                expected: *digest,
+                actual,
+            }
+            .into());
+        }
+        if let (Some(file), Some(path)) = (partial, self.cached_path(digest)) {
+            file.as_file()
+                .sync_all()
+                .with_context(|| format!("writing {}", file.path().display()))?;
+            file.persist(&path)
+                .with_context(|| format!("saving {}", path.display()))?;
+        }
+        Ok(bytes)
+    }
+}
+
+/// The downloaded bytes are not the ones the manifest names.
+#[derive(Debug)]
+struct DigestMismatch {
+    expected: Sha256Digest,
+    actual: Sha256Digest,
+}
+
+impl std::fmt::Display for DigestMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the bytes do not match the manifest's digest (nothing was cached or run)\n  expected {}\n  actual   {}",
+            self.expected, self.actual
+        )
+    }
+}
+
+impl std::error::Error for DigestMismatch {}
+
+pub fn sha256(bytes: &[u8]) -> Sha256Digest {
+    Sha256Digest(Sha256::digest(bytes).into())
+}
+
+/// TLS with the system's trust store (so a proxy's or a company's own CA,
+/// installed the usual way, is trusted) on the `ring` provider that Ferry
+/// already links for outbound HTTP.
+fn tls_config() -> anyhow::Result<rustls::ClientConfig> {
+    use rustls_platform_verifier::BuilderVerifierExt as _;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("configuring TLS")?
+        .with_platform_verifier()
+        .context("loading the system's TLS trust store")?
+        .with_no_client_auth())
+}
+
+/// reqwest's errors say "error sending request" and hide the cause in the
+/// source chain; people need the cause.
+fn describe(error: reqwest::Error) -> anyhow::Error {
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    anyhow::anyhow!(message)
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
