@@ -7,10 +7,16 @@
 //! Their output streams as it comes, each line prefixed with the component's
 //! id, so a multi-component build stays readable. The first command that fails
 //! stops the build; `ferry build` then exits with that command's exit code.
+//!
+//! A command is done when it exits, not when its output pipes close: a build
+//! step that leaves a background process holding them (a compiler server, a
+//! watcher) must not hang the build, so the relays get a moment to drain and
+//! are then left to finish on their own.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use ferry_manifest::{App, Build, Component};
 
@@ -24,17 +30,28 @@ pub fn build_app(app: &App, only: &[String]) -> anyhow::Result<()> {
     let mut built = 0;
     for component in selected {
         let Some(build) = &component.build else {
-            println!("Component `{}` has no build command", component.id);
+            say(format_args!(
+                "Component `{}` has no build command",
+                component.id
+            ));
             continue;
         };
         build_component(component, build)?;
         built += 1;
     }
-    println!(
+    say(format_args!(
         "Finished building {built} component(s) in {}",
         human_duration(started.elapsed())
-    );
+    ));
     Ok(())
+}
+
+/// A progress line on stdout. A closed stdout (`ferry build | head -1`) is
+/// not a reason to stop building.
+fn say(line: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_fmt(line).and_then(|()| out.write_all(b"\n"));
+    let _ = out.flush();
 }
 
 /// The components to build, in manifest order. An unknown id is an error
@@ -66,21 +83,25 @@ fn build_component(component: &Component, build: &Build) -> anyhow::Result<()> {
     let started = Instant::now();
     for (index, command) in build.commands.iter().enumerate() {
         if count > 1 {
-            println!(
+            say(format_args!(
                 "Building component `{id}` (step {}/{count}) with `{command}`",
                 index + 1
-            );
+            ));
         } else {
-            println!("Building component `{id}` with `{command}`");
+            say(format_args!("Building component `{id}` with `{command}`"));
         }
         run_command(id, command, build)?;
     }
-    println!(
+    say(format_args!(
         "Built component `{id}` in {}",
         human_duration(started.elapsed())
-    );
+    ));
     Ok(())
 }
+
+/// How long output still in the pipes may take to arrive once a command has
+/// exited.
+const DRAIN: Duration = Duration::from_millis(500);
 
 /// Runs one build command, relaying its output; a failure is a [`Failure`]
 /// carrying the command's exit code.
@@ -95,9 +116,9 @@ fn run_command(id: &str, command: &str, build: &Build) -> anyhow::Result<()> {
         )
         .into());
     }
+    // stdin is the user's, as with Spin: a step may ask a question.
     let mut child = shell(command)
         .current_dir(&build.workdir)
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -110,13 +131,21 @@ fn run_command(id: &str, command: &str, build: &Build) -> anyhow::Result<()> {
                 ),
             )
         })?;
-    let stdout = child.stdout.take().expect("piped stdout");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let status = std::thread::scope(|scope| {
-        scope.spawn(|| relay(stdout, std::io::stdout(), id));
-        scope.spawn(|| relay(stderr, std::io::stderr(), id));
-        child.wait()
-    })?;
+    let (done, drained) = mpsc::channel();
+    let relays = [
+        relay(child.stdout.take(), std::io::stdout, id, done.clone()),
+        relay(child.stderr.take(), std::io::stderr, id, done),
+    ];
+    let status = child.wait()?;
+    // Both relays end at end-of-file, unless something the command left
+    // running still holds the pipes; then they carry on without us.
+    let deadline = Instant::now() + DRAIN;
+    for _ in relays.iter().flatten() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if drained.recv_timeout(left).is_err() {
+            break;
+        }
+    }
     if status.success() {
         return Ok(());
     }
@@ -151,28 +180,71 @@ fn shell(command: &str) -> Command {
     }
 }
 
-/// Copies `from` to `to` line by line, each line prefixed with `[id] `. A
-/// line is written whole, so the two streams never interleave mid-line.
-fn relay(from: impl Read, mut to: impl Write, id: &str) {
-    let mut reader = BufReader::new(from);
-    let mut line = format!("[{id}] ").into_bytes();
-    let prefix = line.len();
-    // Once our own output is gone (a closed pipe), keep draining the child's
-    // so that it never blocks on a full pipe.
-    let mut writable = true;
-    loop {
-        line.truncate(prefix);
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) if writable => {
-                if !line.ends_with(b"\n") {
-                    line.push(b'\n');
+/// The longest line relayed whole; a longer one is passed on in pieces, so a
+/// command cannot make Ferry buffer without bound.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Copies `from` to the stream `to` gives, line by line, each line prefixed
+/// with `[id] ` and written whole, so the two streams never interleave
+/// mid-line. A carriage return ends a line too (progress bars). Sends on
+/// `done` at end of file.
+fn relay<W: Write + 'static>(
+    from: Option<impl Read + Send + 'static>,
+    to: fn() -> W,
+    id: &str,
+    done: mpsc::Sender<()>,
+) -> Option<std::thread::JoinHandle<()>> {
+    let from = from?;
+    let prefix = format!("[{id}] ").into_bytes();
+    let relay = move || {
+        let mut reader = BufReader::new(from);
+        let mut line = prefix.clone();
+        // Once our own output is gone (a closed pipe), keep draining the
+        // command's so that it never blocks on a full pipe.
+        let mut writable = true;
+        loop {
+            let buffer = match reader.fill_buf() {
+                Ok([]) | Err(_) => break,
+                Ok(buffer) => buffer,
+            };
+            let room = MAX_LINE + prefix.len() - line.len();
+            let (taken, ended) = match buffer
+                .iter()
+                .take(room)
+                .position(|&b| b == b'\n' || b == b'\r')
+            {
+                Some(end) => (end + 1, true),
+                None => (
+                    buffer.len().min(room),
+                    line.len() + buffer.len() >= MAX_LINE + prefix.len(),
+                ),
+            };
+            line.extend_from_slice(&buffer[..taken]);
+            reader.consume(taken);
+            if ended {
+                if writable {
+                    writable = write_line(to(), &mut line);
                 }
-                writable = to.write_all(&line).and_then(|()| to.flush()).is_ok();
+                line.truncate(prefix.len());
             }
-            Ok(_) => {}
         }
+        if line.len() > prefix.len() && writable {
+            write_line(to(), &mut line);
+        }
+        let _ = done.send(());
+    };
+    Some(std::thread::spawn(relay))
+}
+
+/// Writes one relayed line, ending it with `\n`; false once the stream is
+/// closed.
+fn write_line(mut to: impl Write, line: &mut Vec<u8>) -> bool {
+    match line.last() {
+        Some(b'\r') => *line.last_mut().expect("a byte") = b'\n',
+        Some(b'\n') => {}
+        _ => line.push(b'\n'),
     }
+    to.write_all(line).and_then(|()| to.flush()).is_ok()
 }
 
 fn describe_signal(status: &std::process::ExitStatus) -> String {

@@ -397,7 +397,7 @@ fn print_component(
     let info = guest.info();
     let source = match &component.source {
         Source::File(path) => relative(&app.dir, path),
-        Source::Url { url, digest } => format!("{url}, {digest}"),
+        Source::Url { url, digest } => format!("{}, {digest}", ferry_manifest::redacted(url)),
     };
     writeln!(
         out,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use ferry_manifest::Sha256Digest;
+use ferry_manifest::{Sha256Digest, redacted};
 use sha2::{Digest as _, Sha256};
 
 use crate::load::{human_duration, human_size};
@@ -76,7 +76,8 @@ impl Downloader {
             .build()
             .context("starting the download runtime")?;
         let started = Instant::now();
-        let _ = writeln!(out, "Downloading `{component}` from {url}");
+        let shown = redacted(url);
+        let _ = writeln!(out, "Downloading `{component}` from {shown}");
         let bytes = runtime
             .block_on(async {
                 match tokio::time::timeout(self.timeout, self.download(url, digest, out)).await {
@@ -87,7 +88,7 @@ impl Downloader {
                     )),
                 }
             })
-            .with_context(|| format!("component `{component}`: downloading {url} failed"))?;
+            .with_context(|| format!("component `{component}`: downloading {shown} failed"))?;
         let _ = writeln!(
             out,
             "Downloaded `{component}` ({}) in {}; {digest} verified",
@@ -103,19 +104,28 @@ impl Downloader {
         let Some(path) = self.cached_path(digest) else {
             return Ok(None);
         };
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
+        let fits = match std::fs::metadata(&path) {
+            Ok(meta) => meta.is_file() && meta.len() <= self.max_size,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        if sha256(&bytes) == *digest {
-            return Ok(Some(bytes));
+        if fits {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            if sha256(&bytes) == *digest {
+                return Ok(Some(bytes));
+            }
         }
         tracing::warn!(
             path = %path.display(),
             "a cached download does not match its digest; removing it and downloading again"
         );
-        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.with_context(|| format!("removing {}", path.display()))?;
         Ok(None)
     }
 
@@ -159,7 +169,10 @@ impl Downloader {
             }
             None => None,
         };
-        let mut bytes = Vec::with_capacity(total.unwrap_or(0).min(self.max_size) as usize);
+        // What the server announces is a hint, not a promise: reserve no
+        // more than a typical component up front.
+        let mut bytes =
+            Vec::with_capacity(total.unwrap_or(0).min(self.max_size).min(16 << 20) as usize);
         let mut hasher = Sha256::new();
         let mut last_progress = Instant::now();
         while let Some(chunk) = response.chunk().await.map_err(|e| {
@@ -261,8 +274,10 @@ fn tls_config() -> anyhow::Result<rustls::ClientConfig> {
 }
 
 /// reqwest's errors say "error sending request" and hide the cause in the
-/// source chain; people need the cause.
+/// source chain; people need the cause. The URL is left out: the caller
+/// names it, redacted.
 fn describe(error: reqwest::Error) -> anyhow::Error {
+    let error = error.without_url();
     let mut message = error.to_string();
     let mut source = std::error::Error::source(&error);
     while let Some(cause) = source {
@@ -273,6 +288,12 @@ fn describe(error: reqwest::Error) -> anyhow::Error {
     anyhow::anyhow!(message)
 }
 
+/// How old a `.partial-*` file must be to be taken for the leftover of a
+/// download that was killed (a live one writes to it all the time).
+const STALE_PARTIAL: Duration = Duration::from_secs(3600);
+
+/// Creates the download directory (only its owner may read it) and clears
+/// out what killed downloads left.
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
@@ -280,5 +301,16 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder
         .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let stale = entry.file_name().to_string_lossy().starts_with(".partial-")
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE_PARTIAL));
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
 }

@@ -197,3 +197,58 @@ async fn up_build_builds_then_serves() {
     let reply = get(&format!("{}/", ferry.url)).await;
     assert_eq!(reply.text(), "hello from built\n");
 }
+
+#[test]
+fn a_step_that_leaves_a_process_running_does_not_hang_the_build() {
+    let app = TestApp::new(
+        r#"[[trigger.http]]
+route = "/..."
+component = "a"
+
+[component.a]
+source = "a.wasm"
+build = { command = ["sleep 60 & printf 'compiling 50%%\rcompiling 100%%\n'", "echo next step"] }
+"#,
+    );
+    let mut child = ferry()
+        .arg("build")
+        .arg(app.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A hang guard, not a timing: the step's background `sleep 60` keeps the
+    // output pipe open for a minute.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("ferry build waited for a background process the step left running");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success());
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    // A carriage return ends a relayed line, so progress bars stay readable.
+    for expected in ["[a] compiling 50%", "[a] compiling 100%", "[a] next step"] {
+        assert!(lines.contains(&expected), "no {expected:?} in:\n{stdout}");
+    }
+}
+
+#[tokio::test]
+async fn files_the_build_makes_can_be_mounted() {
+    let app = TestApp::new(&format!(
+        "{}[component.guest]\nsource = \"out/guest.wasm\"\nenvironment = {{ NAME = \"site\" }}\nfiles = [{{ source = \"out/site\", destination = \"/\" }}]\n[component.guest.build]\ncommand = \"mkdir -p out/site && cp '{HTTP_GUEST}' out/guest.wasm && echo built > out/site/index.html\"\n",
+        trigger("/...", "guest")
+    ));
+    // Neither the source nor the placed directory exists before the build.
+    let output = run(&app, &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let ferry = Ferry::start(&app, &[]);
+    let reply = get(&format!("{}/file?path=/index.html", ferry.url)).await;
+    assert_eq!(reply.text(), "built\n");
+}

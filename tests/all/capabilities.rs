@@ -63,31 +63,44 @@ async fn files_are_read_only_and_cannot_be_escaped() {
 }
 
 #[tokio::test]
-async fn spin_files_forms_copy_directories_and_place_single_files() {
+async fn spin_files_forms_merge_into_one_tree_with_exclusions() {
     let app = TestApp::new(
         &(trigger("/...", "guest")
             + &http_component(
                 "guest",
-                "files = [\"static\", { source = \"config/app.json\", destination = \"/etc/app.json\" }]\nexclude_files = [\"static/drafts/**\"]",
+                "files = [\"static\", \"./*.md\", { source = \"assets\", destination = \"/assets\" }, { source = \"config/app.json\", destination = \"/assets/app.json\" }, { source = \"site\", destination = \"/\" }]\nexclude_files = [\"static/drafts/**\", \"site/.env\", \"assets/*.bak\"]",
             )),
     );
     app.write("static/index.html", "<h1>hi</h1>\n");
     app.write("static/css/site.css", "body {}\n");
     app.write("static/drafts/wip.html", "not yet\n");
+    app.write("README.md", "# app\n");
+    app.write("assets/logo.svg", "<svg/>\n");
+    app.write("assets/logo.bak", "old\n");
     app.write("config/app.json", "{}\n");
     app.write("config/other.json", "[]\n");
+    app.write("site/about.html", "about\n");
+    app.write("site/.env", "SECRET=1\n");
     let ferry = Ferry::start(&app, &[]);
     let read = |path: &str| {
         let url = format!("{}/file?path={path}", ferry.url);
         async move { get(&url).await }
     };
-    // A plain directory path brings its whole tree, at the same path.
+    // A plain directory path brings its whole tree, at the same path; `./`
+    // globs match as Spin's do.
     assert_eq!(read("/static/index.html").await.text(), "<h1>hi</h1>\n");
     assert_eq!(read("/static/css/site.css").await.text(), "body {}\n");
-    // A single file goes exactly where `destination` says.
-    assert_eq!(read("/etc/app.json").await.text(), "{}\n");
+    assert_eq!(read("/README.md").await.text(), "# app\n");
+    // Placements merge with everything else: a file inside a placed
+    // directory, and a directory placed at `/`.
+    assert_eq!(read("/assets/logo.svg").await.text(), "<svg/>\n");
+    assert_eq!(read("/assets/app.json").await.text(), "{}\n");
+    assert_eq!(read("/about.html").await.text(), "about\n");
+    // Exclusions apply to every entry, placements included.
     for absent in [
         "/static/drafts/wip.html",
+        "/.env",
+        "/assets/logo.bak",
         "/config/app.json",
         "/config/other.json",
     ] {

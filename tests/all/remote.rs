@@ -71,6 +71,19 @@ fn serve(mut stream: TcpStream, wasm: &[u8], log: &Mutex<Vec<String>>) {
         "truncated.wasm" => stream
             .write_all(head("200 OK", wasm.len()).as_bytes())
             .and_then(|()| stream.write_all(&wasm[..wasm.len() / 2])),
+        // The whole body with no length announced (chunked encoding).
+        "chunked.wasm" => stream
+            .write_all(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+            )
+            .and_then(|()| {
+                for part in wasm.chunks(4096) {
+                    write!(stream, "{:x}\r\n", part.len())?;
+                    stream.write_all(part)?;
+                    stream.write_all(b"\r\n")?;
+                }
+                stream.write_all(b"0\r\n\r\n")
+            }),
         // The whole body, in four parts a second apart.
         "trickle.wasm" => stream
             .write_all(head("200 OK", wasm.len()).as_bytes())
@@ -289,6 +302,11 @@ fn failed_downloads_say_why_and_leave_nothing_behind() {
             "/guest.wasm",
             &["--max-download-size", "1KiB"],
             "more than the 1.0 KiB allowed (--max-download-size)",
+        ),
+        (
+            "/chunked.wasm",
+            &["--max-download-size", "10KiB"],
+            "the body is larger than the 10.0 KiB allowed (--max-download-size)",
         ),
     ] {
         let app = served.app(path);

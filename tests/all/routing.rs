@@ -155,7 +155,7 @@ async fn of_two_routes_for_the_same_paths_the_later_wins() {
     let app = TestApp::new(&format!(
         "{}{}{}{}",
         trigger("/users/:id", "first"),
-        trigger("/users/:name", "second"),
+        trigger("/users/:id", "second"),
         http_component("first", ""),
         http_component("second", "")
     ));
@@ -168,7 +168,8 @@ async fn of_two_routes_for_the_same_paths_the_later_wins() {
     );
     let logs = ferry.logs();
     assert!(
-        logs.contains("warning: duplicate route `/users/:name`: the trigger at line 7 (component `first`) serves the same paths and is never used"),
+        logs.contains("warning: duplicate route `/users/:id`: the trigger at line 7 (component `first`) serves the same paths and is never used")
+            && logs.contains("as in Spin, the later trigger wins"),
         "{logs}"
     );
 }

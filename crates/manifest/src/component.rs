@@ -10,14 +10,11 @@ use std::path::Path;
 use toml::Spanned;
 use toml::de::DeValue;
 
-use crate::walk::{self, Diagnostics, TableView, Unsupported, Value, as_table};
+use crate::walk::{self, Diagnostics, TableView, Value, as_table};
 use crate::{
     AllowedHost, AllowedOutboundHosts, Build, Component, Diagnostic, FileMount, Sha256Digest,
     Source, Sources, VARIABLES_NOT_YET,
 };
-
-/// Component keys refused whatever their value.
-pub(crate) const REFUSED: Unsupported<'static> = &[("variables", VARIABLES_NOT_YET)];
 
 /// Checks a component id against Spin's rule: words of ASCII letters and
 /// digits joined by `-`, each starting with a letter and either all
@@ -97,7 +94,7 @@ pub(crate) fn read(
     }
 
     if let Some(value) = table.get("files") {
-        component.files = read_files(diags, value, &prefix, dir);
+        component.files = read_files(diags, value, &prefix, dir, sources);
     }
     for pattern in table.string_list(diags, "exclude_files") {
         if let Err(e) = check_relative_glob(pattern.get_ref()) {
@@ -122,6 +119,7 @@ pub(crate) fn read(
         env.finish(diags, &[]);
     }
 
+    check_variables(diags, table, "variables", &format!("{prefix}.variables"));
     component.allowed_outbound_hosts = read_outbound(diags, table, &prefix);
     read_state_grants(diags, table, &prefix);
     read_dependencies(diags, table, &prefix);
@@ -233,7 +231,12 @@ fn read_build(diags: &mut Diagnostics, mut table: TableView<'_, '_>, dir: &Path)
         None => dir.to_owned(),
         Some(workdir) => {
             let path = Path::new(workdir.get_ref());
-            if path.is_absolute() || path.has_root() {
+            if path.components().any(|c| {
+                matches!(
+                    c,
+                    std::path::Component::Prefix(_) | std::path::Component::RootDir
+                )
+            }) {
                 diags.push(
                     Diagnostic::new(workdir.span(), "`workdir` must be relative to the manifest's directory")
                         .with_help("write the directory as a path from the manifest's directory, e.g. `workdir = \"app\"`"),
@@ -325,14 +328,14 @@ fn convert_http_host(entry: &str) -> Result<Vec<String>, String> {
     if entry == "self" {
         return Ok(vec!["http://self".into()]);
     }
-    let rest = if let Some((scheme, rest)) = entry.split_once("://") {
-        if scheme != "http" && scheme != "https" {
-            return Err(format!("`{entry}` is not a valid host or host:port"));
-        }
-        rest
-    } else {
-        entry
+    // Spin reads a bare `host[:port]` as an `http://` URL.
+    let (scheme, rest) = match entry.split_once("://") {
+        Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
+        None => ("http".to_owned(), entry),
     };
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("`{entry}` is not a valid host or host:port"));
+    }
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.contains(['/', '?', '#']) {
         return Err(format!(
@@ -342,6 +345,10 @@ fn convert_http_host(entry: &str) -> Result<Vec<String>, String> {
     if authority.is_empty() || authority.contains(['*', '@', ' ']) {
         return Err(format!("`{entry}` is not a valid host or host:port"));
     }
+    // As a URL parser does, Spin drops the scheme's own default port, so
+    // `example.com:80` grants both schemes on their default ports.
+    let default = if scheme == "https" { ":443" } else { ":80" };
+    let authority = authority.strip_suffix(default).unwrap_or(authority);
     Ok(vec![
         format!("http://{authority}"),
         format!("https://{authority}"),
@@ -401,6 +408,26 @@ fn check_label(label: &str) -> Result<(), String> {
         Err(format!(
             "`{label}` is not a valid label: expected kebab-case or snake_case"
         ))
+    }
+}
+
+/// `variables` (application or component): refused until Ferry supplies
+/// variables, unless the table is empty (it asks for nothing).
+pub(crate) fn check_variables(
+    diags: &mut Diagnostics,
+    table: &mut TableView<'_, '_>,
+    key: &str,
+    qualified: &str,
+) {
+    let span = table.key_span(key);
+    if let Some(variables) = table.table(diags, key)
+        && !variables.key_names().is_empty()
+        && let Some(span) = span
+    {
+        diags.push(
+            Diagnostic::new(span, format!("`{qualified}` is not supported by Ferry yet"))
+                .with_help(VARIABLES_NOT_YET),
+        );
     }
 }
 
@@ -475,6 +502,23 @@ pub(crate) fn check_targets(diags: &mut Diagnostics, table: &mut TableView<'_, '
     }
 }
 
+/// A `files` string as Spin reads it: relative to the app directory, with
+/// any leading `./` dropped (Spin suggests `./*` itself). It may not climb
+/// out (`..`) or name the app directory itself (`.`).
+fn normalize_pattern(pattern: &str) -> Result<String, String> {
+    let mut rest = pattern;
+    while let Some(stripped) = rest.strip_prefix("./") {
+        rest = stripped.trim_start_matches('/');
+    }
+    check_relative_glob(rest)?;
+    if rest.is_empty() || rest == "." || rest.ends_with("/.") {
+        return Err(format!(
+            "`{pattern}` names the app directory itself; list what to include, e.g. `./**/*` or a directory name"
+        ));
+    }
+    Ok(rest.to_owned())
+}
+
 pub(crate) fn check_relative_glob(pattern: &str) -> Result<(), String> {
     if pattern.starts_with('/') {
         return Err(format!("`{pattern}` must be relative to the app directory"));
@@ -493,6 +537,7 @@ fn read_files(
     value: &Value<'_>,
     prefix: &str,
     dir: &Path,
+    sources: Sources,
 ) -> Vec<FileMount> {
     let DeValue::Array(items) = value.get_ref() else {
         diags.error(value.span(), format!("`{prefix}.files` must be an array"));
@@ -501,8 +546,8 @@ fn read_files(
     let mut mounts = Vec::new();
     for item in items.iter() {
         match item.get_ref() {
-            DeValue::String(pattern) => match check_relative_glob(pattern) {
-                Ok(()) => mounts.push(FileMount::Glob(pattern.to_string())),
+            DeValue::String(pattern) => match normalize_pattern(pattern) {
+                Ok(pattern) => mounts.push(FileMount::Glob(pattern)),
                 Err(e) => diags.error(item.span(), e),
             },
             DeValue::Table(_) => {
@@ -515,7 +560,7 @@ fn read_files(
                 let (Some(source), Some(destination)) = (source, destination) else {
                     continue;
                 };
-                if let Some(mount) = read_placement(diags, &source, &destination, dir) {
+                if let Some(mount) = read_placement(diags, &source, &destination, dir, sources) {
                     mounts.push(mount);
                 }
             }
@@ -528,37 +573,58 @@ fn read_files(
     mounts
 }
 
+/// `{ source, destination }`: a directory's tree or one file, placed at a
+/// guest path. The source must stay inside the app directory (no `..`, no
+/// absolute path, no symlink leading out); Spin refuses paths outside it too.
 fn read_placement(
     diags: &mut Diagnostics,
     source: &Spanned<String>,
     destination: &Spanned<String>,
     dir: &Path,
+    sources: Sources,
 ) -> Option<FileMount> {
-    if source.get_ref().split(['/', '\\']).any(|part| part == "..") {
+    let relative = Path::new(source.get_ref());
+    if relative.has_root()
+        || relative.components().any(|c| {
+            !matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
+    {
         diags.error(
             source.span(),
             format!(
-                "`{}` cannot reach outside the app directory (`..`)",
+                "`{}` must be a path inside the app directory (relative, without `..`)",
                 source.get_ref()
             ),
         );
         return None;
     }
-    let path = dir.join(source.get_ref());
     let dest = destination.get_ref();
-    if !dest.starts_with('/') || dest.split('/').any(|p| p == "..") {
+    if !dest.starts_with('/') || dest.split(['/', '\\']).any(|p| p == "..") {
         diags.error(
             destination.span(),
             "`destination` must be an absolute guest path without `..`",
         );
         return None;
     }
-    if path.is_dir() {
-        Some(FileMount::Directory {
-            source: path,
-            destination: dest.clone(),
-        })
-    } else if path.is_file() {
+    let path = dir.join(relative);
+    let escapes = |path: &Path| match (path.canonicalize(), dir.canonicalize()) {
+        (Ok(real), Ok(root)) => !real.starts_with(root),
+        _ => false,
+    };
+    if path.exists() && escapes(&path) {
+        diags.error(
+            source.span(),
+            format!(
+                "`{}` leads outside the app directory (through a symlink)",
+                source.get_ref()
+            ),
+        );
+        return None;
+    }
+    if path.is_file() {
         if dest.ends_with('/') {
             diags.error(
                 destination.span(),
@@ -566,15 +632,21 @@ fn read_placement(
             );
             return None;
         }
-        Some(FileMount::File {
+        return Some(FileMount::File {
             source: path,
             destination: dest.clone(),
-        })
-    } else {
+        });
+    }
+    if !path.is_dir() && sources == Sources::MustExist {
         diags.error(
             source.span(),
-            format!("`{}` is not a file or directory", path.display()),
+            format!("`{}` is not a file or directory", source.get_ref()),
         );
-        None
+        return None;
     }
+    // A directory, or (for `ferry build`) whatever the build will make.
+    Some(FileMount::Directory {
+        source: path,
+        destination: dest.clone(),
+    })
 }

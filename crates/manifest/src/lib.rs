@@ -5,12 +5,12 @@
 //! checked. Nothing here knows about wasmtime or HTTP servers; the runtime and
 //! the server consume [`App`].
 //!
-//! Ferry accepts every field Spin 3.x accepts in a version 2 manifest. Each
-//! field is implemented, or — where only another command uses it (`watch`,
-//! `targets`, `tool`) — accepted and kept or dropped as documented in the
-//! README. A field Ferry cannot honour at run time (a non-HTTP trigger, AI
-//! models) is an error at that field saying why, never silently ignored: an
-//! app that loads in Ferry does everything its manifest asks for.
+//! Every field Spin 3.x defines in a version 2 manifest has an outcome here,
+//! listed in the README: implemented; accepted where only another command
+//! uses it (`watch`, `targets`, `tool`); or — where Ferry cannot honour it
+//! yet or at all (variables, stores, a non-HTTP trigger, AI models) — an
+//! error at that field saying why. Nothing is silently ignored: an app that
+//! loads in Ferry does everything its manifest asks for.
 //!
 //! The walk is split by table: this file reads the top level and
 //! `[application]`, `component.rs` the component tables, `trigger.rs` the
@@ -67,8 +67,10 @@ impl App {
 /// One `[[trigger.http]]`.
 #[derive(Debug, Clone)]
 pub struct HttpTrigger {
-    /// `id`, when the manifest gives one (Spin uses it only in messages).
-    pub id: Option<String>,
+    /// `id` as written, or the one Spin generates for a trigger without one
+    /// (`<component>-http-trigger`, `http-trigger<N>`); it names inline
+    /// components.
+    pub id: String,
     pub route: Route,
     /// What answers the route's requests.
     pub handler: Handler,
@@ -163,13 +165,28 @@ pub enum Source {
     Url { url: String, digest: Sha256Digest },
 }
 
+/// Shown in messages; a URL is shown [`redacted`].
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::File(path) => write!(f, "{}", path.display()),
-            Self::Url { url, .. } => f.write_str(url),
+            Self::Url { url, .. } => f.write_str(&redacted(url)),
         }
     }
+}
+
+/// `url` as it may be shown in output and logs: without credentials
+/// (`user:token@`) or a query (pre-signed URLs carry their signature there).
+pub fn redacted(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let path = tail.split(['?', '#']).next().unwrap_or_default();
+    let query = if tail.contains('?') { "?…" } else { "" };
+    format!("{scheme}://{host}{path}{query}")
 }
 
 /// A SHA-256 digest, written `sha256:<64 hex digits>` in manifests.
@@ -372,7 +389,7 @@ fn parse(
             }
             if let Some(mut table) = components.table(&mut diags, &id) {
                 let component = component::read(&mut diags, &mut table, &id, dir, sources);
-                table.finish(&mut diags, component::REFUSED);
+                table.finish(&mut diags, &[]);
                 defined_at.push(span.start);
                 app.components.push(component);
             }
@@ -397,7 +414,8 @@ fn parse(
         );
     }
 
-    root.finish(&mut diags, &[("variables", VARIABLES_NOT_YET)]);
+    component::check_variables(&mut diags, &mut root, "variables", "variables");
+    root.finish(&mut diags, &[]);
 
     // Manifest order: a `[component.x]` table where it is written, an
     // inline component where its trigger is.

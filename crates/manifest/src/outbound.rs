@@ -89,8 +89,16 @@ impl AllowedHost {
             _ => (rest, None),
         };
         let cidr = parse_cidr(host);
-        if cidr.is_none() && host.contains('/') || rest.contains('?') {
+        if cidr.is_none() && host.contains('/')
+            || port.is_some_and(|p| p.contains('/'))
+            || rest.contains('?')
+        {
             return Err(format!("`{text}`: allowed hosts cannot contain a path"));
+        }
+        if host.contains(':') && !host.starts_with('[') && cidr.is_none() {
+            return Err(format!(
+                "`{text}`: write an IPv6 address in brackets, e.g. `http://[::1]:8080`"
+            ));
         }
         let host = if let Some((network, prefix)) = cidr {
             HostPattern::Cidr(network, prefix)
@@ -196,7 +204,7 @@ impl AllowedHost {
     }
 }
 
-/// `10.0.0.0/8` or `fd00::/8` as a network address (host bits cleared, as
+/// `10.0.0.0/8` or `[fd00::]/8` as a network address (host bits cleared, as
 /// Spin does) and a prefix length.
 fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
     let (address, prefix) = text.split_once('/')?;
@@ -354,6 +362,9 @@ mod tests {
             "https://example.com:90..80",
             "https://example.com:8000-8010",
             "https://10.0.0.0/33",
+            "http://fe80::1",
+            "http://::1",
+            "https://example.com:443/path",
             "tcp://example.com",
             "https://{{ host }}",
             "https://ex*mple.com",

@@ -88,7 +88,11 @@ source = "app.wasm"
         }
     );
     assert_eq!(app.triggers[2].route, Route::Private);
-    assert_eq!(app.triggers[2].component(), Some("inline-component1"));
+    // Spin's names: a trigger without an id gets one, and an inline
+    // component is named after its trigger.
+    assert_eq!(app.triggers[0].id, "hello-http-trigger");
+    assert_eq!(app.triggers[2].id, "http-trigger1");
+    assert_eq!(app.triggers[2].component(), Some("http-trigger1-component"));
     assert!(app.warnings.is_empty());
     let hello = app.component("hello").unwrap();
     assert_eq!(
@@ -108,7 +112,7 @@ source = "app.wasm"
     assert!(hello.allowed_outbound_hosts.allows_self());
     // Manifest order: the inline component is defined before the tables.
     let ids: Vec<&str> = app.components.iter().map(|c| c.id.as_str()).collect();
-    assert_eq!(ids, ["inline-component1", "hello", "cgi"]);
+    assert_eq!(ids, ["http-trigger1-component", "hello", "cgi"]);
 }
 
 #[test]
@@ -201,7 +205,7 @@ component = { source = "app.wasm" }
 source = "target/api.wasm"
 description = "the API"
 environment = { MODE = "prod" }
-files = ["*.txt", "static", { source = "app.wasm", destination = "/bin/app.wasm" }]
+files = ["*.txt", "./static", { source = "app.wasm", destination = "/bin/app.wasm" }]
 exclude_files = ["secret.txt"]
 allowed_outbound_hosts = ["https://api.example.com", "redis://cache:6379", "*://10.0.0.0/8:8000..8100", "http://self.alt"]
 key_value_stores = []
@@ -244,7 +248,8 @@ fn every_field_spin_accepts_loads() {
     });
     assert!(app.warnings.is_empty(), "{}", app.warnings);
 
-    assert_eq!(app.triggers[0].id.as_deref(), Some("api"));
+    assert_eq!(app.triggers[0].id, "api");
+    assert_eq!(app.triggers[2].id, "p3-http-trigger");
     let Route::Pattern(api) = &app.triggers[0].route else {
         panic!("public route expected")
     };
@@ -270,7 +275,7 @@ fn every_field_spin_accepts_loads() {
     );
     // Inline components are named as Spin names them.
     assert_eq!(app.triggers[3].component(), Some("web-component"));
-    assert_eq!(app.triggers[4].component(), Some("inline-component1"));
+    assert_eq!(app.triggers[4].component(), Some("http-trigger1-component"));
 
     let api = app.component("api").unwrap();
     assert_eq!(
@@ -323,9 +328,88 @@ fn every_field_spin_accepts_loads() {
     let ids: Vec<&str> = app.components.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(
         ids,
-        ["web-component", "inline-component1", "api", "p3"],
+        ["web-component", "http-trigger1-component", "api", "p3"],
         "manifest order"
     );
+}
+
+#[test]
+fn triggers_and_inline_components_are_named_as_spin_names_them() {
+    let f = Fixture::new();
+    let app = f
+        .parse(&format!(
+            r#"{HEADER}
+[[trigger.http]]
+route = "/a"
+component = {{ source = "app.wasm" }}
+
+[[trigger.http]]
+id = "named"
+route = "/b"
+component = {{ source = "app.wasm" }}
+
+[[trigger.http]]
+id = "Not Kebab"
+route = "/c"
+component = {{ source = "app.wasm" }}
+
+[[trigger.http]]
+route = "/d"
+component = "named-component"
+
+[[trigger.http]]
+id = "http-trigger1"
+route = "/e"
+component = "named-component"
+"#
+        ))
+        .unwrap();
+    let names: Vec<(&str, Option<&str>)> = app
+        .triggers
+        .iter()
+        .map(|t| (t.id.as_str(), t.component()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            // `http-trigger1` is written later, so the first free number is 2.
+            ("http-trigger2", Some("http-trigger2-component")),
+            ("named", Some("named-component")),
+            ("Not Kebab", Some("inline-component1")),
+            ("named-component-http-trigger", Some("named-component")),
+            ("http-trigger1", Some("named-component")),
+        ]
+    );
+}
+
+#[test]
+fn files_paths_are_read_as_spin_reads_them() {
+    let f = Fixture::new();
+    std::fs::write(f.dir.path().join("index.html"), "<h1>hi</h1>").unwrap();
+    let app = f
+        .parse(&format!(
+            "{HEADER}\n[[trigger.http]]\nroute = \"/\"\ncomponent = \"a\"\n\n[component.a]\nsource = \"app.wasm\"\nfiles = [\"./*\", \"./static/**/*\", {{ source = \"./index.html\", destination = \"/public/index.html\" }}]\n"
+        ))
+        .unwrap();
+    assert_eq!(
+        app.component("a").unwrap().files,
+        [
+            FileMount::Glob("*".into()),
+            FileMount::Glob("static/**/*".into()),
+            FileMount::File {
+                source: f.dir.path().join("./index.html"),
+                destination: "/public/index.html".into()
+            }
+        ]
+    );
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), f.dir.path().join("elsewhere")).unwrap();
+    let err = f
+        .parse(&format!(
+            "{HEADER}\n[[trigger.http]]\nroute = \"/\"\ncomponent = \"a\"\n\n[component.a]\nsource = \"app.wasm\"\nfiles = [\".\", \"./\", {{ source = \"../up\", destination = \"/\" }}, {{ source = \"/etc\", destination = \"/etc\" }}, {{ source = \"elsewhere\", destination = \"/x\" }}, {{ source = \"index.html\", destination = \"/dir/\" }}]\n"
+        ))
+        .unwrap_err();
+    insta::assert_snapshot!("files_errors", err);
 }
 
 #[test]
@@ -345,7 +429,7 @@ executor = {{ type = "http", legacy = true }}
 
 [component.a]
 source = "app.wasm"
-allowed_http_hosts = ["example.com", "https://api.example.com:8443/", "self"]
+allowed_http_hosts = ["example.com", "HTTPS://api.example.com:8443/", "self", "plain.example:80", "https://secure.example:443"]
 
 [component.b]
 source = "app.wasm"
@@ -371,6 +455,19 @@ allowed_outbound_hosts = ["http://backend.spin.internal"]
     }
     assert!(!a.allows("https", "api.example.com", 443, false));
     assert!(a.allows_self());
+    // A scheme's own default port is dropped, as Spin's URL parsing drops
+    // it: both schemes on their default ports.
+    for (scheme, host, port) in [
+        ("http", "plain.example", 80),
+        ("https", "plain.example", 443),
+        ("http", "secure.example", 80),
+        ("https", "secure.example", 443),
+    ] {
+        assert!(
+            a.allows(scheme, host, port, false),
+            "{scheme}://{host}:{port}"
+        );
+    }
 }
 
 #[test]
@@ -436,7 +533,7 @@ fn bad_values_point_at_the_value() {
     let f = Fixture::new();
     let err = f
         .parse(&format!(
-            "{HEADER}\n[[trigger.http]]\nroute = \"/a/:b/:b\"\ncomponent = \"missing\"\n\n[[trigger.http]]\nroute = \"/x\"\ncomponent = \"a\"\nexecutor = {{ type = \"cgi\" }}\n\n[[trigger.http]]\nroute = \"/y\"\nstatic_response = {{ status_code = 1000, headers = {{ \"bad header\" = \"x\" }} }}\n\n[component.a]\nsource = {{ url = \"ftp://example.com/a.wasm\", digest = \"md5:abc\" }}\nallowed_outbound_hosts = [\"example.com\", \"https://ok.com:99999\", \"http://ok.com:8000-8010\"]\nfiles = [\"../etc/passwd\", {{ source = \"static\", destination = \"relative\" }}]\n[component.a.build]\nworkdir = \"/abs\"\n"
+            "{HEADER}\n[[trigger.http]]\nroute = \"/a/:b/:b\"\ncomponent = \"missing\"\n\n[[trigger.http]]\nroute = \"/x\"\ncomponent = \"a\"\nexecutor = {{ type = \"cgi\" }}\n\n[[trigger.http]]\nroute = \"/y\"\nstatic_response = {{ status_code = 1000, headers = {{ \"bad header\" = \"x\", x-bell = \"a\\u0007b\", content-length = \"9\", transfer-encoding = \"chunked\" }}, body = \"four\" }}\n\n[component.a]\nsource = {{ url = \"ftp://example.com/a.wasm\", digest = \"md5:abc\" }}\nallowed_outbound_hosts = [\"example.com\", \"https://ok.com:99999\", \"http://ok.com:8000-8010\"]\nfiles = [\"../etc/passwd\", {{ source = \"static\", destination = \"relative\" }}]\n[component.a.build]\nworkdir = \"/abs\"\n"
         ))
         .unwrap_err();
     insta::assert_snapshot!("bad_values", err);
@@ -531,4 +628,17 @@ fn load_app_finds_the_manifest_in_a_directory() {
         missing.to_string().contains("no spin.toml or ferry.toml"),
         "{missing}"
     );
+}
+
+#[test]
+fn shown_urls_carry_no_credentials_or_query() {
+    assert_eq!(
+        redacted("https://user:token@example.com/a/b.wasm?X-Amz-Signature=abc#f"),
+        "https://example.com/a/b.wasm?…"
+    );
+    assert_eq!(
+        redacted("http://127.0.0.1:8080/x.wasm"),
+        "http://127.0.0.1:8080/x.wasm"
+    );
+    assert_eq!(redacted("https://example.com"), "https://example.com");
 }

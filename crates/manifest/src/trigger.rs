@@ -72,6 +72,20 @@ fn read_http(
         );
         return;
     };
+    // Spin gives every trigger without an `id` one of its own before it
+    // names inline components after their triggers; the explicit ids come
+    // first so that a generated one never takes an id written later.
+    let mut ids: Vec<String> = items
+        .iter()
+        .filter_map(|item| match item.get_ref() {
+            DeValue::Table(t) => match t.get("id").map(|v| v.get_ref()) {
+                Some(DeValue::String(id)) if !id.is_empty() => Some(id.to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    let mut counter = 1;
     // Index in `app.triggers` and line of every public route so far, for
     // duplicates.
     let mut seen: Vec<(usize, usize)> = Vec::new();
@@ -79,11 +93,16 @@ fn read_http(
         let Some(mut table) = as_table(diags, item, "trigger.http[]".into()) else {
             continue;
         };
-        let id = table
+        let explicit = table
             .get("id")
             .and_then(|v| expect_string(diags, v, "trigger.http[].id"))
-            .map(|id| id.into_inner());
-        let handler = read_handler(diags, &mut table, id.as_deref(), sources, app, defined_at);
+            .map(|id| id.into_inner())
+            .filter(|id| !id.is_empty());
+        let id = match explicit {
+            Some(id) => id,
+            None => generated_trigger_id(&table, &mut ids, &mut counter),
+        };
+        let handler = read_handler(diags, &mut table, &id, sources, app, defined_at);
         let route_value = table.get("route");
         let trigger_span = table.span.clone();
         table.finish(
@@ -116,6 +135,12 @@ fn read_http(
                         *later -= 1;
                     }
                 }
+                // Spin drops a route written exactly like a later one; two
+                // spellings of the same paths (`:id`, `:name`) it leaves to
+                // its router. Ferry lets the later win either way, so an app
+                // never depends on which.
+                let same_text =
+                    matches!(&shadowed.route, Route::Pattern(p) if p.raw() == pattern.raw());
                 diags.warn(
                     Diagnostic::new(
                         route_value.span(),
@@ -125,7 +150,11 @@ fn read_http(
                             shadowed.component().map(|c| format!(" (component `{c}`)")).unwrap_or_default()
                         ),
                     )
-                    .with_help("as in Spin, the later trigger wins; remove one of them"),
+                    .with_help(if same_text {
+                        "as in Spin, the later trigger wins; remove one of them"
+                    } else {
+                        "the later trigger wins (Spin would pick either); remove one of them"
+                    }),
                 );
             }
             seen.push((app.triggers.len(), line));
@@ -179,11 +208,37 @@ fn read_route(diags: &mut Diagnostics, value: &Value<'_>, base: &str) -> Option<
     }
 }
 
+/// The id Spin gives a trigger written without one: `<component>-http-trigger`
+/// when it names a component by id and that is free, else the first free
+/// `http-trigger<N>`. `ids` holds every id taken so far.
+fn generated_trigger_id(
+    table: &TableView<'_, '_>,
+    ids: &mut Vec<String>,
+    counter: &mut usize,
+) -> String {
+    let natural = match table.peek("component").map(|v| v.get_ref()) {
+        Some(DeValue::String(component)) => Some(format!("{component}-http-trigger")),
+        _ => None,
+    };
+    let id = match natural.filter(|id| !ids.contains(id)) {
+        Some(id) => id,
+        None => loop {
+            let id = format!("http-trigger{counter}");
+            if !ids.contains(&id) {
+                break id;
+            }
+            *counter += 1;
+        },
+    };
+    ids.push(id.clone());
+    id
+}
+
 /// `component` (with `executor`) or `static_response`: exactly one.
 fn read_handler(
     diags: &mut Diagnostics,
     table: &mut TableView<'_, '_>,
-    trigger_id: Option<&str>,
+    trigger_id: &str,
     sources: Sources,
     app: &mut App,
     defined_at: &mut Vec<usize>,
@@ -220,7 +275,7 @@ fn read_handler(
 fn read_component_ref(
     diags: &mut Diagnostics,
     value: &Value<'_>,
-    trigger_id: Option<&str>,
+    trigger_id: &str,
     sources: Sources,
     app: &mut App,
     defined_at: &mut Vec<usize>,
@@ -243,7 +298,7 @@ fn read_component_ref(
             let id = inline_component_id(app, trigger_id);
             let mut inline = as_table(diags, value, "component".into())?;
             let component = component::read(diags, &mut inline, &id, &app.dir.clone(), sources);
-            inline.finish(diags, component::REFUSED);
+            inline.finish(diags, &[]);
             app.components.push(component);
             defined_at.push(value.span().start);
             Some(id)
@@ -261,16 +316,14 @@ fn read_component_ref(
     }
 }
 
-/// The id Spin gives an inline component: `<trigger id>-component` when the
-/// trigger has an id that makes a valid, unused component id, otherwise the
-/// first unused `inline-component<N>`. `ferry build --component-id` and
+/// The id Spin gives an inline component: `<trigger id>-component` when that
+/// is a valid, unused component id, otherwise the first unused
+/// `inline-component<N>`. `ferry build --component-id` and
 /// `runtime-config.toml` name it by this id.
-fn inline_component_id(app: &App, trigger_id: Option<&str>) -> String {
-    if let Some(trigger_id) = trigger_id {
-        let id = format!("{trigger_id}-component");
-        if component::check_id(&id).is_ok() && app.component(&id).is_none() {
-            return id;
-        }
+fn inline_component_id(app: &App, trigger_id: &str) -> String {
+    let natural = format!("{trigger_id}-component");
+    if component::check_id(&natural).is_ok() && app.component(&natural).is_none() {
+        return natural;
     }
     (1..)
         .map(|n| format!("inline-component{n}"))
@@ -326,20 +379,22 @@ fn read_executor(diags: &mut Diagnostics, table: &mut TableView<'_, '_>) -> Exec
 }
 
 /// `static_response = { status_code = 200, headers = { … }, body = "…" }`.
+/// Everything `ferry up` would send is checked here, so that `ferry check`
+/// refuses what could not be served.
 fn read_static_response(diags: &mut Diagnostics, value: &Value<'_>) -> Option<StaticResponse> {
     let mut table = as_table(diags, value, "static_response".into())?;
-    let mut ok = true;
+    let errors_before = diags.errors.len();
     let status = match table.get("status_code") {
         None => 200,
         Some(code) => match code.get_ref() {
+            // 1xx are interim answers, never a response of their own.
             DeValue::Integer(i) => match i.as_str().parse::<u16>() {
-                Ok(status) if (100..=999).contains(&status) => status,
+                Ok(status) if (200..=999).contains(&status) => status,
                 _ => {
                     diags.error(
                         code.span(),
-                        "`status_code` must be an HTTP status code (100 to 999)",
+                        "`status_code` must be a final HTTP status code (200 to 999)",
                     );
-                    ok = false;
                     200
                 }
             },
@@ -351,38 +406,68 @@ fn read_static_response(diags: &mut Diagnostics, value: &Value<'_>) -> Option<St
                         other.type_str()
                     ),
                 );
-                ok = false;
                 200
             }
         },
     };
+    let body = table
+        .string(diags, "body")
+        .map(|b| b.into_inner())
+        .unwrap_or_default();
     let mut headers = Vec::new();
     if let Some(mut table) = table.table(diags, "headers") {
         for name in table.key_names() {
             let span = table.key_span(&name).unwrap_or(0..0);
             if let Err(e) = check_header_name(&name) {
-                diags.error(span, e);
-                ok = false;
+                diags.error(span.clone(), e);
             }
-            if let Some(value) = table.string(diags, &name) {
-                if value.get_ref().contains(['\r', '\n', '\0']) {
-                    diags.error(
+            let Some(value) = table.string(diags, &name) else {
+                continue;
+            };
+            // What `http::HeaderValue` accepts: visible ASCII, spaces, tabs
+            // and bytes above 0x7f.
+            if value
+                .get_ref()
+                .bytes()
+                .any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+            {
+                diags.error(
+                    value.span(),
+                    "a header value cannot contain control characters",
+                );
+            }
+            match name.to_ascii_lowercase().as_str() {
+                "transfer-encoding" => diags.error(
+                    span,
+                    "`transfer-encoding` cannot be set: Ferry frames the body itself",
+                ),
+                "content-length" if value.get_ref().trim() != body.len().to_string() => diags
+                    .error(
                         value.span(),
-                        "a header value cannot contain line breaks or NUL",
-                    );
-                    ok = false;
-                }
-                headers.push((name, value.into_inner()));
+                        format!(
+                            "`content-length` must be the body's length ({}), or left out",
+                            body.len()
+                        ),
+                    ),
+                _ => {}
             }
+            headers.push((name, value.into_inner()));
         }
         table.finish(diags, &[]);
     }
-    let body = table
-        .string(diags, "body")
-        .map(|b| b.into_inner())
-        .unwrap_or_default();
+    // Spin ignores anything else here; say so rather than drop it silently.
+    for key in table.key_names() {
+        if !["status_code", "headers", "body"].contains(&key.as_str()) {
+            let span = table.key_span(&key).unwrap_or(0..0);
+            let _ = table.get(&key);
+            diags.warn(
+                Diagnostic::new(span, format!("`static_response.{key}` is ignored"))
+                    .with_help("a static response has `status_code`, `headers` and `body`"),
+            );
+        }
+    }
     table.finish(diags, &[]);
-    ok.then_some(StaticResponse {
+    (diags.errors.len() == errors_before).then_some(StaticResponse {
         status,
         headers,
         body,

@@ -78,6 +78,11 @@ impl<'t, 'i> TableView<'t, 'i> {
         Some(v)
     }
 
+    /// The value under `key`, without marking it read.
+    pub fn peek(&self, key: &str) -> Option<&'t Value<'i>> {
+        self.table.get(key)
+    }
+
     /// Every key of the table, in document order.
     pub fn key_names(&self) -> Vec<String> {
         let mut keys: Vec<_> = self.table.keys().collect();

@@ -14,6 +14,7 @@
 mod body;
 mod cache;
 mod engine;
+mod files;
 mod http;
 mod http3;
 mod sandbox;

@@ -13,11 +13,13 @@ use std::task::{Context, Poll};
 
 use anyhow::Context as _;
 use bytes::{Bytes, BytesMut};
-use ferry_manifest::{AllowedOutboundHosts, Component, FileMount};
+use ferry_manifest::{AllowedOutboundHosts, Component};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use crate::files;
 
 /// Everything a component was granted, prepared once at load.
 pub(crate) struct Sandbox {
@@ -46,48 +48,13 @@ impl Sandbox {
         self_addr: Option<SocketAddr>,
     ) -> anyhow::Result<Self> {
         let id: Arc<str> = component.id.as_str().into();
-        let mut mounts = Vec::new();
-        let mut globs: Vec<String> = Vec::new();
-        let mut placed: Vec<(&Path, &str)> = Vec::new();
-        for file in &component.files {
-            match file {
-                FileMount::Glob(pattern) => {
-                    globs.push(pattern.clone());
-                    // A plain path naming a directory brings its whole tree,
-                    // as Spin copies it.
-                    if app_dir.join(pattern).is_dir() {
-                        globs.push(format!("{}/**", pattern.trim_end_matches('/')));
-                    }
-                }
-                FileMount::File {
-                    source,
-                    destination,
-                } => placed.push((source, destination)),
-                FileMount::Directory { .. } => {}
-            }
-        }
-        let staged = if globs.is_empty() && placed.is_empty() {
-            None
-        } else {
-            let dir = stage_files(app_dir, &globs, &component.exclude_files, &placed)
-                .with_context(|| format!("preparing `files` of component `{id}`"))?;
-            mounts.push((dir.path().to_owned(), "/".to_owned()));
-            Some(dir)
-        };
-        for file in &component.files {
-            if let FileMount::Directory {
-                source,
-                destination,
-            } = file
-            {
-                mounts.push((source.clone(), destination.clone()));
-            }
-        }
+        let files = files::prepare(&component.files, &component.exclude_files, app_dir)
+            .with_context(|| format!("preparing `files` of component `{id}`"))?;
         Ok(Self {
             component: id.clone(),
             env: component.environment.clone(),
-            mounts,
-            _staged: staged,
+            mounts: files.mounts,
+            _staged: files.staged,
             outbound: Arc::new(OutboundPolicy {
                 component: id,
                 allowed: component.allowed_outbound_hosts.clone(),
@@ -111,81 +78,6 @@ impl Sandbox {
         builder.stderr(GuestLog::new(self.component.clone(), "stderr"));
         Ok(builder)
     }
-}
-
-/// Copies the files matched by `globs` (minus `exclude`) into a fresh
-/// directory, keeping their relative paths, and each `placed` file to its
-/// guest path. Only regular files inside the app directory are copied: a
-/// symlink that leads outside it is skipped, so a glob can never publish a
-/// file the app does not contain.
-fn stage_files(
-    app_dir: &Path,
-    globs: &[String],
-    exclude: &[String],
-    placed: &[(&Path, &str)],
-) -> anyhow::Result<tempfile::TempDir> {
-    let build = |patterns: &mut dyn Iterator<Item = &str>| -> anyhow::Result<globset::GlobSet> {
-        let mut set = globset::GlobSetBuilder::new();
-        for p in patterns {
-            set.add(
-                globset::GlobBuilder::new(p)
-                    .literal_separator(true)
-                    .build()?,
-            );
-        }
-        Ok(set.build()?)
-    };
-    let include = build(&mut globs.iter().map(String::as_str))?;
-    let exclude = build(&mut exclude.iter().map(String::as_str))?;
-    let root = app_dir.canonicalize()?;
-    let staged = tempfile::Builder::new().prefix("ferry-files-").tempdir()?;
-    for entry in walkdir::WalkDir::new(&root).follow_links(false) {
-        let entry = entry?;
-        let Ok(relative) = entry.path().strip_prefix(&root) else {
-            continue;
-        };
-        if relative.as_os_str().is_empty()
-            || !include.is_match(relative)
-            || exclude.is_match(relative)
-        {
-            continue;
-        }
-        let real = if entry.path_is_symlink() {
-            match entry.path().canonicalize() {
-                Ok(target) if target.starts_with(&root) && target.is_file() => target,
-                _ => {
-                    tracing::warn!(
-                        file = %relative.display(),
-                        "skipping a symlink that leads outside the app directory"
-                    );
-                    continue;
-                }
-            }
-        } else if entry.file_type().is_file() {
-            entry.path().to_owned()
-        } else {
-            continue;
-        };
-        let dest = staged.path().join(relative);
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::copy(&real, &dest).with_context(|| format!("copying {}", real.display()))?;
-    }
-    for (source, destination) in placed {
-        let real = source.canonicalize()?;
-        anyhow::ensure!(
-            real.starts_with(&root) && real.is_file(),
-            "{} leads outside the app directory",
-            source.display()
-        );
-        let dest = staged.path().join(destination.trim_start_matches('/'));
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::copy(&real, &dest).with_context(|| format!("copying {}", real.display()))?;
-    }
-    Ok(staged)
 }
 
 /// Guest output forwarded to the host log, one event per line, prefixed by

@@ -1,3 +1,7 @@
+//! A Spin HTTP component on spin-sdk 5.2.0, whose `#[http_component]`
+//! exports `wasi:http/incoming-handler@0.2.0`; Ferry's tests build it with
+//! `ferry build` and serve it.
+
 use spin_sdk::http::{IntoResponse, Request, Response};
 use spin_sdk::http_component;
 

@@ -1,3 +1,7 @@
+//! A Spin HTTP component on spin-sdk 7.0.0, whose async `#[http_service]`
+//! exports `wasi:http/handler@0.3.0`; Ferry's tests build it with
+//! `ferry build` and serve it.
+
 use spin_sdk::http::{IntoResponse, Request, Response};
 use spin_sdk::http_service;
 

@@ -1,0 +1,234 @@
+//! A component's `files`, laid out as the guest will see them.
+//!
+//! Spin copies every `files` entry of a component into one directory and
+//! mounts it at the guest's `/`, so entries merge into one tree and
+//! `exclude_files` applies to all of them. Ferry does the same, with one
+//! shortcut: a component whose only entry is one directory placement and
+//! which excludes nothing gets that directory mounted in place, uncopied (the
+//! usual static-site case, where copying could be large).
+//!
+//! Entries, as Spin reads them:
+//! - a string naming an existing file or directory (relative to the app
+//!   directory) is that file, or that whole tree, at the same relative path;
+//! - any other string is a glob over the app directory;
+//! - `{ source, destination }` places a directory's tree, or one file, at a
+//!   guest path.
+//!
+//! `exclude_files` globs are matched against paths relative to the app
+//! directory; a file named directly (a path, or a single-file placement) is
+//! copied even if an exclusion matches it, as in Spin. Only regular files
+//! inside the app directory are ever copied: a symlink is followed only when
+//! it leads to a file inside it, so no entry can publish a file the app does
+//! not contain.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use ferry_manifest::FileMount;
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+/// What to mount for a component's `files`.
+pub(crate) struct Layout {
+    /// (host directory, guest path), mounted read-only.
+    pub mounts: Vec<(PathBuf, String)>,
+    /// The copy that `mounts` points into, removed on drop.
+    pub staged: Option<tempfile::TempDir>,
+}
+
+pub(crate) fn prepare(
+    files: &[FileMount],
+    exclude: &[String],
+    app_dir: &Path,
+) -> anyhow::Result<Layout> {
+    match files {
+        [] => Ok(Layout {
+            mounts: Vec::new(),
+            staged: None,
+        }),
+        [
+            FileMount::Directory {
+                source,
+                destination,
+            },
+        ] if exclude.is_empty() => Ok(Layout {
+            mounts: vec![(source.clone(), destination.clone())],
+            staged: None,
+        }),
+        _ => {
+            let staged = stage(files, exclude, app_dir)?;
+            Ok(Layout {
+                mounts: vec![(staged.path().to_owned(), "/".to_owned())],
+                staged: Some(staged),
+            })
+        }
+    }
+}
+
+/// Copies every entry into a fresh directory laid out as the guest's `/`.
+fn stage(
+    files: &[FileMount],
+    exclude: &[String],
+    app_dir: &Path,
+) -> anyhow::Result<tempfile::TempDir> {
+    let root = app_dir
+        .canonicalize()
+        .with_context(|| format!("opening the app directory {}", app_dir.display()))?;
+    let exclude = glob_set(exclude.iter().map(String::as_str))?;
+    let staged = tempfile::Builder::new().prefix("ferry-files-").tempdir()?;
+    let copy = |from: &Path, to: &str| -> anyhow::Result<()> {
+        let dest = staged.path().join(to.trim_start_matches('/'));
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(from, &dest).with_context(|| format!("copying {}", from.display()))?;
+        Ok(())
+    };
+    for entry in files {
+        match entry {
+            FileMount::Glob(pattern) => {
+                let named = root.join(pattern);
+                if named.is_file() {
+                    // Named directly: copied even if an exclusion matches.
+                    if let Some(file) = inside(&root, &named) {
+                        copy(&file, pattern)?;
+                    }
+                } else if named.is_dir() {
+                    for (file, relative) in tree(&root, &named)? {
+                        if !exclude.is_match(&relative) {
+                            copy(&file, &relative.to_string_lossy())?;
+                        }
+                    }
+                } else {
+                    for (file, relative) in glob_matches(&root, pattern)? {
+                        if !exclude.is_match(&relative) {
+                            copy(&file, &relative.to_string_lossy())?;
+                        }
+                    }
+                }
+            }
+            FileMount::Directory {
+                source,
+                destination,
+            } => {
+                let source = source.canonicalize()?;
+                for (file, relative) in tree(&root, &source)? {
+                    if exclude.is_match(&relative) {
+                        continue;
+                    }
+                    let within = relative.strip_prefix(source.strip_prefix(&root)?)?;
+                    let to = Path::new(destination).join(within);
+                    copy(&file, &to.to_string_lossy())?;
+                }
+            }
+            FileMount::File {
+                source,
+                destination,
+            } => {
+                let file = inside(&root, source).with_context(|| {
+                    format!(
+                        "{} is not a file inside the app directory",
+                        source.display()
+                    )
+                })?;
+                copy(&file, destination)?;
+            }
+        }
+    }
+    Ok(staged)
+}
+
+/// The file `path` leads to, if it is a regular file inside `root`
+/// (following symlinks).
+fn inside(root: &Path, path: &Path) -> Option<PathBuf> {
+    let real = path.canonicalize().ok()?;
+    (real.starts_with(root) && real.is_file()).then_some(real)
+}
+
+/// Every file under `dir` (inside `root`), with its path relative to `root`.
+fn tree(root: &Path, dir: &Path) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
+    walk(root, dir, None, |_| true)
+}
+
+/// Every file inside `root` that `pattern` matches, with its path relative
+/// to `root`. Only the part of the tree the pattern can reach is walked: from
+/// its literal leading directories, and no deeper than its segments unless
+/// it has `**` (so `*.txt` never walks `node_modules`).
+fn glob_matches(root: &Path, pattern: &str) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
+    let glob = glob_set([pattern])?;
+    let segments: Vec<&str> = pattern.split('/').collect();
+    let literal = segments
+        .iter()
+        .take_while(|s| !s.contains(['*', '?', '[', '{']))
+        .count()
+        // The last segment names files, not a directory to start from.
+        .min(segments.len().saturating_sub(1));
+    let base = segments[..literal]
+        .iter()
+        .fold(root.to_owned(), |dir, s| dir.join(s));
+    let rest = &segments[literal..];
+    let depth = (!rest.iter().any(|s| s.contains("**"))).then_some(rest.len());
+    walk(root, &base, depth, |relative| glob.is_match(relative))
+}
+
+fn walk(
+    root: &Path,
+    dir: &Path,
+    max_depth: Option<usize>,
+    wanted: impl Fn(&Path) -> bool,
+) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
+    let mut found = Vec::new();
+    // The starting directory is followed wherever it leads, so it must lead
+    // inside the app (a symlinked `assets -> /etc` must not publish /etc).
+    let Ok(dir) = dir.canonicalize() else {
+        return Ok(found);
+    };
+    if !dir.starts_with(root) {
+        tracing::warn!(
+            dir = %dir.display(),
+            "skipping a `files` directory that leads outside the app directory"
+        );
+        return Ok(found);
+    }
+    if !dir.is_dir() {
+        return Ok(found);
+    }
+    let mut walker = walkdir::WalkDir::new(&dir).follow_links(false).min_depth(1);
+    if let Some(depth) = max_depth {
+        walker = walker.max_depth(depth);
+    }
+    for entry in walker {
+        let entry = entry?;
+        let Ok(relative) = entry.path().strip_prefix(root) else {
+            continue;
+        };
+        if entry.file_type().is_dir() || !wanted(relative) {
+            continue;
+        }
+        let file = if entry.path_is_symlink() {
+            match inside(root, entry.path()) {
+                Some(target) => target,
+                None => {
+                    tracing::warn!(
+                        file = %relative.display(),
+                        "skipping a symlink that does not lead to a file inside the app directory"
+                    );
+                    continue;
+                }
+            }
+        } else if entry.file_type().is_file() {
+            entry.path().to_owned()
+        } else {
+            continue;
+        };
+        found.push((file, relative.to_owned()));
+    }
+    Ok(found)
+}
+
+fn glob_set<'a>(patterns: impl IntoIterator<Item = &'a str>) -> anyhow::Result<GlobSet> {
+    let mut set = GlobSetBuilder::new();
+    for pattern in patterns {
+        set.add(GlobBuilder::new(pattern).literal_separator(true).build()?);
+    }
+    Ok(set.build()?)
+}
