@@ -422,6 +422,12 @@ fn print_component(
         };
         writeln!(out, "  route      {route} ({executor})")?;
     }
+    if let Some(serves) = &info.serves {
+        match info.adapted {
+            Some(how) => writeln!(out, "  serves     {serves} ({how})")?,
+            None => writeln!(out, "  serves     {serves}")?,
+        }
+    }
     writeln!(
         out,
         "  imports    {}",

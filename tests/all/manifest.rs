@@ -33,7 +33,7 @@ fn wrong_kind_of_wasm_is_a_load_error() {
     let (code, _, stderr) = run(&["check"], &app);
     assert_eq!(code, 3);
     assert!(
-        stderr.contains("is a core module, but the `http` executor needs a wasi:http component"),
+        stderr.contains("this is a WASI command module, but the `http` executor needs a wasi:http component (for a CGI program, use `executor = { type = \"wagi\" }`)"),
         "{stderr}"
     );
 }
@@ -54,6 +54,7 @@ fn check_prints_routes_imports_and_grants() {
         "component `hello`",
         "route      /hello/... (wasi:http)",
         "wasi:http/types@0.2",
+        "serves     wasi:http/incoming-handler@0.2",
         "env        NAME",
         "files      *.txt -> / (read-only)",
         "outbound   https://example.com",

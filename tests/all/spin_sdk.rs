@@ -6,23 +6,39 @@ use std::path::{Path, PathBuf};
 
 use crate::support::*;
 
-fn spin_app(name: &str) -> PathBuf {
+/// An app's directory, or one of its manifests.
+fn spin_app(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("crates/test-programs/spin-apps")
-        .join(name)
+        .join(path)
 }
 
-/// `ferry build` on the app, then `ferry up`, then one request.
-async fn build_and_serve(name: &str, greeting: &str) {
-    let dir = spin_app(name);
-    let output = ferry().arg("build").arg(&dir).output().unwrap();
+/// `ferry build` on the app, `ferry check` (which must name what the
+/// component exports, and how Ferry adapted it), then `ferry up` and one
+/// request.
+async fn build_and_serve(app: &str, greeting: &str, serves: &str) {
+    let app = spin_app(app);
+    let output = ferry().arg("build").arg(&app).output().unwrap();
     assert!(
         output.status.success(),
-        "ferry build {name} failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+        "ferry build {} failed:\n{}\n{}",
+        app.display(),
+        text(&output.stdout),
+        text(&output.stderr)
     );
-    let ferry = Ferry::start_at(&dir, &[]);
+    let output = ferry().arg("check").arg(&app).output().unwrap();
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        stdout.contains(&format!("serves     {serves}\n")),
+        "expected `serves     {serves}` in:\n{stdout}"
+    );
+
+    let ferry = Ferry::start_at(&app, &[]);
+    // `ferry check` compiled it: this start (adapting included) is a cache
+    // hit.
+    let started = ferry.stdout.lock().unwrap().join("\n");
+    assert!(started.contains("Loaded `"), "{started}");
     let reply = get(&format!("{}/hello/world?x=1", ferry.url)).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.text(), format!("{greeting}: /hello/world\n"));
@@ -32,15 +48,53 @@ async fn build_and_serve(name: &str, greeting: &str) {
 
 #[tokio::test]
 async fn rust_on_spin_sdk_5_exporting_wasi_http_0_2() {
-    build_and_serve("rust-sdk5", "Hello from spin-sdk 5.2.0").await;
+    build_and_serve(
+        "rust-sdk5",
+        "Hello from spin-sdk 5.2.0",
+        "wasi:http/incoming-handler@0.2.0",
+    )
+    .await;
+}
+
+/// As Spin 3.x's templates build it: `cargo build --target wasm32-wasip1`,
+/// a core module that Ferry turns into a component.
+#[tokio::test]
+async fn rust_on_spin_sdk_5_built_as_a_wasip1_core_module() {
+    build_and_serve(
+        "rust-sdk5/spin.wasip1.toml",
+        "Hello from spin-sdk 5.2.0",
+        "wasi:http/incoming-handler@0.2.0 (componentized from a WASI preview 1 core module)",
+    )
+    .await;
+}
+
+/// Spin 4's Rust template: the WASI 0.3 release candidate.
+#[tokio::test]
+async fn rust_on_spin_sdk_6_exporting_the_wasi_http_0_3_candidate() {
+    build_and_serve(
+        "rust-sdk6",
+        "Hello from spin-sdk 6.0.0",
+        "wasi:http/handler@0.3.0 (built for WASI 0.3.0-rc-2026-03-15, served as 0.3.0)",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn rust_on_spin_sdk_7_exporting_wasi_http_0_3() {
-    build_and_serve("rust-sdk7", "Hello from spin-sdk 7.0.0").await;
+    build_and_serve(
+        "rust-sdk7",
+        "Hello from spin-sdk 7.0.0",
+        "wasi:http/handler@0.3.0",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn javascript_on_the_spin_js_sdk() {
-    build_and_serve("js-sdk", "Hello from the Spin JS SDK").await;
+    build_and_serve(
+        "js-sdk",
+        "Hello from the Spin JS SDK",
+        "wasi:http/incoming-handler@0.2.3",
+    )
+    .await;
 }

@@ -15,6 +15,8 @@ use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 
+use crate::adapt::Adaptation;
+
 /// A guest compiled for the current engine.
 pub(crate) enum Compiled {
     Component(wasmtime::component::Component),
@@ -53,7 +55,13 @@ impl CompileCache {
         self.dir.as_deref()
     }
 
-    fn artifact_path(&self, engine: &Engine, wasm: &[u8], is_component: bool) -> Option<PathBuf> {
+    fn artifact_path(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+        adaptation: Adaptation,
+        is_component: bool,
+    ) -> Option<PathBuf> {
         let dir = self.dir.as_ref()?;
         let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
         engine
@@ -64,6 +72,12 @@ impl CompileCache {
         digest.update(env!("CARGO_PKG_VERSION").as_bytes());
         digest.update(engine_hash.finish().to_le_bytes());
         digest.update([u8::from(is_component)]);
+        // The key is the bytes as the manifest named them, and how they are
+        // adapted (the adapter's own hash included): a warm start skips the
+        // adapting too.
+        let tag = adaptation.cache_tag();
+        digest.update((tag.len() as u64).to_le_bytes());
+        digest.update(&tag);
         digest.update(wasm);
         let hex: String = digest
             .finalize()
@@ -73,15 +87,17 @@ impl CompileCache {
         Some(dir.join(format!("{hex}.cwasm")))
     }
 
-    /// Loads `wasm`'s compiled form from the cache, or compiles and stores it.
+    /// Loads the compiled form of `wasm` adapted by `adaptation` from the
+    /// cache, or adapts, compiles and stores it.
     pub(crate) fn load_or_compile(
         &self,
         engine: &Engine,
         wasm: &[u8],
-        is_component: bool,
+        adaptation: Adaptation,
     ) -> anyhow::Result<(Compiled, CompileStats)> {
         let start = Instant::now();
-        let path = self.artifact_path(engine, wasm, is_component);
+        let is_component = adaptation.yields_component(wasm);
+        let path = self.artifact_path(engine, wasm, adaptation, is_component);
         if let Some(path) = &path
             && path.is_file()
         {
@@ -101,10 +117,11 @@ impl CompileCache {
                 ),
             }
         }
+        let adapted = adaptation.apply(wasm)?;
         let serialized = if is_component {
-            engine.precompile_component(wasm)?
+            engine.precompile_component(&adapted)?
         } else {
-            engine.precompile_module(wasm)?
+            engine.precompile_module(&adapted)?
         };
         let compiled = if is_component {
             // SAFETY: the bytes were produced by this engine just above.

@@ -11,6 +11,7 @@
 //! request and passes what the guest must know about the route in
 //! [`RequestInfo`].
 
+mod adapt;
 mod body;
 mod cache;
 mod engine;
@@ -76,6 +77,11 @@ pub struct GuestInfo {
     pub compile: CompileStats,
     /// Imported interfaces (components) or modules (core modules), sorted.
     pub imports: Vec<String>,
+    /// The wasi:http interface the component exports and Ferry serves, with
+    /// its version as the component names it.
+    pub serves: Option<String>,
+    /// What Ferry did to the bytes before compiling them, if anything.
+    pub adapted: Option<&'static str>,
 }
 
 /// What a guest is told about the request beyond the request itself.
@@ -235,18 +241,19 @@ impl Runtime {
             "{} is not a WebAssembly file",
             component.source
         );
-        match executor {
-            Executor::Http => anyhow::ensure!(
-                is_component,
-                "{} is a core module, but the `http` executor needs a wasi:http component (for a WASI command module, use `executor = {{ type = \"wagi\" }}`)",
-                component.source
-            ),
-            Executor::Wagi(_) => anyhow::ensure!(
-                is_module,
-                "{} is a component, but the `wagi` executor needs a WASI preview 1 command module",
-                component.source
-            ),
-        }
+        let adaptation = match executor {
+            Executor::Http => adapt::Adaptation::for_http(wasm)
+                .with_context(|| format!("cannot serve {}", component.source))?,
+            Executor::Wagi(_) => {
+                anyhow::ensure!(
+                    is_module,
+                    "{} is a component, but the `wagi` executor needs a WASI preview 1 command module",
+                    component.source
+                );
+                adapt::Adaptation::None
+            }
+        };
+        // A renamed WASI 0.3 candidate still names `wasi:http/handler@0.3…`.
         let wasi_03 = is_component && exports_wasi_http_03(wasm);
         let engine = if wasi_03 {
             &self.p3()?.engine
@@ -255,9 +262,9 @@ impl Runtime {
         };
         let (compiled, compile) = self
             .cache
-            .load_or_compile(engine, wasm, is_component)
+            .load_or_compile(engine, wasm, adaptation)
             .with_context(|| format!("compiling {}", component.source))?;
-        let (kind, imports) = match (compiled, executor) {
+        let (kind, imports, serves) = match (compiled, executor) {
             (cache::Compiled::Component(c), _) => {
                 let ty = c.component_type();
                 let mut imports: Vec<String> = ty
@@ -265,27 +272,35 @@ impl Runtime {
                     .map(|(name, _)| name.to_owned())
                     .collect();
                 imports.sort();
+                let exports: Vec<String> = ty
+                    .exports(engine)
+                    .map(|(name, _)| name.to_owned())
+                    .collect();
                 let kind = if wasi_03 {
-                    GuestKind::HttpP3(
-                        http3::pre(&self.p3()?.linker, &c).context(
-                            "the component does not fit Ferry's WASI 0.3 wasi:http host",
-                        )?,
-                    )
+                    http3::pre(&self.p3()?.linker, &c)
+                        .map(GuestKind::HttpP3)
+                        .with_context(|| not_served(&exports))?
                 } else {
-                    GuestKind::Http(http::pre(&self.http_linker, &c).context(
-                        "the component does not fit Ferry's wasi:http host (does it export wasi:http/incoming-handler@0.2.x or wasi:http/handler@0.3.x?)",
-                    )?)
+                    http::pre(&self.http_linker, &c)
+                        .map(GuestKind::Http)
+                        .with_context(|| not_served(&exports))?
                 };
-                (kind, imports)
+                let serves = exports
+                    .iter()
+                    .find(|e| e.starts_with("wasi:http/"))
+                    .cloned();
+                (kind, imports, serves)
             }
             (cache::Compiled::Module(m), Executor::Wagi(config)) => {
                 let mut imports: Vec<String> = m.imports().map(|i| i.module().to_owned()).collect();
                 imports.sort();
                 imports.dedup();
                 let pre = wagi::pre(&self.wagi_linker, &m, config)?;
-                (GuestKind::Wagi(pre, config.clone()), imports)
+                (GuestKind::Wagi(pre, config.clone()), imports, None)
             }
-            (cache::Compiled::Module(_), Executor::Http) => unreachable!("checked above"),
+            (cache::Compiled::Module(_), Executor::Http) => {
+                unreachable!("the http executor always compiles a component")
+            }
         };
         let sandbox = sandbox::Sandbox::prepare(component, app_dir, self_addr)?;
         Ok(Guest {
@@ -298,8 +313,31 @@ impl Runtime {
                 wasm_bytes: wasm.len() as u64,
                 compile,
                 imports,
+                serves,
+                adapted: adaptation.describe(),
             },
         })
+    }
+}
+
+/// Why a component that loaded is not one Ferry can serve, from what it
+/// exports.
+fn not_served(exports: &[String]) -> String {
+    let candidate_02 = exports
+        .iter()
+        .find(|e| e.starts_with("wasi:http/incoming-handler@0.2.0-rc-"));
+    match candidate_02 {
+        Some(export) => format!(
+            "the component exports {export}, a release candidate of WASI 0.2 (spin-sdk 2.x builds it); Ferry serves wasi:http/incoming-handler@0.2.x and wasi:http/handler@0.3.0 but not that candidate yet"
+        ),
+        None => format!(
+            "the component does not fit Ferry's wasi:http host: it exports {}, and Ferry serves wasi:http/incoming-handler@0.2.x or wasi:http/handler@0.3.0 (also 0.3.0-rc-2026-03-15)",
+            if exports.is_empty() {
+                "nothing".to_owned()
+            } else {
+                exports.join(", ")
+            }
+        ),
     }
 }
 

@@ -1,0 +1,359 @@
+//! Making the Wasm that Spin apps build fit Ferry's wasi:http host, as Spin
+//! does at load time.
+//!
+//! - **Core modules.** Rust Spin apps built with `cargo build --target
+//!   wasm32-wasip1` (and TinyGo apps) are WASI preview 1 core modules that
+//!   carry wit-bindgen's `component-type` sections. Such a module becomes a
+//!   component through the WASI preview 1 *reactor* adapter (the one
+//!   wasmtime ships for this wasmtime version), its embedded world deciding
+//!   its exports — Spin's own recipe. The reactor adapter, not the smaller
+//!   proxy one, so that `environment` and `files` still reach the guest.
+//! - **WASI 0.3 release candidate names.** Spin 4's SDKs (spin-sdk 6, the Go
+//!   SDK 3) build against `wasi:*@0.3.0-rc-2026-03-15`, whose interfaces are
+//!   those of 0.3.0 (which wasmtime serves) under another version. Renaming
+//!   the component's own top-level import and export names to `@0.3.0` is
+//!   all it takes; nothing inside the component changes.
+//!
+//! Modules built with the pre-component wit-bindgen 0.2 ABI (exporting
+//! `handle-http-request`: spin-sdk 1.x, the TinyGo SDK 2) are refused with a
+//! message saying so.
+//!
+//! Adapting costs milliseconds; the compile cache keys its artifact by the
+//! original bytes and [`Adaptation::cache_tag`], so a warm start does not
+//! adapt at all, and a new adapter (a new wasmtime) recompiles.
+
+use anyhow::Context as _;
+use sha2::{Digest as _, Sha256};
+use wasmparser::{Parser, Payload};
+
+/// What has to happen to a guest's bytes before they are compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Adaptation {
+    /// A component Ferry serves as it is.
+    None,
+    /// A WASI preview 1 core module with component metadata: componentized
+    /// with the reactor adapter.
+    Componentize,
+    /// A component built for WASI 0.3's release candidate: its top-level
+    /// names are renamed to 0.3.0.
+    RenameWasi03Candidate,
+}
+
+/// The release candidate of WASI 0.3 that Spin 4's SDKs build against.
+const WASI_03_CANDIDATE: &str = "@0.3.0-rc-2026-03-15";
+const WASI_03: &str = "@0.3.0";
+
+impl Adaptation {
+    /// What `wasm` (for the `http` executor) needs, or why it cannot be
+    /// served.
+    pub fn for_http(wasm: &[u8]) -> anyhow::Result<Self> {
+        if Parser::is_component(wasm) {
+            let names = top_level_names(wasm)?;
+            return Ok(
+                if names.iter().any(|n| n.ends_with(WASI_03_CANDIDATE))
+                    && !names.iter().any(|n| n.ends_with(WASI_03))
+                {
+                    Self::RenameWasi03Candidate
+                } else {
+                    Self::None
+                },
+            );
+        }
+        let module = ModuleFacts::read(wasm)?;
+        if module.has_component_type {
+            Ok(Self::Componentize)
+        } else if module.exports.iter().any(|e| e == "handle-http-request") {
+            anyhow::bail!(
+                "this core module uses Spin's pre-component HTTP ABI (it exports `handle-http-request`, as spin-sdk 1.x and Spin's TinyGo SDK 2 build); Ferry does not serve that ABI yet: rebuild it with a current Spin SDK"
+            )
+        } else if module.exports.iter().any(|e| e == "_start") {
+            anyhow::bail!(
+                "this is a WASI command module, but the `http` executor needs a wasi:http component (for a CGI program, use `executor = {{ type = \"wagi\" }}`)"
+            )
+        } else {
+            anyhow::bail!(
+                "this core module carries no component metadata (no `component-type` section from wit-bindgen), so Ferry cannot tell what it exports; build it as a wasi:http component (for Rust, `--target wasm32-wasip2`)"
+            )
+        }
+    }
+
+    /// Part of the compile cache key: bytes adapted differently (or by a
+    /// different adapter) are different artifacts.
+    pub fn cache_tag(self) -> Vec<u8> {
+        match self {
+            Self::None => Vec::new(),
+            Self::Componentize => {
+                let mut tag = b"componentize-reactor-v1:".to_vec();
+                tag.extend_from_slice(&Sha256::digest(REACTOR_ADAPTER));
+                tag
+            }
+            Self::RenameWasi03Candidate => {
+                format!("rename{WASI_03_CANDIDATE}{WASI_03}-v1").into_bytes()
+            }
+        }
+    }
+
+    /// Whether the result is a component.
+    pub fn yields_component(self, wasm: &[u8]) -> bool {
+        self != Self::None || Parser::is_component(wasm)
+    }
+
+    /// The bytes to compile.
+    pub fn apply(self, wasm: &[u8]) -> anyhow::Result<Vec<u8>> {
+        match self {
+            Self::None => Ok(wasm.to_vec()),
+            Self::Componentize => componentize(wasm),
+            Self::RenameWasi03Candidate => rename_top_level(wasm, WASI_03_CANDIDATE, WASI_03),
+        }
+    }
+
+    /// How `ferry check` describes what was done, if anything.
+    pub fn describe(self) -> Option<&'static str> {
+        match self {
+            Self::None => None,
+            Self::Componentize => Some("componentized from a WASI preview 1 core module"),
+            Self::RenameWasi03Candidate => {
+                Some("built for WASI 0.3.0-rc-2026-03-15, served as 0.3.0")
+            }
+        }
+    }
+}
+
+const REACTOR_ADAPTER: &[u8] =
+    wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER;
+
+fn componentize(module: &[u8]) -> anyhow::Result<Vec<u8>> {
+    wit_component::ComponentEncoder::default()
+        .validate(true)
+        .module(module)
+        .context("reading the core module's component metadata")?
+        .adapter(
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
+            REACTOR_ADAPTER,
+        )
+        .context("adding the WASI preview 1 adapter")?
+        .encode()
+        .context("turning the core module into a component")
+}
+
+/// What the adaptation decision needs to know about a core module.
+struct ModuleFacts {
+    exports: Vec<String>,
+    /// A `component-type*` custom section: wit-bindgen's embedded world.
+    has_component_type: bool,
+}
+
+impl ModuleFacts {
+    fn read(wasm: &[u8]) -> anyhow::Result<Self> {
+        let mut facts = Self {
+            exports: Vec::new(),
+            has_component_type: false,
+        };
+        for payload in Parser::new(0).parse_all(wasm) {
+            match payload.context("reading the core module")? {
+                Payload::ExportSection(exports) => {
+                    for export in exports {
+                        facts.exports.push(export?.name.to_owned());
+                    }
+                }
+                Payload::CustomSection(section) if section.name().starts_with("component-type") => {
+                    facts.has_component_type = true;
+                }
+                _ => {}
+            }
+        }
+        Ok(facts)
+    }
+}
+
+/// A component's own import and export names (not those of components and
+/// modules nested in it).
+pub(crate) fn top_level_names(wasm: &[u8]) -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload.context("reading the component")? {
+            Payload::Version { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(imports) if depth == 1 => {
+                for import in imports {
+                    names.push(import?.name.name.to_owned());
+                }
+            }
+            Payload::ComponentExportSection(exports) if depth == 1 => {
+                for export in exports {
+                    names.push(export?.name.name.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(names)
+}
+
+/// Rewrites `from` to `to` in the version of the component's top-level
+/// import and export names, copying every other section byte for byte (so
+/// nested modules, types and code are untouched), then validates the result.
+fn rename_top_level(wasm: &[u8], from: &str, to: &str) -> anyhow::Result<Vec<u8>> {
+    use wasm_encoder::reencode::{ReencodeComponent, RoundtripReencoder};
+    use wasm_encoder::{ComponentExportSection, ComponentImportSection, RawSection};
+
+    let rename = |name: &str| match name.strip_suffix(from) {
+        Some(stem) => format!("{stem}{to}"),
+        None => name.to_owned(),
+    };
+    let mut out = wasm_encoder::Component::new();
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(wasm) {
+        let payload = payload?;
+        match &payload {
+            Payload::Version { .. } => {
+                depth += 1;
+                continue;
+            }
+            Payload::End(_) => {
+                depth -= 1;
+                continue;
+            }
+            // Inside a nested module or component: copied whole with the
+            // section that holds it.
+            _ if depth != 1 => continue,
+            _ => {}
+        }
+        match payload {
+            Payload::ComponentImportSection(imports) => {
+                let mut section = ComponentImportSection::new();
+                for import in imports {
+                    let import = import?;
+                    section.import(
+                        rename(import.name.name),
+                        RoundtripReencoder.component_type_ref(import.ty)?,
+                    );
+                }
+                out.section(&section);
+            }
+            Payload::ComponentExportSection(exports) => {
+                let mut section = ComponentExportSection::new();
+                for export in exports {
+                    let export = export?;
+                    let ty = export
+                        .ty
+                        .map(|ty| RoundtripReencoder.component_type_ref(ty))
+                        .transpose()?;
+                    section.export(
+                        rename(export.name.name),
+                        RoundtripReencoder.component_export_kind(export.kind),
+                        export.index,
+                        ty,
+                    );
+                }
+                out.section(&section);
+            }
+            other => {
+                let (id, range) = other
+                    .as_section()
+                    .context("an unexpected part in a component")?;
+                out.section(&RawSection {
+                    id,
+                    data: &wasm[range],
+                });
+            }
+        }
+    }
+    let renamed = out.finish();
+    wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
+        .validate_all(&renamed)
+        .context("the renamed component does not validate")?;
+    Ok(renamed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A core module exporting `names`, with a custom section if given.
+    fn module(exports: &[&str], custom: Option<&str>) -> Vec<u8> {
+        use wasm_encoder::{
+            CodeSection, CustomSection, ExportKind, ExportSection, Function, FunctionSection,
+            Module, TypeSection,
+        };
+        let mut module = Module::new();
+        let mut types = TypeSection::new();
+        types.ty().function([], []);
+        module.section(&types);
+        let mut functions = FunctionSection::new();
+        functions.function(0);
+        module.section(&functions);
+        let mut export_section = ExportSection::new();
+        for name in exports {
+            export_section.export(name, ExportKind::Func, 0);
+        }
+        module.section(&export_section);
+        let mut code = CodeSection::new();
+        let mut body = Function::new([]);
+        body.instructions().end();
+        code.function(&body);
+        module.section(&code);
+        if let Some(name) = custom {
+            module.section(&CustomSection {
+                name: name.into(),
+                data: b"".into(),
+            });
+        }
+        module.finish()
+    }
+
+    #[test]
+    fn core_modules_are_told_apart_by_what_they_carry() {
+        let err = |wasm: Vec<u8>| Adaptation::for_http(&wasm).unwrap_err().to_string();
+        assert!(err(module(&["handle-http-request"], None)).contains("pre-component HTTP ABI"));
+        assert!(err(module(&["_start"], None)).contains("executor = { type = \"wagi\" }"));
+        assert!(err(module(&["run"], None)).contains("no component metadata"));
+        assert_eq!(
+            Adaptation::for_http(&module(&["x"], Some("component-type:bindgen"))).unwrap(),
+            Adaptation::Componentize
+        );
+    }
+
+    #[test]
+    fn only_the_candidate_names_are_renamed() {
+        use wasm_encoder::{
+            Component, ComponentExportKind, ComponentExportSection, ComponentImportSection,
+            ComponentTypeRef, ComponentTypeSection, InstanceType,
+        };
+        let mut component = Component::new();
+        let mut types = ComponentTypeSection::new();
+        types.instance(&InstanceType::new());
+        component.section(&types);
+        let mut imports = ComponentImportSection::new();
+        imports.import(
+            "wasi:http/types@0.3.0-rc-2026-03-15",
+            ComponentTypeRef::Instance(0),
+        );
+        imports.import("wasi:cli/stdout@0.2.6", ComponentTypeRef::Instance(0));
+        component.section(&imports);
+        let mut exports = ComponentExportSection::new();
+        exports.export(
+            "wasi:http/handler@0.3.0-rc-2026-03-15",
+            ComponentExportKind::Instance,
+            0,
+            None,
+        );
+        component.section(&exports);
+        let wasm = component.finish();
+
+        let adaptation = Adaptation::for_http(&wasm).unwrap();
+        assert_eq!(adaptation, Adaptation::RenameWasi03Candidate);
+        let renamed = adaptation.apply(&wasm).unwrap();
+        assert_eq!(
+            top_level_names(&renamed).unwrap(),
+            [
+                "wasi:http/types@0.3.0",
+                "wasi:cli/stdout@0.2.6",
+                "wasi:http/handler@0.3.0"
+            ]
+        );
+        // Already renamed: nothing more to do.
+        assert_eq!(Adaptation::for_http(&renamed).unwrap(), Adaptation::None);
+    }
+}
