@@ -437,6 +437,13 @@ fn print_component(
             info.imports.join(", ")
         }
     )?;
+    if !info.unsupported.is_empty() {
+        writeln!(
+            out,
+            "  linked, not supported (calls return the interface's error)\n             {}",
+            info.unsupported.join(", ")
+        )?;
+    }
     let env: Vec<&str> = component
         .environment
         .iter()

@@ -15,8 +15,8 @@ fn spin_app(path: &str) -> PathBuf {
 
 /// `ferry build` on the app, `ferry check` (which must name what the
 /// component exports, and how Ferry adapted it), then `ferry up` and one
-/// request.
-async fn build_and_serve(app: &str, greeting: &str, serves: &str) {
+/// request. Returns the running app and what `ferry check` printed.
+async fn build_and_serve(app: &str, greeting: &str, serves: &str) -> (Ferry, String) {
     let app = spin_app(app);
     let output = ferry().arg("build").arg(&app).output().unwrap();
     assert!(
@@ -44,14 +44,39 @@ async fn build_and_serve(app: &str, greeting: &str, serves: &str) {
     assert_eq!(reply.text(), format!("{greeting}: /hello/world\n"));
     // Spin's request headers reach the guest through the SDK.
     assert_eq!(reply.header("x-path-info"), Some("/hello/world"));
+    (ferry, stdout)
+}
+
+/// The SDK's key-value store: the interface links (the app loads), and a
+/// call answers with the interface's own error, which the app reports.
+async fn key_value_is_linked_but_not_available(
+    (ferry, check): (Ferry, String),
+    interface: &str,
+    error: &str,
+) {
+    assert!(
+        check.contains(&format!(
+            "linked, not supported (calls return the interface's error)\n             {interface}"
+        )),
+        "{check}"
+    );
+    let reply = get(&format!("{}/kv", ferry.url)).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), format!("error: {error}\n"));
 }
 
 #[tokio::test]
 async fn rust_on_spin_sdk_5_exporting_wasi_http_0_2() {
-    build_and_serve(
+    let app = build_and_serve(
         "rust-sdk5",
         "Hello from spin-sdk 5.2.0",
         "wasi:http/incoming-handler@0.2.0",
+    )
+    .await;
+    key_value_is_linked_but_not_available(
+        app,
+        "fermyon:spin/key-value@2.0.0",
+        "Error::Other(\"fermyon:spin/key-value@2.0.0#[static]store.open is not available in Ferry\")",
     )
     .await;
 }
@@ -60,10 +85,16 @@ async fn rust_on_spin_sdk_5_exporting_wasi_http_0_2() {
 /// a core module that Ferry turns into a component.
 #[tokio::test]
 async fn rust_on_spin_sdk_5_built_as_a_wasip1_core_module() {
-    build_and_serve(
+    let app = build_and_serve(
         "rust-sdk5/spin.wasip1.toml",
         "Hello from spin-sdk 5.2.0",
         "wasi:http/incoming-handler@0.2.0 (componentized from a WASI preview 1 core module)",
+    )
+    .await;
+    key_value_is_linked_but_not_available(
+        app,
+        "fermyon:spin/key-value@2.0.0",
+        "Error::Other(\"fermyon:spin/key-value@2.0.0#[static]store.open is not available in Ferry\")",
     )
     .await;
 }
@@ -71,7 +102,7 @@ async fn rust_on_spin_sdk_5_built_as_a_wasip1_core_module() {
 /// Spin 4's Rust template: the WASI 0.3 release candidate.
 #[tokio::test]
 async fn rust_on_spin_sdk_6_exporting_the_wasi_http_0_3_candidate() {
-    build_and_serve(
+    let _ = build_and_serve(
         "rust-sdk6",
         "Hello from spin-sdk 6.0.0",
         "wasi:http/handler@0.3.0 (built for WASI 0.3.0-rc-2026-03-15, served as 0.3.0)",
@@ -81,17 +112,23 @@ async fn rust_on_spin_sdk_6_exporting_the_wasi_http_0_3_candidate() {
 
 #[tokio::test]
 async fn rust_on_spin_sdk_7_exporting_wasi_http_0_3() {
-    build_and_serve(
+    let app = build_and_serve(
         "rust-sdk7",
         "Hello from spin-sdk 7.0.0",
         "wasi:http/handler@0.3.0",
+    )
+    .await;
+    key_value_is_linked_but_not_available(
+        app,
+        "spin:key-value/key-value@3.0.0",
+        "Error::Other(\"spin:key-value/key-value@3.0.0#[static]store.open is not available in Ferry\")",
     )
     .await;
 }
 
 #[tokio::test]
 async fn javascript_on_the_spin_js_sdk() {
-    build_and_serve(
+    let _ = build_and_serve(
         "js-sdk",
         "Hello from the Spin JS SDK",
         "wasi:http/incoming-handler@0.2.3",

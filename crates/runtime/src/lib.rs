@@ -19,6 +19,7 @@ mod files;
 mod http;
 mod http3;
 mod sandbox;
+mod unavailable;
 mod wagi;
 
 use std::net::SocketAddr;
@@ -82,6 +83,9 @@ pub struct GuestInfo {
     pub serves: Option<String>,
     /// What Ferry did to the bytes before compiling them, if anything.
     pub adapted: Option<&'static str>,
+    /// Imports of Spin's interfaces that Ferry links but does not provide:
+    /// every call answers with the interface's "not available" error.
+    pub unsupported: Vec<String>,
 }
 
 /// What a guest is told about the request beyond the request itself.
@@ -264,6 +268,7 @@ impl Runtime {
             .cache
             .load_or_compile(engine, wasm, adaptation)
             .with_context(|| format!("compiling {}", component.source))?;
+        let mut unsupported = Vec::new();
         let (kind, imports, serves) = match (compiled, executor) {
             (cache::Compiled::Component(c), _) => {
                 let ty = c.component_type();
@@ -276,15 +281,25 @@ impl Runtime {
                     .exports(engine)
                     .map(|(name, _)| name.to_owned())
                     .collect();
+                let base = if wasi_03 {
+                    &self.p3()?.linker
+                } else {
+                    &self.http_linker
+                };
+                // Spin's interfaces that Ferry lacks, linked for this
+                // component only if it imports them.
+                let extended = unavailable::linker_for(base, engine, &c)?;
+                let linker = extended.as_ref().unwrap_or(base);
                 let kind = if wasi_03 {
-                    http3::pre(&self.p3()?.linker, &c)
+                    http3::pre(linker, &c)
                         .map(GuestKind::HttpP3)
                         .with_context(|| not_served(&exports))?
                 } else {
-                    http::pre(&self.http_linker, &c)
+                    http::pre(linker, &c)
                         .map(GuestKind::Http)
                         .with_context(|| not_served(&exports))?
                 };
+                unsupported = unavailable::imports(engine, &c);
                 let serves = exports
                     .iter()
                     .find(|e| e.starts_with("wasi:http/"))
@@ -315,6 +330,7 @@ impl Runtime {
                 imports,
                 serves,
                 adapted: adaptation.describe(),
+                unsupported,
             },
         })
     }

@@ -1,6 +1,7 @@
 //! A Spin HTTP component on spin-sdk 5.2.0, whose `#[http_component]`
 //! exports `wasi:http/incoming-handler@0.2.0`; Ferry's tests build it with
-//! `ferry build` and serve it.
+//! `ferry build` and serve it. `/kv` opens the default key-value store
+//! (Spin's `fermyon:spin/key-value@2.0.0`) and answers with what happened.
 
 use spin_sdk::http::{IntoResponse, Request, Response};
 use spin_sdk::http_component;
@@ -9,6 +10,13 @@ use spin_sdk::http_component;
 /// as `x-path-info` so a test can see that Spin's headers reach the guest.
 #[http_component]
 fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
+    if req.path() == "/kv" {
+        let outcome = match spin_sdk::key_value::Store::open_default() {
+            Ok(_) => "opened".to_owned(),
+            Err(error) => format!("error: {error:?}"),
+        };
+        return Ok(Response::new(200, format!("{outcome}\n")));
+    }
     let path_info = req
         .header("spin-path-info")
         .and_then(|value| value.as_str())

@@ -1,6 +1,8 @@
 //! A Spin HTTP component on spin-sdk 7.0.0, whose async `#[http_service]`
 //! exports `wasi:http/handler@0.3.0`; Ferry's tests build it with
-//! `ferry build` and serve it.
+//! `ferry build` and serve it. `/kv` opens the default key-value store
+//! (Spin's async `spin:key-value/key-value@3.0.0`) and answers with what
+//! happened.
 
 use spin_sdk::http::{IntoResponse, Request, Response};
 use spin_sdk::http_service;
@@ -9,6 +11,15 @@ use spin_sdk::http_service;
 /// as `x-path-info` so a test can see that Spin's headers reach the guest.
 #[http_service]
 async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
+    if req.uri().path() == "/kv" {
+        let outcome = match spin_sdk::key_value::Store::open_default().await {
+            Ok(_) => "opened".to_owned(),
+            Err(error) => format!("error: {error:?}"),
+        };
+        return Ok(Response::builder()
+            .status(200)
+            .body(format!("{outcome}\n"))?);
+    }
     let path_info = req
         .headers()
         .get("spin-path-info")

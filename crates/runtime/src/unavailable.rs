@@ -1,0 +1,192 @@
+//! Spin's host interfaces that Ferry does not provide (yet), linked so that
+//! the apps importing them load.
+//!
+//! Spin links its whole world into every component, and SDKs import it
+//! whether or not the app uses it (the Python SDK imports every Spin
+//! interface). Ferry links each such import that a component has to
+//! functions that answer with that interface's *own* error value — the
+//! `other(string)` / `runtime-error(string)` / `access-denied` case of its
+//! `error` variant, saying the capability is not available in Ferry — so a
+//! guest sees an ordinary failure it can report, never a trap or a load
+//! failure. A function whose result has no error case to give (there are
+//! none in Spin's interfaces) traps with a message naming it; one returning
+//! nothing does nothing.
+//!
+//! Nothing is granted by this: there is nothing behind the functions. The
+//! stubs are made from the component's own import types, per component and
+//! only for what it imports, so components that import none of this link
+//! and instantiate exactly as before.
+
+use wasmtime::Engine;
+use wasmtime::component::types::{ComponentFunc, ComponentItem};
+use wasmtime::component::{Component, Linker, LinkerInstance, ResourceType, Type, Val};
+
+/// Package prefixes of the interfaces Spin 3.x and 4.x hosts provide beyond
+/// WASI itself.
+const SPIN_WORLD: &[&str] = &[
+    "fermyon:spin/",
+    "fermyon:spin@",
+    "spin:key-value/",
+    "spin:mqtt/",
+    "spin:mysql/",
+    "spin:postgres/",
+    "spin:redis/",
+    "spin:sqlite/",
+    "spin:variables/",
+    "wasi:keyvalue/",
+    "wasi:config/",
+    "wasi:otel/",
+];
+
+/// Whether `import` (an interface name) belongs to Spin's world rather than
+/// to WASI or to anything else.
+pub(crate) fn is_spin_world(import: &str) -> bool {
+    SPIN_WORLD.iter().any(|prefix| import.starts_with(prefix))
+}
+
+/// The Spin-world imports of `component`, sorted: what `ferry check` lists
+/// as linked but not supported.
+pub(crate) fn imports(engine: &Engine, component: &Component) -> Vec<String> {
+    let mut names: Vec<String> = component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_owned())
+        .filter(|name| is_spin_world(name))
+        .collect();
+    names.sort();
+    names
+}
+
+/// `base` with every Spin-world import of `component` linked to functions
+/// that report the capability as unavailable; `None` when the component
+/// imports none (then `base` serves as it is).
+pub(crate) fn linker_for<T: 'static>(
+    base: &Linker<T>,
+    engine: &Engine,
+    component: &Component,
+) -> anyhow::Result<Option<Linker<T>>> {
+    let ty = component.component_type();
+    let spin: Vec<(&str, ComponentItem)> = ty
+        .imports(engine)
+        .filter(|(name, _)| is_spin_world(name))
+        .map(|(name, import)| (name, import.ty))
+        .collect();
+    if spin.is_empty() {
+        return Ok(None);
+    }
+    let mut linker = base.clone();
+    for (name, item) in spin {
+        let ComponentItem::ComponentInstance(instance) = item else {
+            continue;
+        };
+        let mut linked = linker.instance(name)?;
+        for (export, item) in instance.exports(engine) {
+            define(&mut linked, name, export, item.ty)?;
+        }
+    }
+    Ok(Some(linker))
+}
+
+fn define<T: 'static>(
+    instance: &mut LinkerInstance<'_, T>,
+    interface: &str,
+    name: &str,
+    item: ComponentItem,
+) -> anyhow::Result<()> {
+    match item {
+        ComponentItem::ComponentFunc(func) => {
+            let what = format!("{interface}#{name}");
+            if func.async_() {
+                instance.func_new_concurrent(name, move |_, ty, _, results| {
+                    let answer = answer(&what, &ty, results);
+                    Box::pin(async move { answer })
+                })?;
+            } else {
+                instance.func_new(name, move |_, ty, _, results| answer(&what, &ty, results))?;
+            }
+        }
+        // No value of these ever exists: every function that would make one
+        // fails first.
+        ComponentItem::Resource(_) => {
+            instance.resource(name, ResourceType::host::<Unavailable>(), |_, _| Ok(()))?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The host type behind every resource of an unavailable interface.
+struct Unavailable;
+
+/// Fills `results` with the function's "not available" answer.
+fn answer(what: &str, ty: &ComponentFunc, results: &mut [Val]) -> wasmtime::Result<()> {
+    let message = format!("{what} is not available in Ferry");
+    let types: Vec<Type> = ty.results().collect();
+    match (types.as_slice(), results) {
+        ([], []) => Ok(()),
+        ([Type::Result(result)], [slot]) => {
+            let error = match result.err() {
+                Some(error) => Some(Box::new(error_value(&error, &message).ok_or_else(
+                    || wasmtime::format_err!("{message} (and its error type cannot say so)"),
+                )?)),
+                None => None,
+            };
+            *slot = Val::Result(Err(error));
+            Ok(())
+        }
+        _ => Err(wasmtime::format_err!("{message}")),
+    }
+}
+
+/// The case of an interface's error type that says "not available": a case
+/// carrying a message if there is one (preferring the catch-all names Spin's
+/// interfaces use), else a case meaning "refused".
+fn error_value(ty: &Type, message: &str) -> Option<Val> {
+    const WITH_MESSAGE: &[&str] = &[
+        "other",
+        "runtime-error",
+        "provider",
+        "upstream",
+        "io",
+        "connection-failed",
+    ];
+    const WITHOUT_MESSAGE: &[&str] = &[
+        "access-denied",
+        "runtime-error",
+        "no-such-store",
+        "no-such-database",
+        "invalid-address",
+    ];
+    match ty {
+        Type::String => Some(Val::String(message.to_owned())),
+        Type::Variant(variant) => {
+            let cases: Vec<_> = variant.cases().collect();
+            let with_message = WITH_MESSAGE.iter().find_map(|wanted| {
+                cases
+                    .iter()
+                    .find(|c| c.name == *wanted && matches!(c.ty, Some(Type::String)))
+            });
+            if let Some(case) = with_message {
+                return Some(Val::Variant(
+                    case.name.to_owned(),
+                    Some(Box::new(Val::String(message.to_owned()))),
+                ));
+            }
+            let bare = WITHOUT_MESSAGE
+                .iter()
+                .find_map(|wanted| cases.iter().find(|c| c.name == *wanted && c.ty.is_none()))
+                .or_else(|| cases.iter().find(|c| c.ty.is_none()))?;
+            Some(Val::Variant(bare.name.to_owned(), None))
+        }
+        Type::Enum(cases) => {
+            let names: Vec<&str> = cases.names().collect();
+            let name = WITHOUT_MESSAGE
+                .iter()
+                .find(|wanted| names.contains(wanted))
+                .copied()
+                .or_else(|| names.iter().copied().find(|n| *n != "success"))?;
+            Some(Val::Enum(name.to_owned()))
+        }
+        _ => None,
+    }
+}
