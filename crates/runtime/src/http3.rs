@@ -32,6 +32,9 @@ pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HttpState>> {
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi::p3::add_to_linker(&mut linker)?;
     wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+    // So may its runtime's 0.2 HTTP (componentize-py's does): outgoing
+    // requests through it pass the same `OutboundHooks`.
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     Ok(linker)
 }
 

@@ -336,13 +336,21 @@ impl Runtime {
     }
 }
 
-/// Why a component that loaded is not one Ferry can serve, from what it
-/// exports.
+/// Why a compiled component cannot be served, from what it exports: the
+/// wrong export, or (when the export is one Ferry serves) imports that do
+/// not link — the cause beneath says which.
 fn not_served(exports: &[String]) -> String {
-    let candidate_02 = exports
+    let served = exports.iter().any(|e| {
+        (e.starts_with("wasi:http/incoming-handler@0.2.") && !e.contains("-rc-"))
+            || e == "wasi:http/handler@0.3.0"
+    });
+    if served {
+        return "the component's imports cannot all be linked".to_owned();
+    }
+    match exports
         .iter()
-        .find(|e| e.starts_with("wasi:http/incoming-handler@0.2.0-rc-"));
-    match candidate_02 {
+        .find(|e| e.starts_with("wasi:http/incoming-handler@0.2.0-rc-"))
+    {
         Some(export) => format!(
             "the component exports {export}, a release candidate of WASI 0.2 (spin-sdk 2.x builds it); Ferry serves wasi:http/incoming-handler@0.2.x and wasi:http/handler@0.3.0 but not that candidate yet"
         ),

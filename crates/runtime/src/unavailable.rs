@@ -44,22 +44,33 @@ pub(crate) fn is_spin_world(import: &str) -> bool {
     SPIN_WORLD.iter().any(|prefix| import.starts_with(prefix))
 }
 
-/// The Spin-world imports of `component`, sorted: what `ferry check` lists
-/// as linked but not supported.
+/// The WASI 0.3 release candidate that Spin 4 hosts also provide. A
+/// component importing only those names is renamed to 0.3.0 (`adapt.rs`);
+/// one importing them beside 0.3.0 itself (the Python SDK 5 does) gets them
+/// linked here, answering like the rest.
+const WASI_03_CANDIDATE: &str = "@0.3.0-rc-2026-03-15";
+
+/// Whether Ferry links `import` only so that the component loads.
+fn linked_unsupported(import: &str) -> bool {
+    is_spin_world(import) || import.ends_with(WASI_03_CANDIDATE)
+}
+
+/// The imports of `component` linked only so that it loads, sorted: what
+/// `ferry check` lists as linked but not supported.
 pub(crate) fn imports(engine: &Engine, component: &Component) -> Vec<String> {
     let mut names: Vec<String> = component
         .component_type()
         .imports(engine)
         .map(|(name, _)| name.to_owned())
-        .filter(|name| is_spin_world(name))
+        .filter(|name| linked_unsupported(name))
         .collect();
     names.sort();
     names
 }
 
-/// `base` with every Spin-world import of `component` linked to functions
-/// that report the capability as unavailable; `None` when the component
-/// imports none (then `base` serves as it is).
+/// `base` with every such import of `component` linked to functions that
+/// report the capability as unavailable; `None` when the component imports
+/// none (then `base` serves as it is).
 pub(crate) fn linker_for<T: 'static>(
     base: &Linker<T>,
     engine: &Engine,
@@ -68,7 +79,7 @@ pub(crate) fn linker_for<T: 'static>(
     let ty = component.component_type();
     let spin: Vec<(&str, ComponentItem)> = ty
         .imports(engine)
-        .filter(|(name, _)| is_spin_world(name))
+        .filter(|(name, _)| linked_unsupported(name))
         .map(|(name, import)| (name, import.ty))
         .collect();
     if spin.is_empty() {

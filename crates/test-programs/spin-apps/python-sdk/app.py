@@ -1,0 +1,32 @@
+"""A Spin HTTP component written against the Spin Python SDK (async `http.Handler`)."""
+
+from urllib.parse import urlsplit
+
+from spin_sdk import http, key_value
+from spin_sdk.http import Request, Response
+
+
+def text(body: str, extra_headers=None) -> Response:
+    headers = {"content-type": "text/plain"}
+    headers.update(extra_headers or {})
+    return Response(200, headers, body.encode("utf-8"))
+
+
+class HttpHandler(http.Handler):
+    async def handle_request(self, request: Request) -> Response:
+        path = urlsplit(request.uri).path or "/"
+
+        if path == "/kv":
+            # Ferry links Spin's key-value interface without backing it, so
+            # opening a store is expected to fail with the interface's error.
+            try:
+                await key_value.open_default()
+            except Exception as err:
+                return text(f"error: {err}\n")
+            return text("opened\n")
+
+        path_info = request.headers.get("spin-path-info", "")
+        return text(
+            f"Hello from the Spin Python SDK: {path}\n",
+            {"x-path-info": path_info},
+        )
