@@ -371,11 +371,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 route.full(),
                 fixed.status,
                 human_size(fixed.body.len() as u64),
-                if headers.is_empty() {
-                    "(none)".into()
-                } else {
-                    headers.join(", ")
-                }
+                listed(&headers)
             )?;
         }
     }
@@ -428,15 +424,7 @@ fn print_component(
             None => writeln!(out, "  serves     {serves}")?,
         }
     }
-    writeln!(
-        out,
-        "  imports    {}",
-        if info.imports.is_empty() {
-            "(none)".into()
-        } else {
-            info.imports.join(", ")
-        }
-    )?;
+    writeln!(out, "  imports    {}", listed(&info.imports))?;
     if !info.unsupported.is_empty() {
         writeln!(
             out,
@@ -449,15 +437,7 @@ fn print_component(
         .iter()
         .map(|(k, _)| k.as_str())
         .collect();
-    writeln!(
-        out,
-        "  env        {}",
-        if env.is_empty() {
-            "(none)".into()
-        } else {
-            env.join(", ")
-        }
-    )?;
+    writeln!(out, "  env        {}", listed(&env))?;
     let files: Vec<String> = component
         .files
         .iter()
@@ -487,15 +467,7 @@ fn print_component(
         .iter()
         .map(ToString::to_string)
         .collect();
-    writeln!(
-        out,
-        "  outbound   {}",
-        if hosts.is_empty() {
-            "(none)".into()
-        } else {
-            hosts.join(", ")
-        }
-    )?;
+    writeln!(out, "  outbound   {}", listed(&hosts))?;
     let l = guest.limits();
     writeln!(
         out,
@@ -507,6 +479,18 @@ fn print_component(
         l.max_concurrent_requests
     )?;
     Ok(())
+}
+
+/// `items` joined with commas for `ferry check`, or `(none)`.
+fn listed(items: &[impl AsRef<str>]) -> String {
+    if items.is_empty() {
+        return "(none)".into();
+    }
+    items
+        .iter()
+        .map(AsRef::as_ref)
+        .collect::<Vec<&str>>()
+        .join(", ")
 }
 
 fn relative(dir: &Path, path: &Path) -> String {

@@ -341,17 +341,12 @@ fn read_executor(diags: &mut Diagnostics, table: &mut TableView<'_, '_>) -> Exec
         // candidate component; Ferry tells WASI versions apart by their
         // exports, so it is the same executor.
         Some("http") | Some("spin") | Some("wasip3-unstable") | None => {
-            // Spin ignores anything beside `type` here; say so.
-            for key in executor.key_names() {
-                if key != "type" {
-                    let span = executor.key_span(&key).unwrap_or(0..0);
-                    let _ = executor.get(&key);
-                    diags.warn(
-                        Diagnostic::new(span, format!("`executor.{key}` is ignored"))
-                            .with_help("the `http` executor has no settings besides `type`"),
-                    );
-                }
-            }
+            // Spin ignores anything beside `type` here.
+            executor.ignore_unread(
+                diags,
+                "executor",
+                "the `http` executor has no settings besides `type`",
+            );
             Executor::Http
         }
         Some("wagi") => {
@@ -455,17 +450,12 @@ fn read_static_response(diags: &mut Diagnostics, value: &Value<'_>) -> Option<St
         }
         table.finish(diags, &[]);
     }
-    // Spin ignores anything else here; say so rather than drop it silently.
-    for key in table.key_names() {
-        if !["status_code", "headers", "body"].contains(&key.as_str()) {
-            let span = table.key_span(&key).unwrap_or(0..0);
-            let _ = table.get(&key);
-            diags.warn(
-                Diagnostic::new(span, format!("`static_response.{key}` is ignored"))
-                    .with_help("a static response has `status_code`, `headers` and `body`"),
-            );
-        }
-    }
+    // Spin ignores anything else here.
+    table.ignore_unread(
+        diags,
+        "static_response",
+        "a static response has `status_code`, `headers` and `body`",
+    );
     table.finish(diags, &[]);
     (diags.errors.len() == errors_before).then_some(StaticResponse {
         status,

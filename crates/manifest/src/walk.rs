@@ -145,6 +145,21 @@ impl<'t, 'i> TableView<'t, 'i> {
         as_table(diags, value, qualified)
     }
 
+    /// Warns that each key not read so far is ignored (where Spin ignores
+    /// extra keys, Ferry says so rather than drop them silently), naming it
+    /// `{shown}.{key}`, and marks it read.
+    pub fn ignore_unread(&mut self, diags: &mut Diagnostics, shown: &str, help: &str) {
+        for key in self.key_names() {
+            if self.read.contains(&key.as_str()) {
+                continue;
+            }
+            let span = self.key_span(&key).unwrap_or(0..0);
+            let _ = self.get(&key);
+            diags
+                .warn(Diagnostic::new(span, format!("`{shown}.{key}` is ignored")).with_help(help));
+        }
+    }
+
     /// Reports every key that was not read: as unsupported when Spin defines it
     /// (`unsupported` says why), as unknown otherwise.
     pub fn finish(self, diags: &mut Diagnostics, unsupported: Unsupported<'_>) {

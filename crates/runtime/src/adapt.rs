@@ -40,18 +40,19 @@ pub(crate) enum Adaptation {
 }
 
 /// The release candidate of WASI 0.3 that Spin 4's SDKs build against.
-const WASI_03_CANDIDATE: &str = "@0.3.0-rc-2026-03-15";
+pub(crate) const WASI_03_CANDIDATE: &str = "@0.3.0-rc-2026-03-15";
 const WASI_03: &str = "@0.3.0";
 
 impl Adaptation {
     /// What `wasm` (for the `http` executor) needs, or why it cannot be
-    /// served.
-    pub fn for_http(wasm: &[u8]) -> anyhow::Result<Self> {
-        if Parser::is_component(wasm) {
-            let names = top_level_names(wasm)?;
+    /// served. `component` is its [`TopLevel`] names when it is a
+    /// component, `None` for a core module.
+    pub fn for_http(wasm: &[u8], component: Option<&TopLevel>) -> anyhow::Result<Self> {
+        if let Some(component) = component {
+            let names = || component.imports.iter().chain(&component.exports);
             return Ok(
-                if names.iter().any(|n| n.ends_with(WASI_03_CANDIDATE))
-                    && !names.iter().any(|n| n.ends_with(WASI_03))
+                if names().any(|n| n.ends_with(WASI_03_CANDIDATE))
+                    && !names().any(|n| n.ends_with(WASI_03))
                 {
                     Self::RenameWasi03Candidate
                 } else {
@@ -168,27 +169,46 @@ impl ModuleFacts {
 
 /// A component's own import and export names (not those of components and
 /// modules nested in it).
-pub(crate) fn top_level_names(wasm: &[u8]) -> anyhow::Result<Vec<String>> {
-    let mut names = Vec::new();
-    let mut depth = 0usize;
-    for payload in Parser::new(0).parse_all(wasm) {
-        match payload.context("reading the component")? {
-            Payload::Version { .. } => depth += 1,
-            Payload::End(_) => depth = depth.saturating_sub(1),
-            Payload::ComponentImportSection(imports) if depth == 1 => {
-                for import in imports {
-                    names.push(import?.name.name.to_owned());
+pub(crate) struct TopLevel {
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+}
+
+impl TopLevel {
+    pub fn read(wasm: &[u8]) -> anyhow::Result<Self> {
+        let mut names = Self {
+            imports: Vec::new(),
+            exports: Vec::new(),
+        };
+        let mut depth = 0usize;
+        for payload in Parser::new(0).parse_all(wasm) {
+            match payload.context("reading the component")? {
+                Payload::Version { .. } => depth += 1,
+                Payload::End(_) => depth = depth.saturating_sub(1),
+                Payload::ComponentImportSection(imports) if depth == 1 => {
+                    for import in imports {
+                        names.imports.push(import?.name.name.to_owned());
+                    }
                 }
-            }
-            Payload::ComponentExportSection(exports) if depth == 1 => {
-                for export in exports {
-                    names.push(export?.name.name.to_owned());
+                Payload::ComponentExportSection(exports) if depth == 1 => {
+                    for export in exports {
+                        names.exports.push(export?.name.name.to_owned());
+                    }
                 }
+                _ => {}
             }
-            _ => {}
         }
+        Ok(names)
     }
-    Ok(names)
+
+    /// Whether it exports WASI 0.3's `wasi:http/handler` (rather than 0.2's
+    /// `wasi:http/incoming-handler`), the release candidate included: it
+    /// then runs on the engine with component-model concurrency.
+    pub fn exports_wasi_http_03(&self) -> bool {
+        self.exports
+            .iter()
+            .any(|e| e.starts_with("wasi:http/handler@0.3"))
+    }
 }
 
 /// Rewrites `from` to `to` in the version of the component's top-level
@@ -305,12 +325,12 @@ mod tests {
 
     #[test]
     fn core_modules_are_told_apart_by_what_they_carry() {
-        let err = |wasm: Vec<u8>| Adaptation::for_http(&wasm).unwrap_err().to_string();
+        let err = |wasm: Vec<u8>| Adaptation::for_http(&wasm, None).unwrap_err().to_string();
         assert!(err(module(&["handle-http-request"], None)).contains("pre-component HTTP ABI"));
         assert!(err(module(&["_start"], None)).contains("executor = { type = \"wagi\" }"));
         assert!(err(module(&["run"], None)).contains("no component metadata"));
         assert_eq!(
-            Adaptation::for_http(&module(&["x"], Some("component-type:bindgen"))).unwrap(),
+            Adaptation::for_http(&module(&["x"], Some("component-type:bindgen")), None).unwrap(),
             Adaptation::Componentize
         );
     }
@@ -342,18 +362,21 @@ mod tests {
         component.section(&exports);
         let wasm = component.finish();
 
-        let adaptation = Adaptation::for_http(&wasm).unwrap();
+        let top = TopLevel::read(&wasm).unwrap();
+        assert!(top.exports_wasi_http_03());
+        let adaptation = Adaptation::for_http(&wasm, Some(&top)).unwrap();
         assert_eq!(adaptation, Adaptation::RenameWasi03Candidate);
         let renamed = adaptation.apply(&wasm).unwrap();
+        let top = TopLevel::read(&renamed).unwrap();
         assert_eq!(
-            top_level_names(&renamed).unwrap(),
-            [
-                "wasi:http/types@0.3.0",
-                "wasi:cli/stdout@0.2.6",
-                "wasi:http/handler@0.3.0"
-            ]
+            top.imports,
+            ["wasi:http/types@0.3.0", "wasi:cli/stdout@0.2.6"]
         );
+        assert_eq!(top.exports, ["wasi:http/handler@0.3.0"]);
         // Already renamed: nothing more to do.
-        assert_eq!(Adaptation::for_http(&renamed).unwrap(), Adaptation::None);
+        assert_eq!(
+            Adaptation::for_http(&renamed, Some(&top)).unwrap(),
+            Adaptation::None
+        );
     }
 }

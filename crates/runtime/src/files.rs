@@ -92,14 +92,13 @@ fn stage(
                     if let Some(file) = inside(&root, &named) {
                         copy(&file, pattern)?;
                     }
-                } else if named.is_dir() {
-                    for (file, relative) in tree(&root, &named)? {
-                        if !exclude.is_match(&relative) {
-                            copy(&file, &relative.to_string_lossy())?;
-                        }
-                    }
                 } else {
-                    for (file, relative) in glob_matches(&root, pattern)? {
+                    let found = if named.is_dir() {
+                        tree(&root, &named)?
+                    } else {
+                        glob_matches(&root, pattern)?
+                    };
+                    for (file, relative) in found {
                         if !exclude.is_match(&relative) {
                             copy(&file, &relative.to_string_lossy())?;
                         }

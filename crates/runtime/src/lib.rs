@@ -245,8 +245,16 @@ impl Runtime {
             "{} is not a WebAssembly file",
             component.source
         );
+        let top = if is_component {
+            Some(
+                adapt::TopLevel::read(wasm)
+                    .with_context(|| format!("cannot read {}", component.source))?,
+            )
+        } else {
+            None
+        };
         let adaptation = match executor {
-            Executor::Http => adapt::Adaptation::for_http(wasm)
+            Executor::Http => adapt::Adaptation::for_http(wasm, top.as_ref())
                 .with_context(|| format!("cannot serve {}", component.source))?,
             Executor::Wagi(_) => {
                 anyhow::ensure!(
@@ -258,7 +266,9 @@ impl Runtime {
             }
         };
         // A renamed WASI 0.3 candidate still names `wasi:http/handler@0.3…`.
-        let wasi_03 = is_component && exports_wasi_http_03(wasm);
+        let wasi_03 = top
+            .as_ref()
+            .is_some_and(adapt::TopLevel::exports_wasi_http_03);
         let engine = if wasi_03 {
             &self.p3()?.engine
         } else {
@@ -268,7 +278,6 @@ impl Runtime {
             .cache
             .load_or_compile(engine, wasm, adaptation)
             .with_context(|| format!("compiling {}", component.source))?;
-        let mut unsupported = Vec::new();
         let (kind, imports, serves) = match (compiled, executor) {
             (cache::Compiled::Component(c), _) => {
                 let ty = c.component_type();
@@ -299,7 +308,6 @@ impl Runtime {
                         .map(GuestKind::Http)
                         .with_context(|| not_served(&exports))?
                 };
-                unsupported = unavailable::imports(engine, &c);
                 let serves = exports
                     .iter()
                     .find(|e| e.starts_with("wasi:http/"))
@@ -317,6 +325,11 @@ impl Runtime {
                 unreachable!("the http executor always compiles a component")
             }
         };
+        let unsupported = imports
+            .iter()
+            .filter(|name| unavailable::linked_unsupported(name))
+            .cloned()
+            .collect();
         let sandbox = sandbox::Sandbox::prepare(component, app_dir, self_addr)?;
         Ok(Guest {
             id: component.id.as_str().into(),
@@ -363,28 +376,6 @@ fn not_served(exports: &[String]) -> String {
             }
         ),
     }
-}
-
-/// Whether a component exports WASI 0.3's `wasi:http/handler` (rather than
-/// 0.2's `wasi:http/incoming-handler`), read from its top-level exports.
-fn exports_wasi_http_03(wasm: &[u8]) -> bool {
-    let mut depth = 0usize;
-    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
-        match payload {
-            Ok(wasmparser::Payload::Version { .. }) => depth += 1,
-            Ok(wasmparser::Payload::End(_)) => depth = depth.saturating_sub(1),
-            Ok(wasmparser::Payload::ComponentExportSection(exports)) if depth == 1 => {
-                for export in exports.into_iter().flatten() {
-                    if export.name.name.starts_with("wasi:http/handler@0.3") {
-                        return true;
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(_) => return false,
-        }
-    }
-    false
 }
 
 impl Guest {

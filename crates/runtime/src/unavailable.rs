@@ -21,6 +21,8 @@ use wasmtime::Engine;
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
 use wasmtime::component::{Component, Linker, LinkerInstance, ResourceType, Type, Val};
 
+use crate::adapt::WASI_03_CANDIDATE;
+
 /// Package prefixes of the interfaces Spin 3.x and 4.x hosts provide beyond
 /// WASI itself.
 const SPIN_WORLD: &[&str] = &[
@@ -38,34 +40,14 @@ const SPIN_WORLD: &[&str] = &[
     "wasi:otel/",
 ];
 
-/// Whether `import` (an interface name) belongs to Spin's world rather than
-/// to WASI or to anything else.
-pub(crate) fn is_spin_world(import: &str) -> bool {
+/// Whether Ferry links `import` (an interface name) only so that the
+/// component loads: it belongs to Spin's world, or it is a WASI 0.3 release
+/// candidate name. A component importing only candidate names is renamed to
+/// 0.3.0 (`adapt.rs`); one importing them beside 0.3.0 itself (the Python
+/// SDK 5 does) gets them linked here, answering like the rest.
+pub(crate) fn linked_unsupported(import: &str) -> bool {
     SPIN_WORLD.iter().any(|prefix| import.starts_with(prefix))
-}
-
-/// The WASI 0.3 release candidate that Spin 4 hosts also provide. A
-/// component importing only those names is renamed to 0.3.0 (`adapt.rs`);
-/// one importing them beside 0.3.0 itself (the Python SDK 5 does) gets them
-/// linked here, answering like the rest.
-const WASI_03_CANDIDATE: &str = "@0.3.0-rc-2026-03-15";
-
-/// Whether Ferry links `import` only so that the component loads.
-fn linked_unsupported(import: &str) -> bool {
-    is_spin_world(import) || import.ends_with(WASI_03_CANDIDATE)
-}
-
-/// The imports of `component` linked only so that it loads, sorted: what
-/// `ferry check` lists as linked but not supported.
-pub(crate) fn imports(engine: &Engine, component: &Component) -> Vec<String> {
-    let mut names: Vec<String> = component
-        .component_type()
-        .imports(engine)
-        .map(|(name, _)| name.to_owned())
-        .filter(|name| linked_unsupported(name))
-        .collect();
-    names.sort();
-    names
+        || import.ends_with(WASI_03_CANDIDATE)
 }
 
 /// `base` with every such import of `component` linked to functions that
