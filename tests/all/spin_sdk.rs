@@ -4,6 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
+use http_body_util::Full;
+
 use crate::support::*;
 
 /// An app's directory, or one of its manifests.
@@ -78,6 +81,62 @@ async fn rust_on_spin_sdk_5_exporting_wasi_http_0_2() {
     .await;
     key_value_is_linked_but_not_available(
         app,
+        "fermyon:spin/key-value@2.0.0",
+        "Error::Other(\"fermyon:spin/key-value@2.0.0#[static]store.open is not available in Ferry\")",
+    )
+    .await;
+}
+
+/// Spin 2's Rust template: a core module whose SDK exports the 2023-10-18
+/// release candidate of WASI 0.2. Its request and response, bodies both ways
+/// and outbound requests all go through the candidate's interfaces.
+#[tokio::test]
+async fn rust_on_spin_sdk_2_exporting_the_wasi_0_2_candidate() {
+    let (ferry, check) = build_and_serve(
+        "rust-sdk2",
+        "Hello from spin-sdk 2.2.0",
+        "wasi:http/incoming-handler@0.2.0-rc-2023-10-18 (componentized from a WASI preview 1 core module)",
+    )
+    .await;
+
+    // A body larger than one read: the guest reads the candidate's stream
+    // until it ends.
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let reply = send(
+        http::Request::post(format!("{}/echo", ferry.url))
+            .body(Full::new(Bytes::from(body.clone())))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(&reply.body[..5], b"POST ");
+    assert!(reply.body[5..] == body[..], "the echoed body differs");
+
+    // Outbound through the candidate's outgoing-handler, to an allowed host
+    // and to one the manifest does not allow.
+    let upstream = TextServer::start("from upstream");
+    let reply = get(&format!(
+        "{}/outbound?http://127.0.0.1:{}/x",
+        ferry.url, upstream.port
+    ))
+    .await;
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (200, "200 from upstream")
+    );
+    let reply = get(&format!(
+        "{}/outbound?http://localhost:{}/x",
+        ferry.url, upstream.port
+    ))
+    .await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(
+        reply.text(),
+        "send failed: Error::UnexpectedError(\"the destination is not in the component's allowed_outbound_hosts\")"
+    );
+
+    key_value_is_linked_but_not_available(
+        (ferry, check),
         "fermyon:spin/key-value@2.0.0",
         "Error::Other(\"fermyon:spin/key-value@2.0.0#[static]store.open is not available in Ferry\")",
     )

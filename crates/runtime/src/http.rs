@@ -13,11 +13,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::component::{Linker, Resource, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::body::{BodyTooLarge, BoxError, FailOnFlag, Limited, ResponseBody};
@@ -59,15 +59,77 @@ pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HttpState>> {
     // the context, not by missing imports.
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    // spin-sdk 2.x's interfaces, on the same implementation.
+    crate::wasi_2023_10_18::add_to_linker(&mut linker)?;
     Ok(linker)
+}
+
+/// A component ready to instantiate, with the wasi:http incoming handler it
+/// exports: WASI 0.2's, or the 2023-10-18 release candidate's (spin-sdk 2.x),
+/// which runs on the same host implementation.
+#[derive(Clone)]
+pub(crate) enum ProxyPre {
+    Wasi02(wasmtime_wasi_http::p2::bindings::ProxyPre<HttpState>),
+    Candidate2023_10_18(crate::wasi_2023_10_18::ProxyPre<HttpState>),
+}
+
+enum Proxy {
+    Wasi02(wasmtime_wasi_http::p2::bindings::Proxy),
+    Candidate2023_10_18(crate::wasi_2023_10_18::Proxy),
+}
+
+impl ProxyPre {
+    async fn instantiate(&self, store: &mut Store<HttpState>) -> wasmtime::Result<Proxy> {
+        Ok(match self {
+            ProxyPre::Wasi02(pre) => Proxy::Wasi02(pre.instantiate_async(store).await?),
+            ProxyPre::Candidate2023_10_18(pre) => {
+                Proxy::Candidate2023_10_18(pre.instantiate_async(store).await?)
+            }
+        })
+    }
+}
+
+impl Proxy {
+    async fn handle(
+        &self,
+        store: &mut Store<HttpState>,
+        request: Resource<HostIncomingRequest>,
+        out: Resource<HostResponseOutparam>,
+    ) -> wasmtime::Result<()> {
+        match self {
+            Proxy::Wasi02(proxy) => {
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(store, request, out)
+                    .await
+            }
+            Proxy::Candidate2023_10_18(proxy) => {
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(store, request, out)
+                    .await
+            }
+        }
+    }
 }
 
 pub(crate) fn pre(
     linker: &Linker<HttpState>,
     component: &wasmtime::component::Component,
-) -> anyhow::Result<ProxyPre<HttpState>> {
+    exports: &[String],
+) -> anyhow::Result<ProxyPre> {
     let instance_pre = linker.instantiate_pre(component)?;
-    Ok(ProxyPre::new(instance_pre)?)
+    if exports
+        .iter()
+        .any(|e| e == crate::wasi_2023_10_18::INCOMING_HANDLER)
+    {
+        return Ok(ProxyPre::Candidate2023_10_18(
+            crate::wasi_2023_10_18::ProxyPre::new(instance_pre)?,
+        ));
+    }
+    Ok(ProxyPre::Wasi02(
+        wasmtime_wasi_http::p2::bindings::ProxyPre::new(instance_pre)?,
+    ))
 }
 
 /// Enforces `allowed_outbound_hosts` on every outgoing request.
@@ -310,7 +372,7 @@ impl AfterHead {
 /// guest finishes, which may be after the response head was returned.
 pub(crate) async fn handle<B>(
     engine: &Engine,
-    pre: &ProxyPre<HttpState>,
+    pre: &ProxyPre,
     sandbox: &Sandbox,
     limits: &Limits,
     request: http::Request<B>,
@@ -338,7 +400,7 @@ where
         tokio::spawn(async move {
             let _guard = guard;
             let run = async {
-                let proxy = match pre.instantiate_async(&mut store).await {
+                let proxy = match pre.instantiate(&mut store).await {
                     Ok(proxy) => proxy,
                     Err(e) => return Err(GuestError::from_instantiation(e.into())),
                 };
@@ -350,10 +412,7 @@ where
                         .new_response_outparam_from_callback(move |head| {
                             let _ = tx.send(head.map_err(|code| format!("{code:?}")));
                         })?;
-                    proxy
-                        .wasi_http_incoming_handler()
-                        .call_handle(&mut store, req, out)
-                        .await
+                    proxy.handle(&mut store, req, out).await
                 };
                 Ok(handled.await)
             };

@@ -21,6 +21,7 @@ mod http3;
 mod sandbox;
 mod unavailable;
 mod wagi;
+mod wasi_2023_10_18;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -66,7 +67,7 @@ pub struct Guest {
 }
 
 enum GuestKind {
-    Http(wasmtime_wasi_http::p2::bindings::ProxyPre<http::HttpState>),
+    Http(http::ProxyPre),
     HttpP3(wasmtime_wasi_http::p3::bindings::ServicePre<http::HttpState>),
     Wagi(wasmtime::InstancePre<wagi::WagiState>, WagiConfig),
 }
@@ -304,7 +305,7 @@ impl Runtime {
                         .map(GuestKind::HttpP3)
                         .with_context(|| not_served(&exports))?
                 } else {
-                    http::pre(linker, &c)
+                    http::pre(linker, &c, &exports)
                         .map(GuestKind::Http)
                         .with_context(|| not_served(&exports))?
                 };
@@ -355,20 +356,22 @@ impl Runtime {
 fn not_served(exports: &[String]) -> String {
     let served = exports.iter().any(|e| {
         (e.starts_with("wasi:http/incoming-handler@0.2.") && !e.contains("-rc-"))
+            || e == wasi_2023_10_18::INCOMING_HANDLER
             || e == "wasi:http/handler@0.3.0"
     });
     if served {
         return "the component's imports cannot all be linked".to_owned();
     }
+    const SERVED: &str = "Ferry serves wasi:http/incoming-handler@0.2.x (also 0.2.0-rc-2023-10-18) and wasi:http/handler@0.3.0 (also 0.3.0-rc-2026-03-15)";
     match exports
         .iter()
         .find(|e| e.starts_with("wasi:http/incoming-handler@0.2.0-rc-"))
     {
         Some(export) => format!(
-            "the component exports {export}, a release candidate of WASI 0.2 (spin-sdk 2.x builds it); Ferry serves wasi:http/incoming-handler@0.2.x and wasi:http/handler@0.3.0 but not that candidate yet"
+            "the component exports {export}, a release candidate of WASI 0.2 that Ferry does not serve; {SERVED}"
         ),
         None => format!(
-            "the component does not fit Ferry's wasi:http host: it exports {}, and Ferry serves wasi:http/incoming-handler@0.2.x or wasi:http/handler@0.3.0 (also 0.3.0-rc-2026-03-15)",
+            "the component does not fit Ferry's wasi:http host: it exports {}; {SERVED}",
             if exports.is_empty() {
                 "nothing".to_owned()
             } else {
