@@ -64,6 +64,11 @@ struct AppArgs {
     /// preallocated instance pool (requests beyond it get 503).
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     max_instances: u32,
+    /// A value for an application variable: NAME=VALUE, NAME=@FILE (the
+    /// file's contents), or @FILE.json / @FILE.toml (a table of them).
+    /// Overrides SPIN_VARIABLE_<NAME> / FERRY_VARIABLE_<NAME> and `.env`.
+    #[arg(long = "variable", value_name = "NAME=VALUE")]
+    variables: Vec<String>,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -200,6 +205,7 @@ struct Prepared {
     wasm: std::collections::BTreeMap<String, Vec<u8>>,
     runtime: Runtime,
     limits: std::collections::BTreeMap<String, Limits>,
+    variables: std::collections::BTreeMap<String, ferry_manifest::ComponentVariables>,
 }
 
 fn prepare(args: &AppArgs, out: &mut dyn std::io::Write) -> anyhow::Result<Prepared> {
@@ -208,6 +214,10 @@ fn prepare(args: &AppArgs, out: &mut dyn std::io::Write) -> anyhow::Result<Prepa
     load::warn_unused(&app);
     let config = load::runtime_config(&app, args.runtime_config_file.as_deref())?;
     let limits = config.resolve(&app, args.limits.limits())?;
+    let given = crate::variables::given(&app, &args.variables)
+        .map_err(|e| load::Failure::usage(format!("{e:#}")))?;
+    let variables = ferry_manifest::resolve_variables(&app, &given)
+        .map_err(|missing| load::Failure::load(missing.to_string()))?;
     let max_memory = limits
         .values()
         .map(|l| l.max_memory)
@@ -238,6 +248,7 @@ fn prepare(args: &AppArgs, out: &mut dyn std::io::Write) -> anyhow::Result<Prepa
         wasm,
         runtime,
         limits,
+        variables,
     })
 }
 
@@ -268,6 +279,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             &prepared.app,
             &prepared.wasm,
             &prepared.limits,
+            &prepared.variables,
             Some(local),
             &mut stdout,
         )?
@@ -338,6 +350,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         app,
         &prepared.wasm,
         &prepared.limits,
+        &prepared.variables,
         None,
         &mut out,
     )?;
@@ -355,7 +368,13 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         let component = app
             .component(guest.id())
             .context("loaded guest without component")?;
-        print_component(&mut out, app, component, guest)?;
+        print_component(
+            &mut out,
+            app,
+            component,
+            prepared.variables.get(guest.id()),
+            guest,
+        )?;
     }
     for trigger in &app.triggers {
         if let (Handler::Static(fixed), Route::Pattern(route)) = (&trigger.handler, &trigger.route)
@@ -388,6 +407,7 @@ fn print_component(
     out: &mut impl std::io::Write,
     app: &App,
     component: &ferry_manifest::Component,
+    variables: Option<&ferry_manifest::ComponentVariables>,
     guest: &ferry_runtime::Guest,
 ) -> anyhow::Result<()> {
     let info = guest.info();
@@ -438,6 +458,13 @@ fn print_component(
         .map(|(k, _)| k.as_str())
         .collect();
     writeln!(out, "  env        {}", listed(&env))?;
+    // Values as resolved for this run; a secret's is never shown.
+    let variables: Vec<String> = variables
+        .into_iter()
+        .flat_map(|v| v.shown())
+        .map(|(key, value)| format!("{key} = {value}"))
+        .collect();
+    writeln!(out, "  variables  {}", listed(&variables))?;
     let files: Vec<String> = component
         .files
         .iter()

@@ -9,6 +9,7 @@ mod build;
 mod cli;
 mod download;
 mod load;
+mod variables;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

@@ -8,7 +8,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use ferry_manifest::{App, Component, Executor, Handler, Limits, RuntimeConfig, Source};
+use ferry_manifest::{
+    App, Component, ComponentVariables, Executor, Handler, Limits, RuntimeConfig, Source,
+};
 use ferry_runtime::{Guest, Runtime};
 
 use crate::download::Downloader;
@@ -144,6 +146,7 @@ pub fn load_guests(
     app: &App,
     wasm: &BTreeMap<String, Vec<u8>>,
     limits: &BTreeMap<String, Limits>,
+    variables: &BTreeMap<String, ComponentVariables>,
     self_addr: Option<SocketAddr>,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<Vec<Guest>> {
@@ -157,6 +160,7 @@ pub fn load_guests(
         let guest = with_progress(&component.id, size, out, || {
             runtime.load(
                 component,
+                variables.get(&component.id).cloned().unwrap_or_default(),
                 bytes,
                 &executor,
                 limits[&component.id],

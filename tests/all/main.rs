@@ -13,5 +13,6 @@ mod remote;
 mod routing;
 mod spin_sdk;
 mod support;
+mod variables;
 mod wagi;
 mod wasi_http;

@@ -73,18 +73,58 @@ async fn key_value_is_linked_but_not_available(
 
 #[tokio::test]
 async fn rust_on_spin_sdk_5_exporting_wasi_http_0_2() {
-    let app = build_and_serve(
+    let (ferry, check) = build_and_serve(
         "rust-sdk5",
         "Hello from spin-sdk 5.2.0",
         "wasi:http/incoming-handler@0.2.0",
     )
     .await;
+    // `fermyon:spin/variables@2.0.0`: a default, and a secret from `.env`.
+    assert!(
+        check.contains("  variables  greeting = \"Hello, variables\", token = (secret)\n"),
+        "{check}"
+    );
+    assert!(!check.contains("s3cr3t"), "a secret was shown:\n{check}");
+    assert_eq!(variable_at(&ferry, "greeting").await, "Hello, variables");
+    assert_eq!(
+        variable_at(&ferry, "token").await,
+        "Bearer from-dotenv-s3cr3t"
+    );
+    // Only the component's own keys, under Spin's name rules.
+    for (name, error) in [
+        (
+            "api_token",
+            "error: Error::Undefined(\"the component has no variable `api_token`",
+        ),
+        ("Greeting", "error: Error::InvalidName("),
+    ] {
+        let answer = variable_at(&ferry, name).await;
+        assert!(answer.starts_with(error), "{name}: {answer}");
+    }
+    assert!(!ferry.logs().contains("s3cr3t"), "{}", ferry.logs());
     key_value_is_linked_but_not_available(
-        app,
+        (ferry, check),
         "fermyon:spin/key-value@2.0.0",
         "Error::Other(\"fermyon:spin/key-value@2.0.0#[static]store.open is not available in Ferry\")",
     )
     .await;
+
+    // Environment over `.env` and defaults; `--variable` over the environment.
+    let app = spin_app("rust-sdk5");
+    let ferry = Ferry::start_with_env(
+        &app,
+        &["--variable", "greeting_word=Howdy"],
+        &[
+            ("SPIN_VARIABLE_GREETING_WORD", "Hi"),
+            ("FERRY_VARIABLE_API_TOKEN", "from-env-s3cr3t"),
+        ],
+    );
+    assert_eq!(variable_at(&ferry, "greeting").await, "Howdy, variables");
+    assert_eq!(variable_at(&ferry, "token").await, "Bearer from-env-s3cr3t");
+}
+
+async fn variable_at(ferry: &Ferry, name: &str) -> String {
+    get(&format!("{}/variables?{name}", ferry.url)).await.text()
 }
 
 /// Spin 2's Rust template: a core module whose SDK exports the 2023-10-18
@@ -180,6 +220,10 @@ async fn rust_on_spin_sdk_7_exporting_wasi_http_0_3() {
         "wasi:http/handler@0.3.0",
     )
     .await;
+    // The async `spin:variables/variables@3.0.0`.
+    assert_eq!(variable_at(&app.0, "greeting").await, "Hello, variables");
+    let missing = variable_at(&app.0, "missing").await;
+    assert!(missing.starts_with("error: Error::Undefined("), "{missing}");
     key_value_is_linked_but_not_available(
         app,
         "spin:key-value/key-value@3.0.0",

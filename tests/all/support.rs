@@ -88,7 +88,13 @@ impl Ferry {
     }
 
     pub fn start_at(path: &Path, args: &[&str]) -> Self {
+        Self::start_with_env(path, args, &[])
+    }
+
+    /// `ferry up` with `env` added to its environment.
+    pub fn start_with_env(path: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = ferry()
+            .envs(env.iter().copied())
             .arg("up")
             .arg(path)
             .args(["--listen", "127.0.0.1:0"])

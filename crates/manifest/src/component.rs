@@ -13,7 +13,7 @@ use toml::de::DeValue;
 use crate::walk::{self, Diagnostics, TableView, Value, as_table};
 use crate::{
     AllowedHost, AllowedOutboundHosts, Build, Component, Diagnostic, FileMount, Sha256Digest,
-    Source, Sources, VARIABLES_NOT_YET,
+    Source, Sources,
 };
 
 /// Checks a component id against Spin's rule: words of ASCII letters and
@@ -50,6 +50,7 @@ pub(crate) fn read(
     id: &str,
     dir: &Path,
     sources: Sources,
+    app_variables: &[crate::Variable],
 ) -> Component {
     let prefix = table.path.clone();
     let build = table
@@ -63,6 +64,7 @@ pub(crate) fn read(
         exclude_files: Vec::new(),
         environment: Vec::new(),
         allowed_outbound_hosts: AllowedOutboundHosts::default(),
+        variables: Vec::new(),
         build,
     };
 
@@ -119,7 +121,12 @@ pub(crate) fn read(
         env.finish(diags, &[]);
     }
 
-    check_variables(diags, table, "variables", &format!("{prefix}.variables"));
+    let variables = crate::variables::read_component_variables(diags, table);
+    crate::variables::check_references(diags, app_variables, &variables);
+    component.variables = variables
+        .into_iter()
+        .map(|(key, template, _)| (key, template))
+        .collect();
     component.allowed_outbound_hosts = read_outbound(diags, table, &prefix);
     read_state_grants(diags, table, &prefix);
     read_dependencies(diags, table, &prefix);
@@ -408,26 +415,6 @@ fn check_label(label: &str) -> Result<(), String> {
         Err(format!(
             "`{label}` is not a valid label: expected kebab-case or snake_case"
         ))
-    }
-}
-
-/// `variables` (application or component): refused until Ferry supplies
-/// variables, unless the table is empty (it asks for nothing).
-pub(crate) fn check_variables(
-    diags: &mut Diagnostics,
-    table: &mut TableView<'_, '_>,
-    key: &str,
-    qualified: &str,
-) {
-    let span = table.key_span(key);
-    if let Some(variables) = table.table(diags, key)
-        && !variables.key_names().is_empty()
-        && let Some(span) = span
-    {
-        diags.push(
-            Diagnostic::new(span, format!("`{qualified}` is not supported by Ferry yet"))
-                .with_help(VARIABLES_NOT_YET),
-        );
     }
 }
 

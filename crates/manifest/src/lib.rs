@@ -22,6 +22,7 @@ mod limits;
 mod outbound;
 mod route;
 mod trigger;
+mod variables;
 mod walk;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +34,10 @@ pub use diagnostic::{Diagnostic, ManifestError, Warnings};
 pub use limits::{Limits, LimitsOverride, RuntimeConfig, parse_duration, parse_size};
 pub use outbound::{AllowedHost, AllowedOutboundHosts, default_port};
 pub use route::{RouteMatch, RoutePattern};
+pub use variables::{
+    ComponentVariables, MissingVariables, Template, Variable, check_name as check_variable_name,
+    resolve as resolve_variables,
+};
 use walk::{Diagnostics, TableView};
 
 /// Manifest file names looked for, in order, when given a directory.
@@ -53,6 +58,8 @@ pub struct App {
     pub triggers: Vec<HttpTrigger>,
     /// In manifest order (inline components where their trigger is).
     pub components: Vec<Component>,
+    /// `[variables]`, in manifest order.
+    pub variables: Vec<Variable>,
     /// What the manifest asks for that works but should change (legacy
     /// syntax); commands print these.
     pub warnings: Warnings,
@@ -152,6 +159,9 @@ pub struct Component {
     /// `allowed_outbound_hosts`, plus what a legacy `allowed_http_hosts`
     /// grants.
     pub allowed_outbound_hosts: AllowedOutboundHosts,
+    /// `[component.<id>.variables]`: the keys the component can read, each
+    /// a template over application variables.
+    pub variables: Vec<(String, Template)>,
     /// `[component.<id>.build]`, for `ferry build`.
     pub build: Option<Build>,
 }
@@ -323,10 +333,6 @@ pub(crate) fn toml_error(error: &toml::de::Error) -> Diagnostic {
     )
 }
 
-/// Why Ferry refuses top-level `variables` (and, in `component.rs`, a
-/// component's): the state work brings them.
-pub(crate) const VARIABLES_NOT_YET: &str = "Ferry cannot supply application variables yet; until it can, give the component its settings with `environment`";
-
 /// Parses a manifest. Paths are resolved against `dir`; every local source
 /// must exist.
 pub fn parse_app(text: &str, manifest_path: &Path, dir: &Path) -> Result<App, Vec<Diagnostic>> {
@@ -361,8 +367,11 @@ fn parse(
         base: "/".into(),
         triggers: Vec::new(),
         components: Vec::new(),
+        variables: Vec::new(),
         warnings: Warnings::default(),
     };
+    // Before the components, whose templates refer to them.
+    app.variables = variables::read_app_variables(&mut diags, &mut root);
 
     match root.table(&mut diags, "application") {
         Some(mut table) => {
@@ -388,7 +397,8 @@ fn parse(
                 diags.error(span.clone(), e);
             }
             if let Some(mut table) = components.table(&mut diags, &id) {
-                let component = component::read(&mut diags, &mut table, &id, dir, sources);
+                let component =
+                    component::read(&mut diags, &mut table, &id, dir, sources, &app.variables);
                 table.finish(&mut diags, &[]);
                 defined_at.push(span.start);
                 app.components.push(component);
@@ -414,7 +424,6 @@ fn parse(
         );
     }
 
-    component::check_variables(&mut diags, &mut root, "variables", "variables");
     root.finish(&mut diags, &[]);
 
     // Manifest order: a `[component.x]` table where it is written, an

@@ -24,6 +24,9 @@ use toml::de::{DeTable, DeValue};
 use crate::walk::{Diagnostics, TableView, Value};
 use crate::{App, Diagnostic, ManifestError};
 
+/// Why `[[variables_provider]]` (Vault, Azure Key Vault) is refused.
+const VARIABLE_PROVIDERS: &str = "Ferry takes variable values from `--variable`, `SPIN_VARIABLE_<NAME>` / `FERRY_VARIABLE_<NAME>` environment variables and the `.env` file beside the manifest; Vault and Azure Key Vault providers are not supported";
+
 /// The limits one component runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -122,11 +125,8 @@ impl RuntimeConfig {
                 ("key_value_store", "Ferry has no key-value stores yet"),
                 ("sqlite_database", "Ferry has no SQLite databases yet"),
                 ("llm_compute", "Ferry has no AI models"),
-                (
-                    "variables_provider",
-                    "Ferry has no application variables yet",
-                ),
-                ("config_provider", "Ferry has no application variables yet"),
+                ("variables_provider", VARIABLE_PROVIDERS),
+                ("config_provider", VARIABLE_PROVIDERS),
             ],
         );
         if !diags.has_errors() {

@@ -1,6 +1,7 @@
 //! Manifest parsing tests. Error messages are snapshot-tested: the rendered
 //! text is exactly what `ferry up` / `ferry check` print.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::*;
@@ -124,9 +125,6 @@ fn fields_ferry_cannot_honour_are_refused_at_their_key() {
 [application.trigger.redis]
 address = "redis://localhost"
 
-[variables]
-x = {{ default = "1" }}
-
 [[trigger.http]]
 route = "/"
 component = "a"
@@ -145,7 +143,6 @@ source = "app.wasm"
 key_value_stores = ["default"]
 sqlite_databases = ["default"]
 ai_models = ["llama2-chat"]
-variables = {{ api = "{{{{ x }}}}" }}
 dependencies = {{ "wasi:http/handler" = {{ path = "dep.wasm" }} }}
 
 [component.a.build]
@@ -641,4 +638,88 @@ fn shown_urls_carry_no_credentials_or_query() {
         "http://127.0.0.1:8080/x.wasm"
     );
     assert_eq!(redacted("https://example.com"), "https://example.com");
+}
+
+#[test]
+fn variables_are_checked_where_they_are_written() {
+    let f = Fixture::new();
+    let err = f
+        .parse(&format!(
+            r#"{HEADER}
+[variables]
+api_host = {{ default = "example.com" }}
+token = {{ required = true, secret = true }}
+both = {{ required = true, default = "x" }}
+neither = {{ secret = true }}
+Bad-Name = {{ default = "x" }}
+typo = {{ default = "x", requird = true }}
+wrong = {{ required = "yes" }}
+
+[[trigger.http]]
+route = "/..."
+component = "a"
+
+[component.a]
+source = "app.wasm"
+[component.a.variables]
+url = "https://{{{{ api_host }}}}/{{{{ missing }}}}"
+open = "{{{{ api_host "
+upper = "{{{{ API_HOST }}}}"
+__x = "1"
+"#
+        ))
+        .unwrap_err();
+    insta::assert_snapshot!("variables_errors", err);
+}
+
+#[test]
+fn variables_resolve_from_defaults_and_given_values() {
+    let f = Fixture::new();
+    let app = f
+        .parse(&format!(
+            r#"{HEADER}
+[variables]
+api_host = {{ default = "example.com" }}
+token = {{ required = true, secret = true }}
+unused = {{ default = "u" }}
+
+[[trigger.http]]
+route = "/..."
+component = "a"
+
+[component.a]
+source = "app.wasm"
+variables = {{ url = "https://{{{{api_host}}}}/v1", auth = "Bearer {{{{ token }}}}", plain = "no {{ braces }} here" }}
+
+[component.b]
+source = "app.wasm"
+"#
+        ))
+        .unwrap();
+    let missing = crate::resolve_variables(&app, &BTreeMap::new()).unwrap_err();
+    assert_eq!(missing.0, ["token"]);
+    assert!(
+        missing
+            .to_string()
+            .starts_with("required variable `token` has no value")
+    );
+
+    let given = BTreeMap::from([
+        ("token".to_owned(), "s3cr3t".to_owned()),
+        ("api_host".to_owned(), "api.test".to_owned()),
+    ]);
+    let resolved = crate::resolve_variables(&app, &given).unwrap();
+    let a = &resolved["a"];
+    assert_eq!(a.get("url"), Some("https://api.test/v1"));
+    assert_eq!(a.get("auth"), Some("Bearer s3cr3t"));
+    assert_eq!(a.get("plain"), Some("no { braces } here"));
+    assert_eq!(a.get("unused"), None, "only the component's own keys");
+    assert!(resolved["b"].is_empty());
+    // A value built from a secret is never shown.
+    let shown = format!("{a:?}");
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+    assert_eq!(
+        shown,
+        r#"{"auth": (secret), "plain": "no { braces } here", "url": "https://api.test/v1"}"#
+    );
 }

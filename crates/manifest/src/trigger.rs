@@ -297,7 +297,8 @@ fn read_component_ref(
         DeValue::Table(_) => {
             let id = inline_component_id(app, trigger_id);
             let mut inline = as_table(diags, value, "component".into())?;
-            let component = component::read(diags, &mut inline, &id, &app.dir.clone(), sources);
+            let dir = app.dir.clone();
+            let component = component::read(diags, &mut inline, &id, &dir, sources, &app.variables);
             inline.finish(diags, &[]);
             app.components.push(component);
             defined_at.push(value.span().start);

@@ -116,6 +116,24 @@ impl<'t, 'i> TableView<'t, 'i> {
         self.string(diags, key)
     }
 
+    pub fn bool(&mut self, diags: &mut Diagnostics, key: &str) -> Option<bool> {
+        let value = self.get(key)?;
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                diags.error(
+                    value.span(),
+                    format!(
+                        "`{}` must be true or false, found {}",
+                        self.qualified(key),
+                        other.type_str()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     pub fn string_list(&mut self, diags: &mut Diagnostics, key: &str) -> Vec<Spanned<String>> {
         let Some(value) = self.get(key) else {
             return Vec::new();

@@ -20,6 +20,7 @@ fn component(source: &str) -> Component {
         exclude_files: Vec::new(),
         environment: vec![("NAME".into(), "bench".into())],
         allowed_outbound_hosts: AllowedOutboundHosts::default(),
+        variables: Vec::new(),
         build: None,
     }
 }
@@ -78,6 +79,7 @@ fn per_request(c: &mut Criterion) {
         runtime
             .load(
                 &component(source),
+                Default::default(),
                 &wasm,
                 executor,
                 Limits::default(),

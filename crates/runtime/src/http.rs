@@ -31,6 +31,13 @@ pub(crate) struct HttpState {
     table: ResourceTable,
     limits: StoreLimits,
     hooks: OutboundHooks,
+    variables: Arc<ferry_manifest::ComponentVariables>,
+}
+
+impl crate::variables::VariablesView for HttpState {
+    fn variables(&self) -> &ferry_manifest::ComponentVariables {
+        &self.variables
+    }
 }
 
 impl WasiView for HttpState {
@@ -61,6 +68,7 @@ pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HttpState>> {
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     // spin-sdk 2.x's interfaces, on the same implementation.
     crate::wasi_2023_10_18::add_to_linker(&mut linker)?;
+    crate::variables::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
@@ -226,6 +234,7 @@ pub(crate) fn new_store(
         hooks: OutboundHooks {
             policy: sandbox.outbound.clone(),
         },
+        variables: sandbox.variables.clone(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);

@@ -35,6 +35,7 @@ pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HttpState>> {
     // So may its runtime's 0.2 HTTP (componentize-py's does): outgoing
     // requests through it pass the same `OutboundHooks`.
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    crate::variables::add_to_linker_concurrent(&mut linker)?;
     Ok(linker)
 }
 

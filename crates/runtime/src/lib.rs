@@ -20,6 +20,7 @@ mod http;
 mod http3;
 mod sandbox;
 mod unavailable;
+mod variables;
 mod wagi;
 mod wasi_2023_10_18;
 
@@ -30,7 +31,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use ferry_manifest::{Component, Executor, WagiConfig};
+use ferry_manifest::{Component, ComponentVariables, Executor, WagiConfig};
 use wasmtime::Engine;
 
 pub use body::{BodyTooLarge, BoxError, Limited, ResponseBody};
@@ -229,10 +230,12 @@ impl Runtime {
     /// Compiles (or loads from the cache) and prepares one component, whose
     /// Wasm is `wasm` (read or downloaded from `component.source` by the
     /// caller). `app_dir` resolves `files`; `self_addr` is what `http://self`
-    /// reaches.
+    /// reaches. `variables` are the component's, resolved.
+    #[allow(clippy::too_many_arguments)]
     pub fn load(
         &self,
         component: &Component,
+        variables: ComponentVariables,
         wasm: &[u8],
         executor: &Executor,
         limits: Limits,
@@ -331,7 +334,7 @@ impl Runtime {
             .filter(|name| unavailable::linked_unsupported(name))
             .cloned()
             .collect();
-        let sandbox = sandbox::Sandbox::prepare(component, app_dir, self_addr)?;
+        let sandbox = sandbox::Sandbox::prepare(component, variables, app_dir, self_addr)?;
         Ok(Guest {
             id: component.id.as_str().into(),
             engine: engine.clone(),

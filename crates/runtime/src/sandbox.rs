@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 
 use anyhow::Context as _;
 use bytes::{Bytes, BytesMut};
-use ferry_manifest::{AllowedOutboundHosts, Component};
+use ferry_manifest::{AllowedOutboundHosts, Component, ComponentVariables};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
@@ -30,6 +30,8 @@ pub(crate) struct Sandbox {
     /// Holds the copies of files matched by `files` globs; removed on drop.
     _staged: Option<tempfile::TempDir>,
     pub outbound: Arc<OutboundPolicy>,
+    /// The component's variables, resolved when the app loaded.
+    pub variables: Arc<ComponentVariables>,
 }
 
 /// `allowed_outbound_hosts` plus what `self` means for this app.
@@ -44,6 +46,7 @@ pub struct OutboundPolicy {
 impl Sandbox {
     pub fn prepare(
         component: &Component,
+        variables: ComponentVariables,
         app_dir: &Path,
         self_addr: Option<SocketAddr>,
     ) -> anyhow::Result<Self> {
@@ -60,6 +63,7 @@ impl Sandbox {
                 allowed: component.allowed_outbound_hosts.clone(),
                 self_addr,
             }),
+            variables: Arc::new(variables),
         })
     }
 

@@ -40,13 +40,21 @@ const SPIN_WORLD: &[&str] = &[
     "wasi:otel/",
 ];
 
+/// Interfaces of Spin's world that Ferry implements (in the base linkers):
+/// never stubbed.
+const IMPLEMENTED: &[&str] = &[
+    "fermyon:spin/variables@2.0.0",
+    "spin:variables/variables@3.0.0",
+    "wasi:config/store@0.2.0-draft-2024-09-27",
+];
+
 /// Whether Ferry links `import` (an interface name) only so that the
 /// component loads: it belongs to Spin's world, or it is a WASI 0.3 release
 /// candidate name. A component importing only candidate names is renamed to
 /// 0.3.0 (`adapt.rs`); one importing them beside 0.3.0 itself (the Python
 /// SDK 5 does) gets them linked here, answering like the rest.
 pub(crate) fn linked_unsupported(import: &str) -> bool {
-    SPIN_WORLD.iter().any(|prefix| import.starts_with(prefix))
+    (SPIN_WORLD.iter().any(|prefix| import.starts_with(prefix)) && !IMPLEMENTED.contains(&import))
         || import.ends_with(WASI_03_CANDIDATE)
 }
 

@@ -1,7 +1,9 @@
 //! A Spin HTTP component on spin-sdk 5.2.0, whose `#[http_component]`
 //! exports `wasi:http/incoming-handler@0.2.0`; Ferry's tests build it with
 //! `ferry build` and serve it. `/kv` opens the default key-value store
-//! (Spin's `fermyon:spin/key-value@2.0.0`) and answers with what happened.
+//! (Spin's `fermyon:spin/key-value@2.0.0`) and answers with what happened;
+//! `/variables?<name>` reads a variable through
+//! `fermyon:spin/variables@2.0.0` and answers with its value or the error.
 
 use spin_sdk::http::{IntoResponse, Request, Response};
 use spin_sdk::http_component;
@@ -10,6 +12,13 @@ use spin_sdk::http_component;
 /// as `x-path-info` so a test can see that Spin's headers reach the guest.
 #[http_component]
 fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
+    if req.path() == "/variables" {
+        let answer = match spin_sdk::variables::get(req.query()) {
+            Ok(value) => value,
+            Err(error) => format!("error: {error:?}"),
+        };
+        return Ok(Response::new(200, answer));
+    }
     if req.path() == "/kv" {
         let outcome = match spin_sdk::key_value::Store::open_default() {
             Ok(_) => "opened".to_owned(),

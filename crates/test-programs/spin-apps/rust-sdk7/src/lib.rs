@@ -2,7 +2,8 @@
 //! exports `wasi:http/handler@0.3.0`; Ferry's tests build it with
 //! `ferry build` and serve it. `/kv` opens the default key-value store
 //! (Spin's async `spin:key-value/key-value@3.0.0`) and answers with what
-//! happened.
+//! happened; `/variables?<name>` reads a variable through the async
+//! `spin:variables/variables@3.0.0` and answers with its value or the error.
 
 use spin_sdk::http::{IntoResponse, Request, Response};
 use spin_sdk::http_service;
@@ -11,6 +12,14 @@ use spin_sdk::http_service;
 /// as `x-path-info` so a test can see that Spin's headers reach the guest.
 #[http_service]
 async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
+    if req.uri().path() == "/variables" {
+        let name = req.uri().query().unwrap_or_default();
+        let answer = match spin_sdk::variables::get(name).await {
+            Ok(value) => value,
+            Err(error) => format!("error: {error:?}"),
+        };
+        return Ok(Response::builder().status(200).body(answer)?);
+    }
     if req.uri().path() == "/kv" {
         let outcome = match spin_sdk::key_value::Store::open_default().await {
             Ok(_) => "opened".to_owned(),
