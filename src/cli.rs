@@ -218,6 +218,14 @@ fn prepare(args: &AppArgs, out: &mut dyn std::io::Write) -> anyhow::Result<Prepa
         .map_err(|e| load::Failure::usage(format!("{e:#}")))?;
     let variables = ferry_manifest::resolve_variables(&app, &given)
         .map_err(|missing| load::Failure::load(missing.to_string()))?;
+    let mut app = app;
+    for (id, hosts) in
+        ferry_manifest::resolve_outbound_templates(&app, &given).map_err(load::Failure::load)?
+    {
+        if let Some(component) = app.component_mut(&id) {
+            component.allowed_outbound_hosts.extend(hosts);
+        }
+    }
     let max_memory = limits
         .values()
         .map(|l| l.max_memory)

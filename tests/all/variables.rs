@@ -69,3 +69,42 @@ fn a_malformed_variable_flag_is_a_usage_error() {
         );
     }
 }
+
+/// `allowed_outbound_hosts` entries may be templates, filled in when the app
+/// loads: the grant follows the variable's value.
+#[tokio::test]
+async fn allowed_hosts_can_come_from_variables() {
+    let server = TextServer::start("from the server");
+    let port = server.port;
+    let app = TestApp::new(&format!(
+        "[variables]\nupstream = {{ default = \"127.0.0.1:1\" }}\n\n{}{}",
+        trigger("/...", "a"),
+        http_component("a", "allowed_outbound_hosts = [\"http://{{ upstream }}\"]")
+    ));
+    let url = format!("http://127.0.0.1:{port}/");
+
+    let by_default = Ferry::start(&app, &[]);
+    let reply = get(&format!("{}/outbound?url={url}", by_default.url)).await;
+    assert_eq!(reply.text(), "error: ErrorCode::HttpRequestDenied\n");
+
+    let upstream = format!("upstream=127.0.0.1:{port}");
+    let given = Ferry::start(&app, &["--variable", &upstream]);
+    let reply = get(&format!("{}/outbound?url={url}", given.url)).await;
+    assert_eq!(reply.text(), "status 200: from the server\n");
+
+    // A value that makes no host is an error naming the entry as written.
+    let output = ferry()
+        .arg("check")
+        .arg(app.path())
+        .args(["--variable", "upstream=example.com/path"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    assert!(
+        text(&output.stderr).contains(
+            "component `a`: `allowed_outbound_hosts` entry `http://{{ upstream }}` is not a valid host once its variables are filled in"
+        ),
+        "{}",
+        text(&output.stderr)
+    );
+}

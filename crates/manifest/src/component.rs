@@ -65,6 +65,7 @@ pub(crate) fn read(
         environment: Vec::new(),
         allowed_outbound_hosts: AllowedOutboundHosts::default(),
         variables: Vec::new(),
+        outbound_templates: Vec::new(),
         build,
     };
 
@@ -127,7 +128,10 @@ pub(crate) fn read(
         .into_iter()
         .map(|(key, template, _)| (key, template))
         .collect();
-    component.allowed_outbound_hosts = read_outbound(diags, table, &prefix);
+    (
+        component.allowed_outbound_hosts,
+        component.outbound_templates,
+    ) = read_outbound(diags, table, &prefix, app_variables);
     read_state_grants(diags, table, &prefix);
     read_dependencies(diags, table, &prefix);
     check_targets(diags, table);
@@ -278,9 +282,19 @@ fn read_outbound(
     diags: &mut Diagnostics,
     table: &mut TableView<'_, '_>,
     prefix: &str,
-) -> AllowedOutboundHosts {
+    app_variables: &[crate::Variable],
+) -> (AllowedOutboundHosts, Vec<crate::Template>) {
     let mut hosts = Vec::new();
+    let mut templates = Vec::new();
     for entry in table.string_list(diags, "allowed_outbound_hosts") {
+        if entry.get_ref().contains("{{") {
+            if let Some(template) =
+                crate::variables::read_host_template(diags, &entry, app_variables)
+            {
+                templates.push(template);
+            }
+            continue;
+        }
         match AllowedHost::parse(entry.get_ref()) {
             Ok(host) => {
                 if host.is_service_chaining() {
@@ -326,7 +340,7 @@ fn read_outbound(
                 )),
         );
     }
-    AllowedOutboundHosts::new(hosts)
+    (AllowedOutboundHosts::new(hosts), templates)
 }
 
 /// One `allowed_http_hosts` entry (`host`, `host:port`, `self`, or an

@@ -36,7 +36,7 @@ pub use outbound::{AllowedHost, AllowedOutboundHosts, default_port};
 pub use route::{RouteMatch, RoutePattern};
 pub use variables::{
     ComponentVariables, MissingVariables, Template, Variable, check_name as check_variable_name,
-    resolve as resolve_variables,
+    resolve as resolve_variables, resolve_outbound_templates,
 };
 use walk::{Diagnostics, TableView};
 
@@ -68,6 +68,10 @@ pub struct App {
 impl App {
     pub fn component(&self, id: &str) -> Option<&Component> {
         self.components.iter().find(|c| c.id == id)
+    }
+
+    pub fn component_mut(&mut self, id: &str) -> Option<&mut Component> {
+        self.components.iter_mut().find(|c| c.id == id)
     }
 }
 
@@ -162,6 +166,9 @@ pub struct Component {
     /// `[component.<id>.variables]`: the keys the component can read, each
     /// a template over application variables.
     pub variables: Vec<(String, Template)>,
+    /// `allowed_outbound_hosts` entries written as templates: granted once
+    /// variables are resolved ([`resolve_outbound_templates`]).
+    pub outbound_templates: Vec<Template>,
     /// `[component.<id>.build]`, for `ferry build`.
     pub build: Option<Build>,
 }

@@ -253,6 +253,11 @@ impl AllowedOutboundHosts {
         self.hosts.is_empty()
     }
 
+    /// Adds grants (those written as templates, once variables are known).
+    pub fn extend(&mut self, more: impl IntoIterator<Item = AllowedHost>) {
+        self.hosts.extend(more);
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &AllowedHost> {
         self.hosts.iter()
     }

@@ -661,6 +661,7 @@ component = "a"
 
 [component.a]
 source = "app.wasm"
+allowed_outbound_hosts = ["https://{{{{ api_host }}}}", "https://{{{{ token }}}}", "https://{{{{ nope }}}}", "https://{{{{ api_host"]
 [component.a.variables]
 url = "https://{{{{ api_host }}}}/{{{{ missing }}}}"
 open = "{{{{ api_host "

@@ -85,6 +85,19 @@ impl Template {
     }
 }
 
+/// As written: `{{ name }}` for each reference.
+impl fmt::Display for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for part in &self.parts {
+            match part {
+                Part::Literal(text) => f.write_str(text)?,
+                Part::Variable(name) => write!(f, "{{{{ {name} }}}}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Spin's rule for variable names (and the names a guest asks for): words of
 /// lowercase ASCII letters and digits, each starting with a letter, joined by
 /// single underscores.
@@ -216,6 +229,38 @@ pub(crate) fn check_references(
     }
 }
 
+/// An `allowed_outbound_hosts` entry written as a template: its references
+/// must be declared, and none may be secret (hosts are shown by `ferry
+/// check` and in logs).
+pub(crate) fn read_host_template(
+    diags: &mut Diagnostics,
+    entry: &toml::Spanned<String>,
+    declared: &[Variable],
+) -> Option<Template> {
+    let template = match Template::parse(entry.get_ref()) {
+        Ok(template) => template,
+        Err(e) => {
+            diags.error(entry.span(), format!("invalid template: {e}"));
+            return None;
+        }
+    };
+    let before = diags.errors.len();
+    check_references(
+        diags,
+        declared,
+        &[(String::new(), template.clone(), entry.span())],
+    );
+    for name in template.references() {
+        if declared.iter().any(|v| v.name == name && v.secret) {
+            diags.push(
+                Diagnostic::new(entry.span(), format!("`{name}` is a secret variable"))
+                    .with_help("an allowed host is shown by `ferry check` and in logs, so it cannot come from a secret"),
+            );
+        }
+    }
+    (diags.errors.len() == before).then_some(template)
+}
+
 /// A component's variables with their values. `Debug` shows secret values as
 /// `(secret)`.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -303,19 +348,7 @@ pub fn resolve(
     app: &crate::App,
     given: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, ComponentVariables>, MissingVariables> {
-    let mut values: BTreeMap<&str, (&str, bool)> = BTreeMap::new();
-    let mut missing = Vec::new();
-    for variable in &app.variables {
-        match given.get(&variable.name).or(variable.default.as_ref()) {
-            Some(value) => {
-                values.insert(&variable.name, (value, variable.secret));
-            }
-            None => missing.push(variable.name.clone()),
-        }
-    }
-    if !missing.is_empty() {
-        return Err(MissingVariables(missing));
-    }
+    let values = values(app, given)?;
     Ok(app
         .components
         .iter()
@@ -327,8 +360,7 @@ pub fn resolve(
                     let secret = template
                         .references()
                         .any(|name| values.get(name).is_some_and(|(_, secret)| *secret));
-                    let value =
-                        template.render(|name| values.get(name).map_or("", |(v, _)| v).to_owned());
+                    let value = render(template, &values);
                     (key.clone(), Resolved { value, secret })
                 })
                 .collect();
@@ -338,4 +370,56 @@ pub fn resolve(
             )
         })
         .collect())
+}
+
+/// Each component's `allowed_outbound_hosts` entries written as templates,
+/// filled in and parsed. An entry that is not a valid host once filled in is
+/// an error naming the component and the entry as written.
+pub fn resolve_outbound_templates(
+    app: &crate::App,
+    given: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, Vec<crate::AllowedHost>>, String> {
+    let values = values(app, given).map_err(|missing| missing.to_string())?;
+    let mut hosts = BTreeMap::new();
+    for component in &app.components {
+        for template in &component.outbound_templates {
+            let host = crate::AllowedHost::parse(&render(template, &values)).map_err(|e| {
+                format!(
+                    "component `{}`: `allowed_outbound_hosts` entry `{template}` is not a valid host once its variables are filled in: {e}",
+                    component.id
+                )
+            })?;
+            hosts
+                .entry(component.id.clone())
+                .or_insert_with(Vec::new)
+                .push(host);
+        }
+    }
+    Ok(hosts)
+}
+
+/// Every application variable's value and whether it is secret.
+fn values<'a>(
+    app: &'a crate::App,
+    given: &'a BTreeMap<String, String>,
+) -> Result<BTreeMap<&'a str, (&'a str, bool)>, MissingVariables> {
+    let mut values = BTreeMap::new();
+    let mut missing = Vec::new();
+    for variable in &app.variables {
+        match given.get(&variable.name).or(variable.default.as_ref()) {
+            Some(value) => {
+                values.insert(variable.name.as_str(), (value.as_str(), variable.secret));
+            }
+            None => missing.push(variable.name.clone()),
+        }
+    }
+    if missing.is_empty() {
+        Ok(values)
+    } else {
+        Err(MissingVariables(missing))
+    }
+}
+
+fn render(template: &Template, values: &BTreeMap<&str, (&str, bool)>) -> String {
+    template.render(|name| values.get(name).map_or("", |(v, _)| v).to_owned())
 }

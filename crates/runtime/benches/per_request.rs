@@ -21,6 +21,7 @@ fn component(source: &str) -> Component {
         environment: vec![("NAME".into(), "bench".into())],
         allowed_outbound_hosts: AllowedOutboundHosts::default(),
         variables: Vec::new(),
+        outbound_templates: Vec::new(),
         build: None,
     }
 }
