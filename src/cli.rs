@@ -115,6 +115,10 @@ struct UpArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:3000")]
     listen: SocketAddr,
+    /// Where the app's state lives (the `default` key-value store)
+    /// [default: .ferry beside the manifest].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -204,6 +208,7 @@ struct Prepared {
     app: App,
     wasm: std::collections::BTreeMap<String, Vec<u8>>,
     runtime: Runtime,
+    config: ferry_manifest::RuntimeConfig,
     limits: std::collections::BTreeMap<String, Limits>,
     variables: std::collections::BTreeMap<String, ferry_manifest::ComponentVariables>,
 }
@@ -255,6 +260,7 @@ fn prepare(args: &AppArgs, out: &mut dyn std::io::Write) -> anyhow::Result<Prepa
         app,
         wasm,
         runtime,
+        config,
         limits,
         variables,
     })
@@ -280,6 +286,11 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         .block_on(tokio::net::TcpListener::bind(args.listen))
         .map_err(|e| Failure::bind(format!("cannot listen on {}: {e}", args.listen)))?;
     let local = listener.local_addr()?;
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| prepared.app.dir.join(".ferry"));
+    let key_value = load::key_value_stores(&prepared.app, &prepared.config, Some(&state_dir))?;
     let guests = {
         let _enter = tokio.enter();
         load::load_guests(
@@ -287,7 +298,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             &prepared.app,
             &prepared.wasm,
             &prepared.limits,
-            &prepared.variables,
+            load::component_contexts(&prepared.variables, key_value),
             Some(local),
             &mut stdout,
         )?
@@ -353,12 +364,14 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let _enter = tokio.enter();
+    // Checked, not opened: `ferry check` writes no state.
+    let key_value = load::key_value_stores(app, &prepared.config, None)?;
     let guests = load::load_guests(
         &prepared.runtime,
         app,
         &prepared.wasm,
         &prepared.limits,
-        &prepared.variables,
+        load::component_contexts(&prepared.variables, key_value),
         None,
         &mut out,
     )?;
@@ -473,6 +486,7 @@ fn print_component(
         .map(|(key, value)| format!("{key} = {value}"))
         .collect();
     writeln!(out, "  variables  {}", listed(&variables))?;
+    writeln!(out, "  key-value  {}", listed(&component.key_value_stores))?;
     let files: Vec<String> = component
         .files
         .iter()

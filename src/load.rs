@@ -3,15 +3,16 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::mpsc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ferry_manifest::{
-    App, Component, ComponentVariables, Executor, Handler, Limits, RuntimeConfig, Source,
+    App, Component, ComponentVariables, Executor, Handler, KeyValueStoreConfig, Limits,
+    RuntimeConfig, Source,
 };
-use ferry_runtime::{Guest, Runtime};
+use ferry_runtime::{ComponentContext, Guest, Runtime};
 
 use crate::download::Downloader;
 
@@ -72,6 +73,93 @@ pub fn runtime_config(app: &App, named: Option<&Path>) -> anyhow::Result<Runtime
         Some(path) => RuntimeConfig::load(&path)?,
         None => RuntimeConfig::default(),
     })
+}
+
+/// Granted key-value stores, by component and then label.
+pub type KeyValueStores = BTreeMap<String, BTreeMap<String, Arc<dyn ferry_store::KeyValue>>>;
+
+/// The key-value stores each used component was granted: each label's
+/// backend from `runtime-config.toml`, `default` in `<state dir>/key_value.db`
+/// unless configured. Without a state directory (`ferry check`) nothing is
+/// opened: the labels are only checked.
+pub fn key_value_stores(
+    app: &App,
+    config: &RuntimeConfig,
+    state_dir: Option<&Path>,
+) -> anyhow::Result<KeyValueStores> {
+    let mut databases: BTreeMap<PathBuf, ferry_store::SqliteDatabase> = BTreeMap::new();
+    let mut granted = BTreeMap::new();
+    for (component, _) in used_components(app)? {
+        let mut stores = BTreeMap::new();
+        for label in &component.key_value_stores {
+            let path = match config.key_value_stores.get(label) {
+                Some(KeyValueStoreConfig::Sqlite { path }) => path.clone(),
+                None if label == "default" => None,
+                None => {
+                    return Err(Failure::load(format!(
+                        "component `{}` uses the key-value store `{label}`, which runtime-config.toml does not define: add `[key_value_store.{label}]` with `type = \"spin\"`",
+                        component.id
+                    ))
+                    .into());
+                }
+            };
+            let Some(state_dir) = state_dir else {
+                continue;
+            };
+            let path = match path {
+                Some(path) => path,
+                None => {
+                    create_private_dir(state_dir)?;
+                    state_dir.join("key_value.db")
+                }
+            };
+            if !databases.contains_key(&path) {
+                let db = ferry_store::SqliteDatabase::open(&path).map_err(|e| {
+                    Failure::load(format!(
+                        "key-value store `{label}`: cannot open {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                databases.insert(path.clone(), db);
+            }
+            stores.insert(label.clone(), databases[&path].store(&app.name, label));
+        }
+        granted.insert(component.id.clone(), stores);
+    }
+    Ok(granted)
+}
+
+/// Each component's context: its resolved variables and granted stores.
+pub fn component_contexts(
+    variables: &BTreeMap<String, ComponentVariables>,
+    mut key_value: KeyValueStores,
+) -> BTreeMap<String, ComponentContext> {
+    variables
+        .iter()
+        .map(|(id, variables)| {
+            let context = ComponentContext {
+                variables: variables.clone(),
+                key_value: key_value.remove(id).unwrap_or_default(),
+            };
+            (id.clone(), context)
+        })
+        .collect()
+}
+
+/// Creates `dir` (and its parents) readable by this user only.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| {
+            Failure::load(format!(
+                "cannot create the state directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+    Ok(())
 }
 
 /// Each component that a trigger uses, with its executor. A component used
@@ -146,7 +234,7 @@ pub fn load_guests(
     app: &App,
     wasm: &BTreeMap<String, Vec<u8>>,
     limits: &BTreeMap<String, Limits>,
-    variables: &BTreeMap<String, ComponentVariables>,
+    mut contexts: BTreeMap<String, ComponentContext>,
     self_addr: Option<SocketAddr>,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<Vec<Guest>> {
@@ -160,7 +248,7 @@ pub fn load_guests(
         let guest = with_progress(&component.id, size, out, || {
             runtime.load(
                 component,
-                variables.get(&component.id).cloned().unwrap_or_default(),
+                contexts.remove(&component.id).unwrap_or_default(),
                 bytes,
                 &executor,
                 limits[&component.id],

@@ -12,6 +12,7 @@ mod protocol;
 mod remote;
 mod routing;
 mod spin_sdk;
+mod state;
 mod support;
 mod variables;
 mod wagi;

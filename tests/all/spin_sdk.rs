@@ -71,6 +71,29 @@ async fn key_value_is_linked_but_not_available(
     assert_eq!(reply.text(), format!("error: {error}\n"));
 }
 
+/// `fermyon:spin/key-value@2.0.0` is implemented: linked, not listed as
+/// unsupported, and a component without `key_value_stores` is denied.
+async fn key_value_is_denied_without_a_grant((ferry, check): (Ferry, String)) {
+    assert!(
+        !check.contains("fermyon:spin/key-value@2.0.0\n"),
+        "still listed as linked, not supported:\n{check}"
+    );
+    let reply = get(&format!("{}/kv", ferry.url)).await;
+    assert_eq!(reply.text(), "error: Error::AccessDenied\n");
+}
+
+/// `ferry` with a request body.
+async fn send_to(ferry: &Ferry, method: &str, path: &str, body: &str) -> Reply {
+    send(
+        http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", ferry.url))
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap(),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn rust_on_spin_sdk_5_exporting_wasi_http_0_2() {
     let (ferry, check) = build_and_serve(
@@ -102,12 +125,7 @@ async fn rust_on_spin_sdk_5_exporting_wasi_http_0_2() {
         assert!(answer.starts_with(error), "{name}: {answer}");
     }
     assert!(!ferry.logs().contains("s3cr3t"), "{}", ferry.logs());
-    key_value_is_linked_but_not_available(
-        (ferry, check),
-        "fermyon:spin/key-value@2.0.0",
-        "Error::Other(\"fermyon:spin/key-value@2.0.0#[static]store.open is not available in Ferry\")",
-    )
-    .await;
+    drop((ferry, check));
 
     // Environment over `.env` and defaults; `--variable` over the environment.
     let app = spin_app("rust-sdk5");
@@ -175,12 +193,7 @@ async fn rust_on_spin_sdk_2_exporting_the_wasi_0_2_candidate() {
         "send failed: Error::UnexpectedError(\"the destination is not in the component's allowed_outbound_hosts\")"
     );
 
-    key_value_is_linked_but_not_available(
-        (ferry, check),
-        "fermyon:spin/key-value@2.0.0",
-        "Error::Other(\"fermyon:spin/key-value@2.0.0#[static]store.open is not available in Ferry\")",
-    )
-    .await;
+    key_value_is_denied_without_a_grant((ferry, check)).await;
 }
 
 /// As Spin 3.x's templates build it: `cargo build --target wasm32-wasip1`,
@@ -193,12 +206,7 @@ async fn rust_on_spin_sdk_5_built_as_a_wasip1_core_module() {
         "wasi:http/incoming-handler@0.2.0 (componentized from a WASI preview 1 core module)",
     )
     .await;
-    key_value_is_linked_but_not_available(
-        app,
-        "fermyon:spin/key-value@2.0.0",
-        "Error::Other(\"fermyon:spin/key-value@2.0.0#[static]store.open is not available in Ferry\")",
-    )
-    .await;
+    key_value_is_denied_without_a_grant(app).await;
 }
 
 /// Spin 4's Rust template: the WASI 0.3 release candidate.
@@ -259,4 +267,40 @@ async fn python_on_the_spin_python_sdk() {
         "Error_Other(value='spin:key-value/key-value@3.0.0#[static]store.open is not available in Ferry')",
     )
     .await;
+}
+
+/// spin-sdk 5's key-value store on Ferry's embedded SQLite: values written in
+/// one request are read in the next and after a restart; another label than
+/// the granted one is denied.
+#[tokio::test]
+async fn spin_sdk_key_value_store_is_durable_and_granted_per_label() {
+    let app = spin_app("rust-sdk5");
+    let output = ferry().arg("build").arg(&app).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().to_str().unwrap();
+    let ferry = Ferry::start_at(&app, &["--state-dir", state_dir]);
+
+    assert_eq!(send_to(&ferry, "GET", "/kv/a", "").await.status, 404);
+    for (key, value) in [("a", "1"), ("b", "two"), ("c", "")] {
+        let reply = send_to(&ferry, "PUT", &format!("/kv/{key}"), value).await;
+        assert_eq!(reply.text(), "stored");
+    }
+    assert_eq!(send_to(&ferry, "GET", "/kv/b", "").await.text(), "two");
+    assert_eq!(send_to(&ferry, "PUT", "/kv/b", "2").await.text(), "stored");
+    assert_eq!(
+        send_to(&ferry, "DELETE", "/kv/c", "").await.text(),
+        "deleted"
+    );
+    assert_eq!(send_to(&ferry, "GET", "/kv-keys", "").await.text(), "a,b");
+    assert_eq!(
+        send_to(&ferry, "GET", "/kv-open?cache", "").await.text(),
+        "error: Error::AccessDenied"
+    );
+    // SIGKILL: no shutdown, no flush. Every answered write is on disk.
+    drop(ferry);
+
+    let ferry = Ferry::start_at(&app, &["--state-dir", state_dir]);
+    assert_eq!(send_to(&ferry, "GET", "/kv-keys", "").await.text(), "a,b");
+    assert_eq!(send_to(&ferry, "GET", "/kv/b", "").await.text(), "2");
 }

@@ -80,6 +80,9 @@ pub struct Ferry {
     pub url: String,
     pub stdout: Arc<Mutex<Vec<String>>>,
     logs: Arc<Mutex<Vec<String>>>,
+    /// The state directory the test did not choose: a fresh one, removed
+    /// with the test, so no run writes into a source tree.
+    _state: Option<tempfile::TempDir>,
 }
 
 impl Ferry {
@@ -93,11 +96,17 @@ impl Ferry {
 
     /// `ferry up` with `env` added to its environment.
     pub fn start_with_env(path: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = ferry()
+        let state = (!args.contains(&"--state-dir")).then(|| tempfile::tempdir().unwrap());
+        let mut command = ferry();
+        command
             .envs(env.iter().copied())
             .arg("up")
             .arg(path)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0"]);
+        if let Some(state) = &state {
+            command.arg("--state-dir").arg(state.path());
+        }
+        let mut child = command
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -140,6 +149,7 @@ impl Ferry {
             url,
             stdout: stdout_lines,
             logs,
+            _state: state,
         }
     }
 

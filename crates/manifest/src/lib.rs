@@ -31,7 +31,9 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 pub use diagnostic::{Diagnostic, ManifestError, Warnings};
-pub use limits::{Limits, LimitsOverride, RuntimeConfig, parse_duration, parse_size};
+pub use limits::{
+    KeyValueStoreConfig, Limits, LimitsOverride, RuntimeConfig, parse_duration, parse_size,
+};
 pub use outbound::{AllowedHost, AllowedOutboundHosts, default_port};
 pub use route::{RouteMatch, RoutePattern};
 pub use variables::{
@@ -169,6 +171,8 @@ pub struct Component {
     /// `allowed_outbound_hosts` entries written as templates: granted once
     /// variables are resolved ([`resolve_outbound_templates`]).
     pub outbound_templates: Vec<Template>,
+    /// `key_value_stores`: the labels of the stores the component may open.
+    pub key_value_stores: Vec<String>,
     /// `[component.<id>.build]`, for `ferry build`.
     pub build: Option<Build>,
 }

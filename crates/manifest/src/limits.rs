@@ -78,10 +78,20 @@ impl LimitsOverride {
     }
 }
 
+/// Where a key-value store's data lives: `[key_value_store.<label>]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyValueStoreConfig {
+    /// `type = "spin"`: embedded SQLite, at `path` (relative to the config
+    /// file's directory) or, without one, in the app's state directory.
+    Sqlite { path: Option<std::path::PathBuf> },
+}
+
 /// A parsed `runtime-config.toml`.
 #[derive(Debug, Clone, Default)]
 pub struct RuntimeConfig {
     pub limits: LimitsOverride,
+    /// `[key_value_store.<label>]`, by label.
+    pub key_value_stores: BTreeMap<String, KeyValueStoreConfig>,
     components: BTreeMap<String, (Range<usize>, LimitsOverride)>,
     origin: Option<(std::path::PathBuf, std::sync::Arc<str>)>,
 }
@@ -90,6 +100,7 @@ impl RuntimeConfig {
     pub fn load(path: &Path) -> Result<Self, ManifestError> {
         let text = std::fs::read_to_string(path).map_err(|e| ManifestError::io(path, e))?;
         let mut config = Self::parse(&text).map_err(|d| ManifestError::invalid(path, &text, d))?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         config.origin = Some((path.to_owned(), text.into()));
         Ok(config)
     }
@@ -119,10 +130,20 @@ impl RuntimeConfig {
             }
             components.finish(&mut diags, &[]);
         }
+        if let Some(mut stores) = root.table(&mut diags, "key_value_store") {
+            for label in stores.key_names() {
+                let Some(store) = stores.table(&mut diags, &label) else {
+                    continue;
+                };
+                if let Some(store_config) = read_key_value_store(&mut diags, store) {
+                    config.key_value_stores.insert(label, store_config);
+                }
+            }
+            stores.finish(&mut diags, &[]);
+        }
         root.finish(
             &mut diags,
             &[
-                ("key_value_store", "Ferry has no key-value stores yet"),
                 ("sqlite_database", "Ferry has no SQLite databases yet"),
                 ("llm_compute", "Ferry has no AI models"),
                 ("variables_provider", VARIABLE_PROVIDERS),
@@ -133,6 +154,17 @@ impl RuntimeConfig {
             Ok(config)
         } else {
             Err(diags.errors)
+        }
+    }
+
+    /// Makes `[key_value_store.<label>] path`s absolute, against `dir` (the
+    /// config file's directory).
+    fn resolve_paths(&mut self, dir: &Path) {
+        for config in self.key_value_stores.values_mut() {
+            let KeyValueStoreConfig::Sqlite { path: Some(path) } = config else {
+                continue;
+            };
+            *path = dir.join(&*path);
         }
     }
 
@@ -279,6 +311,44 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// One `[key_value_store.<label>]`: its `type`, and that type's fields.
+fn read_key_value_store(
+    diags: &mut Diagnostics,
+    mut store: TableView<'_, '_>,
+) -> Option<KeyValueStoreConfig> {
+    let kind = store.required_string(diags, "type")?;
+    let config = match kind.get_ref().as_str() {
+        "spin" => {
+            let path = store
+                .string(diags, "path")
+                .map(|p| std::path::PathBuf::from(p.into_inner()));
+            Some(KeyValueStoreConfig::Sqlite { path })
+        }
+        "redis" => {
+            diags.push(
+                Diagnostic::new(
+                    kind.span(),
+                    "Redis key-value stores are not supported by Ferry yet",
+                )
+                .with_help("use `type = \"spin\"` (embedded SQLite) for now"),
+            );
+            None
+        }
+        other => {
+            diags.push(
+                Diagnostic::new(kind.span(), format!("unknown key-value store type `{other}`"))
+                    .with_help("Ferry stores key-value data in `type = \"spin\"` (embedded SQLite, optionally at `path = \"…\"`)"),
+            );
+            None
+        }
+    };
+    // A refused type's other fields are its own: only its `type` is reported.
+    if config.is_some() {
+        store.finish(diags, &[]);
+    }
+    config
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +385,39 @@ mod tests {
         assert_eq!(a.request_timeout, Duration::from_secs(1));
         assert_eq!(a.max_concurrent_requests, 2);
         assert_eq!(a.max_memory, 64 << 20);
+    }
+
+    #[test]
+    fn key_value_stores_pick_a_backend_per_label() {
+        let mut config = RuntimeConfig::parse(
+            "[key_value_store.default]\ntype = \"spin\"\n[key_value_store.cache]\ntype = \"spin\"\npath = \"data/cache.db\"\n",
+        )
+        .unwrap();
+        config.resolve_paths(Path::new("/app"));
+        assert_eq!(
+            config.key_value_stores["default"],
+            KeyValueStoreConfig::Sqlite { path: None }
+        );
+        assert_eq!(
+            config.key_value_stores["cache"],
+            KeyValueStoreConfig::Sqlite {
+                path: Some("/app/data/cache.db".into())
+            }
+        );
+        let errors = RuntimeConfig::parse(
+            "[key_value_store.a]\ntype = \"redis\"\nurl = \"redis://localhost\"\n[key_value_store.b]\ntype = \"azure_cosmos\"\n[key_value_store.c]\npath = \"x\"\n[key_value_store.d]\ntype = \"spin\"\npaht = \"x\"\n",
+        )
+        .unwrap_err();
+        let messages: Vec<&str> = errors.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "Redis key-value stores are not supported by Ferry yet",
+                "unknown key-value store type `azure_cosmos`",
+                "missing `key_value_store.c.type`",
+                "unknown field `key_value_store.d.paht`",
+            ]
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ fn component(source: &str) -> Component {
         allowed_outbound_hosts: AllowedOutboundHosts::default(),
         variables: Vec::new(),
         outbound_templates: Vec::new(),
+        key_value_stores: Vec::new(),
         build: None,
     }
 }

@@ -31,12 +31,21 @@ pub(crate) struct HttpState {
     table: ResourceTable,
     limits: StoreLimits,
     hooks: OutboundHooks,
-    variables: Arc<ferry_manifest::ComponentVariables>,
+    context: Arc<crate::ComponentContext>,
 }
 
 impl crate::variables::VariablesView for HttpState {
     fn variables(&self) -> &ferry_manifest::ComponentVariables {
-        &self.variables
+        &self.context.variables
+    }
+}
+
+impl crate::key_value::KeyValueHost for HttpState {
+    fn key_value(&mut self) -> crate::key_value::KeyValueView<'_> {
+        crate::key_value::KeyValueView {
+            table: &mut self.table,
+            stores: &self.context.key_value,
+        }
     }
 }
 
@@ -69,6 +78,7 @@ pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HttpState>> {
     // spin-sdk 2.x's interfaces, on the same implementation.
     crate::wasi_2023_10_18::add_to_linker(&mut linker)?;
     crate::variables::add_to_linker(&mut linker)?;
+    crate::key_value::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
@@ -234,7 +244,7 @@ pub(crate) fn new_store(
         hooks: OutboundHooks {
             policy: sandbox.outbound.clone(),
         },
-        variables: sandbox.variables.clone(),
+        context: sandbox.context.clone(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);

@@ -18,6 +18,7 @@ mod engine;
 mod files;
 mod http;
 mod http3;
+mod key_value;
 mod sandbox;
 mod unavailable;
 mod variables;
@@ -71,6 +72,16 @@ enum GuestKind {
     Http(http::ProxyPre),
     HttpP3(wasmtime_wasi_http::p3::bindings::ServicePre<http::HttpState>),
     Wagi(wasmtime::InstancePre<wagi::WagiState>, WagiConfig),
+}
+
+/// What a component's guests may reach beyond WASI, made once when the app
+/// loads and shared by every sandbox of the component: each store borrows it.
+#[derive(Default)]
+pub struct ComponentContext {
+    /// Its variables, resolved.
+    pub variables: ComponentVariables,
+    /// The key-value stores it was granted, by label.
+    pub key_value: std::collections::BTreeMap<String, Arc<dyn ferry_store::KeyValue>>,
 }
 
 /// What loading a guest found, for `ferry up` and `ferry check` to print.
@@ -230,12 +241,12 @@ impl Runtime {
     /// Compiles (or loads from the cache) and prepares one component, whose
     /// Wasm is `wasm` (read or downloaded from `component.source` by the
     /// caller). `app_dir` resolves `files`; `self_addr` is what `http://self`
-    /// reaches. `variables` are the component's, resolved.
+    /// reaches. `context` is what the component may reach beyond WASI.
     #[allow(clippy::too_many_arguments)]
     pub fn load(
         &self,
         component: &Component,
-        variables: ComponentVariables,
+        context: ComponentContext,
         wasm: &[u8],
         executor: &Executor,
         limits: Limits,
@@ -334,7 +345,7 @@ impl Runtime {
             .filter(|name| unavailable::linked_unsupported(name))
             .cloned()
             .collect();
-        let sandbox = sandbox::Sandbox::prepare(component, variables, app_dir, self_addr)?;
+        let sandbox = sandbox::Sandbox::prepare(component, context, app_dir, self_addr)?;
         Ok(Guest {
             id: component.id.as_str().into(),
             engine: engine.clone(),

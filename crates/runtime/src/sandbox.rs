@@ -13,7 +13,9 @@ use std::task::{Context, Poll};
 
 use anyhow::Context as _;
 use bytes::{Bytes, BytesMut};
-use ferry_manifest::{AllowedOutboundHosts, Component, ComponentVariables};
+use ferry_manifest::{AllowedOutboundHosts, Component};
+
+use crate::ComponentContext;
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
@@ -30,8 +32,8 @@ pub(crate) struct Sandbox {
     /// Holds the copies of files matched by `files` globs; removed on drop.
     _staged: Option<tempfile::TempDir>,
     pub outbound: Arc<OutboundPolicy>,
-    /// The component's variables, resolved when the app loaded.
-    pub variables: Arc<ComponentVariables>,
+    /// What the component reaches beyond WASI (variables, stores).
+    pub context: Arc<ComponentContext>,
 }
 
 /// `allowed_outbound_hosts` plus what `self` means for this app.
@@ -46,7 +48,7 @@ pub struct OutboundPolicy {
 impl Sandbox {
     pub fn prepare(
         component: &Component,
-        variables: ComponentVariables,
+        context: ComponentContext,
         app_dir: &Path,
         self_addr: Option<SocketAddr>,
     ) -> anyhow::Result<Self> {
@@ -63,7 +65,7 @@ impl Sandbox {
                 allowed: component.allowed_outbound_hosts.clone(),
                 self_addr,
             }),
-            variables: Arc::new(variables),
+            context: Arc::new(context),
         })
     }
 

@@ -1,12 +1,18 @@
 //! A Spin HTTP component on spin-sdk 5.2.0, whose `#[http_component]`
 //! exports `wasi:http/incoming-handler@0.2.0`; Ferry's tests build it with
-//! `ferry build` and serve it. `/kv` opens the default key-value store
-//! (Spin's `fermyon:spin/key-value@2.0.0`) and answers with what happened;
-//! `/variables?<name>` reads a variable through
+//! `ferry build` and serve it.
+//!
+//! - `/kv` opens the default key-value store (Spin's
+//!   `fermyon:spin/key-value@2.0.0`) and answers with what happened;
+//! - `/kv/<key>`: `GET` answers with the value (404 if absent), `PUT` stores
+//!   the body, `DELETE` deletes; `GET /kv-keys` lists the keys;
+//!   `/kv-open?<label>` opens another store and reports the outcome;
+//! - `/variables?<name>` reads a variable through
 //! `fermyon:spin/variables@2.0.0` and answers with its value or the error.
 
-use spin_sdk::http::{IntoResponse, Request, Response};
+use spin_sdk::http::{IntoResponse, Method, Request, Response};
 use spin_sdk::http_component;
+use spin_sdk::key_value::Store;
 
 /// Answers with the request path, and echoes the `spin-path-info` header back
 /// as `x-path-info` so a test can see that Spin's headers reach the guest.
@@ -20,11 +26,40 @@ fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
         return Ok(Response::new(200, answer));
     }
     if req.path() == "/kv" {
-        let outcome = match spin_sdk::key_value::Store::open_default() {
+        let outcome = match Store::open_default() {
             Ok(_) => "opened".to_owned(),
             Err(error) => format!("error: {error:?}"),
         };
         return Ok(Response::new(200, format!("{outcome}\n")));
+    }
+    if req.path() == "/kv-open" {
+        let outcome = match Store::open(req.query()) {
+            Ok(_) => "opened".to_owned(),
+            Err(error) => format!("error: {error:?}"),
+        };
+        return Ok(Response::new(200, outcome));
+    }
+    if req.path() == "/kv-keys" {
+        let keys = Store::open_default()?.get_keys()?;
+        return Ok(Response::new(200, keys.join(",")));
+    }
+    if let Some(key) = req.path().strip_prefix("/kv/") {
+        let store = Store::open_default()?;
+        return Ok(match req.method() {
+            Method::Get => match store.get(key)? {
+                Some(value) => Response::new(200, value),
+                None => Response::new(404, "absent"),
+            },
+            Method::Put => {
+                store.set(key, req.body())?;
+                Response::new(200, "stored")
+            }
+            Method::Delete => {
+                store.delete(key)?;
+                Response::new(200, "deleted")
+            }
+            _ => Response::new(405, "method not allowed"),
+        });
     }
     let path_info = req
         .header("spin-path-info")
