@@ -1,5 +1,7 @@
-//! Key-value stores as guests reach them: Spin's
-//! `fermyon:spin/key-value@2.0.0` (spin-sdk 2.x–5.x), over `ferry-store`.
+//! Key-value stores as guests reach them, over `ferry-store`: Spin's
+//! `fermyon:spin/key-value@2.0.0` (spin-sdk 2.x–5.x) and
+//! `wasi:keyvalue/{store,atomics,batch}@0.2.0-draft2` (what Spin 3 and 4
+//! provide). Both open the same stores: a value one writes, the other reads.
 //!
 //! The context is the component's granted stores, by label, opened once when
 //! the app loads (`key_value_stores` in the manifest; the backend per label
@@ -21,14 +23,27 @@ mod generated {
         imports: { default: async | trappable },
         with: {
             "fermyon:spin/key-value.store": super::OpenStore,
+            "wasi:keyvalue/store.bucket": super::OpenStore,
+            "wasi:keyvalue/atomics.cas": super::Cas,
         },
     });
 }
 
 use generated::fermyon::spin::key_value as v2;
+use generated::wasi::keyvalue::{atomics, batch, store as wasi_store};
 
 /// A store a guest opened: the backend behind its label.
 pub struct OpenStore(Arc<dyn KeyValue>);
+
+/// A compare-and-swap in progress: the value `key` had when it began.
+pub struct Cas {
+    store: Arc<dyn KeyValue>,
+    key: String,
+    current: Option<Vec<u8>>,
+}
+
+/// Keys per `list-keys` page.
+const KEYS_PER_PAGE: usize = 1000;
 
 /// Granted stores, by label.
 pub(crate) type Stores = BTreeMap<String, Arc<dyn KeyValue>>;
@@ -52,7 +67,11 @@ impl HasData for KeyValueData {
 pub(crate) fn add_to_linker<T: KeyValueHost + Send + 'static>(
     linker: &mut Linker<T>,
 ) -> wasmtime::Result<()> {
-    v2::add_to_linker::<T, KeyValueData>(linker, T::key_value)
+    v2::add_to_linker::<T, KeyValueData>(linker, T::key_value)?;
+    wasi_store::add_to_linker::<T, KeyValueData>(linker, T::key_value)?;
+    atomics::add_to_linker::<T, KeyValueData>(linker, T::key_value)?;
+    batch::add_to_linker::<T, KeyValueData>(linker, T::key_value)?;
+    Ok(())
 }
 
 /// A backend failure, as the interface's catch-all error.
@@ -64,6 +83,19 @@ impl KeyValueView<'_> {
     fn store(&self, store: &Resource<OpenStore>) -> wasmtime::Result<Arc<dyn KeyValue>> {
         Ok(self.table.get(store)?.0.clone())
     }
+
+    /// The store granted under `label`, opened as a guest resource.
+    fn open(&mut self, label: &str) -> wasmtime::Result<Option<Resource<OpenStore>>> {
+        match self.stores.get(label) {
+            Some(store) => Ok(Some(self.table.push(OpenStore(store.clone()))?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A backend failure, as wasi:keyvalue's catch-all error.
+fn wasi_other(error: ferry_store::Error) -> wasi_store::Error {
+    wasi_store::Error::Other(error.to_string())
 }
 
 impl v2::Host for KeyValueView<'_> {}
@@ -122,5 +154,188 @@ impl v2::HostStore for KeyValueView<'_> {
     async fn drop(&mut self, store: Resource<OpenStore>) -> wasmtime::Result<()> {
         self.table.delete(store)?;
         Ok(())
+    }
+}
+
+impl wasi_store::Host for KeyValueView<'_> {
+    async fn open(
+        &mut self,
+        identifier: String,
+    ) -> wasmtime::Result<Result<Resource<OpenStore>, wasi_store::Error>> {
+        Ok(KeyValueView::open(self, &identifier)?.ok_or(wasi_store::Error::AccessDenied))
+    }
+}
+
+impl wasi_store::HostBucket for KeyValueView<'_> {
+    async fn get(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, wasi_store::Error>> {
+        Ok(self.store(&bucket)?.get(&key).await.map_err(wasi_other))
+    }
+
+    async fn set(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
+        Ok(self
+            .store(&bucket)?
+            .set(key, value)
+            .await
+            .map_err(wasi_other))
+    }
+
+    async fn delete(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        key: String,
+    ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
+        Ok(self.store(&bucket)?.delete(key).await.map_err(wasi_other))
+    }
+
+    async fn exists(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        key: String,
+    ) -> wasmtime::Result<Result<bool, wasi_store::Error>> {
+        Ok(self.store(&bucket)?.exists(&key).await.map_err(wasi_other))
+    }
+
+    /// A page of keys; the cursor is the page's last key.
+    async fn list_keys(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        cursor: Option<String>,
+    ) -> wasmtime::Result<Result<wasi_store::KeyResponse, wasi_store::Error>> {
+        let keys = match self.store(&bucket)?.keys_page(cursor, KEYS_PER_PAGE).await {
+            Ok(keys) => keys,
+            Err(e) => return Ok(Err(wasi_other(e))),
+        };
+        let cursor = (keys.len() == KEYS_PER_PAGE)
+            .then(|| keys.last().cloned())
+            .flatten();
+        Ok(Ok(wasi_store::KeyResponse { keys, cursor }))
+    }
+
+    async fn drop(&mut self, bucket: Resource<OpenStore>) -> wasmtime::Result<()> {
+        self.table.delete(bucket)?;
+        Ok(())
+    }
+}
+
+impl atomics::Host for KeyValueView<'_> {
+    async fn increment(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        key: String,
+        delta: i64,
+    ) -> wasmtime::Result<Result<i64, wasi_store::Error>> {
+        Ok(self
+            .store(&bucket)?
+            .increment(key, delta)
+            .await
+            .map_err(wasi_other))
+    }
+
+    /// Sets the value if it is still what the cas saw; if not, the guest
+    /// gets a new cas holding the value now there, to retry with.
+    async fn swap(
+        &mut self,
+        cas: Resource<Cas>,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), atomics::CasError>> {
+        let Cas {
+            store,
+            key,
+            current,
+        } = self.table.delete(cas)?;
+        match store.compare_and_swap(key.clone(), current, value).await {
+            Ok(true) => Ok(Ok(())),
+            Ok(false) => {
+                let current = match store.get(&key).await {
+                    Ok(current) => current,
+                    Err(e) => return Ok(Err(atomics::CasError::StoreError(wasi_other(e)))),
+                };
+                let retry = self.table.push(Cas {
+                    store,
+                    key,
+                    current,
+                })?;
+                Ok(Err(atomics::CasError::CasFailed(retry)))
+            }
+            Err(e) => Ok(Err(atomics::CasError::StoreError(wasi_other(e)))),
+        }
+    }
+}
+
+impl atomics::HostCas for KeyValueView<'_> {
+    async fn new(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        key: String,
+    ) -> wasmtime::Result<Result<Resource<Cas>, wasi_store::Error>> {
+        let store = self.store(&bucket)?;
+        let current = match store.get(&key).await {
+            Ok(current) => current,
+            Err(e) => return Ok(Err(wasi_other(e))),
+        };
+        Ok(Ok(self.table.push(Cas {
+            store,
+            key,
+            current,
+        })?))
+    }
+
+    async fn current(
+        &mut self,
+        cas: Resource<Cas>,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, wasi_store::Error>> {
+        Ok(Ok(self.table.get(&cas)?.current.clone()))
+    }
+
+    async fn drop(&mut self, cas: Resource<Cas>) -> wasmtime::Result<()> {
+        self.table.delete(cas)?;
+        Ok(())
+    }
+}
+
+impl batch::Host for KeyValueView<'_> {
+    async fn get_many(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<Vec<(String, Option<Vec<u8>>)>, wasi_store::Error>> {
+        Ok(self
+            .store(&bucket)?
+            .get_many(keys)
+            .await
+            .map_err(wasi_other))
+    }
+
+    async fn set_many(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        key_values: Vec<(String, Vec<u8>)>,
+    ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
+        Ok(self
+            .store(&bucket)?
+            .set_many(key_values)
+            .await
+            .map_err(wasi_other))
+    }
+
+    async fn delete_many(
+        &mut self,
+        bucket: Resource<OpenStore>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
+        Ok(self
+            .store(&bucket)?
+            .delete_many(keys)
+            .await
+            .map_err(wasi_other))
     }
 }

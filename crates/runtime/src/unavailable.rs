@@ -47,6 +47,9 @@ const IMPLEMENTED: &[&str] = &[
     "fermyon:spin/variables@2.0.0",
     "spin:variables/variables@3.0.0",
     "wasi:config/store@0.2.0-draft-2024-09-27",
+    "wasi:keyvalue/store@0.2.0-draft2",
+    "wasi:keyvalue/atomics@0.2.0-draft2",
+    "wasi:keyvalue/batch@0.2.0-draft2",
 ];
 
 /// Whether Ferry links `import` (an interface name) only so that the

@@ -56,6 +56,9 @@ pub trait KeyValue: Send + Sync + 'static {
     /// Every key, sorted.
     async fn keys(&self) -> Result<Vec<String>, Error>;
 
+    /// Up to `limit` keys, sorted, starting after `after`.
+    async fn keys_page(&self, after: Option<String>, limit: usize) -> Result<Vec<String>, Error>;
+
     async fn set(&self, key: String, value: Vec<u8>) -> Result<(), Error> {
         self.set_many(vec![(key, value)]).await
     }

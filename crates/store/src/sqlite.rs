@@ -346,6 +346,23 @@ impl KeyValue for SqliteStore {
             .await
     }
 
+    async fn keys_page(&self, after: Option<String>, limit: usize) -> Result<Vec<String>, Error> {
+        let (app, store) = self.names();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.db
+            .read(move |c| {
+                let mut statement = c.prepare_cached(
+                    "SELECT key FROM key_value WHERE app = ?1 AND store = ?2
+                     AND (?3 IS NULL OR key > ?3) ORDER BY key LIMIT ?4",
+                )?;
+                let keys = statement
+                    .query_map(params![app, store, after, limit], |row| row.get(0))?
+                    .collect::<Result<Vec<String>, _>>()?;
+                Ok(keys)
+            })
+            .await
+    }
+
     async fn set_many(&self, entries: Vec<(String, Vec<u8>)>) -> Result<(), Error> {
         for (key, value) in &entries {
             check_entry(key, Some(value))?;
@@ -427,10 +444,17 @@ mod tests {
             );
             assert_eq!(b.get("k").await.unwrap(), None);
             assert_eq!(b.keys().await.unwrap(), Vec::<String>::new());
-            a.set_many(vec![("x".into(), vec![1]), ("y".into(), vec![2])])
-                .await
-                .unwrap();
-            assert_eq!(a.keys().await.unwrap(), ["k", "x", "y"]);
+            a.set_many(vec![
+                ("x".into(), vec![1]),
+                ("y".into(), vec![2]),
+                ("".into(), vec![]),
+            ])
+            .await
+            .unwrap();
+            assert_eq!(a.keys().await.unwrap(), ["", "k", "x", "y"]);
+            assert_eq!(a.keys_page(None, 2).await.unwrap(), ["", "k"]);
+            assert_eq!(a.keys_page(Some("k".into()), 2).await.unwrap(), ["x", "y"]);
+            a.delete("".into()).await.unwrap();
             a.delete_many(vec!["x".into(), "nope".into()])
                 .await
                 .unwrap();

@@ -7,6 +7,11 @@
 //! - `/kv/<key>`: `GET` answers with the value (404 if absent), `PUT` stores
 //!   the body, `DELETE` deletes; `GET /kv-keys` lists the keys;
 //!   `/kv-open?<label>` opens another store and reports the outcome;
+//! - `/wasi-kv/...` does the same through `wasi:keyvalue@0.2.0-draft2`:
+//!   `POST /wasi-kv/incr/<key>` increments a counter and answers with it,
+//!   `POST /wasi-kv/append/<key>` appends the body with compare-and-swap
+//!   (retrying until it lands), `GET /wasi-kv/<key>` reads a value,
+//!   `GET /wasi-kv-batch` exercises `batch` and `list-keys`;
 //! - `/variables?<name>` reads a variable through
 //! `fermyon:spin/variables@2.0.0` and answers with its value or the error.
 
@@ -43,6 +48,9 @@ fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
         let keys = Store::open_default()?.get_keys()?;
         return Ok(Response::new(200, keys.join(",")));
     }
+    if req.path().starts_with("/wasi-kv") {
+        return wasi_key_value(&req);
+    }
     if let Some(key) = req.path().strip_prefix("/kv/") {
         let store = Store::open_default()?;
         return Ok(match req.method() {
@@ -72,4 +80,59 @@ fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
         .header("x-path-info", path_info)
         .body(format!("Hello from spin-sdk 5.2.0: {}\n", req.path()))
         .build())
+}
+
+/// The `/wasi-kv` routes, on `wasi:keyvalue@0.2.0-draft2`.
+fn wasi_key_value(req: &Request) -> anyhow::Result<Response> {
+    use spin_sdk::wit::wasi::keyvalue::{atomics, batch, store};
+    let bucket = store::open("default")?;
+    if let Some(key) = req.path().strip_prefix("/wasi-kv/incr/") {
+        let value = atomics::increment(&bucket, key, 1)?;
+        return Ok(Response::new(200, value.to_string()));
+    }
+    if let Some(key) = req.path().strip_prefix("/wasi-kv/append/") {
+        let mut cas = atomics::Cas::new(&bucket, key)?;
+        loop {
+            let mut value = cas.current()?.unwrap_or_default();
+            value.extend_from_slice(req.body());
+            match atomics::swap(cas, &value) {
+                Ok(()) => return Ok(Response::new(200, value)),
+                Err(atomics::CasError::CasFailed(retry)) => cas = retry,
+                Err(atomics::CasError::StoreError(e)) => return Err(e.into()),
+            }
+        }
+    }
+    if req.path() == "/wasi-kv-batch" {
+        batch::set_many(
+            &bucket,
+            &[("x".into(), b"1".to_vec()), ("y".into(), b"2".to_vec())],
+        )?;
+        let got = batch::get_many(&bucket, &["x".into(), "y".into(), "z".into()])?;
+        batch::delete_many(&bucket, &["x".into()])?;
+        let listed = bucket.list_keys(None)?;
+        let got: Vec<String> = got
+            .into_iter()
+            .map(|(k, v)| {
+                format!(
+                    "{k}={}",
+                    v.map(|v| String::from_utf8_lossy(&v).into_owned())
+                        .unwrap_or("-".into())
+                )
+            })
+            .collect();
+        return Ok(Response::new(
+            200,
+            format!(
+                "{}; keys {}; more {}",
+                got.join(","),
+                listed.keys.join(","),
+                listed.cursor.is_some()
+            ),
+        ));
+    }
+    let key = req.path().trim_start_matches("/wasi-kv/");
+    Ok(match bucket.get(key)? {
+        Some(value) => Response::new(200, value),
+        None => Response::new(404, "absent"),
+    })
 }
