@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ferry_store::KeyValue;
-use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime::component::{
+    Accessor, FutureReader, HasData, Linker, Resource, ResourceTable, StreamReader,
+};
 
 mod generated {
     wasmtime::component::bindgen!({
@@ -25,11 +27,13 @@ mod generated {
             "fermyon:spin/key-value.store": super::OpenStore,
             "wasi:keyvalue/store.bucket": super::OpenStore,
             "wasi:keyvalue/atomics.cas": super::Cas,
+            "spin:key-value/key-value.store": super::OpenStore,
         },
     });
 }
 
 use generated::fermyon::spin::key_value as v2;
+use generated::spin::key_value::key_value as v3;
 use generated::wasi::keyvalue::{atomics, batch, store as wasi_store};
 
 /// A store a guest opened: the backend behind its label.
@@ -72,6 +76,15 @@ pub(crate) fn add_to_linker<T: KeyValueHost + Send + 'static>(
     atomics::add_to_linker::<T, KeyValueData>(linker, T::key_value)?;
     batch::add_to_linker::<T, KeyValueData>(linker, T::key_value)?;
     Ok(())
+}
+
+/// Also `spin:key-value@3.0.0`, whose functions are async: only an engine
+/// with the component model's concurrency can link it.
+pub(crate) fn add_to_linker_concurrent<T: KeyValueHost + Send + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
+    add_to_linker(linker)?;
+    v3::add_to_linker::<T, KeyValueData>(linker, T::key_value)
 }
 
 /// A backend failure, as the interface's catch-all error.
@@ -337,5 +350,96 @@ impl batch::Host for KeyValueView<'_> {
             .delete_many(keys)
             .await
             .map_err(wasi_other))
+    }
+}
+
+/// A backend failure, as `spin:key-value@3.0.0`'s catch-all error.
+fn v3_other(error: ferry_store::Error) -> v3::Error {
+    v3::Error::Other(error.to_string())
+}
+
+/// The store behind a guest's handle, looked up in the guest's table.
+fn v3_store<U>(
+    accessor: &Accessor<U, KeyValueData>,
+    store: &Resource<OpenStore>,
+) -> wasmtime::Result<Arc<dyn KeyValue>> {
+    accessor.with(|mut access| access.get().store(store))
+}
+
+impl v3::Host for KeyValueView<'_> {}
+
+impl v3::HostStore for KeyValueView<'_> {
+    async fn drop(&mut self, store: Resource<OpenStore>) -> wasmtime::Result<()> {
+        self.table.delete(store)?;
+        Ok(())
+    }
+}
+
+impl<U> v3::HostStoreWithStore<U> for KeyValueData {
+    async fn open(
+        accessor: &Accessor<U, Self>,
+        label: String,
+    ) -> wasmtime::Result<Result<Resource<OpenStore>, v3::Error>> {
+        accessor.with(|mut access| {
+            Ok(KeyValueView::open(&mut access.get(), &label)?.ok_or(v3::Error::AccessDenied))
+        })
+    }
+
+    async fn get(
+        accessor: &Accessor<U, Self>,
+        store: Resource<OpenStore>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, v3::Error>> {
+        let store = v3_store(accessor, &store)?;
+        Ok(store.get(&key).await.map_err(v3_other))
+    }
+
+    async fn set(
+        accessor: &Accessor<U, Self>,
+        store: Resource<OpenStore>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), v3::Error>> {
+        let store = v3_store(accessor, &store)?;
+        Ok(store.set(key, value).await.map_err(v3_other))
+    }
+
+    async fn delete(
+        accessor: &Accessor<U, Self>,
+        store: Resource<OpenStore>,
+        key: String,
+    ) -> wasmtime::Result<Result<(), v3::Error>> {
+        let store = v3_store(accessor, &store)?;
+        Ok(store.delete(key).await.map_err(v3_other))
+    }
+
+    async fn exists(
+        accessor: &Accessor<U, Self>,
+        store: Resource<OpenStore>,
+        key: String,
+    ) -> wasmtime::Result<Result<bool, v3::Error>> {
+        let store = v3_store(accessor, &store)?;
+        Ok(store.exists(&key).await.map_err(v3_other))
+    }
+
+    /// Every key on the stream, then the outcome on the future (a failure
+    /// leaves the stream empty).
+    async fn get_keys(
+        accessor: &Accessor<U, Self>,
+        store: Resource<OpenStore>,
+    ) -> wasmtime::Result<(StreamReader<String>, FutureReader<Result<(), v3::Error>>)> {
+        let store = v3_store(accessor, &store)?;
+        let (keys, outcome) = match store.keys().await {
+            Ok(keys) => (keys, Ok(())),
+            Err(e) => (Vec::new(), Err(v3_other(e))),
+        };
+        accessor.with(|mut access| {
+            let keys = StreamReader::new(&mut access, keys)?;
+            let outcome = FutureReader::new(
+                &mut access,
+                std::future::ready(Ok::<_, wasmtime::Error>(outcome)),
+            )?;
+            Ok((keys, outcome))
+        })
     }
 }

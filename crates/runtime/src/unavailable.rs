@@ -44,6 +44,7 @@ const SPIN_WORLD: &[&str] = &[
 /// never stubbed.
 const IMPLEMENTED: &[&str] = &[
     "fermyon:spin/key-value@2.0.0",
+    "spin:key-value/key-value@3.0.0",
     "fermyon:spin/variables@2.0.0",
     "spin:variables/variables@3.0.0",
     "wasi:config/store@0.2.0-draft-2024-09-27",

@@ -17,13 +17,15 @@ class HttpHandler(http.Handler):
         path = urlsplit(request.uri).path or "/"
 
         if path == "/kv":
-            # Ferry links Spin's key-value interface without backing it, so
-            # opening a store is expected to fail with the interface's error.
+            # The default store (granted in spin.toml): write a value, read
+            # it back, and report it with the store's keys.
             try:
-                await key_value.open_default()
+                store = await key_value.open_default()
+                await store.set("from-python", b"written by Python")
+                value = await store.get("from-python")
             except Exception as err:
                 return text(f"error: {err}\n")
-            return text("opened\n")
+            return text(f"{value.decode()}\n")
 
         path_info = request.headers.get("spin-path-info", "")
         return text(

@@ -12,6 +12,9 @@
 //!   `POST /wasi-kv/append/<key>` appends the body with compare-and-swap
 //!   (retrying until it lands), `GET /wasi-kv/<key>` reads a value,
 //!   `GET /wasi-kv-batch` exercises `batch` and `list-keys`;
+//! - `/sqlite` opens the default SQLite database (Spin's
+//!   `fermyon:spin/sqlite@2.0.0`, which Ferry links but does not provide yet)
+//!   and answers with what happened;
 //! - `/variables?<name>` reads a variable through
 //! `fermyon:spin/variables@2.0.0` and answers with its value or the error.
 
@@ -29,6 +32,13 @@ fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
             Err(error) => format!("error: {error:?}"),
         };
         return Ok(Response::new(200, answer));
+    }
+    if req.path() == "/sqlite" {
+        let outcome = match spin_sdk::sqlite::Connection::open_default() {
+            Ok(_) => "opened".to_owned(),
+            Err(error) => format!("error: {error:?}"),
+        };
+        return Ok(Response::new(200, format!("{outcome}\n")));
     }
     if req.path() == "/kv" {
         let outcome = match Store::open_default() {

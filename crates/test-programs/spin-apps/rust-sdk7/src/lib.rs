@@ -2,7 +2,8 @@
 //! exports `wasi:http/handler@0.3.0`; Ferry's tests build it with
 //! `ferry build` and serve it. `/kv` opens the default key-value store
 //! (Spin's async `spin:key-value/key-value@3.0.0`) and answers with what
-//! happened; `/variables?<name>` reads a variable through the async
+//! happened; `/kv/<key>` reads (`GET`) or writes (`PUT`) a value and
+//! `/kv-keys` lists the keys (streamed by the host); `/variables?<name>` reads a variable through the async
 //! `spin:variables/variables@3.0.0` and answers with its value or the error.
 
 use spin_sdk::http::{IntoResponse, Request, Response};
@@ -19,6 +20,26 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
             Err(error) => format!("error: {error:?}"),
         };
         return Ok(Response::builder().status(200).body(answer)?);
+    }
+    if let Some(key) = req.uri().path().strip_prefix("/kv/").map(str::to_owned) {
+        let store = spin_sdk::key_value::Store::open_default().await?;
+        if req.method() == "PUT" {
+            use spin_sdk::http::body::IncomingBodyExt as _;
+            let body = req.into_body().bytes().await?;
+            store.set(&key, &body).await?;
+            return Ok(Response::builder().status(200).body("stored".to_owned())?);
+        }
+        return Ok(match store.get(&key).await? {
+            Some(value) => Response::builder()
+                .status(200)
+                .body(String::from_utf8_lossy(&value).into_owned())?,
+            None => Response::builder().status(404).body("absent".to_owned())?,
+        });
+    }
+    if req.uri().path() == "/kv-keys" {
+        let store = spin_sdk::key_value::Store::open_default().await?;
+        let keys = store.get_keys().await.collect().await?;
+        return Ok(Response::builder().status(200).body(keys.join(","))?);
     }
     if req.uri().path() == "/kv" {
         let outcome = match spin_sdk::key_value::Store::open_default().await {
