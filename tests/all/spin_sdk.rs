@@ -3,6 +3,8 @@
 //! Their sources are in `crates/test-programs/spin-apps`.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -409,4 +411,74 @@ async fn wasi_keyvalue_on_spin_sdk_5_is_atomic_under_concurrency() {
         .to_vec();
     log.sort();
     assert_eq!(log, b"01234567");
+}
+
+/// Durability under a crash: clients write over HTTP while ferry is killed
+/// with SIGKILL at an arbitrary moment; after a restart, every key whose
+/// write was answered 200 is there with its value.
+#[tokio::test]
+async fn every_acknowledged_write_survives_sigkill() {
+    let app = spin_app("rust-sdk5");
+    let output = ferry().arg("build").arg(&app).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().to_str().unwrap();
+    let ferry = Ferry::start_at(&app, &["--state-dir", state_dir]);
+
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..8)
+        .map(|writer| {
+            let (url, acknowledged) = (ferry.url.clone(), acknowledged.clone());
+            tokio::spawn(async move {
+                let client = hyper_util::client::legacy::Client::builder(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .build_http();
+                for n in 0.. {
+                    let key = format!("w{writer}-{n}");
+                    let request = http::Request::put(format!("{url}/kv/{key}"))
+                        .body(Full::new(Bytes::from(format!("value of {key}"))))
+                        .unwrap();
+                    match client.request(request).await {
+                        Ok(reply) if reply.status() == 200 => {
+                            acknowledged.lock().unwrap().push(key)
+                        }
+                        // Killed: this write was never acknowledged.
+                        _ => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    // An arbitrary moment, 100–600 ms into the writes.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    tokio::time::sleep(Duration::from_millis(100 + u64::from(nanos % 500))).await;
+    drop(ferry); // SIGKILL
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() > 8,
+        "too few writes: {}",
+        acknowledged.len()
+    );
+
+    let ferry = Ferry::start_at(&app, &["--state-dir", state_dir]);
+    let keys = send_to(&ferry, "GET", "/kv-keys", "").await.text();
+    let stored: std::collections::HashSet<&str> = keys.split(',').collect();
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|key| !stored.contains(key.as_str()))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    for key in acknowledged.iter().step_by(37) {
+        let value = send_to(&ferry, "GET", &format!("/kv/{key}"), "")
+            .await
+            .text();
+        assert_eq!(value, format!("value of {key}"));
+    }
 }
