@@ -71,6 +71,14 @@ impl SqliteDatabase {
     /// Opens (creating if needed) the database at `path`, whose directory
     /// must exist.
     pub fn open(path: &Path) -> Result<Self, Error> {
+        Self::open_with_batch_limit(path, MAX_BATCH)
+    }
+
+    /// As [`open`](Self::open), committing at most `max_batch` writes per
+    /// transaction: 1 is one fsync per write, the baseline group commit is
+    /// measured against (`benches/group_commit.rs`).
+    #[doc(hidden)]
+    pub fn open_with_batch_limit(path: &Path, max_batch: usize) -> Result<Self, Error> {
         let writer = Connection::open(path)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
         writer.pragma_update(None, "synchronous", "FULL")?;
@@ -88,7 +96,7 @@ impl SqliteDatabase {
         let name = format!("ferry-kv-writer {}", path.display());
         std::thread::Builder::new()
             .name(name)
-            .spawn(move || write_loop(writer, receiver))
+            .spawn(move || write_loop(writer, receiver, max_batch.max(1)))
             .map_err(|e| Error::Backend(format!("starting the writer thread: {e}")))?;
         Ok(Self {
             shared: Arc::new(Shared {
@@ -164,10 +172,10 @@ impl SqliteDatabase {
 }
 
 /// The writer thread: batches of waiting writes, one transaction each.
-fn write_loop(mut connection: Connection, writes: mpsc::Receiver<Write>) {
+fn write_loop(mut connection: Connection, writes: mpsc::Receiver<Write>, max_batch: usize) {
     while let Ok(first) = writes.recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < max_batch {
             match writes.try_recv() {
                 Ok(write) => batch.push(write),
                 Err(_) => break,
