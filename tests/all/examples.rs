@@ -60,3 +60,17 @@ async fn python_example_serves() {
         "Hello from Python on Ferry! You asked for /some/path?x=1\n"
     );
 }
+
+/// Spin's shape of a stateful app: two components in two languages share
+/// one counter in the default key-value store.
+#[tokio::test]
+async fn counter_example_counts_across_languages() {
+    let ferry = build_and_serve("counter");
+    let visit = |path: &'static str| {
+        let url = format!("{}{path}", ferry.url);
+        async move { get(&url).await.text() }
+    };
+    assert_eq!(visit("/rust").await, "Rust counted visit 1\n");
+    assert_eq!(visit("/python").await, "Python counted visit 2\n");
+    assert_eq!(visit("/rust").await, "Rust counted visit 3\n");
+}
