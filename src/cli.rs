@@ -119,6 +119,10 @@ struct UpArgs {
     /// [default: .ferry beside the manifest].
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Sets KEY to VALUE in the app's `default` key-value store before
+    /// serving (repeatable).
+    #[arg(long = "key-value", value_name = "KEY=VALUE")]
+    key_values: Vec<String>,
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -290,6 +294,12 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         .state_dir
         .clone()
         .unwrap_or_else(|| prepared.app.dir.join(".ferry"));
+    tokio.block_on(load::seed_default_store(
+        &prepared.app,
+        &prepared.config,
+        &state_dir,
+        &args.key_values,
+    ))?;
     let key_value = load::key_value_stores(&prepared.app, &prepared.config, Some(&state_dir))?;
     let guests = {
         let _enter = tokio.enter();

@@ -129,6 +129,41 @@ pub fn key_value_stores(
     Ok(granted)
 }
 
+/// `ferry up --key-value KEY=VALUE`: sets each pair in the app's `default`
+/// store (where `runtime-config.toml` puts it, else in the state directory)
+/// before anything is served, as Spin's flag does.
+pub async fn seed_default_store(
+    app: &App,
+    config: &RuntimeConfig,
+    state_dir: &Path,
+    pairs: &[String],
+) -> anyhow::Result<()> {
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let mut entries = Vec::new();
+    for pair in pairs {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(Failure::usage(format!("`--key-value {pair}`: expected KEY=VALUE")).into());
+        };
+        entries.push((key.to_owned(), value.as_bytes().to_vec()));
+    }
+    let path = match config.key_value_stores.get("default") {
+        Some(KeyValueStoreConfig::Sqlite { path: Some(path) }) => path.clone(),
+        _ => {
+            create_private_dir(state_dir)?;
+            state_dir.join("key_value.db")
+        }
+    };
+    let db = ferry_store::SqliteDatabase::open(&path)
+        .map_err(|e| Failure::load(format!("cannot open {}: {e}", path.display())))?;
+    db.store(&app.name, "default")
+        .set_many(entries)
+        .await
+        .map_err(|e| Failure::load(format!("`--key-value`: {e}")))?;
+    Ok(())
+}
+
 /// Each component's context: its resolved variables and granted stores.
 pub fn component_contexts(
     variables: &BTreeMap<String, ComponentVariables>,

@@ -482,3 +482,40 @@ async fn every_acknowledged_write_survives_sigkill() {
         assert_eq!(value, format!("value of {key}"));
     }
 }
+
+/// `ferry up --key-value KEY=VALUE` seeds the default store before serving,
+/// as Spin's flag does; a pair without `=` is a usage error.
+#[tokio::test]
+async fn key_value_flag_seeds_the_default_store() {
+    let app = spin_app("rust-sdk5");
+    let output = ferry().arg("build").arg(&app).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let seeded = Ferry::start_at(
+        &app,
+        &[
+            "--key-value",
+            "greeting=hello=world",
+            "--key-value",
+            "empty=",
+        ],
+    );
+    assert_eq!(
+        send_to(&seeded, "GET", "/kv/greeting", "").await.text(),
+        "hello=world"
+    );
+    assert_eq!(
+        send_to(&seeded, "GET", "/kv-keys", "").await.text(),
+        "empty,greeting"
+    );
+
+    let state = tempfile::tempdir().unwrap();
+    let output = ferry()
+        .arg("up")
+        .arg(&app)
+        .args(["--state-dir", state.path().to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0", "--key-value", "novalue"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("`--key-value novalue`: expected KEY=VALUE"));
+}
