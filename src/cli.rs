@@ -123,6 +123,10 @@ struct UpArgs {
     /// serving (repeatable).
     #[arg(long = "key-value", value_name = "KEY=VALUE")]
     key_values: Vec<String>,
+    /// Runs a SQL statement, or a file of them (`@FILE`), against the app's
+    /// `default` SQLite database before serving (repeatable, in order).
+    #[arg(long = "sqlite", value_name = "STATEMENT|@FILE")]
+    sqlite_statements: Vec<String>,
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -300,7 +304,14 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         &state_dir,
         &args.key_values,
     ))?;
+    tokio.block_on(load::run_sqlite_statements(
+        &prepared.app,
+        &prepared.config,
+        &state_dir,
+        &args.sqlite_statements,
+    ))?;
     let key_value = load::key_value_stores(&prepared.app, &prepared.config, Some(&state_dir))?;
+    let sqlite = load::sqlite_databases(&prepared.app, &prepared.config, Some(&state_dir))?;
     let guests = {
         let _enter = tokio.enter();
         load::load_guests(
@@ -308,7 +319,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             &prepared.app,
             &prepared.wasm,
             &prepared.limits,
-            load::component_contexts(&prepared.variables, key_value),
+            load::component_contexts(&prepared.variables, key_value, sqlite),
             Some(local),
             &mut stdout,
         )?
@@ -376,12 +387,13 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let _enter = tokio.enter();
     // Checked, not opened: `ferry check` writes no state.
     let key_value = load::key_value_stores(app, &prepared.config, None)?;
+    let sqlite = load::sqlite_databases(app, &prepared.config, None)?;
     let guests = load::load_guests(
         &prepared.runtime,
         app,
         &prepared.wasm,
         &prepared.limits,
-        load::component_contexts(&prepared.variables, key_value),
+        load::component_contexts(&prepared.variables, key_value, sqlite),
         None,
         &mut out,
     )?;
@@ -497,6 +509,7 @@ fn print_component(
         .collect();
     writeln!(out, "  variables  {}", listed(&variables))?;
     writeln!(out, "  key-value  {}", listed(&component.key_value_stores))?;
+    writeln!(out, "  sqlite     {}", listed(&component.sqlite_databases))?;
     let files: Vec<String> = component
         .files
         .iter()

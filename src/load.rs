@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use ferry_manifest::{
     App, Component, ComponentVariables, Executor, Handler, KeyValueStoreConfig, Limits,
-    RuntimeConfig, Source,
+    RuntimeConfig, Source, SqliteDatabaseConfig,
 };
 use ferry_runtime::{ComponentContext, Guest, Runtime};
 
@@ -129,6 +129,130 @@ pub fn key_value_stores(
     Ok(granted)
 }
 
+/// Granted SQLite databases, by component and then label.
+pub type SqliteDatabases = BTreeMap<String, BTreeMap<String, Arc<ferry_store::SqlDatabase>>>;
+
+/// Where the database `label` of `app` lives: its `runtime-config.toml`
+/// path, else `<state dir>/sqlite/<app>/<label>.db` (the app's name in the
+/// path keeps two apps sharing a state directory apart). `None`: the label
+/// has no configuration and is not `default`.
+fn sqlite_path(
+    app: &App,
+    config: &RuntimeConfig,
+    state_dir: &Path,
+    label: &str,
+) -> Option<PathBuf> {
+    match config.sqlite_databases.get(label) {
+        Some(SqliteDatabaseConfig { path: Some(path) }) => Some(path.clone()),
+        Some(SqliteDatabaseConfig { path: None }) => {
+            Some(default_sqlite_path(app, state_dir, label))
+        }
+        None if label == "default" => Some(default_sqlite_path(app, state_dir, label)),
+        None => None,
+    }
+}
+
+fn default_sqlite_path(app: &App, state_dir: &Path, label: &str) -> PathBuf {
+    let name: String = app
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    state_dir
+        .join("sqlite")
+        .join(name)
+        .join(format!("{label}.db"))
+}
+
+/// The SQLite databases each used component was granted, as
+/// [`key_value_stores`] does for stores: opened when there is a state
+/// directory, only checked without one.
+pub fn sqlite_databases(
+    app: &App,
+    config: &RuntimeConfig,
+    state_dir: Option<&Path>,
+) -> anyhow::Result<SqliteDatabases> {
+    let mut opened: BTreeMap<PathBuf, Arc<ferry_store::SqlDatabase>> = BTreeMap::new();
+    let mut granted = BTreeMap::new();
+    for (component, _) in used_components(app)? {
+        let mut databases = BTreeMap::new();
+        for label in &component.sqlite_databases {
+            let path = sqlite_path(app, config, state_dir.unwrap_or(Path::new(".")), label)
+                .ok_or_else(|| {
+                    Failure::load(format!(
+                        "component `{}` uses the SQLite database `{label}`, which runtime-config.toml does not define: add `[sqlite_database.{label}]` with `type = \"spin\"`",
+                        component.id
+                    ))
+                })?;
+            if state_dir.is_none() {
+                continue;
+            }
+            let database = match opened.get(&path) {
+                Some(database) => database.clone(),
+                None => {
+                    let database = Arc::new(open_sqlite(&path, label)?);
+                    opened.insert(path, database.clone());
+                    database
+                }
+            };
+            databases.insert(label.clone(), database);
+        }
+        granted.insert(component.id.clone(), databases);
+    }
+    Ok(granted)
+}
+
+fn open_sqlite(path: &Path, label: &str) -> anyhow::Result<ferry_store::SqlDatabase> {
+    if let Some(dir) = path.parent() {
+        create_private_dir(dir)?;
+    }
+    Ok(ferry_store::SqlDatabase::open(path).map_err(|e| {
+        Failure::load(format!(
+            "SQLite database `{label}`: cannot open {}: {e}",
+            path.display()
+        ))
+    })?)
+}
+
+/// `ferry up --sqlite STATEMENT` / `--sqlite @FILE`: runs each against the
+/// app's `default` database before anything is served, in order, as Spin's
+/// flag does (migrations).
+pub async fn run_sqlite_statements(
+    app: &App,
+    config: &RuntimeConfig,
+    state_dir: &Path,
+    statements: &[String],
+) -> anyhow::Result<()> {
+    if statements.is_empty() {
+        return Ok(());
+    }
+    let path = sqlite_path(app, config, state_dir, "default")
+        .unwrap_or_else(|| default_sqlite_path(app, state_dir, "default"));
+    let database = open_sqlite(&path, "default")?;
+    for statement in statements {
+        let (script, shown) = match statement.strip_prefix('@') {
+            Some(file) => (
+                std::fs::read_to_string(file).map_err(|e| {
+                    Failure::usage(format!("`--sqlite @{file}`: cannot read {file}: {e}"))
+                })?,
+                format!("@{file}"),
+            ),
+            None => (statement.clone(), "the statement".to_owned()),
+        };
+        database
+            .execute_batch(script)
+            .await
+            .map_err(|e| Failure::load(format!("`--sqlite` ({shown}) failed: {e}")))?;
+    }
+    Ok(())
+}
+
 /// `ferry up --key-value KEY=VALUE`: sets each pair in the app's `default`
 /// store (where `runtime-config.toml` puts it, else in the state directory)
 /// before anything is served, as Spin's flag does.
@@ -168,6 +292,7 @@ pub async fn seed_default_store(
 pub fn component_contexts(
     variables: &BTreeMap<String, ComponentVariables>,
     mut key_value: KeyValueStores,
+    mut sqlite: SqliteDatabases,
 ) -> BTreeMap<String, ComponentContext> {
     variables
         .iter()
@@ -175,6 +300,7 @@ pub fn component_contexts(
             let context = ComponentContext {
                 variables: variables.clone(),
                 key_value: key_value.remove(id).unwrap_or_default(),
+                sqlite: sqlite.remove(id).unwrap_or_default(),
             };
             (id.clone(), context)
         })

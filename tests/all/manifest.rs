@@ -16,7 +16,7 @@ fn run(args: &[&str], app: &TestApp) -> (i32, String, String) {
 #[test]
 fn manifest_errors_point_at_file_line_and_column() {
     let app = TestApp::new(
-        "[[trigger.http]]\nroute = \"/a\"\ncomponent = \"a\"\n\n[[trigger.http]]\nroute = \"/a\"\ncomponent = \"a\"\n\n[component.a]\nsource = \"missing.wasm\"\nsqlite_databases = [\"default\"]\n",
+        "[[trigger.http]]\nroute = \"/a\"\ncomponent = \"a\"\n\n[[trigger.http]]\nroute = \"/a\"\ncomponent = \"a\"\n\n[component.a]\nsource = \"missing.wasm\"\nai_models = [\"llama2-chat\"]\n",
     );
     let (code, stdout, stderr) = run(&["up"], &app);
     assert_eq!(code, 3);

@@ -52,7 +52,7 @@ async fn build_and_serve(app: &str, greeting: &str, serves: &str) -> (Ferry, Str
     (ferry, stdout)
 }
 
-/// An interface Ferry links but does not provide (SQLite, for now): it is
+/// An interface Ferry links but does not provide (LLM inferencing): it is
 /// listed as such, the app loads, and a call answers with the interface's
 /// own error, which the app reports.
 async fn unsupported_interface_answers_with_its_error(
@@ -131,9 +131,9 @@ async fn rust_on_spin_sdk_5_exporting_wasi_http_0_2() {
     assert!(!ferry.logs().contains("s3cr3t"), "{}", ferry.logs());
     unsupported_interface_answers_with_its_error(
         &(ferry, check),
-        "fermyon:spin/sqlite@2.0.0",
-        "/sqlite",
-        "Error::Io(\"fermyon:spin/sqlite@2.0.0#[static]connection.open is not available in Ferry\")",
+        "fermyon:spin/llm@2.0.0",
+        "/llm",
+        "Error::RuntimeError(\"fermyon:spin/llm@2.0.0#infer is not available in Ferry\")",
     )
     .await;
 
@@ -518,4 +518,77 @@ async fn key_value_flag_seeds_the_default_store() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("`--key-value novalue`: expected KEY=VALUE"));
+}
+
+/// spin-sdk 5's SQLite databases on Ferry's embedded SQLite: migrations from
+/// `--sqlite` (a file and a statement) run first; queries see them, every
+/// value type round-trips through parameters (`spin:sqlite@3.0.0`), a bad
+/// statement is the guest's error, data survives a restart, another label is
+/// denied, and another app sharing the state directory sees none of it.
+#[tokio::test]
+async fn spin_sdk_sqlite_databases_with_migrations() {
+    let app = spin_app("rust-sdk5");
+    let output = ferry().arg("build").arg(&app).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().join("state");
+    let state_dir = state_dir.to_str().unwrap();
+    let migration = state.path().join("migration.sql");
+    std::fs::write(
+        &migration,
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);\nINSERT INTO notes (body) VALUES ('from a migration');\n",
+    )
+    .unwrap();
+    let migration = format!("@{}", migration.display());
+    let ferry = Ferry::start_at(
+        &app,
+        &[
+            "--state-dir",
+            state_dir,
+            "--sqlite",
+            &migration,
+            "--sqlite",
+            "INSERT INTO notes (body) VALUES ('inline')",
+        ],
+    );
+    let select = "SELECT id, body FROM notes ORDER BY id";
+    let rows = "id,body: [Value::Integer(1), Value::Text(\"from a migration\")] [Value::Integer(2), Value::Text(\"inline\")]";
+    assert_eq!(send_to(&ferry, "POST", "/sql", select).await.text(), rows);
+    assert_eq!(
+        send_to(&ferry, "GET", "/sql-values", "").await.text(),
+        "row 1, 1 changed, round trip equal: true"
+    );
+    let reply = send_to(&ferry, "POST", "/sql", "SELEC nonsense").await;
+    assert_eq!(reply.status, 500);
+    assert!(
+        reply
+            .text()
+            .starts_with("error: Error::Io(\"near \\\"SELEC\\\": syntax error"),
+        "{}",
+        reply.text()
+    );
+    assert_eq!(
+        send_to(&ferry, "GET", "/sql-open?other", "").await.text(),
+        "error: Error::AccessDenied"
+    );
+    drop(ferry);
+
+    let ferry = Ferry::start_at(&app, &["--state-dir", state_dir]);
+    assert_eq!(send_to(&ferry, "POST", "/sql", select).await.text(), rows);
+    drop(ferry);
+
+    // The same component in an app of another name, on the same state
+    // directory: its default database is its own.
+    let other = TestApp::new(&format!(
+        "{}[component.other]\nsource = {:?}\nsqlite_databases = [\"default\"]\n",
+        trigger("/...", "other"),
+        app.join("target/wasm32-wasip2/release/rust_sdk5.wasm")
+    ));
+    let ferry = Ferry::start(&other, &["--state-dir", state_dir]);
+    let reply = send_to(&ferry, "POST", "/sql", select).await;
+    assert!(
+        reply.text().contains("no such table: notes"),
+        "{}",
+        reply.text()
+    );
 }

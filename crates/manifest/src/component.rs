@@ -67,6 +67,7 @@ pub(crate) fn read(
         variables: Vec::new(),
         outbound_templates: Vec::new(),
         key_value_stores: Vec::new(),
+        sqlite_databases: Vec::new(),
         build,
     };
 
@@ -133,7 +134,8 @@ pub(crate) fn read(
         component.allowed_outbound_hosts,
         component.outbound_templates,
     ) = read_outbound(diags, table, &prefix, app_variables);
-    component.key_value_stores = read_state_grants(diags, table, &prefix);
+    (component.key_value_stores, component.sqlite_databases) =
+        read_state_grants(diags, table, &prefix);
     read_dependencies(diags, table, &prefix);
     check_targets(diags, table);
     walk::check_tool_tables(diags, table);
@@ -380,11 +382,12 @@ fn convert_http_host(entry: &str) -> Result<Vec<String>, String> {
 /// `key_value_stores`, `sqlite_databases` and `ai_models`: what the
 /// component may use. An empty list asks for nothing and is fine; a store or
 /// database is refused until Ferry has them, and models are refused outright.
+/// `key_value_stores` and `sqlite_databases`: the labels granted, each once.
 fn read_state_grants(
     diags: &mut Diagnostics,
     table: &mut TableView<'_, '_>,
     prefix: &str,
-) -> Vec<String> {
+) -> (Vec<String>, Vec<String>) {
     let read_labels = |diags: &mut Diagnostics, table: &mut TableView<'_, '_>, key: &str| {
         let labels = table.string_list(diags, key);
         for label in &labels {
@@ -394,23 +397,17 @@ fn read_state_grants(
         }
         labels
     };
-    let mut key_value_stores: Vec<String> = Vec::new();
-    for label in read_labels(diags, table, "key_value_stores") {
-        if !key_value_stores.contains(label.get_ref()) {
-            key_value_stores.push(label.into_inner());
+    let mut unique = |key: &str| {
+        let mut labels: Vec<String> = Vec::new();
+        for label in read_labels(diags, table, key) {
+            if !labels.contains(label.get_ref()) {
+                labels.push(label.into_inner());
+            }
         }
-    }
-    let span = table.key_span("sqlite_databases");
-    let databases = read_labels(diags, table, "sqlite_databases");
-    if let (Some(span), false) = (span, databases.is_empty()) {
-        diags.push(
-            Diagnostic::new(
-                span,
-                format!("`{prefix}.sqlite_databases` is not supported by Ferry yet"),
-            )
-            .with_help("Ferry has no SQLite databases yet (they come with its state support); an app that uses SQLite databases cannot run without them"),
-        );
-    }
+        labels
+    };
+    let key_value_stores = unique("key_value_stores");
+    let sqlite_databases = unique("sqlite_databases");
     let span = table.key_span("ai_models");
     let models = table.string_list(diags, "ai_models");
     if let (Some(span), false) = (span, models.is_empty()) {
@@ -419,7 +416,7 @@ fn read_state_grants(
                 .with_help("Ferry does not run AI models: an app that uses them needs a host with Spin's LLM interface (`fermyon:spin/llm`) backed by an inference engine"),
         );
     }
-    key_value_stores
+    (key_value_stores, sqlite_databases)
 }
 
 /// A key-value or SQLite label: kebab-case or snake_case, as Spin accepts.

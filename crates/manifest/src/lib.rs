@@ -32,7 +32,8 @@ use toml::de::{DeTable, DeValue};
 
 pub use diagnostic::{Diagnostic, ManifestError, Warnings};
 pub use limits::{
-    KeyValueStoreConfig, Limits, LimitsOverride, RuntimeConfig, parse_duration, parse_size,
+    KeyValueStoreConfig, Limits, LimitsOverride, RuntimeConfig, SqliteDatabaseConfig,
+    parse_duration, parse_size,
 };
 pub use outbound::{AllowedHost, AllowedOutboundHosts, default_port};
 pub use route::{RouteMatch, RoutePattern};
@@ -173,6 +174,8 @@ pub struct Component {
     pub outbound_templates: Vec<Template>,
     /// `key_value_stores`: the labels of the stores the component may open.
     pub key_value_stores: Vec<String>,
+    /// `sqlite_databases`: the labels of the databases it may open.
+    pub sqlite_databases: Vec<String>,
     /// `[component.<id>.build]`, for `ferry build`.
     pub build: Option<Build>,
 }

@@ -86,12 +86,22 @@ pub enum KeyValueStoreConfig {
     Sqlite { path: Option<std::path::PathBuf> },
 }
 
+/// Where a SQLite database lives: `[sqlite_database.<label>]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteDatabaseConfig {
+    /// `type = "spin"`'s `path` (relative to the config file's directory);
+    /// without one, the app's state directory.
+    pub path: Option<std::path::PathBuf>,
+}
+
 /// A parsed `runtime-config.toml`.
 #[derive(Debug, Clone, Default)]
 pub struct RuntimeConfig {
     pub limits: LimitsOverride,
     /// `[key_value_store.<label>]`, by label.
     pub key_value_stores: BTreeMap<String, KeyValueStoreConfig>,
+    /// `[sqlite_database.<label>]`, by label.
+    pub sqlite_databases: BTreeMap<String, SqliteDatabaseConfig>,
     components: BTreeMap<String, (Range<usize>, LimitsOverride)>,
     origin: Option<(std::path::PathBuf, std::sync::Arc<str>)>,
 }
@@ -130,21 +140,21 @@ impl RuntimeConfig {
             }
             components.finish(&mut diags, &[]);
         }
-        if let Some(mut stores) = root.table(&mut diags, "key_value_store") {
-            for label in stores.key_names() {
-                let Some(store) = stores.table(&mut diags, &label) else {
-                    continue;
-                };
-                if let Some(store_config) = read_key_value_store(&mut diags, store) {
-                    config.key_value_stores.insert(label, store_config);
-                }
-            }
-            stores.finish(&mut diags, &[]);
-        }
+        config.key_value_stores = read_labelled(
+            &mut diags,
+            &mut root,
+            "key_value_store",
+            read_key_value_store,
+        );
+        config.sqlite_databases = read_labelled(
+            &mut diags,
+            &mut root,
+            "sqlite_database",
+            read_sqlite_database,
+        );
         root.finish(
             &mut diags,
             &[
-                ("sqlite_database", "Ferry has no SQLite databases yet"),
                 ("llm_compute", "Ferry has no AI models"),
                 ("variables_provider", VARIABLE_PROVIDERS),
                 ("config_provider", VARIABLE_PROVIDERS),
@@ -165,6 +175,11 @@ impl RuntimeConfig {
                 continue;
             };
             *path = dir.join(&*path);
+        }
+        for config in self.sqlite_databases.values_mut() {
+            if let Some(path) = &mut config.path {
+                *path = dir.join(&*path);
+            }
         }
     }
 
@@ -309,6 +324,62 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("`{text}` must be longer than zero"));
     }
     Ok(duration)
+}
+
+/// `[<key>.<label>]` tables (`key_value_store`, `sqlite_database`), each
+/// read by `read`, by label; the ones `read` refuses are left out.
+fn read_labelled<T>(
+    diags: &mut Diagnostics,
+    root: &mut TableView<'_, '_>,
+    key: &str,
+    read: impl Fn(&mut Diagnostics, TableView<'_, '_>) -> Option<T>,
+) -> BTreeMap<String, T> {
+    let mut read_tables = BTreeMap::new();
+    if let Some(mut tables) = root.table(diags, key) {
+        for label in tables.key_names() {
+            if let Some(table) = tables.table(diags, &label)
+                && let Some(value) = read(diags, table)
+            {
+                read_tables.insert(label, value);
+            }
+        }
+        tables.finish(diags, &[]);
+    }
+    read_tables
+}
+
+/// One `[sqlite_database.<label>]`: its `type`, and that type's fields.
+fn read_sqlite_database(
+    diags: &mut Diagnostics,
+    mut database: TableView<'_, '_>,
+) -> Option<SqliteDatabaseConfig> {
+    let kind = database.required_string(diags, "type")?;
+    match kind.get_ref().as_str() {
+        "spin" => {
+            let path = database
+                .string(diags, "path")
+                .map(|p| std::path::PathBuf::from(p.into_inner()));
+            database.finish(diags, &[]);
+            Some(SqliteDatabaseConfig { path })
+        }
+        "libsql" => {
+            diags.push(
+                Diagnostic::new(
+                    kind.span(),
+                    "remote libSQL databases are not supported by Ferry",
+                )
+                .with_help("use `type = \"spin\"` (embedded SQLite)"),
+            );
+            None
+        }
+        other => {
+            diags.push(
+                Diagnostic::new(kind.span(), format!("unknown SQLite database type `{other}`"))
+                    .with_help("Ferry keeps SQLite databases in `type = \"spin\"` (embedded, optionally at `path = \"…\"`)"),
+            );
+            None
+        }
+    }
 }
 
 /// One `[key_value_store.<label>]`: its `type`, and that type's fields.

@@ -23,6 +23,7 @@ fn component(source: &str) -> Component {
         variables: Vec::new(),
         outbound_templates: Vec::new(),
         key_value_stores: Vec::new(),
+        sqlite_databases: Vec::new(),
         build: None,
     }
 }

@@ -40,6 +40,15 @@ impl crate::variables::VariablesView for HttpState {
     }
 }
 
+impl crate::sqlite::SqliteHost for HttpState {
+    fn sqlite(&mut self) -> crate::sqlite::SqliteView<'_> {
+        crate::sqlite::SqliteView {
+            table: &mut self.table,
+            databases: &self.context.sqlite,
+        }
+    }
+}
+
 impl crate::key_value::KeyValueHost for HttpState {
     fn key_value(&mut self) -> crate::key_value::KeyValueView<'_> {
         crate::key_value::KeyValueView {
@@ -79,6 +88,7 @@ pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HttpState>> {
     crate::wasi_2023_10_18::add_to_linker(&mut linker)?;
     crate::variables::add_to_linker(&mut linker)?;
     crate::key_value::add_to_linker(&mut linker)?;
+    crate::sqlite::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 

@@ -20,6 +20,7 @@ mod http;
 mod http3;
 mod key_value;
 mod sandbox;
+mod sqlite;
 mod unavailable;
 mod variables;
 mod wagi;
@@ -82,6 +83,8 @@ pub struct ComponentContext {
     pub variables: ComponentVariables,
     /// The key-value stores it was granted, by label.
     pub key_value: std::collections::BTreeMap<String, Arc<dyn ferry_store::KeyValue>>,
+    /// The SQLite databases it was granted, by label.
+    pub sqlite: std::collections::BTreeMap<String, Arc<ferry_store::SqlDatabase>>,
 }
 
 /// What loading a guest found, for `ferry up` and `ferry check` to print.

@@ -44,6 +44,8 @@ const SPIN_WORLD: &[&str] = &[
 /// never stubbed.
 const IMPLEMENTED: &[&str] = &[
     "fermyon:spin/key-value@2.0.0",
+    "fermyon:spin/sqlite@2.0.0",
+    "spin:sqlite/sqlite@3.0.0",
     "spin:key-value/key-value@3.0.0",
     "fermyon:spin/variables@2.0.0",
     "spin:variables/variables@3.0.0",

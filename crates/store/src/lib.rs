@@ -1,5 +1,8 @@
 //! Ferry's state backends, behind plain Rust traits.
 //!
+//! Two kinds of state: key-value stores and SQL databases ([`SqlDatabase`],
+//! one SQLite file per label of an app, queried with the guest's SQL).
+//!
 //! A [`KeyValue`] is one store: one label of one app. Backends hand them out
 //! namespaced, so two apps sharing a state directory, or two labels of one
 //! app, never see each other's keys. The embedded backend is SQLite
@@ -11,8 +14,10 @@
 //! bindings translate guests' calls into these traits, whatever version of
 //! which interface the guest imports.
 
+mod sql;
 mod sqlite;
 
+pub use sql::{MAX_RESULT_BYTES, QueryResult, STATEMENT_TIMEOUT, SqlDatabase, SqlValue};
 pub use sqlite::SqliteDatabase;
 
 /// The longest key, in bytes (UTF-8).
@@ -34,6 +39,9 @@ pub enum Error {
     Overflow(String),
     #[error("the store failed: {0}")]
     Backend(String),
+    /// SQLite's own error for a statement (syntax, constraint, …).
+    #[error("{0}")]
+    Sql(String),
 }
 
 impl From<rusqlite::Error> for Error {

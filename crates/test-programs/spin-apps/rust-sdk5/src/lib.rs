@@ -12,9 +12,13 @@
 //!   `POST /wasi-kv/append/<key>` appends the body with compare-and-swap
 //!   (retrying until it lands), `GET /wasi-kv/<key>` reads a value,
 //!   `GET /wasi-kv-batch` exercises `batch` and `list-keys`;
-//! - `/sqlite` opens the default SQLite database (Spin's
-//!   `fermyon:spin/sqlite@2.0.0`, which Ferry links but does not provide yet)
-//!   and answers with what happened;
+//! - `POST /sql` runs the body as a statement on the default SQLite
+//!   database (`fermyon:spin/sqlite@2.0.0`) and answers with the columns and
+//!   rows; `/sql-values` round-trips every value type through parameters with
+//!   `spin:sqlite@3.0.0` (`sqlite3`), reporting `last-insert-rowid` and
+//!   `changes`; `/sql-open?<label>` opens another database;
+//! - `/llm` asks Spin's LLM interface (`fermyon:spin/llm@2.0.0`, which Ferry
+//!   links but does not provide) and answers with what happened;
 //! - `/variables?<name>` reads a variable through
 //! `fermyon:spin/variables@2.0.0` and answers with its value or the error.
 
@@ -33,12 +37,69 @@ fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
         };
         return Ok(Response::new(200, answer));
     }
-    if req.path() == "/sqlite" {
-        let outcome = match spin_sdk::sqlite::Connection::open_default() {
-            Ok(_) => "opened".to_owned(),
+    if req.path() == "/llm" {
+        let outcome = match spin_sdk::llm::infer(spin_sdk::llm::InferencingModel::Llama2Chat, "hi")
+        {
+            Ok(_) => "inferred".to_owned(),
             Err(error) => format!("error: {error:?}"),
         };
         return Ok(Response::new(200, format!("{outcome}\n")));
+    }
+    if req.path() == "/sql" {
+        let statement = String::from_utf8(req.body().to_vec())?;
+        let connection = spin_sdk::sqlite::Connection::open_default()?;
+        return Ok(match connection.execute(&statement, &[]) {
+            Ok(result) => {
+                let rows: Vec<String> = result
+                    .rows
+                    .iter()
+                    .map(|row| format!("{:?}", row.values))
+                    .collect();
+                Response::new(
+                    200,
+                    format!("{}: {}", result.columns.join(","), rows.join(" ")),
+                )
+            }
+            Err(error) => Response::new(500, format!("error: {error:?}")),
+        });
+    }
+    if req.path() == "/sql-open" {
+        let outcome = match spin_sdk::sqlite::Connection::open(req.query()) {
+            Ok(_) => "opened".to_owned(),
+            Err(error) => format!("error: {error:?}"),
+        };
+        return Ok(Response::new(200, outcome));
+    }
+    if req.path() == "/sql-values" {
+        use spin_sdk::sqlite3::{Connection, Value};
+        let connection = Connection::open("default")?;
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS typed (id INTEGER PRIMARY KEY, i, r, t, b, n)",
+            &[],
+        )?;
+        let values = [
+            Value::Integer(i64::MIN),
+            Value::Real(-0.5),
+            Value::Text("naïve ✓".into()),
+            Value::Blob(vec![0, 1, 254, 255]),
+            Value::Null,
+        ];
+        connection.execute(
+            "INSERT INTO typed (i, r, t, b, n) VALUES (?, ?, ?, ?, ?)",
+            &values,
+        )?;
+        let (id, changes) = (connection.last_insert_rowid(), connection.changes());
+        let back = connection.execute(
+            "SELECT i, r, t, b, n FROM typed WHERE id = ?",
+            &[Value::Integer(id)],
+        )?;
+        // The bindings' values have Debug but not PartialEq.
+        let same =
+            back.rows.len() == 1 && format!("{:?}", back.rows[0].values) == format!("{values:?}");
+        return Ok(Response::new(
+            200,
+            format!("row {id}, {changes} changed, round trip equal: {same}"),
+        ));
     }
     if req.path() == "/kv" {
         let outcome = match Store::open_default() {
