@@ -310,7 +310,11 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         &state_dir,
         &args.sqlite_statements,
     ))?;
-    let key_value = load::key_value_stores(&prepared.app, &prepared.config, Some(&state_dir))?;
+    let key_value = tokio.block_on(load::key_value_stores(
+        &prepared.app,
+        &prepared.config,
+        Some(&state_dir),
+    ))?;
     let sqlite = load::sqlite_databases(&prepared.app, &prepared.config, Some(&state_dir))?;
     let guests = {
         let _enter = tokio.enter();
@@ -386,7 +390,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     let _enter = tokio.enter();
     // Checked, not opened: `ferry check` writes no state.
-    let key_value = load::key_value_stores(app, &prepared.config, None)?;
+    let key_value = tokio.block_on(load::key_value_stores(app, &prepared.config, None))?;
     let sqlite = load::sqlite_databases(app, &prepared.config, None)?;
     let guests = load::load_guests(
         &prepared.runtime,

@@ -82,22 +82,22 @@ pub type KeyValueStores = BTreeMap<String, BTreeMap<String, Arc<dyn ferry_store:
 /// backend from `runtime-config.toml`, `default` in `<state dir>/key_value.db`
 /// unless configured. Without a state directory (`ferry check`) nothing is
 /// opened: the labels are only checked.
-pub fn key_value_stores(
+pub async fn key_value_stores(
     app: &App,
     config: &RuntimeConfig,
     state_dir: Option<&Path>,
 ) -> anyhow::Result<KeyValueStores> {
-    let mut databases: BTreeMap<PathBuf, ferry_store::SqliteDatabase> = BTreeMap::new();
+    let mut backends = KeyValueBackends::default();
     let mut granted = BTreeMap::new();
     for (component, _) in used_components(app)? {
         let mut stores = BTreeMap::new();
         for label in &component.key_value_stores {
-            let path = match config.key_value_stores.get(label) {
-                Some(KeyValueStoreConfig::Sqlite { path }) => path.clone(),
-                None if label == "default" => None,
+            let backend = match config.key_value_stores.get(label) {
+                Some(backend) => backend.clone(),
+                None if label == "default" => KeyValueStoreConfig::Sqlite { path: None },
                 None => {
                     return Err(Failure::load(format!(
-                        "component `{}` uses the key-value store `{label}`, which runtime-config.toml does not define: add `[key_value_store.{label}]` with `type = \"spin\"`",
+                        "component `{}` uses the key-value store `{label}`, which runtime-config.toml does not define: add `[key_value_store.{label}]` with `type = \"spin\"` or `type = \"redis\"`",
                         component.id
                     ))
                     .into());
@@ -106,27 +106,69 @@ pub fn key_value_stores(
             let Some(state_dir) = state_dir else {
                 continue;
             };
-            let path = match path {
-                Some(path) => path,
-                None => {
-                    create_private_dir(state_dir)?;
-                    state_dir.join("key_value.db")
-                }
-            };
-            if !databases.contains_key(&path) {
-                let db = ferry_store::SqliteDatabase::open(&path).map_err(|e| {
-                    Failure::load(format!(
-                        "key-value store `{label}`: cannot open {}: {e}",
-                        path.display()
-                    ))
-                })?;
-                databases.insert(path.clone(), db);
-            }
-            stores.insert(label.clone(), databases[&path].store(&app.name, label));
+            let store = backends.store(app, label, backend, state_dir).await?;
+            stores.insert(label.clone(), store);
         }
         granted.insert(component.id.clone(), stores);
     }
     Ok(granted)
+}
+
+/// Key-value backends opened so far, each shared by every label on it: one
+/// writer thread per SQLite file, one connection per Redis URL.
+#[derive(Default)]
+struct KeyValueBackends {
+    files: BTreeMap<PathBuf, ferry_store::SqliteDatabase>,
+    servers: BTreeMap<String, ferry_store::RedisDatabase>,
+}
+
+impl KeyValueBackends {
+    /// The store `label` of `app` on `backend` (opening the backend the
+    /// first time): a SQLite file without a path is
+    /// `<state dir>/key_value.db`.
+    async fn store(
+        &mut self,
+        app: &App,
+        label: &str,
+        backend: KeyValueStoreConfig,
+        state_dir: &Path,
+    ) -> anyhow::Result<Arc<dyn ferry_store::KeyValue>> {
+        Ok(match backend {
+            KeyValueStoreConfig::Sqlite { path } => {
+                let path = match path {
+                    Some(path) => path,
+                    None => {
+                        create_private_dir(state_dir)?;
+                        state_dir.join("key_value.db")
+                    }
+                };
+                if !self.files.contains_key(&path) {
+                    let db = ferry_store::SqliteDatabase::open(&path).map_err(|e| {
+                        Failure::load(format!(
+                            "key-value store `{label}`: cannot open {}: {e}",
+                            path.display()
+                        ))
+                    })?;
+                    self.files.insert(path.clone(), db);
+                }
+                self.files[&path].store(&app.name, label)
+            }
+            KeyValueStoreConfig::Redis { url } => {
+                if !self.servers.contains_key(&url) {
+                    let server = ferry_store::RedisDatabase::connect(&url)
+                        .await
+                        .map_err(|e| {
+                            Failure::load(format!(
+                                "key-value store `{label}`: cannot connect to {}: {e}",
+                                ferry_manifest::redacted(&url)
+                            ))
+                        })?;
+                    self.servers.insert(url.clone(), server);
+                }
+                self.servers[&url].store(&app.name, label)
+            }
+        })
+    }
 }
 
 /// Granted SQLite databases, by component and then label.
@@ -272,16 +314,14 @@ pub async fn seed_default_store(
         };
         entries.push((key.to_owned(), value.as_bytes().to_vec()));
     }
-    let path = match config.key_value_stores.get("default") {
-        Some(KeyValueStoreConfig::Sqlite { path: Some(path) }) => path.clone(),
-        _ => {
-            create_private_dir(state_dir)?;
-            state_dir.join("key_value.db")
-        }
-    };
-    let db = ferry_store::SqliteDatabase::open(&path)
-        .map_err(|e| Failure::load(format!("cannot open {}: {e}", path.display())))?;
-    db.store(&app.name, "default")
+    let backend = config
+        .key_value_stores
+        .get("default")
+        .cloned()
+        .unwrap_or(KeyValueStoreConfig::Sqlite { path: None });
+    KeyValueBackends::default()
+        .store(app, "default", backend, state_dir)
+        .await?
         .set_many(entries)
         .await
         .map_err(|e| Failure::load(format!("`--key-value`: {e}")))?;

@@ -329,36 +329,52 @@ async fn wasi_keyvalue_on_spin_sdk_5_is_atomic_under_concurrency() {
     let app = spin_app("rust-sdk5");
     let output = ferry().arg("build").arg(&app).output().unwrap();
     assert!(output.status.success(), "{}", text(&output.stderr));
-    let ferry = Ferry::start_at(&app, &[]);
+    // Embedded SQLite, then a real Redis server as the default store.
+    wasi_keyvalue_is_atomic(&Ferry::start_at(&app, &[])).await;
+    let redis = RedisServer::start();
+    let config = tempfile::tempdir().unwrap();
+    let config = config.path().join("runtime-config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
+            redis.url
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    wasi_keyvalue_is_atomic(&Ferry::start_at(&app, &["--runtime-config-file", config])).await;
+}
 
+async fn wasi_keyvalue_is_atomic(ferry: &Ferry) {
     assert_eq!(
-        send_to(&ferry, "POST", "/wasi-kv/incr/n", "").await.text(),
+        send_to(ferry, "POST", "/wasi-kv/incr/n", "").await.text(),
         "1"
     );
     assert_eq!(
-        send_to(&ferry, "POST", "/wasi-kv/incr/n", "").await.text(),
+        send_to(ferry, "POST", "/wasi-kv/incr/n", "").await.text(),
         "2"
     );
     assert_eq!(
-        send_to(&ferry, "POST", "/wasi-kv/append/s", "ab")
+        send_to(ferry, "POST", "/wasi-kv/append/s", "ab")
             .await
             .text(),
         "ab"
     );
     assert_eq!(
-        send_to(&ferry, "POST", "/wasi-kv/append/s", "cd")
+        send_to(ferry, "POST", "/wasi-kv/append/s", "cd")
             .await
             .text(),
         "abcd"
     );
     assert_eq!(
-        send_to(&ferry, "GET", "/wasi-kv-batch", "").await.text(),
+        send_to(ferry, "GET", "/wasi-kv-batch", "").await.text(),
         "x=1,y=2,z=-; keys n,s,y; more false"
     );
     // One store behind both interfaces.
-    send_to(&ferry, "PUT", "/kv/shared", "from spin").await;
+    send_to(ferry, "PUT", "/kv/shared", "from spin").await;
     assert_eq!(
-        send_to(&ferry, "GET", "/wasi-kv/shared", "").await.text(),
+        send_to(ferry, "GET", "/wasi-kv/shared", "").await.text(),
         "from spin"
     );
 
@@ -383,7 +399,7 @@ async fn wasi_keyvalue_on_spin_sdk_5_is_atomic_under_concurrency() {
         client.await.unwrap();
     }
     assert_eq!(
-        send_to(&ferry, "POST", "/wasi-kv/incr/counter", "")
+        send_to(ferry, "POST", "/wasi-kv/incr/counter", "")
             .await
             .text(),
         "1001"
@@ -405,7 +421,7 @@ async fn wasi_keyvalue_on_spin_sdk_5_is_atomic_under_concurrency() {
     for client in clients {
         assert_eq!(client.await.unwrap().status, 200);
     }
-    let mut log: Vec<u8> = send_to(&ferry, "GET", "/wasi-kv/log", "")
+    let mut log: Vec<u8> = send_to(ferry, "GET", "/wasi-kv/log", "")
         .await
         .body
         .to_vec();

@@ -313,3 +313,5 @@ impl TextServer {
         Self { port }
     }
 }
+
+pub use ferry_store::testing::RedisServer;

@@ -84,6 +84,8 @@ pub enum KeyValueStoreConfig {
     /// `type = "spin"`: embedded SQLite, at `path` (relative to the config
     /// file's directory) or, without one, in the app's state directory.
     Sqlite { path: Option<std::path::PathBuf> },
+    /// `type = "redis"`: a Redis server, `url = "redis://…"`.
+    Redis { url: String },
 }
 
 /// Where a SQLite database lives: `[sqlite_database.<label>]`.
@@ -396,19 +398,22 @@ fn read_key_value_store(
             Some(KeyValueStoreConfig::Sqlite { path })
         }
         "redis" => {
-            diags.push(
-                Diagnostic::new(
-                    kind.span(),
-                    "Redis key-value stores are not supported by Ferry yet",
-                )
-                .with_help("use `type = \"spin\"` (embedded SQLite) for now"),
-            );
-            None
+            let url = store.required_string(diags, "url")?;
+            if !url.get_ref().starts_with("redis://") && !url.get_ref().starts_with("rediss://") {
+                diags.error(
+                    url.span(),
+                    "a Redis URL starts with `redis://` (or `rediss://` for TLS)",
+                );
+                return None;
+            }
+            Some(KeyValueStoreConfig::Redis {
+                url: url.into_inner(),
+            })
         }
         other => {
             diags.push(
                 Diagnostic::new(kind.span(), format!("unknown key-value store type `{other}`"))
-                    .with_help("Ferry stores key-value data in `type = \"spin\"` (embedded SQLite, optionally at `path = \"…\"`)"),
+                    .with_help("Ferry stores key-value data in `type = \"spin\"` (embedded SQLite, optionally at `path = \"…\"`) or `type = \"redis\"` (`url = \"redis://…\"`)"),
             );
             None
         }
@@ -461,10 +466,16 @@ mod tests {
     #[test]
     fn key_value_stores_pick_a_backend_per_label() {
         let mut config = RuntimeConfig::parse(
-            "[key_value_store.default]\ntype = \"spin\"\n[key_value_store.cache]\ntype = \"spin\"\npath = \"data/cache.db\"\n",
+            "[key_value_store.default]\ntype = \"spin\"\n[key_value_store.cache]\ntype = \"spin\"\npath = \"data/cache.db\"\n[key_value_store.shared]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:6379/2\"\n",
         )
         .unwrap();
         config.resolve_paths(Path::new("/app"));
+        assert_eq!(
+            config.key_value_stores["shared"],
+            KeyValueStoreConfig::Redis {
+                url: "redis://127.0.0.1:6379/2".into()
+            }
+        );
         assert_eq!(
             config.key_value_stores["default"],
             KeyValueStoreConfig::Sqlite { path: None }
@@ -476,17 +487,18 @@ mod tests {
             }
         );
         let errors = RuntimeConfig::parse(
-            "[key_value_store.a]\ntype = \"redis\"\nurl = \"redis://localhost\"\n[key_value_store.b]\ntype = \"azure_cosmos\"\n[key_value_store.c]\npath = \"x\"\n[key_value_store.d]\ntype = \"spin\"\npaht = \"x\"\n",
+            "[key_value_store.a]\ntype = \"redis\"\nurl = \"localhost:6379\"\n[key_value_store.b]\ntype = \"azure_cosmos\"\n[key_value_store.c]\npath = \"x\"\n[key_value_store.d]\ntype = \"spin\"\npaht = \"x\"\n[key_value_store.e]\ntype = \"redis\"\n",
         )
         .unwrap_err();
         let messages: Vec<&str> = errors.iter().map(|d| d.message.as_str()).collect();
         assert_eq!(
             messages,
             [
-                "Redis key-value stores are not supported by Ferry yet",
+                "a Redis URL starts with `redis://` (or `rediss://` for TLS)",
                 "unknown key-value store type `azure_cosmos`",
                 "missing `key_value_store.c.type`",
                 "unknown field `key_value_store.d.paht`",
+                "missing `key_value_store.e.url`",
             ]
         );
     }

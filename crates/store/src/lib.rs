@@ -3,7 +3,8 @@
 //! Two kinds of state: key-value stores and SQL databases ([`SqlDatabase`],
 //! one SQLite file per label of an app, queried with the guest's SQL).
 //!
-//! A [`KeyValue`] is one store: one label of one app. Backends hand them out
+//! A [`KeyValue`] is one store: one label of one app, on embedded SQLite
+//! ([`SqliteDatabase`]) or on a Redis server ([`RedisDatabase`]). Backends hand them out
 //! namespaced, so two apps sharing a state directory, or two labels of one
 //! app, never see each other's keys. The embedded backend is SQLite
 //! ([`SqliteDatabase`]): WAL mode with `synchronous=FULL`, so a write the
@@ -14,9 +15,15 @@
 //! bindings translate guests' calls into these traits, whatever version of
 //! which interface the guest imports.
 
+mod redis;
 mod sql;
 mod sqlite;
+#[doc(hidden)]
+pub mod testing;
+#[cfg(test)]
+mod tests;
 
+pub use redis::RedisDatabase;
 pub use sql::{MAX_RESULT_BYTES, QueryResult, STATEMENT_TIMEOUT, SqlDatabase, SqlValue};
 pub use sqlite::SqliteDatabase;
 

@@ -1,0 +1,131 @@
+//! Every key-value backend behaves the same: each test here runs against
+//! embedded SQLite and against a real `redis-server` the test starts on a
+//! free loopback port (the Debian package; `scripts/setup` installs it).
+
+use std::sync::Arc;
+
+use crate::testing::RedisServer;
+use crate::{Error, KeyValue, RedisDatabase, SqliteDatabase};
+
+/// Runs `test` on each backend, with a function opening `(app, label)`.
+async fn on_every_backend<F, Fut>(test: F)
+where
+    F: Fn(Box<dyn Fn(&str, &str) -> Arc<dyn KeyValue>>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteDatabase::open(&dir.path().join("kv.db")).unwrap();
+    test(Box::new(move |app, label| sqlite.store(app, label))).await;
+
+    let server = RedisServer::start();
+    let redis = RedisDatabase::connect(&server.url).await.unwrap();
+    test(Box::new(move |app, label| redis.store(app, label))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_are_namespaced_by_app_and_label() {
+    on_every_backend(|open| async move {
+        let (a, a_cache, b) = (
+            open("app:a", "default"),
+            open("app:a", "cache"),
+            open("app", "a:default"),
+        );
+        a.set("k".into(), b"a".to_vec()).await.unwrap();
+        a_cache.set("k".into(), b"cache".to_vec()).await.unwrap();
+        assert_eq!(a.get("k").await.unwrap().as_deref(), Some(&b"a"[..]));
+        assert_eq!(
+            a_cache.get("k").await.unwrap().as_deref(),
+            Some(&b"cache"[..])
+        );
+        assert_eq!(b.get("k").await.unwrap(), None);
+        assert_eq!(b.keys().await.unwrap(), Vec::<String>::new());
+        a.set_many(vec![
+            ("x".into(), vec![1]),
+            ("y*".into(), vec![2]),
+            ("".into(), vec![]),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(a.keys().await.unwrap(), ["", "k", "x", "y*"]);
+        assert_eq!(a.keys_page(None, 2).await.unwrap(), ["", "k"]);
+        assert_eq!(a.keys_page(Some("k".into()), 2).await.unwrap(), ["x", "y*"]);
+        a.delete_many(vec!["x".into(), "nope".into(), "".into()])
+            .await
+            .unwrap();
+        assert!(!a.exists("x").await.unwrap());
+        assert!(a.exists("y*").await.unwrap());
+        assert_eq!(
+            a.get_many(vec!["y*".into(), "x".into()]).await.unwrap(),
+            [("y*".to_owned(), Some(vec![2])), ("x".to_owned(), None)]
+        );
+        assert_eq!(
+            a.set("k".repeat(5000), vec![]).await,
+            Err(Error::KeyTooLong)
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn increments_and_swaps_are_atomic_under_concurrency() {
+    on_every_backend(|open| async move {
+        let store = open("app", "default");
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for _ in 0..125 {
+                        store.increment("n".into(), 1).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(store.increment("n".into(), 0).await, Ok(1000));
+
+        // Eight concurrent compare-and-swap appends, each retrying until it
+        // lands: all eight land.
+        let tasks: Vec<_> = (0..8u8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let current = store.get("log").await.unwrap();
+                        let mut next = current.clone().unwrap_or_default();
+                        next.push(b'0' + i);
+                        if store
+                            .compare_and_swap("log".into(), current, next)
+                            .await
+                            .unwrap()
+                        {
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let mut log = store.get("log").await.unwrap().unwrap();
+        log.sort();
+        assert_eq!(log, b"01234567");
+
+        store
+            .set("text".into(), b"not a number".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.increment("text".into(), 1).await,
+            Err(Error::NotACounter("text".into()))
+        );
+        assert_eq!(store.increment("max".into(), i64::MAX).await, Ok(i64::MAX));
+        assert_eq!(
+            store.increment("max".into(), 1).await,
+            Err(Error::Overflow("max".into()))
+        );
+    })
+    .await;
+}
