@@ -256,6 +256,30 @@ async fn rust_on_spin_sdk_7_exporting_wasi_http_0_3() {
     assert_eq!(send_to(&ferry, "GET", "/kv/a", "").await.text(), "one");
     assert_eq!(send_to(&ferry, "GET", "/kv/c", "").await.status, 404);
     assert_eq!(send_to(&ferry, "GET", "/kv-keys", "").await.text(), "a,b");
+    // The async `spin:sqlite@3.1.0`, rows streamed by the host.
+    let sql = |statement: &'static str| send_to(&ferry, "POST", "/sql", statement);
+    assert_eq!(
+        sql("CREATE TABLE t (n INTEGER, s TEXT)").await.text(),
+        ": ; rowid 0, 0 changed"
+    );
+    assert_eq!(
+        sql("INSERT INTO t VALUES (1, 'one'), (2, 'two')")
+            .await
+            .text(),
+        ": ; rowid 2, 2 changed"
+    );
+    // A query changes neither count, and a connection opened in another
+    // request starts from zero: nothing of one request's inserts shows in
+    // another's.
+    assert_eq!(
+        sql("SELECT n, s FROM t ORDER BY n").await.text(),
+        "n,s: [Value::Integer(1), Value::Text(\"one\")] [Value::Integer(2), Value::Text(\"two\")]; rowid 0, 0 changed"
+    );
+    let error = sql("SELECT nope FROM t").await.text();
+    assert!(
+        error.starts_with("error: Error::Io(\"no such column: nope"),
+        "{error}"
+    );
 }
 
 #[tokio::test]

@@ -37,7 +37,7 @@ pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HttpState>> {
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     crate::variables::add_to_linker_concurrent(&mut linker)?;
     crate::key_value::add_to_linker_concurrent(&mut linker)?;
-    crate::sqlite::add_to_linker(&mut linker)?;
+    crate::sqlite::add_to_linker_concurrent(&mut linker)?;
     Ok(linker)
 }
 

@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ferry_store::{QueryResult, SqlDatabase, SqlValue};
-use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime::component::{
+    Accessor, FutureReader, HasData, Linker, Resource, ResourceTable, StreamReader,
+};
 
 mod generated {
     wasmtime::component::bindgen!({
@@ -27,14 +29,39 @@ mod generated {
     });
 }
 
+mod generated_async {
+    wasmtime::component::bindgen!({
+        path: "wit/sqlite-async",
+        world: "ferry:sqlite-async/sqlite-async",
+        imports: { default: async | trappable },
+        with: {
+            "spin:sqlite/sqlite.connection": super::OpenDatabase,
+        },
+    });
+}
+
 use generated::fermyon::spin::sqlite as v2;
 use generated::spin::sqlite::sqlite as v3;
+use generated_async::spin::sqlite::sqlite as v3_1;
 
 /// A database a guest opened, with what its last statement reported.
 pub struct OpenDatabase {
     database: Arc<SqlDatabase>,
     last_insert_rowid: i64,
     changes: u64,
+}
+
+impl OpenDatabase {
+    /// What a statement changes of `last-insert-rowid` and `changes`, as
+    /// SQLite counts them per connection: a query changes neither.
+    fn record(&mut self, result: &QueryResult) {
+        if let Some(rowid) = result.last_insert_rowid {
+            self.last_insert_rowid = rowid;
+        }
+        if let Some(changes) = result.changes {
+            self.changes = changes;
+        }
+    }
 }
 
 /// Granted databases, by label.
@@ -64,6 +91,15 @@ pub(crate) fn add_to_linker<T: SqliteHost + Send + 'static>(
     Ok(())
 }
 
+/// Also `spin:sqlite@3.1.0`, whose added functions are async: only an
+/// engine with the component model's concurrency can link it.
+pub(crate) fn add_to_linker_concurrent<T: SqliteHost + Send + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
+    add_to_linker(linker)?;
+    v3_1::add_to_linker::<T, SqliteData>(linker, T::sqlite)
+}
+
 impl SqliteView<'_> {
     /// The database granted under `label`, opened as a guest resource.
     fn open(&mut self, label: &str) -> wasmtime::Result<Option<Resource<OpenDatabase>>> {
@@ -88,9 +124,7 @@ impl SqliteView<'_> {
         let database = self.table.get(connection)?.database.clone();
         let result = database.execute(statement, parameters).await;
         if let Ok(result) = &result {
-            let open = self.table.get_mut(connection)?;
-            open.last_insert_rowid = result.last_insert_rowid;
-            open.changes = result.changes;
+            self.table.get_mut(connection)?.record(result);
         }
         Ok(result.map_err(|e| e.to_string()))
     }
@@ -144,6 +178,7 @@ macro_rules! conversions {
 
 conversions!(v2);
 conversions!(v3);
+conversions!(v3_1);
 
 impl v2::HostConnection for SqliteView<'_> {
     async fn open(
@@ -174,42 +209,115 @@ impl v2::HostConnection for SqliteView<'_> {
     }
 }
 
-impl v3::HostConnection for SqliteView<'_> {
-    async fn open(
-        &mut self,
+/// `spin:sqlite@3.x`'s synchronous functions, the same in 3.0.0 and 3.1.0.
+macro_rules! sync_connection {
+    ($version:ident) => {
+        impl $version::HostConnection for SqliteView<'_> {
+            async fn open(
+                &mut self,
+                database: String,
+            ) -> wasmtime::Result<Result<Resource<OpenDatabase>, $version::Error>> {
+                Ok(SqliteView::open(self, &database)?.ok_or($version::Error::AccessDenied))
+            }
+
+            async fn execute(
+                &mut self,
+                connection: Resource<OpenDatabase>,
+                statement: String,
+                parameters: Vec<$version::Value>,
+            ) -> wasmtime::Result<Result<$version::QueryResult, $version::Error>> {
+                let parameters = parameters.into_iter().map(Into::into).collect();
+                Ok(
+                    SqliteView::execute(self, &connection, statement, parameters)
+                        .await?
+                        .map(Into::into)
+                        .map_err($version::Error::Io),
+                )
+            }
+
+            async fn last_insert_rowid(
+                &mut self,
+                connection: Resource<OpenDatabase>,
+            ) -> wasmtime::Result<i64> {
+                Ok(self.table.get(&connection)?.last_insert_rowid)
+            }
+
+            async fn changes(
+                &mut self,
+                connection: Resource<OpenDatabase>,
+            ) -> wasmtime::Result<u64> {
+                Ok(self.table.get(&connection)?.changes)
+            }
+
+            async fn drop(&mut self, connection: Resource<OpenDatabase>) -> wasmtime::Result<()> {
+                self.table.delete(connection)?;
+                Ok(())
+            }
+        }
+    };
+}
+
+sync_connection!(v3);
+sync_connection!(v3_1);
+
+impl<U> v3_1::HostConnectionWithStore<U> for SqliteData {
+    async fn open_async(
+        accessor: &Accessor<U, Self>,
         database: String,
-    ) -> wasmtime::Result<Result<Resource<OpenDatabase>, v3::Error>> {
-        Ok(SqliteView::open(self, &database)?.ok_or(v3::Error::AccessDenied))
+    ) -> wasmtime::Result<Result<Resource<OpenDatabase>, v3_1::Error>> {
+        accessor.with(|mut access| {
+            Ok(SqliteView::open(&mut access.get(), &database)?.ok_or(v3_1::Error::AccessDenied))
+        })
     }
 
-    async fn execute(
-        &mut self,
+    /// Runs the statement, then hands the rows to the guest as a stream (the
+    /// whole result is already bounded by `ferry-store`'s size cap).
+    async fn execute_async(
+        accessor: &Accessor<U, Self>,
         connection: Resource<OpenDatabase>,
         statement: String,
-        parameters: Vec<v3::Value>,
-    ) -> wasmtime::Result<Result<v3::QueryResult, v3::Error>> {
+        parameters: Vec<v3_1::Value>,
+    ) -> wasmtime::Result<
+        Result<
+            (
+                Vec<String>,
+                StreamReader<v3_1::RowResult>,
+                FutureReader<Result<(), v3_1::Error>>,
+            ),
+            v3_1::Error,
+        >,
+    > {
+        let database = accessor.with(|mut access| -> wasmtime::Result<Arc<SqlDatabase>> {
+            Ok(access.get().table.get(&connection)?.database.clone())
+        })?;
         let parameters = parameters.into_iter().map(Into::into).collect();
-        Ok(
-            SqliteView::execute(self, &connection, statement, parameters)
-                .await?
-                .map(Into::into)
-                .map_err(v3::Error::Io),
-        )
+        let result = match database.execute(statement, parameters).await {
+            Ok(result) => result,
+            Err(e) => return Ok(Err(v3_1::Error::Io(e.to_string()))),
+        };
+        accessor.with(|mut access| {
+            access.get().table.get_mut(&connection)?.record(&result);
+            let v3_1::QueryResult { columns, rows } = result.into();
+            let rows = StreamReader::new(&mut access, rows)?;
+            let done = FutureReader::new(
+                &mut access,
+                std::future::ready(Ok::<_, wasmtime::Error>(Ok(()))),
+            )?;
+            Ok(Ok((columns, rows, done)))
+        })
     }
 
-    async fn last_insert_rowid(
-        &mut self,
+    async fn last_insert_rowid_async(
+        accessor: &Accessor<U, Self>,
         connection: Resource<OpenDatabase>,
     ) -> wasmtime::Result<i64> {
-        Ok(self.table.get(&connection)?.last_insert_rowid)
+        accessor.with(|mut access| Ok(access.get().table.get(&connection)?.last_insert_rowid))
     }
 
-    async fn changes(&mut self, connection: Resource<OpenDatabase>) -> wasmtime::Result<u64> {
-        Ok(self.table.get(&connection)?.changes)
-    }
-
-    async fn drop(&mut self, connection: Resource<OpenDatabase>) -> wasmtime::Result<()> {
-        self.table.delete(connection)?;
-        Ok(())
+    async fn changes_async(
+        accessor: &Accessor<U, Self>,
+        connection: Resource<OpenDatabase>,
+    ) -> wasmtime::Result<u64> {
+        accessor.with(|mut access| Ok(access.get().table.get(&connection)?.changes))
     }
 }

@@ -46,6 +46,7 @@ const IMPLEMENTED: &[&str] = &[
     "fermyon:spin/key-value@2.0.0",
     "fermyon:spin/sqlite@2.0.0",
     "spin:sqlite/sqlite@3.0.0",
+    "spin:sqlite/sqlite@3.1.0",
     "spin:key-value/key-value@3.0.0",
     "fermyon:spin/variables@2.0.0",
     "spin:variables/variables@3.0.0",

@@ -37,10 +37,14 @@ pub enum SqlValue {
 pub struct QueryResult {
     pub columns: Vec<String>,
     pub rows: Vec<Vec<SqlValue>>,
-    /// The connection's last inserted rowid after the statement.
-    pub last_insert_rowid: i64,
-    /// Rows the statement changed (0 for a query).
-    pub changes: u64,
+    /// The rowid the statement inserted last, if it inserted any. (The
+    /// connection is shared, so its own counter would show other guests'
+    /// inserts.)
+    pub last_insert_rowid: Option<i64>,
+    /// Rows the statement inserted, updated or deleted; `None` for a
+    /// statement that cannot change any (a query), which leaves SQLite's
+    /// count where the guest's last change put it.
+    pub changes: Option<u64>,
 }
 
 /// One SQLite database file.
@@ -123,6 +127,7 @@ fn query(
     statement: &str,
     parameters: Vec<SqlValue>,
 ) -> Result<Result<QueryResult, Error>, rusqlite::Error> {
+    let rowid_before = connection.last_insert_rowid();
     let mut prepared = connection.prepare(statement)?;
     let columns: Vec<String> = prepared
         .column_names()
@@ -167,12 +172,9 @@ fn query(
     Ok(Ok(QueryResult {
         columns,
         rows: result,
-        last_insert_rowid: connection.last_insert_rowid(),
-        changes: if prepared.readonly() {
-            0
-        } else {
-            connection.changes()
-        },
+        last_insert_rowid: Some(connection.last_insert_rowid())
+            .filter(|rowid| *rowid != rowid_before),
+        changes: (!prepared.readonly()).then(|| connection.changes()),
     }))
 }
 
@@ -200,7 +202,10 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!((inserted.last_insert_rowid, inserted.changes), (1, 1));
+        assert_eq!(
+            (inserted.last_insert_rowid, inserted.changes),
+            (Some(1), Some(1))
+        );
         let selected = db
             .execute(
                 "SELECT * FROM t WHERE i = ?".into(),
@@ -219,7 +224,7 @@ mod tests {
                 SqlValue::Null,
             ]]
         );
-        assert_eq!(selected.changes, 0);
+        assert_eq!((selected.last_insert_rowid, selected.changes), (None, None));
         let error = db
             .execute("SELEC nonsense".into(), vec![])
             .await

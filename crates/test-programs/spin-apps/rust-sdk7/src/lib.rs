@@ -3,7 +3,10 @@
 //! `ferry build` and serve it. `/kv` opens the default key-value store
 //! (Spin's async `spin:key-value/key-value@3.0.0`) and answers with what
 //! happened; `/kv/<key>` reads (`GET`) or writes (`PUT`) a value and
-//! `/kv-keys` lists the keys (streamed by the host); `/variables?<name>` reads a variable through the async
+//! `/kv-keys` lists the keys (streamed by the host); `POST /sql` runs the
+//! body as a statement on the default SQLite database through
+//! `spin:sqlite@3.1.0`'s async functions (rows streamed by the host) and
+//! answers with the rows, `last-insert-rowid` and `changes`; `/variables?<name>` reads a variable through the async
 //! `spin:variables/variables@3.0.0` and answers with its value or the error.
 
 use spin_sdk::http::{IntoResponse, Request, Response};
@@ -35,6 +38,30 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
                 .body(String::from_utf8_lossy(&value).into_owned())?,
             None => Response::builder().status(404).body("absent".to_owned())?,
         });
+    }
+    if req.uri().path() == "/sql" {
+        use spin_sdk::http::body::IncomingBodyExt as _;
+        let statement = String::from_utf8(req.into_body().bytes().await?.to_vec())?;
+        let connection = spin_sdk::sqlite::Connection::open_default().await?;
+        let answer = match connection.execute(&statement, []).await {
+            Ok(result) => {
+                let columns = result.columns().join(",");
+                let rows: Vec<String> = result
+                    .collect()
+                    .await?
+                    .into_iter()
+                    .map(|row| format!("{:?}", row.values))
+                    .collect();
+                format!(
+                    "{columns}: {}; rowid {}, {} changed",
+                    rows.join(" "),
+                    connection.last_insert_rowid().await,
+                    connection.changes().await
+                )
+            }
+            Err(error) => format!("error: {error:?}"),
+        };
+        return Ok(Response::builder().status(200).body(answer)?);
     }
     if req.uri().path() == "/kv-keys" {
         let store = spin_sdk::key_value::Store::open_default().await?;
