@@ -115,8 +115,9 @@ struct UpArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:3000")]
     listen: SocketAddr,
-    /// Where the app's state lives (the `default` key-value store)
-    /// [default: .ferry beside the manifest].
+    /// Where the app's state lives: key-value stores and SQLite databases
+    /// that runtime-config.toml gives no path [default: .ferry beside the
+    /// manifest].
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// Sets KEY to VALUE in the app's `default` key-value store before
