@@ -1,6 +1,5 @@
 //! `wasi:http` and `wasi:io` as of the 2023-10-18 release candidate of WASI
-//! 0.2, which spin-sdk 2.x components export
-//! and import.
+//! 0.2, which spin-sdk 2.x components export and import.
 //!
 //! Nothing here is a second HTTP implementation. The candidate's WIT
 //! (`wit/wasi-http-2023-10-18`) is bound with every resource mapped to the
