@@ -92,9 +92,8 @@ pub async fn key_value_stores(
     for (component, _) in used_components(app)? {
         let mut stores = BTreeMap::new();
         for label in &component.key_value_stores {
-            let backend = match config.key_value_stores.get(label) {
-                Some(backend) => backend.clone(),
-                None if label == "default" => KeyValueStoreConfig::Sqlite { path: None },
+            let backend = match key_value_backend(config, label) {
+                Some(backend) => backend,
                 None => {
                     return Err(Failure::load(format!(
                         "component `{}` uses the key-value store `{label}`, which runtime-config.toml does not define: add `[key_value_store.{label}]` with `type = \"spin\"` or `type = \"redis\"`",
@@ -112,6 +111,16 @@ pub async fn key_value_stores(
         granted.insert(component.id.clone(), stores);
     }
     Ok(granted)
+}
+
+/// Where the store `label` lives: its `runtime-config.toml` table, else
+/// embedded SQLite in the state directory for `default`. `None`: the label
+/// has no configuration and is not `default`.
+fn key_value_backend(config: &RuntimeConfig, label: &str) -> Option<KeyValueStoreConfig> {
+    match config.key_value_stores.get(label) {
+        Some(backend) => Some(backend.clone()),
+        None => (label == "default").then_some(KeyValueStoreConfig::Sqlite { path: None }),
+    }
 }
 
 /// Key-value backends opened so far, each shared by every label on it: one
@@ -275,7 +284,7 @@ pub async fn run_sqlite_statements(
         return Ok(());
     }
     let path = sqlite_path(app, config, state_dir, "default")
-        .unwrap_or_else(|| default_sqlite_path(app, state_dir, "default"));
+        .ok_or_else(|| Failure::load("the app has no `default` SQLite database".into()))?;
     let database = open_sqlite(&path, "default")?;
     for statement in statements {
         let (script, shown) = match statement.strip_prefix('@') {
@@ -314,11 +323,8 @@ pub async fn seed_default_store(
         };
         entries.push((key.to_owned(), value.as_bytes().to_vec()));
     }
-    let backend = config
-        .key_value_stores
-        .get("default")
-        .cloned()
-        .unwrap_or(KeyValueStoreConfig::Sqlite { path: None });
+    let backend = key_value_backend(config, "default")
+        .ok_or_else(|| Failure::load("the app has no `default` key-value store".into()))?;
     KeyValueBackends::default()
         .store(app, "default", backend, state_dir)
         .await?
