@@ -62,3 +62,42 @@ async fn stores_live_where_runtime_config_puts_them() {
     let mode = std::fs::metadata(&state).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "the state directory is private: {mode:o}");
 }
+
+/// An embedded store's file is served by one process: its read cache is
+/// only as fresh as the file because this process makes every write. A
+/// second `ferry up` on the same state directory stops at load, naming the
+/// file, and the first keeps serving.
+#[tokio::test]
+async fn a_second_process_on_the_same_store_file_stops_at_load() {
+    let app = app_with_stores("[\"default\"]");
+    let parent = tempfile::tempdir().unwrap();
+    let state = parent.path().join("state");
+    let state = state.to_str().unwrap();
+    let first = Ferry::start(&app, &["--state-dir", state]);
+    let mut second = ferry()
+        .arg("up")
+        .arg(app.path())
+        .args(["--listen", "127.0.0.1:0", "--state-dir", state])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while second.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            second.kill().unwrap();
+            second.wait().unwrap();
+            panic!("a second ferry up on the same state directory started serving");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = second.wait_with_output().unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("key-value store `default`: cannot open")
+            && stderr.contains("key_value.db is in use by another process"),
+        "{stderr}"
+    );
+    assert_eq!(get(&format!("{}/", first.url)).await.status, 200);
+}

@@ -36,17 +36,21 @@ pub struct Options {
     pub wasmtime: Option<PathBuf>,
     /// Where to write the report; `None` prints it only.
     pub output: Option<PathBuf>,
+    /// Run only the key-value section (and write only its part).
+    pub state_only: bool,
 }
 
 /// Where everything lives for one run.
-struct Setup {
-    root: PathBuf,
-    work: PathBuf,
-    ferry: PathBuf,
-    wasmtime: PathBuf,
+pub(crate) struct Setup {
+    pub root: PathBuf,
+    pub work: PathBuf,
+    pub ferry: PathBuf,
+    /// `None` when only the state section runs, which needs no baseline
+    /// server.
+    wasmtime: Option<PathBuf>,
     hello: PathBuf,
-    server_cpus: Option<String>,
-    client_cpus: Option<String>,
+    pub server_cpus: Option<String>,
+    pub client_cpus: Option<String>,
 }
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
@@ -64,9 +68,10 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             "`{tool}` is not installed (apt-get install wrk util-linux)"
         );
     }
-    let wasmtime = match &options.wasmtime {
-        Some(path) => path.clone(),
-        None => find_or_install_wasmtime()?,
+    let wasmtime = match (&options.wasmtime, options.state_only) {
+        (Some(path), _) => Some(path.clone()),
+        (None, false) => Some(find_or_install_wasmtime()?),
+        (None, true) => None,
     };
     let ferry = build_ferry(&root)?;
     let work = root.join("target").join("xtask-bench");
@@ -88,30 +93,41 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         server_cpus,
         client_cpus,
     };
+    let machine = Machine::read(&setup.root, setup.wasmtime.as_deref());
 
-    let mut report = Report {
-        machine: Machine::read(&setup.root, &setup.wasmtime),
-        options: options.clone(),
-        server_cpus: setup.server_cpus.clone(),
-        client_cpus: setup.client_cpus.clone(),
-        hello_bytes: std::fs::metadata(&setup.hello)?.len(),
-        ..Report::default()
-    };
+    let mut sections = Vec::new();
+    if !options.state_only {
+        let mut report = Report {
+            machine: machine.clone(),
+            options: options.clone(),
+            server_cpus: setup.server_cpus.clone(),
+            client_cpus: setup.client_cpus.clone(),
+            hello_bytes: std::fs::metadata(&setup.hello)?.len(),
+            ..Report::default()
+        };
+        eprintln!("== throughput on one server core");
+        report.throughput = throughput(&setup, options)?;
+        eprintln!("== one server core against two");
+        report.scaling = scaling(&setup, options)?;
+        eprintln!("== start-up");
+        report.startup = startup(&setup)?;
+        eprintln!("== {} components", options.components);
+        report.many = many_components(&setup, options.components)?;
+        sections.push((report::Section::Serving, report.to_markdown()));
+    }
+    eprintln!("== key-value stores through a guest");
+    let state = crate::state::run(&setup, options)?;
+    sections.push((
+        report::Section::State,
+        report::state_markdown(&machine, options, &setup, &state),
+    ));
 
-    eprintln!("== throughput on one server core");
-    report.throughput = throughput(&setup, options)?;
-    eprintln!("== one server core against two");
-    report.scaling = scaling(&setup, options)?;
-    eprintln!("== start-up");
-    report.startup = startup(&setup)?;
-    eprintln!("== {} components", options.components);
-    report.many = many_components(&setup, options.components)?;
-
-    let markdown = report.to_markdown();
-    println!("{markdown}");
-    if let Some(output) = &options.output {
-        report::write_into(output, &markdown)?;
-        eprintln!("wrote the figures into {}", output.display());
+    for (section, markdown) in sections {
+        println!("{markdown}");
+        if let Some(output) = &options.output {
+            report::write_into(output, section, &markdown)?;
+            eprintln!("wrote the figures into {}", output.display());
+        }
     }
     Ok(())
 }
@@ -152,9 +168,20 @@ fn find_or_install_wasmtime() -> anyhow::Result<PathBuf> {
 fn build_ferry(root: &Path) -> anyhow::Result<PathBuf> {
     eprintln!("building ferry (release)");
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    // `cargo run` gave this process xtask's package variables; build scripts
-    // that watch them (ring's does) would see a change and rebuild half of
-    // the dependency graph, and again on the next plain `cargo build`.
+    without_cargo_package_env(&mut command);
+    let status = command
+        .current_dir(root)
+        .args(["build", "--release", "--locked", "--quiet", "-p", "ferry"])
+        .status()?;
+    ensure!(status.success(), "building ferry failed");
+    Ok(root.join("target").join("release").join("ferry"))
+}
+
+/// Removes the package variables `cargo run` gave this process from a
+/// command that runs cargo: build scripts that watch them (ring's does)
+/// would see a change and rebuild half of the dependency graph, and again
+/// on the next plain `cargo build`.
+pub(crate) fn without_cargo_package_env(command: &mut Command) {
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
         if name.starts_with("CARGO_PKG_")
@@ -170,12 +197,6 @@ fn build_ferry(root: &Path) -> anyhow::Result<PathBuf> {
             command.env_remove(name.as_ref());
         }
     }
-    let status = command
-        .current_dir(root)
-        .args(["build", "--release", "--locked", "--quiet", "-p", "ferry"])
-        .status()?;
-    ensure!(status.success(), "building ferry failed");
-    Ok(root.join("target").join("release").join("ferry"))
 }
 
 /// Writes an app serving the hello guests: `/...` the wasi:http component,
@@ -214,13 +235,13 @@ source = "wagi-hello.wasm"
 }
 
 /// A server under test and the URLs it is loaded at.
-struct Running {
-    process: Process,
-    addr: SocketAddr,
+pub(crate) struct Running {
+    pub process: Process,
+    pub addr: SocketAddr,
 }
 
 impl Setup {
-    fn log(&self, name: &str) -> PathBuf {
+    pub fn log(&self, name: &str) -> PathBuf {
         self.work.join("run").join(format!("{name}.log"))
     }
 
@@ -233,7 +254,8 @@ impl Setup {
 
     fn start_wasmtime(&self) -> anyhow::Result<Running> {
         let port = process::free_port()?;
-        let mut command = pinned(self.server_cpus.as_deref(), &self.wasmtime);
+        let wasmtime = self.wasmtime.as_ref().context("no wasmtime for this run")?;
+        let mut command = pinned(self.server_cpus.as_deref(), wasmtime);
         command
             .args(["serve", "-Scli", "--addr", &format!("127.0.0.1:{port}")])
             .arg(&self.hello);
@@ -241,7 +263,13 @@ impl Setup {
     }
 
     /// `ferry up` of `app` on `cpus`, with its own compile cache.
-    fn ferry_command(&self, app: &Path, cpus: Option<&str>, port: u16, cache: &Path) -> Command {
+    pub fn ferry_command(
+        &self,
+        app: &Path,
+        cpus: Option<&str>,
+        port: u16,
+        cache: &Path,
+    ) -> Command {
         let mut command = pinned(cpus, &self.ferry);
         command
             .arg("up")
@@ -268,14 +296,14 @@ impl Setup {
         self.start(name, command, port)
     }
 
-    fn start(&self, name: &str, command: Command, port: u16) -> anyhow::Result<Running> {
+    pub fn start(&self, name: &str, command: Command, port: u16) -> anyhow::Result<Running> {
         let mut process = Process::spawn(name, command, &self.log(name))?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         process::wait_until_serving(&mut process, addr, "/")?;
         Ok(Running { process, addr })
     }
 
-    fn load(&self, cpus: Option<&str>, options: &Options) -> Load {
+    pub fn load(&self, cpus: Option<&str>, options: &Options) -> Load {
         Load {
             connections: options.connections,
             duration: options.duration,
@@ -309,9 +337,39 @@ impl Series {
     }
 }
 
-/// Loads each `(series, server, path)` in turn, `rounds` times.
-fn alternate(
-    targets: &mut [(&mut Series, &Running, &str)],
+/// One server and request that a run of `wrk` loads, and where its
+/// figures go.
+pub(crate) struct Target<'a> {
+    pub series: &'a mut Series,
+    pub server: &'a Running,
+    pub path: &'a str,
+    /// A wrk Lua script that makes the requests instead (method, body,
+    /// paths).
+    pub script: Option<&'a Path>,
+}
+
+impl<'a> Target<'a> {
+    pub fn get(series: &'a mut Series, server: &'a Running, path: &'a str) -> Self {
+        Self {
+            series,
+            server,
+            path,
+            script: None,
+        }
+    }
+
+    fn run(&self, load: &Load) -> anyhow::Result<WrkResult> {
+        wrk::run(
+            &format!("http://{}{}", self.server.addr, self.path),
+            self.script,
+            load,
+        )
+    }
+}
+
+/// Loads each target in turn, `rounds` times.
+pub(crate) fn alternate(
+    targets: &mut [Target<'_>],
     load: &Load,
     rounds: u32,
 ) -> anyhow::Result<()> {
@@ -319,14 +377,16 @@ fn alternate(
         duration: Duration::from_secs(1),
         ..load.clone()
     };
-    for (_, server, path) in targets.iter() {
-        wrk::run(&format!("http://{}{path}", server.addr), &warm_up)?;
+    for target in targets.iter() {
+        target.run(&warm_up)?;
     }
     for round in 1..=rounds {
-        for (series, server, path) in targets.iter_mut() {
+        for target in targets.iter_mut() {
+            let server = target.server;
             let before = server.process.cpu_time()?;
-            let result = wrk::run(&format!("http://{}{path}", server.addr), load)?;
+            let result = target.run(load)?;
             let cpu = server.process.cpu_time()? - before;
+            let series = &mut *target.series;
             eprintln!(
                 "  round {round}: {:<36} {:>9.0} req/s  p50 {:>8.3} ms  p99 {:>8.3} ms  server CPU {:.2} s",
                 series.name,
@@ -407,11 +467,11 @@ fn throughput(setup: &Setup, options: &Options) -> anyhow::Result<Throughput> {
     let load = setup.load(setup.client_cpus.as_deref(), options);
     alternate(
         &mut [
-            (&mut result.native, &native, "/"),
-            (&mut result.wasmtime, &wasmtime, "/"),
-            (&mut result.ferry, &ferry, "/"),
-            (&mut result.wagi, &ferry, "/wagi"),
-            (&mut result.ferry_backtrace, &ferry_backtrace, "/"),
+            Target::get(&mut result.native, &native, "/"),
+            Target::get(&mut result.wasmtime, &wasmtime, "/"),
+            Target::get(&mut result.ferry, &ferry, "/"),
+            Target::get(&mut result.wagi, &ferry, "/wagi"),
+            Target::get(&mut result.ferry_backtrace, &ferry_backtrace, "/"),
         ],
         &load,
         options.rounds,
@@ -419,7 +479,7 @@ fn throughput(setup: &Setup, options: &Options) -> anyhow::Result<Throughput> {
     Ok(result)
 }
 
-fn named(name: &str) -> Series {
+pub(crate) fn named(name: &str) -> Series {
     Series {
         name: name.to_owned(),
         ..Series::default()
@@ -448,7 +508,10 @@ fn scaling(setup: &Setup, options: &Options) -> anyhow::Result<Scaling> {
     let two = setup.start_ferry("ferry-2-cores", Some("0,1"), |_| {})?;
     let load = setup.load(None, options);
     alternate(
-        &mut [(&mut result.one, &one, "/"), (&mut result.two, &two, "/")],
+        &mut [
+            Target::get(&mut result.one, &one, "/"),
+            Target::get(&mut result.two, &two, "/"),
+        ],
         &load,
         options.rounds,
     )?;

@@ -1,14 +1,15 @@
 //! Ferry's development tasks, run as `cargo xtask <task>` (an alias in
 //! `.cargo/config.toml`).
 //!
-//! - `bench`: the side-by-side benchmark (see `bench.rs`), which writes its
-//!   figures into BENCHMARKS.md.
+//! - `bench`: the side-by-side benchmark (see `bench.rs`; its key-value part
+//!   is `state.rs`), which writes its figures into BENCHMARKS.md.
 //! - `native-hello`: the native hyper baseline server the benchmark starts.
 
 mod bench;
 mod native;
 mod process;
 mod report;
+mod state;
 mod wrk;
 
 use std::net::SocketAddr;
@@ -47,6 +48,9 @@ enum Task {
         /// Print the report without writing it into BENCHMARKS.md.
         #[arg(long)]
         no_write: bool,
+        /// Only the key-value stores through a guest (needs no `wasmtime`); writes only that part.
+        #[arg(long)]
+        state_only: bool,
     },
     /// The native baseline: a hyper server answering every request with the hello bytes.
     NativeHello {
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
             components,
             wasmtime,
             no_write,
+            state_only,
         } => bench::run(&bench::Options {
             duration: Duration::from_secs(duration),
             connections,
@@ -72,6 +77,7 @@ fn main() -> ExitCode {
             wasmtime,
             output: (!no_write)
                 .then(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../BENCHMARKS.md")),
+            state_only,
         }),
         Task::NativeHello { listen } => native::serve(listen),
     };

@@ -177,11 +177,32 @@ pub fn get(addr: SocketAddr, path: &str) -> anyhow::Result<Reply> {
     get_on(&mut stream, addr, path)
 }
 
+/// `method path` with `body` over a new connection, as HTTP/1.0.
+pub fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> anyhow::Result<Reply> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    request_on(&mut stream, addr, method, path, body)
+}
+
 /// `GET path` on an already connected stream.
 pub fn get_on(stream: &mut TcpStream, addr: SocketAddr, path: &str) -> anyhow::Result<Reply> {
+    request_on(stream, addr, "GET", path, b"")
+}
+
+fn request_on(
+    stream: &mut TcpStream,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> anyhow::Result<Reply> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     stream.set_nodelay(true)?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )?;
+    stream.write_all(body)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let split = raw

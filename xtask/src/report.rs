@@ -7,10 +7,33 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::bench::{Many, Options, Scaling, Series, Startup, Throughput};
+use crate::bench::{Many, Options, Scaling, Series, Setup, Startup, Throughput};
+use crate::state::State;
 
-const BEGIN: &str = "<!-- cargo xtask bench: begin (generated; edits here are overwritten) -->";
-const END: &str = "<!-- cargo xtask bench: end -->";
+/// A part of BENCHMARKS.md that the benchmark writes, between marker lines
+/// of its own, so that running one part rewrites only that part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    /// Throughput, scaling, start-up and many components.
+    Serving,
+    /// Key-value stores through a guest (`--state-only` runs only this).
+    State,
+}
+
+impl Section {
+    fn markers(self) -> (&'static str, &'static str) {
+        match self {
+            Section::Serving => (
+                "<!-- cargo xtask bench: begin (generated; edits here are overwritten) -->",
+                "<!-- cargo xtask bench: end -->",
+            ),
+            Section::State => (
+                "<!-- cargo xtask bench, key-value: begin (generated; edits here are overwritten) -->",
+                "<!-- cargo xtask bench, key-value: end -->",
+            ),
+        }
+    }
+}
 
 /// Where and with what a run happened.
 #[derive(Debug, Clone, Default)]
@@ -36,7 +59,7 @@ fn command_output(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> String
 }
 
 impl Machine {
-    pub fn read(root: &Path, wasmtime: &Path) -> Self {
+    pub fn read(root: &Path, wasmtime: Option<&Path>) -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = cpuinfo
             .lines()
@@ -52,7 +75,10 @@ impl Machine {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             kernel: command_output("uname", &["-sr"]),
             rustc: command_output("rustc", &["-V"]),
-            wasmtime: command_output(wasmtime, &["--version"]),
+            wasmtime: wasmtime.map_or_else(
+                || "no wasmtime".into(),
+                |wasmtime| command_output(wasmtime, &["--version"]),
+            ),
             wrk: crate::wrk::version(),
             ferry_commit: if dirty {
                 format!("{commit} + uncommitted changes")
@@ -85,6 +111,7 @@ impl Default for Options {
             components: 1000,
             wasmtime: None,
             output: None,
+            state_only: false,
         }
     }
 }
@@ -140,10 +167,6 @@ impl Report {
         let m = &self.machine;
         let o = &self.options;
         let t = &self.throughput;
-        let pin = |cpus: &Option<String>| {
-            cpus.as_deref()
-                .map_or_else(|| "unpinned".into(), |c| format!("CPU {c}"))
-        };
         let _ = writeln!(out, "## Side by side: `cargo xtask bench`\n");
         let _ = writeln!(
             out,
@@ -181,16 +204,11 @@ impl Report {
             &t.ferry_backtrace,
         ] {
             let rps = series.requests_per_sec();
-            let runs: Vec<String> = series
-                .runs
-                .iter()
-                .map(|r| format!("{:.0}", r.requests_per_sec))
-                .collect();
             let _ = writeln!(
                 out,
                 "| {} | {} | {:.0} | {} | {} | {} | {:.2}x | {:.0}% |",
                 series.name,
-                runs.join(", "),
+                runs(series),
                 rps,
                 time(series.p50()),
                 time(series.p99()),
@@ -214,18 +232,13 @@ impl Report {
         );
         let _ = writeln!(out, "|---|---|---|---|---|---|");
         for series in [&s.one, &s.two] {
-            let runs: Vec<String> = series
-                .runs
-                .iter()
-                .map(|r| format!("{:.0}", r.requests_per_sec))
-                .collect();
             let busy = series.cpu_seconds.iter().sum::<f64>()
                 / (series.cpu_seconds.len().max(1) as f64 * o.duration.as_secs_f64());
             let _ = writeln!(
                 out,
                 "| {} | {} | {:.0} | {} | {:.2} | {} |",
                 series.name,
-                runs.join(", "),
+                runs(series),
                 series.requests_per_sec(),
                 time(series.p99()),
                 busy,
@@ -364,6 +377,22 @@ impl Report {
     }
 }
 
+/// Each run's requests per second, as a list.
+fn runs(series: &Series) -> String {
+    let runs: Vec<String> = series
+        .runs
+        .iter()
+        .map(|r| format!("{:.0}", r.requests_per_sec))
+        .collect();
+    runs.join(", ")
+}
+
+/// Where a process ran: `CPU 0`, or `unpinned`.
+fn pin(cpus: &Option<String>) -> String {
+    cpus.as_deref()
+        .map_or_else(|| "unpinned".into(), |c| format!("CPU {c}"))
+}
+
 fn cpu_per_request(series: &Series) -> String {
     let requests: u64 = series.runs.iter().map(|r| r.requests).sum();
     let cpu: f64 = series.cpu_seconds.iter().sum();
@@ -373,24 +402,132 @@ fn cpu_per_request(series: &Series) -> String {
     format!("{:.1} µs", cpu * 1e6 / requests as f64)
 }
 
-/// Replaces the generated part of `path` (between the markers) with
-/// `markdown`, or appends it when the file has no markers yet.
-pub fn write_into(path: &Path, markdown: &str) -> anyhow::Result<()> {
+/// Replaces `section` of `path` (between its markers) with `markdown`, or
+/// appends it when the file has no markers for it yet.
+pub fn write_into(path: &Path, section: Section, markdown: &str) -> anyhow::Result<()> {
+    let (begin_marker, end_marker) = section.markers();
     let existing = std::fs::read_to_string(path).unwrap_or_default();
-    let section = format!("{BEGIN}\n{markdown}{END}\n");
-    let updated = match (existing.find(BEGIN), existing.find(END)) {
+    let generated = format!("{begin_marker}\n{markdown}{end_marker}\n");
+    let updated = match (existing.find(begin_marker), existing.find(end_marker)) {
         (Some(begin), Some(end)) if begin < end => {
-            let rest = &existing[end + END.len()..];
+            let rest = &existing[end + end_marker.len()..];
             format!(
-                "{}{section}{}",
+                "{}{generated}{}",
                 &existing[..begin],
                 rest.strip_prefix('\n').unwrap_or(rest)
             )
         }
-        _ => format!("{}\n\n{section}", existing.trim_end()),
+        _ => format!("{}\n\n{generated}", existing.trim_end()),
     };
     std::fs::write(path, updated)?;
     Ok(())
+}
+
+/// The key-value section: the guest's three routes, the in-process
+/// baselines of the same run, and the targets of issue #9.
+pub fn state_markdown(
+    machine: &Machine,
+    options: &Options,
+    setup: &Setup,
+    state: &State,
+) -> String {
+    let mut out = String::new();
+    let m = machine;
+    let _ = writeln!(
+        out,
+        "## Key-value stores through a guest: `cargo xtask bench`\n"
+    );
+    let _ = writeln!(
+        out,
+        "Run {} on {} × {} ({}), {}; Ferry {} (release profile), {}.\n",
+        m.date, m.cores, m.cpu, m.kernel, m.rustc, m.ferry_commit, m.wrk,
+    );
+    let _ = writeln!(
+        out,
+        "Command: `cargo xtask bench --state-only` (or the key-value part of `cargo xtask bench`): {} rounds \
+         of `wrk -t1 -c{} -d{}s --latency` per route, alternating; `ferry up` on {}, wrk on {}, without \
+         `RUST_BACKTRACE`. Guest: `crates/test-programs/spin-apps/rust-sdk5` (spin-sdk 5.2, \
+         `fermyon:spin/key-value@2.0.0`, built by `ferry build`), its default store on embedded SQLite in a \
+         new state directory. The in-process rows run `ferry_store::baseline` (also \
+         `cargo bench -p ferry-store --bench group_commit`) in the same run, after the server stopped, on the \
+         same filesystem, with {} concurrent writers.\n",
+        options.rounds,
+        options.connections,
+        options.duration.as_secs(),
+        pin(&setup.server_cpus),
+        pin(&setup.client_cpus),
+        state.writers,
+    );
+    let _ = writeln!(
+        out,
+        "| through the guest | req/s per run | mean req/s | time per request | p50 | p99 (worst run) | server CPU per request |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for series in [&state.hello, &state.get, &state.set] {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | {:.1} µs | {} | {} | {} |",
+            series.name,
+            runs(series),
+            series.requests_per_sec(),
+            State::seconds_per_request(series) * 1e6,
+            time(series.p50()),
+            time(series.p99()),
+            cpu_per_request(series),
+        );
+    }
+    let micros = |d: Duration| format!("{:.2} µs", d.as_secs_f64() * 1e6);
+    let _ = writeln!(out, "\n| in-process, no guest | result |\n|---|---|");
+    if let Some(get) = &state.get_cost {
+        let _ = writeln!(
+            out,
+            "| `get` through the store (read cache) | {} |\n\
+             | `get` through the store, no cache (blocking pool) | {} |\n\
+             | `get`: the same query on one SQLite connection directly | {} |",
+            micros(get.cached),
+            micros(get.uncached),
+            micros(get.direct),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "| durable sets, one fsync per write | {:.0}/s |\n\
+         | durable sets, group commit | {:.0}/s ({:.1}x) |",
+        state.one_fsync_per_write,
+        state.group_commit,
+        state.group_commit / state.one_fsync_per_write,
+    );
+
+    let adds = state.get_adds();
+    let _ = writeln!(out, "\n### Targets (issue #9)\n");
+    let _ = writeln!(out, "| target | measured | met |\n|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| a `get` adds under 10 µs to the plain request | {:+.2} µs per request ({:.1} against {:.1} µs) | {} |",
+        adds * 1e6,
+        State::seconds_per_request(&state.get) * 1e6,
+        State::seconds_per_request(&state.hello) * 1e6,
+        met(adds < 10e-6),
+    );
+    let in_process = state.group_commit / state.one_fsync_per_write;
+    let _ = writeln!(
+        out,
+        "| durable `set` with {} concurrent writers ≥ 5x one fsync per write, in-process | {in_process:.2}x | {} |",
+        state.writers,
+        met(in_process >= 5.0),
+    );
+    let _ = writeln!(
+        out,
+        "| the same through the guest, {} connections, one server core | {:.2}x ({:.0} against {:.0}/s; \
+         the plain request's own rate, the most any route reaches on this core, is {:.2}x) | {} |",
+        options.connections,
+        state.set_ratio(),
+        state.set.requests_per_sec(),
+        state.one_fsync_per_write,
+        state.hello.requests_per_sec() / state.one_fsync_per_write,
+        met(state.set_ratio() >= 5.0),
+    );
+    out
 }
 
 #[cfg(test)]
@@ -403,18 +540,24 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("BENCHMARKS.md");
         std::fs::write(&path, "# Benchmarks\n\nnotes\n").unwrap();
-        write_into(&path, "first\n").unwrap();
+        write_into(&path, Section::Serving, "first\n").unwrap();
+        write_into(&path, Section::State, "state\n").unwrap();
         std::fs::write(
             &path,
             std::fs::read_to_string(&path).unwrap() + "\n## Analysis\n",
         )
         .unwrap();
-        write_into(&path, "second\n").unwrap();
+        write_into(&path, Section::Serving, "second\n").unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
+        let (begin, end) = Section::Serving.markers();
+        let (state_begin, state_end) = Section::State.markers();
         assert_eq!(
             text,
-            format!("# Benchmarks\n\nnotes\n\n{BEGIN}\nsecond\n{END}\n\n## Analysis\n")
+            format!(
+                "# Benchmarks\n\nnotes\n\n{begin}\nsecond\n{end}\n\n\
+                 {state_begin}\nstate\n{state_end}\n\n## Analysis\n"
+            )
         );
     }
 

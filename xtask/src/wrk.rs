@@ -1,5 +1,6 @@
 //! Running `wrk` and reading its report.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -26,15 +27,20 @@ pub struct Load {
     pub cpus: Option<String>,
 }
 
-pub fn run(url: &str, load: &Load) -> anyhow::Result<WrkResult> {
+/// Loads `url` (with `script`, a wrk Lua script, making the requests
+/// where given).
+pub fn run(url: &str, script: Option<&Path>, load: &Load) -> anyhow::Result<WrkResult> {
     let mut command = crate::process::pinned(load.cpus.as_deref(), "wrk");
     command.args([
         "-t1",
         &format!("-c{}", load.connections),
         &format!("-d{}s", load.duration.as_secs().max(1)),
         "--latency",
-        url,
     ]);
+    if let Some(script) = script {
+        command.arg("--script").arg(script);
+    }
+    command.arg(url);
     let output = command
         .output()
         .context("running wrk (install it: apt-get install wrk)")?;

@@ -15,6 +15,9 @@
 //! bindings translate guests' calls into these traits, whatever version of
 //! which interface the guest imports.
 
+#[doc(hidden)]
+pub mod baseline;
+mod read_cache;
 mod redis;
 mod sql;
 mod sqlite;
@@ -26,6 +29,8 @@ mod tests;
 pub use redis::RedisDatabase;
 pub use sql::{MAX_RESULT_BYTES, QueryResult, STATEMENT_TIMEOUT, SqlDatabase, SqlValue};
 pub use sqlite::SqliteDatabase;
+#[doc(hidden)]
+pub use sqlite::SqliteOptions;
 
 /// The longest key, in bytes (UTF-8).
 pub const MAX_KEY_BYTES: usize = 4096;

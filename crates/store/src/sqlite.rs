@@ -11,16 +11,28 @@
 //! applies every write, read-modify-writes (increment, compare-and-swap) are
 //! atomic without locks.
 //!
-//! Reads run on tokio's blocking pool with connections of their own, which
-//! WAL lets read while the writer writes. Nothing here blocks an async
-//! worker thread.
+//! A `get` is first looked up in a bounded in-memory [`ReadCache`] of
+//! recent values, kept exactly as fresh as the file by the writer thread
+//! (see that module for why it cannot go stale). Misses run on tokio's
+//! blocking pool with connections of their own, which WAL lets read while
+//! the writer writes. Nothing here blocks an async worker thread on the
+//! disk.
+//!
+//! The cache is only right if nothing but this process's writer changes the
+//! file, so a file is opened once per process (a second
+//! [`SqliteDatabase::open`] of it shares the first) and held under an
+//! exclusive lock (`<file>.lock`) that another process's open is refused
+//! at.
 
+use std::collections::BTreeMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, Weak, mpsc};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
+use crate::read_cache::{self, Committed, Lookup, MAX_CACHED_VALUE, ReadCache};
 use crate::{Error, KeyValue, check_entry};
 
 /// Most writes committed in one transaction.
@@ -28,6 +40,12 @@ const MAX_BATCH: usize = 512;
 
 /// Idle read connections kept open.
 const MAX_IDLE_READERS: usize = 8;
+
+/// Bytes of values (and keys) kept in memory per file.
+const CACHE_BYTES: usize = 32 << 20;
+
+/// Every file open in this process, by canonical path.
+static OPEN: Mutex<BTreeMap<PathBuf, Weak<Shared>>> = Mutex::new(BTreeMap::new());
 
 /// One SQLite key-value file. Cheap to clone; the writer thread stops when
 /// the last clone (and every store from it) is dropped.
@@ -40,6 +58,29 @@ struct Shared {
     path: PathBuf,
     writes: Mutex<mpsc::Sender<Write>>,
     readers: Mutex<Vec<Connection>>,
+    cache: Arc<ReadCache>,
+    /// Holds the file's lock for as long as the file is open here.
+    _lock: File,
+}
+
+/// How a [`SqliteDatabase`] is opened; the defaults are what Ferry uses,
+/// the others are for benchmarks and tests.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct SqliteOptions {
+    /// Most writes committed in one transaction (1: one fsync per write).
+    pub max_batch: usize,
+    /// Bytes the read cache may hold (0: no cache).
+    pub cache_bytes: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            max_batch: MAX_BATCH,
+            cache_bytes: CACHE_BYTES,
+        }
+    }
 }
 
 /// A write and who waits for its outcome.
@@ -69,16 +110,22 @@ enum Written {
 
 impl SqliteDatabase {
     /// Opens (creating if needed) the database at `path`, whose directory
-    /// must exist.
+    /// must exist, or shares it if this process has it open already.
     pub fn open(path: &Path) -> Result<Self, Error> {
-        Self::open_with_batch_limit(path, MAX_BATCH)
+        Self::open_with(path, SqliteOptions::default())
     }
 
-    /// As [`open`](Self::open), committing at most `max_batch` writes per
-    /// transaction: 1 is one fsync per write, the baseline group commit is
-    /// measured against (`benches/group_commit.rs`).
+    /// As [`open`](Self::open), with `options` (ignored if the file is
+    /// open already).
     #[doc(hidden)]
-    pub fn open_with_batch_limit(path: &Path, max_batch: usize) -> Result<Self, Error> {
+    pub fn open_with(path: &Path, options: SqliteOptions) -> Result<Self, Error> {
+        let canonical = canonical(path)?;
+        let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|_, shared| shared.strong_count() > 0);
+        if let Some(shared) = open.get(&canonical).and_then(Weak::upgrade) {
+            return Ok(Self { shared });
+        }
+        let lock = lock(&canonical)?;
         let writer = Connection::open(path)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
         writer.pragma_update(None, "synchronous", "FULL")?;
@@ -92,19 +139,24 @@ impl SqliteDatabase {
                  PRIMARY KEY (app, store, key)
              ) WITHOUT ROWID;",
         )?;
+        let cache = Arc::new(ReadCache::new(options.cache_bytes));
         let (sender, receiver) = mpsc::channel();
         let name = format!("ferry-kv-writer {}", path.display());
+        let writer_cache = cache.clone();
+        let max_batch = options.max_batch.max(1);
         std::thread::Builder::new()
             .name(name)
-            .spawn(move || write_loop(writer, receiver, max_batch.max(1)))
+            .spawn(move || write_loop(writer, receiver, max_batch, &writer_cache))
             .map_err(|e| Error::Backend(format!("starting the writer thread: {e}")))?;
-        Ok(Self {
-            shared: Arc::new(Shared {
-                path: path.to_owned(),
-                writes: Mutex::new(sender),
-                readers: Mutex::new(Vec::new()),
-            }),
-        })
+        let shared = Arc::new(Shared {
+            path: path.to_owned(),
+            writes: Mutex::new(sender),
+            readers: Mutex::new(Vec::new()),
+            cache,
+            _lock: lock,
+        });
+        open.insert(canonical, Arc::downgrade(&shared));
+        Ok(Self { shared })
     }
 
     /// The store `label` of app `app`.
@@ -113,6 +165,7 @@ impl SqliteDatabase {
             db: self.clone(),
             app: app.to_owned(),
             store: label.to_owned(),
+            namespace: read_cache::namespace(app, label),
         })
     }
 
@@ -171,8 +224,60 @@ impl SqliteDatabase {
     }
 }
 
-/// The writer thread: batches of waiting writes, one transaction each.
-fn write_loop(mut connection: Connection, writes: mpsc::Receiver<Write>, max_batch: usize) {
+/// `path` with its directory resolved, so that two spellings of one file
+/// are one entry in [`OPEN`] (the file itself may not exist yet).
+fn canonical(path: &Path) -> Result<PathBuf, Error> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(Error::Backend(format!(
+            "{} is not a file path",
+            path.display()
+        )));
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| Error::Backend(format!("{}: {e}", dir.display())))?;
+    Ok(dir.join(name))
+}
+
+/// Takes the exclusive lock beside the file at `path`, which another
+/// process holding it means refusing to open.
+fn lock(path: &Path) -> Result<File, Error> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::Backend(format!("{}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Backend(format!(
+            "{} is in use by another process (it holds {}); a key-value file is served by one Ferry process at a time",
+            path.display(),
+            lock_path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::Backend(format!(
+            "locking {}: {e}",
+            lock_path.display()
+        ))),
+    }
+}
+
+/// The writer thread: batches of waiting writes, one transaction each,
+/// telling `cache` which keys each batch changes and to what.
+fn write_loop(
+    mut connection: Connection,
+    writes: mpsc::Receiver<Write>,
+    max_batch: usize,
+    cache: &ReadCache,
+) {
     while let Ok(first) = writes.recv() {
         let mut batch = vec![first];
         while batch.len() < max_batch {
@@ -181,9 +286,61 @@ fn write_loop(mut connection: Connection, writes: mpsc::Receiver<Write>, max_bat
                 Err(_) => break,
             }
         }
+        cache.begin_batch(batch.iter().flat_map(Write::keys));
         let outcomes = commit(&mut connection, &batch);
+        cache.end_batch(
+            batch
+                .iter()
+                .zip(&outcomes)
+                .flat_map(|(write, outcome)| write.committed(outcome)),
+        );
         for (write, outcome) in batch.into_iter().zip(outcomes) {
             let _ = write.reply.send(outcome);
+        }
+    }
+}
+
+impl Write {
+    /// The cache keys this write may change.
+    fn keys(&self) -> Vec<String> {
+        let key = |key: &str| read_cache::cache_key(&self.app, &self.store, key);
+        match &self.op {
+            WriteOp::SetMany(entries) => entries.iter().map(|(k, _)| key(k)).collect(),
+            WriteOp::DeleteMany(keys) => keys.iter().map(|k| key(k)).collect(),
+            WriteOp::Increment(k, _) | WriteOp::CompareAndSwap { key: k, .. } => vec![key(k)],
+        }
+    }
+
+    /// What this write left in the file, given its outcome: nothing where
+    /// it failed or changed nothing (its savepoint was rolled back, so the
+    /// keys hold what earlier writes left).
+    fn committed(&self, outcome: &Result<Written, Error>) -> Vec<(String, Committed)> {
+        let key = |key: &str| read_cache::cache_key(&self.app, &self.store, key);
+        let value = |value: &Vec<u8>| {
+            if value.len() <= MAX_CACHED_VALUE {
+                Committed::Value(Some(value.clone()))
+            } else {
+                Committed::Uncached
+            }
+        };
+        match (&self.op, outcome) {
+            (WriteOp::SetMany(entries), Ok(_)) => {
+                entries.iter().map(|(k, v)| (key(k), value(v))).collect()
+            }
+            (WriteOp::DeleteMany(keys), Ok(_)) => keys
+                .iter()
+                .map(|k| (key(k), Committed::Value(None)))
+                .collect(),
+            (WriteOp::Increment(k, _), Ok(Written::Counter(counter))) => {
+                vec![(
+                    key(k),
+                    Committed::Value(Some(counter.to_le_bytes().to_vec())),
+                )]
+            }
+            (WriteOp::CompareAndSwap { key: k, new, .. }, Ok(Written::Swapped(true))) => {
+                vec![(key(k), value(new))]
+            }
+            _ => Vec::new(),
         }
     }
 }
@@ -268,7 +425,7 @@ fn apply(connection: &Connection, write: &Write) -> Result<Written, Error> {
     }
 }
 
-fn select(
+pub(crate) fn select(
     connection: &Connection,
     app: &str,
     store: &str,
@@ -301,6 +458,8 @@ struct SqliteStore {
     db: SqliteDatabase,
     app: String,
     store: String,
+    /// What the read cache puts before this store's keys.
+    namespace: String,
 }
 
 impl SqliteStore {
@@ -313,26 +472,54 @@ impl SqliteStore {
 impl KeyValue for SqliteStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
         check_entry(key, None)?;
+        let cache_key = format!("{}{key}", self.namespace);
+        let ticket = match self.db.shared.cache.get(&cache_key) {
+            Lookup::Hit(value) => return Ok(value),
+            Lookup::Miss(ticket) => ticket,
+        };
         let (app, store) = self.names();
         let key = key.to_owned();
-        self.db.read(move |c| select(c, &app, &store, &key)).await
+        let value = self.db.read(move |c| select(c, &app, &store, &key)).await?;
+        self.db.shared.cache.fill(cache_key, &value, ticket);
+        Ok(value)
     }
 
     async fn get_many(&self, keys: Vec<String>) -> Result<Vec<(String, Option<Vec<u8>>)>, Error> {
         for key in &keys {
             check_entry(key, None)?;
         }
+        let cache = &self.db.shared.cache;
+        let mut values = Vec::with_capacity(keys.len());
+        let mut misses = Vec::new();
+        for key in keys {
+            let cache_key = format!("{}{key}", self.namespace);
+            match cache.get(&cache_key) {
+                Lookup::Hit(value) => values.push((key, value)),
+                Lookup::Miss(ticket) => {
+                    misses.push((values.len(), key.clone(), cache_key, ticket));
+                    values.push((key, None));
+                }
+            }
+        }
+        if misses.is_empty() {
+            return Ok(values);
+        }
         let (app, store) = self.names();
-        self.db
+        let wanted: Vec<String> = misses.iter().map(|(_, key, _, _)| key.clone()).collect();
+        let read = self
+            .db
             .read(move |c| {
-                keys.into_iter()
-                    .map(|key| {
-                        let value = select(c, &app, &store, &key)?;
-                        Ok((key, value))
-                    })
-                    .collect()
+                wanted
+                    .iter()
+                    .map(|key| select(c, &app, &store, key))
+                    .collect::<Result<Vec<_>, Error>>()
             })
-            .await
+            .await?;
+        for ((index, _, cache_key, ticket), value) in misses.into_iter().zip(read) {
+            cache.fill(cache_key, &value, ticket);
+            values[index].1 = value;
+        }
+        Ok(values)
     }
 
     async fn exists(&self, key: &str) -> Result<bool, Error> {
@@ -442,5 +629,84 @@ mod tests {
         drop((store, db));
         let db = SqliteDatabase::open(&path).unwrap();
         assert_eq!(db.store("app", "default").keys().await.unwrap(), ["k", "n"]);
+    }
+
+    #[tokio::test]
+    async fn a_file_is_opened_once_per_process_and_refused_to_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.db");
+        let db = SqliteDatabase::open(&path).unwrap();
+        db.store("app", "default")
+            .set("k".into(), b"v".to_vec())
+            .await
+            .unwrap();
+        // Another spelling of the same file shares the open one (a second
+        // writer and cache would be a second lock holder).
+        let again = SqliteDatabase::open(&dir.path().join(".").join("kv.db")).unwrap();
+        assert!(Arc::ptr_eq(&db.shared, &again.shared));
+        drop((db, again));
+
+        // Another process holding the lock (flock locks belong to an open
+        // file, so this one stands for it).
+        let other = File::open(dir.path().join("kv.db.lock")).unwrap();
+        other.try_lock().unwrap();
+        let refused = SqliteDatabase::open(&path).err().unwrap().to_string();
+        assert!(
+            refused.contains("is in use by another process"),
+            "{refused}"
+        );
+        drop(other);
+        let db = SqliteDatabase::open(&path).unwrap();
+        assert_eq!(
+            db.store("app", "default").get("k").await.unwrap(),
+            Some(b"v".to_vec())
+        );
+    }
+
+    /// The cache keeps what the last write to a key left, even where that
+    /// value is too large to keep and an earlier one in the same batch was
+    /// not.
+    #[tokio::test]
+    async fn the_last_write_in_a_batch_wins_in_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteDatabase::open(&dir.path().join("kv.db")).unwrap();
+        let store = db.store("app", "default");
+        let big = vec![2; MAX_CACHED_VALUE + 1];
+        store
+            .set_many(vec![("k".into(), vec![1; 8]), ("k".into(), big.clone())])
+            .await
+            .unwrap();
+        assert_eq!(store.get("k").await.unwrap(), Some(big));
+        store
+            .set_many(vec![("k".into(), vec![3; 8]), ("k".into(), vec![4; 8])])
+            .await
+            .unwrap();
+        assert_eq!(store.get("k").await.unwrap(), Some(vec![4; 8]));
+    }
+
+    /// A cache far smaller than the data keeps answering right: values
+    /// come from the file once pushed out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_small_cache_answers_like_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteOptions {
+            cache_bytes: 4096,
+            ..SqliteOptions::default()
+        };
+        let db = SqliteDatabase::open_with(&dir.path().join("kv.db"), options).unwrap();
+        let store = db.store("app", "default");
+        for round in 0..3u8 {
+            let entries = (0..200u8)
+                .map(|i| (format!("k{i}"), vec![i ^ round; 100]))
+                .collect();
+            store.set_many(entries).await.unwrap();
+            for i in (0..200u8).rev() {
+                assert_eq!(
+                    store.get(&format!("k{i}")).await.unwrap(),
+                    Some(vec![i ^ round; 100])
+                );
+            }
+        }
+        assert!(db.shared.cache.bytes() <= 4096);
     }
 }

@@ -129,3 +129,63 @@ async fn increments_and_swaps_are_atomic_under_concurrency() {
     })
     .await;
 }
+
+/// What a reader sees never goes back in time: a read after an acknowledged
+/// write sees it (or something newer), and one reader's successive reads
+/// never decrease, while writers and readers race on the same keys. On the
+/// embedded backend this is what keeps its read cache honest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_see_every_acknowledged_write_and_never_go_back() {
+    on_every_backend(|open| async move {
+        let store = open("app", "default");
+        // Embedded SQLite keeps a counter as 8 little-endian bytes, as
+        // Spin does; Redis as INCRBY's decimal text (also as Spin does).
+        let counter = |value: Option<Vec<u8>>| match value {
+            None => 0,
+            Some(bytes) if bytes.len() == 8 => i64::from_le_bytes(bytes.try_into().unwrap()),
+            Some(text) => String::from_utf8(text).unwrap().parse().unwrap(),
+        };
+        let mut tasks = Vec::new();
+        for writer in 0..4 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let key = format!("k{}", writer % 2);
+                for _ in 0..100 {
+                    let written = store.increment(key.clone(), 1).await.unwrap();
+                    let read = counter(store.get(&key).await.unwrap());
+                    assert!(
+                        read >= written,
+                        "{key}: read {read} after writing {written}"
+                    );
+                }
+            }));
+        }
+        for _ in 0..4 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut last = [0, 0];
+                for _ in 0..200 {
+                    let read = store
+                        .get_many(vec!["k0".into(), "k1".into()])
+                        .await
+                        .unwrap();
+                    for (last, (key, value)) in last.iter_mut().zip(read) {
+                        let value = counter(value);
+                        assert!(value >= *last, "{key} went back from {last} to {value}");
+                        *last = value;
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        for key in ["k0", "k1"] {
+            assert_eq!(counter(store.get(key).await.unwrap()), 200);
+        }
+        store.delete("k0".into()).await.unwrap();
+        assert_eq!(store.get("k0").await.unwrap(), None);
+        assert!(!store.exists("k0").await.unwrap());
+    })
+    .await;
+}
