@@ -85,9 +85,11 @@ struct LimitArgs {
     /// Request body size (413 beyond it).
     #[arg(long, value_name = "SIZE", default_value = "10MiB", value_parser = parse_size)]
     max_request_body: u64,
-    /// Response body size (500 beyond it, or a cut-short stream once the head was sent).
-    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = parse_size)]
-    max_response_body: u64,
+    /// Response body size (500 beyond it, or a cut-short stream once the head
+    /// was sent) [default: none for streamed responses; a WAGI guest's
+    /// buffered output is bounded at 32 MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_response_body: Option<u64>,
     /// Requests one component serves at once (503 with Retry-After beyond it).
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     max_concurrent_requests: u32,
@@ -552,7 +554,8 @@ fn print_component(
         human_size(l.max_memory),
         l.request_timeout,
         human_size(l.max_request_body),
-        human_size(l.max_response_body),
+        l.max_response_body
+            .map_or_else(|| "unlimited".to_owned(), human_size),
         l.max_concurrent_requests
     )?;
     Ok(())

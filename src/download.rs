@@ -117,7 +117,7 @@ impl Downloader {
             }
         }
         tracing::warn!(
-            path = %path.display(),
+            path = ?path,
             "a cached download does not match its digest; removing it and downloading again"
         );
         let removed = if path.is_dir() {

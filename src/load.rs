@@ -403,7 +403,10 @@ pub fn warn_unused(app: &App) {
             .iter()
             .any(|t| t.component() == Some(component.id.as_str()))
         {
-            tracing::warn!(component = %component.id, "no trigger uses this component; it is not loaded");
+            tracing::warn!(
+                component = component.id.as_str(),
+                "no trigger uses this component; it is not loaded"
+            );
         }
     }
 }

@@ -153,6 +153,7 @@ async fn outbound_http_is_enforced_per_destination() {
         "status 200: hello from target\n"
     );
     // Anything not listed is refused inside the guest, with a log line.
+    let mark = ferry.log_mark();
     for denied in [
         "http://127.0.0.1:1/",
         "http://example.com/",
@@ -166,7 +167,14 @@ async fn outbound_http_is_enforced_per_destination() {
         );
     }
     ferry
-        .wait_for_log(&["outbound request denied", "component=caller", "example.org"])
+        .wait_for_log(
+            mark,
+            &[
+                "outbound request denied",
+                "component=\"caller\"",
+                "example.org",
+            ],
+        )
         .await;
     // A component without grants can reach nothing, not even `self`.
     let reply = get(&format!(

@@ -52,13 +52,35 @@ async fn concurrency_limit_answers_503_with_retry_after() {
         "[component.guest.limits]\nmax_concurrent_requests = 1\n",
     );
     let ferry = Ferry::start(&app, &[]);
+    let mark = ferry.log_mark();
     let slow = tokio::spawn(get_owned(format!("{}/sleep?ms=1500", ferry.url)));
-    ferry.wait_for_log(&["sleeping 1500 ms"]).await;
+    ferry.wait_for_log(mark, &["sleeping 1500 ms"]).await;
     let busy = get(&format!("{}/", ferry.url)).await;
     assert_eq!(busy.status, 503);
     assert_eq!(busy.header("retry-after"), Some("1"));
     let slow = slow.await.unwrap();
     assert_eq!(slow.status, 200);
+    assert_eq!(get(&format!("{}/", ferry.url)).await.status, 200);
+}
+
+/// `--max-instances` bounds the instance pool across all components: a
+/// request that finds no free slot is a 503 with `Retry-After`, logged as
+/// such (wasmtime's pool-limit error, recognised by its type), and the next
+/// request after the slot frees is served.
+#[tokio::test]
+async fn a_full_instance_pool_answers_503() {
+    let app = app();
+    let ferry = Ferry::start(&app, &["--max-instances", "1"]);
+    let mark = ferry.log_mark();
+    let slow = tokio::spawn(get_owned(format!("{}/sleep?ms=1500", ferry.url)));
+    ferry.wait_for_log(mark, &["sleeping 1500 ms"]).await;
+    let busy = get(&format!("{}/", ferry.url)).await;
+    assert_eq!(busy.status, 503);
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    ferry
+        .wait_for_log(mark, &["no instance slot free", "component=\"guest\""])
+        .await;
+    assert_eq!(slow.await.unwrap().status, 200);
     assert_eq!(get(&format!("{}/", ferry.url)).await.status, 200);
 }
 
@@ -90,9 +112,10 @@ async fn wall_time_limit_gives_504() {
 async fn memory_limit_stops_a_hungry_guest() {
     let app = app();
     let ferry = Ferry::start(&app, &["--max-memory", "32MiB"]);
+    let mark = ferry.log_mark();
     assert_eq!(get(&format!("{}/oom", ferry.url)).await.status, 500);
     ferry
-        .wait_for_log(&["memory allocation of", "component=guest"])
+        .wait_for_log(mark, &["memory allocation of", "component=\"guest\""])
         .await;
     assert_eq!(get(&format!("{}/", ferry.url)).await.status, 200);
 }

@@ -72,8 +72,9 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     let app = app();
     let ferry = Ferry::start(&app, &[]);
     let url = format!("{}/sleep?ms=1500", ferry.url);
+    let mark = ferry.log_mark();
     let in_flight = tokio::spawn(async move { get(&url).await });
-    ferry.wait_for_log(&["sleeping 1500 ms"]).await;
+    ferry.wait_for_log(mark, &["sleeping 1500 ms"]).await;
     let addr = ferry.addr();
     let status = tokio::task::spawn_blocking(move || ferry.terminate())
         .await

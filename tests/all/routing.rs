@@ -122,6 +122,7 @@ static_response = {{ body = "User-agent: *\nDisallow: /\n" }}
         http_component("guest", "")
     ));
     let ferry = Ferry::start(&app, &[]);
+    let mark = ferry.log_mark();
     let reply = get(&format!("{}/health", ferry.url)).await;
     assert_eq!(reply.status, 204);
     assert_eq!(reply.header("x-served-by"), Some("ferry"));
@@ -145,7 +146,7 @@ static_response = {{ body = "User-agent: *\nDisallow: /\n" }}
         Some("guest")
     );
     let line = ferry
-        .wait_for_log(&["ferry::access", "path=/health", "status=204"])
+        .wait_for_log(mark, &["ferry::access", "path=\"/health\"", "status=204"])
         .await;
     assert!(line.contains("component=\"-\""), "{line}");
 }

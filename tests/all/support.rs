@@ -74,6 +74,10 @@ pub fn ferry() -> Command {
     cmd
 }
 
+/// A position in a [`Ferry`]'s log.
+#[derive(Debug, Clone, Copy)]
+pub struct LogMark(usize);
+
 /// A running `ferry up`.
 pub struct Ferry {
     child: Child,
@@ -161,15 +165,19 @@ impl Ferry {
         self.logs.lock().unwrap().join("\n")
     }
 
-    /// Waits (up to 10 s) for a log line containing every one of `needles`,
-    /// letting the test's other tasks run meanwhile.
-    pub async fn wait_for_log(&self, needles: &[&str]) -> String {
+    /// Where the log ends now: a check that passes this mark to
+    /// [`wait_for_log`](Self::wait_for_log) sees only lines written after
+    /// it, so it cannot be satisfied by an earlier request's line.
+    pub fn log_mark(&self) -> LogMark {
+        LogMark(self.logs.lock().unwrap().len())
+    }
+
+    /// Waits (up to 10 s) for a log line written after `mark` that contains
+    /// every one of `needles`, letting the test's other tasks run meanwhile.
+    pub async fn wait_for_log(&self, mark: LogMark, needles: &[&str]) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(line) = self
-                .logs
-                .lock()
-                .unwrap()
+            if let Some(line) = self.logs.lock().unwrap()[mark.0..]
                 .iter()
                 .find(|l| needles.iter().all(|n| l.contains(n)))
             {
@@ -177,11 +185,40 @@ impl Ferry {
             }
             assert!(
                 Instant::now() < deadline,
-                "no log line with {needles:?} in:\n{}",
+                "no log line with {needles:?} after line {} in:\n{}",
+                mark.0,
                 self.logs()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The access-log line (`--log-format json`) written after `mark` for
+    /// `path`, parsed: waits up to 10 s for it, and fails on any line after
+    /// `mark` that is not one JSON object.
+    pub async fn access_line(&self, mark: LogMark, path: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            for line in self.logs_since(mark) {
+                let value: serde_json::Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
+                if value["target"] == "ferry::access" && value["path"] == path {
+                    return value;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no access line for {path} after line {} in:\n{}",
+                mark.0,
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The log lines written after `mark` so far.
+    pub fn logs_since(&self, mark: LogMark) -> Vec<String> {
+        self.logs.lock().unwrap()[mark.0..].to_vec()
     }
 
     /// Sends SIGTERM and waits for the process to exit.

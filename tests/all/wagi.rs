@@ -116,6 +116,7 @@ async fn malformed_cgi_output_is_a_500_with_a_log_line() {
         ("/cgi/bad", "no blank line ends the headers"),
         ("/cgi/nothing", "the program printed nothing"),
     ] {
+        let mark = ferry.log_mark();
         let reply = get(&format!("{}{path}", ferry.url)).await;
         assert_eq!(reply.status, 500, "{path}");
         assert_eq!(
@@ -124,13 +125,16 @@ async fn malformed_cgi_output_is_a_500_with_a_log_line() {
             "details must not leak to the client"
         );
         ferry
-            .wait_for_log(&[
-                "malformed CGI output",
-                why,
-                "component=\"c\"",
-                "app=\"test-app\"",
-                "route=/cgi/...",
-            ])
+            .wait_for_log(
+                mark,
+                &[
+                    "malformed CGI output",
+                    why,
+                    "component=\"c\"",
+                    "app=\"test-app\"",
+                    "route=\"/cgi/...\"",
+                ],
+            )
             .await;
     }
     assert_eq!(get(&format!("{}/cgi", ferry.url)).await.status, 200);

@@ -36,8 +36,11 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Request body size, in bytes (413 beyond it).
     pub max_request_body: u64,
-    /// Response body size, in bytes.
-    pub max_response_body: u64,
+    /// Response body size, in bytes; `None`: a streamed response is never
+    /// cut (streaming holds no more than a chunk in memory), and a WAGI
+    /// guest's output, which is buffered, is bounded by
+    /// [`WAGI_MAX_OUTPUT`].
+    pub max_response_body: Option<u64>,
     /// Requests one component serves at once (503 beyond it).
     pub max_concurrent_requests: usize,
 }
@@ -48,9 +51,20 @@ impl Default for Limits {
             max_memory: 128 << 20,
             request_timeout: Duration::from_secs(30),
             max_request_body: 10 << 20,
-            max_response_body: 32 << 20,
+            max_response_body: None,
             max_concurrent_requests: 256,
         }
+    }
+}
+
+/// The most output a WAGI guest may print when no response limit is set: its
+/// output is held in memory until the guest exits, so it is always bounded.
+pub const WAGI_MAX_OUTPUT: u64 = 32 << 20;
+
+impl Limits {
+    /// The response size a WAGI guest's buffered output is held to.
+    pub fn wagi_max_output(&self) -> u64 {
+        self.max_response_body.unwrap_or(WAGI_MAX_OUTPUT)
     }
 }
 
@@ -70,7 +84,7 @@ impl LimitsOverride {
             max_memory: self.max_memory.unwrap_or(base.max_memory),
             request_timeout: self.request_timeout.unwrap_or(base.request_timeout),
             max_request_body: self.max_request_body.unwrap_or(base.max_request_body),
-            max_response_body: self.max_response_body.unwrap_or(base.max_response_body),
+            max_response_body: self.max_response_body.or(base.max_response_body),
             max_concurrent_requests: self
                 .max_concurrent_requests
                 .unwrap_or(base.max_concurrent_requests),

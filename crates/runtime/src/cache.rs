@@ -112,7 +112,7 @@ impl CompileCache {
                     ));
                 }
                 Err(e) => tracing::warn!(
-                    path = %path.display(),
+                    path = ?path,
                     "ignoring unusable compile cache entry: {e:#}"
                 ),
             }
@@ -136,7 +136,7 @@ impl CompileCache {
         if let Some(path) = &path
             && let Err(e) = store(path, &serialized)
         {
-            tracing::warn!(path = %path.display(), "cannot write compile cache: {e:#}");
+            tracing::warn!(path = ?path, "cannot write compile cache: {e:#}");
         }
         Ok((
             compiled,

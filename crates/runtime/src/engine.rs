@@ -1,6 +1,6 @@
 //! The wasmtime engine, configured for a fresh instance per request.
 //!
-//! Per-request cost is decided here (see `shared/notes` and BENCHMARKS.md):
+//! Per-request cost is decided here (BENCHMARKS.md, "Engine settings"):
 //! the pooling allocator recycles instance slots instead of mapping memory
 //! for every request, copy-on-write memory images make instantiation cheap,
 //! and the pool resets only the pages a request dirtied. Epoch interruption

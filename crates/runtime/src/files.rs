@@ -183,7 +183,7 @@ fn walk(
     };
     if !dir.starts_with(root) {
         tracing::warn!(
-            dir = %dir.display(),
+            dir = ?dir,
             "skipping a `files` directory that leads outside the app directory"
         );
         return Ok(found);
@@ -208,7 +208,7 @@ fn walk(
                 Some(target) => target,
                 None => {
                     tracing::warn!(
-                        file = %relative.display(),
+                        file = ?relative,
                         "skipping a symlink that does not lead to a file inside the app directory"
                     );
                     continue;

@@ -223,9 +223,9 @@ impl WasiHttpHooks for OutboundHooks {
     > {
         if let Err(reason) = self.authorize(&mut request) {
             tracing::warn!(
-                component = %self.policy.component,
-                method = %request.method(),
-                uri = %request.uri(),
+                component = &*self.policy.component,
+                method = request.method().as_str(),
+                uri = request.uri().to_string().as_str(),
                 "outbound request denied: {reason}"
             );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
@@ -392,7 +392,7 @@ impl AfterHead {
 
     fn log(&self, failure: Option<String>) {
         if let Some(failure) = failure {
-            tracing::error!(component = %self.component, "{failure}");
+            tracing::error!(component = &*self.component, "{failure}");
         }
     }
 }
@@ -535,7 +535,10 @@ fn finish_response(
     if request_too_large.load(Ordering::Relaxed) {
         return Err(GuestError::RequestBodyTooLarge(limits.max_request_body));
     }
-    let response_limit = limits.max_response_body;
+    // No limit set: streaming holds a chunk at a time, so nothing is cut.
+    let Some(response_limit) = limits.max_response_body else {
+        return Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()));
+    };
     let declared = response
         .headers()
         .get(http::header::CONTENT_LENGTH)
@@ -548,7 +551,7 @@ fn finish_response(
         Limited::new(body.map_err(BoxError::from), response_limit)
             .on_exceeded(move || {
                 tracing::error!(
-                    component = %component,
+                    component = &*component,
                     "response body exceeded the limit of {response_limit} bytes; the response was cut short"
                 )
             })

@@ -147,9 +147,11 @@ pub enum GuestError {
 }
 
 impl GuestError {
+    /// An instantiation failure: [`Busy`](Self::Busy) when the instance
+    /// pool (or one of its memory, table or stack pools) is full.
     pub(crate) fn from_instantiation(e: anyhow::Error) -> Self {
         if e.chain()
-            .any(|c| c.to_string().contains("maximum concurrent"))
+            .any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>())
         {
             Self::Busy
         } else {

@@ -141,7 +141,7 @@ impl LineLogger {
         }
         tracing::info!(
             target: "ferry::guest",
-            component = %self.target.component,
+            component = &*self.target.component,
             stream = self.target.stream,
             "{line}"
         );

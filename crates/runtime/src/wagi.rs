@@ -83,7 +83,7 @@ where
     .to_bytes();
 
     let stdout = CapturedStdout::new(
-        usize::try_from(limits.max_response_body)
+        usize::try_from(limits.wagi_max_output())
             .unwrap_or(usize::MAX)
             .saturating_add(64 * 1024),
     );
@@ -138,11 +138,11 @@ where
     .map_err(|e| GuestError::Trap(anyhow::anyhow!("the guest's task failed: {e}")))??;
 
     if stdout.overflowed() {
-        return Err(GuestError::ResponseTooLarge(limits.max_response_body));
+        return Err(GuestError::ResponseTooLarge(limits.wagi_max_output()));
     }
     let response = parse_cgi_response(stdout.take()).map_err(GuestError::BadCgiOutput)?;
-    if response.body().len() as u64 > limits.max_response_body {
-        return Err(GuestError::ResponseTooLarge(limits.max_response_body));
+    if response.body().len() as u64 > limits.wagi_max_output() {
+        return Err(GuestError::ResponseTooLarge(limits.wagi_max_output()));
     }
     Ok(response.map(|body| {
         Full::new(body)

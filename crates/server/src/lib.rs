@@ -7,6 +7,7 @@
 //! access-log line. Guest failures become error responses here; nothing a
 //! guest does can end the server.
 
+mod access_log;
 mod router;
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use access_log::{AccessEntry, LoggedBody};
 pub use router::{RouteEntry, Router, Target};
 
 /// Settings of the HTTP server itself (per-component limits live in
@@ -55,6 +57,8 @@ impl Default for ServerConfig {
 
 /// A guest and the permits that bound how many requests it serves at once.
 struct Slot {
+    /// The component's id, for log lines that outlive the request.
+    id: Arc<str>,
     guest: Guest,
     permits: Arc<Semaphore>,
 }
@@ -76,7 +80,8 @@ impl AppHost {
             .into_iter()
             .map(|guest| {
                 let permits = Arc::new(Semaphore::new(guest.limits().max_concurrent_requests));
-                (guest.id().to_owned(), Slot { guest, permits })
+                let id = Arc::from(guest.id());
+                (guest.id().to_owned(), Slot { id, guest, permits })
             })
             .collect();
         for route in router.routes() {
@@ -115,16 +120,16 @@ impl AppHost {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let (response, component) = self.dispatch(request, client_addr, local_addr).await;
-        tracing::info!(
-            target: "ferry::access",
-            method = %method,
-            path = %path,
-            status = response.status().as_u16(),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            component = component.unwrap_or("-"),
-            client = %client_addr,
-        );
-        response
+        let entry = AccessEntry {
+            method,
+            path,
+            status: response.status(),
+            component: component.map(|id| self.slots[id].id.clone()),
+            client: client_addr,
+            started,
+            head: started.elapsed(),
+        };
+        response.map(|body| LoggedBody::new(body, entry).boxed_unsync())
     }
 
     async fn dispatch<B>(
@@ -162,7 +167,7 @@ impl AppHost {
 
         let Ok(permit) = slot.permits.clone().try_acquire_owned() else {
             tracing::warn!(
-                app = %self.name,
+                app = self.name.as_str(),
                 component,
                 "at the limit of {} concurrent requests; answering 503",
                 limits.max_concurrent_requests
@@ -389,9 +394,21 @@ fn log_guest_error(app: &str, component: &str, route: &RouteEntry, error: &Guest
     let status = error.status().as_u16();
     match error {
         GuestError::RequestBodyTooLarge(_) | GuestError::BadRequest(_) | GuestError::Busy => {
-            tracing::warn!(app, component, route = %route.pattern, status, "{error}")
+            tracing::warn!(
+                app,
+                component,
+                route = route.pattern.full().as_str(),
+                status,
+                "{error}"
+            )
         }
-        _ => tracing::error!(app, component, route = %route.pattern, status, "{error}"),
+        _ => tracing::error!(
+            app,
+            component,
+            route = route.pattern.full().as_str(),
+            status,
+            "{error}"
+        ),
     }
 }
 
