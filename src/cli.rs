@@ -90,9 +90,16 @@ struct LimitArgs {
     /// buffered output is bounded at 32 MiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_response_body: Option<u64>,
-    /// Requests one component serves at once (503 with Retry-After beyond it).
+    /// Requests one component runs at once; more wait in its queue.
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     max_concurrent_requests: u32,
+    /// Requests that may wait, first come first served, for one of a
+    /// component's slots (503 with Retry-After beyond it).
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    max_queued_requests: u32,
+    /// How long a request may wait in that queue (503 with Retry-After beyond it).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    queue_timeout: Duration,
 }
 
 impl LimitArgs {
@@ -103,6 +110,8 @@ impl LimitArgs {
             max_request_body: self.max_request_body,
             max_response_body: self.max_response_body,
             max_concurrent_requests: self.max_concurrent_requests as usize,
+            max_queued_requests: self.max_queued_requests as usize,
+            queue_timeout: self.queue_timeout,
         }
     }
 }
@@ -550,13 +559,15 @@ fn print_component(
     let l = guest.limits();
     writeln!(
         out,
-        "  limits     memory {}, timeout {:?}, request body {}, response body {}, {} concurrent",
+        "  limits     memory {}, timeout {:?}, request body {}, response body {}, {} concurrent, {} queued for up to {:?}",
         human_size(l.max_memory),
         l.request_timeout,
         human_size(l.max_request_body),
         l.max_response_body
             .map_or_else(|| "unlimited".to_owned(), human_size),
-        l.max_concurrent_requests
+        l.max_concurrent_requests,
+        l.max_queued_requests,
+        l.queue_timeout,
     )?;
     Ok(())
 }

@@ -44,23 +44,92 @@ async fn request_bodies_over_the_limit_get_413() {
     assert_eq!((ok.status, ok.body.len()), (200, 1 << 20));
 }
 
-#[tokio::test]
-async fn concurrency_limit_answers_503_with_retry_after() {
+/// Starts `GET /sleep?ms=<ms>` and returns once the guest is running it,
+/// holding one of its component's slots.
+async fn hold_a_slot(ferry: &Ferry, ms: u64) -> tokio::task::JoinHandle<Reply> {
+    let mark = ferry.log_mark();
+    let slow = tokio::spawn(get_owned(format!("{}/sleep?ms={ms}", ferry.url)));
+    ferry
+        .wait_for_log(mark, &[&format!("sleeping {ms} ms")])
+        .await;
+    slow
+}
+
+/// The app with `limits` as its component's runtime-config limits.
+fn app_with_limits(limits: &str) -> TestApp {
     let app = app();
     app.write(
         "runtime-config.toml",
-        "[component.guest.limits]\nmax_concurrent_requests = 1\n",
+        &format!("[component.guest.limits]\n{limits}"),
     );
+    app
+}
+
+/// A request that finds every slot busy waits its turn instead of being
+/// refused: it runs once the slot frees, after the request holding it has
+/// finished (the guest's own lines show the order).
+#[tokio::test]
+async fn a_request_over_the_concurrency_limit_waits_its_turn() {
+    let app = app_with_limits("max_concurrent_requests = 1\n");
     let ferry = Ferry::start(&app, &[]);
     let mark = ferry.log_mark();
-    let slow = tokio::spawn(get_owned(format!("{}/sleep?ms=1500", ferry.url)));
-    ferry.wait_for_log(mark, &["sleeping 1500 ms"]).await;
+    let slow = hold_a_slot(&ferry, 1500).await;
+    let queued = get(&format!("{}/sleep?ms=10", ferry.url)).await;
+    assert_eq!(queued.status, 200, "{}", queued.text());
+    assert_eq!(slow.await.unwrap().status, 200);
+    let lines = ferry.logs_since(mark);
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no `{needle}` in {lines:#?}"))
+    };
+    assert!(
+        at("slept 1500 ms") < at("sleeping 10 ms"),
+        "the queued request ran beside the one holding the slot: {lines:#?}"
+    );
+}
+
+/// A request that waits longer than `queue_timeout` is a 503 with
+/// `Retry-After`, and its access line says why.
+#[tokio::test]
+async fn a_request_waiting_past_the_queue_timeout_answers_503() {
+    let app = app_with_limits("max_concurrent_requests = 1\nqueue_timeout = \"200ms\"\n");
+    let ferry = Ferry::start(&app, &["--log-format", "json"]);
+    let slow = hold_a_slot(&ferry, 1500).await;
+    let mark = ferry.log_mark();
     let busy = get(&format!("{}/", ferry.url)).await;
     assert_eq!(busy.status, 503);
     assert_eq!(busy.header("retry-after"), Some("1"));
-    let slow = slow.await.unwrap();
-    assert_eq!(slow.status, 200);
+    let access = ferry.access_line(mark, "/").await;
+    assert_eq!(
+        access["error"],
+        "waited 200ms in the queue without a free slot"
+    );
+    assert_eq!(slow.await.unwrap().status, 200);
     assert_eq!(get(&format!("{}/", ferry.url)).await.status, 200);
+}
+
+/// With the queue full (here: no room at all), a request over the limit is
+/// refused at once.
+#[tokio::test]
+async fn a_request_finding_the_queue_full_answers_503() {
+    let app = app_with_limits("max_concurrent_requests = 1\nmax_queued_requests = 0\n");
+    let ferry = Ferry::start(&app, &["--log-format", "json"]);
+    let slow = hold_a_slot(&ferry, 1500).await;
+    let mark = ferry.log_mark();
+    let busy = get(&format!("{}/", ferry.url)).await;
+    assert_eq!(busy.status, 503);
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    let access = ferry.access_line(mark, "/").await;
+    assert_eq!(
+        access["error"],
+        "every slot busy and the queue full (0 requests waiting)"
+    );
+    ferry
+        .wait_for_log(mark, &["answering 503", "\"refused\":1"])
+        .await;
+    assert_eq!(slow.await.unwrap().status, 200);
 }
 
 /// `--max-instances` bounds the instance pool across all components: a
@@ -71,9 +140,8 @@ async fn concurrency_limit_answers_503_with_retry_after() {
 async fn a_full_instance_pool_answers_503() {
     let app = app();
     let ferry = Ferry::start(&app, &["--max-instances", "1"]);
+    let slow = hold_a_slot(&ferry, 1500).await;
     let mark = ferry.log_mark();
-    let slow = tokio::spawn(get_owned(format!("{}/sleep?ms=1500", ferry.url)));
-    ferry.wait_for_log(mark, &["sleeping 1500 ms"]).await;
     let busy = get(&format!("{}/", ferry.url)).await;
     assert_eq!(busy.status, 503);
     assert_eq!(busy.header("retry-after"), Some("1"));

@@ -2,6 +2,7 @@
 //! `ferry` executable on 127.0.0.1 against real guests built from source, and
 //! talks to it with a real HTTP client.
 
+mod abuse;
 mod build;
 mod capabilities;
 mod examples;

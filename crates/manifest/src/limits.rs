@@ -12,6 +12,8 @@
 //! [component.upload.limits]
 //! max_request_body = "100 MiB"
 //! max_concurrent_requests = 4
+//! max_queued_requests = 100
+//! queue_timeout = "2s"
 //! ```
 
 use std::collections::BTreeMap;
@@ -41,8 +43,13 @@ pub struct Limits {
     /// guest's output, which is buffered, is bounded by
     /// [`WAGI_MAX_OUTPUT`].
     pub max_response_body: Option<u64>,
-    /// Requests one component serves at once (503 beyond it).
+    /// Requests one component runs at once; more wait in its queue.
     pub max_concurrent_requests: usize,
+    /// Requests that may wait for one of the component's slots (503 beyond
+    /// it). A waiting request holds no instance.
+    pub max_queued_requests: usize,
+    /// How long a request may wait in the queue (503 beyond it).
+    pub queue_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -53,6 +60,8 @@ impl Default for Limits {
             max_request_body: 10 << 20,
             max_response_body: None,
             max_concurrent_requests: 256,
+            max_queued_requests: 4096,
+            queue_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -76,6 +85,8 @@ pub struct LimitsOverride {
     pub max_request_body: Option<u64>,
     pub max_response_body: Option<u64>,
     pub max_concurrent_requests: Option<usize>,
+    pub max_queued_requests: Option<usize>,
+    pub queue_timeout: Option<Duration>,
 }
 
 impl LimitsOverride {
@@ -88,6 +99,8 @@ impl LimitsOverride {
             max_concurrent_requests: self
                 .max_concurrent_requests
                 .unwrap_or(base.max_concurrent_requests),
+            max_queued_requests: self.max_queued_requests.unwrap_or(base.max_queued_requests),
+            queue_timeout: self.queue_timeout.unwrap_or(base.queue_timeout),
         }
     }
 }
@@ -244,23 +257,34 @@ fn read_limits(diags: &mut Diagnostics, table: &mut TableView<'_, '_>) -> Limits
     let max_memory = size(diags, "max_memory");
     let max_request_body = size(diags, "max_request_body");
     let max_response_body = size(diags, "max_response_body");
-    let request_timeout = table
-        .get("request_timeout")
-        .and_then(|v| value_to(diags, v, "request_timeout", parse_duration));
-    let max_concurrent_requests = table.get("max_concurrent_requests").and_then(|v| {
-        value_to(diags, v, "max_concurrent_requests", |s| {
+    let mut duration = |diags: &mut Diagnostics, key: &str| {
+        let value = table.get(key)?;
+        value_to(diags, value, key, parse_duration)
+    };
+    let request_timeout = duration(diags, "request_timeout");
+    let queue_timeout = duration(diags, "queue_timeout");
+    let mut count = |diags: &mut Diagnostics, key: &str, least: usize| {
+        let value = table.get(key)?;
+        value_to(diags, value, key, |s| {
             s.parse::<usize>()
                 .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("`{s}` is not a positive whole number"))
+                .filter(|n| *n >= least)
+                .ok_or_else(|| match least {
+                    0 => format!("`{s}` is not a whole number"),
+                    _ => format!("`{s}` is not a positive whole number"),
+                })
         })
-    });
+    };
+    let max_concurrent_requests = count(diags, "max_concurrent_requests", 1);
+    let max_queued_requests = count(diags, "max_queued_requests", 0);
     LimitsOverride {
         max_memory,
         request_timeout,
         max_request_body,
         max_response_body,
         max_concurrent_requests,
+        max_queued_requests,
+        queue_timeout,
     }
 }
 

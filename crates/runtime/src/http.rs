@@ -272,8 +272,31 @@ pub(crate) fn store_limits(limits: &Limits) -> StoreLimits {
         .build()
 }
 
-/// Wraps the request body in the component's size limit. The flag turns true
-/// once the body went over it.
+/// What went wrong with a request's body while the guest read it: over the
+/// size limit, or unreadable (malformed chunked encoding, a connection that
+/// ended mid-body). Either way the client gets a 4xx, not whatever the guest
+/// made of a body cut short.
+#[derive(Default)]
+pub(crate) struct RequestBodyFault {
+    too_large: Arc<AtomicBool>,
+    unreadable: std::sync::OnceLock<String>,
+}
+
+impl RequestBodyFault {
+    /// The error the client's response must be instead of the guest's, if
+    /// any.
+    fn error(&self, limits: &Limits) -> Option<GuestError> {
+        if self.too_large.load(Ordering::Relaxed) {
+            return Some(GuestError::RequestBodyTooLarge(limits.max_request_body));
+        }
+        self.unreadable
+            .get()
+            .map(|why| GuestError::BadRequest(format!("unreadable request body: {why}")))
+    }
+}
+
+/// Wraps the request body in the component's size limit, and notes in the
+/// returned fault why the body failed, if it does.
 pub(crate) fn limited_request<B>(
     request: http::Request<B>,
     limit: u64,
@@ -281,7 +304,7 @@ pub(crate) fn limited_request<B>(
     http::Request<
         impl http_body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
     >,
-    Arc<AtomicBool>,
+    Arc<RequestBodyFault>,
 )
 where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
@@ -289,15 +312,20 @@ where
 {
     let (parts, body) = request.into_parts();
     let body = Limited::new(body, limit);
-    let too_large = body.exceeded_flag();
+    let fault = Arc::new(RequestBodyFault {
+        too_large: body.exceeded_flag(),
+        unreadable: std::sync::OnceLock::new(),
+    });
+    let noted = fault.clone();
     let body = body.map_err(move |e| {
         if e.is::<BodyTooLarge>() {
             wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit))
         } else {
+            let _ = noted.unreadable.set(crate::one_line_error(&*e));
             wasmtime_wasi_http::Error::HttpProtocolError
         }
     });
-    (http::Request::from_parts(parts, body), too_large)
+    (http::Request::from_parts(parts, body), fault)
 }
 
 /// How a guest that ran ended: finished, trapped, or ran out of time.
@@ -309,11 +337,11 @@ pub(crate) type TaskEnd = Result<Outcome, GuestError>;
 /// Why a guest that produced no response failed.
 fn failure_outcome(
     end: Result<TaskEnd, tokio::task::JoinError>,
-    request_too_large: &AtomicBool,
+    request_body: &RequestBodyFault,
     limits: &Limits,
 ) -> GuestError {
-    if request_too_large.load(Ordering::Relaxed) {
-        return GuestError::RequestBodyTooLarge(limits.max_request_body);
+    if let Some(error) = request_body.error(limits) {
+        return error;
     }
     match end {
         Ok(Ok(Ok(Ok(())))) => GuestError::NoResponse,
@@ -413,7 +441,7 @@ where
 {
     let timeout = limits.request_timeout;
     let started = Instant::now();
-    let (request, request_too_large) = limited_request(request, limits.max_request_body);
+    let (request, request_body) = limited_request(request, limits.max_request_body);
 
     let mut store = new_store(engine, sandbox, limits).map_err(GuestError::Instantiation)?;
 
@@ -460,7 +488,7 @@ where
             Ok(outcome)
         })
     };
-    respond(rx, task, failed, after_head, &request_too_large, limits).await
+    respond(rx, task, failed, after_head, &request_body, limits).await
 }
 
 /// The response head a guest produced, or the wasi:http error code it
@@ -497,7 +525,7 @@ pub(crate) async fn respond(
     task: tokio::task::JoinHandle<TaskEnd>,
     failed: Arc<AtomicBool>,
     after_head: Arc<AfterHead>,
-    request_too_large: &AtomicBool,
+    request_body: &RequestBodyFault,
     limits: &Limits,
 ) -> Result<http::Response<ResponseBody>, GuestError> {
     let response = match head.await {
@@ -507,17 +535,12 @@ pub(crate) async fn respond(
             return Err(GuestError::ErrorCode(code));
         }
         // The guest ended without producing a response: find out why.
-        Err(_) => return Err(failure_outcome(task.await, request_too_large, limits)),
+        Err(_) => return Err(failure_outcome(task.await, request_body, limits)),
     };
     // The task runs on; it reports its own end through `after_head`.
     drop(task);
-    let result = finish_response(
-        response,
-        request_too_large,
-        limits,
-        after_head.component.clone(),
-    )
-    .map(|response| response.map(|body| FailOnFlag::new(body, failed).boxed_unsync()));
+    let result = finish_response(response, request_body, limits, after_head.component.clone())
+        .map(|response| response.map(|body| FailOnFlag::new(body, failed).boxed_unsync()));
     // Decided before the response is dropped: a replaced guest then fails
     // writing its body, and that must not be logged.
     after_head.decided(result.is_ok());
@@ -528,12 +551,12 @@ pub(crate) async fn respond(
 /// the response size limit.
 fn finish_response(
     response: http::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>,
-    request_too_large: &AtomicBool,
+    request_body: &RequestBodyFault,
     limits: &Limits,
     component: Arc<str>,
 ) -> Result<http::Response<ResponseBody>, GuestError> {
-    if request_too_large.load(Ordering::Relaxed) {
-        return Err(GuestError::RequestBodyTooLarge(limits.max_request_body));
+    if let Some(error) = request_body.error(limits) {
+        return Err(error);
     }
     // No limit set: streaming holds a chunk at a time, so nothing is cut.
     let Some(response_limit) = limits.max_response_body else {

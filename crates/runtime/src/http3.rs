@@ -65,7 +65,7 @@ where
 {
     let timeout = limits.request_timeout;
     let started = Instant::now();
-    let (request, request_too_large) = limited_request(request, limits.max_request_body);
+    let (request, request_body) = limited_request(request, limits.max_request_body);
 
     let mut store = new_store(engine, sandbox, limits).map_err(GuestError::Instantiation)?;
     let service = instantiate_within(timeout, pre.instantiate_async(&mut store)).await?;
@@ -114,5 +114,5 @@ where
             Ok(result)
         })
     };
-    respond(rx, task, failed, after_head, &request_too_large, limits).await
+    respond(rx, task, failed, after_head, &request_body, limits).await
 }

@@ -211,6 +211,22 @@ pub(crate) fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " | ")
 }
 
+/// A plain error and its sources on one line (`a: b: c`), for log lines.
+pub(crate) fn one_line_error(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause = cause.to_string();
+        // Some errors repeat their source in their own message.
+        if !line.ends_with(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+        source = source.and_then(std::error::Error::source);
+    }
+    line.replace('\n', " | ")
+}
+
 impl Runtime {
     pub fn new(options: &EngineOptions, cache: CompileCache) -> anyhow::Result<Self> {
         let engine = engine::build_engine(options, false).context("configuring wasmtime")?;

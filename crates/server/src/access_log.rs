@@ -26,6 +26,8 @@ pub(crate) struct AccessEntry {
     pub status: StatusCode,
     pub component: Option<Arc<str>>,
     pub client: SocketAddr,
+    /// Why the response is an error response, where it is one.
+    pub error: Option<String>,
     pub started: Instant,
     /// From receiving the request to having the response head.
     pub head: Duration,
@@ -72,6 +74,7 @@ impl LoggedBody {
             total_us = micros(entry.started.elapsed()),
             bytes = self.bytes,
             outcome,
+            error = entry.error.as_deref(),
         );
     }
 }

@@ -55,12 +55,153 @@ impl Default for ServerConfig {
     }
 }
 
-/// A guest and the permits that bound how many requests it serves at once.
+/// What [`AppHost::dispatch`] decided: the response, the component that
+/// produced it, and why it is an error response where it is one (for the
+/// access line).
+struct Dispatched<'a> {
+    response: Response<ResponseBody>,
+    component: Option<&'a str>,
+    error: Option<String>,
+}
+
+impl<'a> Dispatched<'a> {
+    fn ok(response: Response<ResponseBody>, component: Option<&'a str>) -> Self {
+        Self {
+            response,
+            component,
+            error: None,
+        }
+    }
+
+    /// An error response with the status's generic text: the cause is for
+    /// the log only.
+    fn plain(status: StatusCode, component: Option<&'a str>, error: Option<String>) -> Self {
+        Self {
+            response: plain(status, status.canonical_reason().unwrap_or("Error")),
+            component,
+            error,
+        }
+    }
+
+    /// A 503 that tells the client when to come back.
+    fn busy(component: &'a str, error: String) -> Self {
+        let mut busy = Self::plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(component),
+            Some(error),
+        );
+        busy.response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        busy
+    }
+}
+
+/// A guest and the admission that bounds how many requests it runs at
+/// once: `permits` slots, and a first-come-first-served queue of at most
+/// `max_queued_requests` requests waiting up to `queue_timeout` for one.
 struct Slot {
     /// The component's id, for log lines that outlive the request.
     id: Arc<str>,
     guest: Guest,
     permits: Arc<Semaphore>,
+    /// Requests waiting for a permit now.
+    queued: AtomicUsize,
+    /// Refusals since the last warning about them (see `note_refusal`).
+    refused: AtomicUsize,
+    /// When the last warning was written, in ms since `epoch`.
+    last_warning_ms: std::sync::atomic::AtomicU64,
+    epoch: Instant,
+}
+
+/// Why a request was not admitted.
+#[derive(Debug)]
+enum Refused {
+    QueueFull(usize),
+    Waited(Duration),
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::QueueFull(max) => write!(
+                f,
+                "every slot busy and the queue full ({max} requests waiting)"
+            ),
+            Refused::Waited(timeout) => {
+                write!(f, "waited {timeout:?} in the queue without a free slot")
+            }
+        }
+    }
+}
+
+impl Slot {
+    fn new(guest: Guest) -> Self {
+        Self {
+            id: Arc::from(guest.id()),
+            permits: Arc::new(Semaphore::new(guest.limits().max_concurrent_requests)),
+            guest,
+            queued: AtomicUsize::new(0),
+            refused: AtomicUsize::new(0),
+            last_warning_ms: std::sync::atomic::AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// A permit to run the guest: at once when a slot is free, else after
+    /// waiting in line. The semaphore hands freed permits to waiters in the
+    /// order they came, and `try_acquire` never takes one a waiter is owed,
+    /// so the queue is first come, first served. A waiting request holds
+    /// no instance, only its own future.
+    async fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Refused> {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        let limits = self.guest.limits();
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= limits.max_queued_requests {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(Refused::QueueFull(limits.max_queued_requests));
+        }
+        let waited =
+            tokio::time::timeout(limits.queue_timeout, self.permits.clone().acquire_owned()).await;
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        match waited {
+            Ok(Ok(permit)) => Ok(permit),
+            // The semaphore is never closed; treat it as a full wait.
+            Ok(Err(_)) | Err(_) => Err(Refused::Waited(limits.queue_timeout)),
+        }
+    }
+
+    /// Warns about refusals at most once a second per component, with how
+    /// many there were: under overload a line per refusal would add to the
+    /// load (each refusal is in its access line anyway).
+    fn note_refusal(&self, app: &str, refused: &Refused) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        // Milliseconds since `epoch`, plus one: 0 means never warned.
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
+        let last = self.last_warning_ms.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= 1000;
+        // Of the requests refused at once, the one that moves the clock on
+        // writes the line.
+        if !due
+            || self
+                .last_warning_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let count = self.refused.swap(0, Ordering::Relaxed);
+        let limits = self.guest.limits();
+        tracing::warn!(
+            app,
+            component = &*self.id,
+            refused = count,
+            "answering 503: {refused} ({} running at most, {} waiting at most)",
+            limits.max_concurrent_requests,
+            limits.max_queued_requests,
+        );
+    }
 }
 
 /// One application, ready to serve.
@@ -78,11 +219,7 @@ impl AppHost {
         let router = Router::new(app)?;
         let slots: HashMap<String, Slot> = guests
             .into_iter()
-            .map(|guest| {
-                let permits = Arc::new(Semaphore::new(guest.limits().max_concurrent_requests));
-                let id = Arc::from(guest.id());
-                (guest.id().to_owned(), Slot { id, guest, permits })
-            })
+            .map(|guest| (guest.id().to_owned(), Slot::new(guest)))
             .collect();
         for route in router.routes() {
             if let Some(component) = route.component() {
@@ -119,13 +256,18 @@ impl AppHost {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let (response, component) = self.dispatch(request, client_addr, local_addr).await;
+        let Dispatched {
+            response,
+            component,
+            error,
+        } = self.dispatch(request, client_addr, local_addr).await;
         let entry = AccessEntry {
             method,
             path,
             status: response.status(),
             component: component.map(|id| self.slots[id].id.clone()),
             client: client_addr,
+            error,
             started,
             head: started.elapsed(),
         };
@@ -137,18 +279,18 @@ impl AppHost {
         mut request: Request<B>,
         client_addr: SocketAddr,
         local_addr: SocketAddr,
-    ) -> (Response<ResponseBody>, Option<&str>)
+    ) -> Dispatched<'_>
     where
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<ferry_runtime::BoxError>,
     {
         let path = request.uri().path().to_owned();
         let Some((route, matched)) = self.router.route(&path) else {
-            return (plain(StatusCode::NOT_FOUND, "Not Found\n"), None);
+            return Dispatched::plain(StatusCode::NOT_FOUND, None, None);
         };
         let component = match &route.target {
             Target::Component { id, .. } => id.as_str(),
-            Target::Static(reply) => return (reply.response(), None),
+            Target::Static(reply) => return Dispatched::ok(reply.response(), None),
         };
         let slot = &self.slots[component];
         let limits = slot.guest.limits();
@@ -159,48 +301,42 @@ impl AppHost {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|len| len > limits.max_request_body) {
-            return (
-                plain(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large\n"),
+            return Dispatched::plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
                 Some(component),
+                Some(format!(
+                    "declared request body larger than the limit of {} bytes",
+                    limits.max_request_body
+                )),
             );
         }
 
-        let Ok(permit) = slot.permits.clone().try_acquire_owned() else {
-            tracing::warn!(
-                app = self.name.as_str(),
-                component,
-                "at the limit of {} concurrent requests; answering 503",
-                limits.max_concurrent_requests
-            );
-            let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n");
-            response
-                .headers_mut()
-                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return (response, Some(component));
+        let permit = match slot.admit().await {
+            Ok(permit) => permit,
+            Err(refused) => {
+                slot.note_refusal(&self.name, &refused);
+                return Dispatched::busy(component, refused.to_string());
+            }
         };
 
         if let Err(e) = prepare_request(&mut request, route, &matched, client_addr, local_addr) {
-            return (
-                plain(StatusCode::BAD_REQUEST, &format!("Bad Request: {e}\n")),
-                Some(component),
-            );
+            let mut dispatched =
+                Dispatched::plain(StatusCode::BAD_REQUEST, Some(component), Some(e.clone()));
+            dispatched.response = plain(StatusCode::BAD_REQUEST, &format!("Bad Request: {e}\n"));
+            return dispatched;
         }
         // Only WAGI guests read these CGI-style facts; wasi:http guests get
         // them as headers. The URI is absolute by now.
         let uri = request.uri().clone();
         let info = || self.request_info(&uri, route, &matched, client_addr, local_addr);
         match slot.guest.handle(request, info, permit).await {
-            Ok(response) => (response, Some(component)),
+            Ok(response) => Dispatched::ok(response, Some(component)),
             Err(error) => {
-                let status = error.status();
                 log_guest_error(&self.name, component, route, &error);
-                let mut response = plain(status, status.canonical_reason().unwrap_or("Error"));
                 if matches!(error, GuestError::Busy) {
-                    response
-                        .headers_mut()
-                        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    return Dispatched::busy(component, error.to_string());
                 }
-                (response, Some(component))
+                Dispatched::plain(error.status(), Some(component), Some(error.to_string()))
             }
         }
     }

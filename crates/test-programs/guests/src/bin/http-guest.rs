@@ -63,6 +63,17 @@ impl wasi::exports::http::incoming_handler::Guest for Guest {
                 respond(out, 200, &(vars.join("\n") + "\n"))
             }
             "/echo" => echo(request, out),
+            "/length" => {
+                // Reads the whole body before answering, as most handlers
+                // do, and (naively) takes a read error for its end.
+                let incoming = request.consume().expect("request body");
+                let input = incoming.stream().expect("request stream");
+                let mut length = 0;
+                while let Ok(chunk) = input.blocking_read(64 * 1024) {
+                    length += chunk.len();
+                }
+                respond(out, 200, &format!("{length} bytes\n"))
+            }
             "/file" => {
                 let path = param("path").unwrap_or_default();
                 match std::fs::read_to_string(&path) {
@@ -126,6 +137,8 @@ impl wasi::exports::http::incoming_handler::Guest for Guest {
                 // Tests wait for this line to know the request is in flight.
                 println!("sleeping {ms} ms");
                 wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+                // ... and for this one to know it is about to end.
+                println!("slept {ms} ms");
                 respond(out, 200, &format!("slept {ms} ms\n"))
             }
             "/print" => {

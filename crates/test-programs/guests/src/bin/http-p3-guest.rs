@@ -37,6 +37,14 @@ impl wasip3::exports::http::handler::Guest for Guest {
                 );
                 Ok(response)
             }
+            "/length" => {
+                // Reads the whole body before answering, and takes wherever
+                // the stream ends for the end of the body.
+                let (_result_tx, result_rx) = wit_future::new(|| Ok(()));
+                let (body, _trailers) = Request::consume_body(request, result_rx);
+                let length = body.collect().await.len();
+                text(&name, format!("{length} bytes\n"))
+            }
             "/counter" => text(&name, format!("{count}\n")),
             "/trap" => core::arch::wasm32::unreachable(),
             "/loop" => {
