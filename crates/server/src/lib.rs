@@ -8,6 +8,7 @@
 //! guest does can end the server.
 
 mod access_log;
+mod connection;
 mod router;
 
 use std::collections::HashMap;
@@ -21,8 +22,6 @@ use ferry_manifest::{App, RouteMatch};
 use ferry_runtime::{Guest, GuestError, RequestInfo, ResponseBody};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -284,6 +283,9 @@ impl AppHost {
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<ferry_runtime::BoxError>,
     {
+        if let Some(why) = unroutable_target(request.method(), request.uri()) {
+            return Dispatched::plain(StatusCode::BAD_REQUEST, None, Some(why.into()));
+        }
         let path = request.uri().path().to_owned();
         let Some((route, matched)) = self.router.route(&path) else {
             return Dispatched::plain(StatusCode::NOT_FOUND, None, None);
@@ -379,6 +381,19 @@ impl AppHost {
             base_path: self.base.clone(),
         }
     }
+}
+
+/// Why a request target is not one a request for a route may have (RFC 9112,
+/// 3.2): a bare authority (`GET example.com`) is only for `CONNECT`, and
+/// `*` only for `OPTIONS`. hyper accepts both forms for any method.
+fn unroutable_target(method: &http::Method, uri: &http::Uri) -> Option<&'static str> {
+    if uri.scheme().is_none() && uri.authority().is_some() && method != http::Method::CONNECT {
+        return Some("an authority-form request target is only for CONNECT");
+    }
+    if uri.path() == "*" && method != http::Method::OPTIONS {
+        return Some("the request target `*` is only for OPTIONS");
+    }
+    None
 }
 
 /// The authority a request was sent to: from an absolute URI, the `Host`
@@ -682,17 +697,9 @@ async fn run_worker(
     local_addr: SocketAddr,
     open: Arc<AtomicUsize>,
 ) {
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
-        .max_buf_size(config.max_header_size.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(config.max_header_size).unwrap_or(u32::MAX));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let protocols = Arc::new(connection::Protocols::new(config));
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let closed = Arc::new(tokio::sync::Notify::new());
     while let Some((stream, client_addr)) = incoming.recv().await {
         let stream = match tokio::net::TcpStream::from_std(stream) {
             Ok(stream) => stream,
@@ -702,32 +709,35 @@ async fn run_worker(
                 continue;
             }
         };
-        let host = host.clone();
-        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let host = host.clone();
-            async move {
-                Ok::<_, std::convert::Infallible>(
-                    host.handle(request, client_addr, local_addr).await,
-                )
-            }
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        let open = open.clone();
+        let serve = connection::serve(
+            stream,
+            client_addr,
+            local_addr,
+            host.clone(),
+            protocols.clone(),
+            stopping.clone(),
+        );
+        let (open, closed) = (open.clone(), closed.clone());
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(client = %client_addr, "connection ended with an error: {e}");
-            }
+            serve.await;
             open.fetch_sub(1, Ordering::Relaxed);
+            closed.notify_one();
         });
     }
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(config.shutdown_timeout) => tracing::warn!(
-            "shutdown deadline of {:?} passed; closing the remaining connections",
-            config.shutdown_timeout
-        ),
+    // Every connection finishes what it is doing and closes, within the
+    // shutdown deadline.
+    let _ = stop.send(true);
+    let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
+    while open.load(Ordering::Relaxed) > 0 {
+        tokio::select! {
+            () = closed.notified() => {}
+            () = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(
+                    "shutdown deadline of {:?} passed; closing the remaining connections",
+                    config.shutdown_timeout
+                );
+                break;
+            }
+        }
     }
 }
