@@ -36,8 +36,10 @@ pub struct Options {
     pub wasmtime: Option<PathBuf>,
     /// Where to write the report; `None` prints it only.
     pub output: Option<PathBuf>,
-    /// Run only the key-value section (and write only its part).
-    pub state_only: bool,
+    /// Run only this part (and write only its part of BENCHMARKS.md).
+    pub only: Option<report::Section>,
+    /// Idle keep-alive connections the overload part holds open.
+    pub idle_connections: usize,
 }
 
 /// Where everything lives for one run.
@@ -68,10 +70,11 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             "`{tool}` is not installed (apt-get install wrk util-linux)"
         );
     }
-    let wasmtime = match (&options.wasmtime, options.state_only) {
-        (Some(path), _) => Some(path.clone()),
-        (None, false) => Some(find_or_install_wasmtime()?),
-        (None, true) => None,
+    let runs = |section| options.only.is_none_or(|only| only == section);
+    let wasmtime = match &options.wasmtime {
+        Some(path) => Some(path.clone()),
+        None if runs(report::Section::Serving) => Some(find_or_install_wasmtime()?),
+        None => None,
     };
     let ferry = build_ferry(&root)?;
     let work = root.join("target").join("xtask-bench");
@@ -96,7 +99,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let machine = Machine::read(&setup.root, setup.wasmtime.as_deref());
 
     let mut sections = Vec::new();
-    if !options.state_only {
+    if runs(report::Section::Serving) {
         let mut report = Report {
             machine: machine.clone(),
             options: options.clone(),
@@ -115,12 +118,22 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         report.many = many_components(&setup, options.components)?;
         sections.push((report::Section::Serving, report.to_markdown()));
     }
-    eprintln!("== key-value stores through a guest");
-    let state = crate::state::run(&setup, options)?;
-    sections.push((
-        report::Section::State,
-        report::state_markdown(&machine, options, &setup, &state),
-    ));
+    if runs(report::Section::State) {
+        eprintln!("== key-value stores through a guest");
+        let state = crate::state::run(&setup, options)?;
+        sections.push((
+            report::Section::State,
+            report::state_markdown(&machine, options, &setup, &state),
+        ));
+    }
+    if runs(report::Section::Overload) {
+        eprintln!("== overload");
+        let overload = crate::overload::run(&setup, options)?;
+        sections.push((
+            report::Section::Overload,
+            report::overload_markdown(&machine, options, &overload),
+        ));
+    }
 
     for (section, markdown) in sections {
         println!("{markdown}");
@@ -280,7 +293,7 @@ impl Setup {
         command
     }
 
-    fn start_ferry(
+    pub fn start_ferry(
         &self,
         name: &str,
         cpus: Option<&str>,

@@ -2,11 +2,13 @@
 //! `.cargo/config.toml`).
 //!
 //! - `bench`: the side-by-side benchmark (see `bench.rs`; its key-value part
-//!   is `state.rs`), which writes its figures into BENCHMARKS.md.
+//!   is `state.rs`, its overload part `overload.rs`), which writes its
+//!   figures into BENCHMARKS.md.
 //! - `native-hello`: the native hyper baseline server the benchmark starts.
 
 mod bench;
 mod native;
+mod overload;
 mod process;
 mod report;
 mod state;
@@ -48,9 +50,12 @@ enum Task {
         /// Print the report without writing it into BENCHMARKS.md.
         #[arg(long)]
         no_write: bool,
-        /// Only the key-value stores through a guest (needs no `wasmtime`); writes only that part.
-        #[arg(long)]
-        state_only: bool,
+        /// Only one part (needs no `wasmtime` unless it is `serving`); writes only that part.
+        #[arg(long, value_enum)]
+        only: Option<report::Section>,
+        /// Idle keep-alive connections held open in the overload part.
+        #[arg(long, default_value_t = 10_000)]
+        idle_connections: usize,
     },
     /// The native baseline: a hyper server answering every request with the hello bytes.
     NativeHello {
@@ -68,7 +73,8 @@ fn main() -> ExitCode {
             components,
             wasmtime,
             no_write,
-            state_only,
+            only,
+            idle_connections,
         } => bench::run(&bench::Options {
             duration: Duration::from_secs(duration),
             connections,
@@ -77,7 +83,8 @@ fn main() -> ExitCode {
             wasmtime,
             output: (!no_write)
                 .then(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../BENCHMARKS.md")),
-            state_only,
+            only,
+            idle_connections,
         }),
         Task::NativeHello { listen } => native::serve(listen),
     };

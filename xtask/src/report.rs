@@ -8,16 +8,19 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::bench::{Many, Options, Scaling, Series, Setup, Startup, Throughput};
+use crate::overload::{CONNECTIONS, Overload};
 use crate::state::State;
 
 /// A part of BENCHMARKS.md that the benchmark writes, between marker lines
-/// of its own, so that running one part rewrites only that part.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// of its own, so that running one part (`--only`) rewrites only that part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Section {
     /// Throughput, scaling, start-up and many components.
     Serving,
-    /// Key-value stores through a guest (`--state-only` runs only this).
+    /// Key-value stores through a guest.
     State,
+    /// Goodput at more connections than the host runs at once.
+    Overload,
 }
 
 impl Section {
@@ -30,6 +33,10 @@ impl Section {
             Section::State => (
                 "<!-- cargo xtask bench, key-value: begin (generated; edits here are overwritten) -->",
                 "<!-- cargo xtask bench, key-value: end -->",
+            ),
+            Section::Overload => (
+                "<!-- cargo xtask bench, overload: begin (generated; edits here are overwritten) -->",
+                "<!-- cargo xtask bench, overload: end -->",
             ),
         }
     }
@@ -111,7 +118,8 @@ impl Default for Options {
             components: 1000,
             wasmtime: None,
             output: None,
-            state_only: false,
+            only: None,
+            idle_connections: 10_000,
         }
     }
 }
@@ -377,6 +385,96 @@ impl Report {
     }
 }
 
+/// The overload section: goodput and refusals as connections grow, and the
+/// targets of issue #10.
+pub fn overload_markdown(machine: &Machine, options: &Options, overload: &Overload) -> String {
+    let mut out = String::new();
+    let m = machine;
+    let _ = writeln!(out, "## Overload: `cargo xtask bench`\n");
+    let _ = writeln!(
+        out,
+        "Run {} on {} × {} ({}), {}; Ferry {} (release profile), {}.\n",
+        m.date, m.cores, m.cpu, m.kernel, m.rustc, m.ferry_commit, m.wrk,
+    );
+    let _ = writeln!(
+        out,
+        "Command: `cargo xtask bench --only overload` (or the overload part of `cargo xtask bench`): \
+         `ferry up --workers 2` serving the hello component with its default limits (256 requests run at \
+         once per component, up to 4,096 wait), `wrk -t1 -c<N> -d{}s` from the same machine, both unpinned. \
+         The last row adds {} idle HTTP/1.1 keep-alive connections held by the benchmark, each having sent \
+         one request; one the server closes for idleness connects again.\n",
+        options.duration.as_secs(),
+        overload.idle,
+    );
+    let _ = writeln!(
+        out,
+        "| connections | req/s | 2xx/s (goodput) | not 2xx or failed | p50 | p99 | server CPU per request |\n|---|---|---|---|---|---|---|"
+    );
+    let row = |out: &mut String, what: &str, run: &crate::overload::Run| {
+        let wrk = &run.wrk;
+        let _ = writeln!(
+            out,
+            "| {what} | {:.0} | {:.0} | {:.2}% | {} | {} | {:.1} µs |",
+            wrk.requests_per_sec,
+            wrk.goodput(),
+            100.0 * wrk.errors as f64 / wrk.requests.max(1) as f64,
+            time(wrk.p50),
+            time(wrk.p99),
+            run.cpu_per_request().as_secs_f64() * 1e6,
+        );
+    };
+    for (connections, run) in &overload.runs {
+        row(&mut out, &connections.to_string(), run);
+    }
+    if let Some(run) = &overload.with_idle {
+        row(
+            &mut out,
+            &format!(
+                "1000 + {} idle ({} open at the end, {} reconnects)",
+                overload.idle, overload.idle_open_at_end, overload.idle_reconnects
+            ),
+            run,
+        );
+    }
+    let base = overload
+        .runs
+        .iter()
+        .find(|(c, _)| *c == CONNECTIONS[0])
+        .map_or(0.0, |(_, r)| r.wrk.goodput());
+    let _ = writeln!(out, "\n### Targets (issue #10)\n");
+    let _ = writeln!(out, "| target | measured | met |\n|---|---|---|");
+    let mut target = |what: &str, run: Option<&crate::overload::Run>| {
+        let Some(run) = run.map(|r| &r.wrk) else {
+            return;
+        };
+        let ok_share = 1.0 - run.errors as f64 / run.requests.max(1) as f64;
+        let ratio = run.goodput() / base;
+        let _ = writeln!(
+            out,
+            "| {what}: ≥ 99% 2xx | {:.2}% | {} |\n\
+             | {what}: goodput ≥ 90% of 64 connections' | {:.0}% ({:.0} against {base:.0}/s) | {} |",
+            100.0 * ok_share,
+            met(ok_share >= 0.99),
+            100.0 * ratio,
+            run.goodput(),
+            met(ratio >= 0.9),
+        );
+    };
+    target(
+        "1,000 connections",
+        overload
+            .runs
+            .iter()
+            .find(|(c, _)| *c == 1000)
+            .map(|(_, r)| r),
+    );
+    target(
+        &format!("1,000 connections + {} idle", overload.idle),
+        overload.with_idle.as_ref(),
+    );
+    out
+}
+
 /// Each run's requests per second, as a list.
 fn runs(series: &Series) -> String {
     let runs: Vec<String> = series
@@ -444,7 +542,7 @@ pub fn state_markdown(
     );
     let _ = writeln!(
         out,
-        "Command: `cargo xtask bench --state-only` (or the key-value part of `cargo xtask bench`): {} rounds \
+        "Command: `cargo xtask bench --only state` (or the key-value part of `cargo xtask bench`): {} rounds \
          of `wrk -t1 -c{} -d{}s --latency` per route, alternating; `ferry up` on {}, wrk on {}, without \
          `RUST_BACKTRACE`. Guest: `crates/test-programs/spin-apps/rust-sdk5` (spin-sdk 5.2, \
          `fermyon:spin/key-value@2.0.0`, built by `ferry build`), its default store on embedded SQLite in a \

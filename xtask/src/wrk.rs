@@ -14,8 +14,23 @@ pub struct WrkResult {
     pub p99: Duration,
     pub requests: u64,
     /// Non-2xx/3xx responses plus socket errors: a run with any is not a
-    /// valid measurement.
+    /// valid measurement (except an overload run, which counts them).
     pub errors: u64,
+    /// Responses that were not 2xx or 3xx.
+    pub non_2xx: u64,
+    /// Connect, read, write and timeout errors.
+    pub socket_errors: u64,
+}
+
+impl WrkResult {
+    /// Successful (2xx/3xx) responses per second.
+    pub fn goodput(&self) -> f64 {
+        if self.requests == 0 {
+            return 0.0;
+        }
+        self.requests_per_sec * (self.requests - self.non_2xx.min(self.requests)) as f64
+            / self.requests as f64
+    }
 }
 
 /// How to load a server.
@@ -61,7 +76,8 @@ pub fn parse(report: &str) -> anyhow::Result<WrkResult> {
     let mut p50 = None;
     let mut p99 = None;
     let mut requests = None;
-    let mut errors = 0;
+    let mut non_2xx = 0;
+    let mut socket_errors = 0;
     for line in report.lines().map(str::trim) {
         let mut words = line.split_whitespace();
         match (words.next(), words.next()) {
@@ -72,13 +88,13 @@ pub fn parse(report: &str) -> anyhow::Result<WrkResult> {
             _ => {}
         }
         if let Some(rest) = line.strip_prefix("Non-2xx or 3xx responses:") {
-            errors += rest.trim().parse::<u64>()?;
+            non_2xx += rest.trim().parse::<u64>()?;
         }
         if let Some(rest) = line.strip_prefix("Socket errors:") {
             // "connect 0, read 0, write 0, timeout 0"
             for part in rest.split(',') {
                 if let Some(count) = part.split_whitespace().nth(1) {
-                    errors += count.parse::<u64>()?;
+                    socket_errors += count.parse::<u64>()?;
                 }
             }
         }
@@ -88,7 +104,9 @@ pub fn parse(report: &str) -> anyhow::Result<WrkResult> {
         p50: p50.context("no 50% latency (was --latency given?)")?,
         p99: p99.context("no 99% latency (was --latency given?)")?,
         requests: requests.context("no request count")?,
-        errors,
+        errors: non_2xx + socket_errors,
+        non_2xx,
+        socket_errors,
     })
 }
 
@@ -156,6 +174,9 @@ Transfer/sec:      6.47MB
         assert_eq!(result.p99, Duration::from_micros(1670));
         assert_eq!(result.requests, 653806);
         assert_eq!(result.errors, 15);
+        assert_eq!((result.non_2xx, result.socket_errors), (12, 3));
+        // 653,806 requests, 12 of them failed.
+        assert!((result.goodput() - 81725.44 * 653794.0 / 653806.0).abs() < 1e-6);
     }
 
     #[test]
