@@ -20,6 +20,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use crate::bench::{Options, Setup};
 use crate::wrk::{self, Load, WrkResult};
 
+/// The server's header-read (and HTTP/1 idle) timeout in these runs.
+pub const IDLE_TIMEOUT: &str = "60s";
+
 /// Connection counts `wrk` loads with.
 pub const CONNECTIONS: [u32; 3] = [64, 256, 1000];
 
@@ -56,8 +59,12 @@ pub fn run(setup: &Setup, options: &Options) -> anyhow::Result<Overload> {
         idle: options.idle_connections,
         ..Overload::default()
     };
+    // The idle connections are opened over a few seconds and must all stay
+    // open through the run: at the default 10 s header-read timeout the
+    // first would be closed, and their reconnecting is a burst of
+    // thousands of requests of its own.
     let server = setup.start_ferry("ferry-overload", None, |c| {
-        c.args(["--workers", "2"]);
+        c.args(["--workers", "2", "--header-read-timeout", IDLE_TIMEOUT]);
     })?;
     let load = |connections| Load {
         connections,

@@ -399,10 +399,12 @@ pub fn overload_markdown(machine: &Machine, options: &Options, overload: &Overlo
     let _ = writeln!(
         out,
         "Command: `cargo xtask bench --only overload` (or the overload part of `cargo xtask bench`): \
-         `ferry up --workers 2` serving the hello component with its default limits (256 requests run at \
-         once per component, up to 4,096 wait), `wrk -t1 -c<N> -d{}s` from the same machine, both unpinned. \
-         The last row adds {} idle HTTP/1.1 keep-alive connections held by the benchmark, each having sent \
-         one request; one the server closes for idleness connects again.\n",
+         `ferry up --workers 2 --header-read-timeout {}` serving the hello component with its default limits \
+         (256 requests run at once per component, up to 4,096 wait), `wrk -t1 -c<N> -d{}s` from the same \
+         machine, both unpinned. The last row adds {} idle HTTP/1.1 keep-alive connections held by the \
+         benchmark, each having sent one request (the longer timeout keeps them open through the run; one \
+         the server closes for idleness would connect again, and the row counts those).\n",
+        crate::overload::IDLE_TIMEOUT,
         options.duration.as_secs(),
         overload.idle,
     );
