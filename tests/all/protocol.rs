@@ -143,3 +143,71 @@ async fn compiled_code_is_cached_across_runs() {
         "hello from guest\n"
     );
 }
+
+/// Compiled code from the cache runs inside Ferry, so the cache is only
+/// used where nobody else could have written it: Ferry creates the
+/// directory private (0700), and a directory or entry that others may write
+/// is not loaded from: Ferry compiles instead and says why.
+#[tokio::test]
+async fn a_compile_cache_others_could_write_is_not_used() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let app = app();
+    let parent = tempfile::tempdir().unwrap();
+    let cache = parent.path().join("cache");
+    let cache_arg = cache.to_str().unwrap();
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let chmod = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+
+    let first = Ferry::start(&app, &["--cache-dir", cache_arg]);
+    assert!(printed(&first, "Compiled `guest`"));
+    drop(first);
+    assert_eq!(
+        mode(&cache),
+        0o700,
+        "the cache directory is created private"
+    );
+    let entries: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = &entries[0];
+    assert_eq!(mode(entry) & 0o022, 0, "entries are written private");
+
+    // A directory anyone may write into: not used at all.
+    chmod(&cache, 0o777);
+    let ferry = Ferry::start(&app, &["--cache-dir", cache_arg]);
+    assert!(printed(&ferry, "Compiled `guest`"), "{:?}", ferry.stdout);
+    assert!(
+        ferry.logs().contains("not using the compile cache"),
+        "{}",
+        ferry.logs()
+    );
+    assert_eq!(
+        get(&format!("{}/", ferry.url)).await.text(),
+        "hello from guest\n"
+    );
+    drop(ferry);
+    chmod(&cache, 0o700);
+
+    // An entry its group may write: recompiled, not loaded.
+    chmod(entry, 0o664);
+    let ferry = Ferry::start(&app, &["--cache-dir", cache_arg]);
+    assert!(printed(&ferry, "Compiled `guest`"), "{:?}", ferry.stdout);
+    assert!(
+        ferry.logs().contains("not loading a compile cache entry")
+            && ferry.logs().contains("mode 664"),
+        "{}",
+        ferry.logs()
+    );
+    drop(ferry);
+
+    // The same entry, private again: loaded.
+    chmod(entry, 0o600);
+    let ferry = Ferry::start(&app, &["--cache-dir", cache_arg]);
+    assert!(printed(&ferry, "Loaded `guest`"), "{:?}", ferry.stdout);
+}

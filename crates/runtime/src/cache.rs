@@ -6,6 +6,12 @@
 //! different wasmtime or engine setting therefore looks for a different file
 //! and never loads a stale one. Files are written to a temporary name and
 //! renamed, so a crash or a concurrent `ferry up` never leaves a torn file.
+//!
+//! Loading an entry runs its native code inside Ferry, so only an entry
+//! nobody else could have written is loaded: the directory is created with
+//! mode 0700, and a directory or entry that is not the current user's, or
+//! that its group or others may write, is not used (Ferry compiles instead,
+//! writes nothing there, and says why once).
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -34,12 +40,35 @@ pub struct CompileStats {
 #[derive(Debug, Clone)]
 pub struct CompileCache {
     dir: Option<PathBuf>,
+    /// Whether `dir` may be used, decided (and warned about) once.
+    usable: std::sync::Arc<std::sync::OnceLock<bool>>,
 }
 
 impl CompileCache {
     /// A cache in `dir`, or no cache at all.
     pub fn new(dir: Option<PathBuf>) -> Self {
-        Self { dir }
+        Self {
+            dir,
+            usable: Default::default(),
+        }
+    }
+
+    /// Whether the cache directory exists (created now if needed, mode
+    /// 0700) and nobody but this user can write to it.
+    fn usable(&self) -> bool {
+        let Some(dir) = &self.dir else {
+            return false;
+        };
+        *self.usable.get_or_init(|| match prepare_dir(dir) {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::warn!(
+                    path = ?dir,
+                    "not using the compile cache: {why}; compiling every component instead"
+                );
+                false
+            }
+        })
     }
 
     /// The default location: `$XDG_CACHE_HOME/ferry` or `~/.cache/ferry`.
@@ -97,7 +126,19 @@ impl CompileCache {
     ) -> anyhow::Result<(Compiled, CompileStats)> {
         let start = Instant::now();
         let is_component = adaptation.yields_component(wasm);
-        let path = self.artifact_path(engine, wasm, adaptation, is_component);
+        let mut path = self
+            .artifact_path(engine, wasm, adaptation, is_component)
+            .filter(|_| self.usable());
+        if let Some(entry) = &path
+            && let Ok(meta) = std::fs::symlink_metadata(entry)
+            && let Err(why) = trusted(&meta, "entry", rustix::process::geteuid().as_raw())
+        {
+            tracing::warn!(
+                path = ?entry,
+                "not loading a compile cache entry: {why}; compiling instead, without caching"
+            );
+            path = None;
+        }
         if let Some(path) = &path
             && path.is_file()
         {
@@ -148,11 +189,49 @@ impl CompileCache {
     }
 }
 
+/// Creates `dir` (mode 0700) if it is missing, and checks that nobody but
+/// this user can write into it.
+fn prepare_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create it: {e}"))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
+    trusted(&meta, "directory", rustix::process::geteuid().as_raw())
+}
+
+/// Whether a cache directory or entry with `meta` could only have been
+/// written by user `uid`: it is a plain directory or file (not a symlink),
+/// `uid` owns it, and neither its group nor others may write it.
+fn trusted(meta: &std::fs::Metadata, what: &str, uid: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let kind = meta.file_type();
+    if kind.is_symlink() || !(kind.is_dir() || kind.is_file()) {
+        return Err(format!("the {what} is not a plain file or directory"));
+    }
+    if meta.uid() != uid {
+        return Err(format!(
+            "the {what} belongs to user {}, not to this user ({uid})",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "the {what}'s group or other users may write it (mode {:o})",
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
 fn deserialize(engine: &Engine, path: &Path, is_component: bool) -> anyhow::Result<Compiled> {
     // SAFETY: the file is named by a hash of this engine's settings and was
     // written by `store` under a temporary name and renamed into place, so it
     // is complete output of `Engine::precompile_*` for a compatible engine;
-    // wasmtime also checks the header. Nothing else writes to the cache dir.
+    // wasmtime also checks the header. Only this user can have written it:
+    // `trusted` checked the directory and the entry.
     Ok(if is_component {
         Compiled::Component(unsafe {
             wasmtime::component::Component::deserialize_file(engine, path)?
@@ -163,14 +242,52 @@ fn deserialize(engine: &Engine, path: &Path, is_component: bool) -> anyhow::Resu
 }
 
 fn store(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let dir = path.parent().context("cache path has no directory")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
         path.file_name().unwrap_or_default().to_string_lossy(),
         std::process::id()
     ));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    // 0600 whatever the umask: an entry others may write is not loaded.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(bytes)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_nobody_else_could_write_is_trusted() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let me = rustix::process::geteuid().as_raw();
+        let entry = dir.path().join("entry");
+        std::fs::write(&entry, b"x").unwrap();
+        let meta = |path: &Path| std::fs::symlink_metadata(path).unwrap();
+        for (mode, ok) in [(0o600, true), (0o644, true), (0o664, false), (0o646, false)] {
+            std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(trusted(&meta(&entry), "entry", me).is_ok(), ok, "{mode:o}");
+        }
+        std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let someone_else = trusted(&meta(&entry), "entry", me + 1).unwrap_err();
+        assert!(
+            someone_else.contains(&format!("belongs to user {me}")),
+            "{someone_else}"
+        );
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&entry, &link).unwrap();
+        assert!(trusted(&meta(&link), "entry", me).is_err());
+    }
 }
