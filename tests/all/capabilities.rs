@@ -1,18 +1,147 @@
-//! Deny by default: files, outbound HTTP and sockets only as granted.
+//! Deny by default: environment, files, outbound HTTP and sockets only as
+//! granted.
+//!
+//! One suite, every executor: each test below takes the [`Executor`] whose
+//! guest it drives, and `suite!` generates it once per executor (as
+//! wasmtime's test-programs generate one test per guest). The three test
+//! guests answer the same capability paths alike (`/env`, `/file`,
+//! `/write-file`, `/list`, `/outbound`, `/socket`). WASI preview 1, which
+//! WAGI modules target, has no sockets or outbound HTTP, so its suite has no
+//! network tests: there is nothing there to deny.
 
 use crate::support::*;
 
-#[tokio::test]
-async fn files_are_read_only_and_cannot_be_escaped() {
+/// One kind of guest: how its component and trigger are declared.
+#[derive(Clone, Copy)]
+struct Executor {
+    /// The component's `source`.
+    source: &'static str,
+    /// Fields its triggers need (`executor = …`).
+    trigger_fields: &'static str,
+    /// Whether `/env` lists only the environment (a WAGI guest's also has
+    /// the CGI variables and argv).
+    env_is_exact: bool,
+}
+
+const WASI_0_2: Executor = Executor {
+    source: HTTP_GUEST,
+    trigger_fields: "",
+    env_is_exact: true,
+};
+
+const WASI_0_3: Executor = Executor {
+    source: HTTP_P3_GUEST,
+    trigger_fields: "",
+    env_is_exact: true,
+};
+
+const WAGI: Executor = Executor {
+    source: WAGI_C,
+    trigger_fields: "executor = { type = \"wagi\" }\n",
+    env_is_exact: false,
+};
+
+impl Executor {
+    /// A trigger for `route` and a component `id` of this executor with
+    /// `environment` (`NAME = id` added) and `extra` fields.
+    fn component_with_env(&self, route: &str, id: &str, environment: &str, extra: &str) -> String {
+        format!(
+            "[[trigger.http]]\nroute = \"{route}\"\ncomponent = \"{id}\"\n{}\n\
+             [component.{id}]\nsource = {:?}\nenvironment = {{ NAME = \"{id}\"{environment} }}\n{extra}\n\n",
+            self.trigger_fields, self.source
+        )
+    }
+
+    fn component(&self, route: &str, id: &str, extra: &str) -> String {
+        self.component_with_env(route, id, "", extra)
+    }
+}
+
+macro_rules! suite {
+    ($module:ident, $executor:expr, [$($test:ident),* $(,)?]) => {
+        mod $module {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test($executor).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    wasi_0_2,
+    super::WASI_0_2,
+    [
+        environment_is_only_what_the_manifest_lists,
+        files_are_read_only_and_cannot_be_escaped,
+        without_files_the_guest_sees_no_filesystem,
+        outbound_http_is_enforced_per_destination,
+        sockets_are_denied,
+    ]
+);
+suite!(
+    wasi_0_3,
+    super::WASI_0_3,
+    [
+        environment_is_only_what_the_manifest_lists,
+        files_are_read_only_and_cannot_be_escaped,
+        without_files_the_guest_sees_no_filesystem,
+        outbound_http_is_enforced_per_destination,
+        sockets_are_denied,
+    ]
+);
+suite!(
+    wagi,
+    super::WAGI,
+    [
+        environment_is_only_what_the_manifest_lists,
+        files_are_read_only_and_cannot_be_escaped,
+        without_files_the_guest_sees_no_filesystem,
+    ]
+);
+
+/// The guest sees the variables the manifest lists and nothing of the
+/// host's environment.
+async fn environment_is_only_what_the_manifest_lists(executor: Executor) {
+    let app = TestApp::new(&executor.component_with_env(
+        "/...",
+        "guest",
+        ", GREETING = \"hi there\"",
+        "",
+    ));
+    let ferry = Ferry::start_with_env(
+        app.path(),
+        &[],
+        &[("FERRY_TEST_HOST_SECRET", "must not leak")],
+    );
+    let env = get(&format!("{}/env", ferry.url)).await.text();
+    if executor.env_is_exact {
+        assert_eq!(env, "GREETING=hi there\nNAME=guest\n");
+    } else {
+        assert!(
+            env.lines().any(|l| l == "GREETING=hi there") && env.lines().any(|l| l == "NAME=guest"),
+            "{env}"
+        );
+    }
+    for host in ["FERRY_TEST_HOST_SECRET=", "PATH=", "HOME=", "RUST_LOG="] {
+        assert!(
+            !env.lines().any(|l| l.starts_with(host)),
+            "{host} leaked into the guest: {env}"
+        );
+    }
+    assert!(!env.contains("must not leak"), "{env}");
+}
+
+async fn files_are_read_only_and_cannot_be_escaped(executor: Executor) {
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("secret.txt"), "top secret").unwrap();
-    let app = TestApp::new(
-        &(trigger("/...", "guest")
-            + &http_component(
-                "guest",
-                "files = [\"*.txt\", \"docs/**/*.md\", { source = \"assets\", destination = \"/assets\" }]\nexclude_files = [\"private.txt\"]",
-            )),
-    );
+    let app = TestApp::new(&executor.component(
+        "/...",
+        "guest",
+        "files = [\"*.txt\", \"docs/**/*.md\", { source = \"assets\", destination = \"/assets\" }]\nexclude_files = [\"private.txt\"]",
+    ));
     app.write("hello.txt", "hello file\n");
     app.write("private.txt", "excluded\n");
     app.write("docs/a/b.md", "# nested\n");
@@ -52,85 +181,52 @@ async fn files_are_read_only_and_cannot_be_escaped() {
         );
         assert!(!reply.text().contains("top secret"));
     }
-    let write = get(&format!("{}/write-file?path=/hello.txt", ferry.url)).await;
-    assert_eq!(
-        write.status,
-        403,
-        "files must be read-only: {}",
-        write.text()
-    );
-    assert_eq!(read("/hello.txt").await.text(), "hello file\n");
-}
-
-#[tokio::test]
-async fn spin_files_forms_merge_into_one_tree_with_exclusions() {
-    let app = TestApp::new(
-        &(trigger("/...", "guest")
-            + &http_component(
-                "guest",
-                "files = [\"static\", \"./*.md\", { source = \"assets\", destination = \"/assets\" }, { source = \"config/app.json\", destination = \"/assets/app.json\" }, { source = \"site\", destination = \"/\" }]\nexclude_files = [\"static/drafts/**\", \"site/.env\", \"assets/*.bak\"]",
-            )),
-    );
-    app.write("static/index.html", "<h1>hi</h1>\n");
-    app.write("static/css/site.css", "body {}\n");
-    app.write("static/drafts/wip.html", "not yet\n");
-    app.write("README.md", "# app\n");
-    app.write("assets/logo.svg", "<svg/>\n");
-    app.write("assets/logo.bak", "old\n");
-    app.write("config/app.json", "{}\n");
-    app.write("config/other.json", "[]\n");
-    app.write("site/about.html", "about\n");
-    app.write("site/.env", "SECRET=1\n");
-    let ferry = Ferry::start(&app, &[]);
-    let read = |path: &str| {
-        let url = format!("{}/file?path={path}", ferry.url);
-        async move { get(&url).await }
-    };
-    // A plain directory path brings its whole tree, at the same path; `./`
-    // globs match as Spin's do.
-    assert_eq!(read("/static/index.html").await.text(), "<h1>hi</h1>\n");
-    assert_eq!(read("/static/css/site.css").await.text(), "body {}\n");
-    assert_eq!(read("/README.md").await.text(), "# app\n");
-    // Placements merge with everything else: a file inside a placed
-    // directory, and a directory placed at `/`.
-    assert_eq!(read("/assets/logo.svg").await.text(), "<svg/>\n");
-    assert_eq!(read("/assets/app.json").await.text(), "{}\n");
-    assert_eq!(read("/about.html").await.text(), "about\n");
-    // Exclusions apply to every entry, placements included.
-    for absent in [
-        "/static/drafts/wip.html",
-        "/.env",
-        "/assets/logo.bak",
-        "/config/app.json",
-        "/config/other.json",
-    ] {
-        assert_eq!(read(absent).await.status, 404, "{absent}");
+    let listing = get(&format!("{}/list?path=/", ferry.url)).await;
+    assert_eq!(listing.text(), "assets\ndocs\nhello.txt\n");
+    for path in ["/hello.txt", "/new.txt", "/assets/new.css"] {
+        let write = get(&format!("{}/write-file?path={path}", ferry.url)).await;
+        assert_eq!(
+            write.status,
+            403,
+            "files must be read-only ({path}): {}",
+            write.text()
+        );
     }
+    assert_eq!(read("/hello.txt").await.text(), "hello file\n");
+    assert!(!app.path().join("new.txt").exists());
 }
 
-#[tokio::test]
-async fn without_files_the_guest_sees_no_filesystem() {
-    let app = TestApp::new(&(trigger("/...", "guest") + &http_component("guest", "")));
+async fn without_files_the_guest_sees_no_filesystem(executor: Executor) {
+    let app = TestApp::new(&executor.component("/...", "guest", ""));
+    app.write("hello.txt", "not granted\n");
     let ferry = Ferry::start(&app, &[]);
     assert_eq!(get(&format!("{}/list?path=/", ferry.url)).await.status, 404);
+    for path in ["/etc/passwd", "/hello.txt", "hello.txt"] {
+        assert_eq!(
+            get(&format!("{}/file?path={path}", ferry.url)).await.status,
+            404,
+            "{path}"
+        );
+    }
     assert_eq!(
-        get(&format!("{}/file?path=/etc/passwd", ferry.url))
+        get(&format!("{}/write-file?path=/x.txt", ferry.url))
             .await
             .status,
-        404
+        403
     );
 }
 
-#[tokio::test]
-async fn outbound_http_is_enforced_per_destination() {
+/// The caller is the executor's guest; what it calls is a plain WASI 0.2
+/// guest (the target's kind is not what is tested).
+async fn outbound_http_is_enforced_per_destination(executor: Executor) {
     let app = TestApp::new(&format!(
-        "{}{}{}{}",
-        trigger("/caller/...", "caller"),
-        trigger("/target/...", "target"),
-        http_component(
+        "{}{}{}",
+        executor.component(
+            "/caller/...",
             "caller",
-            "allowed_outbound_hosts = [\"http://self\", \"https://example.com\"]"
+            "allowed_outbound_hosts = [\"http://self\", \"https://example.com\"]",
         ),
+        trigger("/target/...", "target"),
         http_component("target", ""),
     ));
     let ferry = Ferry::start(&app, &[]);
@@ -177,22 +273,22 @@ async fn outbound_http_is_enforced_per_destination() {
         )
         .await;
     // A component without grants can reach nothing, not even `self`.
-    let reply = get(&format!(
-        "{}/target/outbound?url=http://self/caller/",
-        ferry.url
-    ))
-    .await;
+    let app = TestApp::new(&executor.component("/...", "lonely", ""));
+    let ferry = Ferry::start(&app, &[]);
+    let reply = get(&format!("{}/outbound?url=http://self/", ferry.url)).await;
     assert_eq!(reply.text(), "error: ErrorCode::HttpRequestDenied\n");
 }
 
-#[tokio::test]
-async fn sockets_are_denied() {
+/// Outbound HTTP grants no sockets: even with every host allowed, a guest
+/// cannot open a TCP connection of its own.
+async fn sockets_are_denied(executor: Executor) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = TestApp::new(
-        &(trigger("/...", "guest")
-            + &http_component("guest", "allowed_outbound_hosts = [\"*://*:*\"]")),
-    );
+    let app = TestApp::new(&executor.component(
+        "/...",
+        "guest",
+        "allowed_outbound_hosts = [\"*://*:*\"]",
+    ));
     let ferry = Ferry::start(&app, &[]);
     let reply = get(&format!("{}/socket?addr={addr}", ferry.url)).await;
     assert!(
@@ -200,6 +296,52 @@ async fn sockets_are_denied() {
         "{}",
         reply.text()
     );
+}
+
+#[tokio::test]
+async fn spin_files_forms_merge_into_one_tree_with_exclusions() {
+    let app = TestApp::new(
+        &(trigger("/...", "guest")
+            + &http_component(
+                "guest",
+                "files = [\"static\", \"./*.md\", { source = \"assets\", destination = \"/assets\" }, { source = \"config/app.json\", destination = \"/assets/app.json\" }, { source = \"site\", destination = \"/\" }]\nexclude_files = [\"static/drafts/**\", \"site/.env\", \"assets/*.bak\"]",
+            )),
+    );
+    app.write("static/index.html", "<h1>hi</h1>\n");
+    app.write("static/css/site.css", "body {}\n");
+    app.write("static/drafts/wip.html", "not yet\n");
+    app.write("README.md", "# app\n");
+    app.write("assets/logo.svg", "<svg/>\n");
+    app.write("assets/logo.bak", "old\n");
+    app.write("config/app.json", "{}\n");
+    app.write("config/other.json", "[]\n");
+    app.write("site/about.html", "about\n");
+    app.write("site/.env", "SECRET=1\n");
+    let ferry = Ferry::start(&app, &[]);
+    let read = |path: &str| {
+        let url = format!("{}/file?path={path}", ferry.url);
+        async move { get(&url).await }
+    };
+    // A plain directory path brings its whole tree, at the same path; `./`
+    // globs match as Spin's do.
+    assert_eq!(read("/static/index.html").await.text(), "<h1>hi</h1>\n");
+    assert_eq!(read("/static/css/site.css").await.text(), "body {}\n");
+    assert_eq!(read("/README.md").await.text(), "# app\n");
+    // Placements merge with everything else: a file inside a placed
+    // directory, and a directory placed at `/`.
+    assert_eq!(read("/assets/logo.svg").await.text(), "<svg/>\n");
+    assert_eq!(read("/assets/app.json").await.text(), "{}\n");
+    assert_eq!(read("/about.html").await.text(), "about\n");
+    // Exclusions apply to every entry, placements included.
+    for absent in [
+        "/static/drafts/wip.html",
+        "/.env",
+        "/assets/logo.bak",
+        "/config/app.json",
+        "/config/other.json",
+    ] {
+        assert_eq!(read(absent).await.status, 404, "{absent}");
+    }
 }
 
 #[tokio::test]

@@ -40,19 +40,6 @@ async fn request_and_response_bodies_stream() {
 }
 
 #[tokio::test]
-async fn environment_holds_only_what_the_manifest_lists() {
-    let app = TestApp::new(
-        &(trigger("/...", "guest")
-            + &format!(
-                "[component.guest]\nsource = {HTTP_GUEST:?}\nenvironment = {{ NAME = \"guest\", GREETING = \"hi there\" }}\n"
-            )),
-    );
-    let ferry = Ferry::start(&app, &[]);
-    let reply = get(&format!("{}/env", ferry.url)).await;
-    assert_eq!(reply.text(), "GREETING=hi there\nNAME=guest\n");
-}
-
-#[tokio::test]
 async fn guest_output_goes_to_the_log_with_the_component_id() {
     let app = app();
     let ferry = Ferry::start(&app, &[]);

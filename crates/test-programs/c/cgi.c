@@ -1,5 +1,8 @@
 /* A WAGI test guest in C (wasm32-wasi, Debian's clang + wasi-libc).
- * Behaviour is chosen by PATH_INFO, so one module serves every WAGI test. */
+ * Behaviour is chosen by PATH_INFO, so one module serves every WAGI test.
+ * `/env`, `/file?path=`, `/write-file?path=` and `/list?path=` answer as the
+ * Rust guests' do, so one capability suite checks every executor. */
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +14,30 @@ static const char *env_or_empty(const char *name) {
     return v ? v : "";
 }
 
+/* The value of `name=` in the query string, or "". */
+static const char *query_param(const char *name) {
+    static char value[4096];
+    const char *query = env_or_empty("QUERY_STRING");
+    size_t len = strlen(name);
+    for (const char *p = query; *p;) {
+        if (strncmp(p, name, len) == 0 && p[len] == '=') {
+            const char *start = p + len + 1;
+            size_t n = strcspn(start, "&");
+            if (n >= sizeof value) n = sizeof value - 1;
+            memcpy(value, start, n);
+            value[n] = 0;
+            return value;
+        }
+        p += strcspn(p, "&");
+        if (*p) p++;
+    }
+    return "";
+}
+
+static int compare_names(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 int main(int argc, char **argv) {
     const char *op = env_or_empty("PATH_INFO");
 
@@ -18,6 +45,38 @@ int main(int argc, char **argv) {
         printf("Content-Type: text/plain\n\n");
         for (int i = 0; i < argc; i++) printf("argv[%d]=%s\n", i, argv[i]);
         for (char **e = environ; *e; e++) printf("%s\n", *e);
+        return 0;
+    }
+    if (strcmp(op, "/write-file") == 0) {
+        const char *path = query_param("path");
+        FILE *f = fopen(path, "w");
+        if (!f) {
+            printf("Status: 403 Forbidden\nContent-Type: text/plain\n\ncannot write %s\n", path);
+            return 0;
+        }
+        fputs("x", f);
+        fclose(f);
+        printf("Content-Type: text/plain\n\nwritten\n");
+        return 0;
+    }
+    if (strcmp(op, "/list") == 0) {
+        const char *path = query_param("path");
+        DIR *dir = opendir(*path ? path : "/");
+        if (!dir) {
+            printf("Status: 404 Not Found\nContent-Type: text/plain\n\ncannot list %s\n", path);
+            return 0;
+        }
+        char *names[1024];
+        int count = 0;
+        struct dirent *entry;
+        while ((entry = readdir(dir)) && count < 1024) {
+            if (strcmp(entry->d_name, ".") && strcmp(entry->d_name, ".."))
+                names[count++] = strdup(entry->d_name);
+        }
+        closedir(dir);
+        qsort(names, count, sizeof *names, compare_names);
+        printf("Content-Type: text/plain\n\n");
+        for (int i = 0; i < count; i++) printf("%s\n", names[i]);
         return 0;
     }
     if (strcmp(op, "/echo") == 0) {
@@ -64,7 +123,7 @@ int main(int argc, char **argv) {
         __builtin_trap();
     }
     if (strcmp(op, "/file") == 0) {
-        FILE *f = fopen(env_or_empty("QUERY_STRING"), "r");
+        FILE *f = fopen(query_param("path"), "r");
         if (!f) {
             printf("Status: 404 Not Found\nContent-Type: text/plain\n\nno such file\n");
             return 0;
