@@ -7,6 +7,7 @@ mod build;
 mod capabilities;
 mod examples;
 mod failures;
+mod fuzz_corpus;
 mod limits;
 mod manifest;
 mod protocol;

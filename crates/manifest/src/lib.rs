@@ -8,7 +8,7 @@
 //! Every field Spin 3.x defines in a version 2 manifest has an outcome here,
 //! listed in the README: implemented; accepted where only another command
 //! uses it (`watch`, `targets`, `tool`); or — where Ferry cannot honour it
-//! yet or at all (variables, stores, a non-HTTP trigger, AI models) — an
+//! yet or at all (a non-HTTP trigger, AI models, registry sources) — an
 //! error at that field saying why. Nothing is silently ignored: an app that
 //! loads in Ferry does everything its manifest asks for.
 //!
@@ -521,5 +521,7 @@ fn read_application(diags: &mut Diagnostics, table: &mut TableView<'_, '_>, app:
     }
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

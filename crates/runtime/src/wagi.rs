@@ -294,7 +294,7 @@ fn hex(b: u8) -> Option<u8> {
 const MAX_CGI_HEADERS: usize = 64 * 1024;
 
 /// Parses CGI output: header lines (`\n` or `\r\n`), a blank line, the body.
-pub(crate) fn parse_cgi_response(output: Bytes) -> Result<http::Response<Bytes>, String> {
+pub fn parse_cgi_response(output: Bytes) -> Result<http::Response<Bytes>, String> {
     let (head_end, body_start) = find_head_end(&output).ok_or_else(|| {
         if output.is_empty() {
             "the program printed nothing (a CGI response needs headers, a blank line, then the body)".to_owned()
@@ -399,6 +399,67 @@ mod tests {
                 parse_cgi_response(Bytes::copy_from_slice(bad)).is_err(),
                 "{bad:?}"
             );
+        }
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A header line as a CGI program might print one, well-formed or
+        /// not.
+        fn header_line() -> impl Strategy<Value = String> {
+            let name = prop_oneof![
+                Just("Content-Type".to_owned()),
+                Just("Status".to_owned()),
+                Just("Location".to_owned()),
+                Just("status".to_owned()),
+                "[A-Za-z-]{1,12}",
+                "[ -~]{0,12}",
+                "\\PC{0,6}",
+            ];
+            let value = prop_oneof![
+                Just("200 OK".to_owned()),
+                Just("99999".to_owned()),
+                Just("".to_owned()),
+                "[ -~]{0,24}",
+                "\\PC{0,8}",
+            ];
+            let ending = prop_oneof![Just("\n"), Just("\r\n"), Just("\r")];
+            (
+                name,
+                prop_oneof![Just(":"), Just(": "), Just("")],
+                value,
+                ending,
+            )
+                .prop_map(|(n, sep, v, end)| format!("{n}{sep}{v}{end}"))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2048))]
+
+            #[test]
+            fn the_cgi_parser_never_panics_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = parse_cgi_response(Bytes::from(bytes));
+            }
+
+            /// Header-shaped output: a response's body is exactly what
+            /// followed the blank line, and its status is a valid code.
+            #[test]
+            fn a_parsed_response_keeps_the_body_that_followed_the_headers(
+                lines in proptest::collection::vec(header_line(), 0..6),
+                blank in prop_oneof![Just("\n"), Just("\r\n"), Just("")],
+                body in proptest::collection::vec(any::<u8>(), 0..64),
+            ) {
+                let mut output = lines.concat().into_bytes();
+                output.extend_from_slice(blank.as_bytes());
+                output.extend_from_slice(&body);
+                if let Ok(response) = parse_cgi_response(Bytes::from(output.clone())) {
+                    prop_assert!(output.ends_with(response.body()));
+                    prop_assert!((100..=999).contains(&response.status().as_u16()));
+                }
+            }
         }
     }
 

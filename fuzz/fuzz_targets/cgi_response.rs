@@ -1,0 +1,8 @@
+//! `cargo fuzz run cgi_response`: see `fuzz/targets.rs`.
+#![no_main]
+
+#[allow(dead_code)] // each target uses one of the shared functions
+#[path = "../targets.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::cgi_response(data));
