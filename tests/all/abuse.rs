@@ -89,6 +89,41 @@ fn status(reply: &str) -> Option<u16> {
         .and_then(|code| code.parse().ok())
 }
 
+type Http2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+/// An HTTP/2 (prior knowledge) connection to `ferry`, driven by a task
+/// whose end is the connection's.
+async fn http2(
+    ferry: &Ferry,
+) -> (
+    Http2Sender,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let stream = tokio::net::TcpStream::connect(ferry.addr()).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    (sender, tokio::spawn(connection))
+}
+
+/// `GET url` on an HTTP/2 connection: the status and the whole body.
+async fn http2_get(sender: &mut Http2Sender, url: &str) -> (u16, Vec<u8>) {
+    use http_body_util::BodyExt;
+    let response = sender
+        .send_request(
+            http::Request::get(url)
+                .body(http_body_util::Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, body.to_vec())
+}
+
 async fn still_serves(ferry: &Ferry) {
     assert_eq!(
         get(&format!("{}/v2/", ferry.url)).await.text(),
@@ -215,8 +250,6 @@ async fn slow_or_silent_connections_are_closed_from_their_first_byte() {
 /// pings) get GOAWAY once no request has been in flight that long.
 #[tokio::test]
 async fn idle_connections_are_closed() {
-    use http_body_util::{BodyExt, Full};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let app = app();
     let ferry = Ferry::start(&app, &["--header-read-timeout", "1s"]);
 
@@ -233,22 +266,9 @@ async fn idle_connections_are_closed() {
         "an idle HTTP/1 keep-alive connection stayed open"
     );
 
-    let stream = tokio::net::TcpStream::connect(ferry.addr()).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    let connection = tokio::spawn(connection);
-    let response = sender
-        .send_request(
-            http::Request::get(format!("{}/v2/", ferry.url))
-                .body(Full::<bytes::Bytes>::default())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let _ = response.into_body().collect().await.unwrap();
+    let (mut sender, connection) = http2(&ferry).await;
+    let (status, _) = http2_get(&mut sender, &format!("{}/v2/", ferry.url)).await;
+    assert_eq!(status, 200);
     // Open, answering pings, and idle: the server ends it.
     let ended = tokio::time::timeout(Duration::from_secs(15), connection).await;
     assert!(
@@ -262,27 +282,11 @@ async fn idle_connections_are_closed() {
 /// the idle limit: a request in flight keeps an HTTP/2 connection busy.
 #[tokio::test]
 async fn a_long_request_on_http2_is_not_idle() {
-    use http_body_util::{BodyExt, Full};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let app = app();
     let ferry = Ferry::start(&app, &["--header-read-timeout", "1s"]);
-    let stream = tokio::net::TcpStream::connect(ferry.addr()).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let response = sender
-        .send_request(
-            http::Request::get(format!("{}/v2/sleep?ms=2500", ferry.url))
-                .body(Full::<bytes::Bytes>::default())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(&body[..], b"slept 2500 ms\n");
+    let (mut sender, _connection) = http2(&ferry).await;
+    let reply = http2_get(&mut sender, &format!("{}/v2/sleep?ms=2500", ferry.url)).await;
+    assert_eq!(reply, (200, b"slept 2500 ms\n".to_vec()));
 }
 
 /// Header floods, absurd declared bodies, request smuggling and bad request
@@ -451,15 +455,9 @@ async fn a_connection_flood_is_served() {
 #[tokio::test]
 async fn http2_rapid_reset_is_cut_off() {
     use http_body_util::Full;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let app = app();
     let ferry = Ferry::start(&app, &[]);
-    let stream = tokio::net::TcpStream::connect(ferry.addr()).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    let connection = tokio::spawn(connection);
+    let (mut sender, connection) = http2(&ferry).await;
     let mut cut_off = false;
     for _ in 0..5000 {
         if sender.ready().await.is_err() {

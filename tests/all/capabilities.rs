@@ -57,6 +57,12 @@ impl Executor {
     }
 }
 
+/// What the guest answers to `/file?path=<path>`.
+fn read_file(ferry: &Ferry, path: &str) -> impl Future<Output = Reply> + use<> {
+    let url = format!("{}/file?path={path}", ferry.url);
+    async move { get(&url).await }
+}
+
 macro_rules! suite {
     ($module:ident, $executor:expr, [$($test:ident),* $(,)?]) => {
         mod $module {
@@ -154,10 +160,7 @@ async fn files_are_read_only_and_cannot_be_escaped(executor: Executor) {
     .unwrap();
     std::os::unix::fs::symlink(outside.path(), app.path().join("assets/escape")).unwrap();
     let ferry = Ferry::start(&app, &[]);
-    let read = |path: &str| {
-        let url = format!("{}/file?path={path}", ferry.url);
-        async move { get(&url).await }
-    };
+    let read = |path: &str| read_file(&ferry, path);
 
     assert_eq!(read("/hello.txt").await.text(), "hello file\n");
     assert_eq!(read("/docs/a/b.md").await.text(), "# nested\n");
@@ -318,10 +321,7 @@ async fn spin_files_forms_merge_into_one_tree_with_exclusions() {
     app.write("site/about.html", "about\n");
     app.write("site/.env", "SECRET=1\n");
     let ferry = Ferry::start(&app, &[]);
-    let read = |path: &str| {
-        let url = format!("{}/file?path={path}", ferry.url);
-        async move { get(&url).await }
-    };
+    let read = |path: &str| read_file(&ferry, path);
     // A plain directory path brings its whole tree, at the same path; `./`
     // globs match as Spin's do.
     assert_eq!(read("/static/index.html").await.text(), "<h1>hi</h1>\n");

@@ -55,6 +55,16 @@ async fn hold_a_slot(ferry: &Ferry, ms: u64) -> tokio::task::JoinHandle<Reply> {
     slow
 }
 
+/// Sends `GET /` expecting a 503 with `Retry-After` (`--log-format json`),
+/// and returns the log mark taken before it and its access line.
+async fn refused(ferry: &Ferry) -> (LogMark, serde_json::Value) {
+    let mark = ferry.log_mark();
+    let busy = get(&format!("{}/", ferry.url)).await;
+    assert_eq!(busy.status, 503, "{}", busy.text());
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    (mark, ferry.access_line(mark, "/").await)
+}
+
 /// The app with `limits` as its component's runtime-config limits.
 fn app_with_limits(limits: &str) -> TestApp {
     let app = app();
@@ -97,11 +107,7 @@ async fn a_request_waiting_past_the_queue_timeout_answers_503() {
     let app = app_with_limits("max_concurrent_requests = 1\nqueue_timeout = \"200ms\"\n");
     let ferry = Ferry::start(&app, &["--log-format", "json"]);
     let slow = hold_a_slot(&ferry, 1500).await;
-    let mark = ferry.log_mark();
-    let busy = get(&format!("{}/", ferry.url)).await;
-    assert_eq!(busy.status, 503);
-    assert_eq!(busy.header("retry-after"), Some("1"));
-    let access = ferry.access_line(mark, "/").await;
+    let (_, access) = refused(&ferry).await;
     assert_eq!(
         access["error"],
         "waited 200ms in the queue without a free slot"
@@ -117,11 +123,7 @@ async fn a_request_finding_the_queue_full_answers_503() {
     let app = app_with_limits("max_concurrent_requests = 1\nmax_queued_requests = 0\n");
     let ferry = Ferry::start(&app, &["--log-format", "json"]);
     let slow = hold_a_slot(&ferry, 1500).await;
-    let mark = ferry.log_mark();
-    let busy = get(&format!("{}/", ferry.url)).await;
-    assert_eq!(busy.status, 503);
-    assert_eq!(busy.header("retry-after"), Some("1"));
-    let access = ferry.access_line(mark, "/").await;
+    let (mark, access) = refused(&ferry).await;
     assert_eq!(
         access["error"],
         "every slot busy and the queue full (0 requests waiting)"

@@ -66,6 +66,15 @@ fn command_output(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> String
 }
 
 impl Machine {
+    /// `Run <date> on <machine>; Ferry <commit> …`, for sections without a
+    /// `wasmtime` baseline.
+    fn run_line(&self) -> String {
+        format!(
+            "Run {} on {} × {} ({}), {}; Ferry {} (release profile), {}.",
+            self.date, self.cores, self.cpu, self.kernel, self.rustc, self.ferry_commit, self.wrk,
+        )
+    }
+
     pub fn read(root: &Path, wasmtime: Option<&Path>) -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = cpuinfo
@@ -391,11 +400,7 @@ pub fn overload_markdown(machine: &Machine, options: &Options, overload: &Overlo
     let mut out = String::new();
     let m = machine;
     let _ = writeln!(out, "## Overload: `cargo xtask bench`\n");
-    let _ = writeln!(
-        out,
-        "Run {} on {} × {} ({}), {}; Ferry {} (release profile), {}.\n",
-        m.date, m.cores, m.cpu, m.kernel, m.rustc, m.ferry_commit, m.wrk,
-    );
+    let _ = writeln!(out, "{}\n", m.run_line());
     let _ = writeln!(
         out,
         "Command: `cargo xtask bench --only overload` (or the overload part of `cargo xtask bench`): \
@@ -537,11 +542,7 @@ pub fn state_markdown(
         out,
         "## Key-value stores through a guest: `cargo xtask bench`\n"
     );
-    let _ = writeln!(
-        out,
-        "Run {} on {} × {} ({}), {}; Ferry {} (release profile), {}.\n",
-        m.date, m.cores, m.cpu, m.kernel, m.rustc, m.ferry_commit, m.wrk,
-    );
+    let _ = writeln!(out, "{}\n", m.run_line());
     let _ = writeln!(
         out,
         "Command: `cargo xtask bench --only state` (or the key-value part of `cargo xtask bench`): {} rounds \

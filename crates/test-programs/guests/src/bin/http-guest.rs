@@ -13,6 +13,9 @@ use wasi::http::types::{
 };
 use wasi::io::streams::StreamError;
 
+#[path = "../capability.rs"]
+mod capability;
+
 struct Guest;
 
 wasi::http::proxy::export!(Guest);
@@ -45,6 +48,9 @@ impl wasi::exports::http::incoming_handler::Guest for Guest {
         };
         let name = std::env::var("NAME").unwrap_or_else(|_| "unnamed".into());
 
+        if let Some((status, body)) = capability::answer(&path_info, param) {
+            return respond(out, status, &body);
+        }
         match path_info.as_str() {
             "" | "/" => respond(out, 200, &format!("hello from {name}\n")),
             "/headers" => {
@@ -55,12 +61,6 @@ impl wasi::exports::http::incoming_handler::Guest for Guest {
                     text.push_str(&format!("{k}: {}\n", String::from_utf8_lossy(&v)));
                 }
                 respond(out, 200, &text)
-            }
-            "/env" => {
-                let mut vars: Vec<String> =
-                    std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
-                vars.sort();
-                respond(out, 200, &(vars.join("\n") + "\n"))
             }
             "/echo" => echo(request, out),
             "/length" => {
@@ -73,34 +73,6 @@ impl wasi::exports::http::incoming_handler::Guest for Guest {
                     length += chunk.len();
                 }
                 respond(out, 200, &format!("{length} bytes\n"))
-            }
-            "/file" => {
-                let path = param("path").unwrap_or_default();
-                match std::fs::read_to_string(&path) {
-                    Ok(text) => respond(out, 200, &text),
-                    Err(e) => respond(out, 404, &format!("cannot read {path}: {e}\n")),
-                }
-            }
-            "/write-file" => {
-                let path = param("path").unwrap_or_default();
-                match std::fs::write(&path, b"x") {
-                    Ok(()) => respond(out, 200, "written\n"),
-                    Err(e) => respond(out, 403, &format!("cannot write {path}: {e}\n")),
-                }
-            }
-            "/list" => {
-                let path = param("path").unwrap_or_else(|| "/".into());
-                match std::fs::read_dir(&path) {
-                    Ok(entries) => {
-                        let mut names: Vec<String> = entries
-                            .filter_map(|e| e.ok())
-                            .map(|e| e.file_name().to_string_lossy().into_owned())
-                            .collect();
-                        names.sort();
-                        respond(out, 200, &(names.join("\n") + "\n"))
-                    }
-                    Err(e) => respond(out, 404, &format!("cannot list {path}: {e}\n")),
-                }
             }
             "/counter" => respond(out, 200, &format!("{count}\n")),
             "/trap" => core::arch::wasm32::unreachable(),
@@ -153,14 +125,6 @@ impl wasi::exports::http::incoming_handler::Guest for Guest {
             "/outbound" => {
                 let url = param("url").unwrap_or_default();
                 respond(out, 200, &(outbound(&url) + "\n"))
-            }
-            "/socket" => {
-                let addr = param("addr").unwrap_or_else(|| "127.0.0.1:1".into());
-                let text = match std::net::TcpStream::connect(&addr) {
-                    Ok(_) => format!("connected to {addr}\n"),
-                    Err(e) => format!("socket denied: {e}\n"),
-                };
-                respond(out, 200, &text)
             }
             other => respond(out, 404, &format!("no test behaviour at {other:?}\n")),
         }
@@ -252,15 +216,10 @@ fn big(out: ResponseOutparam, mb: u64, declared: bool) {
 
 /// Sends a GET to `url` (`http://host:port/path`) and describes the outcome.
 fn outbound(url: &str) -> String {
-    let (scheme, rest) = match url.split_once("://") {
-        Some(("https", rest)) => (Scheme::Https, rest),
-        Some((_, rest)) => (Scheme::Http, rest),
-        None => return format!("bad url {url:?}"),
+    let Some((https, authority, path)) = capability::split_url(url) else {
+        return format!("bad url {url:?}");
     };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
+    let scheme = if https { Scheme::Https } else { Scheme::Http };
     let request = OutgoingRequest::new(Fields::new());
     request.set_scheme(Some(&scheme)).unwrap();
     request.set_authority(Some(authority)).unwrap();

@@ -1,12 +1,15 @@
 //! A WASI 0.3 `wasi:http/service` test guest. Behaviour by the path after its
 //! route (`spin-path-info`), as in `http-guest.rs`; the capability paths
-//! (`/env`, `/file`, `/write-file`, `/list`, `/outbound`, `/socket`) answer
-//! exactly as that guest's do, so one suite checks both.
+//! are the same code as that guest's (`capability.rs`), and `/outbound`
+//! answers in the same words, so one suite checks both.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use wasip3::http::types::{ErrorCode, Fields, Request, Response, Scheme};
 use wasip3::{wit_future, wit_stream};
+
+#[path = "../capability.rs"]
+mod capability;
 
 struct Guest;
 
@@ -36,52 +39,13 @@ impl wasip3::exports::http::handler::Guest for Guest {
                 (k == name).then(|| v.to_owned())
             })
         };
+        if let Some((status, body)) = capability::answer(&path_info, param) {
+            return status_text(&name, status, body);
+        }
         match path_info.as_str() {
-            "/env" => {
-                let mut vars: Vec<String> =
-                    std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
-                vars.sort();
-                text(&name, vars.join("\n") + "\n")
-            }
-            "/file" => {
-                let path = param("path").unwrap_or_default();
-                match std::fs::read_to_string(&path) {
-                    Ok(contents) => text(&name, contents),
-                    Err(e) => status_text(&name, 404, format!("cannot read {path}: {e}\n")),
-                }
-            }
-            "/write-file" => {
-                let path = param("path").unwrap_or_default();
-                match std::fs::write(&path, b"x") {
-                    Ok(()) => text(&name, "written\n".into()),
-                    Err(e) => status_text(&name, 403, format!("cannot write {path}: {e}\n")),
-                }
-            }
-            "/list" => {
-                let path = param("path").unwrap_or_else(|| "/".into());
-                match std::fs::read_dir(&path) {
-                    Ok(entries) => {
-                        let mut names: Vec<String> = entries
-                            .filter_map(|e| e.ok())
-                            .map(|e| e.file_name().to_string_lossy().into_owned())
-                            .collect();
-                        names.sort();
-                        text(&name, names.join("\n") + "\n")
-                    }
-                    Err(e) => status_text(&name, 404, format!("cannot list {path}: {e}\n")),
-                }
-            }
             "/outbound" => {
                 let url = param("url").unwrap_or_default();
                 text(&name, outbound(&url).await + "\n")
-            }
-            "/socket" => {
-                let addr = param("addr").unwrap_or_else(|| "127.0.0.1:1".into());
-                let answer = match std::net::TcpStream::connect(&addr) {
-                    Ok(_) => format!("connected to {addr}\n"),
-                    Err(e) => format!("socket denied: {e}\n"),
-                };
-                text(&name, answer)
             }
             "/echo" => {
                 // The request body stream becomes the response body: both
@@ -161,15 +125,10 @@ fn status_text(name: &str, status: u16, body: String) -> Result<Response, ErrorC
 /// Sends a GET to `url` (`http://host:port/path`) through `wasi:http/client`
 /// and describes the outcome, as `http-guest.rs`'s `/outbound` does.
 async fn outbound(url: &str) -> String {
-    let (scheme, rest) = match url.split_once("://") {
-        Some(("https", rest)) => (Scheme::Https, rest),
-        Some((_, rest)) => (Scheme::Http, rest),
-        None => return format!("bad url {url:?}"),
+    let Some((https, authority, path)) = capability::split_url(url) else {
+        return format!("bad url {url:?}");
     };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
+    let scheme = if https { Scheme::Https } else { Scheme::Http };
     let (_trailers_tx, trailers_rx) = wit_future::new(|| Ok(None));
     let (request, _sent) = Request::new(Fields::new(), None, trailers_rx, None);
     if request.set_scheme(Some(&scheme)).is_err()
