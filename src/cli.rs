@@ -13,7 +13,7 @@ use ferry_manifest::{
     App, Executor, FileMount, Handler, Limits, Route, Source, parse_duration, parse_size,
 };
 use ferry_runtime::{CompileCache, EngineOptions, Runtime};
-use ferry_server::{AppHost, ServerConfig, Target};
+use ferry_server::{AppHost, LiveApp, ServerConfig, Target};
 
 use crate::download::Downloader;
 use crate::load::{self, Failure, human_size};
@@ -39,7 +39,7 @@ enum Command {
     Build(BuildArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 struct AppArgs {
     /// The app: a manifest file or a directory containing spin.toml or ferry.toml.
     #[arg(default_value = ".")]
@@ -74,7 +74,7 @@ struct AppArgs {
 }
 
 /// Defaults for every component; runtime-config.toml can override them.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 struct LimitArgs {
     /// Linear memory per instance.
     #[arg(long, value_name = "SIZE", default_value = "128MiB", value_parser = parse_size)]
@@ -123,6 +123,11 @@ struct UpArgs {
     /// Run every component's build command first (as `ferry build` does).
     #[arg(long)]
     build: bool,
+    /// Reload the app in place when its manifest, runtime config, `.env`,
+    /// a component's Wasm or a `files` entry changes; the listener stays
+    /// open and a version that fails to load leaves the old one serving.
+    #[arg(long)]
+    watch: bool,
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:3000")]
     listen: SocketAddr,
@@ -222,12 +227,12 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-/// Everything both commands need: the app, each used component's Wasm, the
-/// runtime and each component's limits.
+/// Everything both commands need from an app's files: the app, each used
+/// component's Wasm, its runtime config and each component's limits and
+/// variables.
 struct Prepared {
     app: App,
     wasm: std::collections::BTreeMap<String, Vec<u8>>,
-    runtime: Runtime,
     config: ferry_manifest::RuntimeConfig,
     limits: std::collections::BTreeMap<String, Limits>,
     variables: std::collections::BTreeMap<String, ferry_manifest::ComponentVariables>,
@@ -251,39 +256,51 @@ fn prepare(args: &AppArgs, out: &mut dyn std::io::Write) -> anyhow::Result<Prepa
             component.allowed_outbound_hosts.extend(hosts);
         }
     }
-    let max_memory = limits
-        .values()
-        .map(|l| l.max_memory)
-        .max()
-        .unwrap_or(128 << 20);
-    let cache_dir = if args.no_cache {
-        None
-    } else {
-        args.cache_dir.clone().or_else(CompileCache::default_dir)
-    };
     // Before the runtime: a download that fails costs no engine set-up.
     let downloads = Downloader::new(
-        cache_dir.as_deref(),
+        cache_dir(args).as_deref(),
         args.max_download_size,
         args.download_timeout,
     );
     let wasm = load::fetch_sources(&app, &downloads, out)?;
-    let cache = CompileCache::new(cache_dir);
-    let runtime = Runtime::new(
-        &EngineOptions {
-            max_memory,
-            max_instances: args.max_instances,
-        },
-        cache,
-    )?;
     Ok(Prepared {
         app,
         wasm,
-        runtime,
         config,
         limits,
         variables,
     })
+}
+
+fn cache_dir(args: &AppArgs) -> Option<PathBuf> {
+    if args.no_cache {
+        None
+    } else {
+        args.cache_dir.clone().or_else(CompileCache::default_dir)
+    }
+}
+
+impl Prepared {
+    /// The most linear memory any component may have: what the engine's
+    /// instance slots are sized for.
+    fn max_memory(&self) -> u64 {
+        self.limits
+            .values()
+            .map(|l| l.max_memory)
+            .max()
+            .unwrap_or(128 << 20)
+    }
+}
+
+/// The engine for `prepared`, with the compile cache `args` name.
+fn new_runtime(args: &AppArgs, prepared: &Prepared) -> anyhow::Result<Runtime> {
+    Runtime::new(
+        &EngineOptions {
+            max_memory: prepared.max_memory(),
+            max_instances: args.max_instances,
+        },
+        CompileCache::new(cache_dir(args)),
+    )
 }
 
 fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
@@ -294,6 +311,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     let mut stdout = std::io::stdout();
     let prepared = prepare(&args.app, &mut stdout)?;
+    let runtime = Arc::new(new_runtime(&args.app, &prepared)?);
     // This runtime accepts connections and waits for signals; requests are
     // served by the server's worker threads.
     let tokio = tokio::runtime::Builder::new_current_thread()
@@ -322,30 +340,24 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         &state_dir,
         &args.sqlite_statements,
     ))?;
-    let key_value = tokio.block_on(load::key_value_stores(
-        &prepared.app,
-        &prepared.config,
-        Some(&state_dir),
-    ))?;
-    let sqlite = load::sqlite_databases(&prepared.app, &prepared.config, Some(&state_dir))?;
-    let guests = {
-        let _enter = tokio.enter();
-        load::load_guests(
-            &prepared.runtime,
-            &prepared.app,
-            &prepared.wasm,
-            &prepared.limits,
-            load::component_contexts(&prepared.variables, key_value, sqlite),
-            Some(local),
-            &mut stdout,
-        )?
+    let loader = Loader {
+        args: args.app.clone(),
+        runtime,
+        state_dir,
+        local,
+        tokio: tokio.handle().clone(),
     };
-    let host = Arc::new(AppHost::new(&prepared.app, guests)?);
+    // Only the runtime itself drives its I/O while nothing else runs it (a
+    // handle's `block_on` would wait forever on a Redis connection).
+    let key_value = tokio.block_on(loader.key_value_stores(&prepared))?;
+    let host = loader.host(&prepared, key_value, None, &mut stdout)?;
+    let watched = crate::watch::Watched::of(&prepared.app, args.app.runtime_config_file.as_deref());
+    let host = LiveApp::new(host);
 
     let url = format!("http://{local}");
     writeln!(stdout, "Serving {url}")?;
     writeln!(stdout, "Available routes:")?;
-    for route in host.router().routes() {
+    for route in host.current().router().routes() {
         let (name, kind) = match &route.target {
             Target::Component { id, executor } => (
                 id.as_str(),
@@ -368,6 +380,12 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             .workers
             .map_or(ServerConfig::default().workers, |n| n as usize),
     };
+    if args.watch {
+        writeln!(stdout, "Watching the app's files for changes")?;
+        stdout.flush()?;
+        let live = host.clone();
+        crate::watch::spawn(watched, move |changed| loader.reload(&live, changed))?;
+    }
     tokio.block_on(ferry_server::serve(
         listener,
         host,
@@ -375,6 +393,75 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         shutdown_signal(),
     ))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Loads versions of one app for `ferry up`: the first, and with `--watch`
+/// each one after, into the same engine, state and listener.
+struct Loader {
+    args: AppArgs,
+    runtime: Arc<Runtime>,
+    state_dir: PathBuf,
+    local: SocketAddr,
+    /// The runtime the stores and the server's admission live on.
+    tokio: tokio::runtime::Handle,
+}
+
+impl Loader {
+    /// The key-value stores `prepared` grants, opened (or shared with the
+    /// version already running).
+    async fn key_value_stores(&self, prepared: &Prepared) -> anyhow::Result<load::KeyValueStores> {
+        load::key_value_stores(&prepared.app, &prepared.config, Some(&self.state_dir)).await
+    }
+
+    /// An [`AppHost`] for `prepared` with its stores, succeeding `previous`
+    /// (see [`AppHost::succeeding`]). Called off the runtime's threads.
+    fn host(
+        &self,
+        prepared: &Prepared,
+        key_value: load::KeyValueStores,
+        previous: Option<&AppHost>,
+        out: &mut dyn std::io::Write,
+    ) -> anyhow::Result<AppHost> {
+        let sqlite =
+            load::sqlite_databases(&prepared.app, &prepared.config, Some(&self.state_dir))?;
+        let _enter = self.tokio.enter();
+        let guests = load::load_guests(
+            &self.runtime,
+            &prepared.app,
+            &prepared.wasm,
+            &prepared.limits,
+            load::component_contexts(&prepared.variables, key_value, sqlite),
+            Some(self.local),
+            out,
+        )?;
+        AppHost::succeeding(previous, &prepared.app, guests)
+    }
+
+    /// Loads the app again and swaps it in for `live`'s current version;
+    /// what to watch from now on. On failure nothing changes.
+    fn reload(&self, live: &LiveApp, changed: &[PathBuf]) -> anyhow::Result<crate::watch::Watched> {
+        let mut stdout = std::io::stdout();
+        let prepared = prepare(&self.args, &mut stdout)?;
+        let engine_memory = self.runtime.options().max_memory;
+        anyhow::ensure!(
+            prepared.max_memory() <= engine_memory,
+            "a component's `max_memory` ({}) is above what this process's engine was started \
+             with ({}); restart `ferry up` to raise it",
+            human_size(prepared.max_memory()),
+            human_size(engine_memory)
+        );
+        let previous = live.current();
+        // The main thread runs the runtime (it serves), so a handle's
+        // `block_on` is driven here.
+        let key_value = self.tokio.block_on(self.key_value_stores(&prepared))?;
+        let host = self.host(&prepared, key_value, Some(&previous), &mut stdout)?;
+        live.replace(host);
+        tracing::info!(changed = changed.len(), "reloaded the app");
+        Ok(crate::watch::Watched::of(
+            &prepared.app,
+            self.args.runtime_config_file.as_deref(),
+        ))
+    }
 }
 
 async fn shutdown_signal() {
@@ -396,6 +483,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     init_logging(LogFormat::Text);
     let mut out = std::io::stdout();
     let prepared = prepare(&args.app, &mut out)?;
+    let runtime = new_runtime(&args.app, &prepared)?;
     let app = &prepared.app;
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -405,7 +493,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let key_value = tokio.block_on(load::key_value_stores(app, &prepared.config, None))?;
     let sqlite = load::sqlite_databases(app, &prepared.config, None)?;
     let guests = load::load_guests(
-        &prepared.runtime,
+        &runtime,
         app,
         &prepared.wasm,
         &prepared.limits,

@@ -10,6 +10,7 @@ mod cli;
 mod download;
 mod load;
 mod variables;
+mod watch;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

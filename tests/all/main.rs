@@ -19,3 +19,4 @@ mod support;
 mod variables;
 mod wagi;
 mod wasi_http;
+mod watch;

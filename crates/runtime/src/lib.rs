@@ -258,6 +258,11 @@ impl Runtime {
         Ok(self.p3.get_or_init(|| p3))
     }
 
+    /// The settings the engine was made with.
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }

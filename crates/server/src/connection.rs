@@ -36,7 +36,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::{AppHost, ServerConfig};
+use crate::{LiveApp, ServerConfig};
 
 /// What an HTTP/2 client sends first (RFC 9113, 3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -112,7 +112,7 @@ pub(crate) async fn serve(
     mut stream: TcpStream,
     client_addr: SocketAddr,
     local_addr: SocketAddr,
-    host: Arc<AppHost>,
+    host: Arc<LiveApp>,
     protocols: Arc<Protocols>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -132,7 +132,8 @@ pub(crate) async fn serve(
     let result = match protocol {
         Protocol::Http1 => {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let host = host.clone();
+                // The version serving now; it lives as long as this request.
+                let host = host.current();
                 async move {
                     Ok::<_, std::convert::Infallible>(
                         host.handle(request, client_addr, local_addr).await,
@@ -153,7 +154,7 @@ pub(crate) async fn serve(
             let activity = Arc::new(Activity::new());
             let tracked = activity.clone();
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let host = host.clone();
+                let host = host.current();
                 let in_flight = tracked.begin();
                 async move {
                     let response = host.handle(request, client_addr, local_addr).await;

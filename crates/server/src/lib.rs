@@ -103,14 +103,52 @@ struct Slot {
     /// The component's id, for log lines that outlive the request.
     id: Arc<str>,
     guest: Guest,
-    permits: Arc<Semaphore>,
-    /// Requests waiting for a permit now.
-    queued: AtomicUsize,
+    admission: Arc<Admission>,
     /// Refusals since the last warning about them (see `note_refusal`).
     refused: AtomicUsize,
     /// When the last warning was written, in ms since `epoch`.
     last_warning_ms: std::sync::atomic::AtomicU64,
     epoch: Instant,
+}
+
+/// A component's slots and the line waiting for them, shared by every
+/// version of the app that has the component.
+struct Admission {
+    permits: Arc<Semaphore>,
+    /// Permits the semaphore was made or resized to hold.
+    capacity: std::sync::Mutex<usize>,
+    /// Requests waiting for a permit now.
+    queued: AtomicUsize,
+}
+
+impl Admission {
+    fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            permits: Arc::new(Semaphore::new(capacity)),
+            capacity: std::sync::Mutex::new(capacity),
+            queued: AtomicUsize::new(0),
+        })
+    }
+
+    /// This admission, holding `capacity` permits from now on: more are
+    /// added at once; fewer are taken out as they come free (a task waits
+    /// in line for them, so running requests are never cut short).
+    fn resized(self: &Arc<Self>, capacity: usize) -> Arc<Self> {
+        let mut current = self.capacity.lock().unwrap_or_else(|e| e.into_inner());
+        if capacity > *current {
+            self.permits.add_permits(capacity - *current);
+        } else if capacity < *current {
+            let surplus = u32::try_from(*current - capacity).unwrap_or(u32::MAX);
+            let permits = self.permits.clone();
+            tokio::spawn(async move {
+                if let Ok(taken) = permits.acquire_many_owned(surplus).await {
+                    taken.forget();
+                }
+            });
+        }
+        *current = capacity;
+        self.clone()
+    }
 }
 
 /// Why a request was not admitted.
@@ -135,12 +173,12 @@ impl std::fmt::Display for Refused {
 }
 
 impl Slot {
-    fn new(guest: Guest) -> Self {
+    fn new(guest: Guest, admission: Option<Arc<Admission>>) -> Self {
         Self {
             id: Arc::from(guest.id()),
-            permits: Arc::new(Semaphore::new(guest.limits().max_concurrent_requests)),
+            admission: admission
+                .unwrap_or_else(|| Admission::new(guest.limits().max_concurrent_requests)),
             guest,
-            queued: AtomicUsize::new(0),
             refused: AtomicUsize::new(0),
             last_warning_ms: std::sync::atomic::AtomicU64::new(0),
             epoch: Instant::now(),
@@ -153,17 +191,21 @@ impl Slot {
     /// so the queue is first come, first served. A waiting request holds
     /// no instance, only its own future.
     async fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Refused> {
-        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+        let admission = &self.admission;
+        if let Ok(permit) = admission.permits.clone().try_acquire_owned() {
             return Ok(permit);
         }
         let limits = self.guest.limits();
-        if self.queued.fetch_add(1, Ordering::Relaxed) >= limits.max_queued_requests {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
+        if admission.queued.fetch_add(1, Ordering::Relaxed) >= limits.max_queued_requests {
+            admission.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(Refused::QueueFull(limits.max_queued_requests));
         }
-        let waited =
-            tokio::time::timeout(limits.queue_timeout, self.permits.clone().acquire_owned()).await;
-        self.queued.fetch_sub(1, Ordering::Relaxed);
+        let waited = tokio::time::timeout(
+            limits.queue_timeout,
+            admission.permits.clone().acquire_owned(),
+        )
+        .await;
+        admission.queued.fetch_sub(1, Ordering::Relaxed);
         match waited {
             Ok(Ok(permit)) => Ok(permit),
             // The semaphore is never closed; treat it as a full wait.
@@ -203,6 +245,33 @@ impl Slot {
     }
 }
 
+/// The app a server serves now. [`replace`](Self::replace) swaps in a new
+/// version in one atomic step: a request runs on the version it found when
+/// it arrived (its streamed body, compiled code and files live as long as it
+/// does), new requests go to the new one, and no request sees a mix.
+pub struct LiveApp {
+    current: arc_swap::ArcSwap<AppHost>,
+}
+
+impl LiveApp {
+    pub fn new(host: AppHost) -> Arc<Self> {
+        Arc::new(Self {
+            current: arc_swap::ArcSwap::from_pointee(host),
+        })
+    }
+
+    /// The version new requests go to.
+    pub fn current(&self) -> Arc<AppHost> {
+        self.current.load_full()
+    }
+
+    /// Makes `host` the version new requests go to, and returns the one it
+    /// replaces (still serving the requests that started on it).
+    pub fn replace(&self, host: AppHost) -> Arc<AppHost> {
+        self.current.swap(Arc::new(host))
+    }
+}
+
 /// One application, ready to serve.
 pub struct AppHost {
     name: String,
@@ -215,10 +284,30 @@ impl AppHost {
     /// `guests` holds one loaded guest per component that a public or
     /// private route uses.
     pub fn new(app: &App, guests: Vec<Guest>) -> anyhow::Result<Self> {
+        Self::succeeding(None, app, guests)
+    }
+
+    /// A new version of the app `previous` serves. A component that both
+    /// versions have keeps its admission (permits and queue), so requests
+    /// still running on `previous` count against the same limit: a swap
+    /// never hands out a second set of slots. Where the limit itself
+    /// changed, the count carries over and the capacity moves to the new
+    /// limit (a lower one takes effect as running requests finish).
+    pub fn succeeding(
+        previous: Option<&AppHost>,
+        app: &App,
+        guests: Vec<Guest>,
+    ) -> anyhow::Result<Self> {
         let router = Router::new(app)?;
         let slots: HashMap<String, Slot> = guests
             .into_iter()
-            .map(|guest| (guest.id().to_owned(), Slot::new(guest)))
+            .map(|guest| {
+                let admission = previous.and_then(|p| p.slots.get(guest.id())).map(|old| {
+                    old.admission
+                        .resized(guest.limits().max_concurrent_requests)
+                });
+                (guest.id().to_owned(), Slot::new(guest, admission))
+            })
             .collect();
         for route in router.routes() {
             if let Some(component) = route.component() {
@@ -590,7 +679,7 @@ fn plain(status: StatusCode, text: &str) -> Response<ResponseBody> {
 /// BENCHMARKS.md).
 pub async fn serve(
     listener: TcpListener,
-    host: Arc<AppHost>,
+    host: Arc<LiveApp>,
     config: &ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -661,7 +750,7 @@ struct Worker {
 impl Worker {
     fn start(
         index: usize,
-        host: Arc<AppHost>,
+        host: Arc<LiveApp>,
         config: ServerConfig,
         local_addr: SocketAddr,
     ) -> anyhow::Result<Self> {
@@ -692,7 +781,7 @@ impl Worker {
 
 async fn run_worker(
     mut incoming: tokio::sync::mpsc::UnboundedReceiver<Connection>,
-    host: Arc<AppHost>,
+    host: Arc<LiveApp>,
     config: &ServerConfig,
     local_addr: SocketAddr,
     open: Arc<AtomicUsize>,
