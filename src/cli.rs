@@ -13,9 +13,9 @@ use ferry_manifest::{
     App, Executor, FileMount, Handler, Limits, Route, Source, parse_duration, parse_size,
 };
 use ferry_runtime::{CompileCache, EngineOptions, Runtime};
-use ferry_server::{AppHost, LiveApp, ServerConfig, Target};
+use ferry_server::{LiveApps, ServerConfig, Target};
+use tokio::net::TcpListener;
 
-use crate::download::Downloader;
 use crate::load::{self, Failure, human_size};
 
 #[derive(Debug, Parser)]
@@ -37,6 +37,137 @@ enum Command {
     Check(CheckArgs),
     /// Run each component's build command (`[component.<id>.build]`), in manifest order.
     Build(BuildArgs),
+    /// Run a live host: many apps on one listener, deployed, rolled back
+    /// and deleted through the admin API without a restart.
+    Serve(ServeArgs),
+    /// Upload an app to a live host and swap it in once it has compiled.
+    Deploy(DeployArgs),
+    /// List the apps on a live host.
+    Apps(AppsArgs),
+    /// Commands about one app on a live host.
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Serve an app's previous version (or `--to` one) again.
+    Rollback(RollbackArgs),
+    /// Take an app out of a live host, with its versions and data.
+    Delete(DeleteArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AppCommand {
+    /// An app's components, routes, grants and version history.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Where the host keeps its apps, their versions and data, and the
+    /// admin token [default: $XDG_STATE_HOME/ferry or ~/.local/state/ferry].
+    #[arg(long, value_name = "DIR", env = "FERRY_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Address the apps are served on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// Address of the admin API (keep it private); port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:3001")]
+    admin_listen: SocketAddr,
+    /// A file holding the admin token [default: admin-token in the state
+    /// directory, generated on first start].
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Versions kept per app, the serving one included (older ones are
+    /// removed, with files no kept version uses).
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    keep_versions: u32,
+    /// Largest bundle one deploy may bring, all files together.
+    #[arg(long, value_name = "SIZE", default_value = "512MiB", value_parser = parse_size)]
+    max_bundle_size: u64,
+    /// Most files in one bundle.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    max_bundle_files: usize,
+    #[command(flatten)]
+    engine: EngineArgs,
+    #[command(flatten)]
+    listener: ListenerArgs,
+}
+
+/// How to reach a live host's admin API.
+#[derive(Debug, Args)]
+struct HostArgs {
+    /// The admin API's URL.
+    #[arg(
+        long = "host",
+        value_name = "URL",
+        env = "FERRY_HOST",
+        default_value = "http://127.0.0.1:3001"
+    )]
+    url: String,
+    /// A file holding the admin token (else `FERRY_TOKEN`).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    #[arg(long, env = "FERRY_TOKEN", hide = true)]
+    token: Option<String>,
+}
+
+impl HostArgs {
+    fn client(&self) -> anyhow::Result<crate::client::Client> {
+        crate::client::Client::new(&self.url, self.token_file.as_deref(), self.token.as_deref())
+    }
+}
+
+#[derive(Debug, Args)]
+struct DeployArgs {
+    /// The app: a manifest file or a directory containing spin.toml or ferry.toml.
+    #[arg(default_value = ".")]
+    path: PathBuf,
+    /// The name to deploy it as [default: the manifest's `application.name`].
+    #[arg(long)]
+    name: Option<String>,
+    /// A host name (`Host:` header) the app is reached by (repeatable);
+    /// without one it is reached by its routes on any host name.
+    #[arg(long = "hostname", value_name = "NAME")]
+    hostnames: Vec<String>,
+    /// Run every component's build command first (as `ferry build` does).
+    #[arg(long)]
+    build: bool,
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+#[derive(Debug, Args)]
+struct AppsArgs {
+    /// Print the host's JSON answer.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+#[derive(Debug, Args)]
+struct ShowArgs {
+    name: String,
+    /// Print the host's JSON answer.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+#[derive(Debug, Args)]
+struct RollbackArgs {
+    name: String,
+    /// The version to serve [default: the one before the serving one].
+    #[arg(long, value_name = "VERSION")]
+    to: Option<u64>,
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+#[derive(Debug, Args)]
+struct DeleteArgs {
+    name: String,
+    #[command(flatten)]
+    host: HostArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -47,7 +178,20 @@ struct AppArgs {
     /// Per-component limits; defaults to runtime-config.toml beside the manifest.
     #[arg(long, value_name = "FILE")]
     runtime_config_file: Option<PathBuf>,
-    /// Where compiled code is cached [default: $XDG_CACHE_HOME/ferry or ~/.cache/ferry].
+    /// A value for an application variable: NAME=VALUE, NAME=@FILE (the
+    /// file's contents), or @FILE.json / @FILE.toml (a table of them).
+    /// Overrides SPIN_VARIABLE_<NAME> / FERRY_VARIABLE_<NAME> and `.env`.
+    #[arg(long = "variable", value_name = "NAME=VALUE")]
+    variables: Vec<String>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+/// How components are fetched, compiled and limited.
+#[derive(Debug, Clone, Args)]
+struct EngineArgs {
+    /// Where compiled code is cached [default: $XDG_CACHE_HOME/ferry or
+    /// ~/.cache/ferry; for `ferry serve`, cache/ in the state directory].
     #[arg(long, value_name = "DIR", env = "FERRY_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
     /// Compile every component afresh and keep nothing on disk (remote
@@ -64,13 +208,66 @@ struct AppArgs {
     /// preallocated instance pool (requests beyond it get 503).
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     max_instances: u32,
-    /// A value for an application variable: NAME=VALUE, NAME=@FILE (the
-    /// file's contents), or @FILE.json / @FILE.toml (a table of them).
-    /// Overrides SPIN_VARIABLE_<NAME> / FERRY_VARIABLE_<NAME> and `.env`.
-    #[arg(long = "variable", value_name = "NAME=VALUE")]
-    variables: Vec<String>,
     #[command(flatten)]
     limits: LimitArgs,
+}
+
+impl EngineArgs {
+    /// The settings apps are loaded with; `default_cache` where no
+    /// `--cache-dir` is given.
+    fn settings(&self, default_cache: Option<PathBuf>, variables: &[String]) -> load::Settings {
+        load::Settings {
+            limits: self.limits.limits(),
+            cache_dir: if self.no_cache {
+                None
+            } else {
+                self.cache_dir.clone().or(default_cache)
+            },
+            max_download_size: self.max_download_size,
+            download_timeout: self.download_timeout,
+            variables: variables.to_vec(),
+        }
+    }
+}
+
+impl AppArgs {
+    fn settings(&self) -> load::Settings {
+        self.engine
+            .settings(CompileCache::default_dir(), &self.variables)
+    }
+}
+
+/// How the apps listener treats connections.
+#[derive(Debug, Clone, Args)]
+struct ListenerArgs {
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// How long a client may take to send request headers.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    header_read_timeout: Duration,
+    /// Largest request header section (at least 8 KiB).
+    #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_header_size)]
+    max_header_size: u64,
+    /// After SIGINT/SIGTERM, how long in-flight requests may take to finish.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
+    /// Threads serving requests, each with its own event loop [default: the CPUs ferry may use].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    workers: Option<u32>,
+}
+
+impl ListenerArgs {
+    fn config(&self) -> ServerConfig {
+        ServerConfig {
+            header_read_timeout: self.header_read_timeout,
+            max_header_size: usize::try_from(self.max_header_size).unwrap_or(usize::MAX),
+            shutdown_timeout: self.shutdown_timeout,
+            workers: self
+                .workers
+                .map_or(ServerConfig::default().workers, |n| n as usize),
+        }
+    }
 }
 
 /// Defaults for every component; runtime-config.toml can override them.
@@ -144,21 +341,8 @@ struct UpArgs {
     /// `default` SQLite database before serving (repeatable, in order).
     #[arg(long = "sqlite", value_name = "STATEMENT|@FILE")]
     sqlite_statements: Vec<String>,
-    /// Log line format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-    /// How long a client may take to send request headers.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
-    header_read_timeout: Duration,
-    /// Largest request header section (at least 8 KiB).
-    #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_header_size)]
-    max_header_size: u64,
-    /// After SIGINT/SIGTERM, how long in-flight requests may take to finish.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
-    shutdown_timeout: Duration,
-    /// Threads serving requests, each with its own event loop [default: the CPUs ferry may use].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
-    workers: Option<u32>,
+    #[command(flatten)]
+    listener: ListenerArgs,
 }
 
 #[derive(Debug, Args)]
@@ -196,7 +380,141 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(args) => up(args),
         Command::Check(args) => check(args),
         Command::Build(args) => build(args),
+        Command::Serve(args) => serve(args),
+        Command::Deploy(args) => client_call(async move |out| {
+            if args.build {
+                let app = ferry_manifest::load_app_to_build(&args.path)?;
+                crate::build::build_app(&app, &[])?;
+            }
+            let bundle = crate::bundle::Bundle::collect(&args.path)?;
+            print_warnings(&bundle.app);
+            let name = crate::client::deploy_name(&bundle, args.name.as_deref())?;
+            let done = args
+                .host
+                .client()?
+                .deploy(&bundle, &name, &args.hostnames, out)
+                .await?;
+            crate::client::print_activated(out, &done, "Deployed")
+        }),
+        Command::Apps(args) => client_call(async move |out| {
+            let apps = args.host.client()?.apps().await?;
+            if args.json {
+                writeln!(out, "{apps:#}")?;
+                return Ok(());
+            }
+            crate::client::print_apps(out, &apps)
+        }),
+        Command::App(AppCommand::Show(args)) => client_call(async move |out| {
+            let app = args.host.client()?.show(&args.name).await?;
+            if args.json {
+                writeln!(out, "{app:#}")?;
+                return Ok(());
+            }
+            crate::client::print_app(out, &app)
+        }),
+        Command::Rollback(args) => client_call(async move |out| {
+            let done = args.host.client()?.rollback(&args.name, args.to).await?;
+            crate::client::print_activated(out, &done, "Serving")
+        }),
+        Command::Delete(args) => client_call(async move |out| {
+            args.host.client()?.delete(&args.name).await?;
+            writeln!(out, "Deleted `{}`", args.name)?;
+            Ok(())
+        }),
     }
+}
+
+/// Runs one admin API call on a runtime of its own, printing to stdout.
+fn client_call(
+    call: impl AsyncFnOnce(&mut dyn std::io::Write) -> anyhow::Result<()>,
+) -> anyhow::Result<ExitCode> {
+    init_logging(LogFormat::Text);
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mut stdout = std::io::stdout();
+    tokio.block_on(call(&mut stdout))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry serve`: the apps listener and the admin listener, with every app
+/// the state directory holds restored.
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging(args.listener.log_format);
+    let state_dir = match &args.state_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            default_state_dir().context("no --state-dir, and no home directory to default to")?
+        }
+    };
+    let state = crate::state::StateDir::open(&state_dir)?;
+    let token = state.admin_token(args.admin_token_file.as_deref())?;
+    let settings = args.engine.settings(Some(state_dir.join("cache")), &[]);
+    let runtime = Arc::new(new_runtime(
+        &args.engine,
+        &settings,
+        args.engine.limits.max_memory,
+    )?);
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let listener = bind(&tokio, args.listen)?;
+    let admin_listener = bind(&tokio, args.admin_listen)?;
+    let local = listener.local_addr()?;
+    let apps = LiveApps::new();
+    let host = Arc::new(crate::host::Host::new(
+        state,
+        apps.clone(),
+        load::Assembler {
+            runtime,
+            local,
+            tokio: tokio.handle().clone(),
+        },
+        settings,
+        crate::host::BundleLimits {
+            max_bundle_size: args.max_bundle_size,
+            max_files: args.max_bundle_files,
+        },
+        args.keep_versions as usize,
+    ));
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "Serving apps on http://{local}")?;
+    writeln!(
+        stdout,
+        "Admin API on http://{} (token: {})",
+        admin_listener.local_addr()?,
+        args.admin_token_file
+            .clone()
+            .unwrap_or_else(|| state_dir.join("admin-token"))
+            .display()
+    )?;
+    stdout.flush()?;
+    let admin = Arc::new(crate::admin::Admin {
+        host: host.clone(),
+        token,
+        max_blob: args.max_bundle_size,
+    });
+    tokio.spawn(crate::admin::serve(admin_listener, admin));
+    // Restored off the runtime's threads while it serves (and drives the
+    // stores' I/O); /readyz says when it is done.
+    tokio.spawn_blocking(move || host.restore());
+    tokio.block_on(ferry_server::serve(
+        listener,
+        apps,
+        &args.listener.config(),
+        shutdown_signal(),
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn default_state_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_STATE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".local/state")))
+        .map(|dir| dir.join("ferry"))
 }
 
 fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
@@ -227,91 +545,48 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-/// Everything both commands need from an app's files: the app, each used
-/// component's Wasm, its runtime config and each component's limits and
-/// variables.
-struct Prepared {
-    app: App,
-    wasm: std::collections::BTreeMap<String, Vec<u8>>,
-    config: ferry_manifest::RuntimeConfig,
-    limits: std::collections::BTreeMap<String, Limits>,
-    variables: std::collections::BTreeMap<String, ferry_manifest::ComponentVariables>,
+/// Reads and prepares the app `args` name (see [`load::prepare`]).
+fn prepare(args: &AppArgs, out: &mut dyn std::io::Write) -> anyhow::Result<load::Prepared> {
+    let prepared = load::prepare(
+        &args.path,
+        args.runtime_config_file.as_deref(),
+        None,
+        &args.settings(),
+        out,
+    )?;
+    print_warnings(&prepared.app);
+    Ok(prepared)
 }
 
-fn prepare(args: &AppArgs, out: &mut dyn std::io::Write) -> anyhow::Result<Prepared> {
-    let app = ferry_manifest::load_app(&args.path)?;
-    print_warnings(&app);
-    load::warn_unused(&app);
-    let config = load::runtime_config(&app, args.runtime_config_file.as_deref())?;
-    let limits = config.resolve(&app, args.limits.limits())?;
-    let given = crate::variables::given(&app, &args.variables)
-        .map_err(|e| load::Failure::usage(format!("{e:#}")))?;
-    let variables = ferry_manifest::resolve_variables(&app, &given)
-        .map_err(|missing| load::Failure::load(missing.to_string()))?;
-    let mut app = app;
-    for (id, hosts) in
-        ferry_manifest::resolve_outbound_templates(&app, &given).map_err(load::Failure::load)?
-    {
-        if let Some(component) = app.component_mut(&id) {
-            component.allowed_outbound_hosts.extend(hosts);
-        }
-    }
-    // Before the runtime: a download that fails costs no engine set-up.
-    let downloads = Downloader::new(
-        cache_dir(args).as_deref(),
-        args.max_download_size,
-        args.download_timeout,
-    );
-    let wasm = load::fetch_sources(&app, &downloads, out)?;
-    Ok(Prepared {
-        app,
-        wasm,
-        config,
-        limits,
-        variables,
-    })
-}
-
-fn cache_dir(args: &AppArgs) -> Option<PathBuf> {
-    if args.no_cache {
-        None
-    } else {
-        args.cache_dir.clone().or_else(CompileCache::default_dir)
-    }
-}
-
-impl Prepared {
-    /// The most linear memory any component may have: what the engine's
-    /// instance slots are sized for.
-    fn max_memory(&self) -> u64 {
-        self.limits
-            .values()
-            .map(|l| l.max_memory)
-            .max()
-            .unwrap_or(128 << 20)
-    }
-}
-
-/// The engine for `prepared`, with the compile cache `args` name.
-fn new_runtime(args: &AppArgs, prepared: &Prepared) -> anyhow::Result<Runtime> {
+/// The engine: instance slots for `max_memory` each, the compile cache
+/// `settings` name.
+fn new_runtime(
+    engine: &EngineArgs,
+    settings: &load::Settings,
+    max_memory: u64,
+) -> anyhow::Result<Runtime> {
     Runtime::new(
         &EngineOptions {
-            max_memory: prepared.max_memory(),
-            max_instances: args.max_instances,
+            max_memory,
+            max_instances: engine.max_instances,
         },
-        CompileCache::new(cache_dir(args)),
+        CompileCache::new(settings.cache_dir.clone()),
     )
 }
 
 fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
-    init_logging(args.log_format);
+    init_logging(args.listener.log_format);
     if args.build {
         let app = ferry_manifest::load_app_to_build(&args.app.path)?;
         crate::build::build_app(&app, &[])?;
     }
     let mut stdout = std::io::stdout();
     let prepared = prepare(&args.app, &mut stdout)?;
-    let runtime = Arc::new(new_runtime(&args.app, &prepared)?);
+    let runtime = Arc::new(new_runtime(
+        &args.app.engine,
+        &args.app.settings(),
+        prepared.max_memory(),
+    )?);
     // This runtime accepts connections and waits for signals; requests are
     // served by the server's worker threads.
     let tokio = tokio::runtime::Builder::new_current_thread()
@@ -320,9 +595,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     // Bind before compiling so `http://self` knows its address and early
     // clients wait in the accept queue instead of being refused.
-    let listener = tokio
-        .block_on(tokio::net::TcpListener::bind(args.listen))
-        .map_err(|e| Failure::bind(format!("cannot listen on {}: {e}", args.listen)))?;
+    let listener = bind(&tokio, args.listen)?;
     let local = listener.local_addr()?;
     let state_dir = args
         .state_dir
@@ -342,22 +615,34 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     ))?;
     let loader = Loader {
         args: args.app.clone(),
-        runtime,
+        assembler: load::Assembler {
+            runtime,
+            local,
+            tokio: tokio.handle().clone(),
+        },
         state_dir,
-        local,
-        tokio: tokio.handle().clone(),
     };
     // Only the runtime itself drives its I/O while nothing else runs it (a
     // handle's `block_on` would wait forever on a Redis connection).
-    let key_value = tokio.block_on(loader.key_value_stores(&prepared))?;
-    let host = loader.host(&prepared, key_value, None, &mut stdout)?;
+    let key_value = tokio.block_on(
+        loader
+            .assembler
+            .key_value_stores(&prepared, &loader.state_dir),
+    )?;
+    let host = loader
+        .assembler
+        .host(&prepared, &loader.state_dir, key_value, None, &mut stdout)?;
     let watched = crate::watch::Watched::of(&prepared.app, args.app.runtime_config_file.as_deref());
-    let host = LiveApp::new(host);
+    let apps = LiveApps::new();
+    apps.install(host, Vec::new())?;
 
     let url = format!("http://{local}");
     writeln!(stdout, "Serving {url}")?;
     writeln!(stdout, "Available routes:")?;
-    for route in host.current().router().routes() {
+    let served = apps
+        .app(&prepared.app.name)
+        .context("the app just installed")?;
+    for route in served.router().routes() {
         let (name, kind) = match &route.target {
             Target::Component { id, executor } => (
                 id.as_str(),
@@ -372,77 +657,51 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     stdout.flush()?;
 
-    let config = ServerConfig {
-        header_read_timeout: args.header_read_timeout,
-        max_header_size: usize::try_from(args.max_header_size).unwrap_or(usize::MAX),
-        shutdown_timeout: args.shutdown_timeout,
-        workers: args
-            .workers
-            .map_or(ServerConfig::default().workers, |n| n as usize),
-    };
     if args.watch {
         writeln!(stdout, "Watching the app's files for changes")?;
         stdout.flush()?;
-        let live = host.clone();
-        crate::watch::spawn(watched, move |changed| loader.reload(&live, changed))?;
+        let live = apps.clone();
+        let mut serving = prepared.app.name.clone();
+        crate::watch::spawn(watched, move |changed| {
+            loader.reload(&live, &mut serving, changed)
+        })?;
     }
     tokio.block_on(ferry_server::serve(
         listener,
-        host,
-        &config,
+        apps,
+        &args.listener.config(),
         shutdown_signal(),
     ))?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn bind(tokio: &tokio::runtime::Runtime, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    Ok(tokio
+        .block_on(TcpListener::bind(addr))
+        .map_err(|e| Failure::bind(format!("cannot listen on {addr}: {e}")))?)
 }
 
 /// Loads versions of one app for `ferry up`: the first, and with `--watch`
 /// each one after, into the same engine, state and listener.
 struct Loader {
     args: AppArgs,
-    runtime: Arc<Runtime>,
+    assembler: load::Assembler,
     state_dir: PathBuf,
-    local: SocketAddr,
-    /// The runtime the stores and the server's admission live on.
-    tokio: tokio::runtime::Handle,
 }
 
 impl Loader {
-    /// The key-value stores `prepared` grants, opened (or shared with the
-    /// version already running).
-    async fn key_value_stores(&self, prepared: &Prepared) -> anyhow::Result<load::KeyValueStores> {
-        load::key_value_stores(&prepared.app, &prepared.config, Some(&self.state_dir)).await
-    }
-
-    /// An [`AppHost`] for `prepared` with its stores, succeeding `previous`
-    /// (see [`AppHost::succeeding`]). Called off the runtime's threads.
-    fn host(
+    /// Loads the app again and swaps it in for the version of `serving`
+    /// (its name, which the new manifest may change) in `live`; what to
+    /// watch from now on. On failure nothing changes.
+    fn reload(
         &self,
-        prepared: &Prepared,
-        key_value: load::KeyValueStores,
-        previous: Option<&AppHost>,
-        out: &mut dyn std::io::Write,
-    ) -> anyhow::Result<AppHost> {
-        let sqlite =
-            load::sqlite_databases(&prepared.app, &prepared.config, Some(&self.state_dir))?;
-        let _enter = self.tokio.enter();
-        let guests = load::load_guests(
-            &self.runtime,
-            &prepared.app,
-            &prepared.wasm,
-            &prepared.limits,
-            load::component_contexts(&prepared.variables, key_value, sqlite),
-            Some(self.local),
-            out,
-        )?;
-        AppHost::succeeding(previous, &prepared.app, guests)
-    }
-
-    /// Loads the app again and swaps it in for `live`'s current version;
-    /// what to watch from now on. On failure nothing changes.
-    fn reload(&self, live: &LiveApp, changed: &[PathBuf]) -> anyhow::Result<crate::watch::Watched> {
+        live: &LiveApps,
+        serving: &mut String,
+        changed: &[PathBuf],
+    ) -> anyhow::Result<crate::watch::Watched> {
         let mut stdout = std::io::stdout();
         let prepared = prepare(&self.args, &mut stdout)?;
-        let engine_memory = self.runtime.options().max_memory;
+        let engine_memory = self.assembler.runtime.options().max_memory;
         anyhow::ensure!(
             prepared.max_memory() <= engine_memory,
             "a component's `max_memory` ({}) is above what this process's engine was started \
@@ -450,12 +709,22 @@ impl Loader {
             human_size(prepared.max_memory()),
             human_size(engine_memory)
         );
-        let previous = live.current();
+        let previous = live.app(serving);
         // The main thread runs the runtime (it serves), so a handle's
         // `block_on` is driven here.
-        let key_value = self.tokio.block_on(self.key_value_stores(&prepared))?;
-        let host = self.host(&prepared, key_value, Some(&previous), &mut stdout)?;
-        live.replace(host);
+        let key_value = self
+            .assembler
+            .tokio
+            .block_on(self.assembler.key_value_stores(&prepared, &self.state_dir))?;
+        let host = self.assembler.host(
+            &prepared,
+            &self.state_dir,
+            key_value,
+            previous.as_deref(),
+            &mut stdout,
+        )?;
+        live.replace(serving, host, Vec::new())?;
+        serving.clone_from(&prepared.app.name);
         tracing::info!(changed = changed.len(), "reloaded the app");
         Ok(crate::watch::Watched::of(
             &prepared.app,
@@ -483,7 +752,11 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     init_logging(LogFormat::Text);
     let mut out = std::io::stdout();
     let prepared = prepare(&args.app, &mut out)?;
-    let runtime = new_runtime(&args.app, &prepared)?;
+    let runtime = new_runtime(
+        &args.app.engine,
+        &args.app.settings(),
+        prepared.max_memory(),
+    )?;
     let app = &prepared.app;
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -262,7 +262,7 @@ pub fn sha256(bytes: &[u8]) -> Sha256Digest {
 /// TLS with the system's trust store (so a proxy's or a company's own CA,
 /// installed the usual way, is trusted) on the `ring` provider that Ferry
 /// already links for outbound HTTP.
-fn tls_config() -> anyhow::Result<rustls::ClientConfig> {
+pub(crate) fn tls_config() -> anyhow::Result<rustls::ClientConfig> {
     use rustls_platform_verifier::BuilderVerifierExt as _;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
@@ -276,7 +276,7 @@ fn tls_config() -> anyhow::Result<rustls::ClientConfig> {
 /// reqwest's errors say "error sending request" and hide the cause in the
 /// source chain; people need the cause. The URL is left out: the caller
 /// names it, redacted.
-fn describe(error: reqwest::Error) -> anyhow::Error {
+pub(crate) fn describe(error: reqwest::Error) -> anyhow::Error {
     let error = error.without_url();
     let mut message = error.to_string();
     let mut source = std::error::Error::source(&error);

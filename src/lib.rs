@@ -5,10 +5,15 @@
 //! the serving is done by `ferry-manifest`, `ferry-runtime` and
 //! `ferry-server`.
 
+mod admin;
 mod build;
+mod bundle;
 mod cli;
+mod client;
 mod download;
+mod host;
 mod load;
+mod state;
 mod variables;
 mod watch;
 

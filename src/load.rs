@@ -13,6 +13,7 @@ use ferry_manifest::{
     RuntimeConfig, Source, SqliteDatabaseConfig,
 };
 use ferry_runtime::{ComponentContext, Guest, Runtime};
+use ferry_server::AppHost;
 
 use crate::download::Downloader;
 
@@ -530,5 +531,136 @@ pub fn human_duration(d: Duration) -> String {
         format!("{:.2} s", d.as_secs_f64())
     } else {
         format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+    }
+}
+
+/// What loading an app takes besides its files: the defaults a command line
+/// (or a host's) gives every component.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Limits for components runtime-config.toml says nothing about.
+    pub limits: Limits,
+    /// Where compiled code and downloads are cached (none: not at all).
+    pub cache_dir: Option<PathBuf>,
+    pub max_download_size: u64,
+    pub download_timeout: Duration,
+    /// `--variable` values.
+    pub variables: Vec<String>,
+}
+
+/// Everything needed to build an app's guests: the app, each used
+/// component's Wasm, its runtime config and each component's limits and
+/// variables.
+pub struct Prepared {
+    pub app: App,
+    pub wasm: BTreeMap<String, Vec<u8>>,
+    pub config: RuntimeConfig,
+    pub limits: BTreeMap<String, Limits>,
+    pub variables: BTreeMap<String, ComponentVariables>,
+}
+
+/// Reads the app whose manifest is `manifest` (a file or a directory
+/// holding one) with its runtime config (`runtime_config`, else the one
+/// beside the manifest), resolves its limits and variables and fetches each
+/// used component's Wasm, printing download progress to `out`. `rename`
+/// gives the app another name than its manifest's (a host's deploy name).
+pub fn prepare(
+    manifest: &Path,
+    runtime_config_file: Option<&Path>,
+    rename: Option<&str>,
+    settings: &Settings,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<Prepared> {
+    let mut app = ferry_manifest::load_app(manifest)?;
+    if let Some(name) = rename {
+        name.clone_into(&mut app.name);
+    }
+    warn_unused(&app);
+    let config = runtime_config(&app, runtime_config_file)?;
+    let limits = config.resolve(&app, settings.limits)?;
+    let given = crate::variables::given(&app, &settings.variables)
+        .map_err(|e| Failure::usage(format!("{e:#}")))?;
+    let variables = ferry_manifest::resolve_variables(&app, &given)
+        .map_err(|missing| Failure::load(missing.to_string()))?;
+    for (id, hosts) in
+        ferry_manifest::resolve_outbound_templates(&app, &given).map_err(Failure::load)?
+    {
+        if let Some(component) = app.component_mut(&id) {
+            component.allowed_outbound_hosts.extend(hosts);
+        }
+    }
+    // Before the runtime: a download that fails costs no engine set-up.
+    let downloads = Downloader::new(
+        settings.cache_dir.as_deref(),
+        settings.max_download_size,
+        settings.download_timeout,
+    );
+    let wasm = fetch_sources(&app, &downloads, out)?;
+    Ok(Prepared {
+        app,
+        wasm,
+        config,
+        limits,
+        variables,
+    })
+}
+
+impl Prepared {
+    /// The most linear memory any component may have: what the engine's
+    /// instance slots must be sized for.
+    pub fn max_memory(&self) -> u64 {
+        self.limits
+            .values()
+            .map(|l| l.max_memory)
+            .max()
+            .unwrap_or(128 << 20)
+    }
+}
+
+/// Builds [`AppHost`]s for one engine and listener: what `ferry up` and a
+/// live host share.
+pub struct Assembler {
+    pub runtime: Arc<Runtime>,
+    /// The apps listener, for `http://self`.
+    pub local: SocketAddr,
+    /// The runtime the stores and the server's admission live on.
+    pub tokio: tokio::runtime::Handle,
+}
+
+impl Assembler {
+    /// The key-value stores `prepared` grants, with `state_dir` for those
+    /// runtime-config.toml gives no place (opened, or shared with the
+    /// version already running).
+    pub async fn key_value_stores(
+        &self,
+        prepared: &Prepared,
+        state_dir: &Path,
+    ) -> anyhow::Result<KeyValueStores> {
+        key_value_stores(&prepared.app, &prepared.config, Some(state_dir)).await
+    }
+
+    /// An [`AppHost`] for `prepared` with its stores, succeeding `previous`
+    /// (see [`AppHost::succeeding`]), printing each component's compile to
+    /// `out`. Called off the runtime's threads.
+    pub fn host(
+        &self,
+        prepared: &Prepared,
+        state_dir: &Path,
+        key_value: KeyValueStores,
+        previous: Option<&AppHost>,
+        out: &mut dyn std::io::Write,
+    ) -> anyhow::Result<AppHost> {
+        let sqlite = sqlite_databases(&prepared.app, &prepared.config, Some(state_dir))?;
+        let _enter = self.tokio.enter();
+        let guests = load_guests(
+            &self.runtime,
+            &prepared.app,
+            &prepared.wasm,
+            &prepared.limits,
+            component_contexts(&prepared.variables, key_value, sqlite),
+            Some(self.local),
+            out,
+        )?;
+        AppHost::succeeding(previous, &prepared.app, guests)
     }
 }

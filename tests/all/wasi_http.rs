@@ -86,6 +86,7 @@ async fn json_logs_are_one_object_per_line() {
     assert_eq!(access["level"], "INFO");
     assert_eq!(access["method"], "GET");
     assert_eq!(access["status"], 200);
+    assert_eq!(access["app"], "test-app");
     assert_eq!(access["component"], "guest");
     assert_eq!(access["outcome"], "complete");
     assert_eq!(access["bytes"], "printed\n".len());

@@ -59,6 +59,56 @@ proptest! {
     }
 }
 
+/// Paths made of the same few segments the routes use.
+fn path() -> impl Strategy<Value = String> {
+    proptest::collection::vec(prop_oneof!["[ab]{1,2}", Just("x".to_owned())], 0..5)
+        .prop_map(|segments| format!("/{}", segments.join("/")))
+}
+
+proptest! {
+    /// `overlaps` is exact on what it is used for: any path both patterns
+    /// match means they overlap, and two that overlap share a path.
+    #[test]
+    fn two_routes_overlap_exactly_when_a_path_matches_both(a in route(), b in route(), paths in proptest::collection::vec(path(), 1..32)) {
+        prop_assert_eq!(a.overlaps(&b), b.overlaps(&a));
+        if paths.iter().any(|p| a.matches(p).is_some() && b.matches(p).is_some()) {
+            prop_assert!(a.overlaps(&b), "{} and {} both match a path", a, b);
+        }
+        if a.overlaps(&b) {
+            // A witness: each segment the more specific of the two
+            // patterns' (a parameter becomes a literal), then nothing.
+            let witness = witness(&a, &b);
+            prop_assert!(
+                a.matches(&witness).is_some() && b.matches(&witness).is_some(),
+                "{} and {} overlap, but not at {}", a, b, witness
+            );
+        }
+    }
+}
+
+/// A path that both of two overlapping patterns match.
+fn witness(a: &RoutePattern, b: &RoutePattern) -> String {
+    let printed = |p: &RoutePattern| -> Vec<String> {
+        p.full()
+            .split('/')
+            .filter(|s| !s.is_empty() && *s != "...")
+            .map(str::to_owned)
+            .collect()
+    };
+    let (a, b) = (printed(a), printed(b));
+    let longer = a.len().max(b.len());
+    let segment = |i: usize| {
+        let pick = |s: Option<&String>| s.filter(|s| !s.starts_with(':')).cloned();
+        pick(a.get(i))
+            .or_else(|| pick(b.get(i)))
+            .unwrap_or_else(|| "x".into())
+    };
+    format!(
+        "/{}",
+        (0..longer).map(segment).collect::<Vec<_>>().join("/")
+    )
+}
+
 /// A manifest that loads, to be broken in generated ways.
 const VALID: &str = r#"spin_manifest_version = 2
 

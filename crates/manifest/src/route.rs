@@ -112,6 +112,28 @@ impl RoutePattern {
         }
     }
 
+    /// Whether some request path matches both patterns: two apps in one
+    /// host must not claim the same path. Segment by segment, two literals
+    /// must be equal and a parameter matches any segment; a wildcard takes
+    /// whatever is left of the other (nothing included).
+    pub fn overlaps(&self, other: &Self) -> bool {
+        let (short, long) = if self.segments.len() <= other.segments.len() {
+            (self, other)
+        } else {
+            (other, self)
+        };
+        let lengths_fit = short.segments.len() == long.segments.len() || short.wildcard;
+        lengths_fit
+            && short
+                .segments
+                .iter()
+                .zip(&long.segments)
+                .all(|pair| match pair {
+                    (Segment::Literal(a), Segment::Literal(b)) => a == b,
+                    _ => true,
+                })
+    }
+
     /// Whether two patterns match exactly the same paths (parameter names aside).
     pub fn same_paths_as(&self, other: &Self) -> bool {
         self.wildcard == other.wildcard

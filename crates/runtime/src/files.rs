@@ -148,11 +148,11 @@ fn tree(root: &Path, dir: &Path) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
     walk(root, dir, None, |_| true)
 }
 
-/// Every file inside `root` that `pattern` matches, with its path relative
-/// to `root`. Only the part of the tree the pattern can reach is walked: from
+/// Every file inside `root` (canonical) that `pattern` matches, with its
+/// path relative to `root`; `ferry deploy` bundles what this finds. Only the part of the tree the pattern can reach is walked: from
 /// its literal leading directories, and no deeper than its segments unless
 /// it has `**` (so `*.txt` never walks `node_modules`).
-fn glob_matches(root: &Path, pattern: &str) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
+pub fn glob_matches(root: &Path, pattern: &str) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
     let glob = glob_set([pattern])?;
     let segments: Vec<&str> = pattern.split('/').collect();
     let literal = segments

@@ -40,6 +40,7 @@ pub use body::{BodyTooLarge, BoxError, Limited, ResponseBody};
 pub use cache::{CompileCache, CompileStats};
 pub use engine::{EPOCH_TICK, EngineOptions};
 pub use ferry_manifest::Limits;
+pub use files::glob_matches;
 /// The CGI response parser, for the fuzz targets and their corpus test.
 #[doc(hidden)]
 pub use wagi::parse_cgi_response;

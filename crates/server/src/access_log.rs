@@ -24,6 +24,7 @@ pub(crate) struct AccessEntry {
     pub method: Method,
     pub path: String,
     pub status: StatusCode,
+    pub app: Option<Arc<str>>,
     pub component: Option<Arc<str>>,
     pub client: SocketAddr,
     /// Why the response is an error response, where it is one.
@@ -68,6 +69,7 @@ impl LoggedBody {
             method = entry.method.as_str(),
             path = entry.path.as_str(),
             status = entry.status.as_u16(),
+            app = entry.app.as_deref().unwrap_or("-"),
             component = entry.component.as_deref().unwrap_or("-"),
             client = %entry.client,
             head_us = micros(entry.head),

@@ -36,7 +36,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::{LiveApp, ServerConfig};
+use crate::{LiveApps, ServerConfig};
 
 /// What an HTTP/2 client sends first (RFC 9113, 3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -112,7 +112,7 @@ pub(crate) async fn serve(
     mut stream: TcpStream,
     client_addr: SocketAddr,
     local_addr: SocketAddr,
-    host: Arc<LiveApp>,
+    host: Arc<LiveApps>,
     protocols: Arc<Protocols>,
     mut shutdown: watch::Receiver<bool>,
 ) {

@@ -245,39 +245,300 @@ impl Slot {
     }
 }
 
-/// The app a server serves now. [`replace`](Self::replace) swaps in a new
-/// version in one atomic step: a request runs on the version it found when
-/// it arrived (its streamed body, compiled code and files live as long as it
-/// does), new requests go to the new one, and no request sees a mix.
-pub struct LiveApp {
-    current: arc_swap::ArcSwap<AppHost>,
+/// The apps a server serves now. Each change ([`install`](Self::install),
+/// [`remove`](Self::remove)) builds a new [`AppTable`] and swaps it in in
+/// one atomic step: a request runs on the table it found when it arrived
+/// (its streamed body, compiled code and files live as long as it does),
+/// new requests see the new one, and no request sees a mix.
+pub struct LiveApps {
+    table: arc_swap::ArcSwap<AppTable>,
+    /// Serialises changes, so each builds on the table the last one left;
+    /// requests never take it.
+    changing: std::sync::Mutex<()>,
 }
 
-impl LiveApp {
-    pub fn new(host: AppHost) -> Arc<Self> {
+/// Why an app cannot join the table: a route or host name another app has.
+#[derive(Debug)]
+pub struct Conflict(pub String);
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Conflict {}
+
+impl LiveApps {
+    pub fn new() -> Arc<Self> {
         Arc::new(Self {
-            current: arc_swap::ArcSwap::from_pointee(host),
+            table: arc_swap::ArcSwap::from_pointee(AppTable::default()),
+            changing: std::sync::Mutex::new(()),
         })
     }
 
-    /// The version new requests go to.
-    pub fn current(&self) -> Arc<AppHost> {
-        self.current.load_full()
+    /// The table new requests are routed by.
+    pub fn current(&self) -> Arc<AppTable> {
+        self.table.load_full()
     }
 
-    /// Makes `host` the version new requests go to, and returns the one it
-    /// replaces (still serving the requests that started on it).
-    pub fn replace(&self, host: AppHost) -> Arc<AppHost> {
-        self.current.swap(Arc::new(host))
+    /// The version of `name` new requests go to.
+    pub fn app(&self, name: &str) -> Option<Arc<AppHost>> {
+        self.current().app(name).cloned()
     }
+
+    /// Whether an app `name` with `router`, reached by `hostnames`, could
+    /// join the table as it is now (a deploy checks before it compiles;
+    /// [`install`](Self::install) checks again).
+    pub fn check(&self, name: &str, router: &Router, hostnames: &[String]) -> Result<(), Conflict> {
+        self.current().conflicts(name, router, hostnames)
+    }
+
+    /// Makes `host` the version of its app that new requests go to,
+    /// reached by `hostnames` (none: by its routes on any host name), and
+    /// returns the version it replaces, still serving the requests that
+    /// started on it. Refused, changing nothing, if another app has one of
+    /// its routes or host names.
+    pub fn install(
+        &self,
+        host: AppHost,
+        hostnames: Vec<String>,
+    ) -> Result<Option<Arc<AppHost>>, Conflict> {
+        let name = host.name.clone();
+        self.replace(&name, host, hostnames)
+    }
+
+    /// As [`install`](Self::install), with `host` taking the place of the
+    /// app called `old` (an app renamed by its manifest).
+    pub fn replace(
+        &self,
+        old: &str,
+        host: AppHost,
+        hostnames: Vec<String>,
+    ) -> Result<Option<Arc<AppHost>>, Conflict> {
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let table = self.current();
+        if *host.name != *old && table.app(&host.name).is_some() {
+            return Err(Conflict(format!(
+                "an app called `{}` is already here",
+                host.name
+            )));
+        }
+        table.conflicts(old, &host.router, &hostnames)?;
+        let mut apps: Vec<Mounted> = table.apps.clone();
+        let replaced = apps
+            .iter()
+            .position(|m| &*m.host.name == old)
+            .map(|index| apps.remove(index).host);
+        let mounted = Mounted {
+            host: Arc::new(host),
+            hostnames,
+        };
+        let index = apps.partition_point(|m| m.host.name < mounted.host.name);
+        apps.insert(index, mounted);
+        self.table.store(Arc::new(AppTable::new(apps)));
+        Ok(replaced)
+    }
+
+    /// Takes the app `name` out of the table; its running requests finish.
+    pub fn remove(&self, name: &str) -> Option<Arc<AppHost>> {
+        let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let table = self.current();
+        let mut apps = table.apps.clone();
+        let index = apps.iter().position(|m| &*m.host.name == name)?;
+        let removed = apps.remove(index);
+        self.table.store(Arc::new(AppTable::new(apps)));
+        Some(removed.host)
+    }
+}
+
+/// An app in the table and the host names it is reached by.
+#[derive(Clone)]
+struct Mounted {
+    host: Arc<AppHost>,
+    /// Lower-case, without a port. Empty: reached on any host name.
+    hostnames: Vec<String>,
+}
+
+/// Every app a server serves at one moment, and how a request finds its
+/// app: by its `Host` if an app claims that name, else by path among the
+/// apps that claim no host name (each at its own base, so their routes
+/// never overlap).
+#[derive(Default)]
+pub struct AppTable {
+    /// By name.
+    apps: Vec<Mounted>,
+    by_hostname: HashMap<String, usize>,
+    /// The routes of every app without host names, each tagged with its
+    /// app's index in `apps`.
+    shared: Router,
+}
+
+impl AppTable {
+    fn new(apps: Vec<Mounted>) -> Self {
+        let mut by_hostname = HashMap::new();
+        let mut routes = Vec::new();
+        for (index, mounted) in apps.iter().enumerate() {
+            for name in &mounted.hostnames {
+                by_hostname.insert(name.clone(), index);
+            }
+            if mounted.hostnames.is_empty() {
+                routes.extend(mounted.host.router.routes().iter().map(|route| RouteEntry {
+                    app: index,
+                    ..route.clone()
+                }));
+            }
+        }
+        Self {
+            apps,
+            by_hostname,
+            shared: Router::from_routes(routes),
+        }
+    }
+
+    /// The apps, by name.
+    pub fn apps(&self) -> impl Iterator<Item = (&Arc<AppHost>, &[String])> {
+        self.apps.iter().map(|m| (&m.host, m.hostnames.as_slice()))
+    }
+
+    pub fn app(&self, name: &str) -> Option<&Arc<AppHost>> {
+        self.apps
+            .iter()
+            .find(|m| &*m.host.name == name)
+            .map(|m| &m.host)
+    }
+
+    /// What stops an app `name` with `router` and `hostnames` from joining
+    /// this table (replacing its namesake): the first route or host name
+    /// another app has, named with that app.
+    fn conflicts(&self, name: &str, router: &Router, hostnames: &[String]) -> Result<(), Conflict> {
+        for other in self.apps.iter().filter(|m| &*m.host.name != name) {
+            let other_name = &other.host.name;
+            if let Some(taken) = hostnames.iter().find(|h| other.hostnames.contains(h)) {
+                return Err(Conflict(format!(
+                    "the host name `{taken}` is already the app `{other_name}`'s"
+                )));
+            }
+            if !hostnames.is_empty() || !other.hostnames.is_empty() {
+                continue;
+            }
+            for route in router.routes() {
+                if let Some(theirs) = other
+                    .host
+                    .router
+                    .routes()
+                    .iter()
+                    .find(|theirs| theirs.pattern.overlaps(&route.pattern))
+                {
+                    return Err(Conflict(format!(
+                        "the route {} of the app `{name}` overlaps the route {} of the app `{other_name}`: give one app a different `base` or a host name",
+                        route.pattern.full(),
+                        theirs.pattern.full()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The app and route that serve `request`.
+    fn route<B>(&self, request: &Request<B>) -> Option<(&AppHost, &RouteEntry, RouteMatch)> {
+        let path = request.uri().path();
+        if !self.by_hostname.is_empty()
+            && let Some(index) = request_hostname(request).and_then(|h| self.by_hostname.get(&h))
+        {
+            let host = &self.apps[*index].host;
+            let (route, matched) = host.router.route(path)?;
+            return Some((host, route, matched));
+        }
+        let (route, matched) = self.shared.route(path)?;
+        Some((&self.apps[route.app].host, route, matched))
+    }
+
+    /// Serves one request. Never fails: every problem is a response.
+    pub async fn handle<B>(
+        &self,
+        request: Request<B>,
+        client_addr: SocketAddr,
+        local_addr: SocketAddr,
+    ) -> Response<ResponseBody>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<ferry_runtime::BoxError>,
+    {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let (app, dispatched) = self.dispatch(request, client_addr, local_addr).await;
+        let Dispatched {
+            response,
+            component,
+            error,
+        } = dispatched;
+        let entry = AccessEntry {
+            method,
+            path,
+            status: response.status(),
+            app: app.map(|app| app.name.clone()),
+            component: app.zip(component).map(|(app, id)| app.slots[id].id.clone()),
+            client: client_addr,
+            error,
+            started,
+            head: started.elapsed(),
+        };
+        response.map(|body| LoggedBody::new(body, entry).boxed_unsync())
+    }
+
+    async fn dispatch<B>(
+        &self,
+        request: Request<B>,
+        client_addr: SocketAddr,
+        local_addr: SocketAddr,
+    ) -> (Option<&AppHost>, Dispatched<'_>)
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<ferry_runtime::BoxError>,
+    {
+        if let Some(why) = unroutable_target(request.method(), request.uri()) {
+            let refused = Dispatched::plain(StatusCode::BAD_REQUEST, None, Some(why.into()));
+            return (None, refused);
+        }
+        let Some((app, route, matched)) = self.route(&request) else {
+            return (None, Dispatched::plain(StatusCode::NOT_FOUND, None, None));
+        };
+        let dispatched = app
+            .dispatch(request, route, matched, client_addr, local_addr)
+            .await;
+        (Some(app), dispatched)
+    }
+}
+
+/// The host name a request was sent to, lower-case and without a port.
+fn request_hostname<B>(request: &Request<B>) -> Option<String> {
+    if let Some(host) = request.uri().host() {
+        return Some(host.to_ascii_lowercase());
+    }
+    let header = request.headers().get(http::header::HOST)?.to_str().ok()?;
+    let authority = http::uri::Authority::try_from(header).ok()?;
+    Some(authority.host().to_ascii_lowercase())
 }
 
 /// One application, ready to serve.
 pub struct AppHost {
-    name: String,
+    name: Arc<str>,
     base: String,
     router: Router,
     slots: HashMap<String, Slot>,
+}
+
+impl std::fmt::Debug for AppHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppHost")
+            .field("name", &self.name)
+            .field("base", &self.base)
+            .field("routes", &self.router.routes().len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl AppHost {
@@ -319,7 +580,7 @@ impl AppHost {
             }
         }
         Ok(Self {
-            name: app.name.clone(),
+            name: Arc::from(app.name.as_str()),
             base: app.base.clone(),
             router,
             slots,
@@ -330,55 +591,29 @@ impl AppHost {
         &self.router
     }
 
-    /// Serves one request. Never fails: every problem is a response.
-    pub async fn handle<B>(
-        &self,
-        request: Request<B>,
-        client_addr: SocketAddr,
-        local_addr: SocketAddr,
-    ) -> Response<ResponseBody>
-    where
-        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
-        B::Error: Into<ferry_runtime::BoxError>,
-    {
-        let started = Instant::now();
-        let method = request.method().clone();
-        let path = request.uri().path().to_owned();
-        let Dispatched {
-            response,
-            component,
-            error,
-        } = self.dispatch(request, client_addr, local_addr).await;
-        let entry = AccessEntry {
-            method,
-            path,
-            status: response.status(),
-            component: component.map(|id| self.slots[id].id.clone()),
-            client: client_addr,
-            error,
-            started,
-            head: started.elapsed(),
-        };
-        response.map(|body| LoggedBody::new(body, entry).boxed_unsync())
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
-    async fn dispatch<B>(
-        &self,
+    /// The guests this version runs, by component id.
+    pub fn guests(&self) -> impl Iterator<Item = &Guest> {
+        self.slots.values().map(|slot| &slot.guest)
+    }
+
+    /// Serves one request that `route` matched. Never fails: every problem
+    /// is a response.
+    async fn dispatch<'a, B>(
+        &'a self,
         mut request: Request<B>,
+        route: &'a RouteEntry,
+        matched: RouteMatch,
         client_addr: SocketAddr,
         local_addr: SocketAddr,
-    ) -> Dispatched<'_>
+    ) -> Dispatched<'a>
     where
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<ferry_runtime::BoxError>,
     {
-        if let Some(why) = unroutable_target(request.method(), request.uri()) {
-            return Dispatched::plain(StatusCode::BAD_REQUEST, None, Some(why.into()));
-        }
-        let path = request.uri().path().to_owned();
-        let Some((route, matched)) = self.router.route(&path) else {
-            return Dispatched::plain(StatusCode::NOT_FOUND, None, None);
-        };
         let component = match &route.target {
             Target::Component { id, .. } => id.as_str(),
             Target::Static(reply) => return Dispatched::ok(reply.response(), None),
@@ -679,7 +914,7 @@ fn plain(status: StatusCode, text: &str) -> Response<ResponseBody> {
 /// BENCHMARKS.md).
 pub async fn serve(
     listener: TcpListener,
-    host: Arc<LiveApp>,
+    host: Arc<LiveApps>,
     config: &ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -750,7 +985,7 @@ struct Worker {
 impl Worker {
     fn start(
         index: usize,
-        host: Arc<LiveApp>,
+        host: Arc<LiveApps>,
         config: ServerConfig,
         local_addr: SocketAddr,
     ) -> anyhow::Result<Self> {
@@ -781,7 +1016,7 @@ impl Worker {
 
 async fn run_worker(
     mut incoming: tokio::sync::mpsc::UnboundedReceiver<Connection>,
-    host: Arc<LiveApp>,
+    host: Arc<LiveApps>,
     config: &ServerConfig,
     local_addr: SocketAddr,
     open: Arc<AtomicUsize>,
@@ -830,3 +1065,6 @@ async fn run_worker(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -22,6 +22,9 @@ pub struct RouteEntry {
     pub target: Target,
     /// Spin's request headers that depend only on the route.
     pub headers: RouteHeaders,
+    /// In a table of many apps' routes, the index of the app this one is
+    /// from (0 in an app's own router).
+    pub(crate) app: usize,
 }
 
 /// What answers a route.
@@ -41,6 +44,7 @@ impl RouteEntry {
             headers: RouteHeaders::new(&pattern, base),
             pattern,
             target,
+            app: 0,
         }
     }
 

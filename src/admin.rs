@@ -1,0 +1,293 @@
+//! The admin API of `ferry serve`: HTTP + JSON on its own listener
+//! (`docs/admin-api.yaml` is its OpenAPI description).
+//!
+//! Every `/v1/` call needs `Authorization: Bearer <token>`, compared in
+//! constant time; without it the answer is 401 and the request body is never
+//! read. `/healthz` and `/readyz` answer anyone, for load balancers and
+//! probes. Calls that touch the disk or compile run on blocking threads, so
+//! the listener and the apps' traffic never wait for them.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Deserialize;
+use subtle::ConstantTimeEq as _;
+use tokio::net::TcpListener;
+
+use crate::host::{DeployRequest, Host, HostError};
+
+/// The largest JSON request body (a deploy's file list).
+const MAX_JSON_BODY: usize = 16 << 20;
+
+pub struct Admin {
+    pub host: Arc<Host>,
+    pub token: String,
+    /// The largest blob upload.
+    pub max_blob: u64,
+}
+
+/// Serves the admin API on `listener` until the runtime stops.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!("admin listener: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.handle(request).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MissingRequest {
+    digests: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RollbackRequest {
+    to: Option<u64>,
+}
+
+impl Admin {
+    async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = request.uri().path().to_owned();
+        let method = request.method().clone();
+        match (&method, path.as_str()) {
+            (&Method::GET, "/healthz") => {
+                return json(StatusCode::OK, &serde_json::json!({"ok": true}));
+            }
+            (&Method::GET, "/readyz") => {
+                let ready = self.host.ready();
+                let status = if ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                return json(status, &serde_json::json!({ "ready": ready }));
+            }
+            _ => {}
+        }
+        if !self.authorized(&request) {
+            let mut response = error(
+                StatusCode::UNAUTHORIZED,
+                "this call needs `Authorization: Bearer <token>` with the host's admin token",
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            return response;
+        }
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let result = match (&method, segments.as_slice()) {
+            (&Method::POST, ["v1", "blobs", "missing"]) => {
+                match read_json::<MissingRequest>(request).await {
+                    Ok(body) => {
+                        self.blocking(move |host| {
+                            host.missing_blobs(&body.digests).map(|missing| {
+                                (StatusCode::OK, serde_json::json!({ "missing": missing }))
+                            })
+                        })
+                        .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            (&Method::PUT, ["v1", "blobs", digest]) => {
+                let digest = (*digest).to_owned();
+                match read_body(request, self.max_blob).await {
+                    Ok(bytes) => {
+                        self.blocking(move |host| {
+                            host.put_blob(&digest, &bytes).map(|()| {
+                                (StatusCode::CREATED, serde_json::json!({ "digest": digest }))
+                            })
+                        })
+                        .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            (&Method::GET, ["v1", "apps"]) => {
+                self.blocking(|host| {
+                    Ok((StatusCode::OK, serde_json::json!({ "apps": host.list() })))
+                })
+                .await
+            }
+            (&Method::GET, ["v1", "apps", name]) => {
+                let name = (*name).to_owned();
+                self.blocking(move |host| to_value(StatusCode::OK, host.show(&name)))
+                    .await
+            }
+            (&Method::POST, ["v1", "apps", name, "versions"]) => {
+                let name = (*name).to_owned();
+                match read_json::<DeployRequest>(request).await {
+                    Ok(body) => {
+                        self.blocking(move |host| {
+                            to_value(StatusCode::CREATED, host.deploy(&name, body))
+                        })
+                        .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            (&Method::POST, ["v1", "apps", name, "rollback"]) => {
+                let name = (*name).to_owned();
+                match read_json_or_empty::<RollbackRequest>(request).await {
+                    Ok(body) => {
+                        self.blocking(move |host| {
+                            to_value(StatusCode::OK, host.rollback(&name, body.to))
+                        })
+                        .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            (&Method::DELETE, ["v1", "apps", name]) => {
+                let name = (*name).to_owned();
+                self.blocking(move |host| {
+                    host.delete(&name)
+                        .map(|()| (StatusCode::OK, serde_json::json!({ "deleted": name })))
+                })
+                .await
+            }
+            _ => Err(HostError::NotFound(format!(
+                "no admin call {method} {path}"
+            ))),
+        };
+        match result {
+            Ok((status, body)) => json(status, &body),
+            Err(e) => error(status_of(&e), e.message()),
+        }
+    }
+
+    fn authorized<B>(&self, request: &Request<B>) -> bool {
+        let Some(given) = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        else {
+            return false;
+        };
+        bool::from(given.trim().as_bytes().ct_eq(self.token.as_bytes()))
+    }
+
+    /// Runs `work` on a blocking thread: deploys read files and compile.
+    async fn blocking(
+        &self,
+        work: impl FnOnce(&Host) -> Result<(StatusCode, serde_json::Value), HostError> + Send + 'static,
+    ) -> Result<(StatusCode, serde_json::Value), HostError> {
+        let host = self.host.clone();
+        tokio::task::spawn_blocking(move || work(&host))
+            .await
+            .unwrap_or_else(|e| Err(HostError::Internal(format!("the admin call failed: {e}"))))
+    }
+}
+
+fn to_value<T: serde::Serialize>(
+    status: StatusCode,
+    result: Result<T, HostError>,
+) -> Result<(StatusCode, serde_json::Value), HostError> {
+    let value = result?;
+    serde_json::to_value(value)
+        .map(|v| (status, v))
+        .map_err(|e| HostError::Internal(e.to_string()))
+}
+
+fn status_of(e: &HostError) -> StatusCode {
+    match e {
+        HostError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        HostError::NotFound(_) => StatusCode::NOT_FOUND,
+        HostError::Conflict(_) => StatusCode::CONFLICT,
+        HostError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        HostError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+async fn read_body(request: Request<Incoming>, limit: u64) -> Result<Bytes, HostError> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    if let Some(length) = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && length > limit as u64
+    {
+        return Err(too_large(limit));
+    }
+    Limited::new(request.into_body(), limit)
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes)
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                too_large(limit)
+            } else {
+                HostError::BadRequest(format!("reading the request body: {e}"))
+            }
+        })
+}
+
+fn too_large(limit: usize) -> HostError {
+    HostError::Invalid(format!(
+        "the upload is larger than this host takes ({})",
+        crate::load::human_size(limit as u64)
+    ))
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    request: Request<Incoming>,
+) -> Result<T, HostError> {
+    let bytes = read_body(request, MAX_JSON_BODY as u64).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| HostError::BadRequest(format!("the request body: {e}")))
+}
+
+async fn read_json_or_empty<T: serde::de::DeserializeOwned + Default>(
+    request: Request<Incoming>,
+) -> Result<T, HostError> {
+    let bytes = read_body(request, MAX_JSON_BODY as u64).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| HostError::BadRequest(format!("the request body: {e}")))
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut text = serde_json::to_vec_pretty(body).unwrap_or_default();
+    text.push(b'\n');
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json(status, &serde_json::json!({ "error": message }))
+}

@@ -1,0 +1,389 @@
+//! The admin API's client: `ferry deploy`, `apps`, `app show`, `rollback`
+//! and `delete` against a live host.
+//!
+//! A deploy collects the app's [`Bundle`], asks the host which of its files'
+//! digests it lacks, uploads only those, then creates the version from the
+//! file list: an unchanged component is neither sent nor compiled again.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+
+use crate::bundle::Bundle;
+use crate::download::{describe, tls_config};
+use crate::load::{Failure, human_duration, human_size};
+
+/// A live host's admin API, and the token to call it with.
+pub struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// `host` is the admin listener's URL; the token is read from
+    /// `token_file`, else taken from `token` (`FERRY_TOKEN`).
+    pub fn new(host: &str, token_file: Option<&Path>, token: Option<&str>) -> anyhow::Result<Self> {
+        let token = match (token_file, token) {
+            (Some(file), _) => std::fs::read_to_string(file)
+                .map_err(|e| {
+                    Failure::usage(format!(
+                        "cannot read the token file {}: {e}",
+                        file.display()
+                    ))
+                })?
+                .trim()
+                .to_owned(),
+            (None, Some(token)) => token.trim().to_owned(),
+            (None, None) => {
+                return Err(Failure::usage(
+                    "no admin token: give --token-file FILE or set FERRY_TOKEN \
+                     (`ferry serve` writes one to admin-token in its state directory)"
+                        .into(),
+                )
+                .into());
+            }
+        };
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls_config()?)
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("setting up the HTTP client")?;
+        Ok(Self {
+            base: host.trim_end_matches('/').to_owned(),
+            token,
+            http,
+        })
+    }
+
+    /// Sends one call; the answer's JSON, or the host's error message.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<reqwest::Body>,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| describe(e).context(format!("cannot reach the host at {}", self.base)))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(describe)?;
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or_else(
+            |_| json!({ "error": String::from_utf8_lossy(&bytes).trim().to_owned() }),
+        );
+        if !status.is_success() {
+            let message = value["error"].as_str().unwrap_or("(no message)");
+            return Err(Failure::build(
+                // The host refused the app itself: as `ferry up` exits for an app
+                // that cannot be loaded.
+                if matches!(status.as_u16(), 409 | 422) {
+                    3
+                } else {
+                    1
+                },
+                format!("{method} {path}: {status}: {message}"),
+            )
+            .into());
+        }
+        Ok(value)
+    }
+
+    async fn call_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<Value> {
+        self.call(method, path, Some(reqwest::Body::from(body.to_string())))
+            .await
+    }
+
+    /// Uploads what the host lacks of `bundle` and deploys it as `name`.
+    pub async fn deploy(
+        &self,
+        bundle: &Bundle,
+        name: &str,
+        hostnames: &[String],
+        out: &mut dyn std::io::Write,
+    ) -> anyhow::Result<Value> {
+        let started = Instant::now();
+        let digests: Vec<&str> = bundle.files.values().map(|f| f.digest.as_str()).collect();
+        let missing = self
+            .call_json(
+                reqwest::Method::POST,
+                "/v1/blobs/missing",
+                &json!({ "digests": digests }),
+            )
+            .await?;
+        let missing: std::collections::BTreeSet<&str> = missing["missing"]
+            .as_array()
+            .context("the host's answer has no `missing` list")?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let mut sent = 0u64;
+        let mut uploaded = std::collections::BTreeSet::new();
+        for file in bundle.files.values() {
+            if !missing.contains(file.digest.as_str()) || !uploaded.insert(file.digest.as_str()) {
+                continue;
+            }
+            let bytes = std::fs::read(&file.path)
+                .with_context(|| format!("reading {}", file.path.display()))?;
+            sent += bytes.len() as u64;
+            self.call(
+                reqwest::Method::PUT,
+                &format!("/v1/blobs/{}", file.digest),
+                Some(reqwest::Body::from(bytes)),
+            )
+            .await?;
+        }
+        writeln!(
+            out,
+            "Uploaded {} of {} file(s) ({} of {}) in {}",
+            uploaded.len(),
+            bundle.files.len(),
+            human_size(sent),
+            human_size(bundle.total_size()),
+            human_duration(started.elapsed())
+        )?;
+        let files: serde_json::Map<String, Value> = bundle
+            .files
+            .iter()
+            .map(|(path, f)| (path.clone(), Value::from(f.digest.clone())))
+            .collect();
+        self.call_json(
+            reqwest::Method::POST,
+            &format!("/v1/apps/{name}/versions"),
+            &json!({ "manifest": bundle.manifest, "files": files, "hostnames": hostnames }),
+        )
+        .await
+    }
+
+    pub async fn apps(&self) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::GET, "/v1/apps", None).await
+    }
+
+    pub async fn show(&self, name: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::GET, &format!("/v1/apps/{name}"), None)
+            .await
+    }
+
+    pub async fn rollback(&self, name: &str, to: Option<u64>) -> anyhow::Result<Value> {
+        self.call_json(
+            reqwest::Method::POST,
+            &format!("/v1/apps/{name}/rollback"),
+            &json!({ "to": to }),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, name: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::DELETE, &format!("/v1/apps/{name}"), None)
+            .await
+    }
+}
+
+/// Prints what a deploy or rollback did.
+pub fn print_activated(
+    out: &mut dyn std::io::Write,
+    done: &Value,
+    verb: &str,
+) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "{verb} `{}` version {} in {}",
+        done["app"].as_str().unwrap_or_default(),
+        done["version"],
+        human_duration(Duration::from_secs_f64(
+            done["elapsed_ms"].as_f64().unwrap_or_default() / 1000.0
+        ))
+    )?;
+    for component in done["components"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "  {} `{}` in {}",
+            if component["from_cache"].as_bool() == Some(true) {
+                "loaded compiled"
+            } else {
+                "compiled"
+            },
+            component["id"].as_str().unwrap_or_default(),
+            human_duration(Duration::from_secs_f64(
+                component["compile_ms"].as_f64().unwrap_or_default() / 1000.0
+            ))
+        )?;
+    }
+    for route in done["routes"].as_array().into_iter().flatten() {
+        writeln!(out, "  route {}", route.as_str().unwrap_or_default())?;
+    }
+    if let Some(warnings) = done["warnings"].as_str() {
+        writeln!(out, "\n{warnings}")?;
+    }
+    Ok(())
+}
+
+/// `ferry apps`: one line per app.
+pub fn print_apps(out: &mut dyn std::io::Write, apps: &Value) -> anyhow::Result<()> {
+    let apps = apps["apps"]
+        .as_array()
+        .context("the host's answer has no `apps`")?;
+    if apps.is_empty() {
+        writeln!(out, "No apps deployed")?;
+        return Ok(());
+    }
+    let rows: Vec<[String; 5]> = apps
+        .iter()
+        .map(|app| {
+            let mut routes: Vec<String> = app["routes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect();
+            let hostnames: Vec<&str> = app["hostnames"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            if !hostnames.is_empty() {
+                routes.push(format!("(host {})", hostnames.join(", ")));
+            }
+            [
+                app["name"].as_str().unwrap_or_default().to_owned(),
+                app["version"]
+                    .as_u64()
+                    .map_or_else(|| "-".into(), |v| v.to_string()),
+                app["deployed_at"].as_str().unwrap_or("-").to_owned(),
+                match app["error"].as_str() {
+                    Some(error) => {
+                        format!("{}: {error}", app["status"].as_str().unwrap_or_default())
+                    }
+                    None => app["status"].as_str().unwrap_or_default().to_owned(),
+                },
+                routes.join(" "),
+            ]
+        })
+        .collect();
+    let header = ["NAME", "VERSION", "DEPLOYED", "STATUS", "ROUTES"];
+    let widths: Vec<usize> = (0..4)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in std::iter::once(header.map(str::to_owned)).chain(rows) {
+        writeln!(
+            out,
+            "{:w0$}  {:w1$}  {:w2$}  {:w3$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3]
+        )?;
+    }
+    Ok(())
+}
+
+/// `ferry app show`: the serving version's components with their grants,
+/// then the kept versions.
+pub fn print_app(out: &mut dyn std::io::Write, app: &Value) -> anyhow::Result<()> {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let list = |v: &Value| {
+        let items: Vec<String> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+            .collect();
+        if items.is_empty() {
+            "(none)".to_owned()
+        } else {
+            items.join(", ")
+        }
+    };
+    writeln!(
+        out,
+        "App `{}`: version {}, {}",
+        text(&app["name"]),
+        app["version"],
+        text(&app["status"])
+    )?;
+    if let Some(error) = app["error"].as_str() {
+        writeln!(out, "  error      {error}")?;
+    }
+    writeln!(out, "  routes     {}", list(&app["routes"]))?;
+    writeln!(out, "  hostnames  {}", list(&app["hostnames"]))?;
+    for c in app["components"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "\ncomponent `{}` ({}, {})",
+            text(&c["id"]),
+            text(&c["source"]),
+            human_size(c["wasm_bytes"].as_u64().unwrap_or_default())
+        )?;
+        writeln!(
+            out,
+            "  route      {} ({})",
+            list(&c["routes"]),
+            text(&c["executor"])
+        )?;
+        writeln!(out, "  env        {}", list(&c["environment"]))?;
+        writeln!(out, "  variables  {}", list(&c["variables"]))?;
+        writeln!(out, "  key-value  {}", list(&c["key_value_stores"]))?;
+        writeln!(out, "  sqlite     {}", list(&c["sqlite_databases"]))?;
+        writeln!(out, "  files      {}", list(&c["files"]))?;
+        writeln!(out, "  outbound   {}", list(&c["allowed_outbound_hosts"]))?;
+        writeln!(out, "  limits     {}", text(&c["limits"]))?;
+    }
+    writeln!(out, "\nversions")?;
+    for v in app["versions"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "  {:>4}  {}  {} file(s){}",
+            v["version"],
+            text(&v["deployed_at"]),
+            v["files"],
+            if v["current"].as_bool() == Some(true) {
+                "  (serving)"
+            } else {
+                ""
+            }
+        )?;
+    }
+    Ok(())
+}
+
+/// The app name a deploy uses: `--name`, else the manifest's, which must
+/// then be a valid one.
+pub fn deploy_name(bundle: &Bundle, given: Option<&str>) -> anyhow::Result<String> {
+    let name = given.unwrap_or(&bundle.app.name);
+    if let Err(e) = crate::state::valid_app_name(name) {
+        if given.is_none() {
+            bail!("{e}; give the app another name with --name");
+        }
+        bail!("{e}");
+    }
+    Ok(name.to_owned())
+}

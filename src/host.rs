@@ -1,0 +1,732 @@
+//! A live host (`ferry serve`): many apps in one process, each deployed,
+//! rolled back and deleted while the others — and its own running
+//! requests — go on.
+//!
+//! A deploy lays the uploaded bundle out as a new version directory in the
+//! [`StateDir`], loads the app from it exactly as `ferry up` loads one from
+//! disk (the same [`load::prepare`] and [`load::Assembler`]), checks its
+//! routes and host names against the other apps *before* compiling, and
+//! only when every component has compiled swaps it into the [`LiveApps`]
+//! table in one step; then it records the version as `current`. A failure
+//! at any step leaves the running version serving and the state directory
+//! as it was. Deploys of one app are serialised by a lock of its own; apps
+//! never wait for each other, and requests never take any of these locks.
+//!
+//! This layer speaks in plain values (requests and answers the admin API
+//! serialises); it knows nothing of HTTP.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use ferry_manifest::{Executor, FileMount, Handler, Route, Source};
+use ferry_server::{AppHost, LiveApps, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::load::{self, Assembler, Settings, human_size};
+use crate::state::{self, StateDir, VersionRecord};
+
+/// Why a host call did nothing; each is one HTTP status in the admin API.
+#[derive(Debug)]
+pub enum HostError {
+    /// The request itself is malformed (400).
+    BadRequest(String),
+    /// No such app or version (404).
+    NotFound(String),
+    /// Another app has a route or host name this one claims (409).
+    Conflict(String),
+    /// The bundle, its manifest or a component is invalid (422).
+    Invalid(String),
+    /// The host failed (500).
+    Internal(String),
+}
+
+impl HostError {
+    pub fn message(&self) -> &str {
+        match self {
+            Self::BadRequest(m)
+            | Self::NotFound(m)
+            | Self::Conflict(m)
+            | Self::Invalid(m)
+            | Self::Internal(m) => m,
+        }
+    }
+}
+
+fn internal(e: anyhow::Error) -> HostError {
+    HostError::Internal(format!("{e:#}"))
+}
+
+/// `POST /v1/apps/{name}/versions`: a bundle already uploaded blob by blob.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// The manifest's path in the bundle.
+    pub manifest: String,
+    /// Every file of the bundle, by path: its digest (`sha256:<hex>`).
+    pub files: BTreeMap<String, String>,
+    /// Host names the app is reached by; none: by its routes on any.
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+}
+
+/// What a deploy or rollback did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Activated {
+    pub app: String,
+    pub version: u64,
+    /// Each component, and whether it was compiled or found compiled.
+    pub components: Vec<Compiled>,
+    pub routes: Vec<String>,
+    /// Manifest warnings (legacy syntax and the like), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<String>,
+    pub elapsed_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Compiled {
+    pub id: String,
+    pub from_cache: bool,
+    pub compile_ms: f64,
+}
+
+/// One app as `GET /v1/apps` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppSummary {
+    pub name: String,
+    /// The version serving; none while it is restored or if it failed to be.
+    pub version: Option<u64>,
+    /// `serving`, `restoring` or `failed`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub routes: Vec<String>,
+    pub hostnames: Vec<String>,
+    pub deployed_at: Option<String>,
+}
+
+/// One app as `GET /v1/apps/{name}` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppDetail {
+    #[serde(flatten)]
+    pub summary: AppSummary,
+    pub components: Vec<ComponentDetail>,
+    pub versions: Vec<VersionSummary>,
+}
+
+/// A component of the serving version, with what it is granted.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentDetail {
+    pub id: String,
+    pub source: String,
+    pub wasm_bytes: u64,
+    pub executor: String,
+    pub routes: Vec<String>,
+    pub environment: Vec<String>,
+    pub variables: Vec<String>,
+    pub key_value_stores: Vec<String>,
+    pub sqlite_databases: Vec<String>,
+    pub allowed_outbound_hosts: Vec<String>,
+    pub files: Vec<String>,
+    pub limits: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionSummary {
+    pub version: u64,
+    pub deployed_at: String,
+    pub current: bool,
+    pub files: usize,
+}
+
+/// What the host knows of an app beyond the table: how its serving version
+/// was made, or why it is not serving.
+#[derive(Debug, Clone)]
+struct AppState {
+    version: Option<u64>,
+    status: &'static str,
+    error: Option<String>,
+    hostnames: Vec<String>,
+    deployed_at: Option<u64>,
+    components: Vec<ComponentDetail>,
+}
+
+/// Bounds on what one deploy may bring.
+#[derive(Debug, Clone, Copy)]
+pub struct BundleLimits {
+    /// All of a bundle's files together, in bytes.
+    pub max_bundle_size: u64,
+    pub max_files: usize,
+}
+
+pub struct Host {
+    state: StateDir,
+    live: Arc<LiveApps>,
+    assembler: Assembler,
+    settings: Settings,
+    limits: BundleLimits,
+    /// Versions kept per app, the serving one included.
+    keep_versions: usize,
+    /// One lock per app name: its deploys, rollbacks and deletion run one at a time.
+    locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    apps: RwLock<BTreeMap<String, AppState>>,
+    ready: AtomicBool,
+}
+
+impl Host {
+    pub fn new(
+        state: StateDir,
+        live: Arc<LiveApps>,
+        assembler: Assembler,
+        settings: Settings,
+        limits: BundleLimits,
+        keep_versions: usize,
+    ) -> Self {
+        Self {
+            state,
+            live,
+            assembler,
+            settings,
+            limits,
+            keep_versions: keep_versions.max(1),
+            locks: Mutex::default(),
+            apps: RwLock::default(),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether every app the state directory held at start has been
+    /// restored (or has failed to be).
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Brings back every app at its `current` version. An app that fails
+    /// to load is reported as `failed` (with why) and the others go on.
+    /// Runs off the runtime's threads, once, at start.
+    pub fn restore(&self) {
+        let names = self.state.app_names().unwrap_or_else(|e| {
+            tracing::error!("cannot list the state directory's apps: {e:#}");
+            Vec::new()
+        });
+        let mut pending = Vec::new();
+        for name in names {
+            match self.state.current(&name) {
+                Some(version) => {
+                    self.set_state(&name, |s| s.status = "restoring");
+                    pending.push((name, version));
+                }
+                // Never activated: a crash during its first deploy.
+                None => {
+                    let _ = self.state.remove_app(&name);
+                }
+            }
+        }
+        for (name, version) in pending {
+            let _lock = self.lock(&name);
+            let started = Instant::now();
+            let result = self
+                .state
+                .version(&name, version)
+                .ok_or_else(|| HostError::Internal(format!("version {version} is missing")))
+                .and_then(|record| self.activate(&name, &record));
+            match result {
+                Ok(_) => tracing::info!(
+                    app = name.as_str(),
+                    version,
+                    elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "restored"
+                ),
+                Err(e) => {
+                    tracing::error!(
+                        app = name.as_str(),
+                        version,
+                        "cannot restore: {}",
+                        e.message()
+                    );
+                    self.set_state(&name, |s| {
+                        s.status = "failed";
+                        s.error = Some(e.message().to_owned());
+                    });
+                }
+            }
+        }
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// The digests of `digests` the host does not have yet.
+    pub fn missing_blobs(&self, digests: &[String]) -> Result<Vec<String>, HostError> {
+        digests
+            .iter()
+            .map(|d| match state::digest_hex(d) {
+                Some(_) => Ok((!self.state.has_blob(d)).then(|| d.clone())),
+                None => Err(not_a_digest(d)),
+            })
+            .filter_map(Result::transpose)
+            .collect()
+    }
+
+    pub fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), HostError> {
+        if state::digest_hex(digest).is_none() {
+            return Err(not_a_digest(digest));
+        }
+        self.state
+            .put_blob(digest, bytes)
+            .map_err(HostError::Invalid)
+    }
+
+    /// Deploys a new version of `name` from blobs already uploaded.
+    pub fn deploy(&self, name: &str, request: DeployRequest) -> Result<Activated, HostError> {
+        state::valid_app_name(name).map_err(HostError::BadRequest)?;
+        let hostnames = valid_hostnames(&request.hostnames)?;
+        self.check_bundle(&request)?;
+        let _lock = self.lock(name);
+        let record = self
+            .state
+            .add_version(
+                name,
+                VersionRecord {
+                    version: 0,
+                    manifest: request.manifest,
+                    files: request.files,
+                    hostnames,
+                    deployed_at: state::now(),
+                },
+            )
+            .map_err(internal)?;
+        match self.activate(name, &record) {
+            Ok(done) => {
+                self.state.prune(name, self.keep_versions);
+                tracing::info!(app = name, version = record.version, "deployed");
+                Ok(done)
+            }
+            Err(e) => {
+                self.state.remove_version(name, record.version);
+                if self.state.current(name).is_none() {
+                    let _ = self.state.remove_app(name);
+                }
+                tracing::warn!(app = name, "deploy refused: {}", e.message());
+                Err(e)
+            }
+        }
+    }
+
+    /// Serves `to` (default: the version before the serving one) again.
+    pub fn rollback(&self, name: &str, to: Option<u64>) -> Result<Activated, HostError> {
+        let _lock = self.lock(name);
+        let current = self.state.current(name).ok_or_else(|| no_app(name))?;
+        let versions = self.state.versions(name);
+        let target = match to {
+            Some(to) => versions
+                .into_iter()
+                .find(|r| r.version == to)
+                .ok_or_else(|| {
+                    HostError::NotFound(format!(
+                        "app `{name}` has no version {to} (kept: {})",
+                        self.kept(name)
+                    ))
+                })?,
+            None => versions
+                .into_iter()
+                .rev()
+                .find(|r| r.version < current)
+                .ok_or_else(|| {
+                    HostError::NotFound(format!(
+                        "app `{name}` has no version before {current} to roll back to"
+                    ))
+                })?,
+        };
+        let done = self.activate(name, &target)?;
+        tracing::info!(app = name, version = target.version, "rolled back");
+        Ok(done)
+    }
+
+    /// Takes `name` out of service and removes it, its versions and its data.
+    pub fn delete(&self, name: &str) -> Result<(), HostError> {
+        let _lock = self.lock(name);
+        let known = self
+            .apps
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(name);
+        if !known && self.state.current(name).is_none() {
+            return Err(no_app(name));
+        }
+        self.live.remove(name);
+        self.apps
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        self.state.remove_app(name).map_err(internal)?;
+        tracing::info!(app = name, "deleted");
+        Ok(())
+    }
+
+    pub fn list(&self) -> Vec<AppSummary> {
+        let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+        apps.iter().map(|(name, s)| self.summary(name, s)).collect()
+    }
+
+    pub fn show(&self, name: &str) -> Result<AppDetail, HostError> {
+        let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+        let app = apps.get(name).ok_or_else(|| no_app(name))?;
+        let current = self.state.current(name);
+        Ok(AppDetail {
+            summary: self.summary(name, app),
+            components: app.components.clone(),
+            versions: self
+                .state
+                .versions(name)
+                .into_iter()
+                .map(|r| VersionSummary {
+                    version: r.version,
+                    deployed_at: state::rfc3339(r.deployed_at),
+                    current: Some(r.version) == current,
+                    files: r.files.len(),
+                })
+                .collect(),
+        })
+    }
+
+    fn summary(&self, name: &str, app: &AppState) -> AppSummary {
+        let routes = self
+            .live
+            .app(name)
+            .map(|host| routes(host.router()))
+            .unwrap_or_default();
+        AppSummary {
+            name: name.to_owned(),
+            version: app.version,
+            status: app.status,
+            error: app.error.clone(),
+            routes,
+            hostnames: app.hostnames.clone(),
+            deployed_at: app.deployed_at.map(state::rfc3339),
+        }
+    }
+
+    fn kept(&self, name: &str) -> String {
+        let kept: Vec<String> = self
+            .state
+            .versions(name)
+            .iter()
+            .map(|r| r.version.to_string())
+            .collect();
+        kept.join(", ")
+    }
+
+    /// Waits for, and holds, the lock of the app `name`. Called off the
+    /// runtime's threads.
+    fn lock(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_owned())
+            .or_default()
+            .clone();
+        lock.blocking_lock_owned()
+    }
+
+    fn set_state(&self, name: &str, change: impl FnOnce(&mut AppState)) {
+        let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
+        let app = apps.entry(name.to_owned()).or_insert_with(|| AppState {
+            version: None,
+            status: "restoring",
+            error: None,
+            hostnames: Vec::new(),
+            deployed_at: None,
+            components: Vec::new(),
+        });
+        change(app);
+    }
+
+    /// Refuses a bundle whose paths could leave it, whose files are not all
+    /// uploaded, or that is larger than allowed — before anything is written.
+    fn check_bundle(&self, request: &DeployRequest) -> Result<(), HostError> {
+        if request.files.len() > self.limits.max_files {
+            return Err(HostError::Invalid(format!(
+                "the bundle has {} files; this host takes at most {}",
+                request.files.len(),
+                self.limits.max_files
+            )));
+        }
+        state::valid_bundle_path(&request.manifest).map_err(HostError::Invalid)?;
+        if !request.files.contains_key(&request.manifest) {
+            return Err(HostError::Invalid(format!(
+                "the manifest `{}` is not one of the bundle's files",
+                request.manifest
+            )));
+        }
+        let mut missing = Vec::new();
+        let mut total = 0u64;
+        for (path, digest) in &request.files {
+            state::valid_bundle_path(path).map_err(HostError::Invalid)?;
+            if state::digest_hex(digest).is_none() {
+                return Err(not_a_digest(digest));
+            }
+            match std::fs::metadata(self.state.blob_file(digest)) {
+                Ok(meta) => total += meta.len(),
+                Err(_) => missing.push(format!("{path} ({digest})")),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(HostError::Invalid(format!(
+                "the bundle's files were not all uploaded: {}",
+                missing.join(", ")
+            )));
+        }
+        if total > self.limits.max_bundle_size {
+            return Err(HostError::Invalid(format!(
+                "the bundle is {}; this host takes at most {}",
+                human_size(total),
+                human_size(self.limits.max_bundle_size)
+            )));
+        }
+        // A path that is also a directory of another (`a` and `a/b`) cannot be laid out.
+        for path in request.files.keys() {
+            let mut prefix = path.as_str();
+            while let Some((parent, _)) = prefix.rsplit_once('/') {
+                if request.files.contains_key(parent) {
+                    return Err(HostError::Invalid(format!(
+                        "`{parent}` is both a file and the directory of `{path}`"
+                    )));
+                }
+                prefix = parent;
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads version `record` of `name` from its tree, compiles it and
+    /// makes it the one serving; the caller holds the app's lock.
+    fn activate(&self, name: &str, record: &VersionRecord) -> Result<Activated, HostError> {
+        let started = Instant::now();
+        let tree = self.state.tree(name, record.version);
+        let invalid = |e: anyhow::Error| HostError::Invalid(format!("{e:#}"));
+        let mut progress = Vec::new();
+        let prepared = load::prepare(
+            &tree.join(&record.manifest),
+            None,
+            Some(name),
+            &self.settings,
+            &mut progress,
+        )
+        .map_err(invalid)?;
+        if !prepared.app.dir.starts_with(&tree) {
+            return Err(HostError::Invalid(
+                "the manifest is outside the bundle".into(),
+            ));
+        }
+        for component in &prepared.app.components {
+            if let Source::File(path) = &component.source
+                && !path.starts_with(&tree)
+            {
+                return Err(HostError::Invalid(format!(
+                    "component `{}`: its source {} is outside the bundle",
+                    component.id,
+                    path.display()
+                )));
+            }
+        }
+        let engine_memory = self.assembler.runtime.options().max_memory;
+        if prepared.max_memory() > engine_memory {
+            return Err(HostError::Invalid(format!(
+                "a component's `max_memory` ({}) is above this host's --max-memory ({})",
+                human_size(prepared.max_memory()),
+                human_size(engine_memory)
+            )));
+        }
+        // Before compiling: a clash costs nothing.
+        let router = Router::new(&prepared.app).map_err(invalid)?;
+        self.live
+            .check(name, &router, &record.hostnames)
+            .map_err(|c| HostError::Conflict(c.0))?;
+        let data = self.state.data_dir(name);
+        let previous = self.live.app(name);
+        let key_value = self
+            .assembler
+            .tokio
+            .block_on(self.assembler.key_value_stores(&prepared, &data))
+            .map_err(invalid)?;
+        let host = self
+            .assembler
+            .host(
+                &prepared,
+                &data,
+                key_value,
+                previous.as_deref(),
+                &mut progress,
+            )
+            .map_err(invalid)?;
+        let mut components: Vec<Compiled> = host
+            .guests()
+            .map(|g| Compiled {
+                id: g.id().to_owned(),
+                from_cache: g.info().compile.from_cache,
+                compile_ms: g.info().compile.elapsed.as_secs_f64() * 1000.0,
+            })
+            .collect();
+        components.sort_by(|a, b| a.id.cmp(&b.id));
+        let details = component_details(&prepared, &host, &tree);
+        let routes = routes(host.router());
+        // Recorded first, so that a crash once traffic has moved restores
+        // what was serving; undone if the swap is refused (an app that
+        // claimed the same route since the check).
+        let recorded = self.state.current(name);
+        self.state
+            .set_current(name, record.version)
+            .map_err(internal)?;
+        if let Err(conflict) = self.live.install(host, record.hostnames.clone()) {
+            let _ = match recorded {
+                Some(version) => self.state.set_current(name, version),
+                None => self.state.clear_current(name),
+            };
+            return Err(HostError::Conflict(conflict.0));
+        }
+        self.set_state(name, |s| {
+            s.version = Some(record.version);
+            s.status = "serving";
+            s.error = None;
+            s.hostnames.clone_from(&record.hostnames);
+            s.deployed_at = Some(record.deployed_at);
+            s.components = details;
+        });
+        Ok(Activated {
+            app: name.to_owned(),
+            version: record.version,
+            components,
+            routes,
+            warnings: (!prepared.app.warnings.is_empty())
+                .then(|| prepared.app.warnings.to_string()),
+            elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+        })
+    }
+}
+
+fn no_app(name: &str) -> HostError {
+    HostError::NotFound(format!("no app called `{name}` is deployed"))
+}
+
+fn not_a_digest(digest: &str) -> HostError {
+    HostError::BadRequest(format!(
+        "`{digest}` is not a digest: expected sha256:<64 lower-case hex digits>"
+    ))
+}
+
+/// Host names, lower-cased and checked: letters, digits, `-` and `.`.
+fn valid_hostnames(names: &[String]) -> Result<Vec<String>, HostError> {
+    let mut valid = Vec::new();
+    for name in names {
+        let lower = name.to_ascii_lowercase();
+        let ok = !lower.is_empty()
+            && lower.len() <= 253
+            && lower
+                .split('.')
+                .all(|label| !label.is_empty() && label.len() <= 63)
+            && lower
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !ok {
+            return Err(HostError::BadRequest(format!(
+                "`{name}` is not a host name (letters, digits, `-` and `.`, no port)"
+            )));
+        }
+        if !valid.contains(&lower) {
+            valid.push(lower);
+        }
+    }
+    Ok(valid)
+}
+
+/// Every route of an app as it is reached: base included.
+fn routes(router: &Router) -> Vec<String> {
+    router.routes().iter().map(|r| r.pattern.full()).collect()
+}
+
+fn component_details(
+    prepared: &load::Prepared,
+    host: &AppHost,
+    tree: &Path,
+) -> Vec<ComponentDetail> {
+    let app = &prepared.app;
+    host.guests()
+        .filter_map(|guest| {
+            let component = app.component(guest.id())?;
+            let mut executor = "wasi:http".to_owned();
+            let mut component_routes = Vec::new();
+            for trigger in &app.triggers {
+                if let Handler::Component { id, executor: e } = &trigger.handler
+                    && *id == component.id
+                {
+                    if let Executor::Wagi(_) = e {
+                        "wagi".clone_into(&mut executor);
+                    }
+                    component_routes.push(match &trigger.route {
+                        Route::Pattern(p) => p.full(),
+                        Route::Private => "(private)".into(),
+                    });
+                }
+            }
+            let relative = |p: &Path| p.strip_prefix(tree).unwrap_or(p).display().to_string();
+            let l = guest.limits();
+            Some(ComponentDetail {
+                id: component.id.clone(),
+                source: match &component.source {
+                    Source::File(path) => relative(path),
+                    Source::Url { url, digest } => {
+                        format!("{}, {digest}", ferry_manifest::redacted(url))
+                    }
+                },
+                wasm_bytes: guest.info().wasm_bytes,
+                executor,
+                routes: component_routes,
+                environment: component
+                    .environment
+                    .iter()
+                    .map(|(k, _)| k.clone())
+                    .collect(),
+                variables: prepared
+                    .variables
+                    .get(guest.id())
+                    .into_iter()
+                    .flat_map(|v| v.shown())
+                    .map(|(key, value)| format!("{key} = {value}"))
+                    .collect(),
+                key_value_stores: component.key_value_stores.clone(),
+                sqlite_databases: component.sqlite_databases.clone(),
+                allowed_outbound_hosts: component
+                    .allowed_outbound_hosts
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                files: component
+                    .files
+                    .iter()
+                    .map(|f| match f {
+                        FileMount::Glob(g) => format!("{g} -> /"),
+                        FileMount::Directory {
+                            source,
+                            destination,
+                        }
+                        | FileMount::File {
+                            source,
+                            destination,
+                        } => format!("{} -> {destination}", relative(source)),
+                    })
+                    .collect(),
+                limits: format!(
+                    "memory {}, timeout {:?}, request body {}, {} concurrent, {} queued",
+                    human_size(l.max_memory),
+                    l.request_timeout,
+                    human_size(l.max_request_body),
+                    l.max_concurrent_requests,
+                    l.max_queued_requests
+                ),
+            })
+        })
+        .collect()
+}
