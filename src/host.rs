@@ -316,6 +316,7 @@ impl Host {
 
     /// Serves `to` (default: the version before the serving one) again.
     pub fn rollback(&self, name: &str, to: Option<u64>) -> Result<Activated, HostError> {
+        known_name(name)?;
         let _lock = self.lock(name);
         let current = self.state.current(name).ok_or_else(|| no_app(name))?;
         let versions = self.state.versions(name);
@@ -346,6 +347,7 @@ impl Host {
 
     /// Takes `name` out of service and removes it, its versions and its data.
     pub fn delete(&self, name: &str) -> Result<(), HostError> {
+        known_name(name)?;
         let _lock = self.lock(name);
         let known = self
             .apps
@@ -371,6 +373,7 @@ impl Host {
     }
 
     pub fn show(&self, name: &str) -> Result<AppDetail, HostError> {
+        known_name(name)?;
         let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
         let app = apps.get(name).ok_or_else(|| no_app(name))?;
         let current = self.state.current(name);
@@ -605,6 +608,11 @@ impl Host {
             elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
         })
     }
+}
+
+/// A name that could be an app's; any other names none (and never a path).
+fn known_name(name: &str) -> Result<(), HostError> {
+    state::valid_app_name(name).map_err(|_| no_app(name))
 }
 
 fn no_app(name: &str) -> HostError {

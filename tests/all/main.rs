@@ -8,6 +8,7 @@ mod capabilities;
 mod examples;
 mod failures;
 mod fuzz_corpus;
+mod host;
 mod limits;
 mod manifest;
 mod protocol;

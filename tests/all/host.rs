@@ -1,0 +1,781 @@
+//! `ferry serve`, a live host: apps deployed with the real `ferry deploy`
+//! client, swapped under load without a failed request, refused when
+//! broken or when they clash with another app, rolled back without a
+//! compile, restored after `kill -9`, and an admin API that does nothing
+//! without its token.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+
+use crate::support::*;
+
+/// A running `ferry serve` on a state directory it may share with the
+/// next one (to restart on it).
+struct Host {
+    child: Child,
+    url: String,
+    admin: String,
+    state: PathBuf,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Host {
+    fn start(state: &Path, args: &[&str]) -> Self {
+        let mut child = ferry()
+            .arg("serve")
+            .arg("--state-dir")
+            .arg(state)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting ferry serve");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut url = None;
+        let mut admin = None;
+        while admin.is_none() {
+            let line = lines.next().and_then(Result::ok).unwrap_or_else(|| {
+                panic!("ferry serve stopped:\n{}", logs.lock().unwrap().join("\n"))
+            });
+            if let Some(rest) = line.strip_prefix("Serving apps on ") {
+                url = Some(rest.to_owned());
+            }
+            if let Some(rest) = line.strip_prefix("Admin API on ") {
+                admin = rest.split(' ').next().map(str::to_owned);
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            url: url.expect("the apps URL"),
+            admin: admin.unwrap(),
+            state: state.to_owned(),
+            logs,
+        }
+    }
+
+    fn token_file(&self) -> PathBuf {
+        self.state.join("admin-token")
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.token_file())
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// `ferry <args>` against this host, as a user runs it.
+    fn client(&self, args: &[&str]) -> Output {
+        ferry()
+            .args(args)
+            .arg("--host")
+            .arg(&self.admin)
+            .arg("--token-file")
+            .arg(self.token_file())
+            .output()
+            .unwrap()
+    }
+
+    /// `ferry deploy PATH ARGS`, which must succeed; what it printed.
+    fn deploy(&self, path: &Path, args: &[&str]) -> String {
+        let mut all = vec!["deploy", path.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let output = self.client(&all);
+        assert!(
+            output.status.success(),
+            "ferry deploy failed:\n{}{}\nhost log:\n{}",
+            text(&output.stdout),
+            text(&output.stderr),
+            self.logs()
+        );
+        text(&output.stdout)
+    }
+
+    /// `ferry apps --json`, parsed.
+    fn apps(&self) -> serde_json::Value {
+        let output = self.client(&["apps", "--json"]);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    /// The version of `name` serving, by `ferry apps`.
+    fn version(&self, name: &str) -> Option<u64> {
+        self.apps()["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .and_then(|a| a["version"].as_u64())
+    }
+
+    /// An admin API call with `token` (none: no `Authorization` header).
+    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Vec<u8>) -> Reply {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.admin));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        send(request.body(Full::new(Bytes::from(body))).unwrap()).await
+    }
+
+    /// Uploads `bytes` as a blob; its digest.
+    async fn upload(&self, bytes: &[u8]) -> String {
+        let digest = sha256(bytes);
+        let reply = self
+            .call(
+                "PUT",
+                &format!("/v1/blobs/{digest}"),
+                Some(&self.token()),
+                bytes.to_vec(),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.text());
+        digest
+    }
+
+    /// `POST /v1/apps/{name}/versions` with `files` (path, contents).
+    async fn deploy_raw(&self, name: &str, manifest: &str, files: &[(&str, &[u8])]) -> Reply {
+        let mut listed = serde_json::Map::new();
+        for (path, bytes) in files {
+            listed.insert((*path).to_owned(), self.upload(bytes).await.into());
+        }
+        let body = serde_json::json!({ "manifest": manifest, "files": listed });
+        self.call(
+            "POST",
+            &format!("/v1/apps/{name}/versions"),
+            Some(&self.token()),
+            body.to_string().into_bytes(),
+        )
+        .await
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        get(&format!("{}{path}", self.url)).await
+    }
+
+    async fn get_host(&self, path: &str, host: &str) -> Reply {
+        send(
+            http::Request::get(format!("{}{path}", self.url))
+                .header("host", host)
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+    }
+
+    fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Waits (up to 60 s) for `/readyz` to answer 200.
+    async fn until_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let reply = get(&format!("{}/readyz", self.admin)).await;
+            let ready: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+            if reply.status == 200 {
+                assert_eq!(ready["ready"], true);
+                return;
+            }
+            assert_eq!(reply.status, 503);
+            assert_eq!(ready["ready"], false);
+            assert!(
+                Instant::now() < deadline,
+                "not ready after 60 s:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn kill_9(mut self) {
+        signal(self.child.id(), "KILL");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- ferry serve log ---\n{}\n--- end ---", self.logs());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let hex: String = sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+/// An app called `name` whose guest (copied in, so the bundle holds it)
+/// answers `/` with `hello from <greeting>`, at `base`.
+fn versioned_app(name: &str, greeting: &str, base: &str) -> TestApp {
+    let app = TestApp::new("");
+    std::fs::copy(HTTP_GUEST, app.path().join("guest.wasm")).unwrap();
+    write_manifest(&app, name, greeting, base);
+    app
+}
+
+fn write_manifest(app: &TestApp, name: &str, greeting: &str, base: &str) {
+    app.write(
+        "spin.toml",
+        &format!(
+            "spin_manifest_version = 2\n\n[application]\nname = \"{name}\"\n\
+             [application.trigger.http]\nbase = \"{base}\"\n\n{}\
+             [component.guest]\nsource = \"guest.wasm\"\nenvironment = {{ NAME = \"{greeting}\" }}\n",
+            trigger("/...", "guest")
+        ),
+    );
+}
+
+/// 100 deploys alternating two versions while four clients send requests
+/// without a pause: not one request fails, every body is exactly one
+/// version's, and each deploy's version answers as soon as it returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deploys_under_load_fail_no_request() {
+    let state = tempfile::tempdir().unwrap();
+    let host = Host::start(state.path(), &[]);
+    let one = versioned_app("swap", "one", "/");
+    let two = versioned_app("swap", "two", "/");
+    host.deploy(one.path(), &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, served, url) = (stop.clone(), served.clone(), host.url.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let reply = get(&format!("{url}/")).await;
+                    assert_eq!(reply.status, 200, "{}", reply.text());
+                    let body = reply.text();
+                    assert!(
+                        body == "hello from one\n" || body == "hello from two\n",
+                        "a body from neither version: {body:?}"
+                    );
+                    served.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for i in 0..100 {
+        let (app, expected) = if i % 2 == 0 {
+            (&two, "two")
+        } else {
+            (&one, "one")
+        };
+        let deployed = tokio::task::block_in_place(|| host.deploy(app.path(), &[]));
+        assert!(deployed.contains("Deployed `swap`"), "{deployed}");
+        assert_eq!(
+            host.get("/").await.text(),
+            format!("hello from {expected}\n")
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client
+            .await
+            .expect("a client saw a failed or mixed response");
+    }
+    assert!(
+        served.load(Ordering::Relaxed) >= 100,
+        "the clients ran throughout"
+    );
+    // Versions beyond --keep-versions (10) are gone, with their files.
+    let versions = std::fs::read_dir(state.path().join("apps/swap/versions"))
+        .unwrap()
+        .count();
+    assert_eq!(versions, 10);
+    assert_eq!(host.version("swap"), Some(101));
+}
+
+/// A response still streaming from version 1 completes intact while
+/// version 2 is deployed and version 1 is removed from the state directory
+/// (`--keep-versions 1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_streaming_response_outlives_its_version() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let state = tempfile::tempdir().unwrap();
+    let host = Host::start(state.path(), &["--keep-versions", "1"]);
+    let app = versioned_app("stream", "one", "/");
+    host.deploy(app.path(), &[]);
+    let mut stream = tokio::net::TcpStream::connect(host.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /big?mb=64 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = vec![0; 1 << 20];
+    stream.read_exact(&mut first).await.unwrap();
+
+    write_manifest(&app, "stream", "two", "/");
+    tokio::task::block_in_place(|| host.deploy(app.path(), &[]));
+    assert_eq!(host.get("/").await.text(), "hello from two\n");
+    let versions = state.path().join("apps/stream/versions");
+    assert!(!versions.join("1").exists(), "version 1 was removed");
+    assert!(versions.join("2").exists());
+
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut rest))
+        .await
+        .expect("the stream finishes")
+        .unwrap();
+    let whole = [first, rest].concat();
+    let split = whole.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&whole[..split]).to_ascii_lowercase();
+    assert!(head.contains("x-guest-name: one"), "{head}");
+    let body = &whole[split + 4..];
+    assert_eq!(body.iter().filter(|b| **b == b'x').count(), 64 << 20);
+    assert!(body.ends_with(b"0\r\n\r\n"), "the stream ended cleanly");
+}
+
+/// A bad manifest, invalid Wasm, paths leaving the bundle, a symlink out of
+/// the app and a bundle over the size limit are each refused with why,
+/// and version 1 goes on serving with nothing of the refused one left.
+#[tokio::test]
+async fn broken_bundles_are_refused_and_the_old_version_serves() {
+    let state = tempfile::tempdir().unwrap();
+    let host = Host::start(state.path(), &["--max-bundle-size", "1MiB"]);
+    let app = versioned_app("keep", "one", "/");
+    host.deploy(app.path(), &[]);
+    let still_one = async || {
+        assert_eq!(host.get("/").await.text(), "hello from one\n");
+        assert_eq!(host.version("keep"), Some(1));
+        let versions: Vec<_> = std::fs::read_dir(state.path().join("apps/keep/versions"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(versions, ["1"], "nothing of a refused version is left");
+    };
+
+    // A manifest the host cannot read: 422, pointing at the field.
+    let wasm = std::fs::read(HTTP_GUEST).unwrap();
+    let bad = "spin_manifest_version = 2\n[application]\nname = \"keep\"\n[[trigger.http]]\nroute = 42\ncomponent = \"guest\"\n[component.guest]\nsource = \"guest.wasm\"\n";
+    let reply = host
+        .deploy_raw(
+            "keep",
+            "spin.toml",
+            &[("spin.toml", bad.as_bytes()), ("guest.wasm", &wasm[..1000])],
+        )
+        .await;
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    assert!(reply.text().contains("route"), "{}", reply.text());
+    still_one().await;
+
+    // Not Wasm: refused by the real client, exit code 3, naming the component.
+    std::fs::write(app.path().join("guest.wasm"), b"\0asm but not really").unwrap();
+    let output = host.client(&["deploy", app.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("422") && stderr.contains("component `guest`"),
+        "{stderr}"
+    );
+    still_one().await;
+
+    // Paths out of the bundle, named in the file list.
+    let manifest = std::fs::read(app.path().join("spin.toml")).unwrap();
+    for escaping in ["../guest.wasm", "/etc/guest.wasm", "a/../../guest.wasm"] {
+        let reply = host
+            .deploy_raw(
+                "keep",
+                "spin.toml",
+                &[("spin.toml", &manifest), (escaping, b"x")],
+            )
+            .await;
+        assert_eq!(reply.status, 422, "{escaping}: {}", reply.text());
+        assert!(
+            reply.text().contains("not a path inside the bundle"),
+            "{}",
+            reply.text()
+        );
+        still_one().await;
+    }
+    // A digest that was never uploaded.
+    let body = serde_json::json!({
+        "manifest": "spin.toml",
+        "files": { "spin.toml": sha256(b"never uploaded") },
+    });
+    let reply = host
+        .call(
+            "POST",
+            "/v1/apps/keep/versions",
+            Some(&host.token()),
+            body.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    assert!(
+        reply.text().contains("not all uploaded"),
+        "{}",
+        reply.text()
+    );
+
+    // A symlink out of the app directory: the client refuses to send it.
+    std::fs::copy(HTTP_GUEST, app.path().join("guest.wasm")).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), "not the app's").unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.txt"),
+        app.path().join("leak.txt"),
+    )
+    .unwrap();
+    let mut text_manifest = String::from_utf8(manifest.clone()).unwrap();
+    text_manifest.push_str("files = [\"leak.txt\"]\n");
+    app.write("spin.toml", &text_manifest);
+    let output = host.client(&["deploy", app.path().to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("outside the app directory"),
+        "{}",
+        text(&output.stderr)
+    );
+    still_one().await;
+
+    // Over --max-bundle-size: the upload itself is refused, and not stored.
+    let big = vec![7u8; 2 << 20];
+    let digest = sha256(&big);
+    let reply = host
+        .call(
+            "PUT",
+            &format!("/v1/blobs/{digest}"),
+            Some(&host.token()),
+            big,
+        )
+        .await;
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    assert!(
+        reply.text().contains("larger than this host takes"),
+        "{}",
+        reply.text()
+    );
+    assert!(
+        !state
+            .path()
+            .join("blobs/sha256")
+            .join(&digest[7..])
+            .exists()
+    );
+    // A blob that does not hash to its name is not stored either.
+    let reply = host
+        .call(
+            "PUT",
+            &format!("/v1/blobs/{}", sha256(b"a")),
+            Some(&host.token()),
+            b"b".to_vec(),
+        )
+        .await;
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    still_one().await;
+}
+
+/// Apps share the listener, each at its base or host name; an app claiming
+/// another's route or host name is refused, naming both.
+#[tokio::test]
+async fn apps_share_the_listener_and_clashes_are_refused() {
+    let state = tempfile::tempdir().unwrap();
+    let host = Host::start(state.path(), &[]);
+    host.deploy(versioned_app("alpha", "alpha", "/a").path(), &[]);
+    host.deploy(versioned_app("beta", "beta", "/b").path(), &[]);
+    host.deploy(
+        versioned_app("gamma", "gamma", "/").path(),
+        &["--hostname", "Gamma.Example"],
+    );
+    assert_eq!(host.get("/a/").await.text(), "hello from alpha\n");
+    assert_eq!(host.get("/b/").await.text(), "hello from beta\n");
+    assert_eq!(host.get("/c/").await.status, 404);
+    assert_eq!(
+        host.get_host("/", "gamma.example:3000").await.text(),
+        "hello from gamma\n"
+    );
+
+    let clash = versioned_app("delta", "delta", "/a");
+    let output = host.client(&["deploy", clash.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("409") && stderr.contains("alpha") && stderr.contains("delta"),
+        "{stderr}"
+    );
+    let same_host = versioned_app("epsilon", "epsilon", "/");
+    let output = host.client(&[
+        "deploy",
+        same_host.path().to_str().unwrap(),
+        "--hostname",
+        "gamma.example",
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("409") && stderr.contains("gamma"),
+        "{stderr}"
+    );
+    // Neither left anything behind, and everything still serves.
+    assert!(!state.path().join("apps/delta").exists());
+    assert!(!state.path().join("apps/epsilon").exists());
+    assert_eq!(host.get("/a/").await.text(), "hello from alpha\n");
+
+    // `ferry apps` lists each with its version and routes.
+    let apps = host.apps();
+    let names: Vec<&str> = apps["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alpha", "beta", "gamma"]);
+    assert_eq!(apps["apps"][0]["routes"], serde_json::json!(["/a/..."]));
+    assert_eq!(
+        apps["apps"][2]["hostnames"],
+        serde_json::json!(["gamma.example"])
+    );
+
+    // Deleted: its routes answer 404 and its directory is gone.
+    let output = host.client(&["delete", "alpha"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(host.get("/a/").await.status, 404);
+    assert!(!state.path().join("apps/alpha").exists());
+    let output = host.client(&["delete", "alpha"]);
+    assert!(
+        text(&output.stderr).contains("404"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+/// Rollback serves the previous version again from compiled code the host
+/// already has, and `--to` picks any kept version.
+#[tokio::test]
+async fn rollback_needs_no_compile() {
+    let state = tempfile::tempdir().unwrap();
+    let host = Host::start(
+        state.path(),
+        &["--cache-dir", state.path().join("cache").to_str().unwrap()],
+    );
+    let app = versioned_app("roll", "one", "/");
+    let first = host.deploy(app.path(), &[]);
+    // The first deploy into a fresh cache compiles.
+    assert!(first.contains("  compiled `guest`"), "{first}");
+    write_manifest(&app, "roll", "two", "/");
+    let second = host.deploy(app.path(), &[]);
+    // The manifest changed, not the Wasm: only the manifest is uploaded.
+    assert!(second.contains("Uploaded 1 of 2 file(s)"), "{second}");
+    assert_eq!(host.get("/").await.text(), "hello from two\n");
+
+    let output = host.client(&["rollback", "roll"]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(stdout.contains("Serving `roll` version 1"), "{stdout}");
+    assert!(stdout.contains("loaded compiled `guest`"), "{stdout}");
+    assert_eq!(host.get("/").await.text(), "hello from one\n");
+    assert_eq!(host.version("roll"), Some(1));
+
+    let reply = host
+        .call(
+            "POST",
+            "/v1/apps/roll/rollback",
+            Some(&host.token()),
+            br#"{"to": 2}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let done: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(done["version"], 2);
+    assert_eq!(done["components"][0]["from_cache"], true);
+    assert_eq!(host.get("/").await.text(), "hello from two\n");
+
+    let output = host.client(&["rollback", "roll", "--to", "7"]);
+    assert!(
+        text(&output.stderr).contains("no version 7"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert_eq!(host.get("/").await.text(), "hello from two\n");
+
+    // `ferry app show` lists the components, grants and versions.
+    let output = host.client(&["app", "show", "roll"]);
+    let shown = text(&output.stdout);
+    assert!(shown.contains("App `roll`: version 2, serving"), "{shown}");
+    assert!(shown.contains("component `guest` (guest.wasm"), "{shown}");
+    assert!(shown.contains("env        NAME"), "{shown}");
+    assert!(shown.contains("(serving)"), "{shown}");
+}
+
+/// After `kill -9` a new host on the same state directory serves every app
+/// at its current version (a rollback included), with its key-value data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_restores_every_app() {
+    let state = tempfile::tempdir().unwrap();
+    let host = Host::start(state.path(), &[]);
+    let app = versioned_app("first", "one", "/first");
+    host.deploy(app.path(), &[]);
+    write_manifest(&app, "first", "two", "/first");
+    host.deploy(app.path(), &[]);
+    write_manifest(&app, "first", "three", "/first");
+    host.deploy(app.path(), &[]);
+    assert!(host.client(&["rollback", "first"]).status.success());
+    host.deploy(versioned_app("second", "second", "/second").path(), &[]);
+    // A real Spin app with a key-value store, reached by host name.
+    let kv_app =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/test-programs/spin-apps/rust-sdk7");
+    tokio::task::block_in_place(|| host.deploy(&kv_app, &["--build", "--hostname", "kv.test"]));
+    let kv = |method: &'static str, path: &'static str, body: &'static str| {
+        let url = format!("{}{path}", host.url);
+        async move {
+            send(
+                http::Request::builder()
+                    .method(method)
+                    .uri(url)
+                    .header("host", "kv.test")
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        kv("PUT", "/kv/kept", "across restarts").await.text(),
+        "stored"
+    );
+    assert_eq!(host.get("/first/").await.text(), "hello from two\n");
+
+    host.kill_9();
+    let host = Host::start(state.path(), &[]);
+    host.until_ready().await;
+    assert_eq!(host.get("/first/").await.text(), "hello from two\n");
+    assert_eq!(host.get("/second/").await.text(), "hello from second\n");
+    assert_eq!(host.version("first"), Some(2));
+    let url = format!("{}/kv/kept", host.url);
+    let reply = send(
+        http::Request::get(url)
+            .header("host", "kv.test")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.text(), "across restarts");
+    // The next deploy is numbered after every kept version.
+    write_manifest(&app, "first", "four", "/first");
+    let deployed = host.deploy(app.path(), &[]);
+    assert!(deployed.contains("version 4"), "{deployed}");
+}
+
+/// Without the token, or with a wrong one, every admin call answers 401
+/// and changes nothing; probes need no token; the generated token is
+/// private.
+#[tokio::test]
+async fn admin_calls_need_the_token() {
+    let state = tempfile::tempdir().unwrap();
+    let host = Host::start(state.path(), &[]);
+    let app = versioned_app("guarded", "one", "/");
+    host.deploy(app.path(), &[]);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(host.token_file())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+
+    let token = host.token();
+    let wrong_tokens = [
+        None,
+        Some("wrong".to_owned()),
+        Some(token[..token.len() - 1].to_owned()),
+        Some(format!("{token}x")),
+        Some(token.to_uppercase()),
+    ];
+    let blob = b"an upload without the token".to_vec();
+    let digest = sha256(&blob);
+    for wrong in &wrong_tokens {
+        let wrong = wrong.as_deref();
+        for (method, path, body) in [
+            ("DELETE", "/v1/apps/guarded".to_owned(), Vec::new()),
+            ("POST", "/v1/apps/guarded/rollback".to_owned(), Vec::new()),
+            ("PUT", format!("/v1/blobs/{digest}"), blob.clone()),
+            (
+                "POST",
+                "/v1/apps/guarded/versions".to_owned(),
+                b"{}".to_vec(),
+            ),
+            ("GET", "/v1/apps".to_owned(), Vec::new()),
+        ] {
+            let reply = host.call(method, &path, wrong, body).await;
+            assert_eq!(reply.status, 401, "{method} {path} with {wrong:?}");
+            assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+        }
+    }
+    assert!(
+        !state
+            .path()
+            .join("blobs/sha256")
+            .join(&digest[7..])
+            .exists()
+    );
+    assert_eq!(host.get("/").await.text(), "hello from one\n");
+    assert_eq!(host.version("guarded"), Some(1));
+    let health = get(&format!("{}/healthz", host.admin)).await;
+    assert_eq!(health.status, 200);
+
+    // The client says what is wrong.
+    let output = ferry()
+        .args(["apps", "--host", &host.admin])
+        .env_remove("FERRY_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        text(&output.stderr).contains("no admin token"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = ferry()
+        .args(["apps", "--host", &host.admin])
+        .env("FERRY_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert!(
+        text(&output.stderr).contains("401"),
+        "{}",
+        text(&output.stderr)
+    );
+    // A token given with --admin-token-file is used instead.
+    let given = state.path().join("given-token");
+    std::fs::write(&given, "a-token-chosen-by-the-operator\n").unwrap();
+    let other_state = tempfile::tempdir().unwrap();
+    let other = Host::start(
+        other_state.path(),
+        &["--admin-token-file", given.to_str().unwrap()],
+    );
+    let reply = other
+        .call(
+            "GET",
+            "/v1/apps",
+            Some("a-token-chosen-by-the-operator"),
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(!other_state.path().join("admin-token").exists());
+}
