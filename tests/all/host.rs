@@ -779,3 +779,47 @@ async fn admin_calls_need_the_token() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert!(!other_state.path().join("admin-token").exists());
 }
+
+/// `/readyz` answers 503 until every app in the state directory has been
+/// restored, while `ferry apps` shows them `restoring`; then 200.
+#[tokio::test]
+async fn readyz_waits_for_the_restore() {
+    let state = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let cache_arg = ["--cache-dir", cache.path().to_str().unwrap()];
+    let host = Host::start(state.path(), &cache_arg);
+    let wasm = std::fs::read(HTTP_GUEST).unwrap();
+    for i in 0..8 {
+        let app = versioned_app(&format!("app{i}"), &format!("app{i}"), &format!("/app{i}"));
+        // Each a different component (a custom section of its own), so
+        // each restore compiles.
+        let name = format!("ferry-test-{i}");
+        let mut distinct = wasm.clone();
+        distinct.push(0);
+        distinct.push(u8::try_from(name.len() + 1).unwrap());
+        distinct.push(u8::try_from(name.len()).unwrap());
+        distinct.extend_from_slice(name.as_bytes());
+        std::fs::write(app.path().join("guest.wasm"), distinct).unwrap();
+        host.deploy(app.path(), &[]);
+    }
+    host.kill_9();
+    // A fresh cache: the restore compiles all eight.
+    let cache = tempfile::tempdir().unwrap();
+    let host = Host::start(state.path(), &["--cache-dir", cache.path().to_str().unwrap()]);
+    let first = get(&format!("{}/readyz", host.admin)).await;
+    assert_eq!(first.status, 503, "{}", first.text());
+    let apps = host.apps();
+    assert!(
+        apps["apps"].as_array().unwrap().iter().any(|a| a["status"] == "restoring"),
+        "{apps:#}"
+    );
+    host.until_ready().await;
+    let apps = host.apps();
+    for (i, app) in apps["apps"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(app["status"], "serving", "{app:#}");
+        assert_eq!(
+            host.get(&format!("/app{i}/")).await.text(),
+            format!("hello from app{i}\n")
+        );
+    }
+}
