@@ -805,12 +805,19 @@ async fn readyz_waits_for_the_restore() {
     host.kill_9();
     // A fresh cache: the restore compiles all eight.
     let cache = tempfile::tempdir().unwrap();
-    let host = Host::start(state.path(), &["--cache-dir", cache.path().to_str().unwrap()]);
+    let host = Host::start(
+        state.path(),
+        &["--cache-dir", cache.path().to_str().unwrap()],
+    );
     let first = get(&format!("{}/readyz", host.admin)).await;
     assert_eq!(first.status, 503, "{}", first.text());
     let apps = host.apps();
     assert!(
-        apps["apps"].as_array().unwrap().iter().any(|a| a["status"] == "restoring"),
+        apps["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["status"] == "restoring"),
         "{apps:#}"
     );
     host.until_ready().await;
