@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
@@ -228,27 +228,33 @@ fn status_of(e: &HostError) -> StatusCode {
 
 async fn read_body(request: Request<Incoming>, limit: u64) -> Result<Bytes, HostError> {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    if let Some(length) = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        && length > limit as u64
-    {
-        return Err(too_large(limit));
-    }
-    Limited::new(request.into_body(), limit)
-        .collect()
-        .await
-        .map(http_body_util::Collected::to_bytes)
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                too_large(limit)
-            } else {
-                HostError::BadRequest(format!("reading the request body: {e}"))
+    let mut body = request.into_body();
+    let mut read = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| HostError::BadRequest(format!("reading the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if read.len() + data.len() > limit {
+            // Read on (and dropped) for a while, so that the client, still
+            // sending, gets to read the answer rather than a reset.
+            let mut drained = read.len() + data.len();
+            while drained < MAX_DRAINED
+                && let Some(Ok(frame)) = body.frame().await
+            {
+                drained += frame.data_ref().map_or(0, Bytes::len);
             }
-        })
+            return Err(too_large(limit));
+        }
+        read.extend_from_slice(&data);
+    }
+    Ok(Bytes::from(read))
 }
+
+/// How much of an upload over the limit is read and dropped before the
+/// connection is closed on it.
+const MAX_DRAINED: usize = 64 << 20;
 
 fn too_large(limit: usize) -> HostError {
     HostError::Invalid(format!(

@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ferry_manifest::{
-    App, Executor, FileMount, Handler, Limits, Route, Source, parse_duration, parse_size,
-};
+use ferry_manifest::{App, Executor, Handler, Limits, Route, Source, parse_duration, parse_size};
 use ferry_runtime::{CompileCache, EngineOptions, Runtime};
 use ferry_server::{LiveApps, ServerConfig, Target};
 use tokio::net::TcpListener;
@@ -832,7 +830,7 @@ fn print_component(
 ) -> anyhow::Result<()> {
     let info = guest.info();
     let source = match &component.source {
-        Source::File(path) => relative(&app.dir, path),
+        Source::File(path) => load::relative(&app.dir, path),
         Source::Url { url, digest } => format!("{}, {digest}", ferry_manifest::redacted(url)),
     };
     writeln!(
@@ -879,29 +877,11 @@ fn print_component(
         .collect();
     writeln!(out, "  env        {}", listed(&env))?;
     // Values as resolved for this run; a secret's is never shown.
-    let variables: Vec<String> = variables
-        .into_iter()
-        .flat_map(|v| v.shown())
-        .map(|(key, value)| format!("{key} = {value}"))
-        .collect();
+    let variables = load::described_variables(variables);
     writeln!(out, "  variables  {}", listed(&variables))?;
     writeln!(out, "  key-value  {}", listed(&component.key_value_stores))?;
     writeln!(out, "  sqlite     {}", listed(&component.sqlite_databases))?;
-    let files: Vec<String> = component
-        .files
-        .iter()
-        .map(|f| match f {
-            FileMount::Glob(g) => format!("{g} -> /"),
-            FileMount::Directory {
-                source,
-                destination,
-            }
-            | FileMount::File {
-                source,
-                destination,
-            } => format!("{} -> {destination}", relative(&app.dir, source)),
-        })
-        .collect();
+    let files = load::described_files(component, &app.dir);
     writeln!(
         out,
         "  files      {}",
@@ -943,8 +923,4 @@ fn listed(items: &[impl AsRef<str>]) -> String {
         .map(AsRef::as_ref)
         .collect::<Vec<&str>>()
         .join(", ")
-}
-
-fn relative(dir: &Path, path: &Path) -> String {
-    path.strip_prefix(dir).unwrap_or(path).display().to_string()
 }

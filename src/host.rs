@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use ferry_manifest::{Executor, FileMount, Handler, Route, Source};
+use ferry_manifest::{Executor, Handler, Route, Source};
 use ferry_server::{AppHost, LiveApps, Router};
 use serde::{Deserialize, Serialize};
 
@@ -679,12 +679,11 @@ fn component_details(
                     });
                 }
             }
-            let relative = |p: &Path| p.strip_prefix(tree).unwrap_or(p).display().to_string();
             let l = guest.limits();
             Some(ComponentDetail {
                 id: component.id.clone(),
                 source: match &component.source {
-                    Source::File(path) => relative(path),
+                    Source::File(path) => load::relative(tree, path),
                     Source::Url { url, digest } => {
                         format!("{}, {digest}", ferry_manifest::redacted(url))
                     }
@@ -697,13 +696,7 @@ fn component_details(
                     .iter()
                     .map(|(k, _)| k.clone())
                     .collect(),
-                variables: prepared
-                    .variables
-                    .get(guest.id())
-                    .into_iter()
-                    .flat_map(|v| v.shown())
-                    .map(|(key, value)| format!("{key} = {value}"))
-                    .collect(),
+                variables: load::described_variables(prepared.variables.get(guest.id())),
                 key_value_stores: component.key_value_stores.clone(),
                 sqlite_databases: component.sqlite_databases.clone(),
                 allowed_outbound_hosts: component
@@ -711,21 +704,7 @@ fn component_details(
                     .iter()
                     .map(ToString::to_string)
                     .collect(),
-                files: component
-                    .files
-                    .iter()
-                    .map(|f| match f {
-                        FileMount::Glob(g) => format!("{g} -> /"),
-                        FileMount::Directory {
-                            source,
-                            destination,
-                        }
-                        | FileMount::File {
-                            source,
-                            destination,
-                        } => format!("{} -> {destination}", relative(source)),
-                    })
-                    .collect(),
+                files: load::described_files(component, tree),
                 limits: format!(
                     "memory {}, timeout {:?}, request body {}, {} concurrent, {} queued",
                     human_size(l.max_memory),

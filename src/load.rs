@@ -664,3 +664,39 @@ impl Assembler {
         AppHost::succeeding(previous, &prepared.app, guests)
     }
 }
+
+/// A component's `files` entries as `ferry check` and `ferry app show` list
+/// them: each source (relative to `dir`, the app directory) and where the
+/// guest sees it.
+pub fn described_files(component: &Component, dir: &Path) -> Vec<String> {
+    component
+        .files
+        .iter()
+        .map(|f| match f {
+            ferry_manifest::FileMount::Glob(g) => format!("{g} -> /"),
+            ferry_manifest::FileMount::Directory {
+                source,
+                destination,
+            }
+            | ferry_manifest::FileMount::File {
+                source,
+                destination,
+            } => format!("{} -> {destination}", relative(dir, source)),
+        })
+        .collect()
+}
+
+/// A component's variables as resolved, `key = value`; a secret's value is
+/// never shown.
+pub fn described_variables(variables: Option<&ComponentVariables>) -> Vec<String> {
+    variables
+        .into_iter()
+        .flat_map(|v| v.shown())
+        .map(|(key, value)| format!("{key} = {value}"))
+        .collect()
+}
+
+/// `path` relative to `dir` if it is inside it, for people.
+pub fn relative(dir: &Path, path: &Path) -> String {
+    path.strip_prefix(dir).unwrap_or(path).display().to_string()
+}
