@@ -1,7 +1,7 @@
 //! The admin API of `ferry serve`: HTTP + JSON on its own listener
 //! (`docs/admin-api.yaml` is its OpenAPI description).
 //!
-//! Every `/v1/` call needs `Authorization: Bearer <token>`, compared in
+//! Every `/v1/` call, and `/metrics`, needs `Authorization: Bearer <token>`, compared in
 //! constant time; without it the answer is 401 and the request body is never
 //! read. `/healthz` and `/readyz` answer anyone, for load balancers and
 //! probes. Calls that touch the disk or compile run on blocking threads, so
@@ -21,12 +21,14 @@ use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
 
 use crate::host::{DeployRequest, Host, HostError};
+use crate::metrics::Metrics;
 
 /// The largest JSON request body (a deploy's file list).
 const MAX_JSON_BODY: usize = 16 << 20;
 
 pub struct Admin {
     pub host: Arc<Host>,
+    pub metrics: Arc<Metrics>,
     pub token: String,
     /// The largest blob upload.
     pub max_blob: u64,
@@ -34,6 +36,32 @@ pub struct Admin {
 
 /// Serves the admin API on `listener` until the runtime stops.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+    serve_http(listener, move |request| admin.clone().handle(request)).await;
+}
+
+/// `ferry up --metrics-listen`: `GET /metrics` for anyone who can reach
+/// the address (the dev server's; a live host's needs the token).
+pub async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
+    serve_http(listener, move |request: Request<Incoming>| {
+        let metrics = metrics.clone();
+        async move {
+            if request.method() == Method::GET && request.uri().path() == "/metrics" {
+                metrics_response(&metrics)
+            } else {
+                error(StatusCode::NOT_FOUND, "only GET /metrics is served here")
+            }
+        }
+    })
+    .await;
+}
+
+/// Answers each request on `listener` with `handle`, over HTTP/1.1, until
+/// the runtime stops.
+async fn serve_http<F, Fut>(listener: TcpListener, handle: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -43,11 +71,11 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
                 continue;
             }
         };
-        let admin = admin.clone();
+        let handle = handle.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.handle(request).await) }
+                let answer = handle(request);
+                async move { Ok::<_, Infallible>(answer.await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -56,6 +84,15 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
                 .await;
         });
     }
+}
+
+fn metrics_response(metrics: &Metrics) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(metrics.encode())));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    response
 }
 
 #[derive(Deserialize)]
@@ -99,6 +136,9 @@ impl Admin {
                 http::HeaderValue::from_static("Bearer"),
             );
             return response;
+        }
+        if method == Method::GET && path == "/metrics" {
+            return metrics_response(&self.metrics);
         }
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let result = match (&method, segments.as_slice()) {

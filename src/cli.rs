@@ -15,6 +15,7 @@ use ferry_server::{LiveApps, ServerConfig, Target};
 use tokio::net::TcpListener;
 
 use crate::load::{self, Failure, human_size};
+use crate::metrics::Metrics;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -326,6 +327,10 @@ struct UpArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:3000")]
     listen: SocketAddr,
+    /// Serve Prometheus metrics on `GET /metrics` at this address (no
+    /// token: keep it private).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// Where the app's state lives: key-value stores and SQLite databases
     /// that runtime-config.toml gives no path [default: .ferry beside the
     /// manifest].
@@ -461,7 +466,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listener = bind(&tokio, args.listen)?;
     let admin_listener = bind(&tokio, args.admin_listen)?;
     let local = listener.local_addr()?;
-    let apps = LiveApps::new();
+    let metrics = Metrics::new();
+    metrics.watch_runtime(runtime.clone());
+    let apps = LiveApps::with_metrics(Some(metrics.server()));
     let host = Arc::new(crate::host::Host::new(
         state,
         apps.clone(),
@@ -469,6 +476,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             runtime,
             local,
             tokio: tokio.handle().clone(),
+            metrics: Some(metrics.clone()),
         },
         settings,
         crate::host::BundleLimits {
@@ -476,6 +484,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_files: args.max_bundle_files,
         },
         args.keep_versions as usize,
+        metrics.clone(),
     ));
     let mut stdout = std::io::stdout();
     writeln!(stdout, "Serving apps on http://{local}")?;
@@ -491,6 +500,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     stdout.flush()?;
     let admin = Arc::new(crate::admin::Admin {
         host: host.clone(),
+        metrics,
         token,
         max_blob: args.max_bundle_size,
     });
@@ -595,6 +605,24 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     // clients wait in the accept queue instead of being refused.
     let listener = bind(&tokio, args.listen)?;
     let local = listener.local_addr()?;
+    let metrics = match args.metrics_listen {
+        Some(addr) => {
+            let metrics = Metrics::new();
+            metrics.watch_runtime(runtime.clone());
+            let metrics_listener = bind(&tokio, addr)?;
+            writeln!(
+                stdout,
+                "Metrics on http://{}/metrics",
+                metrics_listener.local_addr()?
+            )?;
+            tokio.spawn(crate::admin::serve_metrics(
+                metrics_listener,
+                metrics.clone(),
+            ));
+            Some(metrics)
+        }
+        None => None,
+    };
     let state_dir = args
         .state_dir
         .clone()
@@ -617,6 +645,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             runtime,
             local,
             tokio: tokio.handle().clone(),
+            metrics: metrics.clone(),
         },
         state_dir,
     };
@@ -631,7 +660,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         .assembler
         .host(&prepared, &loader.state_dir, key_value, None, &mut stdout)?;
     let watched = crate::watch::Watched::of(&prepared.app, args.app.runtime_config_file.as_deref());
-    let apps = LiveApps::new();
+    let apps = LiveApps::with_metrics(metrics.as_ref().map(|m| m.server()));
     apps.install(host, Vec::new())?;
 
     let url = format!("http://{local}");

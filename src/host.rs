@@ -26,6 +26,7 @@ use ferry_server::{AppHost, LiveApps, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::load::{self, Assembler, Settings, human_size};
+use crate::metrics::Metrics;
 use crate::state::{self, StateDir, VersionRecord};
 
 /// Why a host call did nothing; each is one HTTP status in the admin API.
@@ -174,6 +175,7 @@ pub struct Host {
     locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     apps: RwLock<BTreeMap<String, AppState>>,
     ready: AtomicBool,
+    metrics: Arc<Metrics>,
 }
 
 impl Host {
@@ -184,8 +186,10 @@ impl Host {
         settings: Settings,
         limits: BundleLimits,
         keep_versions: usize,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
+            metrics,
             state,
             live,
             assembler,
@@ -297,7 +301,9 @@ impl Host {
                 },
             )
             .map_err(internal)?;
-        match self.activate(name, &record) {
+        let result = self.activate(name, &record);
+        self.metrics.deployed(name, result.is_ok());
+        match result {
             Ok(done) => {
                 self.state.prune(name, self.keep_versions);
                 tracing::info!(app = name, version = record.version, "deployed");
@@ -340,7 +346,9 @@ impl Host {
                     ))
                 })?,
         };
-        let done = self.activate(name, &target)?;
+        let result = self.activate(name, &target);
+        self.metrics.rolled_back(name, result.is_ok());
+        let done = result?;
         tracing::info!(app = name, version = target.version, "rolled back");
         Ok(done)
     }

@@ -13,6 +13,7 @@ mod client;
 mod download;
 mod host;
 mod load;
+mod metrics;
 mod state;
 mod variables;
 mod watch;

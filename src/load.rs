@@ -625,6 +625,8 @@ pub struct Assembler {
     pub local: SocketAddr,
     /// The runtime the stores and the server's admission live on.
     pub tokio: tokio::runtime::Handle,
+    /// Where each component's compile (or cache load) is counted.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Assembler {
@@ -661,6 +663,12 @@ impl Assembler {
             Some(self.local),
             out,
         )?;
+        if let Some(metrics) = &self.metrics {
+            for guest in &guests {
+                let compile = &guest.info().compile;
+                metrics.component_loaded(compile.from_cache, compile.elapsed);
+            }
+        }
         AppHost::succeeding(previous, &prepared.app, guests)
     }
 }

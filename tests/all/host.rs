@@ -830,3 +830,70 @@ async fn readyz_waits_for_the_restore() {
         );
     }
 }
+
+/// A live host's `/metrics` needs the token, counts deploys, rollbacks and
+/// their failures, and an app's request counts go on across its versions.
+#[tokio::test]
+async fn metrics_count_deploys_and_requests_across_versions() {
+    let state = tempfile::tempdir().unwrap();
+    let host = Host::start(state.path(), &[]);
+    let app = versioned_app("counted", "one", "/");
+    host.deploy(app.path(), &[]);
+    for _ in 0..2 {
+        assert_eq!(host.get("/").await.text(), "hello from one\n");
+    }
+    std::fs::write(app.path().join("guest.wasm"), b"not wasm").unwrap();
+    assert!(
+        !host
+            .client(&["deploy", app.path().to_str().unwrap()])
+            .status
+            .success()
+    );
+    std::fs::copy(HTTP_GUEST, app.path().join("guest.wasm")).unwrap();
+    write_manifest(&app, "counted", "two", "/");
+    host.deploy(app.path(), &[]);
+    for _ in 0..3 {
+        assert_eq!(host.get("/").await.text(), "hello from two\n");
+    }
+    assert!(host.client(&["rollback", "counted"]).status.success());
+
+    let anonymous = host.call("GET", "/metrics", None, Vec::new()).await;
+    assert_eq!(anonymous.status, 401);
+    // A request's series are written once its body is sent, just after the
+    // client has read it: read until the last one shows (up to 10 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let scrape = loop {
+        let reply = host
+            .call("GET", "/metrics", Some(&host.token()), Vec::new())
+            .await;
+        assert_eq!(reply.status, 200);
+        let scrape = crate::metrics::Scrape::parse(&reply.text());
+        let in_flight = scrape.value("ferry_requests_in_flight", &[("app", "counted")]);
+        if in_flight == 0.0 || Instant::now() > deadline {
+            break scrape;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let app = ("app", "counted");
+    assert_eq!(
+        scrape.value("ferry_deploys_total", &[app, ("result", "ok")]),
+        2.0
+    );
+    assert_eq!(
+        scrape.value("ferry_deploys_total", &[app, ("result", "failed")]),
+        1.0
+    );
+    assert_eq!(
+        scrape.value("ferry_rollbacks_total", &[app, ("result", "ok")]),
+        1.0
+    );
+    assert_eq!(
+        scrape.value(
+            "ferry_requests_total",
+            &[app, ("route", "/..."), ("status", "2xx")]
+        ),
+        5.0
+    );
+    // Compiled once; every later version found it in the cache.
+    assert!(scrape.value("ferry_component_loads_total", &[("result", "cached")]) >= 2.0);
+}

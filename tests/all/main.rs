@@ -11,6 +11,7 @@ mod fuzz_corpus;
 mod host;
 mod limits;
 mod manifest;
+mod metrics;
 mod protocol;
 mod remote;
 mod routing;

@@ -45,6 +45,18 @@ pub use files::glob_matches;
 #[doc(hidden)]
 pub use wagi::parse_cgi_response;
 
+/// One engine's instance pool: what is alive in it, and how many component
+/// instances it holds at most.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolUsage {
+    pub engine: &'static str,
+    pub component_instances: u64,
+    /// Core instances: a WAGI module's, and those inside components.
+    pub core_instances: u64,
+    pub memories: u64,
+    pub capacity: u64,
+}
+
 /// The engines and everything shared by all guests.
 pub struct Runtime {
     options: EngineOptions,
@@ -163,6 +175,30 @@ impl GuestError {
         }
     }
 
+    /// What failed, as a metric's label: one word per kind of failure.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Trap(e) => {
+                if e.chain().any(|c| {
+                    c.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::StackOverflow)
+                }) {
+                    "stack_overflow"
+                } else {
+                    "trap"
+                }
+            }
+            Self::Timeout(_) => "timeout",
+            Self::NoResponse => "no_response",
+            Self::ErrorCode(_) => "error_code",
+            Self::BadCgiOutput(_) => "bad_cgi_output",
+            Self::ResponseTooLarge(_) => "response_too_large",
+            Self::RequestBodyTooLarge(_) => "body_too_large",
+            Self::BadRequest(_) => "bad_request",
+            Self::Busy => "rejected",
+            Self::Instantiation(_) => "instantiation",
+        }
+    }
+
     pub fn status(&self) -> ::http::StatusCode {
         use ::http::StatusCode as S;
         match self {
@@ -266,6 +302,24 @@ impl Runtime {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// What each engine's instance pool holds now: the WASI 0.2 engine's,
+    /// and the WASI 0.3 one's once a 0.3 component was loaded.
+    pub fn pools(&self) -> Vec<PoolUsage> {
+        let usage = |engine: &'static str, e: &Engine| {
+            e.pooling_allocator_metrics().map(|m| PoolUsage {
+                engine,
+                component_instances: m.component_instances(),
+                core_instances: m.core_instances(),
+                memories: m.memories() as u64,
+                capacity: u64::from(self.options.max_instances.max(1)),
+            })
+        };
+        usage("wasi-0.2", &self.engine)
+            .into_iter()
+            .chain(self.p3.get().and_then(|p3| usage("wasi-0.3", &p3.engine)))
+            .collect()
     }
 
     /// Compiles (or loads from the cache) and prepares one component, whose

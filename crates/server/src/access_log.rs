@@ -19,6 +19,8 @@ use ferry_runtime::{BoxError, ResponseBody};
 use http::{Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
+use crate::metrics::InFlight;
+
 /// Everything the line says but the body's fate.
 pub(crate) struct AccessEntry {
     pub method: Method,
@@ -29,6 +31,10 @@ pub(crate) struct AccessEntry {
     pub client: SocketAddr,
     /// Why the response is an error response, where it is one.
     pub error: Option<String>,
+    /// What failed, as the metrics' `kind` label says it.
+    pub failure: Option<&'static str>,
+    /// The request's series, if metrics are kept: finished with the line.
+    pub in_flight: Option<InFlight>,
     pub started: Instant,
     /// From receiving the request to having the response head.
     pub head: Duration,
@@ -57,9 +63,13 @@ impl LoggedBody {
     }
 
     fn finish(&mut self, ended: Ended) {
-        let Some(entry) = self.entry.take() else {
+        let Some(mut entry) = self.entry.take() else {
             return;
         };
+        let total = entry.started.elapsed();
+        if let Some(in_flight) = entry.in_flight.take() {
+            in_flight.finish(entry.status, entry.head, total, self.bytes, entry.failure);
+        }
         let outcome = match &ended {
             Ended::Complete => "complete",
             Ended::CutShort(why) => why.as_str(),
@@ -73,7 +83,7 @@ impl LoggedBody {
             component = entry.component.as_deref().unwrap_or("-"),
             client = %entry.client,
             head_us = micros(entry.head),
-            total_us = micros(entry.started.elapsed()),
+            total_us = micros(total),
             bytes = self.bytes,
             outcome,
             error = entry.error.as_deref(),

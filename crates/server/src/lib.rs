@@ -9,6 +9,7 @@
 
 mod access_log;
 mod connection;
+mod metrics;
 mod router;
 
 use std::collections::HashMap;
@@ -26,7 +27,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use access_log::{AccessEntry, LoggedBody};
+pub use metrics::ServerMetrics;
 pub use router::{RouteEntry, Router, Target};
+
+use metrics::{Counted, InFlight, RouteMetrics};
 
 /// Settings of the HTTP server itself (per-component limits live in
 /// [`ferry_runtime::Limits`]).
@@ -61,6 +65,8 @@ struct Dispatched<'a> {
     response: Response<ResponseBody>,
     component: Option<&'a str>,
     error: Option<String>,
+    /// What failed, as the metrics' `kind` label says it.
+    failure: Option<&'static str>,
 }
 
 impl<'a> Dispatched<'a> {
@@ -69,6 +75,7 @@ impl<'a> Dispatched<'a> {
             response,
             component,
             error: None,
+            failure: None,
         }
     }
 
@@ -79,6 +86,7 @@ impl<'a> Dispatched<'a> {
             response: plain(status, status.canonical_reason().unwrap_or("Error")),
             component,
             error,
+            failure: None,
         }
     }
 
@@ -92,7 +100,14 @@ impl<'a> Dispatched<'a> {
         busy.response
             .headers_mut()
             .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-        busy
+        busy.failed("rejected")
+    }
+
+    fn failed(self, kind: &'static str) -> Self {
+        Self {
+            failure: Some(kind),
+            ..self
+        }
     }
 }
 
@@ -252,6 +267,8 @@ impl Slot {
 /// new requests see the new one, and no request sees a mix.
 pub struct LiveApps {
     table: arc_swap::ArcSwap<AppTable>,
+    /// Where installed apps' routes record their metrics, if anywhere.
+    metrics: Option<ServerMetrics>,
     /// Serialises changes, so each builds on the table the last one left;
     /// requests never take it.
     changing: std::sync::Mutex<()>,
@@ -271,8 +288,15 @@ impl std::error::Error for Conflict {}
 
 impl LiveApps {
     pub fn new() -> Arc<Self> {
+        Self::with_metrics(None)
+    }
+
+    /// A table whose apps record their requests in `metrics`.
+    pub fn with_metrics(metrics: Option<ServerMetrics>) -> Arc<Self> {
+        let unrouted = metrics.as_ref().map(ServerMetrics::unrouted);
         Arc::new(Self {
-            table: arc_swap::ArcSwap::from_pointee(AppTable::default()),
+            table: arc_swap::ArcSwap::from_pointee(AppTable::new(Vec::new(), unrouted)),
+            metrics,
             changing: std::sync::Mutex::new(()),
         })
     }
@@ -330,13 +354,18 @@ impl LiveApps {
             .iter()
             .position(|m| &*m.host.name == old)
             .map(|index| apps.remove(index).host);
+        let mut host = host;
+        if let Some(metrics) = &self.metrics {
+            host.attach_metrics(metrics);
+        }
         let mounted = Mounted {
             host: Arc::new(host),
             hostnames,
         };
         let index = apps.partition_point(|m| m.host.name < mounted.host.name);
         apps.insert(index, mounted);
-        self.table.store(Arc::new(AppTable::new(apps)));
+        self.table
+            .store(Arc::new(AppTable::new(apps, table.unrouted.clone())));
         Ok(replaced)
     }
 
@@ -347,7 +376,8 @@ impl LiveApps {
         let mut apps = table.apps.clone();
         let index = apps.iter().position(|m| &*m.host.name == name)?;
         let removed = apps.remove(index);
-        self.table.store(Arc::new(AppTable::new(apps)));
+        self.table
+            .store(Arc::new(AppTable::new(apps, table.unrouted.clone())));
         Some(removed.host)
     }
 }
@@ -372,10 +402,12 @@ pub struct AppTable {
     /// The routes of every app without host names, each tagged with its
     /// app's index in `apps`.
     shared: Router,
+    /// The series of requests no route matched, where metrics are kept.
+    unrouted: Option<Arc<RouteMetrics>>,
 }
 
 impl AppTable {
-    fn new(apps: Vec<Mounted>) -> Self {
+    fn new(apps: Vec<Mounted>, unrouted: Option<Arc<RouteMetrics>>) -> Self {
         let mut by_hostname = HashMap::new();
         let mut routes = Vec::new();
         for (index, mounted) in apps.iter().enumerate() {
@@ -393,6 +425,7 @@ impl AppTable {
             apps,
             by_hostname,
             shared: Router::from_routes(routes),
+            unrouted,
         }
     }
 
@@ -469,11 +502,12 @@ impl AppTable {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let (app, dispatched) = self.dispatch(request, client_addr, local_addr).await;
+        let (app, dispatched, in_flight) = self.dispatch(request, client_addr, local_addr).await;
         let Dispatched {
             response,
             component,
             error,
+            failure,
         } = dispatched;
         let entry = AccessEntry {
             method,
@@ -483,6 +517,8 @@ impl AppTable {
             component: app.zip(component).map(|(app, id)| app.slots[id].id.clone()),
             client: client_addr,
             error,
+            failure,
+            in_flight,
             started,
             head: started.elapsed(),
         };
@@ -494,22 +530,31 @@ impl AppTable {
         request: Request<B>,
         client_addr: SocketAddr,
         local_addr: SocketAddr,
-    ) -> (Option<&AppHost>, Dispatched<'_>)
+    ) -> (Option<&AppHost>, Dispatched<'_>, Option<InFlight>)
     where
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<ferry_runtime::BoxError>,
     {
+        let unrouted = || self.unrouted.as_ref().map(RouteMetrics::start);
         if let Some(why) = unroutable_target(request.method(), request.uri()) {
-            let refused = Dispatched::plain(StatusCode::BAD_REQUEST, None, Some(why.into()));
-            return (None, refused);
+            let refused = Dispatched::plain(StatusCode::BAD_REQUEST, None, Some(why.into()))
+                .failed("bad_request");
+            return (None, refused, unrouted());
         }
         let Some((app, route, matched)) = self.route(&request) else {
-            return (None, Dispatched::plain(StatusCode::NOT_FOUND, None, None));
+            return (
+                None,
+                Dispatched::plain(StatusCode::NOT_FOUND, None, None),
+                unrouted(),
+            );
         };
+        let in_flight = route.metrics.as_ref().map(RouteMetrics::start);
+        let read = route.metrics.as_ref().map(|m| m.request_bytes.clone());
+        let request = request.map(|body| Counted::new(body, read));
         let dispatched = app
             .dispatch(request, route, matched, client_addr, local_addr)
             .await;
-        (Some(app), dispatched)
+        (Some(app), dispatched, in_flight)
     }
 }
 
@@ -591,6 +636,18 @@ impl AppHost {
         &self.router
     }
 
+    /// Gives each route its series in `metrics`.
+    fn attach_metrics(&mut self, metrics: &ServerMetrics) {
+        for route in self.router.routes_mut() {
+            let component = route.component().unwrap_or("-").to_owned();
+            route.metrics = Some(Arc::new(metrics.route(
+                &self.name,
+                &component,
+                &route.pattern.full(),
+            )));
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -634,7 +691,8 @@ impl AppHost {
                     "declared request body larger than the limit of {} bytes",
                     limits.max_request_body
                 )),
-            );
+            )
+            .failed("body_too_large");
         }
 
         let permit = match slot.admit().await {
@@ -649,7 +707,7 @@ impl AppHost {
             let mut dispatched =
                 Dispatched::plain(StatusCode::BAD_REQUEST, Some(component), Some(e.clone()));
             dispatched.response = plain(StatusCode::BAD_REQUEST, &format!("Bad Request: {e}\n"));
-            return dispatched;
+            return dispatched.failed("bad_request");
         }
         // Only WAGI guests read these CGI-style facts; wasi:http guests get
         // them as headers. The URI is absolute by now.
@@ -663,6 +721,7 @@ impl AppHost {
                     return Dispatched::busy(component, error.to_string());
                 }
                 Dispatched::plain(error.status(), Some(component), Some(error.to_string()))
+                    .failed(error.kind())
             }
         }
     }

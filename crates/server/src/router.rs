@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use ferry_manifest::{App, Executor, Handler, Route, RouteMatch, RoutePattern};
 
+use crate::metrics::RouteMetrics;
 use crate::{RouteHeaders, StaticReply};
 
 /// One public route.
@@ -25,6 +26,8 @@ pub struct RouteEntry {
     /// In a table of many apps' routes, the index of the app this one is
     /// from (0 in an app's own router).
     pub(crate) app: usize,
+    /// Its series, once its app is installed where metrics are kept.
+    pub(crate) metrics: Option<Arc<RouteMetrics>>,
 }
 
 /// What answers a route.
@@ -45,6 +48,7 @@ impl RouteEntry {
             pattern,
             target,
             app: 0,
+            metrics: None,
         }
     }
 
@@ -111,6 +115,11 @@ impl Router {
 
     pub fn routes(&self) -> &[RouteEntry] {
         &self.routes
+    }
+
+    /// The routes, to attach their metrics (the order stays).
+    pub(crate) fn routes_mut(&mut self) -> &mut [RouteEntry] {
+        &mut self.routes
     }
 
     pub fn route(&self, path: &str) -> Option<(&RouteEntry, RouteMatch)> {

@@ -1,0 +1,288 @@
+//! The request path's Prometheus metrics: requests by status class, the
+//! time to the response head and to its end, requests in flight, body
+//! bytes each way, and guest failures by kind; labelled by app, component
+//! and route (the route as declared, never the raw path, so the number of
+//! series is bounded by the manifests).
+//!
+//! Every series a route can have is created when its app is installed
+//! ([`ServerMetrics::attach`]), and the route keeps handles to them, so a
+//! request touches atomics (and, for a histogram, one uncontended lock) but
+//! never hashes a label set. A new version of an app gets the same series:
+//! counts go on across deploys. This module records; encoding the registry
+//! is the caller's business (the CLI and admin layers).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// What went wrong with a request, as the `kind` label says it.
+pub const FAILURE_KINDS: &[&str] = &[
+    "trap",
+    "stack_overflow",
+    "no_response",
+    "bad_cgi_output",
+    "error_code",
+    "instantiation",
+    "timeout",
+    "rejected",
+    "body_too_large",
+    "response_too_large",
+    "bad_request",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    app: String,
+    component: String,
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    app: String,
+    component: String,
+    route: String,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    app: String,
+    component: String,
+    route: String,
+    kind: &'static str,
+}
+
+type LatencyHistograms = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 250 µs to ~16 s.
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 17))
+}
+
+/// The families of the request path, registered once into a registry.
+#[derive(Clone)]
+pub struct ServerMetrics {
+    families: Families,
+    /// Requests no app's route matched.
+    unrouted: Arc<RouteMetrics>,
+}
+
+#[derive(Clone)]
+struct Families {
+    requests: Family<StatusLabels, Counter>,
+    head: LatencyHistograms,
+    total: LatencyHistograms,
+    in_flight: Family<RouteLabels, Gauge<i64, AtomicI64>>,
+    request_bytes: Family<RouteLabels, Counter>,
+    response_bytes: Family<RouteLabels, Counter>,
+    failures: Family<FailureLabels, Counter>,
+}
+
+impl ServerMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Families {
+            requests: Family::default(),
+            head: Family::new_with_constructor(latency_histogram),
+            total: Family::new_with_constructor(latency_histogram),
+            in_flight: Family::default(),
+            request_bytes: Family::default(),
+            response_bytes: Family::default(),
+            failures: Family::default(),
+        };
+        registry.register(
+            "ferry_requests",
+            "Requests answered, by status class (1xx to 5xx)",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "ferry_request_head_seconds",
+            "Time from receiving a request to having its response head",
+            metrics.head.clone(),
+        );
+        registry.register(
+            "ferry_request_duration_seconds",
+            "Time from receiving a request to the end of its response body",
+            metrics.total.clone(),
+        );
+        registry.register(
+            "ferry_requests_in_flight",
+            "Requests received whose response has not ended",
+            metrics.in_flight.clone(),
+        );
+        registry.register(
+            "ferry_request_body_bytes",
+            "Request body bytes read",
+            metrics.request_bytes.clone(),
+        );
+        registry.register(
+            "ferry_response_body_bytes",
+            "Response body bytes sent",
+            metrics.response_bytes.clone(),
+        );
+        registry.register(
+            "ferry_guest_failures",
+            "Requests a guest or a limit failed, by kind",
+            metrics.failures.clone(),
+        );
+        Self {
+            unrouted: Arc::new(metrics.route("-", "-", "-")),
+            families: metrics,
+        }
+    }
+
+    /// The series of one route, created (at zero) if they are new.
+    pub(crate) fn route(&self, app: &str, component: &str, route: &str) -> RouteMetrics {
+        self.families.route(app, component, route)
+    }
+
+    pub(crate) fn unrouted(&self) -> Arc<RouteMetrics> {
+        self.unrouted.clone()
+    }
+}
+
+impl Families {
+    fn route(&self, app: &str, component: &str, route: &str) -> RouteMetrics {
+        let labels = RouteLabels {
+            app: app.to_owned(),
+            component: component.to_owned(),
+            route: route.to_owned(),
+        };
+        let by_class = ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|status| {
+            self.requests.get_or_create_owned(&StatusLabels {
+                app: labels.app.clone(),
+                component: labels.component.clone(),
+                route: labels.route.clone(),
+                status,
+            })
+        });
+        let failures = FAILURE_KINDS
+            .iter()
+            .map(|kind| {
+                self.failures.get_or_create_owned(&FailureLabels {
+                    app: labels.app.clone(),
+                    component: labels.component.clone(),
+                    route: labels.route.clone(),
+                    kind,
+                })
+            })
+            .collect();
+        RouteMetrics {
+            by_class,
+            head: self.head.get_or_create_owned(&labels),
+            total: self.total.get_or_create_owned(&labels),
+            in_flight: self.in_flight.get_or_create_owned(&labels),
+            request_bytes: self.request_bytes.get_or_create_owned(&labels),
+            response_bytes: self.response_bytes.get_or_create_owned(&labels),
+            failures,
+        }
+    }
+}
+
+/// Handles to one route's series.
+#[derive(Debug)]
+pub(crate) struct RouteMetrics {
+    by_class: [Counter; 5],
+    head: Histogram,
+    total: Histogram,
+    in_flight: Gauge<i64, AtomicI64>,
+    pub request_bytes: Counter,
+    response_bytes: Counter,
+    /// In [`FAILURE_KINDS`] order.
+    failures: Vec<Counter>,
+}
+
+impl RouteMetrics {
+    /// Counts a request as in flight until the returned guard is dropped.
+    pub(crate) fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.clone())
+    }
+}
+
+/// A request in flight: its route's gauge is decremented when it drops.
+pub(crate) struct InFlight(Arc<RouteMetrics>);
+
+impl InFlight {
+    /// Records the request's end: its status, times, bytes sent and, if it
+    /// failed, why.
+    pub(crate) fn finish(
+        self,
+        status: http::StatusCode,
+        head: Duration,
+        total: Duration,
+        bytes: u64,
+        failure: Option<&str>,
+    ) {
+        let route = &self.0;
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        route.by_class[class].inc();
+        route.head.observe(head.as_secs_f64());
+        route.total.observe(total.as_secs_f64());
+        route.response_bytes.inc_by(bytes);
+        if let Some(kind) = failure
+            && let Some(index) = FAILURE_KINDS.iter().position(|k| *k == kind)
+            && let Some(counter) = route.failures.get(index)
+        {
+            counter.inc();
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
+    }
+}
+
+/// A request body that counts the bytes read from it.
+pub(crate) struct Counted<B> {
+    inner: B,
+    read: Option<Counter>,
+}
+
+impl<B> Counted<B> {
+    pub(crate) fn new(inner: B, read: Option<Counter>) -> Self {
+        Self { inner, read }
+    }
+}
+
+impl<B> http_body::Body for Counted<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(read)) = (&poll, &self.read)
+            && let Some(data) = frame.data_ref()
+        {
+            read.inc_by(data.len() as u64);
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,182 @@
+//! The process's metrics, as `GET /metrics` serves them (Prometheus text,
+//! OpenMetrics flavour): the request path's families (recorded by
+//! `ferry-server`), each engine's instance pool (read at scrape time),
+//! compiles and the compile cache, and a live host's deploys and rollbacks.
+//!
+//! This is the only place the registry is encoded; the layers below only
+//! record into the families they registered.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+use ferry_runtime::Runtime;
+use ferry_server::ServerMetrics;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// The content type of [`Metrics::encode`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CompileLabels {
+    /// `compiled` or `cached` (loaded from the compile cache).
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChangeLabels {
+    app: String,
+    /// `ok` or `failed`.
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    engine: &'static str,
+}
+
+type PoolGauges = Family<PoolLabels, Gauge<i64, AtomicI64>>;
+
+pub struct Metrics {
+    registry: Registry,
+    server: ServerMetrics,
+    compiles: Family<CompileLabels, Counter>,
+    compile_seconds: Family<CompileLabels, Histogram, fn() -> Histogram>,
+    deploys: Family<ChangeLabels, Counter>,
+    rollbacks: Family<ChangeLabels, Counter>,
+    component_instances: PoolGauges,
+    core_instances: PoolGauges,
+    pool_capacity: PoolGauges,
+    runtime: std::sync::OnceLock<Arc<Runtime>>,
+}
+
+fn compile_histogram() -> Histogram {
+    // 100 µs (a cache load) to ~100 s (a large compile).
+    Histogram::new(exponential_buckets(0.000_1, 4.0, 11))
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::default();
+        let server = ServerMetrics::register(&mut registry);
+        let metrics = Self {
+            server,
+            compiles: Family::default(),
+            compile_seconds: Family::new_with_constructor(compile_histogram),
+            deploys: Family::default(),
+            rollbacks: Family::default(),
+            component_instances: Family::default(),
+            core_instances: Family::default(),
+            pool_capacity: Family::default(),
+            runtime: std::sync::OnceLock::new(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "ferry_component_loads",
+            "Components loaded: compiled, or loaded compiled from the cache",
+            metrics.compiles.clone(),
+        );
+        registry.register(
+            "ferry_component_load_seconds",
+            "Time to compile a component, or to load it from the cache",
+            metrics.compile_seconds.clone(),
+        );
+        registry.register(
+            "ferry_deploys",
+            "Deploys to a live host, by app and result",
+            metrics.deploys.clone(),
+        );
+        registry.register(
+            "ferry_rollbacks",
+            "Rollbacks on a live host, by app and result",
+            metrics.rollbacks.clone(),
+        );
+        registry.register(
+            "ferry_component_instances",
+            "Component instances alive in the engine's pool",
+            metrics.component_instances.clone(),
+        );
+        registry.register(
+            "ferry_core_instances",
+            "Core instances alive in the engine's pool (WAGI modules, and inside components)",
+            metrics.core_instances.clone(),
+        );
+        registry.register(
+            "ferry_instance_pool_capacity",
+            "Component instances the engine's pool holds at most (--max-instances)",
+            metrics.pool_capacity.clone(),
+        );
+        // Pre-created at zero, so a dashboard sees the series before the
+        // first compile.
+        for result in ["compiled", "cached"] {
+            let _ = metrics.compiles.get_or_create(&CompileLabels { result });
+        }
+        Arc::new(Self {
+            registry,
+            ..metrics
+        })
+    }
+
+    /// The request path's families, for the apps table.
+    pub fn server(&self) -> ServerMetrics {
+        self.server.clone()
+    }
+
+    /// The engine whose pools the scrape reads.
+    pub fn watch_runtime(&self, runtime: Arc<Runtime>) {
+        let _ = self.runtime.set(runtime);
+    }
+
+    pub fn component_loaded(&self, from_cache: bool, elapsed: Duration) {
+        let labels = CompileLabels {
+            result: if from_cache { "cached" } else { "compiled" },
+        };
+        self.compiles.get_or_create(&labels).inc();
+        self.compile_seconds
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn deployed(&self, app: &str, ok: bool) {
+        self.deploys.get_or_create(&change(app, ok)).inc();
+    }
+
+    pub fn rolled_back(&self, app: &str, ok: bool) {
+        self.rollbacks.get_or_create(&change(app, ok)).inc();
+    }
+
+    /// Every family, with the pools read now.
+    pub fn encode(&self) -> String {
+        if let Some(runtime) = self.runtime.get() {
+            for pool in runtime.pools() {
+                let labels = PoolLabels {
+                    engine: pool.engine,
+                };
+                let set = |family: &PoolGauges, value: u64| {
+                    family
+                        .get_or_create(&labels)
+                        .set(i64::try_from(value).unwrap_or(i64::MAX));
+                };
+                set(&self.component_instances, pool.component_instances);
+                set(&self.core_instances, pool.core_instances);
+                set(&self.pool_capacity, pool.capacity);
+            }
+        }
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+fn change(app: &str, ok: bool) -> ChangeLabels {
+    ChangeLabels {
+        app: app.to_owned(),
+        result: if ok { "ok" } else { "failed" },
+    }
+}

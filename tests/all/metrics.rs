@@ -1,0 +1,251 @@
+//! Prometheus metrics, read the way Prometheus reads them: `/metrics`
+//! parsed with a Prometheus text parser, and the values (not only the
+//! names) checked against the requests the test sent.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+
+use crate::support::*;
+
+/// A scrape, parsed.
+pub(crate) struct Scrape(pub prometheus_parse::Scrape);
+
+impl Scrape {
+    pub(crate) fn parse(text: &str) -> Self {
+        assert!(
+            text.ends_with("# EOF\n"),
+            "an OpenMetrics exposition ends with # EOF"
+        );
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        Self(prometheus_parse::Scrape::parse(lines).expect("Prometheus text"))
+    }
+
+    /// The value of the sample `name` whose labels include all of `labels`;
+    /// fails unless exactly one matches.
+    pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let matching: Vec<&prometheus_parse::Sample> = self
+            .0
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .collect();
+        assert_eq!(
+            matching.len(),
+            1,
+            "{name} {labels:?}: {} samples match",
+            matching.len()
+        );
+        match &matching[0].value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(buckets) => {
+                buckets.last().map_or(f64::NAN, |b| b.count)
+            }
+            other => panic!("{name}: unexpected {other:?}"),
+        }
+    }
+}
+
+/// `ferry up --metrics-listen`'s address, from what it printed.
+fn metrics_url(ferry: &Ferry) -> String {
+    ferry
+        .stdout
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|l| l.strip_prefix("Metrics on ").map(str::to_owned))
+        .expect("the metrics address is printed")
+}
+
+async fn read_metrics(url: &str) -> Scrape {
+    let reply = get(url).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(
+        reply
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/openmetrics-text")),
+        "{:?}",
+        reply.header("content-type")
+    );
+    Scrape::parse(&reply.text())
+}
+
+/// Waits (up to 10 s) until nothing is in flight on the route: a request's
+/// series are written when its body has been sent, just after the client
+/// has read it.
+async fn settled(url: &str, route: &[(&str, &str)]) -> Scrape {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let scrape = read_metrics(url).await;
+        if scrape.value("ferry_requests_in_flight", route) == 0.0 || Instant::now() > deadline {
+            return scrape;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn requests_and_failures_are_counted_by_route() {
+    let app = TestApp::new(&(trigger("/...", "guest") + &http_component("guest", "")));
+    let ferry = Ferry::start(
+        &app,
+        &[
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--max-request-body",
+            "64",
+            "--request-timeout",
+            "1s",
+        ],
+    );
+    let url = metrics_url(&ferry);
+    for _ in 0..3 {
+        assert_eq!(get(&format!("{}/", ferry.url)).await.status, 200);
+    }
+    assert_eq!(get(&format!("{}/trap", ferry.url)).await.status, 500);
+    assert_eq!(
+        get(&format!("{}/sleep?ms=3000", ferry.url)).await.status,
+        504
+    );
+    assert_eq!(
+        get(&format!("{}/status?code=404", ferry.url)).await.status,
+        404
+    );
+    let echo = send(
+        http::Request::post(format!("{}/echo", ferry.url))
+            .body(Full::new(Bytes::from_static(b"12345")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(echo.text(), "12345");
+    let too_big = send(
+        http::Request::post(format!("{}/echo", ferry.url))
+            .body(Full::new(Bytes::from(vec![b'x'; 100])))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(too_big.status, 413);
+
+    let route = [
+        ("app", "test-app"),
+        ("component", "guest"),
+        ("route", "/..."),
+    ];
+    let scrape = settled(&url, &route).await;
+    let with = |extra: (&'static str, &'static str)| {
+        let mut labels = route.to_vec();
+        labels.push(extra);
+        labels
+    };
+    assert_eq!(
+        scrape.value("ferry_requests_total", &with(("status", "2xx"))),
+        4.0
+    );
+    assert_eq!(
+        scrape.value("ferry_requests_total", &with(("status", "4xx"))),
+        2.0
+    );
+    assert_eq!(
+        scrape.value("ferry_requests_total", &with(("status", "5xx"))),
+        2.0
+    );
+    assert_eq!(
+        scrape.value("ferry_requests_total", &with(("status", "3xx"))),
+        0.0
+    );
+    assert_eq!(
+        scrape.value("ferry_guest_failures_total", &with(("kind", "trap"))),
+        1.0
+    );
+    assert_eq!(
+        scrape.value("ferry_guest_failures_total", &with(("kind", "timeout"))),
+        1.0
+    );
+    assert_eq!(
+        scrape.value(
+            "ferry_guest_failures_total",
+            &with(("kind", "body_too_large"))
+        ),
+        1.0
+    );
+    assert_eq!(
+        scrape.value("ferry_guest_failures_total", &with(("kind", "rejected"))),
+        0.0
+    );
+    // Every request, failed or not, has its times.
+    assert_eq!(scrape.value("ferry_request_head_seconds", &route), 8.0);
+    assert_eq!(scrape.value("ferry_request_duration_seconds", &route), 8.0);
+    assert_eq!(
+        scrape.value("ferry_request_duration_seconds_count", &route),
+        8.0
+    );
+    // The 504 waited for its timeout: the total time holds at least that.
+    assert!(scrape.value("ferry_request_duration_seconds_sum", &route) >= 1.0);
+    // Only the echoed body was read; the 413's was refused unread.
+    assert_eq!(scrape.value("ferry_request_body_bytes_total", &route), 5.0);
+    assert!(scrape.value("ferry_response_body_bytes_total", &route) >= 5.0);
+    // The one component: loaded once, its instances gone after the requests.
+    let loads = scrape.value("ferry_component_loads_total", &[("result", "compiled")])
+        + scrape.value("ferry_component_loads_total", &[("result", "cached")]);
+    assert_eq!(loads, 1.0);
+    assert_eq!(
+        scrape.value("ferry_instance_pool_capacity", &[("engine", "wasi-0.2")]),
+        1000.0
+    );
+    assert_eq!(
+        scrape.value("ferry_component_instances", &[("engine", "wasi-0.2")]),
+        0.0
+    );
+
+    // A request in flight is seen as one, and its instance as alive.
+    let slow = tokio::spawn({
+        let url = format!("{}/sleep?ms=800", ferry.url);
+        async move { get(&url).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = read_metrics(&url).await;
+        if now.value("ferry_requests_in_flight", &route) == 1.0 {
+            assert_eq!(
+                now.value("ferry_component_instances", &[("engine", "wasi-0.2")]),
+                1.0
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the request never showed in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(slow.await.unwrap().status, 200);
+
+    // A path outside every route is counted apart, with no raw path as a label.
+    let app = TestApp::new(&(trigger("/only", "guest") + &http_component("guest", "")));
+    let ferry = Ferry::start(&app, &["--metrics-listen", "127.0.0.1:0"]);
+    let url = metrics_url(&ferry);
+    assert_eq!(
+        get(&format!("{}/elsewhere/12345", ferry.url)).await.status,
+        404
+    );
+    let scrape = settled(&url, &[("app", "-")]).await;
+    assert_eq!(
+        scrape.value(
+            "ferry_requests_total",
+            &[("app", "-"), ("route", "-"), ("status", "4xx")]
+        ),
+        1.0
+    );
+    assert!(
+        !scrape
+            .0
+            .samples
+            .iter()
+            .any(|s| s.labels.values().any(|v| v.contains("12345"))),
+        "a raw path became a label"
+    );
+}
