@@ -81,8 +81,15 @@ async fn json_logs_are_one_object_per_line() {
     let app = app();
     let ferry = Ferry::start(&app, &["--log-format", "json"]);
     let mark = ferry.log_mark();
-    assert_eq!(get(&format!("{}/print", ferry.url)).await.status, 200);
+    let reply = get(&format!("{}/print", ferry.url)).await;
+    assert_eq!(reply.status, 200);
+    let request_id = reply
+        .header("x-request-id")
+        .expect("a request id")
+        .to_owned();
+    assert_eq!(request_id.len(), 32, "{request_id}");
     let access = ferry.access_line(mark, "/print").await;
+    assert_eq!(access["request_id"], request_id.as_str());
     assert_eq!(access["level"], "INFO");
     assert_eq!(access["method"], "GET");
     assert_eq!(access["status"], 200);
@@ -102,10 +109,54 @@ async fn json_logs_are_one_object_per_line() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
+    // ... and says which app, route and request it is from.
     assert!(lines.iter().any(|l| l["target"] == "ferry::guest"
+        && l["app"] == "test-app"
         && l["component"] == "guest"
+        && l["route"] == "/..."
+        && l["request_id"] == request_id.as_str()
         && l["stream"] == "stdout"
         && l["message"] == "a line on stdout from guest"));
+    // Every request has an id of its own.
+    let other = get(&format!("{}/print", ferry.url)).await;
+    assert_ne!(other.header("x-request-id"), Some(request_id.as_str()));
+}
+
+/// A guest that prints without end gets its first 1,000 lines per request
+/// logged, then one warning; the next request starts afresh.
+#[tokio::test]
+async fn a_chatty_guest_cannot_flood_the_log() {
+    let ferry = Ferry::start(&app(), &["--log-format", "json"]);
+    for _ in 0..2 {
+        let reply = get(&format!("{}/chatty?lines=1500", ferry.url)).await;
+        assert_eq!(reply.text(), "printed 1500 lines\n");
+        let id = reply.header("x-request-id").unwrap().to_owned();
+        // Its guest lines come before its access line: wait for that.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let (printed, warned) = loop {
+            let lines: Vec<serde_json::Value> = ferry
+                .logs()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .filter(|l: &serde_json::Value| l["request_id"] == id.as_str())
+                .collect();
+            let printed = lines
+                .iter()
+                .filter(|l| l["target"] == "ferry::guest" && l["level"] == "INFO")
+                .count();
+            let warned = lines
+                .iter()
+                .filter(|l| l["target"] == "ferry::guest" && l["level"] == "WARN")
+                .count();
+            let done = lines.iter().any(|l| l["target"] == "ferry::access");
+            if done || std::time::Instant::now() > deadline {
+                break (printed, warned);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert_eq!(printed, 1000);
+        assert_eq!(warned, 1);
+    }
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::body::{BodyTooLarge, BoxError, FailOnFlag, Limited, ResponseBody};
-use crate::sandbox::{OutboundPolicy, Sandbox};
+use crate::sandbox::{OutboundPolicy, RequestLog, Sandbox};
 use crate::{GuestError, Limits};
 
 /// Per-request host state of a wasi:http guest.
@@ -244,8 +244,9 @@ pub(crate) fn new_store(
     engine: &Engine,
     sandbox: &Sandbox,
     limits: &Limits,
+    request: Option<&RequestLog>,
 ) -> anyhow::Result<Store<HttpState>> {
-    let wasi = sandbox.wasi_builder()?.build();
+    let wasi = sandbox.wasi_builder(request)?.build();
     let state = HttpState {
         wasi,
         http: WasiHttpCtx::new(),
@@ -441,9 +442,11 @@ where
 {
     let timeout = limits.request_timeout;
     let started = Instant::now();
+    let log = request.extensions().get::<RequestLog>().cloned();
     let (request, request_body) = limited_request(request, limits.max_request_body);
 
-    let mut store = new_store(engine, sandbox, limits).map_err(GuestError::Instantiation)?;
+    let mut store =
+        new_store(engine, sandbox, limits, log.as_ref()).map_err(GuestError::Instantiation)?;
 
     let (tx, rx) = tokio::sync::oneshot::channel::<HeadResult>();
     let failed = Arc::new(AtomicBool::new(false));

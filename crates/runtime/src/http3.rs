@@ -23,7 +23,7 @@ use crate::http::{
     AfterHead, HeadResult, HttpState, instantiate_within, limited_request, new_store, respond,
     settle,
 };
-use crate::sandbox::Sandbox;
+use crate::sandbox::{RequestLog, Sandbox};
 use crate::{GuestError, Limits};
 
 pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HttpState>> {
@@ -65,9 +65,11 @@ where
 {
     let timeout = limits.request_timeout;
     let started = Instant::now();
+    let log = request.extensions().get::<RequestLog>().cloned();
     let (request, request_body) = limited_request(request, limits.max_request_body);
 
-    let mut store = new_store(engine, sandbox, limits).map_err(GuestError::Instantiation)?;
+    let mut store =
+        new_store(engine, sandbox, limits, log.as_ref()).map_err(GuestError::Instantiation)?;
     let service = instantiate_within(timeout, pre.instantiate_async(&mut store)).await?;
 
     let (tx, rx) = tokio::sync::oneshot::channel::<HeadResult>();

@@ -70,8 +70,10 @@ impl Sandbox {
     }
 
     /// A WASI context with exactly this component's grants. Guest stdout and
-    /// stderr go to the host log; the caller may replace stdio (WAGI does).
-    pub fn wasi_builder(&self) -> anyhow::Result<WasiCtxBuilder> {
+    /// stderr go to the host log, each line with the request's app, route
+    /// and id (`request`, where the server gave them); the caller may
+    /// replace stdio (WAGI does).
+    pub fn wasi_builder(&self, request: Option<&RequestLog>) -> anyhow::Result<WasiCtxBuilder> {
         let mut builder = WasiCtxBuilder::new();
         builder.envs(&self.env);
         for (host, guest) in &self.mounts {
@@ -80,24 +82,69 @@ impl Sandbox {
                 .map_err(anyhow::Error::from)
                 .with_context(|| format!("opening {} for the guest", host.display()))?;
         }
-        builder.stdout(GuestLog::new(self.component.clone(), "stdout"));
-        builder.stderr(GuestLog::new(self.component.clone(), "stderr"));
+        let budget = Arc::new(LogBudget::default());
+        let log = |stream| GuestLog {
+            component: self.component.clone(),
+            stream,
+            request: request.cloned(),
+            budget: budget.clone(),
+        };
+        builder.stdout(log("stdout"));
+        builder.stderr(log("stderr"));
         Ok(builder)
     }
 }
 
-/// Guest output forwarded to the host log, one event per line, prefixed by
-/// the component id.
+/// Which request a guest's output belongs to, as its log lines say: put in
+/// the request's extensions by the server, read when its sandbox is made.
+#[derive(Debug, Clone)]
+pub struct RequestLog {
+    pub app: Arc<str>,
+    /// The route as declared (with its base).
+    pub route: Arc<str>,
+    pub request_id: Arc<str>,
+}
+
+/// Most lines of guest output logged for one request (stdout and stderr
+/// together): a chatty guest cannot flood the host's log. Lines beyond it
+/// are dropped, and one warning says so.
+pub const MAX_LOG_LINES_PER_REQUEST: usize = 1000;
+
+/// What is left of one request's log lines.
+#[derive(Default)]
+struct LogBudget {
+    used: std::sync::atomic::AtomicUsize,
+}
+
+impl LogBudget {
+    /// Whether one more line may be logged; the first refusal warns.
+    fn take(&self, log: &GuestLog) -> bool {
+        let used = self.used.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if used == MAX_LOG_LINES_PER_REQUEST {
+            let request = log.request.as_ref();
+            tracing::warn!(
+                target: "ferry::guest",
+                app = request.map_or("-", |r| &*r.app),
+                component = &*log.component,
+                route = request.map_or("-", |r| &*r.route),
+                request_id = request.map_or("-", |r| &*r.request_id),
+                stream = log.stream,
+                "the guest wrote more than {MAX_LOG_LINES_PER_REQUEST} lines for this request; the rest of its output is dropped"
+            );
+        }
+        used < MAX_LOG_LINES_PER_REQUEST
+    }
+}
+
+/// Guest output forwarded to the host log, one event per line, with the
+/// component and the request it is for.
 #[derive(Clone)]
 pub(crate) struct GuestLog {
     component: Arc<str>,
     stream: &'static str,
-}
-
-impl GuestLog {
-    pub fn new(component: Arc<str>, stream: &'static str) -> Self {
-        Self { component, stream }
-    }
+    request: Option<RequestLog>,
+    /// Shared by the request's stdout and stderr.
+    budget: Arc<LogBudget>,
 }
 
 impl IsTerminal for GuestLog {
@@ -139,9 +186,16 @@ impl LineLogger {
         if line.trim().is_empty() {
             return;
         }
+        if !self.target.budget.take(&self.target) {
+            return;
+        }
+        let request = self.target.request.as_ref();
         tracing::info!(
             target: "ferry::guest",
+            app = request.map_or("-", |r| &*r.app),
             component = &*self.target.component,
+            route = request.map_or("-", |r| &*r.route),
+            request_id = request.map_or("-", |r| &*r.request_id),
             stream = self.target.stream,
             "{line}"
         );

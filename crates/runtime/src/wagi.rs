@@ -19,7 +19,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 
 use crate::body::{BodyTooLarge, BoxError, Limited, ResponseBody};
-use crate::sandbox::{CapturedStdout, Sandbox};
+use crate::sandbox::{CapturedStdout, RequestLog, Sandbox};
 use crate::{GuestError, Limits, RequestInfo};
 
 pub(crate) struct WagiState {
@@ -87,7 +87,9 @@ where
             .unwrap_or(usize::MAX)
             .saturating_add(64 * 1024),
     );
-    let mut builder = sandbox.wasi_builder().map_err(GuestError::Instantiation)?;
+    let mut builder = sandbox
+        .wasi_builder(parts.extensions.get::<RequestLog>())
+        .map_err(GuestError::Instantiation)?;
     builder
         .envs(&cgi_environment(&parts, body.len(), info))
         .args(&argv(

@@ -35,6 +35,9 @@ pub(crate) struct AccessEntry {
     pub failure: Option<&'static str>,
     /// The request's series, if metrics are kept: finished with the line.
     pub in_flight: Option<InFlight>,
+    /// The id the client was told (`x-request-id`) and the guest's log
+    /// lines carry.
+    pub request_id: Arc<str>,
     pub started: Instant,
     /// From receiving the request to having the response head.
     pub head: Duration,
@@ -82,6 +85,7 @@ impl LoggedBody {
             app = entry.app.as_deref().unwrap_or("-"),
             component = entry.component.as_deref().unwrap_or("-"),
             client = %entry.client,
+            request_id = &*entry.request_id,
             head_us = micros(entry.head),
             total_us = micros(total),
             bytes = self.bytes,

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferry_manifest::{App, RouteMatch};
-use ferry_runtime::{Guest, GuestError, RequestInfo, ResponseBody};
+use ferry_runtime::{Guest, GuestError, RequestInfo, RequestLog, ResponseBody};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tokio::net::TcpListener;
@@ -502,13 +502,19 @@ impl AppTable {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let (app, dispatched, in_flight) = self.dispatch(request, client_addr, local_addr).await;
+        let request_id = new_request_id();
+        let (app, dispatched, in_flight) = self
+            .dispatch(request, &request_id, client_addr, local_addr)
+            .await;
         let Dispatched {
-            response,
+            mut response,
             component,
             error,
             failure,
         } = dispatched;
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(REQUEST_ID, value);
+        }
         let entry = AccessEntry {
             method,
             path,
@@ -519,6 +525,7 @@ impl AppTable {
             error,
             failure,
             in_flight,
+            request_id,
             started,
             head: started.elapsed(),
         };
@@ -527,7 +534,8 @@ impl AppTable {
 
     async fn dispatch<B>(
         &self,
-        request: Request<B>,
+        mut request: Request<B>,
+        request_id: &Arc<str>,
         client_addr: SocketAddr,
         local_addr: SocketAddr,
     ) -> (Option<&AppHost>, Dispatched<'_>, Option<InFlight>)
@@ -548,6 +556,11 @@ impl AppTable {
                 unrouted(),
             );
         };
+        request.extensions_mut().insert(RequestLog {
+            app: app.name.clone(),
+            route: route.label.clone(),
+            request_id: request_id.clone(),
+        });
         let in_flight = route.metrics.as_ref().map(RouteMetrics::start);
         let read = route.metrics.as_ref().map(|m| m.request_bytes.clone());
         let request = request.map(|body| Counted::new(body, read));
@@ -556,6 +569,25 @@ impl AppTable {
             .await;
         (Some(app), dispatched, in_flight)
     }
+}
+
+/// The response header that tells a client its request's id, as the
+/// access line and the guest's log lines have it.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A fresh id for a request: 128 bits, hex. Random per process (keyed by
+/// the hasher's random keys) and distinct per request (a counter), without
+/// a system call per request. An id a client sends is not taken: logs say
+/// what this host chose.
+fn new_request_id() -> Arc<str> {
+    use std::hash::BuildHasher as _;
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let keys = KEYS.get_or_init(std::collections::hash_map::RandomState::new);
+    let (high, low) = (keys.hash_one((n, 0u8)), keys.hash_one((n, 1u8)));
+    format!("{high:016x}{low:016x}").into()
 }
 
 /// The host name a request was sent to, lower-case and without a port.
@@ -643,7 +675,7 @@ impl AppHost {
             route.metrics = Some(Arc::new(metrics.route(
                 &self.name,
                 &component,
-                &route.pattern.full(),
+                &route.label,
             )));
         }
     }

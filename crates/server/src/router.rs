@@ -28,6 +28,8 @@ pub struct RouteEntry {
     pub(crate) app: usize,
     /// Its series, once its app is installed where metrics are kept.
     pub(crate) metrics: Option<Arc<RouteMetrics>>,
+    /// The route as declared, with its base: how logs and metrics name it.
+    pub(crate) label: Arc<str>,
 }
 
 /// What answers a route.
@@ -45,6 +47,7 @@ impl RouteEntry {
     pub fn new(pattern: RoutePattern, target: Target, base: &str) -> Self {
         Self {
             headers: RouteHeaders::new(&pattern, base),
+            label: pattern.full().into(),
             pattern,
             target,
             app: 0,

@@ -113,6 +113,13 @@ impl wasi::exports::http::incoming_handler::Guest for Guest {
                 println!("slept {ms} ms");
                 respond(out, 200, &format!("slept {ms} ms\n"))
             }
+            "/chatty" => {
+                let lines: u64 = param("lines").and_then(|m| m.parse().ok()).unwrap_or(10);
+                for i in 0..lines {
+                    println!("chatty line {i}");
+                }
+                respond(out, 200, &format!("printed {lines} lines\n"))
+            }
             "/print" => {
                 println!("a line on stdout from {name}");
                 eprintln!("a line on stderr from {name}");
