@@ -13,22 +13,29 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
+use tokio::sync::broadcast::error::RecvError;
 
+use crate::guest_logs::GuestLogs;
 use crate::host::{DeployRequest, Host, HostError};
 use crate::metrics::Metrics;
 
 /// The largest JSON request body (a deploy's file list).
 const MAX_JSON_BODY: usize = 16 << 20;
 
+/// Every admin answer's body: whole, or (`logs?follow`) streamed.
+pub type AdminBody = UnsyncBoxBody<Bytes, Infallible>;
+
 pub struct Admin {
     pub host: Arc<Host>,
     pub metrics: Arc<Metrics>,
+    pub guest_logs: Arc<GuestLogs>,
     pub token: String,
     /// The largest blob upload.
     pub max_blob: u64,
@@ -60,7 +67,7 @@ pub async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
 async fn serve_http<F, Fut>(listener: TcpListener, handle: F)
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    Fut: Future<Output = Response<AdminBody>> + Send + 'static,
 {
     loop {
         let (stream, _) = match listener.accept().await {
@@ -86,8 +93,8 @@ where
     }
 }
 
-fn metrics_response(metrics: &Metrics) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(metrics.encode())));
+fn metrics_response(metrics: &Metrics) -> Response<AdminBody> {
+    let mut response = Response::new(whole(metrics.encode()));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
@@ -108,7 +115,7 @@ struct RollbackRequest {
 }
 
 impl Admin {
-    async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<AdminBody> {
         let path = request.uri().path().to_owned();
         let method = request.method().clone();
         match (&method, path.as_str()) {
@@ -141,6 +148,15 @@ impl Admin {
             return metrics_response(&self.metrics);
         }
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        if let (&Method::GET, ["v1", "apps", name, "logs"]) = (&method, segments.as_slice()) {
+            let follow = request
+                .uri()
+                .query()
+                .unwrap_or_default()
+                .split('&')
+                .any(|kv| kv == "follow" || kv == "follow=true" || kv == "follow=1");
+            return self.logs(name, follow);
+        }
         let result = match (&method, segments.as_slice()) {
             (&Method::POST, ["v1", "blobs", "missing"]) => {
                 match read_json::<MissingRequest>(request).await {
@@ -206,11 +222,17 @@ impl Admin {
             }
             (&Method::DELETE, ["v1", "apps", name]) => {
                 let name = (*name).to_owned();
-                self.blocking(move |host| {
-                    host.delete(&name)
-                        .map(|()| (StatusCode::OK, serde_json::json!({ "deleted": name })))
-                })
-                .await
+                let deleted = name.clone();
+                let result = self
+                    .blocking(move |host| {
+                        host.delete(&name)
+                            .map(|()| (StatusCode::OK, serde_json::json!({ "deleted": name })))
+                    })
+                    .await;
+                if result.is_ok() {
+                    self.guest_logs.forget(&deleted);
+                }
+                result
             }
             _ => Err(HostError::NotFound(format!(
                 "no admin call {method} {path}"
@@ -220,6 +242,58 @@ impl Admin {
             Ok((status, body)) => json(status, &body),
             Err(e) => error(status_of(&e), e.message()),
         }
+    }
+
+    /// `GET /v1/apps/{name}/logs[?follow]`: the app's kept guest lines as
+    /// JSON lines, then (following) each new one as it is written, until
+    /// the client goes.
+    fn logs(&self, name: &str, follow: bool) -> Response<AdminBody> {
+        if !self.host.list().iter().any(|app| app.name == name) {
+            return error(
+                StatusCode::NOT_FOUND,
+                &format!("no app called `{name}` is deployed"),
+            );
+        }
+        let (kept, mut feed) = self.guest_logs.follow(name);
+        let line = |value: &dyn erased::Json| {
+            let mut text = value.to_json();
+            text.push('\n');
+            Bytes::from(text)
+        };
+        let body = if follow {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+            let name = name.to_owned();
+            tokio::spawn(async move {
+                for kept in kept {
+                    if tx.send(line(&*kept)).await.is_err() {
+                        return;
+                    }
+                }
+                loop {
+                    let next = match feed.recv().await {
+                        Ok(next) if next.app == name => line(&*next),
+                        Ok(_) => continue,
+                        Err(RecvError::Lagged(dropped)) => {
+                            line(&serde_json::json!({ "dropped": dropped }))
+                        }
+                        Err(RecvError::Closed) => return,
+                    };
+                    if tx.send(next).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Channel(rx).boxed_unsync()
+        } else {
+            let text: Vec<u8> = kept.iter().flat_map(|l| line(&**l).to_vec()).collect();
+            whole(text)
+        };
+        let mut response = Response::new(body);
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/x-ndjson"),
+        );
+        response
     }
 
     fn authorized<B>(&self, request: &Request<B>) -> bool {
@@ -322,10 +396,10 @@ async fn read_json_or_empty<T: serde::de::DeserializeOwned + Default>(
         .map_err(|e| HostError::BadRequest(format!("the request body: {e}")))
 }
 
-fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<AdminBody> {
     let mut text = serde_json::to_vec_pretty(body).unwrap_or_default();
     text.push(b'\n');
-    let mut response = Response::new(Full::new(Bytes::from(text)));
+    let mut response = Response::new(whole(text));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -334,6 +408,40 @@ fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
     response
 }
 
-fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+fn error(status: StatusCode, message: &str) -> Response<AdminBody> {
     json(status, &serde_json::json!({ "error": message }))
+}
+
+fn whole(bytes: impl Into<Bytes>) -> AdminBody {
+    Full::new(bytes.into()).boxed_unsync()
+}
+
+/// A body made of what a channel delivers, ending when its senders go.
+struct Channel(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for Channel {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|next| next.map(|bytes| Ok(hyper::body::Frame::data(bytes))))
+    }
+}
+
+/// One JSON line of any serialisable value, behind a trait object.
+mod erased {
+    pub trait Json {
+        fn to_json(&self) -> String;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> String {
+            serde_json::to_string(self).unwrap_or_default()
+        }
+    }
 }

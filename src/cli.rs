@@ -14,6 +14,7 @@ use ferry_runtime::{CompileCache, EngineOptions, Runtime};
 use ferry_server::{LiveApps, ServerConfig, Target};
 use tokio::net::TcpListener;
 
+use crate::guest_logs::GuestLogs;
 use crate::load::{self, Failure, human_size};
 use crate::metrics::Metrics;
 
@@ -50,6 +51,22 @@ enum Command {
     Rollback(RollbackArgs),
     /// Take an app out of a live host, with its versions and data.
     Delete(DeleteArgs),
+    /// Print an app's recent guest log lines (stdout and stderr) from a
+    /// live host; `--follow` goes on printing new ones.
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Args)]
+struct LogsArgs {
+    name: String,
+    /// Keep printing new lines as the app's guests write them.
+    #[arg(short, long)]
+    follow: bool,
+    /// Print each line as the host's JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    host: HostArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -419,6 +436,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let done = args.host.client()?.rollback(&args.name, args.to).await?;
             crate::client::print_activated(out, &done, "Serving")
         }),
+        Command::Logs(args) => client_call(async move |out| {
+            args.host
+                .client()?
+                .logs(&args.name, args.follow, args.json, out)
+                .await
+        }),
         Command::Delete(args) => client_call(async move |out| {
             args.host.client()?.delete(&args.name).await?;
             writeln!(out, "Deleted `{}`", args.name)?;
@@ -444,7 +467,8 @@ fn client_call(
 /// `ferry serve`: the apps listener and the admin listener, with every app
 /// the state directory holds restored.
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    init_logging(args.listener.log_format);
+    let guest_logs = GuestLogs::new();
+    init_logging_into(args.listener.log_format, Some(&guest_logs));
     let state_dir = match &args.state_dir {
         Some(dir) => dir.clone(),
         None => {
@@ -501,6 +525,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let admin = Arc::new(crate::admin::Admin {
         host: host.clone(),
         metrics,
+        guest_logs,
         token,
         max_blob: args.max_bundle_size,
     });
@@ -541,16 +566,35 @@ fn print_warnings(app: &App) {
 }
 
 fn init_logging(format: LogFormat) {
+    init_logging_into(format, None);
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or
+/// JSON lines; with `guest_logs`, guests' lines are also kept there for
+/// `ferry logs`, whatever `RUST_LOG` says.
+fn init_logging_into(format: LogFormat, guest_logs: Option<&Arc<GuestLogs>>) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
     };
+    let guests = guest_logs.map(|logs| {
+        logs.layer()
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                meta.target() == "ferry::guest"
+            }))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(guests)
+        .try_init();
 }
 
 /// Reads and prepares the app `args` name (see [`load::prepare`]).

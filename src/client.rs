@@ -189,6 +189,51 @@ impl Client {
         .await
     }
 
+    /// `ferry logs`: prints the app's kept guest lines (and, following,
+    /// each new one) to `out` as they arrive: JSON lines with `json`, else
+    /// one readable line each.
+    pub async fn logs(
+        &self,
+        name: &str,
+        follow: bool,
+        json: bool,
+        out: &mut dyn std::io::Write,
+    ) -> anyhow::Result<()> {
+        let path = format!(
+            "/v1/apps/{name}/logs{}",
+            if follow { "?follow=true" } else { "" }
+        );
+        let mut response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| describe(e).context(format!("cannot reach the host at {}", self.base)))?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.bytes().await.map_err(describe)?;
+            let value: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let message = value["error"].as_str().unwrap_or("(no message)");
+            return Err(Failure::build(1, format!("GET {path}: {status}: {message}")).into());
+        }
+        let mut pending = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(describe)? {
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line[..end]);
+                if json {
+                    writeln!(out, "{line}")?;
+                } else {
+                    writeln!(out, "{}", readable_line(&line))?;
+                }
+            }
+            out.flush()?;
+        }
+        Ok(())
+    }
+
     pub async fn delete(&self, name: &str) -> anyhow::Result<Value> {
         self.call(reqwest::Method::DELETE, &format!("/v1/apps/{name}"), None)
             .await
@@ -386,4 +431,25 @@ pub fn deploy_name(bundle: &Bundle, given: Option<&str>) -> anyhow::Result<Strin
         bail!("{e}");
     }
     Ok(name.to_owned())
+}
+
+/// A guest log line (JSON, as the host sends it) for people:
+/// `TIME COMPONENT ROUTE REQUEST-ID STREAM: MESSAGE`.
+fn readable_line(line: &str) -> String {
+    let Ok(value) = serde_json::from_str::<Value>(line) else {
+        return line.to_owned();
+    };
+    if let Some(dropped) = value["dropped"].as_u64() {
+        return format!("({dropped} lines dropped: this follower fell behind)");
+    }
+    let text = |key: &str| value[key].as_str().unwrap_or("-").to_owned();
+    format!(
+        "{} {} {} {} {}: {}",
+        text("time"),
+        text("component"),
+        text("route"),
+        text("request_id"),
+        text("stream"),
+        text("message")
+    )
 }

@@ -11,6 +11,7 @@ mod bundle;
 mod cli;
 mod client;
 mod download;
+mod guest_logs;
 mod host;
 mod load;
 mod metrics;

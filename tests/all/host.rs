@@ -897,3 +897,89 @@ async fn metrics_count_deploys_and_requests_across_versions() {
     // Compiled once; every later version found it in the cache.
     assert!(scrape.value("ferry_component_loads_total", &[("result", "cached")]) >= 2.0);
 }
+
+/// `ferry logs` prints an app's guest lines with their request ids, and
+/// `--follow` goes on with new ones as they are written.
+#[tokio::test]
+async fn logs_show_and_follow_an_apps_guest_lines() {
+    let state = tempfile::tempdir().unwrap();
+    let host = Host::start(state.path(), &[]);
+    host.deploy(versioned_app("talker", "one", "/t").path(), &[]);
+    host.deploy(versioned_app("quiet", "quiet", "/quiet").path(), &[]);
+    let first = host.get("/t/print").await;
+    let first_id = first.header("x-request-id").unwrap().to_owned();
+    assert_eq!(host.get("/quiet/print").await.status, 200);
+
+    let json_lines = |output: &Output| -> Vec<serde_json::Value> {
+        text(&output.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let output = host.client(&["logs", "talker", "--json"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let lines = json_lines(&output);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines.iter().all(|l| l["app"] == "talker"
+        && l["component"] == "guest"
+        && l["route"] == "/t/..."
+        && l["request_id"] == first_id.as_str()));
+    assert_eq!(lines[0]["message"], "a line on stdout from one");
+    assert_eq!(lines[0]["stream"], "stdout");
+    assert_eq!(lines[1]["stream"], "stderr");
+    // For people: one line each, with the request id.
+    let readable = text(&host.client(&["logs", "talker"]).stdout);
+    assert!(
+        readable.contains(&format!(
+            "guest /t/... {first_id} stdout: a line on stdout from one"
+        )),
+        "{readable}"
+    );
+
+    let mut follower = ferry()
+        .args([
+            "logs",
+            "talker",
+            "--follow",
+            "--json",
+            "--host",
+            &host.admin,
+        ])
+        .arg("--token-file")
+        .arg(host.token_file())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next = |what: &str| -> serde_json::Value {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no line {what} from ferry logs --follow"));
+        serde_json::from_str(&line).unwrap()
+    };
+    // The kept lines first ...
+    assert_eq!(next("kept")["request_id"], first_id.as_str());
+    assert_eq!(next("kept")["request_id"], first_id.as_str());
+    // ... then each new one, and only this app's.
+    assert_eq!(host.get("/quiet/print").await.status, 200);
+    let second = host.get("/t/print").await;
+    let second_id = second.header("x-request-id").unwrap().to_owned();
+    let line = next("followed");
+    assert_eq!(line["request_id"], second_id.as_str(), "{line}");
+    assert_eq!(line["app"], "talker");
+    let _ = follower.kill();
+    let _ = follower.wait();
+
+    let output = host.client(&["logs", "nobody"]);
+    assert!(
+        text(&output.stderr).contains("404"),
+        "{}",
+        text(&output.stderr)
+    );
+}
