@@ -22,6 +22,25 @@ impl Scrape {
         Self(prometheus_parse::Scrape::parse(lines).expect("Prometheus text"))
     }
 
+    /// How many observations of the histogram `name` (with `labels`) were
+    /// at most `le`.
+    pub(crate) fn bucket(&self, name: &str, labels: &[(&str, &str)], le: f64) -> f64 {
+        let sample = self
+            .0
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .unwrap_or_else(|| panic!("no histogram {name} {labels:?}"));
+        let prometheus_parse::Value::Histogram(buckets) = &sample.value else {
+            panic!("{name} is not a histogram");
+        };
+        buckets
+            .iter()
+            .find(|b| b.less_than == le)
+            .unwrap_or_else(|| panic!("{name} has no bucket le={le}"))
+            .count
+    }
+
     /// The value of the sample `name` whose labels include all of `labels`;
     /// fails unless exactly one matches.
     pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -100,6 +119,8 @@ async fn requests_and_failures_are_counted_by_route() {
             "64",
             "--request-timeout",
             "1s",
+            "--max-memory",
+            "32MiB",
         ],
     );
     let url = metrics_url(&ferry);
@@ -129,6 +150,7 @@ async fn requests_and_failures_are_counted_by_route() {
     )
     .await;
     assert_eq!(too_big.status, 413);
+    assert_eq!(get(&format!("{}/oom", ferry.url)).await.status, 500);
 
     let route = [
         ("app", "test-app"),
@@ -151,7 +173,7 @@ async fn requests_and_failures_are_counted_by_route() {
     );
     assert_eq!(
         scrape.value("ferry_requests_total", &with(("status", "5xx"))),
-        2.0
+        3.0
     );
     assert_eq!(
         scrape.value("ferry_requests_total", &with(("status", "3xx"))),
@@ -159,6 +181,13 @@ async fn requests_and_failures_are_counted_by_route() {
     );
     assert_eq!(
         scrape.value("ferry_guest_failures_total", &with(("kind", "trap"))),
+        1.0
+    );
+    assert_eq!(
+        scrape.value(
+            "ferry_guest_failures_total",
+            &with(("kind", "out_of_memory"))
+        ),
         1.0
     );
     assert_eq!(
@@ -177,12 +206,26 @@ async fn requests_and_failures_are_counted_by_route() {
         0.0
     );
     // Every request, failed or not, has its times.
-    assert_eq!(scrape.value("ferry_request_head_seconds", &route), 8.0);
-    assert_eq!(scrape.value("ferry_request_duration_seconds", &route), 8.0);
+    assert_eq!(scrape.value("ferry_request_head_seconds", &route), 9.0);
+    assert_eq!(scrape.value("ferry_request_duration_seconds", &route), 9.0);
     assert_eq!(
         scrape.value("ferry_request_duration_seconds_count", &route),
+        9.0
+    );
+    // Each request that reached the guest made an instance (the 413 was
+    // refused before), and its memory was measured.
+    assert_eq!(
+        scrape.value("ferry_instantiation_seconds_count", &route),
         8.0
     );
+    assert!(scrape.value("ferry_instantiation_seconds_sum", &route) > 0.0);
+    assert_eq!(scrape.value("ferry_peak_memory_bytes_count", &route), 8.0);
+    assert_eq!(
+        scrape.bucket("ferry_peak_memory_bytes", &route, 4.0 * 1024.0 * 1024.0),
+        7.0,
+        "all but the hungry request had under 4 MiB"
+    );
+    assert!(scrape.value("ferry_peak_memory_bytes_sum", &route) > 16.0 * 1024.0 * 1024.0);
     // The 504 waited for its timeout: the total time holds at least that.
     assert!(scrape.value("ferry_request_duration_seconds_sum", &route) >= 1.0);
     // Only the echoed body was read; the 413's was refused unread.
@@ -208,12 +251,10 @@ async fn requests_and_failures_are_counted_by_route() {
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
+        // In flight from its arrival, an instance once the guest runs.
         let now = read_metrics(&url).await;
-        if now.value("ferry_requests_in_flight", &route) == 1.0 {
-            assert_eq!(
-                now.value("ferry_component_instances", &[("engine", "wasi-0.2")]),
-                1.0
-            );
+        if now.value("ferry_component_instances", &[("engine", "wasi-0.2")]) == 1.0 {
+            assert_eq!(now.value("ferry_requests_in_flight", &route), 1.0);
             break;
         }
         assert!(

@@ -21,7 +21,7 @@ use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::body::{BodyTooLarge, BoxError, FailOnFlag, Limited, ResponseBody};
-use crate::sandbox::{OutboundPolicy, RequestLog, Sandbox};
+use crate::sandbox::{GuestLimiter, OutboundPolicy, RequestLog, RequestStats, Sandbox};
 use crate::{GuestError, Limits};
 
 /// Per-request host state of a wasi:http guest.
@@ -29,7 +29,7 @@ pub(crate) struct HttpState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: GuestLimiter,
     hooks: OutboundHooks,
     context: Arc<crate::ComponentContext>,
 }
@@ -245,13 +245,14 @@ pub(crate) fn new_store(
     sandbox: &Sandbox,
     limits: &Limits,
     request: Option<&RequestLog>,
+    stats: Option<Arc<RequestStats>>,
 ) -> anyhow::Result<Store<HttpState>> {
     let wasi = sandbox.wasi_builder(request)?.build();
     let state = HttpState {
         wasi,
         http: WasiHttpCtx::new(),
         table: ResourceTable::new(),
-        limits: store_limits(limits),
+        limits: GuestLimiter::new(store_limits(limits), stats),
         hooks: OutboundHooks {
             policy: sandbox.outbound.clone(),
         },
@@ -443,10 +444,11 @@ where
     let timeout = limits.request_timeout;
     let started = Instant::now();
     let log = request.extensions().get::<RequestLog>().cloned();
+    let stats = request.extensions().get::<Arc<RequestStats>>().cloned();
     let (request, request_body) = limited_request(request, limits.max_request_body);
 
-    let mut store =
-        new_store(engine, sandbox, limits, log.as_ref()).map_err(GuestError::Instantiation)?;
+    let mut store = new_store(engine, sandbox, limits, log.as_ref(), stats.clone())
+        .map_err(GuestError::Instantiation)?;
 
     let (tx, rx) = tokio::sync::oneshot::channel::<HeadResult>();
     let failed = Arc::new(AtomicBool::new(false));
@@ -460,10 +462,14 @@ where
         tokio::spawn(async move {
             let _guard = guard;
             let run = async {
+                let instantiating = Instant::now();
                 let proxy = match pre.instantiate(&mut store).await {
                     Ok(proxy) => proxy,
                     Err(e) => return Err(GuestError::from_instantiation(e.into())),
                 };
+                if let Some(stats) = &stats {
+                    stats.instantiated(instantiating.elapsed());
+                }
                 let handled = async {
                     let data = store.data_mut();
                     let req = data.http().new_incoming_request(Scheme::Http, request)?;

@@ -23,7 +23,7 @@ use crate::http::{
     AfterHead, HeadResult, HttpState, instantiate_within, limited_request, new_store, respond,
     settle,
 };
-use crate::sandbox::{RequestLog, Sandbox};
+use crate::sandbox::{RequestLog, RequestStats, Sandbox};
 use crate::{GuestError, Limits};
 
 pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HttpState>> {
@@ -66,11 +66,16 @@ where
     let timeout = limits.request_timeout;
     let started = Instant::now();
     let log = request.extensions().get::<RequestLog>().cloned();
+    let stats = request.extensions().get::<Arc<RequestStats>>().cloned();
     let (request, request_body) = limited_request(request, limits.max_request_body);
 
-    let mut store =
-        new_store(engine, sandbox, limits, log.as_ref()).map_err(GuestError::Instantiation)?;
+    let mut store = new_store(engine, sandbox, limits, log.as_ref(), stats.clone())
+        .map_err(GuestError::Instantiation)?;
+    let instantiating = Instant::now();
     let service = instantiate_within(timeout, pre.instantiate_async(&mut store)).await?;
+    if let Some(stats) = &stats {
+        stats.instantiated(instantiating.elapsed());
+    }
 
     let (tx, rx) = tokio::sync::oneshot::channel::<HeadResult>();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();

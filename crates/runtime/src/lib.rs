@@ -41,7 +41,7 @@ pub use cache::{CompileCache, CompileStats};
 pub use engine::{EPOCH_TICK, EngineOptions};
 pub use ferry_manifest::Limits;
 pub use files::glob_matches;
-pub use sandbox::{MAX_LOG_LINES_PER_REQUEST, RequestLog};
+pub use sandbox::{MAX_LOG_LINES_PER_REQUEST, RequestLog, RequestStats};
 /// The CGI response parser, for the fuzz targets and their corpus test.
 #[doc(hidden)]
 pub use wagi::parse_cgi_response;

@@ -105,6 +105,115 @@ pub struct RequestLog {
     pub request_id: Arc<str>,
 }
 
+/// What one request cost its sandbox, filled in by the runtime as the guest
+/// runs: put in the request's extensions by the server (an `Arc` of it),
+/// read when the response has ended.
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    instantiate_ns: std::sync::atomic::AtomicU64,
+    linear_memory: std::sync::atomic::AtomicU64,
+    peak_memory: std::sync::atomic::AtomicU64,
+    memory_denied: std::sync::atomic::AtomicBool,
+}
+
+impl RequestStats {
+    /// How long making the instance took, if one was made.
+    pub fn instantiation(&self) -> Option<std::time::Duration> {
+        match self
+            .instantiate_ns
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => None,
+            ns => Some(std::time::Duration::from_nanos(ns)),
+        }
+    }
+
+    /// The most linear memory the instance had at once, all its memories
+    /// together, in bytes.
+    pub fn peak_memory(&self) -> u64 {
+        self.peak_memory.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the guest asked for memory beyond its `max_memory` (and was
+    /// refused): a trap after it is the guest running out of memory.
+    pub fn memory_denied(&self) -> bool {
+        self.memory_denied
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn instantiated(&self, took: std::time::Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.instantiate_ns
+            .store(ns, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A store's resource limiter: the component's limits, noting in the
+/// request's [`RequestStats`] how much memory it took and whether it was
+/// refused some.
+pub(crate) struct GuestLimiter {
+    limits: wasmtime::StoreLimits,
+    stats: Option<Arc<RequestStats>>,
+}
+
+impl GuestLimiter {
+    pub fn new(limits: wasmtime::StoreLimits, stats: Option<Arc<RequestStats>>) -> Self {
+        Self { limits, stats }
+    }
+}
+
+impl wasmtime::ResourceLimiter for GuestLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if let Some(stats) = &self.stats {
+            use std::sync::atomic::Ordering::Relaxed;
+            if allowed {
+                // Every memory's growth from zero, summed: all of them.
+                let grown = (desired - current.min(desired)) as u64;
+                let now = stats.linear_memory.fetch_add(grown, Relaxed) + grown;
+                stats.peak_memory.fetch_max(now, Relaxed);
+            } else {
+                stats.memory_denied.store(true, Relaxed);
+            }
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
 /// Most lines of guest output logged for one request (stdout and stderr
 /// together): a chatty guest cannot flood the host's log. Lines beyond it
 /// are dropped, and one warning says so.

@@ -13,18 +13,18 @@ use bytes::Bytes;
 use ferry_manifest::WagiConfig;
 use http::{HeaderName, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full};
-use wasmtime::{Engine, InstancePre, Linker, Module, Store, StoreLimits, UpdateDeadline};
+use wasmtime::{Engine, InstancePre, Linker, Module, Store, UpdateDeadline};
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 
 use crate::body::{BodyTooLarge, BoxError, Limited, ResponseBody};
-use crate::sandbox::{CapturedStdout, RequestLog, Sandbox};
+use crate::sandbox::{CapturedStdout, GuestLimiter, RequestLog, RequestStats, Sandbox};
 use crate::{GuestError, Limits, RequestInfo};
 
 pub(crate) struct WagiState {
     wasi: WasiP1Ctx,
-    limits: StoreLimits,
+    limits: GuestLimiter,
 }
 
 pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<WagiState>> {
@@ -99,9 +99,13 @@ where
         ))
         .stdin(MemoryInputPipe::new(body))
         .stdout(stdout.clone());
+    let stats = parts
+        .extensions
+        .get::<std::sync::Arc<RequestStats>>()
+        .cloned();
     let state = WagiState {
         wasi: builder.build_p1(),
-        limits: crate::http::store_limits(limits),
+        limits: GuestLimiter::new(crate::http::store_limits(limits), stats.clone()),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
@@ -114,10 +118,14 @@ where
     let pre = pre.clone();
     let entrypoint = config.entrypoint.clone();
     let run = async move {
+        let instantiating = Instant::now();
         let instance = pre
             .instantiate_async(&mut store)
             .await
             .map_err(|e| GuestError::from_instantiation(e.into()))?;
+        if let Some(stats) = &stats {
+            stats.instantiated(instantiating.elapsed());
+        }
         let entry = instance
             .get_typed_func::<(), ()>(&mut store, &entrypoint)
             .map_err(|e| GuestError::Instantiation(e.into()))?;

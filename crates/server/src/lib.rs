@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferry_manifest::{App, RouteMatch};
-use ferry_runtime::{Guest, GuestError, RequestInfo, RequestLog, ResponseBody};
+use ferry_runtime::{Guest, GuestError, RequestInfo, RequestLog, RequestStats, ResponseBody};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tokio::net::TcpListener;
@@ -543,7 +543,7 @@ impl AppTable {
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<ferry_runtime::BoxError>,
     {
-        let unrouted = || self.unrouted.as_ref().map(RouteMetrics::start);
+        let unrouted = || self.unrouted.as_ref().map(|m| m.start(None));
         if let Some(why) = unroutable_target(request.method(), request.uri()) {
             let refused = Dispatched::plain(StatusCode::BAD_REQUEST, None, Some(why.into()))
                 .failed("bad_request");
@@ -561,7 +561,14 @@ impl AppTable {
             route: route.label.clone(),
             request_id: request_id.clone(),
         });
-        let in_flight = route.metrics.as_ref().map(RouteMetrics::start);
+        let stats = route
+            .metrics
+            .as_ref()
+            .map(|_| Arc::new(RequestStats::default()));
+        if let Some(stats) = &stats {
+            request.extensions_mut().insert(stats.clone());
+        }
+        let in_flight = route.metrics.as_ref().map(|m| m.start(stats));
         let read = route.metrics.as_ref().map(|m| m.request_bytes.clone());
         let request = request.map(|body| Counted::new(body, read));
         let dispatched = app
@@ -744,6 +751,7 @@ impl AppHost {
         // Only WAGI guests read these CGI-style facts; wasi:http guests get
         // them as headers. The URI is absolute by now.
         let uri = request.uri().clone();
+        let stats = request.extensions().get::<Arc<RequestStats>>().cloned();
         let info = || self.request_info(&uri, route, &matched, client_addr, local_addr);
         match slot.guest.handle(request, info, permit).await {
             Ok(response) => Dispatched::ok(response, Some(component)),
@@ -752,8 +760,16 @@ impl AppHost {
                 if matches!(error, GuestError::Busy) {
                     return Dispatched::busy(component, error.to_string());
                 }
+                // A trap after the guest was refused memory is it running
+                // out of memory (a Rust guest aborts, which traps).
+                let kind = match &error {
+                    GuestError::Trap(_) if stats.is_some_and(|s| s.memory_denied()) => {
+                        "out_of_memory"
+                    }
+                    _ => error.kind(),
+                };
                 Dispatched::plain(error.status(), Some(component), Some(error.to_string()))
-                    .failed(error.kind())
+                    .failed(kind)
             }
         }
     }

@@ -18,6 +18,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use ferry_runtime::RequestStats;
 use http_body::{Frame, SizeHint};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -29,6 +30,7 @@ use prometheus_client::registry::Registry;
 /// What went wrong with a request, as the `kind` label says it.
 pub const FAILURE_KINDS: &[&str] = &[
     "trap",
+    "out_of_memory",
     "stack_overflow",
     "no_response",
     "bad_cgi_output",
@@ -64,11 +66,21 @@ struct FailureLabels {
     kind: &'static str,
 }
 
-type LatencyHistograms = Family<RouteLabels, Histogram, fn() -> Histogram>;
+type Histograms = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
     // 250 µs to ~16 s.
     Histogram::new(exponential_buckets(0.000_25, 2.0, 17))
+}
+
+fn instantiation_histogram() -> Histogram {
+    // 5 µs to ~80 ms.
+    Histogram::new(exponential_buckets(0.000_005, 2.0, 15))
+}
+
+fn memory_histogram() -> Histogram {
+    // 64 KiB (one page) to 4 GiB.
+    Histogram::new(exponential_buckets(65_536.0, 4.0, 9))
 }
 
 /// The families of the request path, registered once into a registry.
@@ -82,12 +94,14 @@ pub struct ServerMetrics {
 #[derive(Clone)]
 struct Families {
     requests: Family<StatusLabels, Counter>,
-    head: LatencyHistograms,
-    total: LatencyHistograms,
+    head: Histograms,
+    total: Histograms,
     in_flight: Family<RouteLabels, Gauge<i64, AtomicI64>>,
     request_bytes: Family<RouteLabels, Counter>,
     response_bytes: Family<RouteLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
+    instantiation: Histograms,
+    peak_memory: Histograms,
 }
 
 impl ServerMetrics {
@@ -100,6 +114,8 @@ impl ServerMetrics {
             request_bytes: Family::default(),
             response_bytes: Family::default(),
             failures: Family::default(),
+            instantiation: Family::new_with_constructor(instantiation_histogram),
+            peak_memory: Family::new_with_constructor(memory_histogram),
         };
         registry.register(
             "ferry_requests",
@@ -130,6 +146,16 @@ impl ServerMetrics {
             "ferry_response_body_bytes",
             "Response body bytes sent",
             metrics.response_bytes.clone(),
+        );
+        registry.register(
+            "ferry_instantiation_seconds",
+            "Time to make a request's fresh instance",
+            metrics.instantiation.clone(),
+        );
+        registry.register(
+            "ferry_peak_memory_bytes",
+            "Most linear memory a request's instance had at once",
+            metrics.peak_memory.clone(),
         );
         registry.register(
             "ferry_guest_failures",
@@ -185,6 +211,8 @@ impl Families {
             in_flight: self.in_flight.get_or_create_owned(&labels),
             request_bytes: self.request_bytes.get_or_create_owned(&labels),
             response_bytes: self.response_bytes.get_or_create_owned(&labels),
+            instantiation: self.instantiation.get_or_create_owned(&labels),
+            peak_memory: self.peak_memory.get_or_create_owned(&labels),
             failures,
         }
     }
@@ -199,20 +227,23 @@ pub(crate) struct RouteMetrics {
     in_flight: Gauge<i64, AtomicI64>,
     pub request_bytes: Counter,
     response_bytes: Counter,
+    instantiation: Histogram,
+    peak_memory: Histogram,
     /// In [`FAILURE_KINDS`] order.
     failures: Vec<Counter>,
 }
 
 impl RouteMetrics {
-    /// Counts a request as in flight until the returned guard is dropped.
-    pub(crate) fn start(self: &Arc<Self>) -> InFlight {
+    /// Counts a request as in flight until the returned guard is dropped;
+    /// `stats` is what its sandbox cost, filled in as it runs.
+    pub(crate) fn start(self: &Arc<Self>, stats: Option<Arc<RequestStats>>) -> InFlight {
         self.in_flight.inc();
-        InFlight(self.clone())
+        InFlight(self.clone(), stats)
     }
 }
 
 /// A request in flight: its route's gauge is decremented when it drops.
-pub(crate) struct InFlight(Arc<RouteMetrics>);
+pub(crate) struct InFlight(Arc<RouteMetrics>, Option<Arc<RequestStats>>);
 
 impl InFlight {
     /// Records the request's end: its status, times, bytes sent and, if it
@@ -231,6 +262,12 @@ impl InFlight {
         route.head.observe(head.as_secs_f64());
         route.total.observe(total.as_secs_f64());
         route.response_bytes.inc_by(bytes);
+        if let Some(stats) = &self.1
+            && let Some(took) = stats.instantiation()
+        {
+            route.instantiation.observe(took.as_secs_f64());
+            route.peak_memory.observe(stats.peak_memory() as f64);
+        }
         if let Some(kind) = failure
             && let Some(index) = FAILURE_KINDS.iter().position(|k| *k == kind)
             && let Some(counter) = route.failures.get(index)
