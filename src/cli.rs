@@ -271,9 +271,23 @@ struct ListenerArgs {
     /// Threads serving requests, each with its own event loop [default: the CPUs ferry may use].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     workers: Option<u32>,
+    /// Send a span per request to this OpenTelemetry collector (OTLP over
+    /// HTTP, protobuf; spans go to `<URL>/v1/traces`) [default: none, no
+    /// spans are made].
+    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 impl ListenerArgs {
+    /// The tracer provider, if an OTLP endpoint is given.
+    fn traces(&self) -> anyhow::Result<Option<crate::traces::Traces>> {
+        self.otlp_endpoint
+            .as_deref()
+            .filter(|e| !e.is_empty())
+            .map(crate::traces::start)
+            .transpose()
+    }
+
     fn config(&self) -> ServerConfig {
         ServerConfig {
             header_read_timeout: self.header_read_timeout,
@@ -483,6 +497,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         &settings,
         args.engine.limits.max_memory,
     )?);
+    // Dropped (flushing the last spans) after the runtime below has stopped.
+    let traces = args.listener.traces()?;
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -492,7 +508,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let local = listener.local_addr()?;
     let metrics = Metrics::new();
     metrics.watch_runtime(runtime.clone());
-    let apps = LiveApps::with_metrics(Some(metrics.server()));
+    let apps = LiveApps::observed(Some(metrics.server()), traces.is_some());
     let host = Arc::new(crate::host::Host::new(
         state,
         apps.clone(),
@@ -639,6 +655,8 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         &args.app.settings(),
         prepared.max_memory(),
     )?);
+    // Dropped (flushing the last spans) after the runtime below has stopped.
+    let traces = args.listener.traces()?;
     // This runtime accepts connections and waits for signals; requests are
     // served by the server's worker threads.
     let tokio = tokio::runtime::Builder::new_current_thread()
@@ -704,7 +722,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         .assembler
         .host(&prepared, &loader.state_dir, key_value, None, &mut stdout)?;
     let watched = crate::watch::Watched::of(&prepared.app, args.app.runtime_config_file.as_deref());
-    let apps = LiveApps::with_metrics(metrics.as_ref().map(|m| m.server()));
+    let apps = LiveApps::observed(metrics.as_ref().map(|m| m.server()), traces.is_some());
     apps.install(host, Vec::new())?;
 
     let url = format!("http://{local}");

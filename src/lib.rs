@@ -16,6 +16,7 @@ mod host;
 mod load;
 mod metrics;
 mod state;
+mod traces;
 mod variables;
 mod watch;
 

@@ -18,6 +18,7 @@ mod routing;
 mod spin_sdk;
 mod state;
 mod support;
+mod traces;
 mod variables;
 mod wagi;
 mod wasi_http;

@@ -163,6 +163,8 @@ pub(crate) fn pre(
 /// Enforces `allowed_outbound_hosts` on every outgoing request.
 struct OutboundHooks {
     policy: Arc<OutboundPolicy>,
+    /// The request's span, continued by each outbound request.
+    traceparent: Option<Arc<str>>,
 }
 
 impl OutboundHooks {
@@ -221,6 +223,12 @@ impl WasiHttpHooks for OutboundHooks {
                 >,
             > + Send,
     > {
+        if let Some(traceparent) = &self.traceparent
+            && !request.headers().contains_key("traceparent")
+            && let Ok(value) = http::HeaderValue::from_str(traceparent)
+        {
+            request.headers_mut().insert("traceparent", value);
+        }
         if let Err(reason) = self.authorize(&mut request) {
             tracing::warn!(
                 component = &*self.policy.component,
@@ -255,6 +263,7 @@ pub(crate) fn new_store(
         limits: GuestLimiter::new(store_limits(limits), stats),
         hooks: OutboundHooks {
             policy: sandbox.outbound.clone(),
+            traceparent: request.and_then(|r| r.traceparent.clone()),
         },
         context: sandbox.context.clone(),
     };

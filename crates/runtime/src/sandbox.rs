@@ -103,6 +103,9 @@ pub struct RequestLog {
     /// The route as declared (with its base).
     pub route: Arc<str>,
     pub request_id: Arc<str>,
+    /// The request's span as a W3C `traceparent`, where traces are on: sent
+    /// with the guest's outbound requests that carry none of their own.
+    pub traceparent: Option<Arc<str>>,
 }
 
 /// What one request cost its sandbox, filled in by the runtime as the guest
@@ -111,6 +114,8 @@ pub struct RequestLog {
 #[derive(Debug, Default)]
 pub struct RequestStats {
     instantiate_ns: std::sync::atomic::AtomicU64,
+    /// When instantiation ended, in ns since the Unix epoch.
+    instantiated_unix_ns: std::sync::atomic::AtomicU64,
     linear_memory: std::sync::atomic::AtomicU64,
     peak_memory: std::sync::atomic::AtomicU64,
     memory_denied: std::sync::atomic::AtomicBool,
@@ -141,7 +146,25 @@ impl RequestStats {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// When the instance was ready, if one was made.
+    pub fn instantiated_at(&self) -> Option<std::time::SystemTime> {
+        match self
+            .instantiated_unix_ns
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => None,
+            ns => Some(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns)),
+        }
+    }
+
     pub(crate) fn instantiated(&self, took: std::time::Duration) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.instantiated_unix_ns.store(
+            u64::try_from(now.as_nanos()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
         self.instantiate_ns
             .store(ns, std::sync::atomic::Ordering::Relaxed);

@@ -19,7 +19,7 @@ use ferry_runtime::{BoxError, ResponseBody};
 use http::{Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
-use crate::metrics::InFlight;
+use crate::Observation;
 
 /// Everything the line says but the body's fate.
 pub(crate) struct AccessEntry {
@@ -33,8 +33,8 @@ pub(crate) struct AccessEntry {
     pub error: Option<String>,
     /// What failed, as the metrics' `kind` label says it.
     pub failure: Option<&'static str>,
-    /// The request's series, if metrics are kept: finished with the line.
-    pub in_flight: Option<InFlight>,
+    /// Its metrics and span, finished with the line.
+    pub observation: Observation,
     /// The id the client was told (`x-request-id`) and the guest's log
     /// lines carry.
     pub request_id: Arc<str>,
@@ -70,8 +70,20 @@ impl LoggedBody {
             return;
         };
         let total = entry.started.elapsed();
-        if let Some(in_flight) = entry.in_flight.take() {
-            in_flight.finish(entry.status, entry.head, total, self.bytes, entry.failure);
+        let observation = std::mem::take(&mut entry.observation);
+        let stats = observation.stats.as_deref();
+        if let Some(in_flight) = observation.in_flight {
+            in_flight.finish(
+                entry.status,
+                entry.head,
+                total,
+                self.bytes,
+                entry.failure,
+                stats,
+            );
+        }
+        if let Some(span) = observation.span {
+            span.finish(entry.status, entry.failure, stats);
         }
         let outcome = match &ended {
             Ended::Complete => "complete",

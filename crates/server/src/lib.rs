@@ -11,12 +11,13 @@ mod access_log;
 mod connection;
 mod metrics;
 mod router;
+mod traces;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use ferry_manifest::{App, RouteMatch};
@@ -31,6 +32,7 @@ pub use metrics::ServerMetrics;
 pub use router::{RouteEntry, Router, Target};
 
 use metrics::{Counted, InFlight, RouteMetrics};
+use traces::RequestSpan;
 
 /// Settings of the HTTP server itself (per-component limits live in
 /// [`ferry_runtime::Limits`]).
@@ -288,14 +290,18 @@ impl std::error::Error for Conflict {}
 
 impl LiveApps {
     pub fn new() -> Arc<Self> {
-        Self::with_metrics(None)
+        Self::observed(None, false)
     }
 
-    /// A table whose apps record their requests in `metrics`.
-    pub fn with_metrics(metrics: Option<ServerMetrics>) -> Arc<Self> {
-        let unrouted = metrics.as_ref().map(ServerMetrics::unrouted);
+    /// A table whose apps record their requests in `metrics`, and with
+    /// `traces` a span per request through OpenTelemetry's global tracer.
+    pub fn observed(metrics: Option<ServerMetrics>, traces: bool) -> Arc<Self> {
+        let observe = Observe {
+            unrouted: metrics.as_ref().map(ServerMetrics::unrouted),
+            traces,
+        };
         Arc::new(Self {
-            table: arc_swap::ArcSwap::from_pointee(AppTable::new(Vec::new(), unrouted)),
+            table: arc_swap::ArcSwap::from_pointee(AppTable::new(Vec::new(), observe)),
             metrics,
             changing: std::sync::Mutex::new(()),
         })
@@ -365,7 +371,7 @@ impl LiveApps {
         let index = apps.partition_point(|m| m.host.name < mounted.host.name);
         apps.insert(index, mounted);
         self.table
-            .store(Arc::new(AppTable::new(apps, table.unrouted.clone())));
+            .store(Arc::new(AppTable::new(apps, table.observe.clone())));
         Ok(replaced)
     }
 
@@ -377,7 +383,7 @@ impl LiveApps {
         let index = apps.iter().position(|m| &*m.host.name == name)?;
         let removed = apps.remove(index);
         self.table
-            .store(Arc::new(AppTable::new(apps, table.unrouted.clone())));
+            .store(Arc::new(AppTable::new(apps, table.observe.clone())));
         Some(removed.host)
     }
 }
@@ -402,12 +408,29 @@ pub struct AppTable {
     /// The routes of every app without host names, each tagged with its
     /// app's index in `apps`.
     shared: Router,
+    observe: Observe,
+}
+
+/// What a table records of its requests besides the access line.
+#[derive(Clone, Default)]
+struct Observe {
     /// The series of requests no route matched, where metrics are kept.
     unrouted: Option<Arc<RouteMetrics>>,
+    /// Whether each request gets a span.
+    traces: bool,
+}
+
+/// What is being recorded of one request, finished with its access line.
+#[derive(Default)]
+pub(crate) struct Observation {
+    pub in_flight: Option<InFlight>,
+    pub span: Option<RequestSpan>,
+    /// Its sandbox's costs, where metrics or traces want them.
+    pub stats: Option<Arc<RequestStats>>,
 }
 
 impl AppTable {
-    fn new(apps: Vec<Mounted>, unrouted: Option<Arc<RouteMetrics>>) -> Self {
+    fn new(apps: Vec<Mounted>, observe: Observe) -> Self {
         let mut by_hostname = HashMap::new();
         let mut routes = Vec::new();
         for (index, mounted) in apps.iter().enumerate() {
@@ -425,7 +448,7 @@ impl AppTable {
             apps,
             by_hostname,
             shared: Router::from_routes(routes),
-            unrouted,
+            observe,
         }
     }
 
@@ -503,7 +526,7 @@ impl AppTable {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let request_id = new_request_id();
-        let (app, dispatched, in_flight) = self
+        let (app, dispatched, observation) = self
             .dispatch(request, &request_id, client_addr, local_addr)
             .await;
         let Dispatched {
@@ -524,7 +547,7 @@ impl AppTable {
             client: client_addr,
             error,
             failure,
-            in_flight,
+            observation,
             request_id,
             started,
             head: started.elapsed(),
@@ -538,43 +561,69 @@ impl AppTable {
         request_id: &Arc<str>,
         client_addr: SocketAddr,
         local_addr: SocketAddr,
-    ) -> (Option<&AppHost>, Dispatched<'_>, Option<InFlight>)
+    ) -> (Option<&AppHost>, Dispatched<'_>, Observation)
     where
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<ferry_runtime::BoxError>,
     {
-        let unrouted = || self.unrouted.as_ref().map(|m| m.start(None));
+        let at = self.observe.traces.then(SystemTime::now);
+        let span = |request: &Request<B>, route: Option<(&str, &str, &str)>| {
+            at.map(|at| {
+                RequestSpan::start(&traces::Started {
+                    headers: request.headers(),
+                    method: request.method(),
+                    path: request.uri().path(),
+                    route,
+                    request_id,
+                    at,
+                })
+            })
+        };
+        let unrouted = |request: &Request<B>| Observation {
+            in_flight: self.observe.unrouted.as_ref().map(RouteMetrics::start),
+            span: span(request, None),
+            stats: None,
+        };
         if let Some(why) = unroutable_target(request.method(), request.uri()) {
+            let observation = unrouted(&request);
             let refused = Dispatched::plain(StatusCode::BAD_REQUEST, None, Some(why.into()))
                 .failed("bad_request");
-            return (None, refused, unrouted());
+            return (None, refused, observation);
         }
         let Some((app, route, matched)) = self.route(&request) else {
+            let observation = unrouted(&request);
             return (
                 None,
                 Dispatched::plain(StatusCode::NOT_FOUND, None, None),
-                unrouted(),
+                observation,
             );
         };
+        let span = span(
+            &request,
+            Some((&app.name, route.component().unwrap_or("-"), &route.label)),
+        );
         request.extensions_mut().insert(RequestLog {
             app: app.name.clone(),
             route: route.label.clone(),
             request_id: request_id.clone(),
+            traceparent: span.as_ref().map(|s| s.traceparent.clone()),
         });
-        let stats = route
-            .metrics
-            .as_ref()
-            .map(|_| Arc::new(RequestStats::default()));
+        let stats =
+            (route.metrics.is_some() || span.is_some()).then(|| Arc::new(RequestStats::default()));
         if let Some(stats) = &stats {
             request.extensions_mut().insert(stats.clone());
         }
-        let in_flight = route.metrics.as_ref().map(|m| m.start(stats));
+        let observation = Observation {
+            in_flight: route.metrics.as_ref().map(RouteMetrics::start),
+            span,
+            stats,
+        };
         let read = route.metrics.as_ref().map(|m| m.request_bytes.clone());
         let request = request.map(|body| Counted::new(body, read));
         let dispatched = app
             .dispatch(request, route, matched, client_addr, local_addr)
             .await;
-        (Some(app), dispatched, in_flight)
+        (Some(app), dispatched, observation)
     }
 }
 

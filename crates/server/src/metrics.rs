@@ -234,20 +234,19 @@ pub(crate) struct RouteMetrics {
 }
 
 impl RouteMetrics {
-    /// Counts a request as in flight until the returned guard is dropped;
-    /// `stats` is what its sandbox cost, filled in as it runs.
-    pub(crate) fn start(self: &Arc<Self>, stats: Option<Arc<RequestStats>>) -> InFlight {
+    /// Counts a request as in flight until the returned guard is dropped.
+    pub(crate) fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.inc();
-        InFlight(self.clone(), stats)
+        InFlight(self.clone())
     }
 }
 
 /// A request in flight: its route's gauge is decremented when it drops.
-pub(crate) struct InFlight(Arc<RouteMetrics>, Option<Arc<RequestStats>>);
+pub(crate) struct InFlight(Arc<RouteMetrics>);
 
 impl InFlight {
-    /// Records the request's end: its status, times, bytes sent and, if it
-    /// failed, why.
+    /// Records the request's end: its status, times, bytes sent, what its
+    /// sandbox cost and, if it failed, why.
     pub(crate) fn finish(
         self,
         status: http::StatusCode,
@@ -255,6 +254,7 @@ impl InFlight {
         total: Duration,
         bytes: u64,
         failure: Option<&str>,
+        stats: Option<&RequestStats>,
     ) {
         let route = &self.0;
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
@@ -262,7 +262,7 @@ impl InFlight {
         route.head.observe(head.as_secs_f64());
         route.total.observe(total.as_secs_f64());
         route.response_bytes.inc_by(bytes);
-        if let Some(stats) = &self.1
+        if let Some(stats) = stats
             && let Some(took) = stats.instantiation()
         {
             route.instantiation.observe(took.as_secs_f64());
