@@ -22,6 +22,7 @@ use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::dashboard;
 use crate::guest_logs::GuestLogs;
 use crate::host::{DeployRequest, Host, HostError};
 use crate::metrics::Metrics;
@@ -119,6 +120,18 @@ impl Admin {
         let path = request.uri().path().to_owned();
         let method = request.method().clone();
         match (&method, path.as_str()) {
+            (&Method::GET, "/dashboard" | "/dashboard/") => {
+                return asset(dashboard::INDEX_HTML, "text/html; charset=utf-8");
+            }
+            (&Method::GET, "/dashboard/app.js") => {
+                return asset(dashboard::APP_JS, "text/javascript; charset=utf-8");
+            }
+            (&Method::GET, "/dashboard/style.css") => {
+                return asset(dashboard::STYLE_CSS, "text/css; charset=utf-8");
+            }
+            (&Method::GET, "/dashboard/icon.svg") => {
+                return asset(dashboard::ICON_SVG, "image/svg+xml");
+            }
             (&Method::GET, "/healthz") => {
                 return json(StatusCode::OK, &serde_json::json!({"ok": true}));
             }
@@ -146,6 +159,9 @@ impl Admin {
         }
         if method == Method::GET && path == "/metrics" {
             return metrics_response(&self.metrics);
+        }
+        if method == Method::GET && path == "/v1/events" {
+            return self.events();
         }
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         if let (&Method::GET, ["v1", "apps", name, "logs"]) = (&method, segments.as_slice()) {
@@ -292,6 +308,42 @@ impl Admin {
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/x-ndjson"),
+        );
+        response
+    }
+
+    /// `GET /v1/events`: a snapshot for the dashboard every second, as
+    /// server-sent events, until the client goes.
+    fn events(self: &Arc<Self>) -> Response<AdminBody> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+        let admin = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let admin = admin.clone();
+                let Ok(snapshot) = tokio::task::spawn_blocking(move || {
+                    dashboard::snapshot(&admin.host, &admin.metrics, &admin.guest_logs)
+                })
+                .await
+                else {
+                    return;
+                };
+                let event = format!("event: snapshot\ndata: {snapshot}\n\n");
+                if tx.send(Bytes::from(event)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut response = Response::new(Channel(rx).boxed_unsync());
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(
+            header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-store"),
         );
         response
     }
@@ -444,4 +496,30 @@ mod erased {
             serde_json::to_string(self).unwrap_or_default()
         }
     }
+}
+
+/// One of the dashboard's files: compiled in, and allowed to load nothing
+/// but this host's own files.
+fn asset(text: &'static str, content_type: &'static str) -> Response<AdminBody> {
+    let mut response = Response::new(whole(text));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        http::HeaderValue::from_static(
+            "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        http::HeaderValue::from_static("no-referrer"),
+    );
+    response
 }

@@ -604,7 +604,7 @@ fn init_logging_into(format: LogFormat, guest_logs: Option<&Arc<GuestLogs>>) {
     let guests = guest_logs.map(|logs| {
         logs.layer()
             .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-                meta.target() == "ferry::guest"
+                meta.target() == "ferry::guest" || meta.target() == "ferry::failure"
             }))
     });
     let _ = tracing_subscriber::registry()

@@ -1,5 +1,6 @@
 //! Guests' log lines, kept for `ferry logs`: the last lines of every app,
-//! and a feed of new ones for `--follow`.
+//! and a feed of new ones for `--follow`; and the last guest failures
+//! (`ferry::failure` events), for the dashboard.
 //!
 //! A `tracing` layer takes each `ferry::guest` event (the runtime writes one
 //! per line a guest prints, with app, component, route and request id) into
@@ -18,6 +19,9 @@ use tracing_subscriber::layer::{Context, Layer};
 /// Lines kept per app for `ferry logs` without `--follow`.
 pub const KEPT_PER_APP: usize = 1000;
 
+/// Failures kept, all apps together.
+pub const KEPT_FAILURES: usize = 100;
+
 /// One line a guest wrote.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GuestLine {
@@ -29,12 +33,16 @@ pub struct GuestLine {
     pub route: String,
     pub request_id: String,
     pub stream: String,
+    /// A failure's status (failures only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u64>,
     pub message: String,
 }
 
 pub struct GuestLogs {
     kept: Mutex<BTreeMap<String, VecDeque<Arc<GuestLine>>>>,
     feed: broadcast::Sender<Arc<GuestLine>>,
+    failures: Mutex<VecDeque<Arc<GuestLine>>>,
 }
 
 impl GuestLogs {
@@ -42,7 +50,34 @@ impl GuestLogs {
         Arc::new(Self {
             kept: Mutex::default(),
             feed: broadcast::channel(4096).0,
+            failures: Mutex::default(),
         })
+    }
+
+    fn push_failure(&self, line: GuestLine) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if failures.len() == KEPT_FAILURES {
+            failures.pop_front();
+        }
+        failures.push_back(Arc::new(line));
+    }
+
+    /// The last failures, oldest first.
+    pub fn failures(&self) -> Vec<Arc<GuestLine>> {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.iter().cloned().collect()
+    }
+
+    /// The last `n` guest lines of every app, oldest first.
+    pub fn recent(&self, n: usize) -> Vec<Arc<GuestLine>> {
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lines: Vec<Arc<GuestLine>> = kept
+            .values()
+            .flat_map(|lines| lines.iter().rev().take(n).cloned())
+            .collect();
+        lines.sort_by(|a, b| a.time.cmp(&b.time));
+        let skip = lines.len().saturating_sub(n);
+        lines.split_off(skip)
     }
 
     fn push(&self, line: GuestLine) {
@@ -89,7 +124,8 @@ pub struct GuestLogLayer(Arc<GuestLogs>);
 
 impl<S: tracing::Subscriber> Layer<S> for GuestLogLayer {
     fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        if event.metadata().target() != "ferry::guest" {
+        let target = event.metadata().target();
+        if target != "ferry::guest" && target != "ferry::failure" {
             return;
         }
         let mut line = GuestLine {
@@ -101,7 +137,11 @@ impl<S: tracing::Subscriber> Layer<S> for GuestLogLayer {
         if line.app.is_empty() || line.app == "-" {
             return;
         }
-        self.0.push(line);
+        if target == "ferry::failure" {
+            self.0.push_failure(line);
+        } else {
+            self.0.push(line);
+        }
     }
 }
 
@@ -119,6 +159,12 @@ impl Visit for Fields<'_> {
             _ => return,
         };
         value.clone_into(slot);
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if field.name() == "status" {
+            self.0.status = Some(value);
+        }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {

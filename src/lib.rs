@@ -10,6 +10,7 @@ mod build;
 mod bundle;
 mod cli;
 mod client;
+mod dashboard;
 mod download;
 mod guest_logs;
 mod host;

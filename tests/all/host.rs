@@ -983,3 +983,61 @@ async fn logs_show_and_follow_an_apps_guest_lines() {
         text(&output.stderr)
     );
 }
+
+/// The dashboard, in a real headless browser (the system Chromium, driven
+/// by Playwright: `tests/dashboard/check.mjs`): it loads with no console
+/// errors, shows the deployed app, its request count rises with traffic, a
+/// trap shows up among the errors, and its rollback button serves the
+/// previous version. Screenshots are left in the target directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_traffic_errors_and_rolls_back() {
+    let state = tempfile::tempdir().unwrap();
+    let host = Host::start(state.path(), &[]);
+    let app = versioned_app("shop", "one", "/");
+    host.deploy(app.path(), &[]);
+    write_manifest(&app, "shop", "two", "/");
+    host.deploy(app.path(), &[]);
+    assert_eq!(host.get("/").await.text(), "hello from two\n");
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = root.join("tests/dashboard/check.mjs");
+    assert!(
+        root.join("tests/dashboard/node_modules/playwright-core")
+            .is_dir(),
+        "Playwright is not installed: run scripts/setup"
+    );
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).unwrap();
+    let output = tokio::task::block_in_place(|| {
+        std::process::Command::new("node")
+            .arg(&script)
+            .env("ADMIN_URL", &host.admin)
+            .env("APPS_URL", &host.url)
+            .env("TOKEN", host.token())
+            .env("APP", "shop")
+            .env("SHOTS", &shots)
+            .output()
+            .unwrap()
+    });
+    assert!(
+        output.status.success(),
+        "the dashboard check failed:\n{}{}\nhost log:\n{}",
+        text(&output.stdout),
+        text(&output.stderr),
+        host.logs()
+    );
+    assert!(
+        text(&output.stdout).contains("after rollback the app answers: hello from one"),
+        "{}",
+        text(&output.stdout)
+    );
+    assert_eq!(host.version("shop"), Some(1));
+    for shot in [
+        "1-login.png",
+        "2-traffic-and-error.png",
+        "3-rolled-back.png",
+    ] {
+        assert!(shots.join(shot).is_file(), "no screenshot {shot}");
+    }
+}

@@ -801,11 +801,16 @@ impl AppHost {
         // them as headers. The URI is absolute by now.
         let uri = request.uri().clone();
         let stats = request.extensions().get::<Arc<RequestStats>>().cloned();
+        let request_id = request
+            .extensions()
+            .get::<RequestLog>()
+            .map(|log| log.request_id.clone());
         let info = || self.request_info(&uri, route, &matched, client_addr, local_addr);
         match slot.guest.handle(request, info, permit).await {
             Ok(response) => Dispatched::ok(response, Some(component)),
             Err(error) => {
-                log_guest_error(&self.name, component, route, &error);
+                let request_id = request_id.as_deref().unwrap_or("-");
+                log_guest_error(&self.name, component, route, request_id, &error);
                 if matches!(error, GuestError::Busy) {
                     return Dispatched::busy(component, error.to_string());
                 }
@@ -1021,22 +1026,35 @@ fn prepare_request<B>(
     Ok(())
 }
 
-fn log_guest_error(app: &str, component: &str, route: &RouteEntry, error: &GuestError) {
+/// One line per guest failure (target `ferry::failure`): what a dashboard
+/// lists as recent errors, with the request they are about.
+fn log_guest_error(
+    app: &str,
+    component: &str,
+    route: &RouteEntry,
+    request_id: &str,
+    error: &GuestError,
+) {
     let status = error.status().as_u16();
+    let route = &*route.label;
     match error {
         GuestError::RequestBodyTooLarge(_) | GuestError::BadRequest(_) | GuestError::Busy => {
             tracing::warn!(
+                target: "ferry::failure",
                 app,
                 component,
-                route = route.pattern.full().as_str(),
+                route,
+                request_id,
                 status,
                 "{error}"
             )
         }
         _ => tracing::error!(
+            target: "ferry::failure",
             app,
             component,
-            route = route.pattern.full().as_str(),
+            route,
+            request_id,
             status,
             "{error}"
         ),
