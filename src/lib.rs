@@ -15,6 +15,7 @@ mod download;
 mod guest_logs;
 mod host;
 mod load;
+mod metered;
 mod metrics;
 mod state;
 mod traces;

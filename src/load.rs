@@ -638,7 +638,20 @@ impl Assembler {
         prepared: &Prepared,
         state_dir: &Path,
     ) -> anyhow::Result<KeyValueStores> {
-        key_value_stores(&prepared.app, &prepared.config, Some(state_dir)).await
+        let mut stores = key_value_stores(&prepared.app, &prepared.config, Some(state_dir)).await?;
+        if let Some(metrics) = &self.metrics {
+            for granted in stores.values_mut() {
+                for (label, store) in granted.iter_mut() {
+                    *store = crate::metered::MeteredKeyValue::wrap(
+                        store.clone(),
+                        metrics.clone(),
+                        &prepared.app.name,
+                        label,
+                    );
+                }
+            }
+        }
+        Ok(stores)
     }
 
     /// An [`AppHost`] for `prepared` with its stores, succeeding `previous`
@@ -653,6 +666,15 @@ impl Assembler {
         out: &mut dyn std::io::Write,
     ) -> anyhow::Result<AppHost> {
         let sqlite = sqlite_databases(&prepared.app, &prepared.config, Some(state_dir))?;
+        if let Some(metrics) = &self.metrics {
+            for (label, database) in sqlite.values().flatten() {
+                database.observe(crate::metered::sql_observer(
+                    metrics.clone(),
+                    &prepared.app.name,
+                    label,
+                ));
+            }
+        }
         let _enter = self.tokio.enter();
         let guests = load_guests(
             &self.runtime,

@@ -36,6 +36,35 @@ struct ChangeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreOpLabels {
+    app: String,
+    store: String,
+    op: &'static str,
+    /// `ok` or `error`.
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    app: String,
+    store: String,
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DatabaseLabels {
+    app: String,
+    database: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DatabaseTimeLabels {
+    app: String,
+    database: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     engine: &'static str,
 }
@@ -49,10 +78,19 @@ pub struct Metrics {
     compile_seconds: Family<CompileLabels, Histogram, fn() -> Histogram>,
     deploys: Family<ChangeLabels, Counter>,
     rollbacks: Family<ChangeLabels, Counter>,
+    key_value_ops: Family<StoreOpLabels, Counter>,
+    key_value_seconds: Family<StoreLabels, Histogram, fn() -> Histogram>,
+    sql_statements: Family<DatabaseLabels, Counter>,
+    sql_seconds: Family<DatabaseTimeLabels, Histogram, fn() -> Histogram>,
     component_instances: PoolGauges,
     core_instances: PoolGauges,
     pool_capacity: PoolGauges,
     runtime: std::sync::OnceLock<Arc<Runtime>>,
+}
+
+fn store_histogram() -> Histogram {
+    // 10 µs (a cached read) to ~10 s (a statement at its timeout).
+    Histogram::new(exponential_buckets(0.000_01, 4.0, 12))
 }
 
 fn compile_histogram() -> Histogram {
@@ -70,6 +108,10 @@ impl Metrics {
             compile_seconds: Family::new_with_constructor(compile_histogram),
             deploys: Family::default(),
             rollbacks: Family::default(),
+            key_value_ops: Family::default(),
+            key_value_seconds: Family::new_with_constructor(store_histogram),
+            sql_statements: Family::default(),
+            sql_seconds: Family::new_with_constructor(store_histogram),
             component_instances: Family::default(),
             core_instances: Family::default(),
             pool_capacity: Family::default(),
@@ -95,6 +137,26 @@ impl Metrics {
             "ferry_rollbacks",
             "Rollbacks on a live host, by app and result",
             metrics.rollbacks.clone(),
+        );
+        registry.register(
+            "ferry_key_value_operations",
+            "Key-value operations guests made, by app, store, operation and result",
+            metrics.key_value_ops.clone(),
+        );
+        registry.register(
+            "ferry_key_value_operation_seconds",
+            "Time of a key-value operation",
+            metrics.key_value_seconds.clone(),
+        );
+        registry.register(
+            "ferry_sqlite_statements",
+            "SQLite statements guests ran, by app, database and result",
+            metrics.sql_statements.clone(),
+        );
+        registry.register(
+            "ferry_sqlite_statement_seconds",
+            "Time of a SQLite statement",
+            metrics.sql_seconds.clone(),
         );
         registry.register(
             "ferry_component_instances",
@@ -140,6 +202,40 @@ impl Metrics {
         self.compile_seconds
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn key_value_op(&self, app: &str, store: &str, op: &'static str, took: Duration, ok: bool) {
+        self.key_value_ops
+            .get_or_create(&StoreOpLabels {
+                app: app.to_owned(),
+                store: store.to_owned(),
+                op,
+                result: if ok { "ok" } else { "error" },
+            })
+            .inc();
+        self.key_value_seconds
+            .get_or_create(&StoreLabels {
+                app: app.to_owned(),
+                store: store.to_owned(),
+                op,
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn sql_statement(&self, app: &str, database: &str, took: Duration, ok: bool) {
+        self.sql_statements
+            .get_or_create(&DatabaseLabels {
+                app: app.to_owned(),
+                database: database.to_owned(),
+                result: if ok { "ok" } else { "error" },
+            })
+            .inc();
+        self.sql_seconds
+            .get_or_create(&DatabaseTimeLabels {
+                app: app.to_owned(),
+                database: database.to_owned(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     pub fn deployed(&self, app: &str, ok: bool) {

@@ -290,3 +290,75 @@ async fn requests_and_failures_are_counted_by_route() {
         "a raw path became a label"
     );
 }
+
+/// Key-value operations and SQLite statements of a real Spin app (spin-sdk
+/// 7, built by `ferry build`) are counted by app, store, operation and
+/// result, and timed.
+#[tokio::test]
+async fn key_value_and_sqlite_operations_are_counted() {
+    let app = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("crates/test-programs/spin-apps/rust-sdk7");
+    let built = ferry().arg("build").arg(&app).output().unwrap();
+    assert!(built.status.success(), "{}", text(&built.stderr));
+    let ferry = Ferry::start_at(&app, &["--metrics-listen", "127.0.0.1:0"]);
+    let url = metrics_url(&ferry);
+    let call = |method: &'static str, path: &'static str, body: &'static str| {
+        let url = format!("{}{path}", ferry.url);
+        async move {
+            send(
+                http::Request::builder()
+                    .method(method)
+                    .uri(url)
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    assert_eq!(call("PUT", "/kv/a", "one").await.text(), "stored");
+    assert_eq!(call("GET", "/kv/a", "").await.text(), "one");
+    assert_eq!(call("GET", "/kv/b", "").await.status, 404);
+    assert_eq!(call("POST", "/sql", "SELECT 1").await.status, 200);
+    let _ = call("POST", "/sql", "THIS IS NOT SQL").await;
+
+    let scrape = settled(&url, &[("app", "rust-sdk7"), ("route", "/...")]).await;
+    let kv = |op: &str| {
+        scrape.value(
+            "ferry_key_value_operations_total",
+            &[
+                ("app", "rust-sdk7"),
+                ("store", "default"),
+                ("op", op),
+                ("result", "ok"),
+            ],
+        )
+    };
+    assert_eq!(kv("set"), 1.0);
+    assert_eq!(kv("get"), 2.0);
+    assert_eq!(
+        scrape.value(
+            "ferry_key_value_operation_seconds_count",
+            &[("app", "rust-sdk7"), ("store", "default"), ("op", "get")]
+        ),
+        2.0
+    );
+    let sql = |result: &str| {
+        scrape.value(
+            "ferry_sqlite_statements_total",
+            &[
+                ("app", "rust-sdk7"),
+                ("database", "default"),
+                ("result", result),
+            ],
+        )
+    };
+    assert_eq!(sql("ok"), 1.0);
+    assert_eq!(sql("error"), 1.0);
+    assert_eq!(
+        scrape.value(
+            "ferry_sqlite_statement_seconds_count",
+            &[("app", "rust-sdk7"), ("database", "default")]
+        ),
+        2.0
+    );
+}

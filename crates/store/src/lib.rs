@@ -27,7 +27,9 @@ pub mod testing;
 mod tests;
 
 pub use redis::RedisDatabase;
-pub use sql::{MAX_RESULT_BYTES, QueryResult, STATEMENT_TIMEOUT, SqlDatabase, SqlValue};
+pub use sql::{
+    MAX_RESULT_BYTES, QueryResult, STATEMENT_TIMEOUT, SqlDatabase, SqlObserver, SqlValue,
+};
 pub use sqlite::SqliteDatabase;
 #[doc(hidden)]
 pub use sqlite::SqliteOptions;

@@ -47,9 +47,14 @@ pub struct QueryResult {
     pub changes: Option<u64>,
 }
 
+/// Told of every statement a database runs: how long it took and whether
+/// it succeeded (metrics, kept by whoever opened it).
+pub type SqlObserver = Arc<dyn Fn(Duration, bool) + Send + Sync>;
+
 /// One SQLite database file.
 pub struct SqlDatabase {
     connection: Arc<Mutex<Connection>>,
+    observer: std::sync::OnceLock<SqlObserver>,
 }
 
 impl SqlDatabase {
@@ -62,7 +67,14 @@ impl SqlDatabase {
         connection.busy_timeout(Duration::from_secs(5))?;
         Ok(Self {
             connection: Arc::new(Mutex::new(connection)),
+            observer: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Tells `observer` of every statement from now on (set once; later
+    /// calls do nothing).
+    pub fn observe(&self, observer: SqlObserver) {
+        let _ = self.observer.set(observer);
     }
 
     /// Runs one statement with `parameters` bound to its `?`s.
@@ -72,12 +84,17 @@ impl SqlDatabase {
         parameters: Vec<SqlValue>,
     ) -> Result<QueryResult, Error> {
         let connection = self.connection.clone();
-        tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || {
             let connection = connection.lock().unwrap_or_else(|e| e.into_inner());
             run(&connection, &statement, parameters)
         })
         .await
-        .map_err(|e| Error::Backend(format!("a statement failed: {e}")))?
+        .map_err(|e| Error::Backend(format!("a statement failed: {e}")))?;
+        if let Some(observer) = self.observer.get() {
+            observer(started.elapsed(), result.is_ok());
+        }
+        result
     }
 
     /// Runs a script of statements (`ferry up --sqlite`), in one transaction.
