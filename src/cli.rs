@@ -469,10 +469,7 @@ fn client_call(
     call: impl AsyncFnOnce(&mut dyn std::io::Write) -> anyhow::Result<()>,
 ) -> anyhow::Result<ExitCode> {
     init_logging(LogFormat::Text);
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let tokio = current_thread_runtime()?;
     let mut stdout = std::io::stdout();
     tokio.block_on(call(&mut stdout))?;
     Ok(ExitCode::SUCCESS)
@@ -499,10 +496,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     )?);
     // Dropped (flushing the last spans) after the runtime below has stopped.
     let traces = args.listener.traces()?;
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let tokio = current_thread_runtime()?;
     let listener = bind(&tokio, args.listen)?;
     let admin_listener = bind(&tokio, args.admin_listen)?;
     let local = listener.local_addr()?;
@@ -556,6 +550,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         shutdown_signal(),
     ))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The runtime a command's own I/O runs on (accepting, signals, admin
+/// calls); requests are served by the server's worker threads.
+fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 fn default_state_dir() -> Option<PathBuf> {
@@ -659,10 +662,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let traces = args.listener.traces()?;
     // This runtime accepts connections and waits for signals; requests are
     // served by the server's worker threads.
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let tokio = current_thread_runtime()?;
     // Bind before compiling so `http://self` knows its address and early
     // clients wait in the accept queue instead of being refused.
     let listener = bind(&tokio, args.listen)?;
@@ -847,9 +847,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         prepared.max_memory(),
     )?;
     let app = &prepared.app;
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let tokio = current_thread_runtime()?;
     let _enter = tokio.enter();
     // Checked, not opened: `ferry check` writes no state.
     let key_value = tokio.block_on(load::key_value_stores(app, &prepared.config, None))?;
