@@ -50,7 +50,7 @@ pub(crate) struct Setup {
     /// `None` when only the state section runs, which needs no baseline
     /// server.
     wasmtime: Option<PathBuf>,
-    hello: PathBuf,
+    pub hello: PathBuf,
     pub server_cpus: Option<String>,
     pub client_cpus: Option<String>,
 }
@@ -132,6 +132,14 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         sections.push((
             report::Section::Overload,
             report::overload_markdown(&machine, options, &overload),
+        ));
+    }
+    if runs(report::Section::Host) {
+        eprintln!("== live host");
+        let host = crate::host::run(&setup, options)?;
+        sections.push((
+            report::Section::Host,
+            report::host_markdown(&machine, options, &host),
         ));
     }
 
@@ -602,7 +610,7 @@ fn startup(setup: &Setup) -> anyhow::Result<Startup> {
 }
 
 /// `Compiled `hello` (71.3 KiB) in 97.2 ms` → 97.2 ms.
-fn parse_printed_duration(line: &str) -> anyhow::Result<Duration> {
+pub(crate) fn parse_printed_duration(line: &str) -> anyhow::Result<Duration> {
     let (_, tail) = line.rsplit_once(" in ").context("no ` in `")?;
     let (number, unit) = tail.trim().split_once(' ').context("no unit")?;
     let number: f64 = number.parse()?;
@@ -700,7 +708,7 @@ fn many_components(setup: &Setup, count: usize) -> anyhow::Result<Many> {
 
 /// `wasm` with a custom section appended (valid at the end of a module or
 /// a component), which makes it a different program to every cache.
-fn with_custom_section(wasm: &[u8], name: &str, data: &[u8]) -> Vec<u8> {
+pub(crate) fn with_custom_section(wasm: &[u8], name: &str, data: &[u8]) -> Vec<u8> {
     let mut payload = Vec::new();
     leb128(&mut payload, name.len() as u64);
     payload.extend_from_slice(name.as_bytes());

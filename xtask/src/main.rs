@@ -2,11 +2,12 @@
 //! `.cargo/config.toml`).
 //!
 //! - `bench`: the side-by-side benchmark (see `bench.rs`; its key-value part
-//!   is `state.rs`, its overload part `overload.rs`), which writes its
-//!   figures into BENCHMARKS.md.
+//!   is `state.rs`, its overload part `overload.rs`, its live-host part
+//!   `host.rs`), which writes its figures into BENCHMARKS.md.
 //! - `native-hello`: the native hyper baseline server the benchmark starts.
 
 mod bench;
+mod host;
 mod native;
 mod overload;
 mod process;
@@ -41,7 +42,7 @@ enum Task {
         /// Runs per server, alternating between servers.
         #[arg(long, default_value_t = 2)]
         rounds: u32,
-        /// Distinct components in the many-components run.
+        /// Distinct components in the many-components run; apps in the live host's.
         #[arg(long, default_value_t = 1000)]
         components: usize,
         /// A `wasmtime` binary to use instead of finding (or installing) the pinned version.

@@ -105,11 +105,36 @@ impl Process {
                 .parse()?;
             Ok(kib * 1024)
         };
+        // Each page counted once among the processes (and mappings) that
+        // share it; 0 where the kernel has no smaps_rollup.
+        let proportional = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", self.pid()))
+            .ok()
+            .and_then(|rollup| {
+                rollup
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Pss:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .map_or(0, |kib| kib * 1024);
         Ok(Rss {
             total: field("VmRSS:")?,
             anonymous: field("RssAnon:")?,
             file: field("RssFile:")?,
+            proportional,
         })
+    }
+
+    /// The process's mappings of files whose name ends with `suffix`: how
+    /// many, and of how many distinct files.
+    pub fn mappings_of(&self, suffix: &str) -> anyhow::Result<(usize, usize)> {
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.pid()))?;
+        let paths: Vec<&str> = maps
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .filter(|path| path.ends_with(suffix))
+            .collect();
+        let distinct: std::collections::BTreeSet<&str> = paths.iter().copied().collect();
+        Ok((paths.len(), distinct.len()))
     }
 }
 
@@ -128,6 +153,8 @@ pub struct Rss {
     pub total: u64,
     pub anonymous: u64,
     pub file: u64,
+    /// Proportional set size: shared pages divided among their sharers.
+    pub proportional: u64,
 }
 
 /// `program` under `taskset -c cpus`, or unpinned. It runs as users run
@@ -183,6 +210,19 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> anyho
     request_on(&mut stream, addr, method, path, body)
 }
 
+/// `method path` with `headers` (name, value) and `body` over a new
+/// connection, as HTTP/1.0.
+pub fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> anyhow::Result<Reply> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    send_on(&mut stream, addr, method, path, headers, body)
+}
+
 /// `GET path` on an already connected stream.
 pub fn get_on(stream: &mut TcpStream, addr: SocketAddr, path: &str) -> anyhow::Result<Reply> {
     request_on(stream, addr, "GET", path, b"")
@@ -195,14 +235,28 @@ fn request_on(
     path: &str,
     body: &[u8],
 ) -> anyhow::Result<Reply> {
+    send_on(stream, addr, method, path, &[], body)
+}
+
+fn send_on(
+    stream: &mut TcpStream,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> anyhow::Result<Reply> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     stream.set_nodelay(true)?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )?;
-    stream.write_all(body)?;
+    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    // One write for the head and body: no delayed segment between them.
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
+    stream.write_all(&request)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let split = raw

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::bench::{Many, Options, Scaling, Series, Setup, Startup, Throughput};
+use crate::host::{CACHED_SAMPLES, LiveHost, Sample};
 use crate::overload::{CONNECTIONS, Overload};
 use crate::state::State;
 
@@ -21,6 +22,8 @@ pub enum Section {
     State,
     /// Goodput at more connections than the host runs at once.
     Overload,
+    /// `ferry serve`: redeploys, serving during them, many apps.
+    Host,
 }
 
 impl Section {
@@ -37,6 +40,10 @@ impl Section {
             Section::Overload => (
                 "<!-- cargo xtask bench, overload: begin (generated; edits here are overwritten) -->",
                 "<!-- cargo xtask bench, overload: end -->",
+            ),
+            Section::Host => (
+                "<!-- cargo xtask bench, live host: begin (generated; edits here are overwritten) -->",
+                "<!-- cargo xtask bench, live host: end -->",
             ),
         }
     }
@@ -631,6 +638,245 @@ pub fn state_markdown(
     out
 }
 
+/// The command line that ran the live-host part: `--only host` and every
+/// option that was not its default.
+fn host_command(options: &Options) -> String {
+    let defaults = Options::default();
+    let mut command = String::from("cargo xtask bench --only host");
+    if options.duration != defaults.duration {
+        let _ = write!(command, " --duration {}", options.duration.as_secs());
+    }
+    if options.rounds != defaults.rounds {
+        let _ = write!(command, " --rounds {}", options.rounds);
+    }
+    if options.connections != defaults.connections {
+        let _ = write!(command, " --connections {}", options.connections);
+    }
+    if options.components != defaults.components {
+        let _ = write!(command, " --components {}", options.components);
+    }
+    command
+}
+
+/// `median / p90` of `values`.
+fn median_p90(values: &[Duration]) -> String {
+    format!(
+        "{} / {}",
+        time(percentile(values, 0.5)),
+        time(percentile(values, 0.9))
+    )
+}
+
+/// The live-host section: redeploys, one app's throughput while another is
+/// redeployed, many apps in one host, and their targets.
+pub fn host_markdown(machine: &Machine, options: &Options, host: &LiveHost) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "## Live host: `cargo xtask bench`\n");
+    let _ = writeln!(out, "{}\n", machine.run_line());
+    let _ = writeln!(
+        out,
+        "Command: `{}` (or the live-host part of `cargo xtask bench`). Each measurement starts `ferry serve` \
+         with a new state directory (so its compile cache starts empty) and deploys with the real client, \
+         `ferry deploy APP --host … --token-file …`, one process per deploy: it hashes the bundle, asks the \
+         host which blobs it lacks, uploads those, creates the version and returns once the new version \
+         serves. Guests: `crates/test-programs/guests/src/bin/http-guest.rs` ({} bytes; answers `/` with \
+         `hello from $NAME`, so each version's answer differs) for the redeployed apps, the hello component \
+         ({} bytes) for the loaded app and the many apps. Every app has a base of its own \
+         (`[application.trigger.http] base`) on the one apps listener.\n",
+        host_command(options),
+        host.guest_bytes,
+        host.hello_bytes,
+    );
+
+    let _ = writeln!(out, "### Redeploying one app\n");
+    let _ = writeln!(
+        out,
+        "The host unpinned, nothing else running. A cached redeploy changes only the manifest (the \
+         component's `NAME`), so the host finds the component compiled; an uncached one also appends a \
+         custom section to the Wasm (a component the host never compiled). \"Whole `ferry deploy`\" is the \
+         client process from spawning it to its exit; \"the host's activation\" is the `elapsed_ms` it \
+         answered (loading, compiling or finding compiled, and the swap); \"returned → first 200\" is from \
+         the client's exit to the first 200 with the new version's body (a new connection per try).\n"
+    );
+    let _ = writeln!(
+        out,
+        "| redeploy | samples | whole `ferry deploy`, median / p90 | the host's activation, median / p90 | \
+         returned → first 200 from the new version, median / p90 | requests until the new version answered (worst) | \
+         components found compiled |\n|---|---|---|---|---|---|---|"
+    );
+    let row = |out: &mut String, what: &str, samples: &[Sample]| {
+        let walls: Vec<Duration> = samples.iter().map(|s| s.wall).collect();
+        let hosts: Vec<Duration> = samples.iter().map(|s| s.host).collect();
+        let firsts: Vec<Duration> = samples.iter().map(|s| s.to_first_200).collect();
+        let _ = writeln!(
+            out,
+            "| {what} | {} | {} | {} | {} | {} | {} of {} |",
+            samples.len(),
+            median_p90(&walls),
+            median_p90(&hosts),
+            median_p90(&firsts),
+            samples.iter().map(|s| s.tries).max().unwrap_or_default(),
+            samples.iter().filter(|s| s.from_cache).count(),
+            samples.len(),
+        );
+    };
+    row(&mut out, "cached (manifest changed)", &host.cached);
+    row(&mut out, "uncached (Wasm never compiled)", &host.uncached);
+
+    let busy = &host.under_redeploys;
+    let _ = writeln!(out, "\n### Serving one app while another is redeployed\n");
+    let _ = writeln!(
+        out,
+        "`ferry serve` on {server}; `wrk -t1 -c{} -d{}s --latency` on {client} loads app `a` (hello, `GET /a/`). \
+         During the busy runs app `b` (http-guest at `/b`, two versions alternately, both already deployed, so \
+         every blob is stored and the component found compiled) is redeployed back to back for the whole run: \
+         by `ferry deploy` processes on {client} beside wrk (the issue's case), and, to tell the host's share \
+         from the client processes', by the benchmark itself through the admin API (`POST /v1/blobs/missing`, \
+         then `POST /v1/apps/b/versions`: what the client sends when it has nothing to upload). {} rounds, the \
+         three kinds of run alternated. \"Server CPU per deploy\" is a busy run's server CPU time less its \
+         requests at the quiet runs' CPU per request, divided by its deploys.\n",
+        options.connections,
+        options.duration.as_secs(),
+        options.rounds,
+        server = pin(&host.server_cpus),
+        client = pin(&host.client_cpus),
+    );
+    let _ = writeln!(
+        out,
+        "| app `a` | req/s per run | mean req/s | vs quiet | p99 (worst run) | not 2xx or failed | server cores busy | \
+         server CPU per request | deploys of `b` per run | each deploy, median / p90 | server CPU per deploy |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    let row = |out: &mut String, series: &Series, busy_runs: Option<&crate::host::Busy>| {
+        let deploys = busy_runs.map_or_else(
+            || ["-".to_owned(), "-".to_owned(), "-".to_owned()],
+            |b| {
+                let per_run: Vec<String> = b.deploys.iter().map(ToString::to_string).collect();
+                [
+                    format!("{} ({:.1}/s)", per_run.join(", "), busy.deploy_rate(b)),
+                    median_p90(&b.walls),
+                    time(busy.cpu_per_deploy(b)),
+                ]
+            },
+        );
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | {:.2}x | {} | {} | {:.2} | {} | {} | {} | {} |",
+            series.name,
+            runs(series),
+            series.requests_per_sec(),
+            series.requests_per_sec() / busy.quiet.requests_per_sec(),
+            time(series.p99()),
+            series.runs.iter().map(|r| r.errors).sum::<u64>(),
+            busy.cores_busy(series),
+            cpu_per_request(series),
+            deploys[0],
+            deploys[1],
+            deploys[2],
+        );
+    };
+    row(&mut out, &busy.quiet, None);
+    row(&mut out, &busy.by_client.series, Some(&busy.by_client));
+    row(&mut out, &busy.by_api.series, Some(&busy.by_api));
+
+    let many = &host.many;
+    let _ = writeln!(out, "\n### {} apps in one host\n", many.count);
+    let _ = writeln!(
+        out,
+        "Apps `app0` … `app{}`, each at its own base `/app<N>`, all the same hello Wasm: the first deploy \
+         compiles it, the others find it in the compile cache, and each app is an instance-pool user of its \
+         own. Deployed one after another, each by its own `ferry deploy` process (the real client, through \
+         the admin API: each uploads only its new manifest), the host unpinned; then each app's first \
+         request, in order, over a new connection. The deploy rows other than the first leave the first \
+         deploy (the one that compiles) out. PSS divides each shared page among the mappings sharing it \
+         (the compiled code is one cache file, mapped by every app).\n",
+        many.count.saturating_sub(1),
+    );
+    let max = |values: &[Duration]| values.iter().max().copied().unwrap_or_default();
+    let rest = many.walls.get(1..).unwrap_or_default();
+    let rest_host = many.host_times.get(1..).unwrap_or_default();
+    let first_100 = &rest[..rest.len().min(100)];
+    let last_100 = &rest[rest.len().saturating_sub(100)..];
+    let (worst_app, worst_first) = many
+        .first_requests
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, d)| **d)
+        .map_or((0, Duration::ZERO), |(i, d)| (i, *d));
+    let _ = writeln!(
+        out,
+        "| measurement | result |\n|---|---|\n\
+         | deploying {} apps, one after another | {} in all ({:.0} deploys/s) |\n\
+         | the first deploy (compiles the component) | {} (the host's activation {}) |\n\
+         | each later `ferry deploy` (the whole client) | median {}, p90 {}, worst {}; median of the first 100 {}, of the last 100 {} |\n\
+         | the host's activation per later app | median {}, p90 {}, worst {}; median of the first 100 {}, of the last 100 {} |\n\
+         | deploys that compiled | {} |\n\
+         | RSS after the deploys, idle | {}; PSS {} |\n\
+         | RSS after each app served one request | {}; PSS {} |\n\
+         | mappings of compiled code from the compile cache | {} of {} distinct file(s) |\n\
+         | each app's first request (new connection each) | median {}, p90 {}, worst {} (`app{worst_app}`) |",
+        many.count,
+        time(many.total),
+        many.count as f64 / many.total.as_secs_f64(),
+        time(many.walls.first().copied().unwrap_or_default()),
+        time(many.host_times.first().copied().unwrap_or_default()),
+        time(percentile(rest, 0.5)),
+        time(percentile(rest, 0.9)),
+        time(max(rest)),
+        time(percentile(first_100, 0.5)),
+        time(percentile(last_100, 0.5)),
+        time(percentile(rest_host, 0.5)),
+        time(percentile(rest_host, 0.9)),
+        time(max(rest_host)),
+        time(percentile(&rest_host[..rest_host.len().min(100)], 0.5)),
+        time(percentile(
+            &rest_host[rest_host.len().saturating_sub(100)..],
+            0.5
+        )),
+        many.compiled,
+        rss(&many.idle_rss),
+        mib(many.idle_rss.proportional),
+        rss(&many.rss_after_requests),
+        mib(many.rss_after_requests.proportional),
+        many.cache_mappings,
+        many.cache_files,
+        time(percentile(&many.first_requests, 0.5)),
+        time(percentile(&many.first_requests, 0.9)),
+        time(worst_first),
+    );
+
+    let cached_first: Vec<Duration> = host.cached.iter().map(|s| s.to_first_200).collect();
+    let cached_wall: Vec<Duration> = host.cached.iter().map(|s| s.wall).collect();
+    let first_p90 = percentile(&cached_first, 0.9);
+    let wall_p90 = percentile(&cached_wall, 0.9);
+    let _ = writeln!(out, "\n### Targets (live host)\n");
+    let _ = writeln!(out, "| target | measured | met |\n|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| cached redeploy: `ferry deploy` returned → first 200 from the new version under 10 ms | p90 {} ({CACHED_SAMPLES} samples) | {} |\n\
+         | cached redeploy: the whole `ferry deploy` under 10 ms (the stricter reading: it returns only after the swap) | p90 {} | {} |",
+        time(first_p90),
+        met(first_p90 < Duration::from_millis(10)),
+        time(wall_p90),
+        met(wall_p90 < Duration::from_millis(10)),
+    );
+    for (what, b) in [
+        ("by `ferry deploy`, back to back", &busy.by_client),
+        ("through the admin API, back to back", &busy.by_api),
+    ] {
+        let ratio = busy.ratio(b);
+        let _ = writeln!(
+            out,
+            "| one app's requests/s while another is redeployed ({what}) ≥ 0.9 of quiet | {ratio:.2}x ({:.0} against {:.0}/s, {:.1} deploys/s) | {} |",
+            b.series.requests_per_sec(),
+            busy.quiet.requests_per_sec(),
+            busy.deploy_rate(b),
+            met(ratio >= 0.9),
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -668,5 +914,32 @@ mod tests {
         assert_eq!(percentile(&values, 0.5), Duration::from_millis(51));
         assert_eq!(percentile(&values, 0.99), Duration::from_millis(99));
         assert_eq!(median(&values), Duration::from_millis(51));
+    }
+    #[test]
+    fn the_host_command_names_the_options_that_differ() {
+        assert_eq!(
+            host_command(&Options::default()),
+            "cargo xtask bench --only host"
+        );
+        let options = Options {
+            duration: Duration::from_secs(5),
+            rounds: 3,
+            ..Options::default()
+        };
+        assert_eq!(
+            host_command(&options),
+            "cargo xtask bench --only host --duration 5 --rounds 3"
+        );
+    }
+
+    #[test]
+    fn the_host_section_renders_without_figures() {
+        let markdown = host_markdown(
+            &Machine::default(),
+            &Options::default(),
+            &LiveHost::default(),
+        );
+        assert!(markdown.starts_with("## Live host: `cargo xtask bench`\n"));
+        assert!(markdown.contains("### Targets (live host)"));
     }
 }
