@@ -176,7 +176,13 @@ pub struct Host {
     apps: RwLock<BTreeMap<String, AppState>>,
     ready: AtomicBool,
     metrics: Arc<Metrics>,
+    /// When unused blobs were last removed.
+    collected: Mutex<Option<Instant>>,
 }
+
+/// How often unused blobs are looked for: each search reads every version
+/// of every app, which at a thousand apps costs more than a deploy.
+const BLOB_COLLECTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Host {
     pub fn new(
@@ -190,6 +196,7 @@ impl Host {
     ) -> Self {
         Self {
             metrics,
+            collected: Mutex::new(None),
             state,
             live,
             assembler,
@@ -259,6 +266,19 @@ impl Host {
             }
         }
         self.ready.store(true, Ordering::Release);
+        self.collect_blobs();
+    }
+
+    /// Removes the blobs no kept version uses, unless that was done less
+    /// than [`BLOB_COLLECTION_INTERVAL`] ago.
+    fn collect_blobs(&self) {
+        let mut collected = self.collected.lock().unwrap_or_else(|e| e.into_inner());
+        if collected.is_some_and(|at| at.elapsed() < BLOB_COLLECTION_INTERVAL) {
+            return;
+        }
+        *collected = Some(Instant::now());
+        drop(collected);
+        self.state.remove_unused_blobs();
     }
 
     /// The digests of `digests` the host does not have yet.
@@ -306,6 +326,7 @@ impl Host {
         match result {
             Ok(done) => {
                 self.state.prune(name, self.keep_versions);
+                self.collect_blobs();
                 tracing::info!(app = name, version = record.version, "deployed");
                 Ok(done)
             }
@@ -371,6 +392,7 @@ impl Host {
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
         self.state.remove_app(name).map_err(internal)?;
+        self.collect_blobs();
         tracing::info!(app = name, "deleted");
         Ok(())
     }

@@ -279,7 +279,8 @@ impl StateDir {
     }
 
     /// Removes every version of `name` older than the newest `keep` (never
-    /// `current`), then every blob no remaining version of any app uses.
+    /// `current`); the blobs they leave unused go with the next
+    /// [`remove_unused_blobs`](Self::remove_unused_blobs).
     pub fn prune(&self, name: &str, keep: usize) {
         let current = self.current(name);
         let versions = self.versions(name);
@@ -289,7 +290,6 @@ impl StateDir {
                 self.remove_version(name, record.version);
             }
         }
-        self.remove_unused_blobs();
     }
 
     /// Removes the app's directory: every version and its data.
@@ -299,11 +299,13 @@ impl StateDir {
         let doomed = self.root.join("apps").join(format!(".deleted-{name}"));
         std::fs::rename(&dir, &doomed).with_context(|| format!("removing {}", dir.display()))?;
         std::fs::remove_dir_all(&doomed)?;
-        self.remove_unused_blobs();
         Ok(())
     }
 
-    fn remove_unused_blobs(&self) {
+    /// Removes every blob no version of any app uses (and that was not
+    /// asked for within [`UNUSED_BLOB_GRACE`]). It reads every version of
+    /// every app, so the host runs it now and then, not on every deploy.
+    pub fn remove_unused_blobs(&self) {
         let Ok(names) = self.app_names() else {
             return;
         };
