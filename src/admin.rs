@@ -378,7 +378,9 @@ impl Admin {
                 let _ = tx.send(work(&host));
             });
         if let Err(e) = spawned {
-            return Err(HostError::Internal(format!("cannot start the admin call: {e}")));
+            return Err(HostError::Internal(format!(
+                "cannot start the admin call: {e}"
+            )));
         }
         rx.await
             .unwrap_or_else(|_| Err(HostError::Internal("the admin call failed".into())))
