@@ -24,6 +24,7 @@ use wasmtime::Engine;
 use crate::adapt::Adaptation;
 
 /// A guest compiled for the current engine.
+#[derive(Clone)]
 pub(crate) enum Compiled {
     Component(wasmtime::component::Component),
     Module(wasmtime::Module),
@@ -37,12 +38,35 @@ pub struct CompileStats {
     pub from_cache: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CompileCache {
     dir: Option<PathBuf>,
     /// Whether `dir` may be used, decided (and warned about) once.
     usable: std::sync::Arc<std::sync::OnceLock<bool>>,
+    /// Code this process has loaded lately, shared by every later load of
+    /// the same artifact: a thousand apps on one Wasm, or a redeploy and a
+    /// rollback, map and keep one copy of it instead of one each.
+    loaded: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<LoadedArtifact>>>,
 }
+
+impl std::fmt::Debug for CompileCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompileCache")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One loaded artifact: its key, the engine it was loaded into, the code.
+struct LoadedArtifact {
+    key: [u8; 32],
+    engine: Engine,
+    compiled: Compiled,
+}
+
+/// How many loaded artifacts are kept for sharing (the least recently used
+/// goes first); code still in use by a guest stays alive with the guest.
+const MAX_LOADED: usize = 64;
 
 impl CompileCache {
     /// A cache in `dir`, or no cache at all.
@@ -50,6 +74,7 @@ impl CompileCache {
         Self {
             dir,
             usable: Default::default(),
+            loaded: Default::default(),
         }
     }
 
@@ -84,14 +109,17 @@ impl CompileCache {
         self.dir.as_deref()
     }
 
-    fn artifact_path(
+    /// The artifact's key: a SHA-256 over the Wasm as the manifest named it,
+    /// how it is adapted (the adapter's own hash included, so a warm start
+    /// skips the adapting too), the kind of artifact and the engine's
+    /// compatibility hash.
+    fn key(
         &self,
         engine: &Engine,
         wasm: &[u8],
         adaptation: Adaptation,
         is_component: bool,
-    ) -> Option<PathBuf> {
-        let dir = self.dir.as_ref()?;
+    ) -> [u8; 32] {
         let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
         engine
             .precompile_compatibility_hash()
@@ -101,19 +129,41 @@ impl CompileCache {
         digest.update(env!("CARGO_PKG_VERSION").as_bytes());
         digest.update(engine_hash.finish().to_le_bytes());
         digest.update([u8::from(is_component)]);
-        // The key is the bytes as the manifest named them, and how they are
-        // adapted (the adapter's own hash included): a warm start skips the
-        // adapting too.
         let tag = adaptation.cache_tag();
         digest.update((tag.len() as u64).to_le_bytes());
         digest.update(&tag);
         digest.update(wasm);
-        let hex: String = digest
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        digest.finalize().into()
+    }
+
+    fn artifact_path(&self, key: &[u8; 32]) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
         Some(dir.join(format!("{hex}.cwasm")))
+    }
+
+    /// The code loaded under `key` into `engine`, if this process has it.
+    fn shared(&self, engine: &Engine, key: &[u8; 32]) -> Option<Compiled> {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        let index = loaded
+            .iter()
+            .position(|a| a.key == *key && Engine::same(&a.engine, engine))?;
+        let artifact = loaded.remove(index)?;
+        let compiled = artifact.compiled.clone();
+        loaded.push_back(artifact);
+        Some(compiled)
+    }
+
+    fn share(&self, engine: &Engine, key: [u8; 32], compiled: &Compiled) {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        if loaded.len() == MAX_LOADED {
+            loaded.pop_front();
+        }
+        loaded.push_back(LoadedArtifact {
+            key,
+            engine: engine.clone(),
+            compiled: compiled.clone(),
+        });
     }
 
     /// Loads the compiled form of `wasm` adapted by `adaptation` from the
@@ -126,9 +176,17 @@ impl CompileCache {
     ) -> anyhow::Result<(Compiled, CompileStats)> {
         let start = Instant::now();
         let is_component = adaptation.yields_component(wasm);
-        let mut path = self
-            .artifact_path(engine, wasm, adaptation, is_component)
-            .filter(|_| self.usable());
+        let key = self.key(engine, wasm, adaptation, is_component);
+        if let Some(compiled) = self.shared(engine, &key) {
+            return Ok((
+                compiled,
+                CompileStats {
+                    elapsed: start.elapsed(),
+                    from_cache: true,
+                },
+            ));
+        }
+        let mut path = self.artifact_path(&key).filter(|_| self.usable());
         if let Some(entry) = &path
             && let Ok(meta) = std::fs::symlink_metadata(entry)
             && let Err(why) = trusted(&meta, "entry", rustix::process::geteuid().as_raw())
@@ -144,6 +202,7 @@ impl CompileCache {
         {
             match deserialize(engine, path, is_component) {
                 Ok(compiled) => {
+                    self.share(engine, key, &compiled);
                     return Ok((
                         compiled,
                         CompileStats {
@@ -174,6 +233,7 @@ impl CompileCache {
             Compiled::Module(unsafe { wasmtime::Module::deserialize(engine, &serialized)? })
         };
         let elapsed = start.elapsed();
+        self.share(engine, key, &compiled);
         if let Some(path) = &path
             && let Err(e) = store(path, &serialized)
         {
