@@ -1,4 +1,6 @@
-//! On-disk cache of compiled code.
+//! Cache of compiled code: on disk, across runs, and in memory, across the
+//! loads of one process (the last [`MAX_LOADED`] artifacts loaded are shared
+//! by every later load of the same one).
 //!
 //! An artifact's name is a SHA-256 over the Wasm bytes, the kind of artifact
 //! and wasmtime's own compatibility hash (which covers the wasmtime version,
