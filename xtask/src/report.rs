@@ -784,12 +784,13 @@ pub fn host_markdown(machine: &Machine, options: &Options, host: &LiveHost) -> S
     let _ = writeln!(
         out,
         "Apps `app0` … `app{}`, each at its own base `/app<N>`, all the same hello Wasm: the first deploy \
-         compiles it, the others find it in the compile cache, and each app is an instance-pool user of its \
-         own. Deployed one after another, each by its own `ferry deploy` process (the real client, through \
+         compiles it, the others share the code the host already loaded (its in-process compile cache), and \
+         each app is an instance-pool user of its own. Deployed one after another, each by its own `ferry deploy` process (the real client, through \
          the admin API: each uploads only its new manifest), the host unpinned; then each app's first \
          request, in order, over a new connection. The deploy rows other than the first leave the first \
-         deploy (the one that compiles) out. PSS divides each shared page among the mappings sharing it \
-         (the compiled code is one cache file, mapped by every app).\n",
+         deploy (the one that compiles) out. PSS divides each shared page among the mappings sharing it; \
+         the compile cache's files are mapped only where a component is loaded from disk, not shared from \
+         memory.\n",
         many.count.saturating_sub(1),
     );
     let max = |values: &[Duration]| values.iter().max().copied().unwrap_or_default();
