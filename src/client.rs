@@ -66,13 +66,15 @@ impl Client {
         })
     }
 
-    /// Sends one call; the answer's JSON, or the host's error message.
-    async fn call(
+    /// Sends one call: the response if the host took it, else the host's
+    /// error message (exit code 3 where it refused the app itself, as
+    /// `ferry up` exits for an app that cannot be loaded).
+    async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<reqwest::Body>,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<reqwest::Response> {
         let url = format!("{}{path}", self.base);
         let mut request = self
             .http
@@ -86,25 +88,32 @@ impl Client {
             .await
             .map_err(|e| describe(e).context(format!("cannot reach the host at {}", self.base)))?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(describe)?;
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or_else(
-            |_| json!({ "error": String::from_utf8_lossy(&bytes).trim().to_owned() }),
-        );
-        if !status.is_success() {
-            let message = value["error"].as_str().unwrap_or("(no message)");
-            return Err(Failure::build(
-                // The host refused the app itself: as `ferry up` exits for an app
-                // that cannot be loaded.
-                if matches!(status.as_u16(), 409 | 422) {
-                    3
-                } else {
-                    1
-                },
-                format!("{method} {path}: {status}: {message}"),
-            )
-            .into());
+        if status.is_success() {
+            return Ok(response);
         }
-        Ok(value)
+        let bytes = response.bytes().await.map_err(describe)?;
+        let message = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_owned());
+        let exit_code = if matches!(status.as_u16(), 409 | 422) {
+            3
+        } else {
+            1
+        };
+        Err(Failure::build(exit_code, format!("{method} {path}: {status}: {message}")).into())
+    }
+
+    /// Sends one call; the answer's JSON, or the host's error message.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<reqwest::Body>,
+    ) -> anyhow::Result<Value> {
+        let response = self.send(method, path, body).await?;
+        let bytes = response.bytes().await.map_err(describe)?;
+        serde_json::from_slice(&bytes).context("the host's answer is not JSON")
     }
 
     async fn call_json(
@@ -210,20 +219,7 @@ impl Client {
             "/v1/apps/{name}/logs{}",
             if follow { "?follow=true" } else { "" }
         );
-        let mut response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| describe(e).context(format!("cannot reach the host at {}", self.base)))?;
-        let status = response.status();
-        if !status.is_success() {
-            let bytes = response.bytes().await.map_err(describe)?;
-            let value: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            let message = value["error"].as_str().unwrap_or("(no message)");
-            return Err(Failure::build(1, format!("GET {path}: {status}: {message}")).into());
-        }
+        let mut response = self.send(reqwest::Method::GET, &path, None).await?;
         let mut pending = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(describe)? {
             pending.extend_from_slice(&chunk);
