@@ -1,7 +1,9 @@
 //! What each fuzz target does with its input: parse it as a user's manifest,
 //! `runtime-config.toml`, route, `allowed_outbound_hosts` entry or CGI
-//! output would be parsed, and check what must hold whatever the input
-//! (no panic; every error points inside the text; a parsed value behaves).
+//! output would be parsed, or run it as a guest's SQL statement, and check
+//! what must hold whatever the input (no panic; every error points inside
+//! the text; a parsed value behaves; a statement reaches only its own
+//! database).
 //!
 //! Shared, by `#[path]`, between the cargo-fuzz targets
 //! (`fuzz/fuzz_targets/*.rs`) and the corpus regression test that CI runs on
@@ -20,6 +22,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("route", route),
     ("outbound_hosts", outbound_hosts),
     ("cgi_response", cgi_response),
+    ("sql_statement", sql_statement),
 ];
 
 fn text(data: &[u8]) -> Option<&str> {
@@ -120,4 +123,102 @@ pub fn cgi_response(data: &[u8]) {
         assert!(response.body().len() <= data.len());
         assert!(data.ends_with(response.body()));
     }
+}
+
+/// Where [`sql_statement`] runs statements: a guest's database beside
+/// another app's, in a directory of their own, for the whole process.
+struct SqlScene {
+    runtime: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+    guest: ferry_store::SqlDatabase,
+    victim: ferry_store::SqlDatabase,
+    /// The other app's one row: no statement of the guest's may read it.
+    /// Made from the directory's random name, so no input can spell it.
+    secret: String,
+}
+
+fn sql_scene() -> &'static SqlScene {
+    static SCENE: std::sync::OnceLock<SqlScene> = std::sync::OnceLock::new();
+    SCENE.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let secret = format!(
+            "secret-{}",
+            dir.path().file_name().unwrap().to_string_lossy()
+        );
+        let victim = ferry_store::SqlDatabase::open(&dir.path().join("victim.db")).unwrap();
+        let guest = ferry_store::SqlDatabase::open(&dir.path().join("guest.db")).unwrap();
+        runtime.block_on(async {
+            victim
+                .execute_batch(format!(
+                    "CREATE TABLE secrets (s TEXT); INSERT INTO secrets VALUES ('{secret}');"
+                ))
+                .await
+                .unwrap();
+            guest
+                .execute_batch("CREATE TABLE t (a, b);".into())
+                .await
+                .unwrap();
+        });
+        SqlScene {
+            runtime,
+            dir,
+            guest,
+            victim,
+            secret,
+        }
+    })
+}
+
+/// A guest's SQL statement, run as a guest's on its own database (through
+/// the authorizer and limits a guest's statements pass): whatever it is,
+/// no other file appears, the other app's database beside it keeps its one
+/// secret row, and no answer (rows or error) shows that secret or where
+/// the files are.
+pub fn sql_statement(data: &[u8]) {
+    let Some(statement) = text(data) else { return };
+    let scene = sql_scene();
+    let outcome = scene.runtime.block_on(
+        scene
+            .guest
+            .session()
+            .execute(statement.to_owned(), Vec::new()),
+    );
+    let shown = match &outcome {
+        Ok(result) => format!("{result:?}"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        !shown.contains(&scene.secret),
+        "{statement:?} read the other app's secret"
+    );
+    let dir = scene.dir.path().display().to_string();
+    assert!(
+        !shown.contains(&dir),
+        "{statement:?} showed where the files are: {shown}"
+    );
+    for entry in std::fs::read_dir(scene.dir.path()).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let ours = ["victim.db", "guest.db"].iter().any(|db| {
+            name.strip_prefix(db)
+                .is_some_and(|rest| ["", "-wal", "-shm", "-journal"].contains(&rest))
+        });
+        assert!(ours, "{statement:?} made the file {name}");
+    }
+    let secrets = scene
+        .runtime
+        .block_on(
+            scene
+                .victim
+                .execute("SELECT s FROM secrets".into(), Vec::new()),
+        )
+        .unwrap();
+    assert_eq!(
+        secrets.rows,
+        [vec![ferry_store::SqlValue::Text(scene.secret.clone())]],
+        "{statement:?} changed the other app's database"
+    );
 }

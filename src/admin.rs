@@ -6,6 +6,14 @@
 //! read. `/healthz` and `/readyz` answer anyone, for load balancers and
 //! probes. Calls that touch the disk or compile run on blocking threads, so
 //! the listener and the apps' traffic never wait for them.
+//!
+//! The two answers that stream (`logs?follow` and `/v1/events`) are bounded:
+//! at most [`MAX_LOG_FOLLOWERS`] and [`MAX_EVENT_STREAMS`] at once, a 429
+//! beyond. Each ends as soon as its client leaves (the connection is watched,
+//! not only written to), when its client stops reading for
+//! [`STALLED_CLIENT`], and a follower when its app is deleted; a quiet
+//! follower writes an empty line every [`KEEP_ALIVE`], so that even a client
+//! that vanished without closing its connection is noticed.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -29,6 +37,24 @@ use crate::metrics::Metrics;
 
 /// The largest JSON request body (a deploy's file list).
 const MAX_JSON_BODY: usize = 16 << 20;
+
+/// `logs?follow` answers streaming at once, all apps together.
+pub const MAX_LOG_FOLLOWERS: usize = 64;
+
+/// `/v1/events` streams (open dashboards) at once.
+pub const MAX_EVENT_STREAMS: usize = 16;
+
+/// How long a quiet follower waits before writing an empty line (which
+/// `ferry logs` skips), to learn whether its client is still there.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// How long a stream waits for its client to take the next piece before
+/// it gives up on that client.
+pub const STALLED_CLIENT: Duration = Duration::from_secs(30);
+
+// One admin listener per process: its limits are the process's.
+static LOG_FOLLOWERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_LOG_FOLLOWERS);
+static EVENT_STREAMS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_EVENT_STREAMS);
 
 /// Every admin answer's body: whole, or (`logs?follow`) streamed.
 pub type AdminBody = UnsyncBoxBody<Bytes, Infallible>;
@@ -239,6 +265,9 @@ impl Admin {
             (&Method::DELETE, ["v1", "apps", name]) => {
                 let name = (*name).to_owned();
                 let deleted = name.clone();
+                // Read before the delete: the deleted app's life is this one
+                // or older, and a new app of its name gets a newer one.
+                let newest = ferry_server::newest_incarnation();
                 let result = self
                     .blocking(move |host| {
                         host.delete(&name)
@@ -246,7 +275,7 @@ impl Admin {
                     })
                     .await;
                 if result.is_ok() {
-                    self.guest_logs.forget(&deleted);
+                    self.guest_logs.forget(&deleted, newest);
                 }
                 result
             }
@@ -262,7 +291,7 @@ impl Admin {
 
     /// `GET /v1/apps/{name}/logs[?follow]`: the app's kept guest lines as
     /// JSON lines, then (following) each new one as it is written, until
-    /// the client goes.
+    /// the client goes or the app is deleted.
     fn logs(&self, name: &str, follow: bool) -> Response<AdminBody> {
         if !self.host.list().iter().any(|app| app.name == name) {
             return error(
@@ -270,37 +299,60 @@ impl Admin {
                 &format!("no app called `{name}` is deployed"),
             );
         }
-        let (kept, mut feed) = self.guest_logs.follow(name);
         let line = |value: &dyn erased::Json| {
             let mut text = value.to_json();
             text.push('\n');
             Bytes::from(text)
         };
         let body = if follow {
+            let Ok(permit) = LOG_FOLLOWERS.try_acquire() else {
+                return too_many(&format!(
+                    "this host already streams {MAX_LOG_FOLLOWERS} followed logs, its most at once; \
+                     try again when one has ended"
+                ));
+            };
+            let following = self.guest_logs.follow(name);
             let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
-            let name = name.to_owned();
             tokio::spawn(async move {
-                for kept in kept {
-                    if tx.send(line(&*kept)).await.is_err() {
+                let _permit = permit;
+                let crate::guest_logs::Following {
+                    kept,
+                    mut feed,
+                    mut alive,
+                    filter,
+                } = following;
+                for kept in &kept {
+                    if !hand_over(&tx, line(&**kept)).await {
                         return;
                     }
                 }
+                let mut keep_alive =
+                    tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
                 loop {
-                    let next = match feed.recv().await {
-                        Ok(next) if next.app == name => line(&*next),
-                        Ok(_) => continue,
-                        Err(RecvError::Lagged(dropped)) => {
-                            line(&serde_json::json!({ "dropped": dropped }))
-                        }
-                        Err(RecvError::Closed) => return,
+                    let next = tokio::select! {
+                        () = tx.closed() => return,
+                        // The app was deleted (or followed by a new one of
+                        // its name).
+                        _ = alive.changed() => return,
+                        _ = keep_alive.tick() => Bytes::from_static(b"\n"),
+                        next = feed.recv() => match next {
+                            Ok(next) if filter.wants(&next) => line(&*next),
+                            Ok(_) => continue,
+                            Err(RecvError::Lagged(dropped)) => {
+                                line(&serde_json::json!({ "dropped": dropped }))
+                            }
+                            Err(RecvError::Closed) => return,
+                        },
                     };
-                    if tx.send(next).await.is_err() {
+                    if !hand_over(&tx, next).await {
                         return;
                     }
+                    keep_alive.reset();
                 }
             });
             Channel(rx).boxed_unsync()
         } else {
+            let kept = self.guest_logs.follow(name).kept;
             let text: Vec<u8> = kept.iter().flat_map(|l| line(&**l).to_vec()).collect();
             whole(text)
         };
@@ -315,12 +367,22 @@ impl Admin {
     /// `GET /v1/events`: a snapshot for the dashboard every second, as
     /// server-sent events, until the client goes.
     fn events(self: &Arc<Self>) -> Response<AdminBody> {
+        let Ok(permit) = EVENT_STREAMS.try_acquire() else {
+            return too_many(&format!(
+                "this host already streams events to {MAX_EVENT_STREAMS} clients, its most at once; \
+                 close a dashboard or try again later"
+            ));
+        };
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
         let admin = self.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    () = tx.closed() => return,
+                    _ = tick.tick() => {}
+                }
                 let admin = admin.clone();
                 let Ok(snapshot) = tokio::task::spawn_blocking(move || {
                     dashboard::snapshot(&admin.host, &admin.metrics, &admin.guest_logs)
@@ -330,7 +392,7 @@ impl Admin {
                     return;
                 };
                 let event = format!("event: snapshot\ndata: {snapshot}\n\n");
-                if tx.send(Bytes::from(event)).await.is_err() {
+                if !hand_over(&tx, Bytes::from(event)).await {
                     return;
                 }
             }
@@ -490,6 +552,24 @@ fn json(status: StatusCode, body: &serde_json::Value) -> Response<AdminBody> {
 
 fn error(status: StatusCode, message: &str) -> Response<AdminBody> {
     json(status, &serde_json::json!({ "error": message }))
+}
+
+/// A 429: a stream over its limit.
+fn too_many(message: &str) -> Response<AdminBody> {
+    let mut response = error(StatusCode::TOO_MANY_REQUESTS, message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("10"));
+    response
+}
+
+/// Hands `bytes` to a streamed body; false when its client has gone or
+/// took nothing for [`STALLED_CLIENT`], and the stream should end.
+async fn hand_over(tx: &tokio::sync::mpsc::Sender<Bytes>, bytes: Bytes) -> bool {
+    matches!(
+        tokio::time::timeout(STALLED_CLIENT, tx.send(bytes)).await,
+        Ok(Ok(()))
+    )
 }
 
 fn whole(bytes: impl Into<Bytes>) -> AdminBody {

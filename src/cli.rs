@@ -101,6 +101,14 @@ struct ServeArgs {
     /// Most files in one bundle.
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     max_bundle_files: usize,
+    /// Give every app that declares the variable NAME (as manifests write
+    /// it: `api_host`) its value from this host's environment,
+    /// FERRY_VARIABLE_API_HOST, else SPIN_VARIABLE_API_HOST, read at start
+    /// (repeatable). Without it no app gets anything from the host's
+    /// environment: each app's values come with its deploy (`ferry deploy
+    /// --variable`), which wins over this.
+    #[arg(long = "host-variable", value_name = "NAME")]
+    host_variables: Vec<String>,
     #[command(flatten)]
     engine: EngineArgs,
     #[command(flatten)]
@@ -146,6 +154,13 @@ struct DeployArgs {
     /// Run every component's build command first (as `ferry build` does).
     #[arg(long)]
     build: bool,
+    /// A value for an application variable: NAME=VALUE, NAME=@FILE (the
+    /// file's contents), or @FILE.json / @FILE.toml (a table of them).
+    /// Stored with this version, private to the app: every deploy gives all
+    /// of its values (none are taken from an earlier version), and a
+    /// rollback uses that version's own. Never shown by the host.
+    #[arg(long = "variable", value_name = "NAME=VALUE")]
+    variables: Vec<String>,
     #[command(flatten)]
     host: HostArgs,
 }
@@ -231,7 +246,11 @@ struct EngineArgs {
 impl EngineArgs {
     /// The settings apps are loaded with; `default_cache` where no
     /// `--cache-dir` is given.
-    fn settings(&self, default_cache: Option<PathBuf>, variables: &[String]) -> load::Settings {
+    fn settings(
+        &self,
+        default_cache: Option<PathBuf>,
+        variables: crate::variables::Sources,
+    ) -> load::Settings {
         load::Settings {
             limits: self.limits.limits(),
             cache_dir: if self.no_cache {
@@ -241,15 +260,17 @@ impl EngineArgs {
             },
             max_download_size: self.max_download_size,
             download_timeout: self.download_timeout,
-            variables: variables.to_vec(),
+            variables,
         }
     }
 }
 
 impl AppArgs {
     fn settings(&self) -> load::Settings {
-        self.engine
-            .settings(CompileCache::default_dir(), &self.variables)
+        self.engine.settings(
+            CompileCache::default_dir(),
+            crate::variables::Sources::Local(self.variables.clone()),
+        )
     }
 }
 
@@ -423,10 +444,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let bundle = crate::bundle::Bundle::collect(&args.path)?;
             print_warnings(&bundle.app);
             let name = crate::client::deploy_name(&bundle, args.name.as_deref())?;
+            let variables = crate::client::deploy_variables(&bundle, &args.variables)?;
             let done = args
                 .host
                 .client()?
-                .deploy(&bundle, &name, &args.hostnames, out)
+                .deploy(&bundle, &name, &args.hostnames, &variables, out)
                 .await?;
             crate::client::print_activated(out, &done, "Deployed")
         }),
@@ -488,7 +510,24 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let state = crate::state::StateDir::open(&state_dir)?;
     let token = state.admin_token(args.admin_token_file.as_deref())?;
-    let settings = args.engine.settings(Some(state_dir.join("cache")), &[]);
+    // The host's environment is no app's unless the operator names a
+    // variable; each app's own values come with its deploy.
+    let (environment, unset) = crate::variables::host_environment(&args.host_variables)
+        .map_err(|e| Failure::usage(format!("{e:#}")))?;
+    for name in unset {
+        tracing::warn!(
+            variable = name.as_str(),
+            "--host-variable {name}: neither FERRY_VARIABLE_{upper} nor SPIN_VARIABLE_{upper} is set, so no app gets a value for it from the host",
+            upper = name.to_ascii_uppercase()
+        );
+    }
+    let settings = args.engine.settings(
+        Some(state_dir.join("cache")),
+        crate::variables::Sources::Host {
+            environment,
+            deployed: crate::variables::Values::default(),
+        },
+    );
     let runtime = Arc::new(new_runtime(
         &args.engine,
         &settings,
@@ -499,6 +538,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let tokio = current_thread_runtime()?;
     let listener = bind(&tokio, args.listen)?;
     let admin_listener = bind(&tokio, args.admin_listen)?;
+    // No guest may reach the admin API's unauthenticated pages.
+    runtime.forbid_outbound_to(admin_listener.local_addr()?);
     let local = listener.local_addr()?;
     let metrics = Metrics::new();
     metrics.watch_runtime(runtime.clone());

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use crate::bundle::Bundle;
 use crate::download::{describe, tls_config};
 use crate::load::{Failure, human_duration, human_size};
+use crate::variables::Values;
 
 /// A live host's admin API, and the token to call it with.
 pub struct Client {
@@ -132,6 +133,7 @@ impl Client {
         bundle: &Bundle,
         name: &str,
         hostnames: &[String],
+        variables: &Values,
         out: &mut dyn std::io::Write,
     ) -> anyhow::Result<Value> {
         let started = Instant::now();
@@ -179,10 +181,17 @@ impl Client {
             .iter()
             .map(|(path, f)| (path.clone(), Value::from(f.digest.clone())))
             .collect();
+        let mut request =
+            json!({ "manifest": bundle.manifest, "files": files, "hostnames": hostnames });
+        // Only when there are any: a host from before per-app variables
+        // refuses the field, and a deploy without them works there.
+        if !variables.0.is_empty() {
+            request["variables"] = serde_json::to_value(variables)?;
+        }
         self.call_json(
             reqwest::Method::POST,
             &format!("/v1/apps/{name}/versions"),
-            &json!({ "manifest": bundle.manifest, "files": files, "hostnames": hostnames }),
+            &request,
         )
         .await
     }
@@ -226,8 +235,13 @@ impl Client {
             while let Some(end) = pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=end).collect();
                 let line = String::from_utf8_lossy(&line[..end]);
+                // A blank line is the host's keep-alive while nothing is
+                // written.
+                if line.trim().is_empty() {
+                    continue;
+                }
                 if json {
-                    writeln!(out, "{line}")?;
+                    writeln!(out, "{}", json_line(&line))?;
                 } else {
                     writeln!(out, "{}", readable_line(&line))?;
                 }
@@ -423,6 +437,33 @@ pub fn print_app(out: &mut dyn std::io::Write, app: &Value) -> anyhow::Result<()
     Ok(())
 }
 
+/// The values a deploy gives, from its `--variable` flags: checked as the
+/// host checks them, before anything is uploaded. A `.env` beside the
+/// manifest is not sent (unless a component's `files` has it): a note says
+/// so where it gives variables.
+pub fn deploy_variables(bundle: &Bundle, flags: &[String]) -> anyhow::Result<Values> {
+    let values =
+        crate::variables::from_flags(flags).map_err(|e| Failure::usage(format!("{e:#}")))?;
+    crate::variables::check_deployed(&values)
+        .and_then(|()| crate::variables::check_declared(&bundle.app, &values))
+        .map_err(|e| Failure::usage(format!("`--variable`: {e}")))?;
+    let dotenv = bundle.app.dir.join(".env");
+    let bundled = bundle
+        .files
+        .values()
+        .any(|f| dotenv.canonicalize().is_ok_and(|real| real == f.path));
+    if !bundled
+        && std::fs::read_to_string(&dotenv)
+            .is_ok_and(|text| text.contains("SPIN_VARIABLE_") || text.contains("FERRY_VARIABLE_"))
+    {
+        eprintln!(
+            "note: {} is not deployed: a live host takes an app's values from `ferry deploy --variable NAME=VALUE`\n",
+            dotenv.display()
+        );
+    }
+    Ok(values)
+}
+
 /// The app name a deploy uses: `--name`, else the manifest's, which must
 /// then be a valid one.
 pub fn deploy_name(bundle: &Bundle, given: Option<&str>) -> anyhow::Result<String> {
@@ -437,15 +478,18 @@ pub fn deploy_name(bundle: &Bundle, given: Option<&str>) -> anyhow::Result<Strin
 }
 
 /// A guest log line (JSON, as the host sends it) for people:
-/// `TIME COMPONENT ROUTE REQUEST-ID STREAM: MESSAGE`.
+/// `TIME COMPONENT ROUTE REQUEST-ID STREAM: MESSAGE`. Whatever the guest
+/// (or the host) put in it, no control character reaches the terminal:
+/// each is escaped as the host's own log escapes it.
 fn readable_line(line: &str) -> String {
     let Ok(value) = serde_json::from_str::<Value>(line) else {
-        return line.to_owned();
+        return ferry_runtime::escape_control(line).into_owned();
     };
     if let Some(dropped) = value["dropped"].as_u64() {
         return format!("({dropped} lines dropped: this follower fell behind)");
     }
-    let text = |key: &str| value[key].as_str().unwrap_or("-").to_owned();
+    let text =
+        |key: &str| ferry_runtime::escape_control(value[key].as_str().unwrap_or("-")).into_owned();
     format!(
         "{} {} {} {} {}: {}",
         text("time"),
@@ -455,6 +499,31 @@ fn readable_line(line: &str) -> String {
         text("stream"),
         text("message")
     )
+}
+
+/// A guest log line as JSON (`ferry logs --json`), with no control
+/// character left raw: JSON allows DEL and the C1 controls raw inside a
+/// string, and a terminal may act on them, so they are written as `\u`
+/// escapes (the same JSON value). A line that is not JSON is escaped as
+/// text.
+fn json_line(line: &str) -> String {
+    use std::fmt::Write as _;
+    let Ok(value) = serde_json::from_str::<Value>(line) else {
+        return ferry_runtime::escape_control(line).into_owned();
+    };
+    // Compact, so no raw whitespace (a `\r`) is left between the values;
+    // C0 controls inside strings are escaped by serde_json.
+    let compact = value.to_string();
+    let mut safe = String::with_capacity(compact.len());
+    for c in compact.chars() {
+        if c.is_control() {
+            // Writing into a String cannot fail.
+            let _ = write!(safe, "\\u{:04x}", c as u32);
+        } else {
+            safe.push(c);
+        }
+    }
+    safe
 }
 
 /// A TLS configuration that trusts nothing, for a client that only speaks

@@ -7,12 +7,18 @@
 //! [`GuestLogs`]: a bounded buffer per app, and a broadcast channel that
 //! followers read. Nothing here blocks the guest: a follower that falls
 //! behind loses lines (and is told how many), never slows a request.
+//!
+//! Lines are kept by app name and by the app's life (the `incarnation` the
+//! server gives each app installed with no predecessor): when an app is
+//! deleted its lines are forgotten and its followers ended, and a line its
+//! requests still write afterwards is dropped, so a new app of the same
+//! name never shows the old one's output.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, Layer};
 
@@ -37,12 +43,89 @@ pub struct GuestLine {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u64>,
     pub message: String,
+    /// The app's life the line is from (0: not known).
+    #[serde(skip)]
+    pub incarnation: u64,
 }
 
 pub struct GuestLogs {
-    kept: Mutex<BTreeMap<String, VecDeque<Arc<GuestLine>>>>,
+    kept: Mutex<BTreeMap<String, AppLines>>,
     feed: broadcast::Sender<Arc<GuestLine>>,
     failures: Mutex<VecDeque<Arc<GuestLine>>>,
+}
+
+/// One app's kept lines, of one life of it.
+struct AppLines {
+    /// The life the lines are from (0 until the first line says).
+    incarnation: u64,
+    lines: VecDeque<Arc<GuestLine>>,
+    /// The app was deleted: lines of this life (or an older one) are
+    /// dropped.
+    deleted: bool,
+    /// Dropped when this life ends (its app is deleted, or a new life
+    /// starts): each follower's receiver then ends.
+    alive: watch::Sender<()>,
+}
+
+impl AppLines {
+    fn new(incarnation: u64) -> Self {
+        Self {
+            incarnation,
+            lines: VecDeque::new(),
+            deleted: false,
+            alive: watch::Sender::new(()),
+        }
+    }
+
+    /// Whether `line` belongs to this life, moving on to a newer one (and
+    /// ending the old one's followers) if it starts one.
+    fn admit(&mut self, line: &GuestLine) -> bool {
+        let incarnation = line.incarnation;
+        if incarnation > self.incarnation && (self.deleted || self.incarnation != 0) {
+            *self = Self::new(incarnation);
+            return true;
+        }
+        if self.deleted {
+            // A deleted life's request, still running, wrote it.
+            return false;
+        }
+        if incarnation == 0 || self.incarnation == 0 {
+            self.incarnation = self.incarnation.max(incarnation);
+            return true;
+        }
+        incarnation == self.incarnation
+    }
+}
+
+/// What a follower of one app reads: the lines kept when it started, the
+/// feed of later ones (every app's: the follower picks its app's out), and
+/// a receiver that ends when the app's life does.
+pub struct Following {
+    pub kept: Vec<Arc<GuestLine>>,
+    pub feed: broadcast::Receiver<Arc<GuestLine>>,
+    /// `changed()` fails (the sender is gone) when the app is deleted.
+    pub alive: watch::Receiver<()>,
+    /// Which of the feed's lines are this follower's.
+    pub filter: LineFilter,
+}
+
+/// Picks one app's lines, of one life of it, out of the feed.
+#[derive(Debug, Clone)]
+pub struct LineFilter {
+    app: String,
+    /// 0: the app had written nothing yet when the follower started.
+    incarnation: u64,
+}
+
+impl LineFilter {
+    /// Whether `line` is one the follower shows: its app's, of the life
+    /// it follows (any, if it started before the first line).
+    pub fn wants(&self, line: &GuestLine) -> bool {
+        line.app == self.app
+            && (self.incarnation == 0
+                || line.incarnation == 0
+                || line.incarnation == self.incarnation)
+    }
 }
 
 impl GuestLogs {
@@ -73,7 +156,7 @@ impl GuestLogs {
         let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         let mut lines: Vec<Arc<GuestLine>> = kept
             .values()
-            .flat_map(|lines| lines.iter().rev().take(n).cloned())
+            .flat_map(|app| app.lines.iter().rev().take(n).cloned())
             .collect();
         lines.sort_by(|a, b| a.time.cmp(&b.time));
         let skip = lines.len().saturating_sub(n);
@@ -84,34 +167,67 @@ impl GuestLogs {
         let line = Arc::new(line);
         {
             let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-            let app = kept.entry(line.app.clone()).or_default();
-            if app.len() == KEPT_PER_APP {
-                app.pop_front();
+            let app = kept
+                .entry(line.app.clone())
+                .or_insert_with(|| AppLines::new(line.incarnation));
+            if !app.admit(&line) {
+                return;
             }
-            app.push_back(line.clone());
+            if app.lines.len() == KEPT_PER_APP {
+                app.lines.pop_front();
+            }
+            app.lines.push_back(line.clone());
+            // Sent under the lock, so a follower that has read the kept
+            // lines sees every later one once.
+            // No follower is not an error.
+            let _ = self.feed.send(line);
         }
-        // No follower is not an error.
-        let _ = self.feed.send(line);
     }
 
-    /// The lines kept for `app`, oldest first, and (subscribed before
-    /// they were read, so nothing falls between) the feed of later ones.
-    pub fn follow(&self, app: &str) -> (Vec<Arc<GuestLine>>, broadcast::Receiver<Arc<GuestLine>>) {
+    /// The lines kept for `app`, oldest first, and the feed of later ones
+    /// (subscribed under the same lock, so nothing falls between or comes
+    /// twice).
+    pub fn follow(&self, app: &str) -> Following {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         let feed = self.feed.subscribe();
-        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         let lines = kept
-            .get(app)
-            .map(|lines| lines.iter().cloned().collect())
-            .unwrap_or_default();
-        (lines, feed)
+            .entry(app.to_owned())
+            .or_insert_with(|| AppLines::new(0));
+        let alive = if lines.deleted {
+            // Deleted since the caller looked: nothing to follow.
+            watch::channel(()).1
+        } else {
+            lines.alive.subscribe()
+        };
+        Following {
+            kept: lines.lines.iter().cloned().collect(),
+            feed,
+            alive,
+            filter: LineFilter {
+                app: app.to_owned(),
+                incarnation: lines.incarnation,
+            },
+        }
     }
 
-    /// Forgets `app`'s lines (it was deleted).
-    pub fn forget(&self, app: &str) {
-        self.kept
+    /// Forgets `app`'s lines and failures and ends its followers (it was
+    /// deleted).
+    /// Lines of a life up to `newest` (`ferry_server::newest_incarnation`
+    /// read before the delete: the deleted life's, or older) that its
+    /// requests still write are dropped; a later life's are kept.
+    pub fn forget(&self, app: &str, newest: u64) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let lines = kept
+            .entry(app.to_owned())
+            .or_insert_with(|| AppLines::new(0));
+        let incarnation = lines.incarnation.max(newest);
+        *lines = AppLines::new(incarnation);
+        lines.deleted = true;
+        drop(kept);
+        self.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(app);
+            .retain(|failure| failure.app != app);
     }
 
     /// The layer that feeds this from `ferry::guest` events.
@@ -162,8 +278,10 @@ impl Visit for Fields<'_> {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if field.name() == "status" {
-            self.0.status = Some(value);
+        match field.name() {
+            "status" => self.0.status = Some(value),
+            "incarnation" => self.0.incarnation = value,
+            _ => {}
         }
     }
 
@@ -187,4 +305,74 @@ fn now_rfc3339_ms() -> String {
         seconds.trim_end_matches('Z'),
         now.subsec_millis()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(app: &str, incarnation: u64, message: &str) -> GuestLine {
+        GuestLine {
+            app: app.into(),
+            incarnation,
+            message: message.into(),
+            ..GuestLine::default()
+        }
+    }
+
+    fn kept(logs: &GuestLogs, app: &str) -> Vec<String> {
+        logs.follow(app)
+            .kept
+            .iter()
+            .map(|l| l.message.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_deleted_apps_late_lines_and_failures_never_reach_its_successor() {
+        let logs = GuestLogs::new();
+        logs.push(line("a", 3, "old"));
+        logs.push_failure(line("a", 0, "old failure"));
+        logs.push(line("b", 2, "other app"));
+        let mut follower = logs.follow("a");
+        logs.forget("a", 4);
+        // The follower's app is gone: its stream ends.
+        assert!(follower.alive.has_changed().is_err());
+        // A request of the deleted life (or an older one) writes on.
+        logs.push(line("a", 3, "late"));
+        logs.push(line("a", 4, "late too"));
+        assert!(kept(&logs, "a").is_empty());
+        assert!(logs.failures().is_empty());
+        // A new app of the name has a newer life.
+        logs.push(line("a", 5, "new"));
+        logs.push(line("a", 3, "later still"));
+        assert_eq!(kept(&logs, "a"), ["new"]);
+        assert_eq!(kept(&logs, "b"), ["other app"]);
+        // The old follower saw the old life's lines only.
+        let mut seen = Vec::new();
+        while let Ok(next) = follower.feed.try_recv() {
+            if follower.filter.wants(&next) {
+                seen.push(next.message.clone());
+            }
+        }
+        assert!(seen.is_empty(), "{seen:?}");
+    }
+
+    #[test]
+    fn a_follower_sees_each_later_line_of_its_app_once() {
+        let logs = GuestLogs::new();
+        logs.push(line("a", 1, "kept"));
+        let mut follower = logs.follow("a");
+        assert_eq!(follower.kept.len(), 1);
+        logs.push(line("b", 2, "not mine"));
+        logs.push(line("a", 1, "next"));
+        let mut seen = Vec::new();
+        while let Ok(next) = follower.feed.try_recv() {
+            if follower.filter.wants(&next) {
+                seen.push(next.message.clone());
+            }
+        }
+        assert_eq!(seen, ["next"]);
+        assert!(!follower.alive.has_changed().unwrap_or(true));
+    }
 }

@@ -71,6 +71,10 @@ pub struct DeployRequest {
     /// Host names the app is reached by; none: by its routes on any.
     #[serde(default)]
     pub hostnames: Vec<String>,
+    /// Values for the app's variables, by name: stored with this version
+    /// only (a deploy gives all of its values), never shown.
+    #[serde(default)]
+    pub variables: crate::variables::Values,
 }
 
 /// What a deploy or rollback did.
@@ -217,7 +221,10 @@ impl Host {
 
     /// Brings back every app at its `current` version. An app that fails
     /// to load is reported as `failed` (with why) and the others go on.
-    /// Runs off the runtime's threads, once, at start.
+    /// Runs off the runtime's threads, once, at start, while the admin API
+    /// already takes calls: each app is restored under its lock, from what
+    /// `current` says then, and not at all if a deploy, rollback or delete
+    /// has decided its fate meanwhile. It writes only what it changes.
     pub fn restore(&self) {
         let names = self.state.app_names().unwrap_or_else(|e| {
             tracing::error!("cannot list the state directory's apps: {e:#}");
@@ -225,29 +232,36 @@ impl Host {
         });
         let mut pending = Vec::new();
         for name in names {
-            match self.state.current(&name) {
-                Some(version) => {
-                    self.set_state(&name, |s| s.status = "restoring");
-                    pending.push((name, version));
-                }
-                // Never activated: a crash during its first deploy.
-                None => {
-                    let _ = self.state.remove_app(&name);
-                }
+            if self.state.current(&name).is_some() {
+                self.set_state(&name, |s| s.status = "restoring");
+                pending.push(name);
+                continue;
+            }
+            // Never activated: a crash during its first deploy (asked again
+            // under the lock: a first deploy may be running now).
+            let _lock = self.lock(&name);
+            if self.state.current(&name).is_none() {
+                let _ = self.state.remove_app(&name);
             }
         }
-        for (name, version) in pending {
+        for name in pending {
             let _lock = self.lock(&name);
+            let restoring = self
+                .apps
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&name)
+                .is_some_and(|s| s.status == "restoring");
+            // Deployed, rolled back or deleted while the apps before it
+            // were restored: what that call did stands.
+            let Some(version) = self.state.current(&name).filter(|_| restoring) else {
+                continue;
+            };
             let started = Instant::now();
-            let result = self
-                .state
-                .version(&name, version)
-                .ok_or_else(|| HostError::Internal(format!("version {version} is missing")))
-                .and_then(|record| self.activate(&name, &record));
-            match result {
-                Ok(_) => tracing::info!(
+            match self.restore_app(&name, version) {
+                Ok(done) => tracing::info!(
                     app = name.as_str(),
-                    version,
+                    version = done.version,
                     elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
                     "restored"
                 ),
@@ -267,6 +281,39 @@ impl Host {
         }
         self.ready.store(true, Ordering::Release);
         self.collect_blobs();
+    }
+
+    /// Activates version `current` of `name`, or, if its directory is
+    /// missing (a crash before its rename reached the disk), the newest
+    /// kept version before it that loads, recorded as `current`.
+    fn restore_app(&self, name: &str, current: u64) -> Result<Activated, HostError> {
+        if let Some(record) = self.state.version(name, current) {
+            return self.activate(name, &record, Recording::MayFail);
+        }
+        let mut failure = format!("version {current} is missing, and no version before it is kept");
+        let older = self.state.versions(name).into_iter().rev();
+        for record in older.filter(|r| r.version < current) {
+            match self.activate(name, &record, Recording::MayFail) {
+                Ok(done) => {
+                    tracing::warn!(
+                        app = name,
+                        missing = current,
+                        version = record.version,
+                        "version {current} is missing: serving version {} instead",
+                        record.version
+                    );
+                    return Ok(done);
+                }
+                Err(e) => {
+                    failure = format!(
+                        "version {current} is missing, and version {} does not load: {}",
+                        record.version,
+                        e.message()
+                    );
+                }
+            }
+        }
+        Err(HostError::Internal(failure))
     }
 
     /// Removes the blobs no kept version uses, unless that was done less
@@ -297,15 +344,17 @@ impl Host {
         if state::digest_hex(digest).is_none() {
             return Err(not_a_digest(digest));
         }
-        self.state
-            .put_blob(digest, bytes)
-            .map_err(HostError::Invalid)
+        self.state.put_blob(digest, bytes).map_err(|e| match e {
+            state::BlobError::Refused(why) => HostError::Invalid(why),
+            state::BlobError::Write(e) => internal(e),
+        })
     }
 
     /// Deploys a new version of `name` from blobs already uploaded.
     pub fn deploy(&self, name: &str, request: DeployRequest) -> Result<Activated, HostError> {
         state::valid_app_name(name).map_err(HostError::BadRequest)?;
         let hostnames = valid_hostnames(&request.hostnames)?;
+        crate::variables::check_deployed(&request.variables).map_err(HostError::BadRequest)?;
         self.check_bundle(&request)?;
         let _lock = self.lock(name);
         let record = self
@@ -319,9 +368,16 @@ impl Host {
                     hostnames,
                     deployed_at: state::now(),
                 },
+                &request.variables,
             )
-            .map_err(internal)?;
-        let result = self.activate(name, &record);
+            .map_err(|e| {
+                // A first deploy leaves no app directory behind.
+                if self.state.current(name).is_none() {
+                    let _ = self.state.remove_app(name);
+                }
+                internal(e)
+            })?;
+        let result = self.activate(name, &record, Recording::Required);
         self.metrics.deployed(name, result.is_ok());
         match result {
             Ok(done) => {
@@ -339,6 +395,19 @@ impl Host {
                 Err(e)
             }
         }
+    }
+
+    /// The settings version `record` of `name` loads with: the host's, and
+    /// the variable values that version's deploy gave.
+    fn version_settings(&self, name: &str, record: &VersionRecord) -> Result<Settings, HostError> {
+        let deployed = self
+            .state
+            .variables(name, record.version)
+            .map_err(internal)?;
+        Ok(Settings {
+            variables: self.settings.variables.with_deployed(deployed),
+            ..self.settings.clone()
+        })
     }
 
     /// Serves `to` (default: the version before the serving one) again.
@@ -367,7 +436,7 @@ impl Host {
                     ))
                 })?,
         };
-        let result = self.activate(name, &target);
+        let result = self.activate(name, &target, Recording::Required);
         self.metrics.rolled_back(name, result.is_ok());
         let done = result?;
         tracing::info!(app = name, version = target.version, "rolled back");
@@ -383,15 +452,25 @@ impl Host {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .contains_key(name);
-        if !known && self.state.current(name).is_none() {
+        // Anything of it on disk counts, what a removal cut short left
+        // included: deleting again finishes the job.
+        if !known && !self.state.has_app(name) {
             return Err(no_app(name));
         }
+        // Out of the state directory first, in one rename: if that fails
+        // the app serves on, unchanged; once done, no restart brings it back.
+        self.state.retire_app(name).map_err(internal)?;
         self.live.remove(name);
         self.apps
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
-        self.state.remove_app(name).map_err(internal)?;
+        if let Err(e) = self.state.purge_app(name) {
+            tracing::warn!(
+                app = name,
+                "deleted, but not all its files are removed yet (the next start or delete of the name removes them): {e:#}"
+            );
+        }
         self.collect_blobs();
         tracing::info!(app = name, "deleted");
         Ok(())
@@ -536,35 +615,25 @@ impl Host {
 
     /// Loads version `record` of `name` from its tree, compiles it and
     /// makes it the one serving; the caller holds the app's lock.
-    fn activate(&self, name: &str, record: &VersionRecord) -> Result<Activated, HostError> {
+    fn activate(
+        &self,
+        name: &str,
+        record: &VersionRecord,
+        recording: Recording,
+    ) -> Result<Activated, HostError> {
         let started = Instant::now();
         let tree = self.state.tree(name, record.version);
         let invalid = |e: anyhow::Error| HostError::Invalid(format!("{e:#}"));
+        confine_to_tree(&tree, &tree.join(&record.manifest))?;
         let mut progress = Vec::new();
-        let prepared = load::prepare(
+        let mut prepared = load::prepare(
             &tree.join(&record.manifest),
             None,
             Some(name),
-            &self.settings,
+            &self.version_settings(name, record)?,
             &mut progress,
         )
         .map_err(invalid)?;
-        if !prepared.app.dir.starts_with(&tree) {
-            return Err(HostError::Invalid(
-                "the manifest is outside the bundle".into(),
-            ));
-        }
-        for component in &prepared.app.components {
-            if let Source::File(path) = &component.source
-                && !path.starts_with(&tree)
-            {
-                return Err(HostError::Invalid(format!(
-                    "component `{}`: its source {} is outside the bundle",
-                    component.id,
-                    path.display()
-                )));
-            }
-        }
         let engine_memory = self.assembler.runtime.options().max_memory;
         if prepared.max_memory() > engine_memory {
             return Err(HostError::Invalid(format!(
@@ -579,6 +648,7 @@ impl Host {
             .check(name, &router, &record.hostnames)
             .map_err(|c| HostError::Conflict(c.0))?;
         let data = self.state.data_dir(name);
+        load::confine_data_paths(&mut prepared, &data).map_err(invalid)?;
         let previous = self.live.app(name);
         let key_value = self
             .assembler
@@ -608,18 +678,35 @@ impl Host {
         let routes = routes(host.router());
         // Recorded first, so that a crash once traffic has moved restores
         // what was serving; undone if the swap is refused (an app that
-        // claimed the same route since the check).
+        // claimed the same route since the check). Written only if it
+        // changes: a restore writes nothing, so a full disk cannot stop it.
         let recorded = self.state.current(name);
-        self.state
-            .set_current(name, record.version)
-            .map_err(internal)?;
+        let mut wrote = false;
+        if recorded != Some(record.version) {
+            match self.state.set_current(name, record.version) {
+                Ok(()) => wrote = true,
+                Err(e) if recording == Recording::MayFail => tracing::warn!(
+                    app = name,
+                    version = record.version,
+                    "serving, but cannot record the version as `current`: {e:#}"
+                ),
+                Err(e) => return Err(internal(e)),
+            }
+        }
         if let Err(conflict) = self.live.install(host, record.hostnames.clone()) {
-            let _ = match recorded {
-                Some(version) => self.state.set_current(name, version),
-                None => self.state.clear_current(name),
-            };
+            if wrote {
+                let _ = match recorded {
+                    Some(version) => self.state.set_current(name, version),
+                    None => self.state.clear_current(name),
+                };
+            }
             return Err(HostError::Conflict(conflict.0));
         }
+        let mut warnings = Vec::new();
+        if !prepared.app.warnings.is_empty() {
+            warnings.push(prepared.app.warnings.to_string());
+        }
+        warnings.extend(self.host_name_notice(name, &record.hostnames));
         self.set_state(name, |s| {
             s.version = Some(record.version);
             s.status = "serving";
@@ -633,11 +720,85 @@ impl Host {
             version: record.version,
             components,
             routes,
-            warnings: (!prepared.app.warnings.is_empty())
-                .then(|| prepared.app.warnings.to_string()),
+            warnings: (!warnings.is_empty()).then(|| warnings.join("\n")),
             elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
         })
     }
+
+    /// What claiming `hostnames` for `name` takes from the apps routed by
+    /// path, said to whoever deployed it: a host name reaches only the app
+    /// that claims it, so those apps are no longer served on it.
+    fn host_name_notice(&self, name: &str, hostnames: &[String]) -> Option<String> {
+        if hostnames.is_empty() {
+            return None;
+        }
+        let by_path: Vec<String> = self
+            .live
+            .current()
+            .apps()
+            .filter(|(host, names)| names.is_empty() && host.name() != name)
+            .map(|(host, _)| format!("`{}`", host.name()))
+            .collect();
+        if by_path.is_empty() {
+            return None;
+        }
+        let claimed: Vec<String> = hostnames.iter().map(|h| format!("`{h}`")).collect();
+        Some(format!(
+            "warning: every request to {} now reaches `{name}` only: the apps routed by path ({}) are no longer served on that name (a host name takes every request to it)",
+            claimed.join(", "),
+            by_path.join(", ")
+        ))
+    }
+}
+
+/// Whether an activation that cannot write `current` fails or serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recording {
+    /// A deploy or rollback: refused, and the version serving stays.
+    Required,
+    /// A restore: the app serves; `current` still names what a restart
+    /// restores (or falls back from).
+    MayFail,
+}
+
+/// Refuses a version whose manifest or component sources lie outside its
+/// tree once `..` and links are resolved — before any of them is read: the
+/// client's paths are not trusted to stay in the bundle.
+fn confine_to_tree(tree: &Path, manifest: &Path) -> Result<(), HostError> {
+    let root = tree
+        .canonicalize()
+        .map_err(|e| HostError::Internal(format!("opening {}: {e}", tree.display())))?;
+    // Lexically (`..` through a directory the bundle lacks cannot be
+    // resolved on disk), then through the file system (links).
+    let inside = |path: &Path| {
+        path.strip_prefix(tree)
+            .ok()
+            .and_then(ferry_manifest::normalize_relative)
+            .is_some()
+            && path
+                .canonicalize()
+                .map_or(true, |real| real.starts_with(&root))
+    };
+    if !inside(manifest) {
+        return Err(HostError::Invalid(format!(
+            "the manifest `{}` is outside the bundle",
+            load::relative(tree, manifest)
+        )));
+    }
+    let app = ferry_manifest::load_app(manifest)
+        .map_err(|e| HostError::Invalid(format!("{:#}", anyhow::Error::from(e))))?;
+    for component in &app.components {
+        if let Source::File(path) = &component.source
+            && !inside(path)
+        {
+            return Err(HostError::Invalid(format!(
+                "component `{}`: its source `{}` is outside the bundle",
+                component.id,
+                load::relative(tree, path)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A name that could be an app's; any other names none (and never a path).
@@ -726,7 +887,13 @@ fn component_details(
                     .iter()
                     .map(|(k, _)| k.clone())
                     .collect(),
-                variables: load::described_variables(prepared.variables.get(guest.id())),
+                // As written, never resolved: a value may have come from a
+                // deploy or the host, and only names are shown.
+                variables: component
+                    .variables
+                    .iter()
+                    .map(|(key, template)| format!("{key} = {:?}", template.to_string()))
+                    .collect(),
                 key_value_stores: component.key_value_stores.clone(),
                 sqlite_databases: component.sqlite_databases.clone(),
                 allowed_outbound_hosts: component

@@ -370,6 +370,102 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// On a live host, where `runtime-config.toml` came in a bundle: moves
+/// every store's and database's `path` into the app's data directory
+/// `data` — a relative path `P` names `data/P` (see
+/// [`RuntimeConfig::confine_paths`]) — and refuses, naming the field, one
+/// that is absolute, climbs out through `..`, or leads out through a link.
+/// A file the bundle ships at that path (beside the config) is copied
+/// there the first time, so the app writes its own copy, never the blob
+/// its version was laid out from, which other versions and apps share.
+/// `ferry up` keeps these paths beside the config file, as Spin does.
+pub fn confine_data_paths(prepared: &mut Prepared, data: &Path) -> anyhow::Result<()> {
+    const RULE: &str = "on a live host a `path` in runtime-config.toml names a file in the app's own data directory: write it relative, without `..` leading out";
+    let confined = prepared.config.confine_paths(data).map_err(|outside| {
+        let fields: Vec<String> = outside
+            .iter()
+            .map(|p| {
+                format!(
+                    "`{}`: `{}` is outside the app's data directory",
+                    p.field,
+                    p.written.display()
+                )
+            })
+            .collect();
+        Failure::load(format!("{} ({RULE})", fields.join("; ")))
+    })?;
+    if confined.is_empty() {
+        return Ok(());
+    }
+    create_private_dir(data)?;
+    let root = data
+        .canonicalize()
+        .with_context(|| format!("opening {}", data.display()))?;
+    for path in &confined {
+        if !resolves_inside(&path.confined, &root) {
+            return Err(Failure::load(format!(
+                "`{}`: `{}` leads outside the app's data directory through a link ({RULE})",
+                path.field,
+                path.written.display()
+            ))
+            .into());
+        }
+        if let Some(dir) = path.confined.parent() {
+            create_private_dir(dir)?;
+        }
+        copy_if_absent(&path.beside_config, &path.confined).map_err(|e| {
+            Failure::load(format!(
+                "`{}`: cannot copy the bundle's `{}` into the app's data directory: {e:#}",
+                path.field,
+                path.written.display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// Whether `path`, with every link on the way resolved, is inside `root`
+/// (itself resolved): checked on the deepest part of `path` that exists,
+/// since what does not exist yet cannot be a link.
+fn resolves_inside(path: &Path, root: &Path) -> bool {
+    let mut existing = path;
+    while existing.symlink_metadata().is_err() {
+        match existing.parent() {
+            Some(parent) => existing = parent,
+            None => return false,
+        }
+    }
+    existing
+        .canonicalize()
+        .is_ok_and(|real| real.starts_with(root))
+}
+
+/// Copies the regular file `from` to `to` unless `to` exists (or `from` is
+/// not a file), by way of a temporary file flushed to disk, so `to` is
+/// always whole.
+fn copy_if_absent(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let is_file = from.symlink_metadata().is_ok_and(|m| m.is_file());
+    if !is_file || to.symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    let dir = to.parent().context("a path with no directory")?;
+    let tmp = dir.join(format!(
+        ".tmp-copy-{}-{}",
+        std::process::id(),
+        to.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let result = (|| {
+        std::fs::copy(from, &tmp)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, to)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Ok(result?)
+}
+
 /// Each component that a trigger uses, with its executor. A component used
 /// with two different executors is an error; unused components are skipped.
 pub fn used_components(app: &App) -> anyhow::Result<Vec<(&Component, Executor)>> {
@@ -544,8 +640,9 @@ pub struct Settings {
     pub cache_dir: Option<PathBuf>,
     pub max_download_size: u64,
     pub download_timeout: Duration,
-    /// `--variable` values.
-    pub variables: Vec<String>,
+    /// Where variables get their values: `ferry up`'s `--variable` flags
+    /// and environment, or a live host's per-app values.
+    pub variables: crate::variables::Sources,
 }
 
 /// Everything needed to build an app's guests: the app, each used
@@ -581,7 +678,7 @@ pub fn prepare(
     let given = crate::variables::given(&app, &settings.variables)
         .map_err(|e| Failure::usage(format!("{e:#}")))?;
     let variables = ferry_manifest::resolve_variables(&app, &given)
-        .map_err(|missing| Failure::load(missing.to_string()))?;
+        .map_err(|missing| Failure::load(settings.variables.missing(&missing)))?;
     for (id, hosts) in
         ferry_manifest::resolve_outbound_templates(&app, &given).map_err(Failure::load)?
     {

@@ -246,6 +246,15 @@ impl Metrics {
         self.rollbacks.get_or_create(&change(app, ok)).inc();
     }
 
+    /// Each engine's instance pool, read now (none before a runtime is
+    /// watched).
+    pub fn pools(&self) -> Vec<ferry_runtime::PoolUsage> {
+        self.runtime
+            .get()
+            .map(|runtime| runtime.pools())
+            .unwrap_or_default()
+    }
+
     /// Every family, with the pools read now.
     pub fn encode(&self) -> String {
         if let Some(runtime) = self.runtime.get() {

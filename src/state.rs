@@ -8,17 +8,24 @@
 //!   apps/<name>/
 //!     current                   the version serving, a number (replaced by rename)
 //!     versions/<n>/version.json what the version was deployed with (manifest path, files, host names)
+//!     versions/<n>/variables.json the variable values its deploy gave (0600; only if it gave any)
 //!     versions/<n>/tree/        the bundle laid out as the app directory (hard links to blobs)
 //!     data/                     the app's key-value stores and SQLite databases, kept across versions
 //!   cache/                      compiled code, unless --cache-dir
 //! ```
 //!
 //! Every change is made so that a crash at any point leaves either the old
-//! state or the new one: a version directory is built under a temporary name
-//! and renamed into place, `current` is written to a temporary file and
-//! renamed over the old one, and a blob is written to a temporary file,
-//! checked against its digest, then renamed to its name. A version whose
-//! directory is missing or half-built is never `current`.
+//! state or the new one: a version directory is built under a temporary name,
+//! its entries synced, renamed into place and `versions/` synced; `current`
+//! is written to a temporary file and renamed over the old one, and a blob is
+//! written to a temporary file, checked against its digest, then renamed to
+//! its name (each write its own temporary file, so writers of one path never
+//! meet). An app is removed by renaming its directory to
+//! `apps/.deleted-<name>` first, which no restart takes for an app. What a
+//! crash leaves half-done (temporary files, unrenamed versions, removals cut
+//! short) goes at the next start. Should `current` still name a version whose
+//! directory never reached the disk, the host restores the newest kept
+//! version before it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -28,6 +35,10 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
+
+/// The file beside a version's `version.json` holding the variable values
+/// its deploy gave (mode 0600, only where it gave any).
+const VARIABLES_FILE: &str = "variables.json";
 
 /// What one deployed version was made of, as `version.json` records it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +53,15 @@ pub struct VersionRecord {
     pub hostnames: Vec<String>,
     /// When it was deployed, in seconds since the Unix epoch.
     pub deployed_at: u64,
+}
+
+/// Why [`StateDir::put_blob`] stored nothing.
+#[derive(Debug)]
+pub enum BlobError {
+    /// The upload is not what its digest names: the client's doing.
+    Refused(String),
+    /// It could not be written (a full disk, say): the host's.
+    Write(anyhow::Error),
 }
 
 /// A state directory, created (mode 0700) if it is not there.
@@ -86,8 +106,10 @@ impl StateDir {
         Ok(token)
     }
 
-    /// Removes what a crash may have left half-written: temporary blobs and
-    /// version directories that were never renamed into place.
+    /// Removes what a crash may have left half-written: temporary files
+    /// and version directories that were never renamed into place, and
+    /// apps whose removal was cut short (`apps/.deleted-<name>`, already
+    /// renamed out of the way, so no longer an app).
     fn remove_leftovers(&self) -> anyhow::Result<()> {
         for entry in std::fs::read_dir(self.root.join("blobs/sha256"))? {
             let entry = entry?;
@@ -95,14 +117,27 @@ impl StateDir {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
+        for entry in std::fs::read_dir(self.root.join("apps"))? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with(".deleted-")
+                && let Err(e) = remove_dir_if_any(&entry.path())
+            {
+                // No app's: it only waits for the next removal of its name.
+                tracing::warn!("{e:#}");
+            }
+        }
         for name in self.app_names()? {
-            let versions = self.app_dir(&name).join("versions");
-            let Ok(entries) = std::fs::read_dir(&versions) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().starts_with(".tmp") {
-                    let _ = std::fs::remove_dir_all(entry.path());
+            for dir in [self.app_dir(&name), self.app_dir(&name).join("versions")] {
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for entry in entries.flatten() {
+                    if entry.file_name().to_string_lossy().starts_with(".tmp") {
+                        let _ = match entry.file_type() {
+                            Ok(kind) if kind.is_dir() => std::fs::remove_dir_all(entry.path()),
+                            _ => std::fs::remove_file(entry.path()),
+                        };
+                    }
                 }
             }
         }
@@ -133,20 +168,22 @@ impl StateDir {
     }
 
     /// Stores `bytes` as the blob `digest`, refused if they do not hash to it.
-    pub fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), String> {
+    pub fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), BlobError> {
         let path = self.blob_path(digest).ok_or_else(|| {
-            format!("`{digest}` is not a digest: expected sha256:<64 hex digits>")
+            BlobError::Refused(format!(
+                "`{digest}` is not a digest: expected sha256:<64 hex digits>"
+            ))
         })?;
         let actual = sha256_digest(bytes);
         if actual != digest {
-            return Err(format!(
+            return Err(BlobError::Refused(format!(
                 "the upload does not match its digest: expected {digest}, got {actual}"
-            ));
+            )));
         }
         if path.is_file() {
             return Ok(());
         }
-        write_atomically(&path, bytes).map_err(|e| format!("{e:#}"))
+        write_atomically(&path, bytes).map_err(BlobError::Write)
     }
 
     pub fn app_dir(&self, name: &str) -> PathBuf {
@@ -232,20 +269,30 @@ impl StateDir {
 
     /// Lays out a new version of `name` from blobs already stored, numbered
     /// one past the newest; the record's `version` is set to that number.
-    /// Nothing is left behind if it fails.
+    /// The variable values its deploy gave are written beside it (see
+    /// [`variables`](Self::variables)). Nothing is left behind if it fails.
     pub fn add_version(
         &self,
         name: &str,
         mut record: VersionRecord,
+        variables: &crate::variables::Values,
     ) -> anyhow::Result<VersionRecord> {
         let versions = self.app_dir(name).join("versions");
-        private_dir(&versions)?;
+        if !versions.is_dir() {
+            // A first deploy: the app's own directory entries must last too.
+            private_dir(&versions)?;
+            sync_dir(&self.app_dir(name))?;
+            sync_dir(&self.root.join("apps"))?;
+        }
         record.version = self.versions(name).last().map_or(1, |r| r.version + 1);
         let building = versions.join(format!(".tmp-{}", record.version));
         let _ = std::fs::remove_dir_all(&building);
         let result = (|| {
             let tree = building.join("tree");
             private_dir(&tree)?;
+            // Every directory this version adds entries to, each synced
+            // before the rename makes the version whole.
+            let mut dirs = BTreeSet::from([building.clone(), tree.clone()]);
             for (path, digest) in &record.files {
                 let blob = self
                     .blob_path(digest)
@@ -253,25 +300,64 @@ impl StateDir {
                 let to = tree.join(path);
                 if let Some(parent) = to.parent() {
                     private_dir(parent)?;
+                    dirs.extend(
+                        parent
+                            .ancestors()
+                            .take_while(|dir| dir.starts_with(&tree))
+                            .map(Path::to_owned),
+                    );
                 }
-                // A hard link shares the blob's bytes; a copy where the
-                // filesystem cannot link.
+                // A hard link shares the blob's bytes (synced when it was
+                // stored); a copy, synced, where the filesystem cannot link.
                 if std::fs::hard_link(&blob, &to).is_err() {
                     std::fs::copy(&blob, &to)
+                        .and_then(|_| std::fs::File::open(&to)?.sync_all())
                         .with_context(|| format!("`{path}`: the blob {digest} is not stored"))?;
                 }
+            }
+            for dir in &dirs {
+                sync_dir(dir)?;
+            }
+            if !variables.0.is_empty() {
+                // A file of its own (0600), outside the tree a guest's
+                // `files` may reach, and never in what the API returns.
+                write_atomically(
+                    &building.join(VARIABLES_FILE),
+                    &serde_json::to_vec(variables)?,
+                )?;
             }
             write_atomically(
                 &building.join("version.json"),
                 &serde_json::to_vec_pretty(&record)?,
             )?;
-            std::fs::rename(&building, self.version_dir(name, record.version))?;
+            let done = self.version_dir(name, record.version);
+            std::fs::rename(&building, &done)?;
+            // The rename is durable once `versions/` is synced; a version
+            // that may not survive a crash is not one.
+            if let Err(e) = sync_dir(&versions) {
+                let _ = std::fs::remove_dir_all(&done);
+                return Err(e);
+            }
             Ok(record)
         })();
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&building);
         }
         result
+    }
+
+    /// The variable values version `version` of `name` was deployed with
+    /// (none if its deploy gave none). An unreadable file is an error: a
+    /// version must not run without the values it was given.
+    pub fn variables(&self, name: &str, version: u64) -> anyhow::Result<crate::variables::Values> {
+        let path = self.version_dir(name, version).join(VARIABLES_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                // serde's message could quote a value: only say where.
+                .map_err(|_| anyhow::anyhow!("{} is not a JSON object of strings", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
+        }
     }
 
     pub fn remove_version(&self, name: &str, version: u64) {
@@ -292,14 +378,45 @@ impl StateDir {
         }
     }
 
-    /// Removes the app's directory: every version and its data.
+    /// Removes the app's directory: every version and its data. It is
+    /// [retired](Self::retire_app) first, so a crash half-way leaves no half
+    /// an app, then [purged](Self::purge_app).
     pub fn remove_app(&self, name: &str) -> anyhow::Result<()> {
+        self.retire_app(name)?;
+        self.purge_app(name)
+    }
+
+    /// Whether anything of the app `name` is here: its directory, or what
+    /// an earlier removal left.
+    pub fn has_app(&self, name: &str) -> bool {
+        self.app_dir(name).exists() || self.retired_dir(name).exists()
+    }
+
+    fn retired_dir(&self, name: &str) -> PathBuf {
+        self.root.join("apps").join(format!(".deleted-{name}"))
+    }
+
+    /// Takes the app's directory out of the state directory in one durable
+    /// rename (to `apps/.deleted-<name>`, which is no app's), so a restart
+    /// no longer sees the app. What an earlier removal of the same name
+    /// left there is removed first. Without a directory (already retired),
+    /// nothing is renamed.
+    pub fn retire_app(&self, name: &str) -> anyhow::Result<()> {
+        let retired = self.retired_dir(name);
+        remove_dir_if_any(&retired)?;
         let dir = self.app_dir(name);
-        // Renamed away first, so a crash half-way leaves no half an app.
-        let doomed = self.root.join("apps").join(format!(".deleted-{name}"));
-        std::fs::rename(&dir, &doomed).with_context(|| format!("removing {}", dir.display()))?;
-        std::fs::remove_dir_all(&doomed)?;
-        Ok(())
+        match std::fs::rename(&dir, &retired) {
+            Ok(()) => sync_dir(&self.root.join("apps")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing {}", dir.display())),
+        }
+    }
+
+    /// Removes what [`retire_app`](Self::retire_app) set aside. Left there
+    /// if it fails: the next removal of that name, or the next start,
+    /// finishes it.
+    pub fn purge_app(&self, name: &str) -> anyhow::Result<()> {
+        remove_dir_if_any(&self.retired_dir(name))
     }
 
     /// Removes every blob no version of any app uses (and that was not
@@ -366,9 +483,20 @@ pub fn valid_app_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// The longest file name most filesystems take (`NAME_MAX`), in bytes.
+const MAX_NAME: usize = 255;
+
 /// A path inside a bundle that cannot leave it: relative, `/`-separated,
-/// made only of plain names (no `..`, `.`, empty or absolute parts).
+/// made only of plain names (no `..`, `.`, empty or absolute parts), each
+/// one a file name can be (at most 255 bytes).
 pub fn valid_bundle_path(path: &str) -> Result<(), String> {
+    if let Some(long) = path.split('/').find(|part| part.len() > MAX_NAME) {
+        let start: String = long.chars().take(16).collect();
+        return Err(format!(
+            "`{path}` is not a path the bundle can hold: the name `{start}…` is {} bytes long, and a file name is at most {MAX_NAME} bytes",
+            long.len()
+        ));
+    }
     let plain = !path.is_empty()
         && path.len() <= 1024
         && !path.contains('\\')
@@ -396,15 +524,37 @@ fn private_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", dir.display()))
 }
 
-/// Writes `bytes` to `path` by way of a temporary file beside it, flushed
-/// to disk before the rename, so `path` is always whole (mode 0600).
+/// Removes the directory `dir` and everything in it, if it is there.
+fn remove_dir_if_any(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Flushes the entries of the directory `dir` (creations, renames) to disk.
+fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))
+}
+
+/// A name no other temporary file of this process or another has: the
+/// process id and a counter of this process's temporary files.
+fn temporary_name(name: &std::ffi::OsStr) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(".tmp-{}-{n}-{}", std::process::id(), name.to_string_lossy())
+}
+
+/// Writes `bytes` to `path` by way of a temporary file beside it (a name
+/// of its own, so writers of the same path never share one), flushed to
+/// disk before the rename, so `path` is always whole (mode 0600).
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().context("a path with no directory")?;
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        path.file_name().unwrap_or_default().to_string_lossy()
-    ));
+    let tmp = dir.join(temporary_name(path.file_name().unwrap_or_default()));
     let result = (|| {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -464,9 +614,16 @@ mod tests {
             "static/index.html",
             "..a",
             "a..b/c",
+            &"n".repeat(255),
         ] {
             assert_eq!(valid_bundle_path(good), Ok(()), "{good}");
         }
+        let long = format!("static/{}.txt", "x".repeat(252));
+        assert!(
+            valid_bundle_path(&long)
+                .unwrap_err()
+                .contains("256 bytes long, and a file name is at most 255 bytes"),
+        );
         for bad in [
             "",
             "/etc/passwd",
@@ -487,6 +644,48 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_796_300_000), "2026-12-03T12:13:20Z");
+    }
+
+    #[test]
+    fn writers_of_one_path_never_share_a_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("current");
+        std::thread::scope(|scope| {
+            for writer in 0..8u8 {
+                let path = &path;
+                scope.spawn(move || {
+                    for _ in 0..50 {
+                        write_atomically(path, &[writer; 4096]).unwrap();
+                    }
+                });
+            }
+        });
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() == 4096 && bytes.iter().all(|b| *b == bytes[0]));
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file is left");
+    }
+
+    #[test]
+    fn a_removal_cut_short_is_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let apps = dir.path().join("apps");
+        std::fs::create_dir_all(apps.join("x/versions/1")).unwrap();
+        std::fs::create_dir_all(apps.join(".deleted-x/versions/1")).unwrap();
+        assert!(state.has_app("x"));
+        state.remove_app("x").unwrap();
+        assert!(!state.has_app("x"));
+        assert_eq!(std::fs::read_dir(&apps).unwrap().count(), 0);
+        // Again, with nothing left: nothing to do.
+        state.remove_app("x").unwrap();
+        // Retired but not purged: what is left goes at the next start.
+        std::fs::create_dir_all(apps.join("y/data")).unwrap();
+        state.retire_app("y").unwrap();
+        assert!(!apps.join("y").exists() && state.has_app("y"));
+        let state = StateDir::open(dir.path()).unwrap();
+        assert!(!state.has_app("y"));
+        assert_eq!(std::fs::read_dir(&apps).unwrap().count(), 0);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod examples;
 mod failures;
 mod fuzz_corpus;
 mod host;
+mod isolation;
 mod limits;
 mod manifest;
 mod metrics;

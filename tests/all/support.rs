@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -352,3 +352,272 @@ impl TextServer {
 }
 
 pub use ferry_store::testing::RedisServer;
+
+/// How long [`wait_until`] waits before it fails: generous, since a loaded
+/// two-core machine is slow, and a passing test never waits that long.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(120);
+
+/// Waits until `check` gives a value, trying every 20 ms, and returns it;
+/// fails after [`WAIT_LIMIT`] naming `what` it waited for. Every wait in
+/// the tests goes through here, so each failure says what never happened.
+pub async fn wait_until<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < WAIT_LIMIT,
+            "waited {}s for {what}, in vain",
+            WAIT_LIMIT.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A running `ferry serve` on a state directory it may share with the
+/// next one (to restart on it).
+pub struct Host {
+    pub child: Child,
+    pub url: String,
+    pub admin: String,
+    pub state: PathBuf,
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Host {
+    pub fn start(state: &Path, args: &[&str]) -> Self {
+        Self::start_with_env(state, args, &[])
+    }
+
+    /// [`Host::start`] with `env` added to the host's environment.
+    pub fn start_with_env(state: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = ferry()
+            .arg("serve")
+            .arg("--state-dir")
+            .arg(state)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting ferry serve");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut url = None;
+        let mut admin = None;
+        while admin.is_none() {
+            let line = lines.next().and_then(Result::ok).unwrap_or_else(|| {
+                panic!("ferry serve stopped:\n{}", logs.lock().unwrap().join("\n"))
+            });
+            if let Some(rest) = line.strip_prefix("Serving apps on ") {
+                url = Some(rest.to_owned());
+            }
+            if let Some(rest) = line.strip_prefix("Admin API on ") {
+                admin = rest.split(' ').next().map(str::to_owned);
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            url: url.expect("the apps URL"),
+            admin: admin.unwrap(),
+            state: state.to_owned(),
+            logs,
+        }
+    }
+
+    pub fn token_file(&self) -> PathBuf {
+        self.state.join("admin-token")
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.token_file())
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// `ferry <args>` against this host, as a user runs it.
+    pub fn client(&self, args: &[&str]) -> Output {
+        ferry()
+            .args(args)
+            .arg("--host")
+            .arg(&self.admin)
+            .arg("--token-file")
+            .arg(self.token_file())
+            .output()
+            .unwrap()
+    }
+
+    /// `ferry deploy PATH ARGS`, which must succeed; what it printed.
+    pub fn deploy(&self, path: &Path, args: &[&str]) -> String {
+        let mut all = vec!["deploy", path.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let output = self.client(&all);
+        assert!(
+            output.status.success(),
+            "ferry deploy failed:\n{}{}\nhost log:\n{}",
+            text(&output.stdout),
+            text(&output.stderr),
+            self.logs()
+        );
+        text(&output.stdout)
+    }
+
+    /// `ferry apps --json`, parsed.
+    pub fn apps(&self) -> serde_json::Value {
+        let output = self.client(&["apps", "--json"]);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    /// The version of `name` serving, by `ferry apps`.
+    pub fn version(&self, name: &str) -> Option<u64> {
+        self.apps()["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .and_then(|a| a["version"].as_u64())
+    }
+
+    /// An admin API call with `token` (none: no `Authorization` header).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.admin));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        send(request.body(Full::new(Bytes::from(body))).unwrap()).await
+    }
+
+    /// Uploads `bytes` as a blob; its digest.
+    pub async fn upload(&self, bytes: &[u8]) -> String {
+        let digest = sha256(bytes);
+        let reply = self
+            .call(
+                "PUT",
+                &format!("/v1/blobs/{digest}"),
+                Some(&self.token()),
+                bytes.to_vec(),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.text());
+        digest
+    }
+
+    /// `POST /v1/apps/{name}/versions` with `files` (path, contents).
+    pub async fn deploy_raw(&self, name: &str, manifest: &str, files: &[(&str, &[u8])]) -> Reply {
+        let mut listed = serde_json::Map::new();
+        for (path, bytes) in files {
+            listed.insert((*path).to_owned(), self.upload(bytes).await.into());
+        }
+        let body = serde_json::json!({ "manifest": manifest, "files": listed });
+        self.call(
+            "POST",
+            &format!("/v1/apps/{name}/versions"),
+            Some(&self.token()),
+            body.to_string().into_bytes(),
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        get(&format!("{}{path}", self.url)).await
+    }
+
+    pub async fn get_host(&self, path: &str, host: &str) -> Reply {
+        send(
+            http::Request::get(format!("{}{path}", self.url))
+                .header("host", host)
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Waits for `/readyz` to answer 200 (503 until then).
+    pub async fn until_ready(&self) {
+        wait_until("the host's /readyz to answer 200", || async {
+            let reply = get(&format!("{}/readyz", self.admin)).await;
+            let ready: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+            assert_eq!(ready["ready"], reply.status == 200, "{}", reply.text());
+            assert!(
+                reply.status == 200 || reply.status == 503,
+                "{}",
+                reply.text()
+            );
+            (reply.status == 200).then_some(())
+        })
+        .await
+    }
+
+    pub fn kill_9(mut self) {
+        signal(self.child.id(), "KILL");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- ferry serve log ---\n{}\n--- end ---", self.logs());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let hex: String = sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+/// An app called `name` whose guest (copied in, so the bundle holds it)
+/// answers `/` with `hello from <greeting>`, at `base`.
+pub fn versioned_app(name: &str, greeting: &str, base: &str) -> TestApp {
+    let app = TestApp::new("");
+    std::fs::copy(HTTP_GUEST, app.path().join("guest.wasm")).unwrap();
+    write_manifest(&app, name, greeting, base);
+    app
+}
+
+pub fn write_manifest(app: &TestApp, name: &str, greeting: &str, base: &str) {
+    app.write(
+        "spin.toml",
+        &format!(
+            "spin_manifest_version = 2\n\n[application]\nname = \"{name}\"\n\
+             [application.trigger.http]\nbase = \"{base}\"\n\n{}\
+             [component.guest]\nsource = \"guest.wasm\"\nenvironment = {{ NAME = \"{greeting}\" }}\n",
+            trigger("/...", "guest")
+        ),
+    );
+}

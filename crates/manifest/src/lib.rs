@@ -32,8 +32,8 @@ use toml::de::{DeTable, DeValue};
 
 pub use diagnostic::{Diagnostic, ManifestError, Warnings};
 pub use limits::{
-    KeyValueStoreConfig, Limits, LimitsOverride, RuntimeConfig, SqliteDatabaseConfig,
-    parse_duration, parse_size,
+    ConfinedPath, KeyValueStoreConfig, Limits, LimitsOverride, OutsidePath, RuntimeConfig,
+    SqliteDatabaseConfig, normalize_relative, parse_duration, parse_size,
 };
 pub use outbound::{AllowedHost, AllowedOutboundHosts, default_port};
 pub use route::{RouteMatch, RoutePattern};

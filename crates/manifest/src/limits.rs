@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
@@ -133,6 +133,58 @@ pub struct RuntimeConfig {
     pub sqlite_databases: BTreeMap<String, SqliteDatabaseConfig>,
     components: BTreeMap<String, (Range<usize>, LimitsOverride)>,
     origin: Option<(std::path::PathBuf, std::sync::Arc<str>)>,
+    /// Each store's and database's `path` as the file wrote it, by field
+    /// ([`path_field`]), before [`load`](Self::load) resolved it.
+    written: BTreeMap<String, PathBuf>,
+}
+
+/// A `path` of `runtime-config.toml` that [`RuntimeConfig::confine_paths`]
+/// moved inside its root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfinedPath {
+    /// The field, as people read it: `[sqlite_database.default] path`.
+    pub field: String,
+    /// The path as the file wrote it.
+    pub written: PathBuf,
+    /// Where it is now: inside the root, with `.` and `..` resolved.
+    pub confined: PathBuf,
+    /// What the same relative path names beside the config file (where
+    /// it pointed before).
+    pub beside_config: PathBuf,
+}
+
+/// A `path` that [`RuntimeConfig::confine_paths`] refused: absolute, or
+/// leading out of the root through `..`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutsidePath {
+    /// The field, as people read it: `[sqlite_database.default] path`.
+    pub field: String,
+    /// The path as the file wrote it.
+    pub written: PathBuf,
+}
+
+/// How `[<table>.<label>] path` is named in messages.
+fn path_field(table: &str, label: &str) -> String {
+    format!("[{table}.{label}] path")
+}
+
+/// `path` with `.` dropped and each `..` cancelling the name before it,
+/// if it is relative and never climbs above where it starts; `None` for an
+/// absolute path, one that leads out, or one that names its start itself.
+/// Lexical only: it reads no file system.
+pub fn normalize_relative(path: &Path) -> Option<PathBuf> {
+    let mut parts = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(name) => parts.push(name),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    (!parts.is_empty()).then(|| parts.iter().collect())
 }
 
 impl RuntimeConfig {
@@ -181,6 +233,18 @@ impl RuntimeConfig {
             "sqlite_database",
             read_sqlite_database,
         );
+        for (label, store) in &config.key_value_stores {
+            if let KeyValueStoreConfig::Sqlite { path: Some(path) } = store {
+                let field = path_field("key_value_store", label);
+                config.written.insert(field, path.clone());
+            }
+        }
+        for (label, database) in &config.sqlite_databases {
+            if let Some(path) = &database.path {
+                let field = path_field("sqlite_database", label);
+                config.written.insert(field, path.clone());
+            }
+        }
         root.finish(
             &mut diags,
             &[
@@ -194,6 +258,56 @@ impl RuntimeConfig {
         } else {
             Err(diags.errors)
         }
+    }
+
+    /// Re-roots every store's and database's `path` under `root` instead of
+    /// the config file's directory (a live host keeps an app's files in the
+    /// app's data directory): a relative path `P` names `root/P`, with `.`
+    /// and `..` resolved first (see [`normalize_relative`]). Refused, changing
+    /// nothing: every absolute path, and every path whose `..` leads out of
+    /// `root`. Lexical only: the caller checks links on the file system.
+    pub fn confine_paths(&mut self, root: &Path) -> Result<Vec<ConfinedPath>, Vec<OutsidePath>> {
+        let dir = self
+            .origin
+            .as_ref()
+            .and_then(|(path, _)| path.parent())
+            .unwrap_or(Path::new(""))
+            .to_owned();
+        let mut paths: Vec<(String, &mut PathBuf)> = Vec::new();
+        for (label, config) in &mut self.key_value_stores {
+            if let KeyValueStoreConfig::Sqlite { path: Some(path) } = config {
+                paths.push((path_field("key_value_store", label), path));
+            }
+        }
+        for (label, config) in &mut self.sqlite_databases {
+            if let Some(path) = &mut config.path {
+                paths.push((path_field("sqlite_database", label), path));
+            }
+        }
+        let mut confined = Vec::new();
+        let mut outside = Vec::new();
+        for (field, path) in &paths {
+            let written = self.written.get(field).unwrap_or(&**path).clone();
+            match normalize_relative(&written) {
+                Some(relative) => confined.push(ConfinedPath {
+                    field: field.clone(),
+                    written,
+                    confined: root.join(&relative),
+                    beside_config: dir.join(&relative),
+                }),
+                None => outside.push(OutsidePath {
+                    field: field.clone(),
+                    written,
+                }),
+            }
+        }
+        if !outside.is_empty() {
+            return Err(outside);
+        }
+        for ((_, path), confined) in paths.iter_mut().zip(&confined) {
+            **path = confined.confined.clone();
+        }
+        Ok(confined)
     }
 
     /// Makes `[key_value_store.<label>] path`s absolute, against `dir` (the
@@ -539,6 +653,99 @@ mod tests {
                 "missing `key_value_store.e.url`",
             ]
         );
+    }
+
+    #[test]
+    fn relative_paths_normalize_without_climbing_out() {
+        for (path, normal) in [
+            ("a.db", "a.db"),
+            ("./a/b.db", "a/b.db"),
+            ("a/../b.db", "b.db"),
+            ("a/./b/../../c.db", "c.db"),
+        ] {
+            assert_eq!(
+                normalize_relative(Path::new(path)).as_deref(),
+                Some(Path::new(normal)),
+                "{path}"
+            );
+        }
+        for path in ["/a.db", "../a.db", "a/../../b.db", ".", "a/..", ""] {
+            assert_eq!(normalize_relative(Path::new(path)), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn confined_paths_move_under_the_root_or_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runtime-config.toml");
+        std::fs::write(
+            &file,
+            "[key_value_store.cache]\ntype = \"spin\"\npath = \"kv/../cache.db\"\n\
+             [key_value_store.default]\ntype = \"spin\"\n\
+             [sqlite_database.default]\ntype = \"spin\"\npath = \"db/main.db\"\n",
+        )
+        .unwrap();
+        let mut config = RuntimeConfig::load(&file).unwrap();
+        assert_eq!(
+            config.sqlite_databases["default"].path,
+            Some(dir.path().join("db/main.db")),
+            "resolved beside the file first"
+        );
+        let confined = config.confine_paths(Path::new("/data")).unwrap();
+        assert_eq!(
+            confined,
+            [
+                ConfinedPath {
+                    field: "[key_value_store.cache] path".into(),
+                    written: "kv/../cache.db".into(),
+                    confined: "/data/cache.db".into(),
+                    beside_config: dir.path().join("cache.db"),
+                },
+                ConfinedPath {
+                    field: "[sqlite_database.default] path".into(),
+                    written: "db/main.db".into(),
+                    confined: "/data/db/main.db".into(),
+                    beside_config: dir.path().join("db/main.db"),
+                },
+            ]
+        );
+        assert_eq!(
+            config.key_value_stores["cache"],
+            KeyValueStoreConfig::Sqlite {
+                path: Some("/data/cache.db".into())
+            }
+        );
+        assert_eq!(
+            config.key_value_stores["default"],
+            KeyValueStoreConfig::Sqlite { path: None }
+        );
+        assert_eq!(
+            config.sqlite_databases["default"].path,
+            Some("/data/db/main.db".into())
+        );
+
+        let mut config = RuntimeConfig::parse(
+            "[key_value_store.default]\ntype = \"spin\"\npath = \"/etc/kv.db\"\n\
+             [sqlite_database.default]\ntype = \"spin\"\npath = \"a/../../other/x.db\"\n\
+             [sqlite_database.fine]\ntype = \"spin\"\npath = \"fine.db\"\n",
+        )
+        .unwrap();
+        let before = config.sqlite_databases.clone();
+        let outside = config.confine_paths(Path::new("/data")).unwrap_err();
+        assert_eq!(
+            outside,
+            [
+                OutsidePath {
+                    field: "[key_value_store.default] path".into(),
+                    written: "/etc/kv.db".into(),
+                },
+                OutsidePath {
+                    field: "[sqlite_database.default] path".into(),
+                    written: "a/../../other/x.db".into(),
+                },
+            ]
+        );
+        assert_eq!(config.sqlite_databases, before, "nothing changed");
     }
 
     #[test]

@@ -160,7 +160,9 @@ pub(crate) fn pre(
     ))
 }
 
-/// Enforces `allowed_outbound_hosts` on every outgoing request.
+/// Enforces `allowed_outbound_hosts` on every outgoing request, and sends
+/// the allowed ones only where the runtime lets a guest connect
+/// (`outbound.rs`).
 struct OutboundHooks {
     policy: Arc<OutboundPolicy>,
     /// The request's span, continued by each outbound request.
@@ -238,8 +240,11 @@ impl WasiHttpHooks for OutboundHooks {
             );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        let policy = self.policy.clone();
         Box::new(async move {
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            let (response, io) =
+                crate::outbound::send(request, options, &policy.forbidden, &policy.component)
+                    .await?;
             Ok((
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,

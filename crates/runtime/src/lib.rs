@@ -19,6 +19,7 @@ mod files;
 mod http;
 mod http3;
 mod key_value;
+mod outbound;
 mod sandbox;
 mod sqlite;
 mod unavailable;
@@ -41,7 +42,7 @@ pub use cache::{CompileCache, CompileStats};
 pub use engine::{EPOCH_TICK, EngineOptions};
 pub use ferry_manifest::Limits;
 pub use files::glob_matches;
-pub use sandbox::{MAX_LOG_LINES_PER_REQUEST, RequestLog, RequestStats};
+pub use sandbox::{MAX_LOG_LINES_PER_REQUEST, RequestLog, RequestStats, escape_control};
 /// The CGI response parser, for the fuzz targets and their corpus test.
 #[doc(hidden)]
 pub use wagi::parse_cgi_response;
@@ -68,6 +69,8 @@ pub struct Runtime {
     _epoch: engine::EpochTicker,
     /// The engine for WASI 0.3 guests, made when the first one is loaded.
     p3: std::sync::OnceLock<P3Engine>,
+    /// Listeners no guest may connect to (see [`Runtime::forbid_outbound_to`]).
+    forbidden: Arc<outbound::ForbiddenAddrs>,
 }
 
 struct P3Engine {
@@ -279,7 +282,19 @@ impl Runtime {
             engine,
             cache,
             p3: std::sync::OnceLock::new(),
+            forbidden: Arc::default(),
         })
+    }
+
+    /// Keeps every guest of this runtime, whatever its
+    /// `allowed_outbound_hosts`, from connecting to `listener` (`ferry
+    /// serve`'s admin listener): by any name or address that reaches it,
+    /// including, for a listener on `0.0.0.0` or `::`, each of this
+    /// machine's addresses. Guests loaded before the call are kept from it
+    /// too. A refused request gets the guest the same denial as a host
+    /// outside its grants, and logs why.
+    pub fn forbid_outbound_to(&self, listener: SocketAddr) {
+        self.forbidden.add(listener);
     }
 
     fn p3(&self) -> anyhow::Result<&P3Engine> {
@@ -430,7 +445,13 @@ impl Runtime {
             .filter(|name| unavailable::linked_unsupported(name))
             .cloned()
             .collect();
-        let sandbox = sandbox::Sandbox::prepare(component, context, app_dir, self_addr)?;
+        let sandbox = sandbox::Sandbox::prepare(
+            component,
+            context,
+            app_dir,
+            self_addr,
+            self.forbidden.clone(),
+        )?;
         Ok(Guest {
             id: component.id.as_str().into(),
             engine: engine.clone(),

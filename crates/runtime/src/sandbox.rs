@@ -3,7 +3,10 @@
 //!
 //! Deny by default: a context starts with no environment, no preopened
 //! directories, no sockets and no outbound HTTP. Only what a component's
-//! manifest entry lists is added, and files are always read-only.
+//! manifest entry lists is added, and files are always read-only. A guest's
+//! stdout and stderr become host log lines with their control characters
+//! escaped; where its outbound requests may connect is `outbound.rs`'s
+//! business.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,6 +25,7 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::files;
+use crate::outbound::ForbiddenAddrs;
 
 /// Everything a component was granted, prepared once at load.
 pub(crate) struct Sandbox {
@@ -36,13 +40,16 @@ pub(crate) struct Sandbox {
     pub context: Arc<ComponentContext>,
 }
 
-/// `allowed_outbound_hosts` plus what `self` means for this app.
+/// `allowed_outbound_hosts` plus what `self` means for this app, and the
+/// runtime's listeners no guest may connect to, whatever it was granted.
 #[derive(Debug)]
 pub struct OutboundPolicy {
     pub component: Arc<str>,
     pub allowed: AllowedOutboundHosts,
     /// The app's own listener, for `http://self`.
     pub self_addr: Option<SocketAddr>,
+    /// The runtime's (the host's admin listener, on `ferry serve`).
+    pub forbidden: Arc<ForbiddenAddrs>,
 }
 
 impl Sandbox {
@@ -51,6 +58,7 @@ impl Sandbox {
         context: ComponentContext,
         app_dir: &Path,
         self_addr: Option<SocketAddr>,
+        forbidden: Arc<ForbiddenAddrs>,
     ) -> anyhow::Result<Self> {
         let id: Arc<str> = component.id.as_str().into();
         let files = files::prepare(&component.files, &component.exclude_files, app_dir)
@@ -64,6 +72,7 @@ impl Sandbox {
                 component: id,
                 allowed: component.allowed_outbound_hosts.clone(),
                 self_addr,
+                forbidden,
             }),
             context: Arc::new(context),
         })
@@ -100,6 +109,10 @@ impl Sandbox {
 #[derive(Debug, Clone)]
 pub struct RequestLog {
     pub app: Arc<str>,
+    /// Which life of the app: an app deleted and deployed again under the
+    /// same name starts a new one, so a line the old one writes late is not
+    /// taken for the new one's.
+    pub incarnation: u64,
     /// The route as declared (with its base).
     pub route: Arc<str>,
     pub request_id: Arc<str>,
@@ -257,6 +270,7 @@ impl LogBudget {
             tracing::warn!(
                 target: "ferry::guest",
                 app = request.map_or("-", |r| &*r.app),
+                incarnation = request.map_or(0, |r| r.incarnation),
                 component = &*log.component,
                 route = request.map_or("-", |r| &*r.route),
                 request_id = request.map_or("-", |r| &*r.request_id),
@@ -318,6 +332,9 @@ impl LineLogger {
         if line.trim().is_empty() {
             return;
         }
+        // Escaped once, here, for every reader: the host log, `ferry logs`
+        // and the dashboard all get the same text.
+        let line = escape_control(line);
         if !self.target.budget.take(&self.target) {
             return;
         }
@@ -325,6 +342,7 @@ impl LineLogger {
         tracing::info!(
             target: "ferry::guest",
             app = request.map_or("-", |r| &*r.app),
+            incarnation = request.map_or(0, |r| r.incarnation),
             component = &*self.target.component,
             route = request.map_or("-", |r| &*r.route),
             request_id = request.map_or("-", |r| &*r.request_id),
@@ -366,6 +384,36 @@ impl StdioSink for LineLogger {
         self.push(bytes);
         Ok(())
     }
+}
+
+/// `text` with its control characters escaped, so that whatever a guest
+/// writes cannot drive the terminal of whoever reads it (move the cursor,
+/// clear the screen, set the window title, hide a line behind a `\r`). C0
+/// controls (but tab) and DEL become `\xNN`, C1 controls `\u{NN}`: the
+/// spellings `tracing-subscriber` gives the few it escapes in the host's
+/// own log. A guest's lines are escaped when they are logged, and `ferry
+/// logs` escapes what it prints again with this function (a no-op on text
+/// escaped already), since it cannot trust the host it talks to either.
+pub fn escape_control(text: &str) -> std::borrow::Cow<'_, str> {
+    use std::fmt::Write as _;
+    let needs = |c: char| c.is_control() && c != '\t';
+    if !text.chars().any(needs) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c as u32 {
+            _ if !needs(c) => escaped.push(c),
+            // Writing into a String cannot fail.
+            code @ 0x80..=0x9f => {
+                let _ = write!(escaped, "\\u{{{code:x}}}");
+            }
+            code => {
+                let _ = write!(escaped, "\\x{code:02x}");
+            }
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
 }
 
 /// A WAGI guest's stdout: captured in memory up to a limit. Past the limit
@@ -486,5 +534,31 @@ impl<S: StdioSink> OutputStream for SinkStream<S> {
 
     fn check_write(&mut self) -> Result<usize, StreamError> {
         Ok(64 * 1024)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_control;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        // A title change, a screen clear, a bell, a carriage return that
+        // would hide what came before, DEL and an 8-bit CSI.
+        let hostile = "a\u{1b}]0;owned\u{7}b\u{1b}[2Jc\rd\u{7f}e\u{9b}31mf\tg";
+        assert_eq!(
+            escape_control(hostile),
+            "a\\x1b]0;owned\\x07b\\x1b[2Jc\\x0dd\\x7fe\\u{9b}31mf\tg"
+        );
+        assert!(
+            !escape_control(hostile)
+                .chars()
+                .any(|c| c.is_control() && c != '\t')
+        );
+        // Plain text (and text escaped already) comes back as it was.
+        assert!(matches!(
+            escape_control("plain ünïcödé \\x1b"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

@@ -5,14 +5,18 @@
 //!
 //! The context is the component's granted databases, by label, opened once
 //! when the app loads. A label the component was not granted is
-//! `access-denied`, as in Spin. Statements run under `ferry-store`'s limits
-//! (a deadline and a result-size cap); a failing statement is the
-//! interface's `io` error, never a trap.
+//! `access-denied`, as in Spin. Each `open` is a [`SqlSession`] of its own
+//! (its transactions are its own, as a Spin connection's are), which ends
+//! when the guest drops it or its request's store goes: a transaction still
+//! open then is rolled back. Statements run under `ferry-store`'s confinement
+//! and limits (one file, no `ATTACH`, a PRAGMA allow-list, a deadline, a
+//! result-size cap); a refused or failing statement is the interface's `io`
+//! error naming why, never a trap.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ferry_store::{QueryResult, SqlDatabase, SqlValue};
+use ferry_store::{QueryResult, SqlDatabase, SqlSession, SqlValue};
 use wasmtime::component::{
     Accessor, FutureReader, HasData, Linker, Resource, ResourceTable, StreamReader,
 };
@@ -46,7 +50,7 @@ use generated_async::spin::sqlite::sqlite as v3_1;
 
 /// A database a guest opened, with what its last statement reported.
 pub struct OpenDatabase {
-    database: Arc<SqlDatabase>,
+    session: SqlSession,
     last_insert_rowid: i64,
     changes: u64,
 }
@@ -107,7 +111,7 @@ impl SqliteView<'_> {
             return Ok(None);
         };
         Ok(Some(self.table.push(OpenDatabase {
-            database: database.clone(),
+            session: database.session(),
             last_insert_rowid: 0,
             changes: 0,
         })?))
@@ -121,8 +125,8 @@ impl SqliteView<'_> {
         statement: String,
         parameters: Vec<SqlValue>,
     ) -> wasmtime::Result<Result<QueryResult, String>> {
-        let database = self.table.get(connection)?.database.clone();
-        let result = database.execute(statement, parameters).await;
+        let session = self.table.get(connection)?.session.clone();
+        let result = session.execute(statement, parameters).await;
         if let Ok(result) = &result {
             self.table.get_mut(connection)?.record(result);
         }
@@ -287,11 +291,11 @@ impl<U> v3_1::HostConnectionWithStore<U> for SqliteData {
             v3_1::Error,
         >,
     > {
-        let database = accessor.with(|mut access| -> wasmtime::Result<Arc<SqlDatabase>> {
-            Ok(access.get().table.get(&connection)?.database.clone())
+        let session = accessor.with(|mut access| -> wasmtime::Result<SqlSession> {
+            Ok(access.get().table.get(&connection)?.session.clone())
         })?;
         let parameters = parameters.into_iter().map(Into::into).collect();
-        let result = match database.execute(statement, parameters).await {
+        let result = match session.execute(statement, parameters).await {
             Ok(result) => result,
             Err(e) => return Ok(Err(v3_1::Error::Io(e.to_string()))),
         };

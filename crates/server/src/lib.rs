@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use access_log::{AccessEntry, LoggedBody};
-pub use metrics::ServerMetrics;
+pub use metrics::{RouteFigures, ServerMetrics};
 pub use router::{RouteEntry, Router, Target};
 
 use metrics::{Counted, InFlight, RouteMetrics};
@@ -604,6 +604,7 @@ impl AppTable {
         );
         request.extensions_mut().insert(RequestLog {
             app: app.name.clone(),
+            incarnation: app.incarnation,
             route: route.label.clone(),
             request_id: request_id.clone(),
             traceparent: span.as_ref().map(|s| s.traceparent.clone()),
@@ -656,9 +657,23 @@ fn request_hostname<B>(request: &Request<B>) -> Option<String> {
     Some(authority.host().to_ascii_lowercase())
 }
 
+/// The app lives begun in this process (see [`AppHost`]'s `incarnation`).
+static INCARNATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The newest app life begun so far: every app installed later with no
+/// predecessor (a new app, or one deployed again after a delete) has a
+/// larger one, and every request's [`RequestLog`] carries its app's.
+pub fn newest_incarnation() -> u64 {
+    INCARNATIONS.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// One application, ready to serve.
 pub struct AppHost {
     name: Arc<str>,
+    /// Which life of the app this version belongs to: kept by each new
+    /// version, new for an app installed with no predecessor (first, or
+    /// after a delete), so an old life's guest lines are told apart.
+    incarnation: u64,
     base: String,
     router: Router,
     slots: HashMap<String, Slot>,
@@ -712,8 +727,13 @@ impl AppHost {
                 );
             }
         }
+        let incarnation = previous.map_or_else(
+            || INCARNATIONS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1,
+            |p| p.incarnation,
+        );
         Ok(Self {
             name: Arc::from(app.name.as_str()),
+            incarnation,
             base: app.base.clone(),
             router,
             slots,

@@ -28,7 +28,8 @@ mod tests;
 
 pub use redis::RedisDatabase;
 pub use sql::{
-    MAX_RESULT_BYTES, QueryResult, STATEMENT_TIMEOUT, SqlDatabase, SqlObserver, SqlValue,
+    MAX_CONNECTIONS, MAX_RESULT_BYTES, QueryResult, STATEMENT_TIMEOUT, SqlDatabase, SqlObserver,
+    SqlSession, SqlValue, allowed_pragmas,
 };
 pub use sqlite::SqliteDatabase;
 #[doc(hidden)]

@@ -1,18 +1,44 @@
 //! SQLite databases that guests query with SQL (Spin's `sqlite_databases`).
 //!
-//! Each database is one file with one connection (WAL, `synchronous=FULL`,
-//! so a committed statement survives a crash), used by one statement at a
-//! time on tokio's blocking pool. Every statement runs under limits the
-//! guest cannot lift: a wall-clock deadline (the statement is interrupted)
-//! and a cap on the result's size, so a hostile query cannot hold a thread
-//! or the host's memory.
+//! A guest reaches exactly one file per granted label and nothing else. Its
+//! statements run on connections that SQLite itself confines
+//! ([`harden`] and the [`authorize`] hook): no other database can be
+//! attached (`SQLITE_LIMIT_ATTACHED = 0`, and `ATTACH`, `DETACH` and so
+//! `VACUUM INTO` are denied), only PRAGMAs that read the guest's own schema
+//! or check its own file run ([`allowed_pragmas`]), no extension loads, the
+//! schema is not trusted to call functions with side effects, and
+//! defensive mode keeps the file itself from being corrupted on purpose.
+//! What was denied comes back to the guest as an error naming it.
+//!
+//! A guest's connection is a [`SqlSession`]. Each statement borrows one of
+//! the file's pooled SQLite connections (at most [`MAX_CONNECTIONS`] at
+//! once) and gives it back when it ends, unless the guest left a
+//! transaction open or changed the connection's own state (a temporary
+//! table, a per-connection setting): then the session keeps that
+//! connection, and when the session ends (its request ended, whether the
+//! guest closed it or not) any open transaction is rolled back and a
+//! connection with state of the guest's own is closed rather than handed
+//! to anyone else. So no request holds the write lock past its end, and
+//! nothing one request did to a connection reaches the next.
+//!
+//! Every statement runs under limits the guest cannot lift: a wall-clock
+//! deadline (the statement is interrupted, and so is a statement still
+//! running when its session ends), a cap on the result's size and on any
+//! one value, so a hostile query holds neither a thread nor the host's
+//! memory. WAL with `synchronous=FULL`: a committed statement survives a
+//! crash.
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use rusqlite::config::DbConfig;
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::limits::Limit;
 use rusqlite::types::{Value as SqliteValue, ValueRef};
-use rusqlite::{Connection, params_from_iter};
+use rusqlite::{Connection, InterruptHandle, OpenFlags, params_from_iter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::Error;
 
@@ -21,6 +47,23 @@ pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Largest result a statement may return, counting value bytes.
 pub const MAX_RESULT_BYTES: usize = 64 << 20;
+
+/// Largest string or blob a statement may make (`SQLITE_LIMIT_LENGTH`): no
+/// more than a result may hold.
+pub const MAX_VALUE_BYTES: usize = MAX_RESULT_BYTES;
+
+/// Longest statement text (`SQLITE_LIMIT_SQL_LENGTH`).
+pub const MAX_STATEMENT_BYTES: usize = 16 << 20;
+
+/// Most SQLite connections open to one database file at once; a statement
+/// that needs another waits for one.
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// Connections kept open between statements, per file.
+const MAX_IDLE: usize = 4;
+
+/// How long a statement waits for a write lock another connection holds.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A value in a row or a parameter.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,9 +80,8 @@ pub enum SqlValue {
 pub struct QueryResult {
     pub columns: Vec<String>,
     pub rows: Vec<Vec<SqlValue>>,
-    /// The rowid the statement inserted last, if it inserted any. (The
-    /// connection is shared, so its own counter would show other guests'
-    /// inserts.)
+    /// The rowid the statement inserted last, if it inserted any. (A
+    /// pooled connection's own counter may be another session's.)
     pub last_insert_rowid: Option<i64>,
     /// Rows the statement inserted, updated or deleted; `None` for a
     /// statement that cannot change any (a query), which leaves SQLite's
@@ -51,61 +93,82 @@ pub struct QueryResult {
 /// it succeeded (metrics, kept by whoever opened it).
 pub type SqlObserver = Arc<dyn Fn(Duration, bool) + Send + Sync>;
 
-/// One SQLite database file.
+/// One SQLite database file, and the connections guests' statements run on.
 pub struct SqlDatabase {
-    connection: Arc<Mutex<Connection>>,
-    observer: std::sync::OnceLock<SqlObserver>,
+    pool: Arc<Pool>,
+}
+
+struct Pool {
+    path: PathBuf,
+    idle: Mutex<Vec<Guarded>>,
+    /// One per connection open (idle or lent).
+    permits: Arc<Semaphore>,
+    observer: OnceLock<SqlObserver>,
 }
 
 impl SqlDatabase {
     /// Opens (creating if needed) the database at `path`, whose directory
     /// must exist.
     pub fn open(path: &Path) -> Result<Self, Error> {
-        let connection = Connection::open(path)?;
-        connection.pragma_update(None, "journal_mode", "WAL")?;
-        connection.pragma_update(None, "synchronous", "FULL")?;
-        connection.busy_timeout(Duration::from_secs(5))?;
-        Ok(Self {
-            connection: Arc::new(Mutex::new(connection)),
-            observer: std::sync::OnceLock::new(),
-        })
+        let first = Connection::open_with_flags(path, open_flags())?;
+        // Kept in the file: every later connection is in WAL mode.
+        first.pragma_update(None, "journal_mode", "WAL")?;
+        drop(first);
+        let pool = Arc::new(Pool {
+            path: path.to_owned(),
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            observer: OnceLock::new(),
+        });
+        // Opened now, so a file that cannot be a guest's fails here.
+        let ready = Guarded::open(path)?;
+        pool.give_back(ready);
+        Ok(Self { pool })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.pool.path
     }
 
     /// Tells `observer` of every statement from now on (set once; later
     /// calls do nothing).
     pub fn observe(&self, observer: SqlObserver) {
-        let _ = self.observer.set(observer);
+        let _ = self.pool.observer.set(observer);
     }
 
-    /// Runs one statement with `parameters` bound to its `?`s.
+    /// A guest's connection to this database: its statements see each
+    /// other's transaction and temporary tables, and nothing of another
+    /// session's.
+    pub fn session(&self) -> SqlSession {
+        SqlSession {
+            inner: Arc::new(SessionInner {
+                pool: self.pool.clone(),
+                lease: Arc::new(tokio::sync::Mutex::new(None)),
+                running: Arc::new(Mutex::new(None)),
+            }),
+        }
+    }
+
+    /// Runs one statement in a session of its own.
     pub async fn execute(
         &self,
         statement: String,
         parameters: Vec<SqlValue>,
     ) -> Result<QueryResult, Error> {
-        let connection = self.connection.clone();
-        let started = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(move || {
-            let connection = connection.lock().unwrap_or_else(|e| e.into_inner());
-            run(&connection, &statement, parameters)
-        })
-        .await
-        .map_err(|e| Error::Backend(format!("a statement failed: {e}")))?;
-        if let Some(observer) = self.observer.get() {
-            observer(started.elapsed(), result.is_ok());
-        }
-        result
+        self.session().execute(statement, parameters).await
     }
 
-    /// Runs a script of statements (`ferry up --sqlite`), in one transaction.
+    /// Runs a script of statements (`ferry up --sqlite`: the operator's
+    /// own, so not confined like a guest's), in one transaction.
     pub async fn execute_batch(&self, script: String) -> Result<(), Error> {
-        let connection = self.connection.clone();
+        let path = self.pool.path.clone();
         tokio::task::spawn_blocking(move || {
-            let connection = connection.lock().unwrap_or_else(|e| e.into_inner());
+            let connection = Connection::open_with_flags(&path, open_flags())?;
+            connection.pragma_update(None, "synchronous", "FULL")?;
+            connection.busy_timeout(BUSY_TIMEOUT)?;
             let outcome = connection.execute_batch(&format!("BEGIN;\n{script}\n;COMMIT;"));
             if outcome.is_err() && !connection.is_autocommit() {
-                // Nothing of a failed script stays, and the connection is
-                // left outside any transaction.
+                // Nothing of a failed script stays.
                 let _ = connection.execute_batch("ROLLBACK");
             }
             outcome.map_err(|e| Error::Sql(e.to_string()))
@@ -115,27 +178,373 @@ impl SqlDatabase {
     }
 }
 
-fn run(
-    connection: &Connection,
-    statement: &str,
-    parameters: Vec<SqlValue>,
-) -> Result<QueryResult, Error> {
-    let deadline = Instant::now() + STATEMENT_TIMEOUT;
-    connection.progress_handler(10_000, Some(move || Instant::now() > deadline));
-    let result = query(connection, statement, parameters);
-    connection.progress_handler(0, None::<fn() -> bool>);
-    result.map_err(|e| match e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.code == rusqlite::ErrorCode::OperationInterrupted =>
-        {
-            Error::Backend(format!(
-                "the statement ran longer than {}s and was interrupted",
-                STATEMENT_TIMEOUT.as_secs()
-            ))
+impl Pool {
+    /// A connection for a session: an idle one, else a new one once fewer
+    /// than [`MAX_CONNECTIONS`] are open.
+    async fn lend(self: &Arc<Self>) -> Result<Lease, Error> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Backend("the database is closed".into()))?;
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let guarded = match idle {
+            Some(guarded) => guarded,
+            None => {
+                let path = self.path.clone();
+                tokio::task::spawn_blocking(move || Guarded::open(&path))
+                    .await
+                    .map_err(|e| Error::Backend(format!("opening the database failed: {e}")))??
+            }
+        };
+        Ok(Lease {
+            guarded: Some(guarded),
+            pool: self.clone(),
+            _permit: permit,
+        })
+    }
+
+    fn give_back(&self, guarded: Guarded) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(guarded);
         }
-        e => Error::Sql(e.to_string()),
-    })?
+    }
 }
+
+/// A guest's connection to one database (see the module's docs). Cheap to
+/// clone; when the last clone goes, a statement still running is
+/// interrupted and an open transaction rolled back.
+#[derive(Clone)]
+pub struct SqlSession {
+    inner: Arc<SessionInner>,
+}
+
+struct SessionInner {
+    pool: Arc<Pool>,
+    /// The connection this session holds between statements, if it must.
+    lease: Arc<tokio::sync::Mutex<Option<Lease>>>,
+    /// The statement running now, to interrupt if the session ends first.
+    running: Arc<Mutex<Option<InterruptHandle>>>,
+}
+
+impl Drop for SessionInner {
+    fn drop(&mut self) {
+        if let Some(running) = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            running.interrupt();
+        }
+    }
+}
+
+impl SqlSession {
+    /// Runs one statement with `parameters` bound to its `?`s.
+    pub async fn execute(
+        &self,
+        statement: String,
+        parameters: Vec<SqlValue>,
+    ) -> Result<QueryResult, Error> {
+        let started = Instant::now();
+        let result = self.run(statement, parameters).await;
+        if let Some(observer) = self.inner.pool.observer.get() {
+            observer(started.elapsed(), result.is_ok());
+        }
+        result
+    }
+
+    async fn run(
+        &self,
+        statement: String,
+        parameters: Vec<SqlValue>,
+    ) -> Result<QueryResult, Error> {
+        // One statement of a session at a time, in the order they came.
+        let mut lease = self.inner.lease.clone().lock_owned().await;
+        if lease.is_none() {
+            *lease = Some(self.inner.pool.lend().await?);
+        }
+        let running = self.inner.running.clone();
+        if let Some(held) = lease.as_ref() {
+            *running.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(held.guarded().connection.get_interrupt_handle());
+        }
+        tokio::task::spawn_blocking(move || {
+            let result = match lease.as_ref() {
+                Some(held) => held.guarded().run(&statement, parameters),
+                None => Err(Error::Backend("no connection".into())),
+            };
+            running.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if lease.as_ref().is_some_and(Lease::reusable) {
+                // Back to the pool: nothing ties it to this session.
+                *lease = None;
+            }
+            result
+        })
+        .await
+        .map_err(|e| Error::Backend(format!("a statement failed: {e}")))?
+    }
+}
+
+/// A pooled connection lent to a session; given back (or closed) when
+/// dropped.
+struct Lease {
+    guarded: Option<Guarded>,
+    pool: Arc<Pool>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Lease {
+    fn guarded(&self) -> &Guarded {
+        self.guarded
+            .as_ref()
+            .expect("a lease holds its connection until dropped")
+    }
+
+    /// Whether another session may have the connection now: no
+    /// transaction is open and the guest left no state of its own on it.
+    fn reusable(&self) -> bool {
+        let guarded = self.guarded();
+        guarded.connection.is_autocommit() && !guarded.guard.tainted.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(guarded) = self.guarded.take() else {
+            return;
+        };
+        if !guarded.connection.is_autocommit() {
+            // The session ended inside a transaction: none of it stays,
+            // and the write lock is released now.
+            let _ = guarded.connection.execute_batch("ROLLBACK");
+        }
+        if guarded.connection.is_autocommit() && !guarded.guard.tainted.load(Ordering::Relaxed) {
+            self.pool.give_back(guarded);
+        }
+    }
+}
+
+/// A connection confined for guests, with what its authorizer saw.
+struct Guarded {
+    connection: Connection,
+    guard: Arc<Guard>,
+}
+
+/// What the authorizer tells the statement's runner.
+#[derive(Default)]
+struct Guard {
+    /// Why the statement being prepared was refused.
+    denied: Mutex<Option<String>>,
+    /// The guest made state of its own on the connection (a temporary
+    /// object, a per-connection setting): it is never lent to another
+    /// session.
+    tainted: AtomicBool,
+}
+
+impl Guarded {
+    fn open(path: &Path) -> Result<Self, Error> {
+        let connection = Connection::open_with_flags(path, open_flags())?;
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        connection.busy_timeout(BUSY_TIMEOUT)?;
+        harden(&connection)?;
+        connection.set_limit(Limit::SQLITE_LIMIT_LENGTH, limit(MAX_VALUE_BYTES))?;
+        connection.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, limit(MAX_STATEMENT_BYTES))?;
+        let guard = Arc::new(Guard::default());
+        let seen = guard.clone();
+        // Last: everything above is the host's own doing.
+        connection.authorizer(Some(move |context: AuthContext<'_>| {
+            match authorize(&context.action) {
+                Verdict::Allow => Authorization::Allow,
+                Verdict::AllowTainting => {
+                    seen.tainted.store(true, Ordering::Relaxed);
+                    Authorization::Allow
+                }
+                Verdict::Deny(reason) => {
+                    let mut denied = seen.denied.lock().unwrap_or_else(|e| e.into_inner());
+                    denied.get_or_insert(reason);
+                    Authorization::Deny
+                }
+            }
+        }));
+        Ok(Self { connection, guard })
+    }
+
+    /// Runs one guest statement under the deadline; a refusal by the
+    /// authorizer comes back as the reason it gave.
+    fn run(&self, statement: &str, parameters: Vec<SqlValue>) -> Result<QueryResult, Error> {
+        self.guard
+            .denied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let deadline = Instant::now() + STATEMENT_TIMEOUT;
+        self.connection
+            .progress_handler(10_000, Some(move || Instant::now() > deadline));
+        let result = query(&self.connection, statement, parameters);
+        self.connection.progress_handler(0, None::<fn() -> bool>);
+        let denied = self
+            .guard
+            .denied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        result.map_err(|e| match (e, denied) {
+            (_, Some(reason)) => Error::Sql(reason),
+            (rusqlite::Error::SqliteFailure(f, _), None)
+                if f.code == rusqlite::ErrorCode::OperationInterrupted =>
+            {
+                Error::Backend(format!(
+                    "the statement ran longer than {}s and was interrupted",
+                    STATEMENT_TIMEOUT.as_secs()
+                ))
+            }
+            (e, None) => Error::Sql(e.to_string()),
+        })?
+    }
+}
+
+fn open_flags() -> OpenFlags {
+    // No URI filenames: the path is the host's, never a guest's.
+    OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+}
+
+fn limit(bytes: usize) -> i32 {
+    i32::try_from(bytes).unwrap_or(i32::MAX)
+}
+
+/// SQLite's own controls against SQL that would reach beyond one file or
+/// damage it, for every connection a guest's strings reach (as
+/// statements, or as values the host's statements bind): no attached
+/// database (`SQLITE_LIMIT_ATTACHED = 0`, and `ATTACH` may neither create
+/// nor write a file), defensive mode (no writable schema, no raw page
+/// writes, no shadow-table writes), a schema that is not trusted to call
+/// functions with side effects, and no extension loading (off unless
+/// enabled; Ferry never enables it).
+pub(crate) fn harden(connection: &Connection) -> Result<(), rusqlite::Error> {
+    connection.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+    connection.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_ATTACH_CREATE, false)?;
+    connection.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_ATTACH_WRITE, false)?;
+    connection.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+    connection.set_db_config(DbConfig::SQLITE_DBCONFIG_WRITABLE_SCHEMA, false)?;
+    connection.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
+    connection.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER, false)?;
+    Ok(())
+}
+
+/// What the authorizer does with one action of a guest's statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    Allow,
+    /// Allowed, but it leaves state on the connection that only this
+    /// session may see.
+    AllowTainting,
+    /// Refused, and why, as the guest is told.
+    Deny(String),
+}
+
+/// How a guest may use a PRAGMA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PragmaUse {
+    /// Reads; an argument, if any, is what it reads or checks (a table, an
+    /// index, a step count), not a setting.
+    Read,
+    /// A setting of the file: it may be read, not set.
+    ReadOnly,
+    /// A setting kept in the database file itself (migrations set it).
+    SetInFile,
+    /// A setting of the connection only: setting it ties the connection
+    /// to the session.
+    SetOnConnection,
+}
+
+/// The PRAGMAs a guest may run: reading its own schema, checking its own
+/// file, and the settings migrations use. Every other PRAGMA — where the
+/// file is (`database_list`), how it is written (`journal_mode`,
+/// `synchronous`), the schema as raw text (`writable_schema`), memory and
+/// threads — is the host's.
+const PRAGMAS: &[(&str, PragmaUse)] = &[
+    ("table_info", PragmaUse::Read),
+    ("table_xinfo", PragmaUse::Read),
+    ("table_list", PragmaUse::Read),
+    ("index_list", PragmaUse::Read),
+    ("index_info", PragmaUse::Read),
+    ("index_xinfo", PragmaUse::Read),
+    ("foreign_key_list", PragmaUse::Read),
+    ("foreign_key_check", PragmaUse::Read),
+    ("integrity_check", PragmaUse::Read),
+    ("quick_check", PragmaUse::Read),
+    ("optimize", PragmaUse::Read),
+    ("incremental_vacuum", PragmaUse::Read),
+    ("collation_list", PragmaUse::Read),
+    ("page_count", PragmaUse::ReadOnly),
+    ("page_size", PragmaUse::ReadOnly),
+    ("freelist_count", PragmaUse::ReadOnly),
+    ("data_version", PragmaUse::ReadOnly),
+    ("schema_version", PragmaUse::ReadOnly),
+    ("encoding", PragmaUse::ReadOnly),
+    ("user_version", PragmaUse::SetInFile),
+    ("application_id", PragmaUse::SetInFile),
+    ("foreign_keys", PragmaUse::SetOnConnection),
+    ("defer_foreign_keys", PragmaUse::SetOnConnection),
+    ("recursive_triggers", PragmaUse::SetOnConnection),
+];
+
+/// The names of the PRAGMAs a guest may run.
+pub fn allowed_pragmas() -> impl Iterator<Item = &'static str> {
+    PRAGMAS.iter().map(|(name, _)| *name)
+}
+
+/// The authorizer's rule for one action of a guest's statement (SQLite
+/// asks while preparing it, for every table, column, function and
+/// PRAGMA it touches).
+fn authorize(action: &AuthAction<'_>) -> Verdict {
+    match action {
+        AuthAction::Attach { .. } => Verdict::Deny(
+            "ATTACH is not allowed (nor VACUUM, which attaches a database): a guest reaches only its own database".into(),
+        ),
+        AuthAction::Detach { .. } => Verdict::Deny("DETACH is not allowed".into()),
+        AuthAction::Pragma {
+            pragma_name,
+            pragma_value,
+        } => {
+            let name = pragma_name.to_ascii_lowercase();
+            let usage = PRAGMAS.iter().find(|(n, _)| *n == name).map(|(_, u)| *u);
+            match (usage, pragma_value) {
+                (None, _) => Verdict::Deny(format!(
+                    "PRAGMA {name} is not allowed: a guest may use only {}",
+                    allowed_pragmas().collect::<Vec<_>>().join(", ")
+                )),
+                (Some(_), None) | (Some(PragmaUse::Read | PragmaUse::SetInFile), Some(_)) => {
+                    Verdict::Allow
+                }
+                (Some(PragmaUse::SetOnConnection), Some(_)) => Verdict::AllowTainting,
+                (Some(PragmaUse::ReadOnly), Some(_)) => {
+                    Verdict::Deny(format!("PRAGMA {name} may be read but not set"))
+                }
+            }
+        }
+        AuthAction::Function { function_name }
+            if function_name.eq_ignore_ascii_case("load_extension") =>
+        {
+            Verdict::Deny("load_extension() is not allowed".into())
+        }
+        AuthAction::CreateTempIndex { .. }
+        | AuthAction::CreateTempTable { .. }
+        | AuthAction::CreateTempTrigger { .. }
+        | AuthAction::CreateTempView { .. } => Verdict::AllowTainting,
+        _ => Verdict::Allow,
+    }
+}
+
+/// What the insert counter is set to before a statement: not a rowid any
+/// insert makes.
+const NO_INSERT: i64 = i64::MIN;
 
 /// The statement's rows, or the reason it failed (outer: SQLite's error,
 /// inner: the result-size limit).
@@ -144,7 +553,13 @@ fn query(
     statement: &str,
     parameters: Vec<SqlValue>,
 ) -> Result<Result<QueryResult, Error>, rusqlite::Error> {
-    let rowid_before = connection.last_insert_rowid();
+    // The connection's counter may hold another session's last insert: a
+    // mark no insert leaves tells whether this statement inserted.
+    // SAFETY: the handle is this open connection's, used on this thread
+    // only while it is borrowed.
+    unsafe {
+        rusqlite::ffi::sqlite3_set_last_insert_rowid(connection.handle(), NO_INSERT);
+    }
     let mut prepared = connection.prepare(statement)?;
     let columns: Vec<String> = prepared
         .column_names()
@@ -189,8 +604,7 @@ fn query(
     Ok(Ok(QueryResult {
         columns,
         rows: result,
-        last_insert_rowid: Some(connection.last_insert_rowid())
-            .filter(|rowid| *rowid != rowid_before),
+        last_insert_rowid: Some(connection.last_insert_rowid()).filter(|rowid| *rowid != NO_INSERT),
         changes: (!prepared.readonly()).then(|| connection.changes()),
     }))
 }
@@ -272,5 +686,209 @@ mod tests {
             .await
             .unwrap_err();
         assert!(error.to_string().contains("larger than"), "{error}");
+    }
+
+    /// A guest's database beside another app's, which holds a secret.
+    async fn beside_a_victim() -> (tempfile::TempDir, SqlDatabase, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim.db");
+        let other = SqlDatabase::open(&victim).unwrap();
+        other
+            .execute_batch(
+                "CREATE TABLE secrets (s TEXT); INSERT INTO secrets VALUES ('hush');".into(),
+            )
+            .await
+            .unwrap();
+        let db = SqlDatabase::open(&dir.path().join("guest.db")).unwrap();
+        db.execute_batch("CREATE TABLE t (x);".into())
+            .await
+            .unwrap();
+        (dir, db, victim)
+    }
+
+    async fn refused(db: &SqlDatabase, statement: &str) -> String {
+        match db.execute(statement.into(), vec![]).await {
+            Ok(result) => panic!("`{statement}` ran: {result:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn no_other_database_can_be_attached_or_written() {
+        let (dir, db, victim) = beside_a_victim().await;
+        let victim = victim.display();
+        let made = dir.path().join("made.db");
+        let made_shown = made.display();
+        for statement in [
+            format!("ATTACH '{victim}' AS v"),
+            format!("ATTACH DATABASE '{victim}' AS v"),
+            format!("attach database \"{victim}\" as v"),
+            format!("ATTACH 'file:{victim}?mode=rw' AS v"),
+            format!("ATTACH 'file://{victim}' AS v"),
+            format!("ATTACH '{made_shown}' AS m"),
+            "ATTACH ':memory:' AS m".to_owned(),
+            "ATTACH '' AS m".to_owned(),
+        ] {
+            let error = refused(&db, &statement).await;
+            assert!(
+                error.contains("ATTACH is not allowed"),
+                "{statement}: {error}"
+            );
+        }
+        for statement in [format!("VACUUM INTO '{made_shown}'"), "VACUUM".to_owned()] {
+            let error = refused(&db, &statement).await;
+            assert!(error.contains("not allowed"), "{statement}: {error}");
+        }
+        let error = refused(&db, "DETACH main").await;
+        assert!(error.contains("DETACH is not allowed"), "{error}");
+        assert!(!made.exists(), "a statement made {made_shown}");
+        // Nothing attached earlier lingers either: only `main` (and `temp`).
+        let error = refused(&db, "SELECT * FROM v.secrets").await;
+        assert!(error.contains("no such table"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn only_harmless_pragmas_run() {
+        let (_dir, db, _) = beside_a_victim().await;
+        for statement in [
+            "PRAGMA database_list",
+            "SELECT * FROM pragma_database_list",
+            "SELECT file FROM pragma_database_list()",
+            "PRAGMA journal_mode = DELETE",
+            "PRAGMA journal_mode",
+            "PRAGMA synchronous = OFF",
+            "PRAGMA writable_schema = ON",
+            "PRAGMA main.writable_schema = 1",
+            "PRAGMA temp_store_directory = '/tmp'",
+            "PRAGMA cache_size = -1000000",
+            "PRAGMA mmap_size = 1000000000",
+            "PRAGMA trusted_schema = ON",
+            "PRAGMA schema_version = 1",
+            "PRAGMA compile_options",
+        ] {
+            let error = refused(&db, statement).await;
+            assert!(error.contains("PRAGMA"), "{statement}: {error}");
+            assert!(error.contains("not"), "{statement}: {error}");
+        }
+        let error = refused(&db, "PRAGMA database_list").await;
+        assert!(!error.contains(".db"), "the path leaks: {error}");
+
+        let columns = db
+            .execute("PRAGMA table_info(t)".into(), vec![])
+            .await
+            .unwrap();
+        assert_eq!(columns.rows.len(), 1);
+        let columns = db
+            .execute("SELECT name FROM pragma_table_info('t')".into(), vec![])
+            .await
+            .unwrap();
+        assert_eq!(columns.rows, [vec![SqlValue::Text("x".into())]]);
+        db.execute("PRAGMA user_version = 7".into(), vec![])
+            .await
+            .unwrap();
+        let version = db
+            .execute("PRAGMA user_version".into(), vec![])
+            .await
+            .unwrap();
+        assert_eq!(version.rows, [vec![SqlValue::Integer(7)]]);
+        let check = db
+            .execute("PRAGMA integrity_check".into(), vec![])
+            .await
+            .unwrap();
+        assert_eq!(check.rows, [vec![SqlValue::Text("ok".into())]]);
+    }
+
+    #[tokio::test]
+    async fn no_extension_loads_and_values_are_bounded() {
+        let (_dir, db, _) = beside_a_victim().await;
+        let error = refused(
+            &db,
+            "SELECT load_extension('/usr/lib/x86_64-linux-gnu/libm.so.6')",
+        )
+        .await;
+        assert!(error.contains("load_extension() is not allowed"), "{error}");
+        let error = refused(&db, "SELECT length(randomblob(100000000))").await;
+        assert!(error.contains("too big"), "{error}");
+    }
+
+    /// A guest's transaction is its session's alone, and ends with it: a
+    /// session dropped inside one leaves nothing of it and holds no lock.
+    #[tokio::test]
+    async fn a_transaction_left_open_ends_with_its_session() {
+        let (_dir, db, _) = beside_a_victim().await;
+        let first = db.session();
+        first
+            .execute("BEGIN IMMEDIATE".into(), vec![])
+            .await
+            .unwrap();
+        first
+            .execute("INSERT INTO t VALUES ('uncommitted')".into(), vec![])
+            .await
+            .unwrap();
+        // Another session sees none of it.
+        let seen = db
+            .execute("SELECT count(*) FROM t".into(), vec![])
+            .await
+            .unwrap();
+        assert_eq!(seen.rows, [vec![SqlValue::Integer(0)]]);
+        drop(first);
+        // The write lock went with it: another session writes at once.
+        let second = db.session();
+        second
+            .execute("INSERT INTO t VALUES ('committed')".into(), vec![])
+            .await
+            .unwrap();
+        let rows = second
+            .execute("SELECT x FROM t".into(), vec![])
+            .await
+            .unwrap();
+        assert_eq!(rows.rows, [vec![SqlValue::Text("committed".into())]]);
+        // A session's own transaction spans its statements.
+        second.execute("BEGIN".into(), vec![]).await.unwrap();
+        second
+            .execute("INSERT INTO t VALUES ('rolled back')".into(), vec![])
+            .await
+            .unwrap();
+        second.execute("ROLLBACK".into(), vec![]).await.unwrap();
+        let rows = db
+            .execute("SELECT count(*) FROM t".into(), vec![])
+            .await
+            .unwrap();
+        assert_eq!(rows.rows, [vec![SqlValue::Integer(1)]]);
+    }
+
+    /// What a guest leaves on a connection — a temporary table, a setting —
+    /// stays with its session and never reaches another.
+    #[tokio::test]
+    async fn connection_state_never_reaches_another_session() {
+        let (_dir, db, _) = beside_a_victim().await;
+        let first = db.session();
+        first
+            .execute("CREATE TEMP TABLE mine (x)".into(), vec![])
+            .await
+            .unwrap();
+        first
+            .execute("INSERT INTO temp.mine VALUES (1)".into(), vec![])
+            .await
+            .unwrap();
+        first
+            .execute("PRAGMA foreign_keys = OFF".into(), vec![])
+            .await
+            .unwrap();
+        let rows = first
+            .execute("SELECT x FROM mine".into(), vec![])
+            .await
+            .unwrap();
+        assert_eq!(rows.rows, [vec![SqlValue::Integer(1)]]);
+        drop(first);
+        for _ in 0..MAX_IDLE + 1 {
+            let error = refused(&db, "SELECT x FROM mine").await;
+            assert!(error.contains("no such table"), "{error}");
+            let keys = db
+                .execute("PRAGMA foreign_keys".into(), vec![])
+                .await
+                .unwrap();
+            assert_eq!(keys.rows, [vec![SqlValue::Integer(1)]]);
+        }
     }
 }

@@ -56,6 +56,8 @@ pub struct SqliteDatabase {
 
 struct Shared {
     path: PathBuf,
+    /// The open file's device and inode.
+    identity: (u64, u64),
     writes: Mutex<mpsc::Sender<Write>>,
     readers: Mutex<Vec<Connection>>,
     cache: Arc<ReadCache>,
@@ -122,11 +124,20 @@ impl SqliteDatabase {
         let canonical = canonical(path)?;
         let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
         open.retain(|_, shared| shared.strong_count() > 0);
-        if let Some(shared) = open.get(&canonical).and_then(Weak::upgrade) {
+        // Shared only while the path still names the file that is open: a
+        // file removed (its app deleted) while a request still holds it is
+        // not what a new app at the same path gets.
+        if let Some(shared) = open.get(&canonical).and_then(Weak::upgrade)
+            && file_identity(&canonical) == Some(shared.identity)
+        {
             return Ok(Self { shared });
         }
         let lock = lock(&canonical)?;
         let writer = Connection::open(path)?;
+        crate::sql::harden(&writer)?;
+        let identity = file_identity(&canonical).ok_or_else(|| {
+            Error::Backend(format!("{} vanished as it was opened", path.display()))
+        })?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
         writer.pragma_update(None, "synchronous", "FULL")?;
         writer.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -150,6 +161,7 @@ impl SqliteDatabase {
             .map_err(|e| Error::Backend(format!("starting the writer thread: {e}")))?;
         let shared = Arc::new(Shared {
             path: path.to_owned(),
+            identity,
             writes: Mutex::new(sender),
             readers: Mutex::new(Vec::new()),
             cache,
@@ -208,6 +220,15 @@ impl SqliteDatabase {
                 Some(connection) => connection,
                 None => {
                     let connection = Connection::open(&shared.path)?;
+                    // Still the file the writer writes (not a new one in
+                    // the place of a removed one).
+                    if file_identity(&shared.path) != Some(shared.identity) {
+                        return Err(Error::Backend(format!(
+                            "{} was removed",
+                            shared.path.display()
+                        )));
+                    }
+                    crate::sql::harden(&connection)?;
                     connection.busy_timeout(std::time::Duration::from_secs(5))?;
                     connection
                 }
@@ -242,6 +263,12 @@ fn canonical(path: &Path) -> Result<PathBuf, Error> {
         .canonicalize()
         .map_err(|e| Error::Backend(format!("{}: {e}", dir.display())))?;
     Ok(dir.join(name))
+}
+
+/// The device and inode of the file at `path`, if there is one.
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Takes the exclusive lock beside the file at `path`, which another
@@ -661,6 +688,46 @@ mod tests {
             db.store("app", "default").get("k").await.unwrap(),
             Some(b"v".to_vec())
         );
+    }
+
+    /// A file removed while a store on it is still held (an app deleted
+    /// during one of its requests) is not what the next open of the same
+    /// path gets: a new app there starts empty, and its writes land in the
+    /// new file, where a restart finds them.
+    #[tokio::test]
+    async fn a_removed_file_is_not_shared_with_the_next_open_of_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let path = data.join("kv.db");
+        let old = SqliteDatabase::open(&path).unwrap();
+        let old_store = old.store("app", "default");
+        old_store
+            .set("secret".into(), b"the old app's".to_vec())
+            .await
+            .unwrap();
+        std::fs::remove_dir_all(&data).unwrap();
+        std::fs::create_dir(&data).unwrap();
+
+        let new = SqliteDatabase::open(&path).unwrap();
+        let new_store = new.store("app", "default");
+        assert_eq!(new_store.get("secret").await.unwrap(), None);
+        new_store
+            .set("mine".into(), b"the new app's".to_vec())
+            .await
+            .unwrap();
+        // The old store's late write goes to its own (removed) file, and
+        // its reads never open the new one.
+        old_store
+            .set("late".into(), b"lost with the old app".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(new_store.get("late").await.unwrap(), None);
+        drop((old_store, old, new_store, new));
+
+        let reopened = SqliteDatabase::open(&path).unwrap();
+        let store = reopened.store("app", "default");
+        assert_eq!(store.keys().await.unwrap(), ["mine"]);
     }
 
     /// The cache keeps what the last write to a key left, even where that
