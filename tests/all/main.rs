@@ -5,6 +5,7 @@
 mod abuse;
 mod build;
 mod capabilities;
+mod docs;
 mod examples;
 mod failures;
 mod fuzz_corpus;

@@ -580,6 +580,13 @@ impl Host {
         signal(self.child.id(), "KILL");
         let _ = self.child.wait();
     }
+
+    /// Stops the host as an operator does (SIGTERM), which must exit 0.
+    pub fn stop(mut self) {
+        signal(self.child.id(), "TERM");
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status}:\n{}", self.logs());
+    }
 }
 
 impl Drop for Host {

@@ -111,6 +111,7 @@ impl SqlDatabase {
     /// must exist.
     pub fn open(path: &Path) -> Result<Self, Error> {
         let first = Connection::open_with_flags(path, open_flags())?;
+        keep_wal_files(&first)?;
         // Kept in the file: every later connection is in WAL mode.
         first.pragma_update(None, "journal_mode", "WAL")?;
         drop(first);
@@ -164,6 +165,7 @@ impl SqlDatabase {
         let path = self.pool.path.clone();
         tokio::task::spawn_blocking(move || {
             let connection = Connection::open_with_flags(&path, open_flags())?;
+            keep_wal_files(&connection)?;
             connection.pragma_update(None, "synchronous", "FULL")?;
             connection.busy_timeout(BUSY_TIMEOUT)?;
             let outcome = connection.execute_batch(&format!("BEGIN;\n{script}\n;COMMIT;"));
@@ -348,6 +350,7 @@ struct Guard {
 impl Guarded {
     fn open(path: &Path) -> Result<Self, Error> {
         let connection = Connection::open_with_flags(path, open_flags())?;
+        keep_wal_files(&connection)?;
         connection.pragma_update(None, "synchronous", "FULL")?;
         connection.busy_timeout(BUSY_TIMEOUT)?;
         harden(&connection)?;
@@ -416,6 +419,32 @@ fn open_flags() -> OpenFlags {
 
 fn limit(bytes: usize) -> i32 {
     i32::try_from(bytes).unwrap_or(i32::MAX)
+}
+
+/// Keeps a WAL database's `-wal` and `-shm` files when its last connection
+/// closes (SQLite removes them otherwise), so that opening it again needs no
+/// new file: after a clean shutdown on a full disk, an app's data still
+/// opens and serves reads. Every connection to a file says so, since the
+/// last to close decides.
+pub(crate) fn keep_wal_files(connection: &Connection) -> Result<(), rusqlite::Error> {
+    let mut keep: std::ffi::c_int = 1;
+    // SAFETY: the handle is this open connection's, and the argument is the
+    // `int` that SQLITE_FCNTL_PERSIST_WAL reads and writes, alive for the call.
+    let code = unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            connection.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL,
+            (&raw mut keep).cast(),
+        )
+    };
+    match code {
+        rusqlite::ffi::SQLITE_OK => Ok(()),
+        code => Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(code),
+            Some("keeping the WAL files".into()),
+        )),
+    }
 }
 
 /// SQLite's own controls against SQL that would reach beyond one file or

@@ -134,6 +134,7 @@ impl SqliteDatabase {
         }
         let lock = lock(&canonical)?;
         let writer = Connection::open(path)?;
+        crate::sql::keep_wal_files(&writer)?;
         crate::sql::harden(&writer)?;
         let identity = file_identity(&canonical).ok_or_else(|| {
             Error::Backend(format!("{} vanished as it was opened", path.display()))
@@ -228,6 +229,7 @@ impl SqliteDatabase {
                             shared.path.display()
                         )));
                     }
+                    crate::sql::keep_wal_files(&connection)?;
                     crate::sql::harden(&connection)?;
                     connection.busy_timeout(std::time::Duration::from_secs(5))?;
                     connection

@@ -515,11 +515,12 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
-/// On a full disk every app comes back after a restart, and a deploy
-/// that cannot be written is refused while the app it was for serves on.
+/// On a full disk every app comes back after a restart — one with data
+/// after a clean stop too, its data readable — and a deploy that cannot be
+/// written is refused while the app it was for serves on.
 /// Needs root (a tmpfs of its own); elsewhere it says so and checks
 /// nothing.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_restores_every_app() {
     let Some(disk) = Tmpfs::mount("64m") else {
         eprintln!("not root: cannot mount a tmpfs to fill, so this test checks nothing here");
@@ -532,7 +533,18 @@ async fn a_full_disk_restores_every_app() {
     let one = versioned_app("one", "one", "/one");
     host.deploy(one.path(), &[]);
     host.deploy(versioned_app("two", "two", "/two").path(), &[]);
-    host.kill_9();
+    // An app with data: after a clean stop its store files are closed.
+    super::deploy_tenant(&host, "tenant");
+    let stored = super::to_tenant(&host, "tenant", "PUT", "/kv/kept", "on a full disk").await;
+    assert_eq!(stored.text(), "stored");
+    for statement in ["CREATE TABLE t (x)", "INSERT INTO t VALUES ('a row')"] {
+        assert!(
+            !super::sql(&host, "tenant", statement)
+                .await
+                .starts_with("error")
+        );
+    }
+    host.stop();
     fill(disk.path());
 
     let host = Host::start(&state, &args);
@@ -542,6 +554,15 @@ async fn a_full_disk_restores_every_app() {
     for app in host.apps()["apps"].as_array().unwrap() {
         assert_eq!(app["status"], "serving", "{app:#}");
     }
+    // Its data reads as it was left; a write says the disk is full.
+    let kept = super::to_tenant(&host, "tenant", "GET", "/kv/kept", "").await;
+    assert_eq!(kept.text(), "on a full disk");
+    assert_eq!(
+        super::sql(&host, "tenant", "SELECT x FROM t").await,
+        "x: [Value::Text(\"a row\")]; rowid 0, 0 changed"
+    );
+    let refused = super::sql(&host, "tenant", "INSERT INTO t VALUES ('more')").await;
+    assert!(refused.contains("full"), "{refused}");
     // A new version cannot be written: refused, and version 1 serves on.
     write_manifest(&one, "one", "one again", "/one");
     let output = host.client(&["deploy", one.path().to_str().unwrap()]);
