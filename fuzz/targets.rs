@@ -173,6 +173,23 @@ fn sql_scene() -> &'static SqlScene {
     })
 }
 
+/// Whether `answer` holds `secret`, compared by hash: libFuzzer learns the
+/// bytes a plain comparison looks for and would write the secret into a
+/// statement (whose syntax error then quotes it), but not from a hash.
+fn shows(answer: &str, secret: &str) -> bool {
+    use std::hash::{Hash as _, Hasher as _};
+    let hash = |bytes: &[u8]| {
+        let mut hasher = std::hash::DefaultHasher::new();
+        bytes.hash(&mut hasher);
+        hasher.finish()
+    };
+    let wanted = hash(secret.as_bytes());
+    answer
+        .as_bytes()
+        .windows(secret.len())
+        .any(|window| hash(window) == wanted)
+}
+
 /// A guest's SQL statement, run as a guest's on its own database (through
 /// the authorizer and limits a guest's statements pass): whatever it is,
 /// no other file appears, the other app's database beside it keeps its one
@@ -192,12 +209,12 @@ pub fn sql_statement(data: &[u8]) {
         Err(e) => e.to_string(),
     };
     assert!(
-        !shown.contains(&scene.secret),
+        !shows(&shown, &scene.secret),
         "{statement:?} read the other app's secret"
     );
     let dir = scene.dir.path().display().to_string();
     assert!(
-        !shown.contains(&dir),
+        !shows(&shown, &dir),
         "{statement:?} showed where the files are: {shown}"
     );
     for entry in std::fs::read_dir(scene.dir.path()).unwrap() {

@@ -28,8 +28,8 @@ mod tests;
 
 pub use redis::RedisDatabase;
 pub use sql::{
-    MAX_CONNECTIONS, MAX_RESULT_BYTES, QueryResult, STATEMENT_TIMEOUT, SqlDatabase, SqlObserver,
-    SqlSession, SqlValue, allowed_pragmas,
+    MATCH_WORK, MAX_CONNECTIONS, MAX_RESULT_BYTES, QueryResult, SQLITE_HEAP_LIMIT,
+    STATEMENT_TIMEOUT, SqlDatabase, SqlObserver, SqlSession, SqlValue, allowed_pragmas,
 };
 pub use sqlite::SqliteDatabase;
 #[doc(hidden)]

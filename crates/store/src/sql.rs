@@ -29,7 +29,7 @@
 //! crash.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -40,17 +40,17 @@ use rusqlite::types::{Value as SqliteValue, ValueRef};
 use rusqlite::{Connection, InterruptHandle, OpenFlags, params_from_iter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::Error;
+use crate::{Error, MAX_VALUE_BYTES};
+
+mod functions;
+
+pub use functions::MATCH_WORK;
 
 /// Longest a statement may run before it is interrupted.
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Largest result a statement may return, counting value bytes.
 pub const MAX_RESULT_BYTES: usize = 64 << 20;
-
-/// Largest string or blob a statement may make (`SQLITE_LIMIT_LENGTH`): no
-/// more than a result may hold.
-pub const MAX_VALUE_BYTES: usize = MAX_RESULT_BYTES;
 
 /// Longest statement text (`SQLITE_LIMIT_SQL_LENGTH`).
 pub const MAX_STATEMENT_BYTES: usize = 16 << 20;
@@ -64,6 +64,16 @@ const MAX_IDLE: usize = 4;
 
 /// How long a statement waits for a write lock another connection holds.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Virtual-machine steps between two checks of a statement's deadline: a
+/// step costs at most about one pass over a value ([`functions`]), so a
+/// statement stops soon after its deadline.
+const STEPS_PER_CHECK: i32 = 100;
+
+/// Most memory SQLite may hold in this process, all databases together
+/// (`sqlite3_hard_heap_limit64`): past it an allocation fails, and so does
+/// the statement that asked, rather than the host running out of memory.
+pub const SQLITE_HEAP_LIMIT: i64 = 2 << 30;
 
 /// A value in a row or a parameter.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +110,11 @@ pub struct SqlDatabase {
 
 struct Pool {
     path: PathBuf,
+    /// The file's device and inode when it was opened: a new connection
+    /// must reach this file, never one made at its path since.
+    identity: (u64, u64),
+    /// [`STATEMENT_TIMEOUT`], shorter in tests.
+    timeout: Duration,
     idle: Mutex<Vec<Guarded>>,
     /// One per connection open (idle or lent).
     permits: Arc<Semaphore>,
@@ -110,19 +125,29 @@ impl SqlDatabase {
     /// Opens (creating if needed) the database at `path`, whose directory
     /// must exist.
     pub fn open(path: &Path) -> Result<Self, Error> {
+        Self::open_with_timeout(path, STATEMENT_TIMEOUT)
+    }
+
+    fn open_with_timeout(path: &Path, timeout: Duration) -> Result<Self, Error> {
+        limit_heap();
         let first = Connection::open_with_flags(path, open_flags())?;
         keep_wal_files(&first)?;
         // Kept in the file: every later connection is in WAL mode.
         first.pragma_update(None, "journal_mode", "WAL")?;
+        let identity = crate::sqlite::file_identity(path).ok_or_else(|| {
+            Error::Backend(format!("{} vanished as it was opened", path.display()))
+        })?;
         drop(first);
         let pool = Arc::new(Pool {
             path: path.to_owned(),
+            identity,
+            timeout,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
             observer: OnceLock::new(),
         });
         // Opened now, so a file that cannot be a guest's fails here.
-        let ready = Guarded::open(path)?;
+        let ready = pool.connect()?;
         pool.give_back(ready);
         Ok(Self { pool })
     }
@@ -144,7 +169,10 @@ impl SqlDatabase {
         SqlSession {
             inner: Arc::new(SessionInner {
                 pool: self.pool.clone(),
-                lease: Arc::new(tokio::sync::Mutex::new(None)),
+                lease: Arc::new(tokio::sync::Mutex::new(Held {
+                    lease: None,
+                    last_insert_rowid: 0,
+                })),
                 running: Arc::new(Mutex::new(None)),
             }),
         }
@@ -194,8 +222,8 @@ impl Pool {
         let guarded = match idle {
             Some(guarded) => guarded,
             None => {
-                let path = self.path.clone();
-                tokio::task::spawn_blocking(move || Guarded::open(&path))
+                let pool = self.clone();
+                tokio::task::spawn_blocking(move || pool.connect())
                     .await
                     .map_err(|e| Error::Backend(format!("opening the database failed: {e}")))??
             }
@@ -205,6 +233,24 @@ impl Pool {
             pool: self.clone(),
             _permit: permit,
         })
+    }
+
+    /// A new connection to the file, confined for guests; refused if the
+    /// file at the path is no longer the one this database opened (its
+    /// app was deleted, and perhaps another deployed under its name).
+    fn connect(&self) -> Result<Guarded, Error> {
+        let gone =
+            || Error::Backend("the database was deleted (its app was deleted or replaced)".into());
+        // Checked before, so as not to make a file at the path, and after,
+        // so the connection holds the file that is there now.
+        if crate::sqlite::file_identity(&self.path) != Some(self.identity) {
+            return Err(gone());
+        }
+        let guarded = Guarded::open(&self.path, self.timeout)?;
+        if crate::sqlite::file_identity(&self.path) != Some(self.identity) {
+            return Err(gone());
+        }
+        Ok(guarded)
     }
 
     fn give_back(&self, guarded: Guarded) {
@@ -226,9 +272,19 @@ pub struct SqlSession {
 struct SessionInner {
     pool: Arc<Pool>,
     /// The connection this session holds between statements, if it must.
-    lease: Arc<tokio::sync::Mutex<Option<Lease>>>,
+    lease: Arc<tokio::sync::Mutex<Held>>,
     /// The statement running now, to interrupt if the session ends first.
     running: Arc<Mutex<Option<InterruptHandle>>>,
+}
+
+/// What a session keeps between its statements.
+struct Held {
+    /// The connection, if the session must keep it.
+    lease: Option<Lease>,
+    /// The rowid of the session's last insert (0 before any), which its
+    /// statements see as `last_insert_rowid()` on whichever connection
+    /// they run.
+    last_insert_rowid: i64,
 }
 
 impl Drop for SessionInner {
@@ -265,24 +321,29 @@ impl SqlSession {
         parameters: Vec<SqlValue>,
     ) -> Result<QueryResult, Error> {
         // One statement of a session at a time, in the order they came.
-        let mut lease = self.inner.lease.clone().lock_owned().await;
-        if lease.is_none() {
-            *lease = Some(self.inner.pool.lend().await?);
+        let mut held = self.inner.lease.clone().lock_owned().await;
+        if held.lease.is_none() {
+            held.lease = Some(self.inner.pool.lend().await?);
         }
         let running = self.inner.running.clone();
-        if let Some(held) = lease.as_ref() {
+        if let Some(lease) = held.lease.as_ref() {
             *running.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(held.guarded().connection.get_interrupt_handle());
+                Some(lease.guarded().connection.get_interrupt_handle());
         }
         tokio::task::spawn_blocking(move || {
-            let result = match lease.as_ref() {
-                Some(held) => held.guarded().run(&statement, parameters),
+            let held = &mut *held;
+            let result = match held.lease.as_ref() {
+                Some(lease) => {
+                    lease
+                        .guarded()
+                        .run(&statement, parameters, &mut held.last_insert_rowid)
+                }
                 None => Err(Error::Backend("no connection".into())),
             };
             running.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if lease.as_ref().is_some_and(Lease::reusable) {
+            if held.lease.as_ref().is_some_and(Lease::reusable) {
                 // Back to the pool: nothing ties it to this session.
-                *lease = None;
+                held.lease = None;
             }
             result
         })
@@ -334,9 +395,11 @@ impl Drop for Lease {
 struct Guarded {
     connection: Connection,
     guard: Arc<Guard>,
+    timeout: Duration,
 }
 
-/// What the authorizer tells the statement's runner.
+/// What the authorizer tells the statement's runner, and what the
+/// [`functions`] ask of it.
 #[derive(Default)]
 struct Guard {
     /// Why the statement being prepared was refused.
@@ -345,10 +408,25 @@ struct Guard {
     /// object, a per-connection setting): it is never lent to another
     /// session.
     tainted: AtomicBool,
+    /// What the statement being prepared does: [`ROWS`] if it inserts,
+    /// updates or deletes rows, [`SCHEMA`] if it changes the schema or a
+    /// setting; SQLite counts the changes of the first kind only.
+    kinds: AtomicU8,
+    /// When the running statement must stop.
+    deadline: Mutex<Option<Instant>>,
+}
+
+impl Guard {
+    fn past_deadline(&self) -> bool {
+        self.deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|deadline| Instant::now() > deadline)
+    }
 }
 
 impl Guarded {
-    fn open(path: &Path) -> Result<Self, Error> {
+    fn open(path: &Path, timeout: Duration) -> Result<Self, Error> {
         let connection = Connection::open_with_flags(path, open_flags())?;
         keep_wal_files(&connection)?;
         connection.pragma_update(None, "synchronous", "FULL")?;
@@ -357,9 +435,17 @@ impl Guarded {
         connection.set_limit(Limit::SQLITE_LIMIT_LENGTH, limit(MAX_VALUE_BYTES))?;
         connection.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, limit(MAX_STATEMENT_BYTES))?;
         let guard = Arc::new(Guard::default());
+        functions::register(&connection, &guard)?;
         let seen = guard.clone();
         // Last: everything above is the host's own doing.
         connection.authorizer(Some(move |context: AuthContext<'_>| {
+            if context.database_name == Some("temp") {
+                // Whatever names the temporary schema (`CREATE TABLE
+                // temp.x`, a temporary trigger on a table of `main`) may
+                // leave an object there.
+                seen.tainted.store(true, Ordering::Relaxed);
+            }
+            seen.kinds.fetch_or(kind(&context), Ordering::Relaxed);
             match authorize(&context.action) {
                 Verdict::Allow => Authorization::Allow,
                 Verdict::AllowTainting => {
@@ -373,21 +459,47 @@ impl Guarded {
                 }
             }
         }));
-        Ok(Self { connection, guard })
+        Ok(Self {
+            connection,
+            guard,
+            timeout,
+        })
     }
 
     /// Runs one guest statement under the deadline; a refusal by the
-    /// authorizer comes back as the reason it gave.
-    fn run(&self, statement: &str, parameters: Vec<SqlValue>) -> Result<QueryResult, Error> {
+    /// authorizer comes back as the reason it gave. `last_insert_rowid` is
+    /// the session's, which the statement sees and may change.
+    fn run(
+        &self,
+        statement: &str,
+        parameters: Vec<SqlValue>,
+        last_insert_rowid: &mut i64,
+    ) -> Result<QueryResult, Error> {
         self.guard
             .denied
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        let deadline = Instant::now() + STATEMENT_TIMEOUT;
+        self.guard.kinds.store(0, Ordering::Relaxed);
+        let deadline = Instant::now() + self.timeout;
+        *self
+            .guard
+            .deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(deadline);
         self.connection
-            .progress_handler(10_000, Some(move || Instant::now() > deadline));
+            .progress_handler(STEPS_PER_CHECK, Some(move || Instant::now() > deadline));
+        // The connection's counter may hold another session's last insert.
+        // SAFETY: the handle is this open connection's, used on this thread
+        // only while it is borrowed.
+        unsafe {
+            rusqlite::ffi::sqlite3_set_last_insert_rowid(
+                self.connection.handle(),
+                *last_insert_rowid,
+            );
+        }
         let result = query(&self.connection, statement, parameters);
+        *last_insert_rowid = self.connection.last_insert_rowid();
         self.connection.progress_handler(0, None::<fn() -> bool>);
         let denied = self
             .guard
@@ -395,19 +507,64 @@ impl Guarded {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        result.map_err(|e| match (e, denied) {
-            (_, Some(reason)) => Error::Sql(reason),
-            (rusqlite::Error::SqliteFailure(f, _), None)
-                if f.code == rusqlite::ErrorCode::OperationInterrupted =>
-            {
-                Error::Backend(format!(
-                    "the statement ran longer than {}s and was interrupted",
-                    STATEMENT_TIMEOUT.as_secs()
-                ))
-            }
-            (e, None) => Error::Sql(e.to_string()),
-        })?
+        result
+            .map_err(|e| match (e, denied) {
+                (_, Some(reason)) => Error::Sql(reason),
+                (rusqlite::Error::SqliteFailure(f, _), None)
+                    if f.code == rusqlite::ErrorCode::OperationInterrupted =>
+                {
+                    Error::Backend(format!(
+                        "the statement ran longer than {}s and was interrupted",
+                        self.timeout.as_secs_f64()
+                    ))
+                }
+                (e, None) => Error::Sql(e.to_string()),
+            })?
+            .map(|mut result| {
+                result.last_insert_rowid = Some(*last_insert_rowid);
+                result.changes = (self.guard.kinds.load(Ordering::Relaxed) == ROWS)
+                    .then(|| self.connection.changes());
+                result
+            })
     }
+}
+
+/// A statement's own insert, update or delete of rows (not a trigger's).
+const ROWS: u8 = 1;
+/// A statement that changes the schema (whose table it writes, and whose
+/// dropped table it deletes) or a setting.
+const SCHEMA: u8 = 2;
+
+/// What one action of a statement says of the statement's kind.
+fn kind(context: &AuthContext<'_>) -> u8 {
+    match context.action {
+        AuthAction::Insert { .. } | AuthAction::Update { .. } | AuthAction::Delete { .. }
+            if context.accessor.is_none() =>
+        {
+            ROWS
+        }
+        AuthAction::Select
+        | AuthAction::Read { .. }
+        | AuthAction::Function { .. }
+        | AuthAction::Recursive
+        | AuthAction::Transaction { .. }
+        | AuthAction::Savepoint { .. }
+        | AuthAction::Insert { .. }
+        | AuthAction::Update { .. }
+        | AuthAction::Delete { .. } => 0,
+        _ => SCHEMA,
+    }
+}
+
+/// Sets [`SQLITE_HEAP_LIMIT`], once.
+fn limit_heap() {
+    static LIMITED: std::sync::Once = std::sync::Once::new();
+    LIMITED.call_once(|| {
+        // SAFETY: a process-wide setting, safe to call at any time.
+        unsafe {
+            rusqlite::ffi::sqlite3_hard_heap_limit64(SQLITE_HEAP_LIMIT);
+        }
+    });
 }
 
 fn open_flags() -> OpenFlags {
@@ -571,10 +728,6 @@ fn authorize(action: &AuthAction<'_>) -> Verdict {
     }
 }
 
-/// What the insert counter is set to before a statement: not a rowid any
-/// insert makes.
-const NO_INSERT: i64 = i64::MIN;
-
 /// The statement's rows, or the reason it failed (outer: SQLite's error,
 /// inner: the result-size limit).
 fn query(
@@ -582,13 +735,6 @@ fn query(
     statement: &str,
     parameters: Vec<SqlValue>,
 ) -> Result<Result<QueryResult, Error>, rusqlite::Error> {
-    // The connection's counter may hold another session's last insert: a
-    // mark no insert leaves tells whether this statement inserted.
-    // SAFETY: the handle is this open connection's, used on this thread
-    // only while it is borrowed.
-    unsafe {
-        rusqlite::ffi::sqlite3_set_last_insert_rowid(connection.handle(), NO_INSERT);
-    }
     let mut prepared = connection.prepare(statement)?;
     let columns: Vec<String> = prepared
         .column_names()
@@ -608,24 +754,25 @@ fn query(
     while let Some(row) = rows.next()? {
         let mut values = Vec::with_capacity(columns.len());
         for i in 0..columns.len() {
-            let value = match row.get_ref(i)? {
+            let value = row.get_ref(i)?;
+            // Counted before it is copied: a row of many large values is
+            // refused at the first that does not fit.
+            size += match value {
+                ValueRef::Text(bytes) | ValueRef::Blob(bytes) => bytes.len(),
+                _ => 8,
+            };
+            if size > MAX_RESULT_BYTES {
+                return Ok(Err(Error::Backend(format!(
+                    "the result is larger than {MAX_RESULT_BYTES} bytes"
+                ))));
+            }
+            values.push(match value {
                 ValueRef::Integer(i) => SqlValue::Integer(i),
                 ValueRef::Real(r) => SqlValue::Real(r),
                 ValueRef::Text(t) => SqlValue::Text(String::from_utf8_lossy(t).into_owned()),
                 ValueRef::Blob(b) => SqlValue::Blob(b.to_vec()),
                 ValueRef::Null => SqlValue::Null,
-            };
-            size += match &value {
-                SqlValue::Text(t) => t.len(),
-                SqlValue::Blob(b) => b.len(),
-                _ => 8,
-            };
-            values.push(value);
-        }
-        if size > MAX_RESULT_BYTES {
-            return Ok(Err(Error::Backend(format!(
-                "the result is larger than {MAX_RESULT_BYTES} bytes"
-            ))));
+            });
         }
         result.push(values);
     }
@@ -633,8 +780,9 @@ fn query(
     Ok(Ok(QueryResult {
         columns,
         rows: result,
-        last_insert_rowid: Some(connection.last_insert_rowid()).filter(|rowid| *rowid != NO_INSERT),
-        changes: (!prepared.readonly()).then(|| connection.changes()),
+        // Set by the runner, which knows the session's.
+        last_insert_rowid: None,
+        changes: None,
     }))
 }
 
@@ -684,7 +832,11 @@ mod tests {
                 SqlValue::Null,
             ]]
         );
-        assert_eq!((selected.last_insert_rowid, selected.changes), (None, None));
+        // A session of its own: no insert yet.
+        assert_eq!(
+            (selected.last_insert_rowid, selected.changes),
+            (Some(0), None)
+        );
         let error = db
             .execute("SELEC nonsense".into(), vec![])
             .await
@@ -886,6 +1038,172 @@ mod tests {
         assert_eq!(rows.rows, [vec![SqlValue::Integer(1)]]);
     }
 
+    /// Functions that SQLite runs in time quadratic in their arguments
+    /// (one call, which its deadline cannot stop, would run for minutes)
+    /// answer at once: the statement finishes well inside a one-second
+    /// deadline, and SQLite's own would be interrupted.
+    #[tokio::test]
+    async fn quadratic_built_ins_answer_within_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let db =
+            SqlDatabase::open_with_timeout(&dir.path().join("db.sqlite"), Duration::from_secs(1))
+                .unwrap();
+        let a = |n: usize| format!("printf('%.*c', {n}, 'a')");
+        for (statement, expected) in [
+            (
+                format!("SELECT instr({}, {} || 'b')", a(1_600_000), a(800_000)),
+                SqlValue::Integer(0),
+            ),
+            (
+                format!(
+                    "SELECT length(replace({}, {} || 'b', 'x'))",
+                    a(1_600_000),
+                    a(800_000)
+                ),
+                SqlValue::Integer(1_600_000),
+            ),
+            (
+                format!(
+                    "SELECT length(trim({}, printf('%.*c', 200000, 'b') || 'a'))",
+                    a(200_000)
+                ),
+                SqlValue::Integer(0),
+            ),
+            (
+                format!(
+                    "SELECT length(rtrim({} || 'c', printf('%.*c', 200000, 'b') || 'a'))",
+                    a(200_000)
+                ),
+                SqlValue::Integer(200_001),
+            ),
+        ] {
+            let result = db.execute(statement.clone(), vec![]).await;
+            assert_eq!(
+                result.map(|r| r.rows),
+                Ok(vec![vec![expected]]),
+                "{}",
+                &statement[..60]
+            );
+        }
+        // A match whose worst case is too long is refused, not run.
+        let error = refused(
+            &db,
+            &format!("SELECT {} LIKE '%' || {} || 'b'", a(4_000_000), a(2_000)),
+        )
+        .await;
+        assert!(error.contains("more than"), "{error}");
+    }
+
+    /// A row of many large values is refused at the first that does not
+    /// fit, before SQLite is asked for the rest.
+    #[tokio::test]
+    async fn a_wide_row_is_refused_value_by_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqlDatabase::open(&dir.path().join("db.sqlite")).unwrap();
+        let columns = vec!["zeroblob(16000000)"; 20].join(", ");
+        let error = refused(&db, &format!("SELECT {columns}")).await;
+        assert!(error.contains("larger than"), "{error}");
+    }
+
+    /// `last_insert_rowid()` and the count of changes are the session's
+    /// own, whichever pooled connection its statements run on.
+    #[tokio::test]
+    async fn last_insert_rowid_and_changes_are_the_sessions() {
+        let (_dir, db, _) = beside_a_victim().await;
+        let first = db.session();
+        for _ in 0..3 {
+            first
+                .execute("INSERT INTO t VALUES ('x')".into(), vec![])
+                .await
+                .unwrap();
+        }
+        let updated = first
+            .execute("UPDATE t SET x = 'y'".into(), vec![])
+            .await
+            .unwrap();
+        assert_eq!(
+            (updated.last_insert_rowid, updated.changes),
+            (Some(3), Some(3))
+        );
+        let seen = first
+            .execute("SELECT last_insert_rowid(), changes()".into(), vec![])
+            .await
+            .unwrap();
+        assert_eq!(
+            seen.rows,
+            [vec![SqlValue::Integer(3), SqlValue::Integer(3)]]
+        );
+        // The statement sees the session's last rowid, and stores it.
+        first
+            .execute("INSERT INTO t VALUES (last_insert_rowid())".into(), vec![])
+            .await
+            .unwrap();
+        let stored = first
+            .execute("SELECT x FROM t WHERE rowid = 4".into(), vec![])
+            .await
+            .unwrap();
+        assert_eq!(stored.rows, [vec![SqlValue::Integer(3)]]);
+        drop(first);
+        // Another session on the same connection starts from nothing, and
+        // a statement that changes no rows leaves the count alone.
+        let second = db.session();
+        let seen = second
+            .execute("SELECT last_insert_rowid()".into(), vec![])
+            .await
+            .unwrap();
+        assert_eq!(seen.rows, [vec![SqlValue::Integer(0)]]);
+        for statement in [
+            "CREATE TABLE u (y)",
+            "CREATE INDEX u_y ON u (y)",
+            "PRAGMA user_version = 3",
+            "DROP TABLE u",
+        ] {
+            let result = second.execute(statement.into(), vec![]).await.unwrap();
+            assert_eq!(
+                (result.last_insert_rowid, result.changes),
+                (Some(0), None),
+                "{statement}"
+            );
+        }
+        let deleted = second
+            .execute("DELETE FROM t WHERE rowid > 2".into(), vec![])
+            .await
+            .unwrap();
+        assert_eq!(deleted.changes, Some(2));
+    }
+
+    /// A connection opened after the database's file was deleted (its app
+    /// deleted) does not reach a file made at the same path since (another
+    /// app's, deployed under the name).
+    #[tokio::test]
+    async fn a_deleted_database_is_never_reached_through_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let old = SqlDatabase::open(&path).unwrap();
+        // The old app's request holds the pool's only idle connection.
+        let holding = old.session();
+        holding.execute("BEGIN".into(), vec![]).await.unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            let _ = std::fs::remove_file(&file);
+        }
+        let successor = SqlDatabase::open(&path).unwrap();
+        successor
+            .execute_batch(
+                "CREATE TABLE secrets (s TEXT); INSERT INTO secrets VALUES ('hush');".into(),
+            )
+            .await
+            .unwrap();
+        let error = refused(&old, "SELECT s FROM secrets").await;
+        assert!(error.contains("the database was deleted"), "{error}");
+        let rows = successor
+            .execute("SELECT s FROM secrets".into(), vec![])
+            .await
+            .unwrap();
+        assert_eq!(rows.rows, [vec![SqlValue::Text("hush".into())]]);
+    }
+
     /// What a guest leaves on a connection — a temporary table, a setting —
     /// stays with its session and never reaches another.
     #[tokio::test]
@@ -910,7 +1228,29 @@ mod tests {
             .unwrap();
         assert_eq!(rows.rows, [vec![SqlValue::Integer(1)]]);
         drop(first);
+        // Temporary objects named by their schema rather than `TEMP`, and
+        // a temporary trigger on the main database's table.
+        for statement in [
+            "CREATE TABLE temp.theirs (x)",
+            "CREATE VIEW temp.t AS SELECT 'shadowed' AS x",
+            "CREATE TRIGGER temp.spy AFTER INSERT ON main.t BEGIN SELECT 1; END",
+            "CREATE INDEX temp.i ON theirs (x)",
+        ] {
+            let session = db.session();
+            if statement.contains("INDEX") {
+                session
+                    .execute("CREATE TABLE temp.theirs (x)".into(), vec![])
+                    .await
+                    .unwrap();
+            }
+            session.execute(statement.into(), vec![]).await.unwrap();
+        }
         for _ in 0..MAX_IDLE + 1 {
+            let left = db
+                .execute("SELECT name FROM temp.sqlite_schema".into(), vec![])
+                .await
+                .unwrap();
+            assert_eq!(left.rows, Vec::<Vec<SqlValue>>::new());
             let error = refused(&db, "SELECT x FROM mine").await;
             assert!(error.contains("no such table"), "{error}");
             let keys = db

@@ -268,7 +268,7 @@ fn canonical(path: &Path) -> Result<PathBuf, Error> {
 }
 
 /// The device and inode of the file at `path`, if there is one.
-fn file_identity(path: &Path) -> Option<(u64, u64)> {
+pub(crate) fn file_identity(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt as _;
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }

@@ -154,8 +154,9 @@ async fn a_transaction_left_open_ends_with_its_request() {
     );
 }
 
-/// A result over the size cap and a query that never ends are cut off
-/// with an error the guest sees; the host goes on serving.
+/// A result over the size cap, a query that never ends and one that would
+/// take all memory are cut off with an error the guest sees; the host goes
+/// on serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_and_endless_queries_are_cut_off() {
     // The request may outlive the statement's 30 s deadline.
@@ -175,6 +176,11 @@ async fn huge_and_endless_queries_are_cut_off() {
     )
     .await;
     assert!(answer.contains("interrupted"), "{answer}");
+    // A row SQLite itself would need 3.2 GB for: past SQLite's share of
+    // the host's memory, the statement fails, not the host.
+    let columns = vec!["zeroblob(16000000)"; 200].join(", ");
+    let answer = sql(&host, "attacker", &format!("SELECT {columns}")).await;
+    assert!(answer.contains("out of memory"), "{answer}");
     assert_eq!(
         sql(&host, "victim", "SELECT s FROM secrets").await,
         "s: [Value::Text(\"hush\")]; rowid 0, 0 changed"
