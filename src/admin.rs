@@ -20,12 +20,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ferry_api::{AppList, Deleted, Missing, MissingRequest, RollbackRequest, Uploaded};
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde::Deserialize;
 use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
@@ -129,18 +129,6 @@ fn metrics_response(metrics: &Metrics) -> Response<AdminBody> {
     response
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MissingRequest {
-    digests: Vec<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RollbackRequest {
-    to: Option<u64>,
-}
-
 impl Admin {
     async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<AdminBody> {
         let path = request.uri().path().to_owned();
@@ -204,9 +192,8 @@ impl Admin {
                 match read_json::<MissingRequest>(request).await {
                     Ok(body) => {
                         self.blocking(move |host| {
-                            host.missing_blobs(&body.digests).map(|missing| {
-                                (StatusCode::OK, serde_json::json!({ "missing": missing }))
-                            })
+                            let missing = host.missing_blobs(&body.digests);
+                            to_value(StatusCode::OK, missing.map(|missing| Missing { missing }))
                         })
                         .await
                     }
@@ -218,9 +205,8 @@ impl Admin {
                 match read_body(request, self.max_blob).await {
                     Ok(bytes) => {
                         self.blocking(move |host| {
-                            host.put_blob(&digest, &bytes).map(|()| {
-                                (StatusCode::CREATED, serde_json::json!({ "digest": digest }))
-                            })
+                            let stored = host.put_blob(&digest, &bytes);
+                            to_value(StatusCode::CREATED, stored.map(|()| Uploaded { digest }))
                         })
                         .await
                     }
@@ -228,10 +214,8 @@ impl Admin {
                 }
             }
             (&Method::GET, ["v1", "apps"]) => {
-                self.blocking(|host| {
-                    Ok((StatusCode::OK, serde_json::json!({ "apps": host.list() })))
-                })
-                .await
+                self.blocking(|host| to_value(StatusCode::OK, Ok(AppList { apps: host.list() })))
+                    .await
             }
             (&Method::GET, ["v1", "apps", name]) => {
                 let name = (*name).to_owned();
@@ -271,7 +255,7 @@ impl Admin {
                 let result = self
                     .blocking(move |host| {
                         host.delete(&name)
-                            .map(|()| (StatusCode::OK, serde_json::json!({ "deleted": name })))
+                            .and_then(|()| to_value(StatusCode::OK, Ok(Deleted { deleted: name })))
                     })
                     .await;
                 if result.is_ok() {
@@ -551,7 +535,10 @@ fn json(status: StatusCode, body: &serde_json::Value) -> Response<AdminBody> {
 }
 
 fn error(status: StatusCode, message: &str) -> Response<AdminBody> {
-    json(status, &serde_json::json!({ "error": message }))
+    let refusal = ferry_api::Refusal {
+        error: message.to_owned(),
+    };
+    json(status, &serde_json::to_value(refusal).unwrap_or_default())
 }
 
 /// A 429: a stream over its limit.

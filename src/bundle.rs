@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use ferry_manifest::{App, FileMount, Source};
 
-use crate::state::sha256_digest;
+use ferry_api::sha256_digest;
 
 /// One file to upload.
 pub struct BundleFile {

@@ -458,7 +458,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 writeln!(out, "{apps:#}")?;
                 return Ok(());
             }
-            crate::client::print_apps(out, &apps)
+            crate::client::print_apps(out, &crate::client::typed(apps)?)
         }),
         Command::App(AppCommand::Show(args)) => client_call(async move |out| {
             let app = args.host.client()?.show(&args.name).await?;
@@ -466,7 +466,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 writeln!(out, "{app:#}")?;
                 return Ok(());
             }
-            crate::client::print_app(out, &app)
+            crate::client::print_app(out, &crate::client::typed(app)?)
         }),
         Command::Rollback(args) => client_call(async move |out| {
             let done = args.host.client()?.rollback(&args.name, args.to).await?;

@@ -9,12 +9,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::bundle::Bundle;
 use crate::download::{describe, tls_config};
 use crate::load::{Failure, human_duration, human_size};
 use crate::variables::Values;
+use ferry_api::{
+    Activated, AppDetail, AppList, DeployRequest, Missing, MissingRequest, RollbackRequest,
+};
 
 /// A live host's admin API, and the token to call it with.
 pub struct Client {
@@ -93,10 +96,9 @@ impl Client {
             return Ok(response);
         }
         let bytes = response.bytes().await.map_err(describe)?;
-        let message = serde_json::from_slice::<Value>(&bytes)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_owned());
+        let message = serde_json::from_slice::<ferry_api::Refusal>(&bytes)
+            .map(|refusal| refusal.error)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_owned());
         let exit_code = if matches!(status.as_u16(), 409 | 422) {
             3
         } else {
@@ -117,14 +119,18 @@ impl Client {
         serde_json::from_slice(&bytes).context("the host's answer is not JSON")
     }
 
-    async fn call_json(
+    /// Sends `body` as JSON; the answer as `T`.
+    async fn call_json<T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
-        body: &Value,
-    ) -> anyhow::Result<Value> {
-        self.call(method, path, Some(reqwest::Body::from(body.to_string())))
-            .await
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<T> {
+        let body = serde_json::to_vec(body)?;
+        let answer = self
+            .call(method, path, Some(reqwest::Body::from(body)))
+            .await?;
+        typed(answer)
     }
 
     /// Uploads what the host lacks of `bundle` and deploys it as `name`.
@@ -135,22 +141,20 @@ impl Client {
         hostnames: &[String],
         variables: &Values,
         out: &mut dyn std::io::Write,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<Activated> {
         let started = Instant::now();
         let digests: Vec<&str> = bundle.files.values().map(|f| f.digest.as_str()).collect();
-        let missing = self
+        let missing: Missing = self
             .call_json(
                 reqwest::Method::POST,
                 "/v1/blobs/missing",
-                &json!({ "digests": digests }),
+                &MissingRequest {
+                    digests: digests.iter().map(|d| (*d).to_owned()).collect(),
+                },
             )
             .await?;
-        let missing: std::collections::BTreeSet<&str> = missing["missing"]
-            .as_array()
-            .context("the host's answer has no `missing` list")?
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
+        let missing: std::collections::BTreeSet<&str> =
+            missing.missing.iter().map(String::as_str).collect();
         let mut sent = 0u64;
         let mut uploaded = std::collections::BTreeSet::new();
         for file in bundle.files.values() {
@@ -176,18 +180,16 @@ impl Client {
             human_size(bundle.total_size()),
             human_duration(started.elapsed())
         )?;
-        let files: serde_json::Map<String, Value> = bundle
-            .files
-            .iter()
-            .map(|(path, f)| (path.clone(), Value::from(f.digest.clone())))
-            .collect();
-        let mut request =
-            json!({ "manifest": bundle.manifest, "files": files, "hostnames": hostnames });
-        // Only when there are any: a host from before per-app variables
-        // refuses the field, and a deploy without them works there.
-        if !variables.0.is_empty() {
-            request["variables"] = serde_json::to_value(variables)?;
-        }
+        let request = DeployRequest {
+            manifest: bundle.manifest.clone(),
+            files: bundle
+                .files
+                .iter()
+                .map(|(path, f)| (path.clone(), f.digest.clone()))
+                .collect(),
+            hostnames: hostnames.to_vec(),
+            variables: variables.clone(),
+        };
         self.call_json(
             reqwest::Method::POST,
             &format!("/v1/apps/{name}/versions"),
@@ -196,20 +198,23 @@ impl Client {
         .await
     }
 
+    /// `GET /v1/apps`, as the host wrote it (`ferry apps --json`); read it
+    /// with [`typed`].
     pub async fn apps(&self) -> anyhow::Result<Value> {
         self.call(reqwest::Method::GET, "/v1/apps", None).await
     }
 
+    /// `GET /v1/apps/{name}`, as the host wrote it; read it with [`typed`].
     pub async fn show(&self, name: &str) -> anyhow::Result<Value> {
         self.call(reqwest::Method::GET, &format!("/v1/apps/{name}"), None)
             .await
     }
 
-    pub async fn rollback(&self, name: &str, to: Option<u64>) -> anyhow::Result<Value> {
+    pub async fn rollback(&self, name: &str, to: Option<u64>) -> anyhow::Result<Activated> {
         self.call_json(
             reqwest::Method::POST,
             &format!("/v1/apps/{name}/rollback"),
-            &json!({ "to": to }),
+            &RollbackRequest { to },
         )
         .await
     }
@@ -257,50 +262,50 @@ impl Client {
     }
 }
 
+/// An answer of the host's as the type the admin API gives it.
+pub fn typed<T: serde::de::DeserializeOwned>(answer: Value) -> anyhow::Result<T> {
+    serde_json::from_value(answer)
+        .context("the host's answer is not what this client expects (a host of another version?)")
+}
+
 /// Prints what a deploy or rollback did.
 pub fn print_activated(
     out: &mut dyn std::io::Write,
-    done: &Value,
+    done: &Activated,
     verb: &str,
 ) -> anyhow::Result<()> {
     writeln!(
         out,
         "{verb} `{}` version {} in {}",
-        done["app"].as_str().unwrap_or_default(),
-        done["version"],
-        human_duration(Duration::from_secs_f64(
-            done["elapsed_ms"].as_f64().unwrap_or_default() / 1000.0
-        ))
+        done.app,
+        done.version,
+        human_duration(Duration::from_secs_f64(done.elapsed_ms / 1000.0))
     )?;
-    for component in done["components"].as_array().into_iter().flatten() {
+    for component in &done.components {
         writeln!(
             out,
             "  {} `{}` in {}",
-            if component["from_cache"].as_bool() == Some(true) {
+            if component.from_cache {
                 "loaded compiled"
             } else {
                 "compiled"
             },
-            component["id"].as_str().unwrap_or_default(),
-            human_duration(Duration::from_secs_f64(
-                component["compile_ms"].as_f64().unwrap_or_default() / 1000.0
-            ))
+            component.id,
+            human_duration(Duration::from_secs_f64(component.compile_ms / 1000.0))
         )?;
     }
-    for route in done["routes"].as_array().into_iter().flatten() {
-        writeln!(out, "  route {}", route.as_str().unwrap_or_default())?;
+    for route in &done.routes {
+        writeln!(out, "  route {route}")?;
     }
-    if let Some(warnings) = done["warnings"].as_str() {
+    if let Some(warnings) = &done.warnings {
         writeln!(out, "\n{warnings}")?;
     }
     Ok(())
 }
 
 /// `ferry apps`: one line per app.
-pub fn print_apps(out: &mut dyn std::io::Write, apps: &Value) -> anyhow::Result<()> {
-    let apps = apps["apps"]
-        .as_array()
-        .context("the host's answer has no `apps`")?;
+pub fn print_apps(out: &mut dyn std::io::Write, apps: &AppList) -> anyhow::Result<()> {
+    let apps = &apps.apps;
     if apps.is_empty() {
         writeln!(out, "No apps deployed")?;
         return Ok(());
@@ -308,33 +313,17 @@ pub fn print_apps(out: &mut dyn std::io::Write, apps: &Value) -> anyhow::Result<
     let rows: Vec<[String; 5]> = apps
         .iter()
         .map(|app| {
-            let mut routes: Vec<String> = app["routes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect();
-            let hostnames: Vec<&str> = app["hostnames"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            if !hostnames.is_empty() {
-                routes.push(format!("(host {})", hostnames.join(", ")));
+            let mut routes = app.routes.clone();
+            if !app.hostnames.is_empty() {
+                routes.push(format!("(host {})", app.hostnames.join(", ")));
             }
             [
-                app["name"].as_str().unwrap_or_default().to_owned(),
-                app["version"]
-                    .as_u64()
-                    .map_or_else(|| "-".into(), |v| v.to_string()),
-                app["deployed_at"].as_str().unwrap_or("-").to_owned(),
-                match app["error"].as_str() {
-                    Some(error) => {
-                        format!("{}: {error}", app["status"].as_str().unwrap_or_default())
-                    }
-                    None => app["status"].as_str().unwrap_or_default().to_owned(),
+                app.name.clone(),
+                app.version.map_or_else(|| "-".into(), |v| v.to_string()),
+                app.deployed_at.clone().unwrap_or_else(|| "-".into()),
+                match &app.error {
+                    Some(error) => format!("{}: {error}", app.status),
+                    None => app.status.to_string(),
                 },
                 routes.join(" "),
             ]
@@ -370,68 +359,55 @@ pub fn print_apps(out: &mut dyn std::io::Write, apps: &Value) -> anyhow::Result<
 
 /// `ferry app show`: the serving version's components with their grants,
 /// then the kept versions.
-pub fn print_app(out: &mut dyn std::io::Write, app: &Value) -> anyhow::Result<()> {
-    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-    let list = |v: &Value| {
-        let items: Vec<String> = v
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
-            .collect();
+pub fn print_app(out: &mut dyn std::io::Write, app: &AppDetail) -> anyhow::Result<()> {
+    let list = |items: &[String]| {
         if items.is_empty() {
             "(none)".to_owned()
         } else {
             items.join(", ")
         }
     };
+    let summary = &app.summary;
     writeln!(
         out,
         "App `{}`: version {}, {}",
-        text(&app["name"]),
-        app["version"],
-        text(&app["status"])
+        summary.name,
+        summary
+            .version
+            .map_or_else(|| "null".into(), |v| v.to_string()),
+        summary.status
     )?;
-    if let Some(error) = app["error"].as_str() {
+    if let Some(error) = &summary.error {
         writeln!(out, "  error      {error}")?;
     }
-    writeln!(out, "  routes     {}", list(&app["routes"]))?;
-    writeln!(out, "  hostnames  {}", list(&app["hostnames"]))?;
-    for c in app["components"].as_array().into_iter().flatten() {
+    writeln!(out, "  routes     {}", list(&summary.routes))?;
+    writeln!(out, "  hostnames  {}", list(&summary.hostnames))?;
+    for c in &app.components {
         writeln!(
             out,
             "\ncomponent `{}` ({}, {})",
-            text(&c["id"]),
-            text(&c["source"]),
-            human_size(c["wasm_bytes"].as_u64().unwrap_or_default())
+            c.id,
+            c.source,
+            human_size(c.wasm_bytes)
         )?;
-        writeln!(
-            out,
-            "  route      {} ({})",
-            list(&c["routes"]),
-            text(&c["executor"])
-        )?;
-        writeln!(out, "  env        {}", list(&c["environment"]))?;
-        writeln!(out, "  variables  {}", list(&c["variables"]))?;
-        writeln!(out, "  key-value  {}", list(&c["key_value_stores"]))?;
-        writeln!(out, "  sqlite     {}", list(&c["sqlite_databases"]))?;
-        writeln!(out, "  files      {}", list(&c["files"]))?;
-        writeln!(out, "  outbound   {}", list(&c["allowed_outbound_hosts"]))?;
-        writeln!(out, "  limits     {}", text(&c["limits"]))?;
+        writeln!(out, "  route      {} ({})", list(&c.routes), c.executor)?;
+        writeln!(out, "  env        {}", list(&c.environment))?;
+        writeln!(out, "  variables  {}", list(&c.variables))?;
+        writeln!(out, "  key-value  {}", list(&c.key_value_stores))?;
+        writeln!(out, "  sqlite     {}", list(&c.sqlite_databases))?;
+        writeln!(out, "  files      {}", list(&c.files))?;
+        writeln!(out, "  outbound   {}", list(&c.allowed_outbound_hosts))?;
+        writeln!(out, "  limits     {}", c.limits)?;
     }
     writeln!(out, "\nversions")?;
-    for v in app["versions"].as_array().into_iter().flatten() {
+    for v in &app.versions {
         writeln!(
             out,
             "  {:>4}  {}  {} file(s){}",
-            v["version"],
-            text(&v["deployed_at"]),
-            v["files"],
-            if v["current"].as_bool() == Some(true) {
-                "  (serving)"
-            } else {
-                ""
-            }
+            v.version,
+            v.deployed_at,
+            v.files,
+            if v.current { "  (serving)" } else { "" }
         )?;
     }
     Ok(())
@@ -468,7 +444,7 @@ pub fn deploy_variables(bundle: &Bundle, flags: &[String]) -> anyhow::Result<Val
 /// then be a valid one.
 pub fn deploy_name(bundle: &Bundle, given: Option<&str>) -> anyhow::Result<String> {
     let name = given.unwrap_or(&bundle.app.name);
-    if let Err(e) = crate::state::valid_app_name(name) {
+    if let Err(e) = ferry_api::valid_app_name(name) {
         if given.is_none() {
             bail!("{e}; give the app another name with --name");
         }

@@ -23,11 +23,14 @@ use std::time::Instant;
 
 use ferry_manifest::{Executor, Handler, Route, Source};
 use ferry_server::{AppHost, LiveApps, Router};
-use serde::{Deserialize, Serialize};
 
 use crate::load::{self, Assembler, Settings, human_size};
 use crate::metrics::Metrics;
 use crate::state::{self, StateDir, VersionRecord};
+pub use ferry_api::{
+    Activated, AppDetail, AppStatus, AppSummary, Compiled, ComponentDetail, DeployRequest,
+    VersionSummary,
+};
 
 /// Why a host call did nothing; each is one HTTP status in the admin API.
 #[derive(Debug)]
@@ -60,99 +63,12 @@ fn internal(e: anyhow::Error) -> HostError {
     HostError::Internal(format!("{e:#}"))
 }
 
-/// `POST /v1/apps/{name}/versions`: a bundle already uploaded blob by blob.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeployRequest {
-    /// The manifest's path in the bundle.
-    pub manifest: String,
-    /// Every file of the bundle, by path: its digest (`sha256:<hex>`).
-    pub files: BTreeMap<String, String>,
-    /// Host names the app is reached by; none: by its routes on any.
-    #[serde(default)]
-    pub hostnames: Vec<String>,
-    /// Values for the app's variables, by name: stored with this version
-    /// only (a deploy gives all of its values), never shown.
-    #[serde(default)]
-    pub variables: crate::variables::Values,
-}
-
-/// What a deploy or rollback did.
-#[derive(Debug, Clone, Serialize)]
-pub struct Activated {
-    pub app: String,
-    pub version: u64,
-    /// Each component, and whether it was compiled or found compiled.
-    pub components: Vec<Compiled>,
-    pub routes: Vec<String>,
-    /// Manifest warnings (legacy syntax and the like), if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub warnings: Option<String>,
-    pub elapsed_ms: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Compiled {
-    pub id: String,
-    pub from_cache: bool,
-    pub compile_ms: f64,
-}
-
-/// One app as `GET /v1/apps` lists it.
-#[derive(Debug, Clone, Serialize)]
-pub struct AppSummary {
-    pub name: String,
-    /// The version serving; none while it is restored or if it failed to be.
-    pub version: Option<u64>,
-    /// `serving`, `restoring` or `failed`.
-    pub status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub routes: Vec<String>,
-    pub hostnames: Vec<String>,
-    pub deployed_at: Option<String>,
-}
-
-/// One app as `GET /v1/apps/{name}` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct AppDetail {
-    #[serde(flatten)]
-    pub summary: AppSummary,
-    pub components: Vec<ComponentDetail>,
-    pub versions: Vec<VersionSummary>,
-}
-
-/// A component of the serving version, with what it is granted.
-#[derive(Debug, Clone, Serialize)]
-pub struct ComponentDetail {
-    pub id: String,
-    pub source: String,
-    pub wasm_bytes: u64,
-    pub executor: String,
-    pub routes: Vec<String>,
-    pub environment: Vec<String>,
-    pub variables: Vec<String>,
-    pub key_value_stores: Vec<String>,
-    pub sqlite_databases: Vec<String>,
-    pub allowed_outbound_hosts: Vec<String>,
-    pub files: Vec<String>,
-    pub limits: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct VersionSummary {
-    pub version: u64,
-    pub deployed_at: String,
-    pub current: bool,
-    pub files: usize,
-}
-
 /// What the host knows of an app beyond the table: how its serving version
 /// was made, or why it is not serving.
 #[derive(Debug, Clone)]
 struct AppState {
     version: Option<u64>,
-    status: &'static str,
+    status: AppStatus,
     error: Option<String>,
     hostnames: Vec<String>,
     deployed_at: Option<u64>,
@@ -233,7 +149,7 @@ impl Host {
         let mut pending = Vec::new();
         for name in names {
             if self.state.current(&name).is_some() {
-                self.set_state(&name, |s| s.status = "restoring");
+                self.set_state(&name, |s| s.status = AppStatus::Restoring);
                 pending.push(name);
                 continue;
             }
@@ -251,7 +167,7 @@ impl Host {
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
                 .get(&name)
-                .is_some_and(|s| s.status == "restoring");
+                .is_some_and(|s| s.status == AppStatus::Restoring);
             // Deployed, rolled back or deleted while the apps before it
             // were restored: what that call did stands.
             let Some(version) = self.state.current(&name).filter(|_| restoring) else {
@@ -273,7 +189,7 @@ impl Host {
                         e.message()
                     );
                     self.set_state(&name, |s| {
-                        s.status = "failed";
+                        s.status = AppStatus::Failed;
                         s.error = Some(e.message().to_owned());
                     });
                 }
@@ -332,7 +248,7 @@ impl Host {
     pub fn missing_blobs(&self, digests: &[String]) -> Result<Vec<String>, HostError> {
         digests
             .iter()
-            .map(|d| match state::digest_hex(d) {
+            .map(|d| match ferry_api::digest_hex(d) {
                 Some(_) => Ok((!self.state.has_blob(d)).then(|| d.clone())),
                 None => Err(not_a_digest(d)),
             })
@@ -341,7 +257,7 @@ impl Host {
     }
 
     pub fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), HostError> {
-        if state::digest_hex(digest).is_none() {
+        if ferry_api::digest_hex(digest).is_none() {
             return Err(not_a_digest(digest));
         }
         self.state.put_blob(digest, bytes).map_err(|e| match e {
@@ -352,7 +268,7 @@ impl Host {
 
     /// Deploys a new version of `name` from blobs already uploaded.
     pub fn deploy(&self, name: &str, request: DeployRequest) -> Result<Activated, HostError> {
-        state::valid_app_name(name).map_err(HostError::BadRequest)?;
+        ferry_api::valid_app_name(name).map_err(HostError::BadRequest)?;
         let hostnames = valid_hostnames(&request.hostnames)?;
         crate::variables::check_deployed(&request.variables).map_err(HostError::BadRequest)?;
         self.check_bundle(&request)?;
@@ -547,7 +463,7 @@ impl Host {
         let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
         let app = apps.entry(name.to_owned()).or_insert_with(|| AppState {
             version: None,
-            status: "restoring",
+            status: AppStatus::Restoring,
             error: None,
             hostnames: Vec::new(),
             deployed_at: None,
@@ -566,7 +482,7 @@ impl Host {
                 self.limits.max_files
             )));
         }
-        state::valid_bundle_path(&request.manifest).map_err(HostError::Invalid)?;
+        ferry_api::valid_bundle_path(&request.manifest).map_err(HostError::Invalid)?;
         if !request.files.contains_key(&request.manifest) {
             return Err(HostError::Invalid(format!(
                 "the manifest `{}` is not one of the bundle's files",
@@ -576,8 +492,8 @@ impl Host {
         let mut missing = Vec::new();
         let mut total = 0u64;
         for (path, digest) in &request.files {
-            state::valid_bundle_path(path).map_err(HostError::Invalid)?;
-            if state::digest_hex(digest).is_none() {
+            ferry_api::valid_bundle_path(path).map_err(HostError::Invalid)?;
+            if ferry_api::digest_hex(digest).is_none() {
                 return Err(not_a_digest(digest));
             }
             match std::fs::metadata(self.state.blob_file(digest)) {
@@ -709,7 +625,7 @@ impl Host {
         warnings.extend(self.host_name_notice(name, &record.hostnames));
         self.set_state(name, |s| {
             s.version = Some(record.version);
-            s.status = "serving";
+            s.status = AppStatus::Serving;
             s.error = None;
             s.hostnames.clone_from(&record.hostnames);
             s.deployed_at = Some(record.deployed_at);
@@ -803,7 +719,7 @@ fn confine_to_tree(tree: &Path, manifest: &Path) -> Result<(), HostError> {
 
 /// A name that could be an app's; any other names none (and never a path).
 fn known_name(name: &str) -> Result<(), HostError> {
-    state::valid_app_name(name).map_err(|_| no_app(name))
+    ferry_api::valid_app_name(name).map_err(|_| no_app(name))
 }
 
 fn no_app(name: &str) -> HostError {

@@ -126,63 +126,7 @@ impl Sources {
     }
 }
 
-/// Variable names and their values. Its `Debug` shows only the names;
-/// as JSON it is an object of names and string values, and a malformed one
-/// is described without repeating what was sent.
-#[derive(Clone, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(transparent)]
-pub struct Values(pub BTreeMap<String, String>);
-
-impl fmt::Debug for Values {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.0.keys()).finish()
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Values {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Values;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object of variable names and string values")
-            }
-            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Values, E> {
-                Err(E::custom(
-                    "`variables` must be an object of variable names and string values, not a string",
-                ))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Values, A::Error> {
-                let mut values = BTreeMap::new();
-                while let Some(name) = map.next_key::<String>()? {
-                    let value = map.next_value::<Text>().map_err(|_| {
-                        serde::de::Error::custom(format!(
-                            "variable `{}`: the value must be a string",
-                            name.escape_debug()
-                        ))
-                    })?;
-                    values.insert(name, value.0);
-                }
-                Ok(Values(values))
-            }
-        }
-        // `any`, not `map`: serde_json's error for a string where a map
-        // is expected would quote the string.
-        deserializer.deserialize_any(Visitor)
-    }
-}
-
-/// A string, whose error for anything else does not repeat it.
-struct Text(String);
-
-impl<'de> serde::Deserialize<'de> for Text {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Text)
-    }
-}
+pub use ferry_api::Values;
 
 /// Refuses what a deploy may not give, before anything is stored: names
 /// that are not variable names (or longer than [`MAX_NAME`]), more than

@@ -102,11 +102,14 @@ impl RequestSpan {
             self.span
                 .set_status(Status::error(failure.unwrap_or("server error").to_owned()));
         }
+        let now = SystemTime::now();
         if let Some(took) = stats.and_then(RequestStats::instantiation) {
-            let now = SystemTime::now();
+            // The wall clock and the monotonic one `took` is measured on
+            // may disagree by a little: the child never ends after its
+            // parent.
             let ended = stats
                 .and_then(RequestStats::instantiated_at)
-                .map_or(now, |at| at + took);
+                .map_or(now, |at| (at + took).min(now));
             let parent = Context::new().with_remote_span_context(self.span.span_context().clone());
             let tracer = global::tracer("ferry");
             let mut child = tracer
@@ -116,6 +119,6 @@ impl RequestSpan {
                 .start_with_context(&tracer, &parent);
             child.end_with_timestamp(ended);
         }
-        self.span.end_with_timestamp(SystemTime::now());
+        self.span.end_with_timestamp(now);
     }
 }

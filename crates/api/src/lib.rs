@@ -1,0 +1,281 @@
+//! The admin API of a live host (`ferry serve`), as types: what `ferry
+//! deploy`, `ferry apps` and the other admin commands send and what the
+//! host answers, and the checks both sides make of names, digests and
+//! bundle paths.
+//!
+//! The host serialises these types and the client deserialises the same
+//! ones, so a renamed or retyped field fails to compile on one side or to
+//! parse on the other, never prints blanks. `docs/admin-api.yaml` is the
+//! published contract these types keep.
+//!
+//! This crate knows nothing of wasmtime, HTTP or the state directory.
+
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use validate::{digest_hex, sha256_digest, valid_app_name, valid_bundle_path};
+
+/// `POST /v1/apps/{name}/versions`: a bundle already uploaded blob by blob.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// The manifest's path in the bundle.
+    pub manifest: String,
+    /// Every file of the bundle, by path: its digest (`sha256:<hex>`).
+    pub files: BTreeMap<String, String>,
+    /// Host names the app is reached by; none: by its routes on any.
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    /// Values for the app's variables, by name: stored with this version
+    /// only (a deploy gives all of its values), never shown. Sent only when
+    /// there are any: a host from before per-app variables refuses the
+    /// field, and a deploy without them works there.
+    #[serde(default, skip_serializing_if = "Values::is_empty")]
+    pub variables: Values,
+}
+
+/// `POST /v1/blobs/missing`: which of these the host lacks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MissingRequest {
+    pub digests: Vec<String>,
+}
+
+/// The answer to [`MissingRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Missing {
+    pub missing: Vec<String>,
+}
+
+/// The answer to `PUT /v1/blobs/{digest}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Uploaded {
+    pub digest: String,
+}
+
+/// `POST /v1/apps/{name}/rollback`: to this version, or the one before
+/// the current.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    pub to: Option<u64>,
+}
+
+/// The answer to `DELETE /v1/apps/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deleted {
+    pub deleted: String,
+}
+
+/// Every refusal's body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Refusal {
+    pub error: String,
+}
+
+/// What a deploy or rollback did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Activated {
+    pub app: String,
+    pub version: u64,
+    /// Each component, and whether it was compiled or found compiled.
+    pub components: Vec<Compiled>,
+    pub routes: Vec<String>,
+    /// Manifest warnings (legacy syntax and the like), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<String>,
+    pub elapsed_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Compiled {
+    pub id: String,
+    pub from_cache: bool,
+    pub compile_ms: f64,
+}
+
+/// `GET /v1/apps`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppList {
+    pub apps: Vec<AppSummary>,
+}
+
+/// Whether an app serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppStatus {
+    Serving,
+    /// Being restored at the host's start.
+    Restoring,
+    /// Its version could not be restored (see the error).
+    Failed,
+}
+
+impl fmt::Display for AppStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Serving => "serving",
+            Self::Restoring => "restoring",
+            Self::Failed => "failed",
+        })
+    }
+}
+
+/// One app as `GET /v1/apps` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppSummary {
+    pub name: String,
+    /// The version serving; none while it is restored or if it failed to be.
+    pub version: Option<u64>,
+    pub status: AppStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub routes: Vec<String>,
+    pub hostnames: Vec<String>,
+    pub deployed_at: Option<String>,
+}
+
+/// One app as `GET /v1/apps/{name}` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppDetail {
+    #[serde(flatten)]
+    pub summary: AppSummary,
+    pub components: Vec<ComponentDetail>,
+    pub versions: Vec<VersionSummary>,
+}
+
+/// A component of the serving version, with what it is granted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ComponentDetail {
+    pub id: String,
+    pub source: String,
+    pub wasm_bytes: u64,
+    pub executor: String,
+    pub routes: Vec<String>,
+    pub environment: Vec<String>,
+    pub variables: Vec<String>,
+    pub key_value_stores: Vec<String>,
+    pub sqlite_databases: Vec<String>,
+    pub allowed_outbound_hosts: Vec<String>,
+    pub files: Vec<String>,
+    pub limits: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionSummary {
+    pub version: u64,
+    pub deployed_at: String,
+    pub current: bool,
+    pub files: usize,
+}
+
+/// Variable names and their values. Its `Debug` shows only the names;
+/// as JSON it is an object of names and string values, and a malformed one
+/// is described without repeating what was sent.
+#[derive(Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Values(pub BTreeMap<String, String>);
+
+impl Values {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Values {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+impl<'de> Deserialize<'de> for Values {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Values;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of variable names and string values")
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Values, E> {
+                Err(E::custom(
+                    "`variables` must be an object of variable names and string values, not a string",
+                ))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Values, A::Error> {
+                let mut values = BTreeMap::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    let value = map.next_value::<Text>().map_err(|_| {
+                        serde::de::Error::custom(format!(
+                            "variable `{}`: the value must be a string",
+                            name.escape_debug()
+                        ))
+                    })?;
+                    values.insert(name, value.0);
+                }
+                Ok(Values(values))
+            }
+        }
+        // `any`, not `map`: serde_json's error for a string where a map
+        // is expected would quote the string.
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// A string, whose error for anything else does not repeat it.
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the host writes, the client reads back whole.
+    #[test]
+    fn an_app_detail_reads_back_as_written() {
+        let detail = AppDetail {
+            summary: AppSummary {
+                name: "a".into(),
+                version: Some(2),
+                status: AppStatus::Failed,
+                error: Some("no".into()),
+                routes: vec!["/...".into()],
+                hostnames: vec![],
+                deployed_at: None,
+            },
+            components: vec![],
+            versions: vec![VersionSummary {
+                version: 2,
+                deployed_at: "2026-12-06T00:00:00Z".into(),
+                current: true,
+                files: 3,
+            }],
+        };
+        let text = serde_json::to_string(&detail).unwrap();
+        assert!(text.contains(r#""status":"failed""#), "{text}");
+        let back: AppDetail = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), text);
+    }
+
+    #[test]
+    fn values_never_show_and_a_bad_one_is_not_repeated() {
+        let values: Values = serde_json::from_str(r#"{"token": "hush"}"#).unwrap();
+        assert_eq!(format!("{values:?}"), r#"{"token"}"#);
+        let error = serde_json::from_str::<Values>(r#"{"token": 12345}"#).unwrap_err();
+        assert!(error.to_string().contains("variable `token`"), "{error}");
+        assert!(!error.to_string().contains("12345"), "{error}");
+        let error = serde_json::from_str::<Values>(r#""hush""#).unwrap_err();
+        assert!(!error.to_string().contains("hush"), "{error}");
+    }
+}
