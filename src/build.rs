@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use ferry_manifest::{App, Build, Component};
 
-use crate::load::{Failure, human_duration};
+use ferry_api::Failure;
+use ferry_api::human::human_duration;
 
 /// Runs the build commands of the components named in `only` (every
 /// component when empty), printing progress to stdout.

@@ -9,14 +9,19 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ferry_manifest::{App, Executor, Handler, Limits, Route, Source, parse_duration, parse_size};
+use ferry_manifest::{App, Executor, Handler, Limits, Route, parse_duration, parse_size};
 use ferry_runtime::{CompileCache, EngineOptions, Runtime};
 use ferry_server::{LiveApps, ServerConfig, Target};
 use tokio::net::TcpListener;
 
-use crate::guest_logs::GuestLogs;
-use crate::load::{self, Failure, human_size};
-use crate::metrics::Metrics;
+use ferry_api::Failure;
+use ferry_api::human::human_size;
+use ferry_api::listed;
+use ferry_control::assemble::{self, Assembler, Mode, off_runtime};
+use ferry_control::guest_logs::GuestLogs;
+use ferry_control::metrics::Metrics;
+use ferry_control::stores;
+use ferry_control::summary::{Variables, summarize};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -134,8 +139,8 @@ struct HostArgs {
 }
 
 impl HostArgs {
-    fn client(&self) -> anyhow::Result<crate::client::Client> {
-        crate::client::Client::new(&self.url, self.token_file.as_deref(), self.token.as_deref())
+    fn client(&self) -> anyhow::Result<ferry_client::Client> {
+        ferry_client::Client::new(&self.url, self.token_file.as_deref(), self.token.as_deref())
     }
 }
 
@@ -249,9 +254,9 @@ impl EngineArgs {
     fn settings(
         &self,
         default_cache: Option<PathBuf>,
-        variables: crate::variables::Sources,
-    ) -> load::Settings {
-        load::Settings {
+        variables: ferry_control::variables::Sources,
+    ) -> assemble::Settings {
+        assemble::Settings {
             limits: self.limits.limits(),
             cache_dir: if self.no_cache {
                 None
@@ -266,10 +271,10 @@ impl EngineArgs {
 }
 
 impl AppArgs {
-    fn settings(&self) -> load::Settings {
+    fn settings(&self) -> assemble::Settings {
         self.engine.settings(
             CompileCache::default_dir(),
-            crate::variables::Sources::Local(self.variables.clone()),
+            ferry_control::variables::Sources::Local(self.variables.clone()),
         )
     }
 }
@@ -301,11 +306,11 @@ struct ListenerArgs {
 
 impl ListenerArgs {
     /// The tracer provider, if an OTLP endpoint is given.
-    fn traces(&self) -> anyhow::Result<Option<crate::traces::Traces>> {
+    fn traces(&self) -> anyhow::Result<Option<ferry_control::traces::Traces>> {
         self.otlp_endpoint
             .as_deref()
             .filter(|e| !e.is_empty())
-            .map(crate::traces::start)
+            .map(ferry_control::traces::start)
             .transpose()
     }
 
@@ -441,16 +446,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let app = ferry_manifest::load_app_to_build(&args.path)?;
                 crate::build::build_app(&app, &[])?;
             }
-            let bundle = crate::bundle::Bundle::collect(&args.path)?;
+            let bundle = ferry_client::Bundle::collect(&args.path)?;
             print_warnings(&bundle.app);
-            let name = crate::client::deploy_name(&bundle, args.name.as_deref())?;
-            let variables = crate::client::deploy_variables(&bundle, &args.variables)?;
+            let name = ferry_client::deploy_name(&bundle, args.name.as_deref())?;
+            let variables = ferry_client::deploy_variables(&bundle, &args.variables)?;
             let done = args
                 .host
                 .client()?
                 .deploy(&bundle, &name, &args.hostnames, &variables, out)
                 .await?;
-            crate::client::print_activated(out, &done, "Deployed")
+            ferry_client::print_activated(out, &done, "Deployed")
         }),
         Command::Apps(args) => client_call(async move |out| {
             let apps = args.host.client()?.apps().await?;
@@ -458,7 +463,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 writeln!(out, "{apps:#}")?;
                 return Ok(());
             }
-            crate::client::print_apps(out, &crate::client::typed(apps)?)
+            ferry_client::print_apps(out, &ferry_client::typed(apps)?)
         }),
         Command::App(AppCommand::Show(args)) => client_call(async move |out| {
             let app = args.host.client()?.show(&args.name).await?;
@@ -466,11 +471,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 writeln!(out, "{app:#}")?;
                 return Ok(());
             }
-            crate::client::print_app(out, &crate::client::typed(app)?)
+            ferry_client::print_app(out, &ferry_client::typed(app)?)
         }),
         Command::Rollback(args) => client_call(async move |out| {
             let done = args.host.client()?.rollback(&args.name, args.to).await?;
-            crate::client::print_activated(out, &done, "Serving")
+            ferry_client::print_activated(out, &done, "Serving")
         }),
         Command::Logs(args) => client_call(async move |out| {
             args.host
@@ -508,11 +513,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             default_state_dir().context("no --state-dir, and no home directory to default to")?
         }
     };
-    let state = crate::state::StateDir::open(&state_dir)?;
+    let state = ferry_control::state::StateDir::open(&state_dir)?;
     let token = state.admin_token(args.admin_token_file.as_deref())?;
     // The host's environment is no app's unless the operator names a
     // variable; each app's own values come with its deploy.
-    let (environment, unset) = crate::variables::host_environment(&args.host_variables)
+    let (environment, unset) = ferry_control::variables::host_environment(&args.host_variables)
         .map_err(|e| Failure::usage(format!("{e:#}")))?;
     for name in unset {
         tracing::warn!(
@@ -523,9 +528,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let settings = args.engine.settings(
         Some(state_dir.join("cache")),
-        crate::variables::Sources::Host {
+        ferry_control::variables::Sources::Host {
             environment,
-            deployed: crate::variables::Values::default(),
+            deployed: ferry_control::variables::Values::default(),
         },
     );
     let runtime = Arc::new(new_runtime(
@@ -544,17 +549,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let metrics = Metrics::new();
     metrics.watch_runtime(runtime.clone());
     let apps = LiveApps::observed(Some(metrics.server()), traces.is_some());
-    let host = Arc::new(crate::host::Host::new(
-        state,
+    let host = Arc::new(ferry_control::host::Host::new(
+        Arc::new(state),
         apps.clone(),
-        load::Assembler {
+        assemble::Assembler {
             runtime,
-            local,
+            local: Some(local),
             tokio: tokio.handle().clone(),
             metrics: Some(metrics.clone()),
         },
         settings,
-        crate::host::BundleLimits {
+        ferry_control::host::BundleLimits {
             max_bundle_size: args.max_bundle_size,
             max_files: args.max_bundle_files,
         },
@@ -573,14 +578,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .display()
     )?;
     stdout.flush()?;
-    let admin = Arc::new(crate::admin::Admin {
+    let admin = Arc::new(ferry_control::admin::Admin {
         host: host.clone(),
         metrics,
         guest_logs,
         token,
         max_blob: args.max_bundle_size,
     });
-    tokio.spawn(crate::admin::serve(admin_listener, admin));
+    tokio.spawn(ferry_control::admin::serve(admin_listener, admin));
     // Restored off the runtime's threads while it serves (and drives the
     // stores' I/O); /readyz says when it is done.
     tokio.spawn_blocking(move || host.restore());
@@ -657,9 +662,9 @@ fn init_logging_into(format: LogFormat, guest_logs: Option<&Arc<GuestLogs>>) {
         .try_init();
 }
 
-/// Reads and prepares the app `args` name (see [`load::prepare`]).
-fn prepare(args: &AppArgs, out: &mut dyn std::io::Write) -> anyhow::Result<load::Prepared> {
-    let prepared = load::prepare(
+/// Reads and prepares the app `args` name (see [`assemble::prepare`]).
+fn prepare(args: &AppArgs, out: &mut dyn std::io::Write) -> anyhow::Result<assemble::Prepared> {
+    let prepared = assemble::prepare(
         &args.path,
         args.runtime_config_file.as_deref(),
         None,
@@ -674,7 +679,7 @@ fn prepare(args: &AppArgs, out: &mut dyn std::io::Write) -> anyhow::Result<load:
 /// `settings` name.
 fn new_runtime(
     engine: &EngineArgs,
-    settings: &load::Settings,
+    settings: &assemble::Settings,
     max_memory: u64,
 ) -> anyhow::Result<Runtime> {
     Runtime::new(
@@ -718,7 +723,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
                 "Metrics on http://{}/metrics",
                 metrics_listener.local_addr()?
             )?;
-            tokio.spawn(crate::admin::serve_metrics(
+            tokio.spawn(ferry_control::admin::serve_metrics(
                 metrics_listener,
                 metrics.clone(),
             ));
@@ -730,13 +735,13 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         .state_dir
         .clone()
         .unwrap_or_else(|| prepared.app.dir.join(".ferry"));
-    tokio.block_on(load::seed_default_store(
+    tokio.block_on(stores::seed_default_store(
         &prepared.app,
         &prepared.config,
         &state_dir,
         &args.key_values,
     ))?;
-    tokio.block_on(load::run_sqlite_statements(
+    tokio.block_on(stores::run_sqlite_statements(
         &prepared.app,
         &prepared.config,
         &state_dir,
@@ -744,24 +749,24 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     ))?;
     let loader = Loader {
         args: args.app.clone(),
-        assembler: load::Assembler {
+        assembler: Assembler {
             runtime,
-            local,
+            local: Some(local),
             tokio: tokio.handle().clone(),
             metrics: metrics.clone(),
         },
         state_dir,
     };
-    // Only the runtime itself drives its I/O while nothing else runs it (a
-    // handle's `block_on` would wait forever on a Redis connection).
-    let key_value = tokio.block_on(
-        loader
-            .assembler
-            .key_value_stores(&prepared, &loader.state_dir),
-    )?;
-    let host = loader
-        .assembler
-        .host(&prepared, &loader.state_dir, key_value, None, &mut stdout)?;
+    let host = off_runtime(&tokio, || {
+        loader.assembler.assemble(
+            &prepared,
+            Mode::Serve {
+                data: &loader.state_dir,
+                previous: None,
+            },
+            &mut stdout,
+        )
+    })?;
     let watched = crate::watch::Watched::of(&prepared.app, args.app.runtime_config_file.as_deref());
     let apps = LiveApps::observed(metrics.as_ref().map(|m| m.server()), traces.is_some());
     apps.install(host, Vec::new())?;
@@ -815,7 +820,7 @@ fn bind(tokio: &tokio::runtime::Runtime, addr: SocketAddr) -> anyhow::Result<Tcp
 /// each one after, into the same engine, state and listener.
 struct Loader {
     args: AppArgs,
-    assembler: load::Assembler,
+    assembler: Assembler,
     state_dir: PathBuf,
 }
 
@@ -831,26 +836,15 @@ impl Loader {
     ) -> anyhow::Result<crate::watch::Watched> {
         let mut stdout = std::io::stdout();
         let prepared = prepare(&self.args, &mut stdout)?;
-        let engine_memory = self.assembler.runtime.options().max_memory;
-        anyhow::ensure!(
-            prepared.max_memory() <= engine_memory,
-            "a component's `max_memory` ({}) is above what this process's engine was started \
-             with ({}); restart `ferry up` to raise it",
-            human_size(prepared.max_memory()),
-            human_size(engine_memory)
-        );
         let previous = live.app(serving);
-        // The main thread runs the runtime (it serves), so a handle's
-        // `block_on` is driven here.
-        let key_value = self
-            .assembler
-            .tokio
-            .block_on(self.assembler.key_value_stores(&prepared, &self.state_dir))?;
-        let host = self.assembler.host(
+        // The main thread drives the runtime (it serves), so the assembly
+        // may wait on it from here.
+        let host = self.assembler.assemble(
             &prepared,
-            &self.state_dir,
-            key_value,
-            previous.as_deref(),
+            Mode::Serve {
+                data: &self.state_dir,
+                previous: previous.as_deref(),
+            },
             &mut stdout,
         )?;
         live.replace(serving, host, Vec::new())?;
@@ -887,21 +881,22 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         &args.app.settings(),
         prepared.max_memory(),
     )?;
-    let app = &prepared.app;
     let tokio = current_thread_runtime()?;
-    let _enter = tokio.enter();
-    // Checked, not opened: `ferry check` writes no state.
-    let key_value = tokio.block_on(load::key_value_stores(app, &prepared.config, None))?;
-    let sqlite = load::sqlite_databases(app, &prepared.config, None)?;
-    let guests = load::load_guests(
-        &runtime,
-        app,
-        &prepared.wasm,
-        &prepared.limits,
-        load::component_contexts(&prepared.variables, key_value, sqlite),
-        None,
-        &mut out,
-    )?;
+    let assembler = Assembler {
+        runtime: Arc::new(runtime),
+        local: None,
+        tokio: tokio.handle().clone(),
+        metrics: None,
+    };
+    let host = off_runtime(&tokio, || {
+        assembler.assemble(&prepared, Mode::Check, &mut out)
+    })?;
+    let app = &prepared.app;
+    let guests: Vec<(&ferry_manifest::Component, &ferry_runtime::Guest)> = app
+        .components
+        .iter()
+        .filter_map(|c| host.guest(&c.id).map(|guest| (c, guest)))
+        .collect();
     writeln!(
         out,
         "\nApp `{}`{} at {}",
@@ -912,17 +907,15 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_default(),
         app.manifest_path.display()
     )?;
-    for guest in &guests {
-        let component = app
-            .component(guest.id())
-            .context("loaded guest without component")?;
-        print_component(
-            &mut out,
+    for (component, guest) in &guests {
+        summarize(
             app,
             component,
-            prepared.variables.get(guest.id()),
             guest,
-        )?;
+            &app.dir,
+            Variables::Resolved(prepared.variables.get(guest.id())),
+        )
+        .render(&mut out)?;
     }
     for trigger in &app.triggers {
         if let (Handler::Static(fixed), Route::Pattern(route)) = (&trigger.handler, &trigger.route)
@@ -949,108 +942,4 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         app.triggers.len()
     )?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn print_component(
-    out: &mut impl std::io::Write,
-    app: &App,
-    component: &ferry_manifest::Component,
-    variables: Option<&ferry_manifest::ComponentVariables>,
-    guest: &ferry_runtime::Guest,
-) -> anyhow::Result<()> {
-    let info = guest.info();
-    let source = match &component.source {
-        Source::File(path) => load::relative(&app.dir, path),
-        Source::Url { url, digest } => format!("{}, {digest}", ferry_manifest::redacted(url)),
-    };
-    writeln!(
-        out,
-        "\ncomponent `{}` ({source}, {})",
-        component.id,
-        human_size(info.wasm_bytes)
-    )?;
-    for trigger in &app.triggers {
-        let Handler::Component { id, executor } = &trigger.handler else {
-            continue;
-        };
-        if *id != component.id {
-            continue;
-        }
-        let route = match &trigger.route {
-            Route::Pattern(p) => p.full(),
-            Route::Private => "(private)".into(),
-        };
-        let executor = match executor {
-            Executor::Http => "wasi:http".to_owned(),
-            Executor::Wagi(w) => format!("wagi, argv \"{}\", entrypoint {}", w.argv, w.entrypoint),
-        };
-        writeln!(out, "  route      {route} ({executor})")?;
-    }
-    if let Some(serves) = &info.serves {
-        match info.adapted {
-            Some(how) => writeln!(out, "  serves     {serves} ({how})")?,
-            None => writeln!(out, "  serves     {serves}")?,
-        }
-    }
-    writeln!(out, "  imports    {}", listed(&info.imports))?;
-    if !info.unsupported.is_empty() {
-        writeln!(
-            out,
-            "  linked, not supported (calls return the interface's error)\n             {}",
-            info.unsupported.join(", ")
-        )?;
-    }
-    let env: Vec<&str> = component
-        .environment
-        .iter()
-        .map(|(k, _)| k.as_str())
-        .collect();
-    writeln!(out, "  env        {}", listed(&env))?;
-    // Values as resolved for this run; a secret's is never shown.
-    let variables = load::described_variables(variables);
-    writeln!(out, "  variables  {}", listed(&variables))?;
-    writeln!(out, "  key-value  {}", listed(&component.key_value_stores))?;
-    writeln!(out, "  sqlite     {}", listed(&component.sqlite_databases))?;
-    let files = load::described_files(component, &app.dir);
-    writeln!(
-        out,
-        "  files      {}",
-        if files.is_empty() {
-            "(none)".into()
-        } else {
-            format!("{} (read-only)", files.join(", "))
-        }
-    )?;
-    let hosts: Vec<String> = component
-        .allowed_outbound_hosts
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    writeln!(out, "  outbound   {}", listed(&hosts))?;
-    let l = guest.limits();
-    writeln!(
-        out,
-        "  limits     memory {}, timeout {:?}, request body {}, response body {}, {} concurrent, {} queued for up to {:?}",
-        human_size(l.max_memory),
-        l.request_timeout,
-        human_size(l.max_request_body),
-        l.max_response_body
-            .map_or_else(|| "unlimited".to_owned(), human_size),
-        l.max_concurrent_requests,
-        l.max_queued_requests,
-        l.queue_timeout,
-    )?;
-    Ok(())
-}
-
-/// `items` joined with commas for `ferry check`, or `(none)`.
-fn listed(items: &[impl AsRef<str>]) -> String {
-    if items.is_empty() {
-        return "(none)".into();
-    }
-    items
-        .iter()
-        .map(AsRef::as_ref)
-        .collect::<Vec<&str>>()
-        .join(", ")
 }

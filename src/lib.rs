@@ -1,25 +1,10 @@
-//! The `ferry` command line: `ferry up` serves an app, `ferry check`
-//! validates one, `ferry build` runs its build commands. Argument parsing and
-//! everything printed for people lives here, with the tooling around an app
-//! that is not serving it (build commands, downloads of remote components);
-//! the serving is done by `ferry-manifest`, `ferry-runtime` and
-//! `ferry-server`.
+//! The `ferry` command line: argument parsing, the commands' output for
+//! people, build commands (`ferry build`) and file watching (`ferry up
+//! --watch`). Everything else is a library: `ferry-control` loads, serves
+//! and hosts apps, `ferry-client` talks to a live host.
 
-mod admin;
 mod build;
-mod bundle;
 mod cli;
-mod client;
-mod dashboard;
-mod download;
-mod guest_logs;
-mod host;
-mod load;
-mod metered;
-mod metrics;
-mod state;
-mod traces;
-mod variables;
 mod watch;
 
 use std::ffi::OsString;
@@ -41,7 +26,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
     }
     error
         .chain()
-        .find_map(|e| e.downcast_ref::<load::Failure>())
+        .find_map(|e| e.downcast_ref::<ferry_api::Failure>())
         .map_or(1, |f| f.exit_code)
 }
 

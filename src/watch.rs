@@ -33,7 +33,7 @@ pub struct Watched {
     trees: BTreeSet<PathBuf>,
     /// `files` globs, matched against paths relative to `root` (the app
     /// directory, then watched as a whole).
-    globs: Option<globset::GlobSet>,
+    globs: Option<ferry_manifest::files::GlobSet>,
     root: PathBuf,
 }
 
@@ -41,8 +41,7 @@ impl Watched {
     pub fn of(app: &App, runtime_config: Option<&Path>) -> Self {
         let mut files = BTreeSet::new();
         let mut trees = BTreeSet::new();
-        let mut globs = globset::GlobSetBuilder::new();
-        let mut any_glob = false;
+        let mut globs = Vec::new();
         files.insert(absolute(&app.manifest_path));
         files.insert(absolute(
             &runtime_config.map_or_else(|| app.dir.join("runtime-config.toml"), Path::to_owned),
@@ -60,11 +59,8 @@ impl Watched {
                     FileMount::Glob(pattern) => {
                         let pattern = pattern.trim_start_matches("./");
                         let plain = absolute(&app.dir.join(pattern));
-                        if !plain.exists()
-                            && let Ok(glob) = globset::Glob::new(pattern)
-                        {
-                            globs.add(glob);
-                            any_glob = true;
+                        if !plain.exists() {
+                            globs.push(pattern);
                             continue;
                         }
                         plain
@@ -80,7 +76,10 @@ impl Watched {
         Self {
             files,
             trees,
-            globs: any_glob.then(|| globs.build().ok()).flatten(),
+            // The manifest checked every pattern when it was read.
+            globs: (!globs.is_empty())
+                .then(|| ferry_manifest::files::glob_set(globs).ok())
+                .flatten(),
             root: absolute(&app.dir),
         }
     }

@@ -158,7 +158,7 @@ async fn malformed_chunked_bodies_are_400_on_every_executor() {
             let raw = format!(
                 "POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
             );
-            let reply = exchange_one(&ferry, raw.as_bytes(), Duration::from_secs(10)).await;
+            let reply = exchange_one(&ferry, raw.as_bytes(), scaled(Duration::from_secs(10))).await;
             assert_eq!(status(&reply), Some(400), "{path}, {what}: {reply}");
             let access = ferry.access_line(mark, path).await;
             assert_eq!(access["status"], 400, "{path}, {what}");
@@ -173,7 +173,7 @@ async fn malformed_chunked_bodies_are_400_on_every_executor() {
             "POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
              5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
         );
-        let reply = exchange(&ferry, raw.as_bytes(), Duration::from_secs(10)).await;
+        let reply = exchange(&ferry, raw.as_bytes(), scaled(Duration::from_secs(10))).await;
         assert_eq!(status(&reply), Some(200), "{path}: {reply}");
         assert!(
             reply.contains("11 bytes\n") || reply.contains("hello world"),
@@ -356,7 +356,7 @@ async fn malformed_and_oversized_requests_get_their_4xx() {
         ),
     ];
     for (what, raw, expected) in cases {
-        let reply = exchange_one(&ferry, raw.as_bytes(), Duration::from_secs(10)).await;
+        let reply = exchange_one(&ferry, raw.as_bytes(), scaled(Duration::from_secs(10))).await;
         assert_eq!(status(&reply), Some(expected), "{what}: {reply}");
         assert_eq!(
             reply.matches("HTTP/1.1 ").count(),
@@ -377,7 +377,7 @@ async fn a_request_with_two_lengths_smuggles_nothing() {
     let ferry = Ferry::start(&app, &[]);
     let raw = "POST /v2/length HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n\
                0\r\n\r\nGET /v2/status?code=299 HTTP/1.1\r\nHost: x\r\n\r\n";
-    let reply = exchange(&ferry, raw.as_bytes(), Duration::from_secs(10)).await;
+    let reply = exchange(&ferry, raw.as_bytes(), scaled(Duration::from_secs(10))).await;
     assert_eq!(status(&reply), Some(200), "{reply}");
     assert!(
         reply.contains("\r\n\r\n8\r\n0 bytes\n"),
@@ -401,7 +401,7 @@ async fn pipelined_requests_are_answered_in_order() {
         ));
     }
     raw.push_str("GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let reply = exchange(&ferry, raw.as_bytes(), Duration::from_secs(60)).await;
+    let reply = exchange(&ferry, raw.as_bytes(), scaled(Duration::from_secs(60))).await;
     let statuses: Vec<u16> = reply
         .split("HTTP/1.1 ")
         .skip(1)
@@ -435,9 +435,10 @@ async fn a_connection_flood_is_served() {
                     .await
                     .unwrap();
                 let mut reply = Vec::new();
-                tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut reply))
+                let limit = scaled(Duration::from_secs(60));
+                tokio::time::timeout(limit, stream.read_to_end(&mut reply))
                     .await
-                    .expect("an answer within 60 s")
+                    .unwrap_or_else(|_| panic!("no answer within {limit:?}"))
                     .unwrap();
                 status(&String::from_utf8_lossy(&reply))
             })

@@ -62,12 +62,19 @@ fn the_admin_api_types_are_what_the_document_says() {
     };
     let detail = AppDetail {
         summary: summary.clone(),
-        components: vec![ComponentDetail {
+        components: vec![ComponentSummary {
             id: "web".into(),
             source: "web.wasm".into(),
             wasm_bytes: 10,
-            executor: "wasi:http".into(),
+            executor: "wagi".into(),
+            wagi: Some(WagiSummary {
+                argv: "${SCRIPT_NAME}".into(),
+                entrypoint: "_start".into(),
+            }),
             routes: vec!["/...".into()],
+            serves: Some("wasi:http/incoming-handler@0.2.0".into()),
+            imports: vec!["wasi:cli/environment@0.2.0".into()],
+            unsupported: vec!["fermyon:spin/mqtt".into()],
             environment: vec!["A".into()],
             variables: vec!["k = \"{{ v }}\"".into()],
             key_value_stores: vec!["default".into()],
@@ -143,6 +150,25 @@ fn the_admin_api_types_are_what_the_document_says() {
         (
             "/components/schemas/Error".to_owned(),
             value(&Refusal { error: "no".into() }),
+        ),
+        (
+            "/components/schemas/GuestLine".to_owned(),
+            value(&GuestLine {
+                time: "2026-12-06T00:00:00.000Z".into(),
+                level: "INFO".into(),
+                app: "app".into(),
+                component: "web".into(),
+                route: "/...".into(),
+                request_id: "0123".into(),
+                stream: "stdout".into(),
+                status: Some(500),
+                message: "hello".into(),
+                incarnation: 1,
+            }),
+        ),
+        (
+            "/components/schemas/Dropped".to_owned(),
+            value(&Dropped { dropped: 3 }),
         ),
     ];
     let cases: Vec<serde_json::Value> = cases

@@ -4,15 +4,10 @@
 //! compile, restored after `kill -9`, and an admin API that does nothing
 //! without its token.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
-
-use bytes::Bytes;
-use http_body_util::Full;
 
 use crate::support::*;
 
@@ -86,9 +81,7 @@ async fn a_streaming_response_outlives_its_version() {
     let host = Host::start(state.path(), &["--keep-versions", "1"]);
     let app = versioned_app("stream", "one", "/");
     host.deploy(app.path(), &[]);
-    let mut stream = tokio::net::TcpStream::connect(host.url.trim_start_matches("http://"))
-        .await
-        .unwrap();
+    let mut stream = tokio::net::TcpStream::connect(host.addr()).await.unwrap();
     stream
         .write_all(b"GET /big?mb=64 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
@@ -103,16 +96,8 @@ async fn a_streaming_response_outlives_its_version() {
     assert!(!versions.join("1").exists(), "version 1 was removed");
     assert!(versions.join("2").exists());
 
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut rest))
-        .await
-        .expect("the stream finishes")
-        .unwrap();
-    let whole = [first, rest].concat();
-    let split = whole.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&whole[..split]).to_ascii_lowercase();
+    let (head, body) = finish_response(&mut stream, first).await;
     assert!(head.contains("x-guest-name: one"), "{head}");
-    let body = &whole[split + 4..];
     assert_eq!(body.iter().filter(|b| **b == b'x').count(), 64 << 20);
     assert!(body.ends_with(b"0\r\n\r\n"), "the stream ended cleanly");
 }
@@ -406,22 +391,10 @@ async fn kill_9_restores_every_app() {
     let kv_app =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/test-programs/spin-apps/rust-sdk7");
     tokio::task::block_in_place(|| host.deploy(&kv_app, &["--build", "--hostname", "kv.test"]));
-    let kv = |method: &'static str, path: &'static str, body: &'static str| {
-        let url = format!("{}{path}", host.url);
-        async move {
-            send(
-                http::Request::builder()
-                    .method(method)
-                    .uri(url)
-                    .header("host", "kv.test")
-                    .body(Full::new(Bytes::from(body)))
-                    .unwrap(),
-            )
-            .await
-        }
-    };
     assert_eq!(
-        kv("PUT", "/kv/kept", "across restarts").await.text(),
+        host.app_call("kv.test", "PUT", "/kv/kept", "across restarts")
+            .await
+            .text(),
         "stored"
     );
     assert_eq!(host.get("/first/").await.text(), "hello from two\n");
@@ -432,14 +405,7 @@ async fn kill_9_restores_every_app() {
     assert_eq!(host.get("/first/").await.text(), "hello from two\n");
     assert_eq!(host.get("/second/").await.text(), "hello from second\n");
     assert_eq!(host.version("first"), Some(2));
-    let url = format!("{}/kv/kept", host.url);
-    let reply = send(
-        http::Request::get(url)
-            .header("host", "kv.test")
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
+    let reply = host.get_host("/kv/kept", "kv.test").await;
     assert_eq!(reply.text(), "across restarts");
     // The next deploy is numbered after every kept version.
     write_manifest(&app, "first", "four", "/first");
@@ -624,20 +590,18 @@ async fn metrics_count_deploys_and_requests_across_versions() {
     let anonymous = host.call("GET", "/metrics", None, Vec::new()).await;
     assert_eq!(anonymous.status, 401);
     // A request's series are written once its body is sent, just after the
-    // client has read it: read until the last one shows (up to 10 s).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let scrape = loop {
-        let reply = host
-            .call("GET", "/metrics", Some(&host.token()), Vec::new())
-            .await;
-        assert_eq!(reply.status, 200);
-        let scrape = crate::metrics::Scrape::parse(&reply.text());
-        let in_flight = scrape.value("ferry_requests_in_flight", &[("app", "counted")]);
-        if in_flight == 0.0 || Instant::now() > deadline {
-            break scrape;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    // client has read it: read until the last one shows.
+    let scrape = crate::metrics::settled_by(
+        || async {
+            let reply = host
+                .call("GET", "/metrics", Some(&host.token()), Vec::new())
+                .await;
+            assert_eq!(reply.status, 200);
+            crate::metrics::Scrape::parse(&reply.text())
+        },
+        &[("app", "counted")],
+    )
+    .await;
     let app = ("app", "counted");
     assert_eq!(
         scrape.value("ferry_deploys_total", &[app, ("result", "ok")]),
@@ -700,41 +664,30 @@ async fn logs_show_and_follow_an_apps_guest_lines() {
         "{readable}"
     );
 
-    let mut follower = ferry()
-        .args([
-            "logs",
-            "talker",
-            "--follow",
-            "--json",
-            "--host",
-            &host.admin,
-        ])
-        .arg("--token-file")
-        .arg(host.token_file())
+    let mut follower = host
+        .command(&["logs", "talker", "--follow", "--json"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = follower.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let next = |what: &str| -> serde_json::Value {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no line {what} from ferry logs --follow"));
+    let followed = collect_lines(follower.stdout.take().unwrap());
+    // Line `n` (from 0) that `ferry logs --follow` printed, parsed.
+    let line = async |n: usize, what: &str| -> serde_json::Value {
+        let what = format!("line {n} ({what}) from ferry logs --follow");
+        let line = eventually(&what, || async {
+            let lines = followed.lock().unwrap().clone();
+            lines.get(n).cloned().ok_or(lines)
+        })
+        .await;
         serde_json::from_str(&line).unwrap()
     };
     // The kept lines first ...
-    assert_eq!(next("kept")["request_id"], first_id.as_str());
-    assert_eq!(next("kept")["request_id"], first_id.as_str());
+    assert_eq!(line(0, "kept").await["request_id"], first_id.as_str());
+    assert_eq!(line(1, "kept").await["request_id"], first_id.as_str());
     // ... then each new one, and only this app's.
     assert_eq!(host.get("/quiet/print").await.status, 200);
     let second = host.get("/t/print").await;
     let second_id = second.header("x-request-id").unwrap().to_owned();
-    let line = next("followed");
+    let line = line(2, "followed").await;
     assert_eq!(line["request_id"], second_id.as_str(), "{line}");
     assert_eq!(line["app"], "talker");
     let _ = follower.kill();

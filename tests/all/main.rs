@@ -3,8 +3,10 @@
 //! talks to it with a real HTTP client.
 
 mod abuse;
+mod architecture;
 mod build;
 mod capabilities;
+mod control;
 mod docs;
 mod examples;
 mod failures;

@@ -2,7 +2,7 @@
 //! parsed with a Prometheus text parser, and the values (not only the
 //! names) checked against the requests the test sent.
 
-use std::time::{Duration, Instant};
+use std::future::Future;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -93,18 +93,33 @@ async fn read_metrics(url: &str) -> Scrape {
     Scrape::parse(&reply.text())
 }
 
-/// Waits (up to 10 s) until nothing is in flight on the route: a request's
-/// series are written when its body has been sent, just after the client
-/// has read it.
+/// Waits until nothing is in flight on the route: a request's series are
+/// written when its body has been sent, just after the client has read it.
 async fn settled(url: &str, route: &[(&str, &str)]) -> Scrape {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let scrape = read_metrics(url).await;
-        if scrape.value("ferry_requests_in_flight", route) == 0.0 || Instant::now() > deadline {
-            return scrape;
+    settled_by(|| read_metrics(url), route).await
+}
+
+/// [`settled`], scraping with `scrape` (a live host's `/metrics`, say):
+/// the first scrape ([`eventually`]) with nothing in flight on `route`.
+pub(crate) async fn settled_by<F, Fut>(mut scrape: F, route: &[(&str, &str)]) -> Scrape
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Scrape>,
+{
+    let what = format!("ferry_requests_in_flight {route:?} to fall to 0");
+    eventually(&what, || {
+        let scraped = scrape();
+        async move {
+            let scrape = scraped.await;
+            let in_flight = scrape.value("ferry_requests_in_flight", route);
+            if in_flight == 0.0 {
+                Ok(scrape)
+            } else {
+                Err(in_flight)
+            }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -249,20 +264,19 @@ async fn requests_and_failures_are_counted_by_route() {
         let url = format!("{}/sleep?ms=800", ferry.url);
         async move { get(&url).await }
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let what = "ferry_component_instances to be 1 while the request sleeps";
+    eventually(what, || async {
         // In flight from its arrival, an instance once the guest runs.
         let now = read_metrics(&url).await;
-        if now.value("ferry_component_instances", &[("engine", "wasi-0.2")]) == 1.0 {
+        let instances = now.value("ferry_component_instances", &[("engine", "wasi-0.2")]);
+        if instances == 1.0 {
             assert_eq!(now.value("ferry_requests_in_flight", &route), 1.0);
-            break;
+            Ok(())
+        } else {
+            Err(instances)
         }
-        assert!(
-            Instant::now() < deadline,
-            "the request never showed in flight"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
     assert_eq!(slow.await.unwrap().status, 200);
 
     // A path outside every route is counted apart, with no raw path as a label.

@@ -82,15 +82,10 @@ async fn a_second_process_on_the_same_store_file_stops_at_load() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while second.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            second.kill().unwrap();
-            second.wait().unwrap();
-            panic!("a second ferry up on the same state directory started serving");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for_exit(
+        &mut second,
+        "a second `ferry up` on the same state directory to stop at load (not start serving)",
+    );
     let output = second.wait_with_output().unwrap();
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");

@@ -1,10 +1,19 @@
 //! The test harness: apps in temporary directories, a running `ferry up`
-//! whose logs are captured, and an HTTP client.
+//! or `ferry serve` whose logs are captured, and an HTTP client.
+//!
+//! Every wait goes through [`eventually`] (or [`eventually_blocking`]):
+//! retried every 20 ms up to [`WAIT_LIMIT`], and on failure it says what it
+//! waited for, how long, and what it saw last. Every time limit, that one
+//! and each operation's, is [`scaled`] by `FERRY_TEST_TIME_SCALE`, so a
+//! slow machine is given more time in one place:
+//! `FERRY_TEST_TIME_SCALE=3 cargo test --test all`.
 
-use std::io::{BufRead, BufReader};
+use std::fmt::Debug;
+use std::future::Future;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -116,14 +125,7 @@ impl Ferry {
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting ferry");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let logs = collect_lines(child.stderr.take().unwrap());
         let stdout_lines = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let stdout = child.stdout.take().unwrap();
@@ -137,7 +139,7 @@ impl Ferry {
             }
         });
         // Generous: `--build` may run a cold npm or cargo build first.
-        let url = match rx.recv_timeout(Duration::from_secs(600)) {
+        let url = match rx.recv_timeout(scaled(Duration::from_secs(600))) {
             Ok(url) => url,
             Err(_) => {
                 let _ = child.kill();
@@ -172,48 +174,38 @@ impl Ferry {
         LogMark(self.logs.lock().unwrap().len())
     }
 
-    /// Waits (up to 10 s) for a log line written after `mark` that contains
-    /// every one of `needles`, letting the test's other tasks run meanwhile.
+    /// Waits ([`eventually`]) for a log line written after `mark` that
+    /// contains every one of `needles`, letting the test's other tasks run
+    /// meanwhile; a failure shows the lines written after `mark`.
     pub async fn wait_for_log(&self, mark: LogMark, needles: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(line) = self.logs.lock().unwrap()[mark.0..]
-                .iter()
-                .find(|l| needles.iter().all(|n| l.contains(n)))
-            {
-                return line.clone();
+        let what = format!("a log line with {needles:?} after line {}", mark.0);
+        eventually(&what, || async {
+            let lines = self.logs_since(mark);
+            match lines.iter().find(|l| needles.iter().all(|n| l.contains(n))) {
+                Some(line) => Ok(line.clone()),
+                None => Err(lines),
             }
-            assert!(
-                Instant::now() < deadline,
-                "no log line with {needles:?} after line {} in:\n{}",
-                mark.0,
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
     }
 
     /// The access-log line (`--log-format json`) written after `mark` for
-    /// `path`, parsed: waits up to 10 s for it, and fails on any line after
-    /// `mark` that is not one JSON object.
+    /// `path`, parsed: waits ([`eventually`]) for it, and fails on any line
+    /// after `mark` that is not one JSON object.
     pub async fn access_line(&self, mark: LogMark, path: &str) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            for line in self.logs_since(mark) {
-                let value: serde_json::Value = serde_json::from_str(&line)
+        let what = format!("an access line for {path} after line {}", mark.0);
+        eventually(&what, || async {
+            let lines = self.logs_since(mark);
+            for line in &lines {
+                let value: serde_json::Value = serde_json::from_str(line)
                     .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
                 if value["target"] == "ferry::access" && value["path"] == path {
-                    return value;
+                    return Ok(value);
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "no access line for {path} after line {} in:\n{}",
-                mark.0,
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            Err(lines)
+        })
+        .await
     }
 
     /// The log lines written after `mark` so far.
@@ -221,20 +213,10 @@ impl Ferry {
         self.logs.lock().unwrap()[mark.0..].to_vec()
     }
 
-    /// Sends SIGTERM and waits for the process to exit.
+    /// Sends SIGTERM and waits ([`wait_for_exit`]) for the process to exit.
     pub fn terminate(mut self) -> ExitStatus {
         signal(self.child.id(), "TERM");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ferry did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_exit(&mut self.child, "`ferry up` to exit after SIGTERM")
     }
 }
 
@@ -289,7 +271,7 @@ pub async fn get(url: &str) -> Reply {
 
 pub async fn send(request: http::Request<Full<Bytes>>) -> Reply {
     let client = Client::builder(TokioExecutor::new()).build_http();
-    let response = tokio::time::timeout(Duration::from_secs(60), client.request(request))
+    let response = tokio::time::timeout(scaled(Duration::from_secs(60)), client.request(request))
         .await
         .expect("request timed out")
         .expect("request failed");
@@ -353,30 +335,201 @@ impl TextServer {
 
 pub use ferry_store::testing::RedisServer;
 
-/// How long [`wait_until`] waits before it fails: generous, since a loaded
-/// two-core machine is slow, and a passing test never waits that long.
+/// Reads the rest of a raw HTTP/1.1 response from `stream`, of which
+/// `first` was read already: its head, lowercased, and its body as sent
+/// (chunked framing included).
+pub async fn finish_response(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    first: Vec<u8>,
+) -> (String, Vec<u8>) {
+    use tokio::io::AsyncReadExt as _;
+    let mut rest = Vec::new();
+    tokio::time::timeout(
+        scaled(Duration::from_secs(60)),
+        stream.read_to_end(&mut rest),
+    )
+    .await
+    .expect("the stream finishes")
+    .unwrap();
+    let whole = [first, rest].concat();
+    let split = whole
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&whole[..split]).to_ascii_lowercase();
+    (head, whole[split + 4..].to_vec())
+}
+
+/// How long [`eventually`] waits before it fails, before [`scaled`]:
+/// generous, since a loaded two-core machine is slow, and a passing test
+/// never waits that long.
 pub const WAIT_LIMIT: Duration = Duration::from_secs(120);
 
-/// Waits until `check` gives a value, trying every 20 ms, and returns it;
-/// fails after [`WAIT_LIMIT`] naming `what` it waited for. Every wait in
-/// the tests goes through here, so each failure says what never happened.
-pub async fn wait_until<T, F, Fut>(what: &str, mut check: F) -> T
+/// How often [`eventually`] checks again.
+const RETRY: Duration = Duration::from_millis(20);
+
+/// The factor every time limit of the tests is multiplied by: the
+/// environment variable `FERRY_TEST_TIME_SCALE`, a positive number (`3`
+/// gives a slow machine three times as long; `0.01` makes a wait that will
+/// fail fail at once), or 1 when it is not set. Any other value fails the
+/// test that asks, saying so.
+pub fn time_scale() -> f64 {
+    const NAME: &str = "FERRY_TEST_TIME_SCALE";
+    static SCALE: OnceLock<f64> = OnceLock::new();
+    *SCALE.get_or_init(|| match std::env::var(NAME) {
+        Err(std::env::VarError::NotPresent) => 1.0,
+        Err(std::env::VarError::NotUnicode(value)) => {
+            panic!("{NAME} must be a positive number, not {value:?}")
+        }
+        Ok(value) => value
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|scale| scale.is_finite() && *scale > 0.0)
+            .unwrap_or_else(|| panic!("{NAME} must be a positive number, not {value:?}")),
+    })
+}
+
+/// `limit` times [`time_scale`]. Every limit the tests put on how long
+/// something may take goes through here: [`WAIT_LIMIT`], and the timeouts
+/// of single operations (a request, a stream read to its end, a process
+/// starting). Not a limit that is itself what a test checks, such as how
+/// soon the server cuts a slow client off: scaling that would change what
+/// the test asserts.
+pub fn scaled(limit: Duration) -> Duration {
+    limit.mul_f64(time_scale())
+}
+
+/// What a check given to [`eventually`] returns: either the value that
+/// ends the wait, or what it saw instead, for the failure message.
+///
+/// - `Option<T>`: `Some(value)` ends the wait; `None` is "nothing yet",
+///   with nothing worth showing.
+/// - `Result<T, E>`: `Ok(value)` ends the wait; `Err(seen)` carries what
+///   was seen instead (a reply, a count, the lines so far), and the last one
+///   is shown (`Debug`) if the wait fails.
+pub trait Seen {
+    /// What the wait gives once it is over.
+    type Value;
+    /// What a check that has not succeeded yet saw instead.
+    type Instead;
+    /// `Ok` ends the wait.
+    fn seen(self) -> Result<Self::Value, Self::Instead>;
+    /// How the failure message shows what was last seen, if at all.
+    fn show(instead: &Self::Instead) -> Option<String>;
+}
+
+impl<T> Seen for Option<T> {
+    type Value = T;
+    type Instead = ();
+
+    fn seen(self) -> Result<T, ()> {
+        self.ok_or(())
+    }
+
+    fn show(_: &()) -> Option<String> {
+        None
+    }
+}
+
+impl<T, E: Debug> Seen for Result<T, E> {
+    type Value = T;
+    type Instead = E;
+
+    fn seen(self) -> Result<T, E> {
+        self
+    }
+
+    /// On one line when it is short, else pretty-printed.
+    fn show(instead: &E) -> Option<String> {
+        let line = format!("{instead:?}");
+        Some(if line.len() <= 100 {
+            line
+        } else {
+            format!("{instead:#?}")
+        })
+    }
+}
+
+/// Waits until `check` succeeds, checking every 20 ms, and returns its
+/// value; fails after [`WAIT_LIMIT`] ([`scaled`]) with a message naming
+/// `what` it waited for, how long, and what the last check saw (see
+/// [`Seen`]):
+///
+/// ```text
+/// waited 120s for the app to serve `hello from two`; last seen: Reply { status: 503, .. }
+/// ```
+///
+/// `what` completes "waited 120s for …". Every wait of the tests goes
+/// through here (or [`eventually_blocking`]): never a loop of its own.
+pub async fn eventually<S, F, Fut>(what: &str, mut check: F) -> S::Value
 where
+    S: Seen,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
+    Fut: Future<Output = S>,
 {
+    let limit = scaled(WAIT_LIMIT);
     let started = Instant::now();
     loop {
-        if let Some(value) = check().await {
-            return value;
+        match check().await.seen() {
+            Ok(value) => return value,
+            Err(instead) if started.elapsed() >= limit => gave_up::<S>(what, limit, &instead),
+            Err(_) => tokio::time::sleep(RETRY).await,
         }
-        assert!(
-            started.elapsed() < WAIT_LIMIT,
-            "waited {}s for {what}, in vain",
-            WAIT_LIMIT.as_secs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// [`eventually`] for a test or thread that is not async: the same limit
+/// and message, sleeping the thread between checks.
+pub fn eventually_blocking<S: Seen>(what: &str, mut check: impl FnMut() -> S) -> S::Value {
+    let limit = scaled(WAIT_LIMIT);
+    let started = Instant::now();
+    loop {
+        match check().seen() {
+            Ok(value) => return value,
+            Err(instead) if started.elapsed() >= limit => gave_up::<S>(what, limit, &instead),
+            Err(_) => std::thread::sleep(RETRY),
+        }
+    }
+}
+
+fn gave_up<S: Seen>(what: &str, limit: Duration, instead: &S::Instead) -> ! {
+    // Tenths of a second: "120s", or "1.2s" under a small scale.
+    let waited = (limit.as_secs_f64() * 10.0).round() / 10.0;
+    match S::show(instead) {
+        Some(seen) => panic!("waited {waited}s for {what}; last seen: {seen}"),
+        None => panic!("waited {waited}s for {what}, in vain"),
+    }
+}
+
+/// Waits (as [`eventually_blocking`]) for `child` to exit, `what` naming
+/// the exit; a child that does not is killed before the test fails, so
+/// that no process outlives it.
+pub fn wait_for_exit(child: &mut Child, what: &str) -> ExitStatus {
+    struct KillOnUnwind<'a>(&'a mut Child);
+    impl Drop for KillOnUnwind<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+    let guard = KillOnUnwind(child);
+    eventually_blocking(what, || guard.0.try_wait().unwrap())
+}
+
+/// The lines `reader` gives, collected as they come by a thread of their
+/// own (a process's log, say).
+pub fn collect_lines(reader: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
 }
 
 /// A running `ferry serve` on a state directory it may share with the
@@ -407,14 +560,7 @@ impl Host {
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting ferry serve");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = logs.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let logs = collect_lines(child.stderr.take().unwrap());
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut url = None;
         let mut admin = None;
@@ -450,16 +596,22 @@ impl Host {
             .to_owned()
     }
 
-    /// `ferry <args>` against this host, as a user runs it.
-    pub fn client(&self, args: &[&str]) -> Output {
-        ferry()
+    /// The command `ferry <args>` against this host (its admin API and
+    /// token), as a user runs it.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = ferry();
+        command
             .args(args)
             .arg("--host")
             .arg(&self.admin)
             .arg("--token-file")
-            .arg(self.token_file())
-            .output()
-            .unwrap()
+            .arg(self.token_file());
+        command
+    }
+
+    /// [`command`](Self::command), run to its end.
+    pub fn client(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
     }
 
     /// `ferry deploy PATH ARGS`, which must succeed; what it printed.
@@ -547,13 +699,25 @@ impl Host {
     }
 
     pub async fn get_host(&self, path: &str, host: &str) -> Reply {
+        self.app_call(host, "GET", path, "").await
+    }
+
+    /// A request to the app reached by `hostname`.
+    pub async fn app_call(&self, hostname: &str, method: &str, path: &str, body: &str) -> Reply {
         send(
-            http::Request::get(format!("{}{path}", self.url))
-                .header("host", host)
-                .body(Full::default())
+            http::Request::builder()
+                .method(method)
+                .uri(format!("{}{path}", self.url))
+                .header("host", hostname)
+                .body(Full::new(Bytes::from(body.to_owned())))
                 .unwrap(),
         )
         .await
+    }
+
+    /// The apps' listener, as `host:port`.
+    pub fn addr(&self) -> String {
+        self.url.trim_start_matches("http://").to_owned()
     }
 
     pub fn logs(&self) -> String {
@@ -562,7 +726,7 @@ impl Host {
 
     /// Waits for `/readyz` to answer 200 (503 until then).
     pub async fn until_ready(&self) {
-        wait_until("the host's /readyz to answer 200", || async {
+        eventually("the host's /readyz to answer 200", || async {
             let reply = get(&format!("{}/readyz", self.admin)).await;
             let ready: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
             assert_eq!(ready["ready"], reply.status == 200, "{}", reply.text());
@@ -571,7 +735,11 @@ impl Host {
                 "{}",
                 reply.text()
             );
-            (reply.status == 200).then_some(())
+            if reply.status == 200 {
+                Ok(())
+            } else {
+                Err(reply.text())
+            }
         })
         .await
     }
@@ -584,7 +752,7 @@ impl Host {
     /// Stops the host as an operator does (SIGTERM), which must exit 0.
     pub fn stop(mut self) {
         signal(self.child.id(), "TERM");
-        let status = self.child.wait().unwrap();
+        let status = wait_for_exit(&mut self.child, "`ferry serve` to exit after SIGTERM");
         assert!(status.success(), "{status}:\n{}", self.logs());
     }
 }

@@ -5,7 +5,6 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -124,25 +123,30 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Waits (up to 30 s) until `count` spans of trace `trace_id` arrived.
+/// The spans received so far, by name and trace: what a failed wait shows.
+fn names(spans: &[Span]) -> Vec<(String, String)> {
+    spans
+        .iter()
+        .map(|s| (s.name.clone(), hex(&s.trace_id)))
+        .collect()
+}
+
+/// Waits ([`eventually_blocking`]) until `count` spans of trace `trace_id`
+/// arrived.
 fn spans_of(receiver: &Recorder, trace_id: &str, count: usize) -> Vec<Span> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let what = format!("{count} spans of trace {trace_id}");
+    eventually_blocking(&what, || {
         let spans: Vec<Span> = receiver
             .spans()
             .into_iter()
             .filter(|s| hex(&s.trace_id) == trace_id)
             .collect();
         if spans.len() >= count {
-            return spans;
+            Ok(spans)
+        } else {
+            Err(names(&spans))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {count} spans of trace {trace_id} after 30 s",
-            spans.len()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,18 +245,17 @@ async fn each_request_is_a_span_that_continues_its_callers_trace() {
     // says it failed.
     let reply = get(&format!("{}/trap", ferry.url)).await;
     assert_eq!(reply.status, 500);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let failed = loop {
-        if let Some(span) = receiver
-            .spans()
-            .into_iter()
+    let failed = eventually("a span for the failed request", || async {
+        let spans = receiver.spans();
+        match spans
+            .iter()
             .find(|s| s.name == "GET /..." && hex(&s.trace_id) != trace_id)
         {
-            break span;
+            Some(span) => Ok(span.clone()),
+            None => Err(names(&spans)),
         }
-        assert!(Instant::now() < deadline, "no span for the failed request");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert!(failed.parent_span_id.is_empty(), "a root span");
     assert_eq!(
         attribute(&failed, "http.response.status_code"),

@@ -131,9 +131,10 @@ async fn a_chatty_guest_cannot_flood_the_log() {
         let reply = get(&format!("{}/chatty?lines=1500", ferry.url)).await;
         assert_eq!(reply.text(), "printed 1500 lines\n");
         let id = reply.header("x-request-id").unwrap().to_owned();
-        // Its guest lines come before its access line: wait for that.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let (printed, warned) = loop {
+        // Its guest lines come before its access line: wait for that. Seen
+        // meanwhile: its (guest lines, warnings) so far.
+        let what = format!("the access line of request {id}");
+        let (printed, warned) = eventually(&what, || async {
             let lines: Vec<serde_json::Value> = ferry
                 .logs()
                 .lines()
@@ -149,11 +150,13 @@ async fn a_chatty_guest_cannot_flood_the_log() {
                 .filter(|l| l["target"] == "ferry::guest" && l["level"] == "WARN")
                 .count();
             let done = lines.iter().any(|l| l["target"] == "ferry::access");
-            if done || std::time::Instant::now() > deadline {
-                break (printed, warned);
+            if done {
+                Ok((printed, warned))
+            } else {
+                Err((printed, warned))
             }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        };
+        })
+        .await;
         assert_eq!(printed, 1000);
         assert_eq!(warned, 1);
     }

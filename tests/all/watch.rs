@@ -4,7 +4,6 @@
 //! version they started on, and a version that fails to load leaves the
 //! running one serving.
 
-use std::time::{Duration, Instant};
 
 use crate::support::*;
 
@@ -38,24 +37,20 @@ fn save_manifest(app: &TestApp, body: &str) {
     std::fs::rename(&tmp, app.path().join("spin.toml")).unwrap();
 }
 
-/// Polls `GET /` until its body is `expected` (up to 30 s).
+/// Polls `GET /` ([`eventually`]) until its body is `expected`; a failure
+/// shows the last body and what `ferry up` had printed by then.
 async fn until_served(ferry: &Ferry, expected: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let what = format!("`GET /` to answer {expected:?} (seen: body, stdout)");
+    eventually(&what, || async {
         let reply = get(&format!("{}/", ferry.url)).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
         if reply.text() == expected {
-            return;
+            Ok(())
+        } else {
+            Err((reply.text(), ferry.stdout.lock().unwrap().clone()))
         }
-        assert!(
-            Instant::now() < deadline,
-            "still `{}` 30 s after the change, not `{expected}`\nstdout: {:?}\nlog:\n{}",
-            reply.text().trim_end(),
-            ferry.stdout.lock().unwrap(),
-            ferry.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// An edit to the manifest is picked up on the same listener, while a
@@ -123,27 +118,19 @@ async fn a_version_that_fails_to_load_leaves_the_old_one_serving() {
     until_served(&ferry, "hello from fixed\n").await;
 }
 
-/// Waits until `ferry up` has printed a line containing `needle` `count`
-/// times.
+/// Waits ([`eventually`]) until `ferry up` has printed a line containing
+/// `needle` `count` times.
 async fn wait_for_stdout(ferry: &Ferry, needle: &str, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ferry
-        .stdout
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| l.contains(needle))
-        .count()
-        < count
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no `{needle}` #{count}: {:?}\n{}",
-            ferry.stdout.lock().unwrap(),
-            ferry.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("`ferry up` to print `{needle}` {count} time(s)");
+    eventually(&what, || async {
+        let stdout = ferry.stdout.lock().unwrap().clone();
+        if stdout.iter().filter(|l| l.contains(needle)).count() >= count {
+            Ok(())
+        } else {
+            Err(stdout)
+        }
+    })
+    .await
 }
 
 /// A rebuilt component (its Wasm file replaced) is picked up: here the
@@ -258,20 +245,9 @@ async fn a_streaming_response_survives_a_reload() {
     );
     until_served(&ferry, "hello from two\n").await;
 
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut rest))
-        .await
-        .expect("the stream finishes")
-        .unwrap();
-    let whole = [first, rest].concat();
-    let split = whole
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a response head");
-    let head = String::from_utf8_lossy(&whole[..split]).to_ascii_lowercase();
+    let (head, body) = finish_response(&mut stream, first).await;
     assert!(head.contains("x-guest-name: one"), "{head}");
     // Chunked: the body's data is the 64 MiB of `x`, then the last chunk.
-    let body = &whole[split + 4..];
     let data = body.iter().filter(|b| **b == b'x').count();
     assert_eq!(data, 64 << 20, "the streamed body arrived whole");
     assert!(body.ends_with(b"0\r\n\r\n"), "the stream ended cleanly");

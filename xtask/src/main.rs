@@ -5,8 +5,12 @@
 //!   is `state.rs`, its overload part `overload.rs`, its live-host part
 //!   `host.rs`), which writes its figures into BENCHMARKS.md.
 //! - `native-hello`: the native hyper baseline server the benchmark starts.
+//! - `group-commit`: the store's durable writes and reads in process
+//!   (`group_commit.rs`, on the measurements in `baseline.rs`).
 
+mod baseline;
 mod bench;
+mod group_commit;
 mod host;
 mod native;
 mod overload;
@@ -58,6 +62,8 @@ enum Task {
         #[arg(long, default_value_t = 10_000)]
         idle_connections: usize,
     },
+    /// Durable key-value writes per second with and without group commit, and a `get`'s cost, in process.
+    GroupCommit,
     /// The native baseline: a hyper server answering every request with the hello bytes.
     NativeHello {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -87,6 +93,10 @@ fn main() -> ExitCode {
             only,
             idle_connections,
         }),
+        Task::GroupCommit => {
+            group_commit::run();
+            Ok(())
+        }
         Task::NativeHello { listen } => native::serve(listen),
     };
     match result {

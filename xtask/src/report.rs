@@ -556,8 +556,8 @@ pub fn state_markdown(
          of `wrk -t1 -c{} -d{}s --latency` per route, alternating; `ferry up` on {}, wrk on {}, without \
          `RUST_BACKTRACE`. Guest: `crates/test-programs/spin-apps/rust-sdk5` (spin-sdk 5.2, \
          `fermyon:spin/key-value@2.0.0`, built by `ferry build`), its default store on embedded SQLite in a \
-         new state directory. The in-process rows run `ferry_store::baseline` (also \
-         `cargo bench -p ferry-store --bench group_commit`) in the same run, after the server stopped, on the \
+         new state directory. The in-process rows run `xtask/src/baseline.rs` (also \
+         `cargo xtask group-commit`) in the same run, after the server stopped, on the \
          same filesystem, with {} concurrent writers.\n",
         options.rounds,
         options.connections,

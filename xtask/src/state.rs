@@ -6,15 +6,15 @@
 //! `fermyon:spin/key-value@2.0.0`), built with `ferry build` as the
 //! integration tests build it, and served by `ferry up` on the server core
 //! with a state directory of its own (embedded SQLite). The in-process
-//! baselines (`ferry_store::baseline`, also run by the store's own bench)
+//! baselines (`baseline.rs`, also run by `cargo xtask group-commit`)
 //! run after the server has stopped, on the same filesystem.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::baseline::{self, GetCost};
 use anyhow::{Context as _, ensure};
-use ferry_store::baseline::{self, GetCost};
 
 use crate::bench::{Options, Running, Series, Setup, Target, alternate, named};
 use crate::process;

@@ -8,15 +8,27 @@
 //! parse on the other, never prints blanks. `docs/admin-api.yaml` is the
 //! published contract these types keep.
 //!
-//! This crate knows nothing of wasmtime, HTTP or the state directory.
+//! Beside the API proper, what host and client both print or check: the
+//! [`Failure`]s that decide the exit code, sizes and durations for people
+//! ([`human`]), the variable values a deploy gives ([`values`]) and, with
+//! the `https` feature, how Ferry's HTTPS clients trust servers.
+//!
+//! This crate knows nothing of wasmtime, the admin API's server or the
+//! state directory.
 
+mod failure;
+#[cfg(feature = "https")]
+pub mod https;
+pub mod human;
 mod validate;
+pub mod values;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use failure::Failure;
 pub use validate::{digest_hex, sha256_digest, valid_app_name, valid_bundle_path};
 
 /// `POST /v1/apps/{name}/versions`: a bundle already uploaded blob by blob.
@@ -144,25 +156,110 @@ pub struct AppSummary {
 pub struct AppDetail {
     #[serde(flatten)]
     pub summary: AppSummary,
-    pub components: Vec<ComponentDetail>,
+    pub components: Vec<ComponentSummary>,
     pub versions: Vec<VersionSummary>,
 }
 
-/// A component of the serving version, with what it is granted.
+/// A loaded component and what it is granted: what `ferry check` prints
+/// for each component and `GET /v1/apps/{name}` returns for the serving
+/// version's (rendered by [`ComponentSummary::render`] for both).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ComponentDetail {
+pub struct ComponentSummary {
     pub id: String,
+    /// Its file (relative to the app directory), or its URL and digest.
     pub source: String,
     pub wasm_bytes: u64,
+    /// `wasi:http` or `wagi`.
     pub executor: String,
+    /// A WAGI component's command line and entry point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wagi: Option<WagiSummary>,
     pub routes: Vec<String>,
+    /// The wasi:http interface it exports and Ferry serves, and how its
+    /// bytes were adapted first, if they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serves: Option<String>,
+    /// Imported interfaces (components) or modules (core modules).
+    #[serde(default)]
+    pub imports: Vec<String>,
+    /// Imports Ferry links but does not provide: calls return the
+    /// interface's error.
+    #[serde(default)]
+    pub unsupported: Vec<String>,
+    /// Environment variable names only.
     pub environment: Vec<String>,
+    /// `key = value` lines; never a secret's value.
     pub variables: Vec<String>,
     pub key_value_stores: Vec<String>,
     pub sqlite_databases: Vec<String>,
     pub allowed_outbound_hosts: Vec<String>,
+    /// Each `files` entry and where the guest sees it.
     pub files: Vec<String>,
     pub limits: String,
+}
+
+/// A WAGI component's `argv` template and entry point.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WagiSummary {
+    pub argv: String,
+    pub entrypoint: String,
+}
+
+impl ComponentSummary {
+    /// The component for people, as `ferry check` and `ferry app show`
+    /// print it.
+    pub fn render(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "\ncomponent `{}` ({}, {})",
+            self.id,
+            self.source,
+            human::human_size(self.wasm_bytes)
+        )?;
+        let executor = match &self.wagi {
+            Some(wagi) => format!(
+                "{}, argv \"{}\", entrypoint {}",
+                self.executor, wagi.argv, wagi.entrypoint
+            ),
+            None => self.executor.clone(),
+        };
+        writeln!(out, "  route      {} ({executor})", listed(&self.routes))?;
+        if let Some(serves) = &self.serves {
+            writeln!(out, "  serves     {serves}")?;
+        }
+        writeln!(out, "  imports    {}", listed(&self.imports))?;
+        if !self.unsupported.is_empty() {
+            writeln!(
+                out,
+                "  linked, not supported (calls return the interface's error)\n             {}",
+                self.unsupported.join(", ")
+            )?;
+        }
+        writeln!(out, "  env        {}", listed(&self.environment))?;
+        writeln!(out, "  variables  {}", listed(&self.variables))?;
+        writeln!(out, "  key-value  {}", listed(&self.key_value_stores))?;
+        writeln!(out, "  sqlite     {}", listed(&self.sqlite_databases))?;
+        let files = if self.files.is_empty() {
+            "(none)".to_owned()
+        } else {
+            format!("{} (read-only)", self.files.join(", "))
+        };
+        writeln!(out, "  files      {files}")?;
+        writeln!(out, "  outbound   {}", listed(&self.allowed_outbound_hosts))?;
+        writeln!(out, "  limits     {}", self.limits)
+    }
+}
+
+/// `items` joined with commas, or `(none)`.
+pub fn listed(items: &[impl AsRef<str>]) -> String {
+    if items.is_empty() {
+        return "(none)".into();
+    }
+    items
+        .iter()
+        .map(AsRef::as_ref)
+        .collect::<Vec<&str>>()
+        .join(", ")
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -171,6 +268,48 @@ pub struct VersionSummary {
     pub deployed_at: String,
     pub current: bool,
     pub files: usize,
+}
+
+/// One line a guest wrote to stdout or stderr, as `GET
+/// /v1/apps/{name}/logs` streams it (its control characters escaped), and
+/// a failure as the dashboard lists it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GuestLine {
+    /// RFC 3339, UTC, milliseconds.
+    pub time: String,
+    pub level: String,
+    pub app: String,
+    pub component: String,
+    pub route: String,
+    pub request_id: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// A failure's status (failures only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u64>,
+    pub message: String,
+    /// Which life of its app the line is from (0: not known); the host's
+    /// own bookkeeping, never sent.
+    #[serde(skip)]
+    pub incarnation: u64,
+}
+
+/// In a followed log stream, in place of the lines a follower that fell
+/// behind missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dropped {
+    pub dropped: u64,
+}
+
+/// One entry of a log stream: a line, or how many were dropped.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LogEntry {
+    // First: a line's fields all have defaults, so it would take anything.
+    Dropped(Dropped),
+    Line(Box<GuestLine>),
 }
 
 /// Variable names and their values. Its `Debug` shows only the names;

@@ -527,7 +527,8 @@ pub(crate) fn check_relative_glob(pattern: &str) -> Result<(), String> {
             "`{pattern}` cannot reach outside the app directory (`..`)"
         ));
     }
-    globset::Glob::new(pattern).map_err(|e| format!("`{pattern}` is not a valid glob: {e}"))?;
+    crate::files::glob_set([pattern])
+        .map_err(|e| format!("`{pattern}` is not a valid glob: {e}"))?;
     Ok(())
 }
 

@@ -18,6 +18,7 @@
 
 mod component;
 mod diagnostic;
+pub mod files;
 mod limits;
 mod outbound;
 mod route;

@@ -17,7 +17,6 @@ mod cache;
 mod engine;
 mod files;
 mod http;
-mod http3;
 mod key_value;
 mod outbound;
 mod sandbox;
@@ -26,6 +25,7 @@ mod unavailable;
 mod variables;
 mod wagi;
 mod wasi_2023_10_18;
+mod wasi_http_p3;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -41,8 +41,7 @@ pub use body::{BodyTooLarge, BoxError, Limited, ResponseBody};
 pub use cache::{CompileCache, CompileStats};
 pub use engine::{EPOCH_TICK, EngineOptions};
 pub use ferry_manifest::Limits;
-pub use files::glob_matches;
-pub use sandbox::{MAX_LOG_LINES_PER_REQUEST, RequestLog, RequestStats, escape_control};
+pub use sandbox::{MAX_LOG_LINES_PER_REQUEST, RequestLog, RequestStats};
 /// The CGI response parser, for the fuzz targets and their corpus test.
 #[doc(hidden)]
 pub use wagi::parse_cgi_response;
@@ -304,7 +303,7 @@ impl Runtime {
         let engine = engine::build_engine(&self.options, true)
             .context("configuring wasmtime for WASI 0.3")?;
         let p3 = P3Engine {
-            linker: http3::linker(&engine)?,
+            linker: wasi_http_p3::linker(&engine)?,
             _epoch: engine::EpochTicker::start(&engine),
             engine,
         };
@@ -415,7 +414,7 @@ impl Runtime {
                 let extended = unavailable::linker_for(base, engine, &c)?;
                 let linker = extended.as_ref().unwrap_or(base);
                 let kind = if wasi_03 {
-                    http3::pre(linker, &c)
+                    wasi_http_p3::pre(linker, &c)
                         .map(GuestKind::HttpP3)
                         .with_context(|| not_served(&exports))?
                 } else {
@@ -540,7 +539,7 @@ impl Guest {
                 .await
             }
             GuestKind::HttpP3(pre) => {
-                http3::handle(
+                wasi_http_p3::handle(
                     &self.engine,
                     pre,
                     &self.sandbox,

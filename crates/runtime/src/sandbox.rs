@@ -334,7 +334,7 @@ impl LineLogger {
         }
         // Escaped once, here, for every reader: the host log, `ferry logs`
         // and the dashboard all get the same text.
-        let line = escape_control(line);
+        let line = ferry_api::human::escape_control(line);
         if !self.target.budget.take(&self.target) {
             return;
         }
@@ -384,36 +384,6 @@ impl StdioSink for LineLogger {
         self.push(bytes);
         Ok(())
     }
-}
-
-/// `text` with its control characters escaped, so that whatever a guest
-/// writes cannot drive the terminal of whoever reads it (move the cursor,
-/// clear the screen, set the window title, hide a line behind a `\r`). C0
-/// controls (but tab) and DEL become `\xNN`, C1 controls `\u{NN}`: the
-/// spellings `tracing-subscriber` gives the few it escapes in the host's
-/// own log. A guest's lines are escaped when they are logged, and `ferry
-/// logs` escapes what it prints again with this function (a no-op on text
-/// escaped already), since it cannot trust the host it talks to either.
-pub fn escape_control(text: &str) -> std::borrow::Cow<'_, str> {
-    use std::fmt::Write as _;
-    let needs = |c: char| c.is_control() && c != '\t';
-    if !text.chars().any(needs) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut escaped = String::with_capacity(text.len() + 16);
-    for c in text.chars() {
-        match c as u32 {
-            _ if !needs(c) => escaped.push(c),
-            // Writing into a String cannot fail.
-            code @ 0x80..=0x9f => {
-                let _ = write!(escaped, "\\u{{{code:x}}}");
-            }
-            code => {
-                let _ = write!(escaped, "\\x{code:02x}");
-            }
-        }
-    }
-    std::borrow::Cow::Owned(escaped)
 }
 
 /// A WAGI guest's stdout: captured in memory up to a limit. Past the limit
@@ -539,7 +509,7 @@ impl<S: StdioSink> OutputStream for SinkStream<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::escape_control;
+    use ferry_api::human::escape_control;
 
     #[test]
     fn control_characters_are_escaped_and_the_rest_kept() {

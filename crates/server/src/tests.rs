@@ -9,11 +9,11 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 
-use crate::{AppHost, LiveApps};
+use crate::{LiveApps, LoadedApp};
 
 /// An app called `name` at `base` whose routes answer with their own
 /// route and the app's name.
-fn app(name: &str, base: &str, routes: &[&str]) -> AppHost {
+fn app(name: &str, base: &str, routes: &[&str]) -> LoadedApp {
     let mut text = format!(
         "spin_manifest_version = 2\n[application]\nname = \"{name}\"\n[application.trigger.http]\nbase = \"{base}\"\n"
     );
@@ -24,7 +24,7 @@ fn app(name: &str, base: &str, routes: &[&str]) -> AppHost {
     }
     let app = ferry_manifest::parse_app(&text, Path::new("/apps/spin.toml"), Path::new("/apps"))
         .unwrap_or_else(|e| panic!("{e:?}"));
-    AppHost::new(&app, Vec::new()).unwrap()
+    LoadedApp::new(&app, Vec::new()).unwrap()
 }
 
 async fn get(apps: &LiveApps, host: &str, path: &str) -> (StatusCode, String) {

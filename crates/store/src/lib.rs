@@ -15,13 +15,11 @@
 //! bindings translate guests' calls into these traits, whatever version of
 //! which interface the guest imports.
 
-#[doc(hidden)]
-pub mod baseline;
 mod read_cache;
 mod redis;
 mod sql;
 mod sqlite;
-#[doc(hidden)]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]
 mod tests;

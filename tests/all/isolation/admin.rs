@@ -128,7 +128,7 @@ async fn route_names_like_labels_move_no_figure_between_apps_on_the_dashboard() 
     };
     let mut expected = vec![series("victim", "/v/...", 2)];
     expected.extend(hostile.iter().map(|route| series("evil", route, 5)));
-    wait_until("/metrics to count every request", || async {
+    eventually("/metrics to count every request", || async {
         let reply = host
             .call("GET", "/metrics", Some(&host.token()), Vec::new())
             .await;
@@ -212,7 +212,7 @@ async fn admin_streams_are_bounded_and_freed_when_their_client_leaves() {
         ("/v1/events", EVENT_STREAMS),
     ] {
         for _ in 0..count {
-            let stream = wait_until(&format!("a place for GET {path}"), || async {
+            let stream = eventually(&format!("a place for GET {path}"), || async {
                 let stream = Streamed::open(&host, path).await;
                 (stream.status == 200).then_some(stream)
             })
@@ -245,7 +245,7 @@ async fn a_deleted_apps_followers_end_and_its_successor_shows_none_of_its_lines(
     // A request that goes on past the delete, and prints when it ends.
     let url = format!("{}/t/sleep?ms=3000", host.url);
     let sleeping = tokio::spawn(async move { get(&url).await });
-    wait_until("the guest to start sleeping", || async {
+    eventually("the guest to start sleeping", || async {
         host.logs().contains("sleeping 3000 ms").then_some(())
     })
     .await;
@@ -261,7 +261,7 @@ async fn a_deleted_apps_followers_end_and_its_successor_shows_none_of_its_lines(
     tokio::task::block_in_place(|| host.deploy(app.path(), &[]));
     let slept = sleeping.await.unwrap();
     assert_eq!(slept.text(), "slept 3000 ms\n");
-    wait_until("the old request's last line in the host log", || async {
+    eventually("the old request's last line in the host log", || async {
         host.logs().contains("slept 3000 ms").then_some(())
     })
     .await;
@@ -320,7 +320,7 @@ async fn no_guest_connects_to_the_admin_listener() {
             "{url}"
         );
     }
-    let logged = wait_until("a log line for each denial", || async {
+    let logged = eventually("a log line for each denial", || async {
         let logged = host.logs.lock().unwrap()[mark..].join("\n");
         (logged.matches("outbound request denied").count() == 3).then_some(logged)
     })
@@ -386,7 +386,7 @@ impl Streamed {
     /// Reads on until `done` says so.
     async fn read_until<T>(&mut self, what: &str, done: impl Fn(&Self) -> Option<T>) -> T {
         let this = tokio::sync::Mutex::new(self);
-        wait_until(what, || async {
+        eventually(what, || async {
             let mut this = this.lock().await;
             if let Some(value) = done(&this) {
                 return Some(value);

@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use http_body_util::Full;
 
-use super::app_call;
 use crate::support::*;
 
 /// A manifest for one component on the wasi:http test guest (`guest.wasm`
@@ -320,13 +319,13 @@ async fn a_bundled_database_is_copied_never_written_through() {
     let reply = deploy_bundle(&host, "left", &files, &["left.test"]).await;
     assert_eq!(reply.status, 201, "{}", reply.text());
     let sql = async |app: &str, statement: &str| {
-        app_call(&host, &format!("{app}.test"), "POST", "/sql", statement)
+        host.app_call(&format!("{app}.test"), "POST", "/sql", statement)
             .await
             .text()
     };
     let insert = sql("left", "INSERT INTO notes VALUES ('from left')").await;
     assert!(insert.contains("1 changed"), "{insert}");
-    let stored = app_call(&host, "left.test", "PUT", "/kv/key", "left's").await;
+    let stored = host.app_call("left.test", "PUT", "/kv/key", "left's").await;
     assert_eq!(stored.text(), "stored");
     blobs_unchanged();
 
@@ -343,7 +342,7 @@ async fn a_bundled_database_is_copied_never_written_through() {
         "{left}"
     );
     assert_eq!(
-        app_call(&host, "right.test", "GET", "/kv/key", "")
+        host.app_call("right.test", "GET", "/kv/key", "")
             .await
             .status,
         404
@@ -372,9 +371,11 @@ async fn a_bundled_database_is_copied_never_written_through() {
     host.kill_9();
     let host = Host::start(state.path(), &[]);
     host.until_ready().await;
-    let left = app_call(&host, "left.test", "POST", "/sql", "SELECT text FROM notes").await;
+    let left = host
+        .app_call("left.test", "POST", "/sql", "SELECT text FROM notes")
+        .await;
     assert!(left.text().contains("from left"), "{}", left.text());
-    let kept = app_call(&host, "left.test", "GET", "/kv/key", "").await;
+    let kept = host.app_call("left.test", "GET", "/kv/key", "").await;
     assert_eq!(kept.text(), "left's");
     blobs_unchanged();
 }

@@ -34,15 +34,13 @@ async fn a_deleted_apps_data_is_gone_for_its_successor() {
 
     // A request still running when the app is deleted: its body is half
     // sent, so the guest waits in `PUT /kv/late` for the rest.
-    let mut late = tokio::net::TcpStream::connect(host.url.trim_start_matches("http://"))
-        .await
-        .unwrap();
+    let mut late = tokio::net::TcpStream::connect(host.addr()).await.unwrap();
     late.write_all(
         b"PUT /kv/late HTTP/1.1\r\nHost: tenant.test\r\nContent-Length: 4\r\nConnection: close\r\n\r\nla",
     )
     .await
     .unwrap();
-    wait_until("the half-sent request to be in flight", || async {
+    eventually("the half-sent request to be in flight", || async {
         let reply = host
             .call("GET", "/metrics", Some(&host.token()), Vec::new())
             .await;

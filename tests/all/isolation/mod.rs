@@ -12,10 +12,7 @@ mod variables;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use bytes::Bytes;
-use http_body_util::Full;
-
-use crate::support::{Host, Reply, ferry, send, text};
+use crate::support::{Host, Reply, ferry, text};
 
 /// A real Spin app (spin-sdk 7) whose `POST /sql` runs its body as one
 /// statement on its `default` SQLite database and `/kv/<key>` reads or
@@ -53,22 +50,10 @@ pub fn deploy_tenant(host: &Host, name: &str) {
     });
 }
 
-/// A request to the app reached by `hostname`.
-pub async fn app_call(host: &Host, hostname: &str, method: &str, path: &str, body: &str) -> Reply {
-    send(
-        http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", host.url))
-            .header("host", hostname)
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .unwrap(),
-    )
-    .await
-}
-
 /// A request to the tenant `name` (deployed by [`deploy_tenant`]).
 pub async fn to_tenant(host: &Host, name: &str, method: &str, path: &str, body: &str) -> Reply {
-    app_call(host, &format!("{name}.test"), method, path, body).await
+    host.app_call(&format!("{name}.test"), method, path, body)
+        .await
 }
 
 /// What the tenant `name` answers to `statement`: its columns, rows,

@@ -426,10 +426,10 @@ fn trim(arguments: &Arguments<'_>, left: bool, right: bool) -> Outcome {
             Err(NoMemory) => return Outcome::NoMemory,
         }
     };
-    let (mut start, mut end) = (0, input.len());
     if set.is_empty() {
-        return Outcome::Text(input.to_vec());
+        return Outcome::Same;
     }
+    let (mut start, mut end) = (0, input.len());
     if left {
         while let Some(length) = set.longest_first(&input[start..end]) {
             start += length;

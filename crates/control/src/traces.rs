@@ -26,7 +26,7 @@ pub struct Traces {
 /// Call it outside any async runtime.
 pub fn start(endpoint: &str) -> anyhow::Result<Traces> {
     let client = reqwest::blocking::Client::builder()
-        .use_preconfigured_tls(crate::download::tls_config()?)
+        .use_preconfigured_tls(ferry_api::https::tls_config()?)
         .timeout(Duration::from_secs(10))
         .build()
         .context("setting up the OTLP client")?;

@@ -140,7 +140,7 @@ impl Bundle {
     /// Adds every file in the app directory that `pattern` matches, as a
     /// component's `files` glob matches them when it is served.
     fn add_glob(&mut self, root: &Path, pattern: &str, what: &str) -> anyhow::Result<()> {
-        let matched = ferry_runtime::glob_matches(root, pattern.trim_start_matches("./"))
+        let matched = ferry_manifest::files::glob_matches(root, pattern.trim_start_matches("./"))
             .with_context(|| format!("{what}: the `files` glob `{pattern}`"))?;
         for (_, relative) in matched {
             self.add(root, &root.join(relative), what)?;

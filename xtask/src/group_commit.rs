@@ -2,23 +2,26 @@
 //! fsync per write, at 1 and 32 concurrent writers, on a database on disk;
 //! and what a `get` costs through the store (with and without its read
 //! cache) against the same query on a SQLite connection directly. The
-//! measurements are `ferry_store::baseline`'s, which `cargo xtask bench`
+//! measurements are `baseline.rs`'s, which `cargo xtask bench`
 //! also reports beside the same operations through a guest.
 //!
-//! `cargo bench -p ferry-store --bench group_commit` (set `FERRY_BENCH_DIR`
-//! to measure on another filesystem; the default is the target directory,
-//! which must not be a tmpfs for the numbers to mean anything).
+//! `cargo xtask group-commit` (set `FERRY_BENCH_DIR` to measure on another
+//! filesystem; the default is the target directory, which must not be a
+//! tmpfs for the numbers to mean anything).
 
 use std::time::Duration;
 
-use ferry_store::baseline;
+use crate::baseline;
 
 const RUN_FOR: Duration = Duration::from_secs(3);
 
-fn main() {
+/// Runs the measurements and prints them.
+pub fn run() {
     let base = std::env::var_os("FERRY_BENCH_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/tmp"))
+        });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

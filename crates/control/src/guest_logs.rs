@@ -17,7 +17,6 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, Layer};
@@ -28,25 +27,7 @@ pub const KEPT_PER_APP: usize = 1000;
 /// Failures kept, all apps together.
 pub const KEPT_FAILURES: usize = 100;
 
-/// One line a guest wrote.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct GuestLine {
-    /// RFC 3339, UTC, milliseconds.
-    pub time: String,
-    pub level: String,
-    pub app: String,
-    pub component: String,
-    pub route: String,
-    pub request_id: String,
-    pub stream: String,
-    /// A failure's status (failures only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<u64>,
-    pub message: String,
-    /// The app's life the line is from (0: not known).
-    #[serde(skip)]
-    pub incarnation: u64,
-}
+pub use ferry_api::GuestLine;
 
 pub struct GuestLogs {
     kept: Mutex<BTreeMap<String, AppLines>>,

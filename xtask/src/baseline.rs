@@ -2,15 +2,16 @@
 //! sets per second with and without group commit, and what a `get` costs
 //! through the store against the bare query on one SQLite connection.
 //!
-//! Shared by `benches/group_commit.rs` and `cargo xtask bench`, so that the
-//! baseline in BENCHMARKS.md is one piece of code however it was run. Not
-//! part of the store's API.
+//! Shared by `cargo xtask group-commit` and `cargo xtask bench`, so that the
+//! baseline in BENCHMARKS.md is one piece of code however it was run. Uses
+//! only the store's public API.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::{KeyValue, SqliteDatabase, SqliteOptions};
+use ferry_store::{KeyValue, SqliteDatabase, SqliteOptions};
+use rusqlite::OptionalExtension as _;
 
 /// Durable sets per second (64-byte values, distinct keys) from `writers`
 /// tasks for `run_for`, each waiting for its write before the next, on a new
@@ -21,7 +22,7 @@ pub async fn durable_sets_per_second(
     writers: usize,
     max_batch: usize,
     run_for: Duration,
-) -> Result<f64, crate::Error> {
+) -> Result<f64, ferry_store::Error> {
     let dir = scratch(dir)?;
     let options = SqliteOptions {
         max_batch,
@@ -39,7 +40,7 @@ pub async fn durable_sets_per_second(
                     store.set(format!("w{writer}-{done}"), vec![7; 64]).await?;
                     done += 1;
                 }
-                Ok::<_, crate::Error>(done)
+                Ok::<_, ferry_store::Error>(done)
             })
         })
         .collect();
@@ -47,7 +48,7 @@ pub async fn durable_sets_per_second(
     for task in tasks {
         total += task
             .await
-            .map_err(|e| crate::Error::Backend(format!("a writer task failed: {e}")))??;
+            .map_err(|e| ferry_store::Error::Backend(format!("a writer task failed: {e}")))??;
     }
     Ok(total as f64 / started.elapsed().as_secs_f64())
 }
@@ -65,7 +66,7 @@ pub struct GetCost {
 }
 
 /// Measures [`GetCost`] on a new database in `dir`.
-pub async fn get_cost(dir: &Path) -> Result<GetCost, crate::Error> {
+pub async fn get_cost(dir: &Path) -> Result<GetCost, ferry_store::Error> {
     const GETS: u32 = 20_000;
     let dir = scratch(dir)?;
     let path = dir.path().join("kv.db");
@@ -90,15 +91,23 @@ pub async fn get_cost(dir: &Path) -> Result<GetCost, crate::Error> {
         *took = started.elapsed() / GETS;
     }
 
-    let connection = rusqlite::Connection::open(&path)?;
+    // The bare query: the statement the store runs for a `get` (its
+    // `sqlite.rs`), prepared once, on a connection of its own.
+    let backend = |e: rusqlite::Error| ferry_store::Error::Backend(e.to_string());
+    let connection = rusqlite::Connection::open(&path).map_err(backend)?;
     let started = Instant::now();
     for _ in 0..GETS {
-        present(crate::sqlite::select(
-            &connection,
-            "bench",
-            "default",
-            "key",
-        )?)?;
+        let value: Option<Vec<u8>> = connection
+            .prepare_cached(
+                "SELECT value FROM key_value WHERE app = ?1 AND store = ?2 AND key = ?3",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row(["bench", "default", "key"], |row| row.get(0))
+                    .optional()
+            })
+            .map_err(backend)?;
+        present(value)?;
     }
     Ok(GetCost {
         cached: through_store[0],
@@ -107,15 +116,16 @@ pub async fn get_cost(dir: &Path) -> Result<GetCost, crate::Error> {
     })
 }
 
-fn present(value: Option<Vec<u8>>) -> Result<(), crate::Error> {
+fn present(value: Option<Vec<u8>>) -> Result<(), ferry_store::Error> {
     match value {
         Some(value) if value.len() == 64 => Ok(()),
-        other => Err(crate::Error::Backend(format!(
+        other => Err(ferry_store::Error::Backend(format!(
             "the benchmark's key read back as {other:?}"
         ))),
     }
 }
 
-fn scratch(dir: &Path) -> Result<tempfile::TempDir, crate::Error> {
-    tempfile::tempdir_in(dir).map_err(|e| crate::Error::Backend(format!("{}: {e}", dir.display())))
+fn scratch(dir: &Path) -> Result<tempfile::TempDir, ferry_store::Error> {
+    tempfile::tempdir_in(dir)
+        .map_err(|e| ferry_store::Error::Backend(format!("{}: {e}", dir.display())))
 }

@@ -323,7 +323,7 @@ impl Admin {
                             Ok(next) if filter.wants(&next) => line(&*next),
                             Ok(_) => continue,
                             Err(RecvError::Lagged(dropped)) => {
-                                line(&serde_json::json!({ "dropped": dropped }))
+                                line(&ferry_api::Dropped { dropped })
                             }
                             Err(RecvError::Closed) => return,
                         },
@@ -499,7 +499,7 @@ const MAX_DRAINED: usize = 64 << 20;
 fn too_large(limit: usize) -> HostError {
     HostError::Invalid(format!(
         "the upload is larger than this host takes ({})",
-        crate::load::human_size(limit as u64)
+        ferry_api::human::human_size(limit as u64)
     ))
 }
 

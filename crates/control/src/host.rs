@@ -2,14 +2,16 @@
 //! rolled back and deleted while the others — and its own running
 //! requests — go on.
 //!
-//! A deploy lays the uploaded bundle out as a new version directory in the
-//! [`StateDir`], loads the app from it exactly as `ferry up` loads one from
-//! disk (the same [`load::prepare`] and [`load::Assembler`]), checks its
-//! routes and host names against the other apps *before* compiling, and
-//! only when every component has compiled swaps it into the [`LiveApps`]
-//! table in one step; then it records the version as `current`. A failure
-//! at any step leaves the running version serving and the state directory
-//! as it was. Deploys of one app are serialised by a lock of its own; apps
+//! A deploy adds the uploaded bundle as a new version to the desired state
+//! ([`DesiredState`]; on one machine the state directory), assembles the
+//! app from the version's tree exactly as `ferry up` assembles one from
+//! disk (the same [`assemble::prepare`] and [`Assembler::assemble`]), checks
+//! its routes and host names against the other apps *before* compiling,
+//! and only when every component has compiled records the version as the
+//! one serving — by compare-and-swap on what it read, so another writer's
+//! decision is never overwritten — and swaps it into the [`LiveApps`] table
+//! in one step. A failure at any step leaves the running version serving
+//! and the desired state as it was. Deploys of one app are serialised by a lock of its own; apps
 //! never wait for each other, and requests never take any of these locks.
 //!
 //! This layer speaks in plain values (requests and answers the admin API
@@ -21,14 +23,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use ferry_manifest::{Executor, Handler, Route, Source};
-use ferry_server::{AppHost, LiveApps, Router};
+use ferry_manifest::Source;
+use ferry_server::{LiveApps, LoadedApp, Router};
 
-use crate::load::{self, Assembler, Settings, human_size};
+use crate::assemble::{self, Assembler, Mode, Settings};
+use crate::desired::{BlobError, DesiredState, SwapError, VersionRecord};
 use crate::metrics::Metrics;
-use crate::state::{self, StateDir, VersionRecord};
+use crate::state;
+use crate::stores;
+use crate::summary;
+use ferry_api::human::human_size;
+
 pub use ferry_api::{
-    Activated, AppDetail, AppStatus, AppSummary, Compiled, ComponentDetail, DeployRequest,
+    Activated, AppDetail, AppStatus, AppSummary, Compiled, ComponentSummary, DeployRequest,
     VersionSummary,
 };
 
@@ -39,7 +46,8 @@ pub enum HostError {
     BadRequest(String),
     /// No such app or version (404).
     NotFound(String),
-    /// Another app has a route or host name this one claims (409).
+    /// Another app has a route or host name this one claims, or another
+    /// writer changed the app first (409).
     Conflict(String),
     /// The bundle, its manifest or a component is invalid (422).
     Invalid(String),
@@ -72,7 +80,7 @@ struct AppState {
     error: Option<String>,
     hostnames: Vec<String>,
     deployed_at: Option<u64>,
-    components: Vec<ComponentDetail>,
+    components: Vec<ComponentSummary>,
 }
 
 /// Bounds on what one deploy may bring.
@@ -84,7 +92,7 @@ pub struct BundleLimits {
 }
 
 pub struct Host {
-    state: StateDir,
+    state: Arc<dyn DesiredState>,
     live: Arc<LiveApps>,
     assembler: Assembler,
     settings: Settings,
@@ -106,7 +114,7 @@ const BLOB_COLLECTION_INTERVAL: std::time::Duration = std::time::Duration::from_
 
 impl Host {
     pub fn new(
-        state: StateDir,
+        state: Arc<dyn DesiredState>,
         live: Arc<LiveApps>,
         assembler: Assembler,
         settings: Settings,
@@ -261,8 +269,8 @@ impl Host {
             return Err(not_a_digest(digest));
         }
         self.state.put_blob(digest, bytes).map_err(|e| match e {
-            state::BlobError::Refused(why) => HostError::Invalid(why),
-            state::BlobError::Write(e) => internal(e),
+            BlobError::Refused(why) => HostError::Invalid(why),
+            BlobError::Write(e) => internal(e),
         })
     }
 
@@ -270,7 +278,7 @@ impl Host {
     pub fn deploy(&self, name: &str, request: DeployRequest) -> Result<Activated, HostError> {
         ferry_api::valid_app_name(name).map_err(HostError::BadRequest)?;
         let hostnames = valid_hostnames(&request.hostnames)?;
-        crate::variables::check_deployed(&request.variables).map_err(HostError::BadRequest)?;
+        ferry_api::values::check_deployed(&request.variables).map_err(HostError::BadRequest)?;
         self.check_bundle(&request)?;
         let _lock = self.lock(name);
         let record = self
@@ -496,9 +504,9 @@ impl Host {
             if ferry_api::digest_hex(digest).is_none() {
                 return Err(not_a_digest(digest));
             }
-            match std::fs::metadata(self.state.blob_file(digest)) {
-                Ok(meta) => total += meta.len(),
-                Err(_) => missing.push(format!("{path} ({digest})")),
+            match self.state.blob_size(digest) {
+                Some(size) => total += size,
+                None => missing.push(format!("{path} ({digest})")),
             }
         }
         if !missing.is_empty() {
@@ -542,7 +550,7 @@ impl Host {
         let invalid = |e: anyhow::Error| HostError::Invalid(format!("{e:#}"));
         confine_to_tree(&tree, &tree.join(&record.manifest))?;
         let mut progress = Vec::new();
-        let mut prepared = load::prepare(
+        let mut prepared = assemble::prepare(
             &tree.join(&record.manifest),
             None,
             Some(name),
@@ -550,34 +558,22 @@ impl Host {
             &mut progress,
         )
         .map_err(invalid)?;
-        let engine_memory = self.assembler.runtime.options().max_memory;
-        if prepared.max_memory() > engine_memory {
-            return Err(HostError::Invalid(format!(
-                "a component's `max_memory` ({}) is above this host's --max-memory ({})",
-                human_size(prepared.max_memory()),
-                human_size(engine_memory)
-            )));
-        }
         // Before compiling: a clash costs nothing.
         let router = Router::new(&prepared.app).map_err(invalid)?;
         self.live
             .check(name, &router, &record.hostnames)
             .map_err(|c| HostError::Conflict(c.0))?;
         let data = self.state.data_dir(name);
-        load::confine_data_paths(&mut prepared, &data).map_err(invalid)?;
+        stores::confine_data_paths(&mut prepared, &data).map_err(invalid)?;
         let previous = self.live.app(name);
-        let key_value = self
-            .assembler
-            .tokio
-            .block_on(self.assembler.key_value_stores(&prepared, &data))
-            .map_err(invalid)?;
         let host = self
             .assembler
-            .host(
+            .assemble(
                 &prepared,
-                &data,
-                key_value,
-                previous.as_deref(),
+                Mode::Serve {
+                    data: &data,
+                    previous: previous.as_deref(),
+                },
                 &mut progress,
             )
             .map_err(invalid)?;
@@ -599,22 +595,28 @@ impl Host {
         let recorded = self.state.current(name);
         let mut wrote = false;
         if recorded != Some(record.version) {
-            match self.state.set_current(name, record.version) {
+            match self
+                .state
+                .swap_current(name, recorded, Some(record.version))
+            {
                 Ok(()) => wrote = true,
-                Err(e) if recording == Recording::MayFail => tracing::warn!(
+                // Another writer decided first: what it decided stands.
+                Err(changed @ SwapError::Changed { .. }) => {
+                    return Err(HostError::Conflict(changed.to_string()));
+                }
+                Err(SwapError::Write(e)) if recording == Recording::MayFail => tracing::warn!(
                     app = name,
                     version = record.version,
                     "serving, but cannot record the version as `current`: {e:#}"
                 ),
-                Err(e) => return Err(internal(e)),
+                Err(SwapError::Write(e)) => return Err(internal(e)),
             }
         }
         if let Err(conflict) = self.live.install(host, record.hostnames.clone()) {
             if wrote {
-                let _ = match recorded {
-                    Some(version) => self.state.set_current(name, version),
-                    None => self.state.clear_current(name),
-                };
+                let _ = self
+                    .state
+                    .swap_current(name, Some(record.version), recorded);
             }
             return Err(HostError::Conflict(conflict.0));
         }
@@ -698,7 +700,7 @@ fn confine_to_tree(tree: &Path, manifest: &Path) -> Result<(), HostError> {
     if !inside(manifest) {
         return Err(HostError::Invalid(format!(
             "the manifest `{}` is outside the bundle",
-            load::relative(tree, manifest)
+            summary::relative(tree, manifest)
         )));
     }
     let app = ferry_manifest::load_app(manifest)
@@ -710,7 +712,7 @@ fn confine_to_tree(tree: &Path, manifest: &Path) -> Result<(), HostError> {
             return Err(HostError::Invalid(format!(
                 "component `{}`: its source `{}` is outside the bundle",
                 component.id,
-                load::relative(tree, path)
+                summary::relative(tree, path)
             )));
         }
     }
@@ -763,70 +765,21 @@ fn routes(router: &Router) -> Vec<String> {
 }
 
 fn component_details(
-    prepared: &load::Prepared,
-    host: &AppHost,
+    prepared: &assemble::Prepared,
+    host: &LoadedApp,
     tree: &Path,
-) -> Vec<ComponentDetail> {
+) -> Vec<ComponentSummary> {
     let app = &prepared.app;
     host.guests()
         .filter_map(|guest| {
             let component = app.component(guest.id())?;
-            let mut executor = "wasi:http".to_owned();
-            let mut component_routes = Vec::new();
-            for trigger in &app.triggers {
-                if let Handler::Component { id, executor: e } = &trigger.handler
-                    && *id == component.id
-                {
-                    if let Executor::Wagi(_) = e {
-                        "wagi".clone_into(&mut executor);
-                    }
-                    component_routes.push(match &trigger.route {
-                        Route::Pattern(p) => p.full(),
-                        Route::Private => "(private)".into(),
-                    });
-                }
-            }
-            let l = guest.limits();
-            Some(ComponentDetail {
-                id: component.id.clone(),
-                source: match &component.source {
-                    Source::File(path) => load::relative(tree, path),
-                    Source::Url { url, digest } => {
-                        format!("{}, {digest}", ferry_manifest::redacted(url))
-                    }
-                },
-                wasm_bytes: guest.info().wasm_bytes,
-                executor,
-                routes: component_routes,
-                environment: component
-                    .environment
-                    .iter()
-                    .map(|(k, _)| k.clone())
-                    .collect(),
-                // As written, never resolved: a value may have come from a
-                // deploy or the host, and only names are shown.
-                variables: component
-                    .variables
-                    .iter()
-                    .map(|(key, template)| format!("{key} = {:?}", template.to_string()))
-                    .collect(),
-                key_value_stores: component.key_value_stores.clone(),
-                sqlite_databases: component.sqlite_databases.clone(),
-                allowed_outbound_hosts: component
-                    .allowed_outbound_hosts
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect(),
-                files: load::described_files(component, tree),
-                limits: format!(
-                    "memory {}, timeout {:?}, request body {}, {} concurrent, {} queued",
-                    human_size(l.max_memory),
-                    l.request_timeout,
-                    human_size(l.max_request_body),
-                    l.max_concurrent_requests,
-                    l.max_queued_requests
-                ),
-            })
+            Some(summary::summarize(
+                app,
+                component,
+                guest,
+                tree,
+                summary::Variables::Written,
+            ))
         })
         .collect()
 }

@@ -12,12 +12,13 @@ use anyhow::{Context as _, bail};
 use serde_json::Value;
 
 use crate::bundle::Bundle;
-use crate::download::{describe, tls_config};
-use crate::load::{Failure, human_duration, human_size};
-use crate::variables::Values;
+use ferry_api::Failure;
+use ferry_api::https::{describe, tls_config};
+use ferry_api::human::{human_duration, human_size};
 use ferry_api::{
     Activated, AppDetail, AppList, DeployRequest, Missing, MissingRequest, RollbackRequest,
 };
+use ferry_api::{Dropped, LogEntry, Values};
 
 /// A live host's admin API, and the token to call it with.
 pub struct Client {
@@ -382,22 +383,8 @@ pub fn print_app(out: &mut dyn std::io::Write, app: &AppDetail) -> anyhow::Resul
     }
     writeln!(out, "  routes     {}", list(&summary.routes))?;
     writeln!(out, "  hostnames  {}", list(&summary.hostnames))?;
-    for c in &app.components {
-        writeln!(
-            out,
-            "\ncomponent `{}` ({}, {})",
-            c.id,
-            c.source,
-            human_size(c.wasm_bytes)
-        )?;
-        writeln!(out, "  route      {} ({})", list(&c.routes), c.executor)?;
-        writeln!(out, "  env        {}", list(&c.environment))?;
-        writeln!(out, "  variables  {}", list(&c.variables))?;
-        writeln!(out, "  key-value  {}", list(&c.key_value_stores))?;
-        writeln!(out, "  sqlite     {}", list(&c.sqlite_databases))?;
-        writeln!(out, "  files      {}", list(&c.files))?;
-        writeln!(out, "  outbound   {}", list(&c.allowed_outbound_hosts))?;
-        writeln!(out, "  limits     {}", c.limits)?;
+    for component in &app.components {
+        component.render(out)?;
     }
     writeln!(out, "\nversions")?;
     for v in &app.versions {
@@ -419,9 +406,9 @@ pub fn print_app(out: &mut dyn std::io::Write, app: &AppDetail) -> anyhow::Resul
 /// so where it gives variables.
 pub fn deploy_variables(bundle: &Bundle, flags: &[String]) -> anyhow::Result<Values> {
     let values =
-        crate::variables::from_flags(flags).map_err(|e| Failure::usage(format!("{e:#}")))?;
-    crate::variables::check_deployed(&values)
-        .and_then(|()| crate::variables::check_declared(&bundle.app, &values))
+        ferry_api::values::from_flags(flags).map_err(|e| Failure::usage(format!("{e:#}")))?;
+    ferry_api::values::check_deployed(&values)
+        .and_then(|()| ferry_api::values::check_declared(&bundle.app, &values))
         .map_err(|e| Failure::usage(format!("`--variable`: {e}")))?;
     let dotenv = bundle.app.dir.join(".env");
     let bundled = bundle
@@ -458,23 +445,22 @@ pub fn deploy_name(bundle: &Bundle, given: Option<&str>) -> anyhow::Result<Strin
 /// (or the host) put in it, no control character reaches the terminal:
 /// each is escaped as the host's own log escapes it.
 fn readable_line(line: &str) -> String {
-    let Ok(value) = serde_json::from_str::<Value>(line) else {
-        return ferry_runtime::escape_control(line).into_owned();
-    };
-    if let Some(dropped) = value["dropped"].as_u64() {
-        return format!("({dropped} lines dropped: this follower fell behind)");
+    let text = |text: &str| ferry_api::human::escape_control(text).into_owned();
+    match serde_json::from_str::<LogEntry>(line) {
+        Ok(LogEntry::Dropped(Dropped { dropped })) => {
+            format!("({dropped} lines dropped: this follower fell behind)")
+        }
+        Ok(LogEntry::Line(line)) => format!(
+            "{} {} {} {} {}: {}",
+            text(&line.time),
+            text(&line.component),
+            text(&line.route),
+            text(&line.request_id),
+            text(&line.stream),
+            text(&line.message)
+        ),
+        Err(_) => text(line),
     }
-    let text =
-        |key: &str| ferry_runtime::escape_control(value[key].as_str().unwrap_or("-")).into_owned();
-    format!(
-        "{} {} {} {} {}: {}",
-        text("time"),
-        text("component"),
-        text("route"),
-        text("request_id"),
-        text("stream"),
-        text("message")
-    )
 }
 
 /// A guest log line as JSON (`ferry logs --json`), with no control
@@ -485,7 +471,7 @@ fn readable_line(line: &str) -> String {
 fn json_line(line: &str) -> String {
     use std::fmt::Write as _;
     let Ok(value) = serde_json::from_str::<Value>(line) else {
-        return ferry_runtime::escape_control(line).into_owned();
+        return ferry_api::human::escape_control(line).into_owned();
     };
     // Compact, so no raw whitespace (a `\r`) is left between the values;
     // C0 controls inside strings are escaped by serde_json.

@@ -1,5 +1,7 @@
 //! The state directory of `ferry serve`: everything a host needs to come
-//! back after a restart or a `kill -9`.
+//! back after a restart or a `kill -9`, and the first implementation of
+//! [`DesiredState`] (one process owns it; its compare-and-swap and watch
+//! are that process's).
 //!
 //! ```text
 //! <state>/
@@ -27,48 +29,30 @@
 //! directory never reached the disk, the host restores the newest kept
 //! version before it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use ferry_api::{digest_hex, sha256_digest, valid_app_name};
+use ferry_api::{Values, digest_hex, sha256_digest, valid_app_name};
+
+use crate::desired::{BlobError, Change, DesiredState, SwapError, VersionRecord};
 
 use anyhow::Context as _;
-use serde::{Deserialize, Serialize};
 
 /// The file beside a version's `version.json` holding the variable values
 /// its deploy gave (mode 0600, only where it gave any).
 const VARIABLES_FILE: &str = "variables.json";
 
-/// What one deployed version was made of, as `version.json` records it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct VersionRecord {
-    pub version: u64,
-    /// The manifest's path inside the bundle.
-    pub manifest: String,
-    /// Every file of the bundle: its path inside the bundle and its digest.
-    pub files: BTreeMap<String, String>,
-    /// The host names the app is reached by (none: any).
-    #[serde(default)]
-    pub hostnames: Vec<String>,
-    /// When it was deployed, in seconds since the Unix epoch.
-    pub deployed_at: u64,
-}
-
-/// Why [`StateDir::put_blob`] stored nothing.
-#[derive(Debug)]
-pub enum BlobError {
-    /// The upload is not what its digest names: the client's doing.
-    Refused(String),
-    /// It could not be written (a full disk, say): the host's.
-    Write(anyhow::Error),
-}
-
 /// A state directory, created (mode 0700) if it is not there.
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
+    /// Held while the serving version of an app is compared and swapped
+    /// (one process owns a state directory).
+    swapping: Arc<Mutex<()>>,
+    changes: tokio::sync::broadcast::Sender<Change>,
 }
 
 impl StateDir {
@@ -79,7 +63,11 @@ impl StateDir {
         let root = root
             .canonicalize()
             .with_context(|| format!("opening {}", root.display()))?;
-        let state = Self { root };
+        let state = Self {
+            root,
+            swapping: Arc::default(),
+            changes: tokio::sync::broadcast::channel(256).0,
+        };
         private_dir(&state.root.join("blobs/sha256"))?;
         private_dir(&state.root.join("apps"))?;
         state.remove_leftovers()?;
@@ -150,15 +138,26 @@ impl StateDir {
         Some(self.root.join("blobs/sha256").join(hex))
     }
 
-    /// Where the blob `digest` (a valid one) is stored.
-    pub fn blob_file(&self, digest: &str) -> PathBuf {
-        self.blob_path(digest).unwrap_or_default()
+    fn app_dir(&self, name: &str) -> PathBuf {
+        self.root.join("apps").join(name)
     }
 
+    fn version_dir(&self, name: &str, version: u64) -> PathBuf {
+        self.app_dir(name)
+            .join("versions")
+            .join(version.to_string())
+    }
+
+    fn retired_dir(&self, name: &str) -> PathBuf {
+        self.root.join("apps").join(format!(".deleted-{name}"))
+    }
+}
+
+impl DesiredState for StateDir {
     /// Whether the blob `digest` is stored. Asking marks it as wanted now,
     /// so the clean-up after another deploy leaves it for the deploy about
     /// to use it (see [`UNUSED_BLOB_GRACE`]).
-    pub fn has_blob(&self, digest: &str) -> bool {
+    fn has_blob(&self, digest: &str) -> bool {
         self.blob_path(digest).is_some_and(|p| {
             std::fs::File::options()
                 .append(true)
@@ -169,7 +168,7 @@ impl StateDir {
     }
 
     /// Stores `bytes` as the blob `digest`, refused if they do not hash to it.
-    pub fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), BlobError> {
+    fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), BlobError> {
         let path = self.blob_path(digest).ok_or_else(|| {
             BlobError::Refused(format!(
                 "`{digest}` is not a digest: expected sha256:<64 hex digits>"
@@ -187,28 +186,18 @@ impl StateDir {
         write_atomically(&path, bytes).map_err(BlobError::Write)
     }
 
-    pub fn app_dir(&self, name: &str) -> PathBuf {
-        self.root.join("apps").join(name)
-    }
-
     /// Where the app keeps its key-value stores and databases.
-    pub fn data_dir(&self, name: &str) -> PathBuf {
+    fn data_dir(&self, name: &str) -> PathBuf {
         self.app_dir(name).join("data")
     }
 
-    fn version_dir(&self, name: &str, version: u64) -> PathBuf {
-        self.app_dir(name)
-            .join("versions")
-            .join(version.to_string())
-    }
-
     /// The version's bundle, laid out as its app directory.
-    pub fn tree(&self, name: &str, version: u64) -> PathBuf {
+    fn tree(&self, name: &str, version: u64) -> PathBuf {
         self.version_dir(name, version).join("tree")
     }
 
     /// Every app with a directory here, by name.
-    pub fn app_names(&self) -> anyhow::Result<Vec<String>> {
+    fn app_names(&self) -> anyhow::Result<Vec<String>> {
         let mut names = Vec::new();
         for entry in std::fs::read_dir(self.root.join("apps"))? {
             let entry = entry?;
@@ -224,7 +213,7 @@ impl StateDir {
     }
 
     /// The version of `name` that serves, if any.
-    pub fn current(&self, name: &str) -> Option<u64> {
+    fn current(&self, name: &str) -> Option<u64> {
         std::fs::read_to_string(self.app_dir(name).join("current"))
             .ok()?
             .trim()
@@ -232,20 +221,8 @@ impl StateDir {
             .ok()
     }
 
-    pub fn set_current(&self, name: &str, version: u64) -> anyhow::Result<()> {
-        write_atomically(
-            &self.app_dir(name).join("current"),
-            format!("{version}\n").as_bytes(),
-        )
-    }
-
-    pub fn clear_current(&self, name: &str) -> anyhow::Result<()> {
-        std::fs::remove_file(self.app_dir(name).join("current"))?;
-        Ok(())
-    }
-
     /// Every complete version of `name`, oldest first.
-    pub fn versions(&self, name: &str) -> Vec<VersionRecord> {
+    fn versions(&self, name: &str) -> Vec<VersionRecord> {
         let Ok(entries) = std::fs::read_dir(self.app_dir(name).join("versions")) else {
             return Vec::new();
         };
@@ -263,7 +240,7 @@ impl StateDir {
         records
     }
 
-    pub fn version(&self, name: &str, version: u64) -> Option<VersionRecord> {
+    fn version(&self, name: &str, version: u64) -> Option<VersionRecord> {
         let bytes = std::fs::read(self.version_dir(name, version).join("version.json")).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
@@ -272,11 +249,11 @@ impl StateDir {
     /// one past the newest; the record's `version` is set to that number.
     /// The variable values its deploy gave are written beside it (see
     /// [`variables`](Self::variables)). Nothing is left behind if it fails.
-    pub fn add_version(
+    fn add_version(
         &self,
         name: &str,
         mut record: VersionRecord,
-        variables: &crate::variables::Values,
+        variables: &Values,
     ) -> anyhow::Result<VersionRecord> {
         let versions = self.app_dir(name).join("versions");
         if !versions.is_dir() {
@@ -350,7 +327,7 @@ impl StateDir {
     /// The variable values version `version` of `name` was deployed with
     /// (none if its deploy gave none). An unreadable file is an error: a
     /// version must not run without the values it was given.
-    pub fn variables(&self, name: &str, version: u64) -> anyhow::Result<crate::variables::Values> {
+    fn variables(&self, name: &str, version: u64) -> anyhow::Result<Values> {
         let path = self.version_dir(name, version).join(VARIABLES_FILE);
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -361,14 +338,14 @@ impl StateDir {
         }
     }
 
-    pub fn remove_version(&self, name: &str, version: u64) {
+    fn remove_version(&self, name: &str, version: u64) {
         let _ = std::fs::remove_dir_all(self.version_dir(name, version));
     }
 
     /// Removes every version of `name` older than the newest `keep` (never
     /// `current`); the blobs they leave unused go with the next
     /// [`remove_unused_blobs`](Self::remove_unused_blobs).
-    pub fn prune(&self, name: &str, keep: usize) {
+    fn prune(&self, name: &str, keep: usize) {
         let current = self.current(name);
         let versions = self.versions(name);
         let excess = versions.len().saturating_sub(keep);
@@ -379,22 +356,10 @@ impl StateDir {
         }
     }
 
-    /// Removes the app's directory: every version and its data. It is
-    /// [retired](Self::retire_app) first, so a crash half-way leaves no half
-    /// an app, then [purged](Self::purge_app).
-    pub fn remove_app(&self, name: &str) -> anyhow::Result<()> {
-        self.retire_app(name)?;
-        self.purge_app(name)
-    }
-
     /// Whether anything of the app `name` is here: its directory, or what
     /// an earlier removal left.
-    pub fn has_app(&self, name: &str) -> bool {
+    fn has_app(&self, name: &str) -> bool {
         self.app_dir(name).exists() || self.retired_dir(name).exists()
-    }
-
-    fn retired_dir(&self, name: &str) -> PathBuf {
-        self.root.join("apps").join(format!(".deleted-{name}"))
     }
 
     /// Takes the app's directory out of the state directory in one durable
@@ -402,28 +367,32 @@ impl StateDir {
     /// no longer sees the app. What an earlier removal of the same name
     /// left there is removed first. Without a directory (already retired),
     /// nothing is renamed.
-    pub fn retire_app(&self, name: &str) -> anyhow::Result<()> {
+    fn retire_app(&self, name: &str) -> anyhow::Result<()> {
         let retired = self.retired_dir(name);
         remove_dir_if_any(&retired)?;
         let dir = self.app_dir(name);
         match std::fs::rename(&dir, &retired) {
-            Ok(()) => sync_dir(&self.root.join("apps")),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("removing {}", dir.display())),
+            Ok(()) => sync_dir(&self.root.join("apps"))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("removing {}", dir.display())),
         }
+        let _ = self.changes.send(Change::Removed {
+            app: name.to_owned(),
+        });
+        Ok(())
     }
 
     /// Removes what [`retire_app`](Self::retire_app) set aside. Left there
     /// if it fails: the next removal of that name, or the next start,
     /// finishes it.
-    pub fn purge_app(&self, name: &str) -> anyhow::Result<()> {
+    fn purge_app(&self, name: &str) -> anyhow::Result<()> {
         remove_dir_if_any(&self.retired_dir(name))
     }
 
     /// Removes every blob no version of any app uses (and that was not
     /// asked for within [`UNUSED_BLOB_GRACE`]). It reads every version of
     /// every app, so the host runs it now and then, not on every deploy.
-    pub fn remove_unused_blobs(&self) {
+    fn remove_unused_blobs(&self) {
         let Ok(names) = self.app_names() else {
             return;
         };
@@ -446,6 +415,44 @@ impl StateDir {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
+    }
+
+    fn blob_size(&self, digest: &str) -> Option<u64> {
+        let path = self.blob_path(digest)?;
+        std::fs::metadata(path).ok().map(|m| m.len())
+    }
+
+    fn swap_current(
+        &self,
+        name: &str,
+        expected: Option<u64>,
+        new: Option<u64>,
+    ) -> Result<(), SwapError> {
+        let _swapping = self.swapping.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.current(name);
+        if now != expected {
+            return Err(SwapError::Changed { now });
+        }
+        let file = self.app_dir(name).join("current");
+        match new {
+            Some(version) => write_atomically(&file, format!("{version}\n").as_bytes()),
+            None => match std::fs::remove_file(&file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(anyhow::Error::new(e).context(format!("removing {}", file.display())))
+                }
+                _ => sync_dir(&self.app_dir(name)),
+            },
+        }
+        .map_err(SwapError::Write)?;
+        let _ = self.changes.send(Change::Current {
+            app: name.to_owned(),
+            current: new,
+        });
+        Ok(())
+    }
+
+    fn watch(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.changes.subscribe()
     }
 }
 
@@ -543,6 +550,43 @@ pub fn now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_serving_version_changes_only_from_what_the_writer_saw() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path().join("apps/x")).unwrap();
+        let mut changes = state.watch();
+        state.swap_current("x", None, Some(1)).unwrap();
+        assert!(matches!(
+            state.swap_current("x", None, Some(2)),
+            Err(SwapError::Changed { now: Some(1) })
+        ));
+        state.swap_current("x", Some(1), Some(2)).unwrap();
+        assert_eq!(state.current("x"), Some(2));
+        state.swap_current("x", Some(2), None).unwrap();
+        assert_eq!(state.current("x"), None);
+        state.retire_app("x").unwrap();
+        let seen: Vec<Change> = std::iter::from_fn(|| changes.try_recv().ok()).collect();
+        let current = |current| Change::Current {
+            app: "x".into(),
+            current,
+        };
+        assert_eq!(
+            seen,
+            [
+                current(Some(1)),
+                current(Some(2)),
+                current(None),
+                Change::Removed { app: "x".into() }
+            ]
+        );
+        // A restart reads what was swapped in, from disk.
+        state.swap_current("y", None, Some(3)).unwrap_err();
+        std::fs::create_dir_all(dir.path().join("apps/y")).unwrap();
+        state.swap_current("y", None, Some(3)).unwrap();
+        assert_eq!(StateDir::open(dir.path()).unwrap().current("y"), Some(3));
+    }
 
     #[test]
     fn times_are_rfc3339() {

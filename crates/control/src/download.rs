@@ -14,14 +14,14 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ferry_manifest::{Sha256Digest, redacted};
 use sha2::{Digest as _, Sha256};
 
-use crate::load::{human_duration, human_size};
+use ferry_api::https::{describe, tls_config};
+use ferry_api::human::{human_duration, human_size};
 
 /// How long connecting to a server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -257,35 +257,6 @@ impl std::error::Error for DigestMismatch {}
 
 pub fn sha256(bytes: &[u8]) -> Sha256Digest {
     Sha256Digest(Sha256::digest(bytes).into())
-}
-
-/// TLS with the system's trust store (so a proxy's or a company's own CA,
-/// installed the usual way, is trusted) on the `ring` provider that Ferry
-/// already links for outbound HTTP.
-pub(crate) fn tls_config() -> anyhow::Result<rustls::ClientConfig> {
-    use rustls_platform_verifier::BuilderVerifierExt as _;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("configuring TLS")?
-        .with_platform_verifier()
-        .context("loading the system's TLS trust store")?
-        .with_no_client_auth())
-}
-
-/// reqwest's errors say "error sending request" and hide the cause in the
-/// source chain; people need the cause. The URL is left out: the caller
-/// names it, redacted.
-pub(crate) fn describe(error: reqwest::Error) -> anyhow::Error {
-    let error = error.without_url();
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    anyhow::anyhow!(message)
 }
 
 /// How old a `.partial-*` file must be to be taken for the leftover of a

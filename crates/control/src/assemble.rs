@@ -1,0 +1,388 @@
+//! Assembly: from a manifest on disk to an [`LoadedApp`] ready to serve, the
+//! one path `ferry check`, `ferry up` (and each `--watch` reload) and a live
+//! host's deploy all take: [`prepare`] reads the app and fetches its Wasm,
+//! then [`Assembler::assemble`] opens (or checks) its stores and compiles
+//! its components, with progress for people.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use ferry_manifest::{
+    App, Component, ComponentVariables, Executor, Handler, Limits, RuntimeConfig, Source,
+};
+use ferry_runtime::{ComponentContext, Guest, Runtime};
+use ferry_server::LoadedApp;
+
+use crate::download::Downloader;
+use crate::stores;
+use ferry_api::Failure;
+use ferry_api::human::{human_duration, human_size};
+
+/// The runtime config to use: the one named, else `runtime-config.toml`
+/// beside the manifest if there is one.
+pub fn runtime_config(app: &App, named: Option<&Path>) -> anyhow::Result<RuntimeConfig> {
+    let path = match named {
+        Some(path) => Some(path.to_owned()),
+        None => Some(app.dir.join("runtime-config.toml")).filter(|p| p.is_file()),
+    };
+    Ok(match path {
+        Some(path) => RuntimeConfig::load(&path)?,
+        None => RuntimeConfig::default(),
+    })
+}
+
+/// Each component that a trigger uses, with its executor. A component used
+/// with two different executors is an error; unused components are skipped.
+pub fn used_components(app: &App) -> anyhow::Result<Vec<(&Component, Executor)>> {
+    let mut used: Vec<(&Component, Executor)> = Vec::new();
+    for trigger in &app.triggers {
+        let Handler::Component { id, executor } = &trigger.handler else {
+            continue;
+        };
+        let component = app
+            .component(id)
+            .context("trigger names a missing component")?;
+        match used.iter().find(|(c, _)| c.id == component.id) {
+            Some((_, used_with)) if used_with != executor => {
+                return Err(Failure::load(format!(
+                    "component `{}` is used with two different executors (see the trigger at line {})",
+                    component.id, trigger.line
+                ))
+                .into());
+            }
+            Some(_) => {}
+            None => used.push((component, executor.clone())),
+        }
+    }
+    Ok(used)
+}
+
+/// Logs a warning for each component no trigger uses (it is not loaded).
+pub fn warn_unused(app: &App) {
+    for component in &app.components {
+        if !app
+            .triggers
+            .iter()
+            .any(|t| t.component() == Some(component.id.as_str()))
+        {
+            tracing::warn!(
+                component = component.id.as_str(),
+                "no trigger uses this component; it is not loaded"
+            );
+        }
+    }
+}
+
+/// The Wasm of every used component, by id: read from its file, or fetched
+/// (and verified) through `downloads`, printing progress to `out`.
+pub fn fetch_sources(
+    app: &App,
+    downloads: &Downloader,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+    let mut wasm = BTreeMap::new();
+    for (component, _) in used_components(app)? {
+        let bytes = match &component.source {
+            Source::File(path) => std::fs::read(path).map_err(|e| {
+                Failure::load(format!(
+                    "component `{}`: cannot read {}: {e}",
+                    component.id,
+                    path.display()
+                ))
+            })?,
+            Source::Url { url, digest } => downloads
+                .fetch(&component.id, url, digest, out)
+                .map_err(|e| Failure::load(format!("{e:#}")))?,
+        };
+        wasm.insert(component.id.clone(), bytes);
+    }
+    Ok(wasm)
+}
+
+/// Compiles (or loads from the cache) every used component, whose Wasm
+/// `fetch_sources` got, printing progress to `out`.
+pub fn load_guests(
+    runtime: &Runtime,
+    app: &App,
+    wasm: &BTreeMap<String, Vec<u8>>,
+    limits: &BTreeMap<String, Limits>,
+    mut contexts: BTreeMap<String, ComponentContext>,
+    self_addr: Option<SocketAddr>,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<Vec<Guest>> {
+    let mut guests = Vec::new();
+    for (component, executor) in used_components(app)? {
+        let bytes = wasm
+            .get(&component.id)
+            .context("a used component has no Wasm")?;
+        let size = bytes.len() as u64;
+        let started = Instant::now();
+        let guest = with_progress(&component.id, size, out, || {
+            runtime.load(
+                component,
+                contexts.remove(&component.id).unwrap_or_default(),
+                bytes,
+                &executor,
+                limits[&component.id],
+                &app.dir,
+                self_addr,
+            )
+        })
+        .map_err(|e| Failure::load(format!("component `{}`: {e:#}", component.id)))?;
+        let info = guest.info();
+        let _ = writeln!(
+            out,
+            "{} `{}` ({}) in {}",
+            if info.compile.from_cache {
+                "Loaded"
+            } else {
+                "Compiled"
+            },
+            component.id,
+            human_size(size),
+            human_duration(started.elapsed()),
+        );
+        guests.push(guest);
+    }
+    Ok(guests)
+}
+
+/// Runs `work`, printing a line every few seconds while it lasts more than one.
+fn with_progress<T>(
+    id: &str,
+    size: u64,
+    out: &mut dyn std::io::Write,
+    work: impl FnOnce() -> T,
+) -> T {
+    let (done, finished) = mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let ticker = scope.spawn(move || {
+            let started = Instant::now();
+            let mut lines = Vec::new();
+            let mut wait = Duration::from_secs(1);
+            while let Err(mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(wait) {
+                lines.push(format!(
+                    "Compiling `{id}` ({})... {}s",
+                    human_size(size),
+                    started.elapsed().as_secs()
+                ));
+                // Printed from here so it appears while the compile runs.
+                println!("{}", lines.last().map(String::as_str).unwrap_or_default());
+                wait = Duration::from_secs(5);
+            }
+        });
+        let result = work();
+        let _ = done.send(());
+        let _ = ticker.join();
+        let _ = out.flush();
+        result
+    })
+}
+
+/// What loading an app takes besides its files: the defaults a command line
+/// (or a host's) gives every component.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Limits for components runtime-config.toml says nothing about.
+    pub limits: Limits,
+    /// Where compiled code and downloads are cached (none: not at all).
+    pub cache_dir: Option<PathBuf>,
+    pub max_download_size: u64,
+    pub download_timeout: Duration,
+    /// Where variables get their values: `ferry up`'s `--variable` flags
+    /// and environment, or a live host's per-app values.
+    pub variables: crate::variables::Sources,
+}
+
+/// Everything needed to build an app's guests: the app, each used
+/// component's Wasm, its runtime config and each component's limits and
+/// variables.
+pub struct Prepared {
+    pub app: App,
+    pub wasm: BTreeMap<String, Vec<u8>>,
+    pub config: RuntimeConfig,
+    pub limits: BTreeMap<String, Limits>,
+    pub variables: BTreeMap<String, ComponentVariables>,
+}
+
+/// Reads the app whose manifest is `manifest` (a file or a directory
+/// holding one) with its runtime config (`runtime_config`, else the one
+/// beside the manifest), resolves its limits and variables and fetches each
+/// used component's Wasm, printing download progress to `out`. `rename`
+/// gives the app another name than its manifest's (a host's deploy name).
+pub fn prepare(
+    manifest: &Path,
+    runtime_config_file: Option<&Path>,
+    rename: Option<&str>,
+    settings: &Settings,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<Prepared> {
+    let mut app = ferry_manifest::load_app(manifest)?;
+    if let Some(name) = rename {
+        name.clone_into(&mut app.name);
+    }
+    warn_unused(&app);
+    let config = runtime_config(&app, runtime_config_file)?;
+    let limits = config.resolve(&app, settings.limits)?;
+    let given = crate::variables::given(&app, &settings.variables)
+        .map_err(|e| Failure::usage(format!("{e:#}")))?;
+    let variables = ferry_manifest::resolve_variables(&app, &given)
+        .map_err(|missing| Failure::load(settings.variables.missing(&missing)))?;
+    for (id, hosts) in
+        ferry_manifest::resolve_outbound_templates(&app, &given).map_err(Failure::load)?
+    {
+        if let Some(component) = app.component_mut(&id) {
+            component.allowed_outbound_hosts.extend(hosts);
+        }
+    }
+    // Before the runtime: a download that fails costs no engine set-up.
+    let downloads = Downloader::new(
+        settings.cache_dir.as_deref(),
+        settings.max_download_size,
+        settings.download_timeout,
+    );
+    let wasm = fetch_sources(&app, &downloads, out)?;
+    Ok(Prepared {
+        app,
+        wasm,
+        config,
+        limits,
+        variables,
+    })
+}
+
+impl Prepared {
+    /// The most linear memory any component may have: what the engine's
+    /// instance slots must be sized for.
+    pub fn max_memory(&self) -> u64 {
+        self.limits
+            .values()
+            .map(|l| l.max_memory)
+            .max()
+            .unwrap_or(128 << 20)
+    }
+}
+
+/// How far [`Assembler::assemble`] goes with an app's stores.
+pub enum Mode<'a> {
+    /// `ferry check`: stores are checked, never opened, and nothing is
+    /// written anywhere.
+    Check,
+    /// To serve: stores with no place of their own in runtime-config.toml
+    /// are opened in `data`; the result succeeds `previous` (see
+    /// [`LoadedApp::succeeding`]).
+    Serve {
+        data: &'a Path,
+        previous: Option<&'a LoadedApp>,
+    },
+}
+
+/// Assembles apps for one engine (and listener): what `ferry check`,
+/// `ferry up` and a live host share.
+pub struct Assembler {
+    pub runtime: Arc<Runtime>,
+    /// The apps listener, for `http://self` (none for `ferry check`).
+    pub local: Option<SocketAddr>,
+    /// The runtime the stores and the server's admission live on. It must
+    /// be driven by another thread while [`Assembler::assemble`] runs (see
+    /// [`off_runtime`]).
+    pub tokio: tokio::runtime::Handle,
+    /// Where each component's compile (or cache load) and each store's
+    /// calls are counted.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+}
+
+impl Assembler {
+    /// The app `prepared` ready to serve: its components compiled (or
+    /// loaded from the cache) with their stores, printing each compile to
+    /// `out`. Refuses an app whose components need more memory than the
+    /// engine's instance slots have. Called off the runtime's threads.
+    pub fn assemble(
+        &self,
+        prepared: &Prepared,
+        mode: Mode<'_>,
+        out: &mut dyn std::io::Write,
+    ) -> anyhow::Result<LoadedApp> {
+        let engine_memory = self.runtime.options().max_memory;
+        if prepared.max_memory() > engine_memory {
+            return Err(Failure::load(format!(
+                "a component's `max_memory` ({}) is above the engine's instance size ({}, \
+                 `--max-memory`)",
+                human_size(prepared.max_memory()),
+                human_size(engine_memory)
+            ))
+            .into());
+        }
+        let (data, previous) = match mode {
+            Mode::Check => (None, None),
+            Mode::Serve { data, previous } => (Some(data), previous),
+        };
+        let app = &prepared.app;
+        let mut key_value =
+            self.tokio
+                .block_on(stores::key_value_stores(app, &prepared.config, data))?;
+        let sqlite = stores::sqlite_databases(app, &prepared.config, data)?;
+        if let Some(metrics) = &self.metrics {
+            for granted in key_value.values_mut() {
+                for (label, store) in granted.iter_mut() {
+                    *store = crate::metered::MeteredKeyValue::wrap(
+                        store.clone(),
+                        metrics.clone(),
+                        &app.name,
+                        label,
+                    );
+                }
+            }
+            for (label, database) in sqlite.values().flatten() {
+                database.observe(crate::metered::sql_observer(
+                    metrics.clone(),
+                    &app.name,
+                    label,
+                ));
+            }
+        }
+        let _enter = self.tokio.enter();
+        let guests = load_guests(
+            &self.runtime,
+            app,
+            &prepared.wasm,
+            &prepared.limits,
+            stores::component_contexts(&prepared.variables, key_value, sqlite),
+            self.local,
+            out,
+        )?;
+        if let Some(metrics) = &self.metrics {
+            for guest in &guests {
+                let compile = &guest.info().compile;
+                metrics.component_loaded(compile.from_cache, compile.elapsed);
+            }
+        }
+        LoadedApp::succeeding(previous, app, guests)
+    }
+}
+
+/// Runs `work` on another thread while this one drives `tokio`, for a
+/// caller that owns a runtime nothing else drives yet (`ferry check`,
+/// `ferry up` before it serves): [`Assembler::assemble`] waits on the
+/// runtime from outside it.
+pub fn off_runtime<T: Send>(tokio: &tokio::runtime::Runtime, work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let worker = scope.spawn(move || {
+            let _ = done.send(work());
+        });
+        match tokio.block_on(result) {
+            Ok(value) => value,
+            // It panicked: the panic is the error to report.
+            Err(_) => std::panic::resume_unwind(
+                worker
+                    .join()
+                    .expect_err("a worker that sent nothing panicked"),
+            ),
+        }
+    })
+}

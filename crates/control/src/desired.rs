@@ -1,0 +1,174 @@
+//! The seam between the control plane and where its desired state lives:
+//! which apps exist, their versions (each a manifest path and a file list
+//! of digests), which version of each should serve, and the files
+//! themselves as content-addressed blobs.
+//!
+//! [`Host`](crate::host::Host) reads and writes only through
+//! [`DesiredState`]. Its first implementation is the state directory
+//! ([`StateDir`](crate::state::StateDir)); a replicated one (a cluster's)
+//! stands beside it without touching deploy logic, which is why the serving
+//! version changes only by compare-and-swap ([`DesiredState::swap_current`])
+//! and every change is announced on a [`watch`](DesiredState::watch):
+//! another writer may get there first, and other nodes must hear of it.
+//!
+//! What a node keeps for itself rather than shares — a version's files laid
+//! out on its disk ([`DesiredState::tree`]), an app's data
+//! ([`DesiredState::data_dir`]) — is named here too, so a deploy never
+//! needs to know which implementation it runs on.
+
+use std::path::PathBuf;
+
+use ferry_api::Values;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What one deployed version was made of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub version: u64,
+    /// The manifest's path inside the bundle.
+    pub manifest: String,
+    /// Every file of the bundle: its path inside the bundle and its digest.
+    pub files: BTreeMap<String, String>,
+    /// The host names the app is reached by (none: any).
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    /// When it was deployed, in seconds since the Unix epoch.
+    pub deployed_at: u64,
+}
+
+/// Why [`DesiredState::put_blob`] stored nothing.
+#[derive(Debug)]
+pub enum BlobError {
+    /// The upload is not what its digest names: the client's doing.
+    Refused(String),
+    /// It could not be written (a full disk, say): the host's.
+    Write(anyhow::Error),
+}
+
+/// Why [`DesiredState::swap_current`] changed nothing.
+#[derive(Debug)]
+pub enum SwapError {
+    /// Another writer changed the app's serving version first: this is
+    /// what it is now.
+    Changed { now: Option<u64> },
+    /// It could not be written.
+    Write(anyhow::Error),
+}
+
+impl std::fmt::Display for SwapError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Changed { now: Some(now) } => write!(
+                f,
+                "the app's serving version was changed meanwhile (now {now})"
+            ),
+            Self::Changed { now: None } => {
+                f.write_str("the app's serving version was changed meanwhile (now none)")
+            }
+            Self::Write(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for SwapError {}
+
+/// A change to the desired state, as [`DesiredState::watch`] announces it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The version of `app` that should serve is now `current` (`None`: no
+    /// version; the app is not served).
+    Current { app: String, current: Option<u64> },
+    /// `app` was removed, with its versions and data.
+    Removed { app: String },
+}
+
+/// A store of desired state and content-addressed blobs (see the module
+/// documentation). Every method may be called from many threads at once;
+/// the host serialises the calls that concern one app.
+pub trait DesiredState: Send + Sync {
+    /// Whether the blob `digest` (`sha256:<hex>`) is stored. Asking may
+    /// mark it as wanted, so that a clean-up spares it for the deploy about
+    /// to use it.
+    fn has_blob(&self, digest: &str) -> bool;
+
+    /// The size of the blob `digest`, if it is stored.
+    fn blob_size(&self, digest: &str) -> Option<u64>;
+
+    /// Stores `bytes` as the blob `digest`, refused if they do not hash to
+    /// it.
+    fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), BlobError>;
+
+    /// Removes blobs no version of any app uses (sparing recent ones).
+    fn remove_unused_blobs(&self);
+
+    /// Every app, by name.
+    fn app_names(&self) -> anyhow::Result<Vec<String>>;
+
+    /// Whether anything of the app `name` is stored, what an earlier
+    /// removal left included.
+    fn has_app(&self, name: &str) -> bool;
+
+    /// Every complete version of `name`, oldest first.
+    fn versions(&self, name: &str) -> Vec<VersionRecord>;
+
+    fn version(&self, name: &str, version: u64) -> Option<VersionRecord>;
+
+    /// Adds a version of `name` made of blobs already stored, numbered one
+    /// past the newest (the record's `version` is set to that number), with
+    /// the variable values its deploy gave. Nothing is left if it fails.
+    fn add_version(
+        &self,
+        name: &str,
+        record: VersionRecord,
+        variables: &Values,
+    ) -> anyhow::Result<VersionRecord>;
+
+    /// The variable values version `version` of `name` was deployed with.
+    /// An unreadable record is an error: a version must not run without
+    /// the values it was given.
+    fn variables(&self, name: &str, version: u64) -> anyhow::Result<Values>;
+
+    fn remove_version(&self, name: &str, version: u64);
+
+    /// Removes every version of `name` but the newest `keep` (never the
+    /// serving one).
+    fn prune(&self, name: &str, keep: usize);
+
+    /// The version of `name` that should serve, if any.
+    fn current(&self, name: &str) -> Option<u64>;
+
+    /// Sets the version of `name` that should serve to `new` (`None`: no
+    /// version) if it is still `expected`; otherwise changes nothing and
+    /// says what it is now.
+    fn swap_current(
+        &self,
+        name: &str,
+        expected: Option<u64>,
+        new: Option<u64>,
+    ) -> Result<(), SwapError>;
+
+    /// Takes the app `name` out of the desired state in one step, so that
+    /// no restart (or other node) sees it again; its files may remain until
+    /// [`purge_app`](Self::purge_app).
+    fn retire_app(&self, name: &str) -> anyhow::Result<()>;
+
+    /// Removes what [`retire_app`](Self::retire_app) set aside.
+    fn purge_app(&self, name: &str) -> anyhow::Result<()>;
+
+    /// Removes the app `name`: retired, then purged.
+    fn remove_app(&self, name: &str) -> anyhow::Result<()> {
+        self.retire_app(name)?;
+        self.purge_app(name)
+    }
+
+    /// Changes from now on, whoever made them.
+    fn watch(&self) -> tokio::sync::broadcast::Receiver<Change>;
+
+    /// Version `version` of `name` laid out on this node's disk as its app
+    /// directory.
+    fn tree(&self, name: &str, version: u64) -> PathBuf;
+
+    /// Where the app keeps its key-value stores and databases on this node.
+    fn data_dir(&self, name: &str) -> PathBuf;
+}

@@ -1,0 +1,127 @@
+//! What `ferry check` prints for each component and `GET /v1/apps/{name}`
+//! returns: one [`ComponentSummary`] made here from the loaded guest, for
+//! both.
+
+use std::path::Path;
+
+use ferry_api::human::human_size;
+use ferry_api::{ComponentSummary, WagiSummary};
+use ferry_manifest::{App, Component, ComponentVariables, Executor, FileMount, Handler, Route};
+use ferry_runtime::Guest;
+
+/// How a component's variables are shown.
+pub enum Variables<'a> {
+    /// As resolved for this run (`ferry check`); a secret's value never.
+    Resolved(Option<&'a ComponentVariables>),
+    /// As the manifest writes them (a live host: a value may have come
+    /// from a deploy or the host, and only names are shown).
+    Written,
+}
+
+/// `component` of `app` (whose files lie in `dir`), loaded as `guest`.
+pub fn summarize(
+    app: &App,
+    component: &Component,
+    guest: &Guest,
+    dir: &Path,
+    variables: Variables<'_>,
+) -> ComponentSummary {
+    let info = guest.info();
+    let mut executor = "wasi:http";
+    let mut wagi = None;
+    let mut routes = Vec::new();
+    for trigger in &app.triggers {
+        let Handler::Component { id, executor: e } = &trigger.handler else {
+            continue;
+        };
+        if *id != component.id {
+            continue;
+        }
+        if let Executor::Wagi(w) = e {
+            executor = "wagi";
+            wagi = Some(WagiSummary {
+                argv: w.argv.clone(),
+                entrypoint: w.entrypoint.clone(),
+            });
+        }
+        routes.push(match &trigger.route {
+            Route::Pattern(p) => p.full(),
+            Route::Private => "(private)".into(),
+        });
+    }
+    let l = guest.limits();
+    ComponentSummary {
+        id: component.id.clone(),
+        source: match &component.source {
+            ferry_manifest::Source::File(path) => relative(dir, path),
+            ferry_manifest::Source::Url { url, digest } => {
+                format!("{}, {digest}", ferry_manifest::redacted(url))
+            }
+        },
+        wasm_bytes: info.wasm_bytes,
+        executor: executor.to_owned(),
+        wagi,
+        routes,
+        serves: info.serves.as_ref().map(|serves| match info.adapted {
+            Some(how) => format!("{serves} ({how})"),
+            None => serves.clone(),
+        }),
+        imports: info.imports.clone(),
+        unsupported: info.unsupported.clone(),
+        environment: component
+            .environment
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect(),
+        variables: match variables {
+            Variables::Resolved(resolved) => resolved
+                .into_iter()
+                .flat_map(|v| v.shown())
+                .map(|(key, value)| format!("{key} = {value}"))
+                .collect(),
+            Variables::Written => component
+                .variables
+                .iter()
+                .map(|(key, template)| format!("{key} = {:?}", template.to_string()))
+                .collect(),
+        },
+        key_value_stores: component.key_value_stores.clone(),
+        sqlite_databases: component.sqlite_databases.clone(),
+        allowed_outbound_hosts: component
+            .allowed_outbound_hosts
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        files: component
+            .files
+            .iter()
+            .map(|f| match f {
+                FileMount::Glob(g) => format!("{g} -> /"),
+                FileMount::Directory {
+                    source,
+                    destination,
+                }
+                | FileMount::File {
+                    source,
+                    destination,
+                } => format!("{} -> {destination}", relative(dir, source)),
+            })
+            .collect(),
+        limits: format!(
+            "memory {}, timeout {:?}, request body {}, response body {}, {} concurrent, {} queued for up to {:?}",
+            human_size(l.max_memory),
+            l.request_timeout,
+            human_size(l.max_request_body),
+            l.max_response_body
+                .map_or_else(|| "unlimited".to_owned(), human_size),
+            l.max_concurrent_requests,
+            l.max_queued_requests,
+            l.queue_timeout,
+        ),
+    }
+}
+
+/// `path` relative to `dir` if it is inside it, for people.
+pub fn relative(dir: &Path, path: &Path) -> String {
+    path.strip_prefix(dir).unwrap_or(path).display().to_string()
+}
