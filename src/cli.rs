@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use ferry_api::Failure;
 use ferry_api::human::human_size;
 use ferry_api::listed;
-use ferry_control::assemble::{self, Assembler, Mode, off_runtime};
+use ferry_control::assemble::{self, Assembler, Mode, SizedBy, off_runtime};
 use ferry_control::guest_logs::GuestLogs;
 use ferry_control::metrics::Metrics;
 use ferry_control::stores;
@@ -557,6 +557,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             local: Some(local),
             tokio: tokio.handle().clone(),
             metrics: Some(metrics.clone()),
+            sized_by: SizedBy::Flag,
         },
         settings,
         ferry_control::host::BundleLimits {
@@ -754,6 +755,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             local: Some(local),
             tokio: tokio.handle().clone(),
             metrics: metrics.clone(),
+            sized_by: SizedBy::FirstLoad,
         },
         state_dir,
     };
@@ -887,16 +889,18 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         local: None,
         tokio: tokio.handle().clone(),
         metrics: None,
+        sized_by: SizedBy::FirstLoad,
     };
     let host = off_runtime(&tokio, || {
         assembler.assemble(&prepared, Mode::Check, &mut out)
     })?;
     let app = &prepared.app;
-    let guests: Vec<(&ferry_manifest::Component, &ferry_runtime::Guest)> = app
-        .components
-        .iter()
-        .filter_map(|c| host.guest(&c.id).map(|guest| (c, guest)))
-        .collect();
+    // In the order the triggers first use them.
+    let guests: Vec<(&ferry_manifest::Component, &ferry_runtime::Guest)> =
+        assemble::used_components(app)?
+            .into_iter()
+            .filter_map(|(c, _)| host.guest(&c.id).map(|guest| (c, guest)))
+            .collect();
     writeln!(
         out,
         "\nApp `{}`{} at {}",

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_api::{AppStatus, DeployRequest, Values};
-use ferry_control::assemble::{Assembler, Settings};
+use ferry_control::assemble::{Assembler, Settings, SizedBy};
 use ferry_control::desired::{BlobError, Change, DesiredState, SwapError, VersionRecord};
 use ferry_control::host::{BundleLimits, Host, HostError};
 use ferry_control::metrics::Metrics;
@@ -56,6 +56,7 @@ impl InProcess {
                 local: Some("127.0.0.1:9".parse().unwrap()),
                 tokio: tokio.handle().clone(),
                 metrics: Some(metrics.clone()),
+                sized_by: SizedBy::Flag,
             },
             Settings {
                 limits: Default::default(),
@@ -179,9 +180,9 @@ fn every_decision_is_a_swap_of_the_desired_state() {
 }
 
 /// Another writer (another node, in a cluster) changes the serving version
-/// between the host's read and its swap: the deploy is refused as a
-/// conflict, the other writer's decision stands, and the refused version
-/// is not kept.
+/// while a deploy compiles, after the host decided what the deploy
+/// replaces: the deploy is refused as a conflict, the other writer's
+/// decision stands, and the refused version is not kept.
 #[test]
 fn a_deploy_that_loses_the_race_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -191,8 +192,9 @@ fn a_deploy_that_loses_the_race_changes_nothing() {
     host.deploy("shop", "one").unwrap();
     host.deploy("shop", "two").unwrap();
 
-    // The other writer rolls `shop` back to 1 just before the host swaps.
-    state.before_next_swap(|inner| inner.swap_current("shop", Some(2), Some(1)).unwrap());
+    // The other writer rolls `shop` back to 1 once the new version is
+    // stored, while the host goes on to compile it.
+    state.after_next_version(|inner| inner.swap_current("shop", Some(2), Some(1)).unwrap());
     match host.deploy("shop", "three") {
         Err(HostError::Conflict(message)) => {
             assert!(message.contains("changed meanwhile (now 1)"), "{message}")
@@ -230,11 +232,11 @@ fn a_deploy_whose_swap_fails_leaves_nothing() {
 
 type Hook = Box<dyn FnOnce(&StateDir) + Send>;
 
-/// The state directory, with a hook run before the next swap of a serving
-/// version (another writer's), or that swap failing.
+/// The state directory, with another writer's change made right after the
+/// next version is stored, or the next swap of a serving version failing.
 struct Intercepted {
     inner: StateDir,
-    before: Mutex<Option<Hook>>,
+    after_version: Mutex<Option<Hook>>,
     fail: Mutex<bool>,
 }
 
@@ -242,13 +244,13 @@ impl Intercepted {
     fn new(inner: StateDir) -> Self {
         Self {
             inner,
-            before: Mutex::default(),
+            after_version: Mutex::default(),
             fail: Mutex::default(),
         }
     }
 
-    fn before_next_swap(&self, hook: impl FnOnce(&StateDir) + Send + 'static) {
-        *self.before.lock().unwrap() = Some(Box::new(hook));
+    fn after_next_version(&self, hook: impl FnOnce(&StateDir) + Send + 'static) {
+        *self.after_version.lock().unwrap() = Some(Box::new(hook));
     }
 
     fn fail_next_swap(&self) {
@@ -263,9 +265,6 @@ impl DesiredState for Intercepted {
         expected: Option<u64>,
         new: Option<u64>,
     ) -> Result<(), SwapError> {
-        if let Some(hook) = self.before.lock().unwrap().take() {
-            hook(&self.inner);
-        }
         if std::mem::take(&mut *self.fail.lock().unwrap()) {
             return Err(SwapError::Write(anyhow::anyhow!("disk full")));
         }
@@ -302,7 +301,11 @@ impl DesiredState for Intercepted {
         record: VersionRecord,
         variables: &Values,
     ) -> anyhow::Result<VersionRecord> {
-        self.inner.add_version(name, record, variables)
+        let added = self.inner.add_version(name, record, variables)?;
+        if let Some(hook) = self.after_version.lock().unwrap().take() {
+            hook(&self.inner);
+        }
+        Ok(added)
     }
     fn variables(&self, name: &str, version: u64) -> anyhow::Result<Values> {
         self.inner.variables(name, version)

@@ -4,7 +4,6 @@
 //! version they started on, and a version that fails to load leaves the
 //! running one serving.
 
-
 use crate::support::*;
 
 /// An app whose one component is the test guest copied into the app

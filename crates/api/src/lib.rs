@@ -223,7 +223,12 @@ impl ComponentSummary {
             ),
             None => self.executor.clone(),
         };
-        writeln!(out, "  route      {} ({executor})", listed(&self.routes))?;
+        if self.routes.is_empty() {
+            writeln!(out, "  route      (none) ({executor})")?;
+        }
+        for route in &self.routes {
+            writeln!(out, "  route      {route} ({executor})")?;
+        }
         if let Some(serves) = &self.serves {
             writeln!(out, "  serves     {serves}")?;
         }
@@ -298,7 +303,6 @@ pub struct GuestLine {
 /// In a followed log stream, in place of the lines a follower that fell
 /// behind missed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Dropped {
     pub dropped: u64,
 }

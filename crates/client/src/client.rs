@@ -446,17 +446,30 @@ pub fn deploy_name(bundle: &Bundle, given: Option<&str>) -> anyhow::Result<Strin
 /// each is escaped as the host's own log escapes it.
 fn readable_line(line: &str) -> String {
     let text = |text: &str| ferry_api::human::escape_control(text).into_owned();
+    // A field the host left out (or empty) shows as `-`, so the columns
+    // stay in place.
+    let field = |value: &str| {
+        if value.is_empty() {
+            "-".to_owned()
+        } else {
+            text(value)
+        }
+    };
+    // Only an object is a line or a notice; anything else is shown as sent.
+    if !line.trim_start().starts_with('{') {
+        return text(line);
+    }
     match serde_json::from_str::<LogEntry>(line) {
         Ok(LogEntry::Dropped(Dropped { dropped })) => {
             format!("({dropped} lines dropped: this follower fell behind)")
         }
         Ok(LogEntry::Line(line)) => format!(
             "{} {} {} {} {}: {}",
-            text(&line.time),
-            text(&line.component),
-            text(&line.route),
-            text(&line.request_id),
-            text(&line.stream),
+            field(&line.time),
+            field(&line.component),
+            field(&line.route),
+            field(&line.request_id),
+            field(&line.stream),
             text(&line.message)
         ),
         Err(_) => text(line),
@@ -497,4 +510,36 @@ fn plain_http_tls() -> anyhow::Result<rustls::ClientConfig> {
         .context("configuring TLS")?
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable_line;
+
+    #[test]
+    fn log_lines_read_as_columns_whatever_the_host_sends() {
+        let line = r#"{"time":"t","component":"c","route":"/r","request_id":"i","stream":"stdout","message":"hi","app":"a","level":"INFO"}"#;
+        assert_eq!(readable_line(line), "t c /r i stdout: hi");
+        // An older host, or one that leaves fields out: `-` in their place.
+        assert_eq!(
+            readable_line(r#"{"time":"t","component":"c","stream":"stdout","message":"hi"}"#),
+            "t c - - stdout: hi"
+        );
+        // The notice, even with fields a later host may add.
+        for notice in [r#"{"dropped":3}"#, r#"{"dropped":3,"app":"x"}"#] {
+            assert_eq!(
+                readable_line(notice),
+                "(3 lines dropped: this follower fell behind)"
+            );
+        }
+        // Not a line: shown as sent, its control characters escaped.
+        assert_eq!(readable_line("[1]"), "[1]");
+        assert_eq!(readable_line("plain \u{1b}[2J"), "plain \\x1b[2J");
+        assert_eq!(readable_line(r#"{"message":42}"#), r#"{"message":42}"#);
+        // A guest's control characters never reach the terminal.
+        assert_eq!(
+            readable_line(r#"{"message":"\u001b[2Jgone","stream":"stderr"}"#),
+            "- - - - stderr: \\x1b[2Jgone"
+        );
+    }
 }

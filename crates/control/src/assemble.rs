@@ -294,6 +294,18 @@ pub struct Assembler {
     /// Where each component's compile (or cache load) and each store's
     /// calls are counted.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// What decided the engine's instance size, for the error when an app
+    /// needs more.
+    pub sized_by: SizedBy,
+}
+
+/// What decided how much memory the engine's instance slots have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizedBy {
+    /// The operator: `ferry serve --max-memory`.
+    Flag,
+    /// The app as it was first loaded (`ferry up`, `ferry check`).
+    FirstLoad,
 }
 
 impl Assembler {
@@ -309,12 +321,16 @@ impl Assembler {
     ) -> anyhow::Result<LoadedApp> {
         let engine_memory = self.runtime.options().max_memory;
         if prepared.max_memory() > engine_memory {
-            return Err(Failure::load(format!(
-                "a component's `max_memory` ({}) is above the engine's instance size ({}, \
-                 `--max-memory`)",
-                human_size(prepared.max_memory()),
-                human_size(engine_memory)
-            ))
+            let (needed, engine) = (human_size(prepared.max_memory()), human_size(engine_memory));
+            return Err(Failure::load(match self.sized_by {
+                SizedBy::Flag => format!(
+                    "a component's `max_memory` ({needed}) is above this host's --max-memory ({engine})"
+                ),
+                SizedBy::FirstLoad => format!(
+                    "a component's `max_memory` ({needed}) is above what this process's engine was \
+                     started with ({engine}); restart `ferry up` to raise it"
+                ),
+            })
             .into());
         }
         let (data, previous) = match mode {

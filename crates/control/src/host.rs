@@ -137,7 +137,7 @@ impl Host {
         }
     }
 
-    /// Whether every app the state directory held at start has been
+    /// Whether every app the desired state held at start has been
     /// restored (or has failed to be).
     pub fn ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
@@ -151,7 +151,7 @@ impl Host {
     /// has decided its fate meanwhile. It writes only what it changes.
     pub fn restore(&self) {
         let names = self.state.app_names().unwrap_or_else(|e| {
-            tracing::error!("cannot list the state directory's apps: {e:#}");
+            tracing::error!("cannot list the desired state's apps: {e:#}");
             Vec::new()
         });
         let mut pending = Vec::new();
@@ -212,12 +212,12 @@ impl Host {
     /// kept version before it that loads, recorded as `current`.
     fn restore_app(&self, name: &str, current: u64) -> Result<Activated, HostError> {
         if let Some(record) = self.state.version(name, current) {
-            return self.activate(name, &record, Recording::MayFail);
+            return self.activate(name, &record, Some(current), Recording::MayFail);
         }
         let mut failure = format!("version {current} is missing, and no version before it is kept");
         let older = self.state.versions(name).into_iter().rev();
         for record in older.filter(|r| r.version < current) {
-            match self.activate(name, &record, Recording::MayFail) {
+            match self.activate(name, &record, Some(current), Recording::MayFail) {
                 Ok(done) => {
                     tracing::warn!(
                         app = name,
@@ -281,6 +281,9 @@ impl Host {
         ferry_api::values::check_deployed(&request.variables).map_err(HostError::BadRequest)?;
         self.check_bundle(&request)?;
         let _lock = self.lock(name);
+        // What this deploy replaces: the swap at its end is made against
+        // it, so a change another writer makes meanwhile is never lost.
+        let replaces = self.state.current(name);
         let record = self
             .state
             .add_version(
@@ -301,7 +304,7 @@ impl Host {
                 }
                 internal(e)
             })?;
-        let result = self.activate(name, &record, Recording::Required);
+        let result = self.activate(name, &record, replaces, Recording::Required);
         self.metrics.deployed(name, result.is_ok());
         match result {
             Ok(done) => {
@@ -311,7 +314,11 @@ impl Host {
                 Ok(done)
             }
             Err(e) => {
-                self.state.remove_version(name, record.version);
+                // Kept if it is recorded as serving after all (an undo
+                // that could not be written): `current` must name a version.
+                if self.state.current(name) != Some(record.version) {
+                    self.state.remove_version(name, record.version);
+                }
                 if self.state.current(name).is_none() {
                     let _ = self.state.remove_app(name);
                 }
@@ -360,7 +367,7 @@ impl Host {
                     ))
                 })?,
         };
-        let result = self.activate(name, &target, Recording::Required);
+        let result = self.activate(name, &target, Some(current), Recording::Required);
         self.metrics.rolled_back(name, result.is_ok());
         let done = result?;
         tracing::info!(app = name, version = target.version, "rolled back");
@@ -381,7 +388,7 @@ impl Host {
         if !known && !self.state.has_app(name) {
             return Err(no_app(name));
         }
-        // Out of the state directory first, in one rename: if that fails
+        // Out of the desired state first, in one step: if that fails
         // the app serves on, unchanged; once done, no restart brings it back.
         self.state.retire_app(name).map_err(internal)?;
         self.live.remove(name);
@@ -538,11 +545,14 @@ impl Host {
     }
 
     /// Loads version `record` of `name` from its tree, compiles it and
-    /// makes it the one serving; the caller holds the app's lock.
+    /// makes it the one serving in place of `replaces` (the serving version
+    /// the caller read when it decided, under the app's lock, which it
+    /// holds).
     fn activate(
         &self,
         name: &str,
         record: &VersionRecord,
+        replaces: Option<u64>,
         recording: Recording,
     ) -> Result<Activated, HostError> {
         let started = Instant::now();
@@ -592,12 +602,13 @@ impl Host {
         // what was serving; undone if the swap is refused (an app that
         // claimed the same route since the check). Written only if it
         // changes: a restore writes nothing, so a full disk cannot stop it.
-        let recorded = self.state.current(name);
+        // Swapped against what the caller decided on: if another writer
+        // changed it meanwhile (during the compile), its change stands.
         let mut wrote = false;
-        if recorded != Some(record.version) {
+        if replaces != Some(record.version) {
             match self
                 .state
-                .swap_current(name, recorded, Some(record.version))
+                .swap_current(name, replaces, Some(record.version))
             {
                 Ok(()) => wrote = true,
                 // Another writer decided first: what it decided stands.
@@ -613,10 +624,18 @@ impl Host {
             }
         }
         if let Err(conflict) = self.live.install(host, record.hostnames.clone()) {
-            if wrote {
-                let _ = self
+            if wrote
+                && let Err(e) = self
                     .state
-                    .swap_current(name, Some(record.version), recorded);
+                    .swap_current(name, Some(record.version), replaces)
+            {
+                // The version stays recorded (and kept): a restart serves
+                // it, which is what the swap just refused would have done.
+                tracing::error!(
+                    app = name,
+                    version = record.version,
+                    "refused, but cannot record the version it replaces as `current` again: {e}"
+                );
             }
             return Err(HostError::Conflict(conflict.0));
         }

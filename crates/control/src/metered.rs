@@ -1,7 +1,7 @@
 //! Key-value stores and SQLite databases as metrics see them: each
 //! operation counted by app, store and result, and timed.
 //!
-//! A store is wrapped ([`MeteredKeyValue`]) where the loader hands it to a
+//! A store is wrapped ([`MeteredKeyValue`]) where assembly hands it to a
 //! component, and a database is given an observer; neither `ferry-store`
 //! nor the runtime knows metrics exist.
 

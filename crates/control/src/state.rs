@@ -29,7 +29,7 @@
 //! directory never reached the disk, the host restores the newest kept
 //! version before it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
@@ -49,9 +49,9 @@ const VARIABLES_FILE: &str = "variables.json";
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
-    /// Held while the serving version of an app is compared and swapped
-    /// (one process owns a state directory).
-    swapping: Arc<Mutex<()>>,
+    /// One lock per app, held while its serving version is compared and
+    /// swapped (one process owns a state directory).
+    swapping: Arc<Mutex<BTreeMap<String, Arc<Mutex<()>>>>>,
     changes: tokio::sync::broadcast::Sender<Change>,
 }
 
@@ -368,17 +368,20 @@ impl DesiredState for StateDir {
     /// left there is removed first. Without a directory (already retired),
     /// nothing is renamed.
     fn retire_app(&self, name: &str) -> anyhow::Result<()> {
+        let existed = self.has_app(name);
         let retired = self.retired_dir(name);
         remove_dir_if_any(&retired)?;
         let dir = self.app_dir(name);
         match std::fs::rename(&dir, &retired) {
             Ok(()) => sync_dir(&self.root.join("apps"))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("removing {}", dir.display())),
         }
-        let _ = self.changes.send(Change::Removed {
-            app: name.to_owned(),
-        });
+        if existed {
+            let _ = self.changes.send(Change::Removed {
+                app: name.to_owned(),
+            });
+        }
         Ok(())
     }
 
@@ -428,7 +431,14 @@ impl DesiredState for StateDir {
         expected: Option<u64>,
         new: Option<u64>,
     ) -> Result<(), SwapError> {
-        let _swapping = self.swapping.lock().unwrap_or_else(|e| e.into_inner());
+        let lock = self
+            .swapping
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_owned())
+            .or_default()
+            .clone();
+        let _swapping = lock.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.current(name);
         if now != expected {
             return Err(SwapError::Changed { now });

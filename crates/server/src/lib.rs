@@ -25,6 +25,7 @@ mod traces;
 
 use std::time::Duration;
 
+pub use apps::AppTable;
 pub(crate) use apps::Observation;
 pub use apps::{Conflict, LiveApps};
 pub use dispatch::{LoadedApp, RouteHeaders, StaticReply, newest_incarnation};
