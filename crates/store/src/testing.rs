@@ -1,5 +1,6 @@
 //! Test support shared by this crate's tests and Ferry's integration tests:
-//! a real Redis server to run against. Not part of the store's API.
+//! real servers to run against — a Redis server, a NATS JetStream cluster.
+//! Not part of the store's API.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,5 +45,158 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The nats-server `scripts/setup` installs (the official static binary,
+/// pinned by version and hash in `scripts/nats-server.txt`), unless
+/// `FERRY_NATS_SERVER` names another.
+pub fn nats_server_binary() -> std::path::PathBuf {
+    std::env::var_os("FERRY_NATS_SERVER").map_or_else(
+        || {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../.tools/nats/bin/nats-server")
+        },
+        std::path::PathBuf::from,
+    )
+}
+
+/// One server of a [`NatsCluster`].
+pub struct NatsNode {
+    child: Child,
+    pub name: String,
+    /// Where clients connect: `nats://127.0.0.1:PORT`.
+    pub url: String,
+    /// The monitoring endpoint: `http://127.0.0.1:PORT`.
+    pub monitor: String,
+}
+
+/// A NATS cluster of the test's own on loopback: `size` nats-server
+/// processes with JetStream, each write synced before it is acknowledged
+/// (`sync_interval: always`, without which acknowledged writes can be lost
+/// on a crash), every server listing every route. Stopped, and its data
+/// removed, when dropped.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsNode>,
+    _data: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    /// Starts the servers and waits (leader elections take 5–15 s on two
+    /// cores) until JetStream has formed: every server in the meta group and
+    /// a leader elected.
+    pub fn start(size: usize) -> Self {
+        let binary = nats_server_binary();
+        assert!(
+            binary.exists(),
+            "{} is missing (scripts/setup installs it)",
+            binary.display()
+        );
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let ports: Vec<[u16; 3]> = (0..size)
+            .map(|_| [free_port(), free_port(), free_port()])
+            .collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|[_, _, route]| format!("nats-route://127.0.0.1:{route}"))
+            .collect();
+        let data = tempfile::tempdir().unwrap();
+        let nodes = ports
+            .iter()
+            .enumerate()
+            .map(|(i, [client, monitor, route])| {
+                let name = format!("n{}", i + 1);
+                let store = data.path().join(&name);
+                let config = data.path().join(format!("{name}.conf"));
+                std::fs::write(
+                    &config,
+                    format!(
+                        "server_name: {name}\n\
+                         listen: 127.0.0.1:{client}\n\
+                         http: 127.0.0.1:{monitor}\n\
+                         jetstream {{ store_dir: {store:?}, sync_interval: always }}\n\
+                         cluster {{ name: ferry, listen: 127.0.0.1:{route}, routes: [{}] }}\n",
+                        routes.join(", ")
+                    ),
+                )
+                .unwrap();
+                let child = Command::new(&binary)
+                    .arg("--config")
+                    .arg(&config)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+                NatsNode {
+                    child,
+                    name,
+                    url: format!("nats://127.0.0.1:{client}"),
+                    monitor: format!("http://127.0.0.1:{monitor}"),
+                }
+            })
+            .collect();
+        let cluster = Self { nodes, _data: data };
+        let started = Instant::now();
+        loop {
+            let formed = cluster.nodes.iter().all(|node| {
+                node.jetstream().is_some_and(|jsz| {
+                    jsz["meta_cluster"]["cluster_size"].as_u64() == Some(size as u64)
+                        && jsz["meta_cluster"]["leader"]
+                            .as_str()
+                            .is_some_and(|leader| !leader.is_empty())
+                })
+            });
+            if formed {
+                return cluster;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the NATS cluster did not form in 60 s; last seen: {:?}",
+                cluster
+                    .nodes
+                    .iter()
+                    .map(NatsNode::jetstream)
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every server's client URL, comma-separated (as `--cluster` takes
+    /// them).
+    pub fn urls(&self) -> String {
+        let urls: Vec<&str> = self.nodes.iter().map(|n| n.url.as_str()).collect();
+        urls.join(",")
+    }
+}
+
+impl NatsNode {
+    /// What the server's monitoring endpoint says of JetStream (`/jsz`), if
+    /// it answers.
+    pub fn jetstream(&self) -> Option<serde_json::Value> {
+        use std::io::{Read as _, Write as _};
+        let address = self.monitor.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(stream, "GET /jsz HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let (_, body) = response.split_once("\r\n\r\n")?;
+        serde_json::from_str(body).ok()
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.child.kill();
+            let _ = node.child.wait();
+        }
     }
 }
