@@ -361,13 +361,6 @@ pub fn print_apps(out: &mut dyn std::io::Write, apps: &AppList) -> anyhow::Resul
 /// `ferry app show`: the serving version's components with their grants,
 /// then the kept versions.
 pub fn print_app(out: &mut dyn std::io::Write, app: &AppDetail) -> anyhow::Result<()> {
-    let list = |items: &[String]| {
-        if items.is_empty() {
-            "(none)".to_owned()
-        } else {
-            items.join(", ")
-        }
-    };
     let summary = &app.summary;
     writeln!(
         out,
@@ -381,8 +374,12 @@ pub fn print_app(out: &mut dyn std::io::Write, app: &AppDetail) -> anyhow::Resul
     if let Some(error) = &summary.error {
         writeln!(out, "  error      {error}")?;
     }
-    writeln!(out, "  routes     {}", list(&summary.routes))?;
-    writeln!(out, "  hostnames  {}", list(&summary.hostnames))?;
+    writeln!(out, "  routes     {}", ferry_api::listed(&summary.routes))?;
+    writeln!(
+        out,
+        "  hostnames  {}",
+        ferry_api::listed(&summary.hostnames)
+    )?;
     for component in &app.components {
         component.render(out)?;
     }

@@ -28,6 +28,7 @@ use ferry_server::{LiveApps, LoadedApp, Router};
 
 use crate::assemble::{self, Assembler, Mode, Settings};
 use crate::desired::{BlobError, DesiredState, SwapError, VersionRecord};
+use crate::locks::Locks;
 use crate::metrics::Metrics;
 use crate::state;
 use crate::stores;
@@ -100,7 +101,7 @@ pub struct Host {
     /// Versions kept per app, the serving one included.
     keep_versions: usize,
     /// One lock per app name: its deploys, rollbacks and deletion run one at a time.
-    locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: Locks,
     apps: RwLock<BTreeMap<String, AppState>>,
     ready: AtomicBool,
     metrics: Arc<Metrics>,
@@ -131,7 +132,7 @@ impl Host {
             settings,
             limits,
             keep_versions: keep_versions.max(1),
-            locks: Mutex::default(),
+            locks: Locks::default(),
             apps: RwLock::default(),
             ready: AtomicBool::new(false),
         }
@@ -464,14 +465,7 @@ impl Host {
     /// Waits for, and holds, the lock of the app `name`. Called off the
     /// runtime's threads.
     fn lock(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = self
-            .locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(name.to_owned())
-            .or_default()
-            .clone();
-        lock.blocking_lock_owned()
+        self.locks.hold(name)
     }
 
     fn set_state(&self, name: &str, change: impl FnOnce(&mut AppState)) {

@@ -19,6 +19,7 @@ pub mod desired;
 pub mod download;
 pub mod guest_logs;
 pub mod host;
+mod locks;
 mod metered;
 pub mod metrics;
 pub mod state;

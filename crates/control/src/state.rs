@@ -29,15 +29,16 @@
 //! directory never reached the disk, the host restores the newest kept
 //! version before it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use ferry_api::{Values, digest_hex, sha256_digest, valid_app_name};
 
 use crate::desired::{BlobError, Change, DesiredState, SwapError, VersionRecord};
+use crate::locks::Locks;
 
 use anyhow::Context as _;
 
@@ -51,7 +52,7 @@ pub struct StateDir {
     root: PathBuf,
     /// One lock per app, held while its serving version is compared and
     /// swapped (one process owns a state directory).
-    swapping: Arc<Mutex<BTreeMap<String, Arc<Mutex<()>>>>>,
+    swapping: Arc<Locks>,
     changes: tokio::sync::broadcast::Sender<Change>,
 }
 
@@ -431,14 +432,7 @@ impl DesiredState for StateDir {
         expected: Option<u64>,
         new: Option<u64>,
     ) -> Result<(), SwapError> {
-        let lock = self
-            .swapping
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(name.to_owned())
-            .or_default()
-            .clone();
-        let _swapping = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _swapping = self.swapping.hold(name);
         let now = self.current(name);
         if now != expected {
             return Err(SwapError::Changed { now });
