@@ -114,6 +114,20 @@ struct ServeArgs {
     /// --variable`), which wins over this.
     #[arg(long = "host-variable", value_name = "NAME")]
     host_variables: Vec<String>,
+    /// Join a cluster: the NATS servers (with JetStream) through which
+    /// every node shares apps and versions, `nats://HOST:PORT`, comma
+    /// separated. A deploy to any node is then served by every node; this
+    /// node keeps a copy in --state-dir and serves it while cut off.
+    #[arg(long, value_name = "URLS", env = "FERRY_CLUSTER")]
+    cluster: Option<String>,
+    /// This node's name in the cluster, unique there [default: the
+    /// machine's host name].
+    #[arg(long, value_name = "NAME", requires = "cluster")]
+    node_name: Option<String>,
+    /// Copies JetStream keeps of the cluster's state, each on another
+    /// server [default: 3, or as many servers as --cluster names if fewer].
+    #[arg(long, value_name = "N", requires = "cluster", value_parser = clap::value_parser!(u8).range(1..=5))]
+    replicas: Option<u8>,
     #[command(flatten)]
     engine: EngineArgs,
     #[command(flatten)]
@@ -513,8 +527,24 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             default_state_dir().context("no --state-dir, and no home directory to default to")?
         }
     };
-    let state = ferry_control::state::StateDir::open(&state_dir)?;
-    let token = state.admin_token(args.admin_token_file.as_deref())?;
+    let local = ferry_control::state::StateDir::open(&state_dir)?;
+    let token = local.admin_token(args.admin_token_file.as_deref())?;
+    let tokio = current_thread_runtime()?;
+    let state: Arc<dyn ferry_control::desired::DesiredState> = match &args.cluster {
+        Some(urls) => {
+            let options = ferry_control::cluster::ClusterOptions {
+                urls: urls.clone(),
+                node: args.node_name.clone().unwrap_or_else(host_name),
+                replicas: args
+                    .replicas
+                    .map_or_else(|| urls.split(',').count().min(3), usize::from),
+            };
+            tokio
+                .block_on(ferry_control::cluster::ClusterState::join(&options, local))
+                .map_err(|e| Failure::usage(format!("--cluster: {e:#}")))?
+        }
+        None => Arc::new(local),
+    };
     // The host's environment is no app's unless the operator names a
     // variable; each app's own values come with its deploy.
     let (environment, unset) = ferry_control::variables::host_environment(&args.host_variables)
@@ -540,7 +570,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     )?);
     // Dropped (flushing the last spans) after the runtime below has stopped.
     let traces = args.listener.traces()?;
-    let tokio = current_thread_runtime()?;
     let listener = bind(&tokio, args.listen)?;
     let admin_listener = bind(&tokio, args.admin_listen)?;
     // No guest may reach the admin API's unauthenticated pages.
@@ -549,8 +578,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let metrics = Metrics::new();
     metrics.watch_runtime(runtime.clone());
     let apps = LiveApps::observed(Some(metrics.server()), traces.is_some());
+    let shared = state.shared();
     let host = Arc::new(ferry_control::host::Host::new(
-        Arc::new(state),
+        state,
         apps.clone(),
         assemble::Assembler {
             runtime,
@@ -589,7 +619,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tokio.spawn(ferry_control::admin::serve(admin_listener, admin));
     // Restored off the runtime's threads while it serves (and drives the
     // stores' I/O); /readyz says when it is done.
-    tokio.spawn_blocking(move || host.restore());
+    if shared {
+        // Restored, then kept in step with the other nodes' decisions.
+        let handle = tokio.handle().clone();
+        std::thread::Builder::new()
+            .name("ferry-follow".into())
+            .spawn(move || host.follow(&handle))
+            .context("starting the cluster follower")?;
+    } else {
+        tokio.spawn_blocking(move || host.restore());
+    }
     tokio.block_on(ferry_server::serve(
         listener,
         apps,
@@ -606,6 +645,15 @@ fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("starting the async runtime")
+}
+
+/// The machine's host name, a cluster node's default name.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "ferry".into())
 }
 
 fn default_state_dir() -> Option<PathBuf> {

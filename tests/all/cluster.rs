@@ -6,6 +6,8 @@
 
 use ferry_store::testing::NatsCluster;
 
+use crate::support::*;
+
 #[test]
 fn a_jetstream_cluster_of_three_forms_and_syncs_every_write() {
     let cluster = NatsCluster::start(3);
@@ -33,4 +35,165 @@ fn a_jetstream_cluster_of_three_forms_and_syncs_every_write() {
         "{leaders:?}"
     );
     assert_eq!(cluster.urls().split(',').count(), 3);
+}
+
+/// Three `ferry serve` nodes joined to `nats` (named a, b, c), sharing one
+/// admin token as a cluster's operator gives them.
+fn nodes(nats: &NatsCluster, states: &[tempfile::TempDir; 3]) -> Vec<Host> {
+    ["a", "b", "c"]
+        .iter()
+        .zip(states)
+        .map(|(name, state)| node(nats, state, name))
+        .collect()
+}
+
+/// The node `name` on `state` (started again on it after a kill).
+fn node(nats: &NatsCluster, state: &tempfile::TempDir, name: &str) -> Host {
+    let token_file = state.path().join("admin-token");
+    if !token_file.exists() {
+        std::fs::write(&token_file, "cluster-token-0123456789abcdef\n").unwrap();
+    }
+    Host::start(
+        state.path(),
+        &["--cluster", &nats.urls(), "--node-name", name],
+    )
+}
+
+/// Waits until `node` answers `/` with `body` (or, with `None`, answers 404).
+async fn until_serving(node: &Host, body: Option<&str>) {
+    let what = match body {
+        Some(body) => format!("{} to answer {body:?}", node.url),
+        None => format!("{} to answer 404", node.url),
+    };
+    eventually(&what, || async {
+        let reply = node.get("/").await;
+        let seen = match body {
+            Some(body) => reply.status == 200 && reply.text() == body,
+            None => reply.status == 404,
+        };
+        if seen { Ok(()) } else { Err(reply) }
+    })
+    .await
+}
+
+/// A deploy, a rollback and a delete, each made through a different node,
+/// reach every node; `ferry apps` on each agrees on the version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deploy_to_one_node_is_served_by_every_node() {
+    let nats = NatsCluster::start(3);
+    let states = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    let nodes = nodes(&nats, &states);
+    for node in &nodes {
+        node.until_ready().await;
+    }
+    let one = versioned_app("hello", "one", "/");
+    let two = versioned_app("hello", "two", "/");
+    tokio::task::block_in_place(|| nodes[0].deploy(one.path(), &[]));
+    for node in &nodes {
+        until_serving(node, Some("hello from one\n")).await;
+    }
+    tokio::task::block_in_place(|| nodes[1].deploy(two.path(), &[]));
+    for node in &nodes {
+        until_serving(node, Some("hello from two\n")).await;
+    }
+    for node in &nodes {
+        assert_eq!(
+            tokio::task::block_in_place(|| node.version("hello")),
+            Some(2),
+            "{}",
+            node.logs()
+        );
+    }
+    let rolled_back = tokio::task::block_in_place(|| nodes[2].client(&["rollback", "hello"]));
+    assert!(
+        rolled_back.status.success(),
+        "{}",
+        text(&rolled_back.stderr)
+    );
+    for node in &nodes {
+        until_serving(node, Some("hello from one\n")).await;
+    }
+    // Every node lists both versions, version 1 serving.
+    let shown =
+        tokio::task::block_in_place(|| nodes[1].client(&["app", "show", "hello", "--json"]));
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let versions: Vec<(u64, bool)> = shown["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["version"].as_u64().unwrap(), v["current"] == true))
+        .collect();
+    assert_eq!(versions, [(1, true), (2, false)], "{shown:#}");
+    let deleted = tokio::task::block_in_place(|| nodes[0].client(&["delete", "hello"]));
+    assert!(deleted.status.success(), "{}", text(&deleted.stderr));
+    for node in &nodes {
+        until_serving(node, None).await;
+        assert_eq!(
+            tokio::task::block_in_place(|| node.apps())["apps"],
+            serde_json::json!([])
+        );
+    }
+}
+
+/// With every NATS server gone, every node serves on (one restarted
+/// meanwhile from its own copy), and a deploy is refused at once with a
+/// 503 saying why; once NATS is back, the next deploy reaches every node —
+/// one killed with `kill -9` during it included, once restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_cut_off_serves_on_and_catches_up() {
+    let mut nats = NatsCluster::start(3);
+    let states = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    let mut nodes = nodes(&nats, &states);
+    for node in &nodes {
+        node.until_ready().await;
+    }
+    let one = versioned_app("hello", "one", "/");
+    tokio::task::block_in_place(|| nodes[0].deploy(one.path(), &[]));
+    for node in &nodes {
+        until_serving(node, Some("hello from one\n")).await;
+    }
+    for server in &mut nats.nodes {
+        server.kill();
+    }
+    for node in &nodes {
+        until_serving(node, Some("hello from one\n")).await;
+    }
+    // Started while the cluster is out of reach: serves its own copy.
+    nodes.pop().unwrap().kill_9();
+    nodes.push(node(&nats, &states[2], "c"));
+    nodes[2].until_ready().await;
+    until_serving(&nodes[2], Some("hello from one\n")).await;
+    let two = versioned_app("hello", "two", "/");
+    let started = std::time::Instant::now();
+    let refused =
+        tokio::task::block_in_place(|| nodes[1].client(&["deploy", two.path().to_str().unwrap()]));
+    let stderr = text(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("503") && stderr.contains("the cluster is unreachable"),
+        "{stderr}"
+    );
+    eprintln!(
+        "a deploy cut off from the cluster was refused in {:?}",
+        started.elapsed()
+    );
+    for node in &nodes {
+        until_serving(node, Some("hello from one\n")).await;
+    }
+    for server in &mut nats.nodes {
+        server.start();
+    }
+    nats.wait_formed();
+    tokio::task::block_in_place(|| nodes[1].deploy(two.path(), &[]));
+    for node in &nodes {
+        until_serving(node, Some("hello from two\n")).await;
+    }
+    // Killed; a deploy while it is down; restarted: it serves that deploy.
+    nodes.remove(0).kill_9();
+    let three = versioned_app("hello", "three", "/");
+    tokio::task::block_in_place(|| nodes[0].deploy(three.path(), &[]));
+    nodes.insert(0, node(&nats, &states[0], "a"));
+    for node in &nodes {
+        until_serving(node, Some("hello from three\n")).await;
+    }
 }

@@ -328,8 +328,8 @@ impl DesiredState for Intercepted {
     fn watch(&self) -> tokio::sync::broadcast::Receiver<Change> {
         self.inner.watch()
     }
-    fn tree(&self, name: &str, version: u64) -> PathBuf {
-        self.inner.tree(name, version)
+    fn tree(&self, name: &str, record: &VersionRecord) -> anyhow::Result<PathBuf> {
+        self.inner.tree(name, record)
     }
     fn data_dir(&self, name: &str) -> PathBuf {
         self.inner.data_dir(name)

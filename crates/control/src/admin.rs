@@ -463,6 +463,7 @@ fn status_of(e: &HostError) -> StatusCode {
         HostError::Conflict(_) => StatusCode::CONFLICT,
         HostError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
         HostError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        HostError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

@@ -81,7 +81,24 @@ pub enum Change {
     Current { app: String, current: Option<u64> },
     /// `app` was removed, with its versions and data.
     Removed { app: String },
+    /// Changes may have been missed (a reconnect to a shared store): every
+    /// app should be read again.
+    Relist,
 }
+
+/// Why a write to a shared desired state could not be made: the store is
+/// out of reach (a node cut off from its cluster). Nothing was changed, or
+/// — for a write whose answer never came — nothing this node can confirm.
+#[derive(Debug)]
+pub struct Unreachable(pub String);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the cluster is unreachable: {}", self.0)
+    }
+}
+
+impl std::error::Error for Unreachable {}
 
 /// A store of desired state and content-addressed blobs (see the module
 /// documentation). Every method may be called from many threads at once;
@@ -165,9 +182,21 @@ pub trait DesiredState: Send + Sync {
     /// Changes from now on, whoever made them.
     fn watch(&self) -> tokio::sync::broadcast::Receiver<Change>;
 
-    /// Version `version` of `name` laid out on this node's disk as its app
-    /// directory.
-    fn tree(&self, name: &str, version: u64) -> PathBuf;
+    /// The version `record` of `name` laid out on this node's disk as its
+    /// app directory (fetched first where this node does not have it yet).
+    fn tree(&self, name: &str, record: &VersionRecord) -> anyhow::Result<PathBuf>;
+
+    /// This node now serves `version` of `name`: what a node that keeps a
+    /// copy of a shared state notes, to serve it again after a restart
+    /// while the shared state is out of reach.
+    fn served(&self, _name: &str, _version: u64) {}
+
+    /// Whether other writers share this state (a cluster): then what this
+    /// node finds half-done may be another node's deploy in progress, not a
+    /// crash's leftovers.
+    fn shared(&self) -> bool {
+        false
+    }
 
     /// Where the app keeps its key-value stores and databases on this node.
     fn data_dir(&self, name: &str) -> PathBuf;

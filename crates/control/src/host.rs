@@ -27,7 +27,7 @@ use ferry_manifest::Source;
 use ferry_server::{LiveApps, LoadedApp, Router};
 
 use crate::assemble::{self, Assembler, Mode, Settings};
-use crate::desired::{BlobError, DesiredState, SwapError, VersionRecord};
+use crate::desired::{BlobError, Change, DesiredState, SwapError, Unreachable, VersionRecord};
 use crate::locks::Locks;
 use crate::metrics::Metrics;
 use crate::state;
@@ -54,6 +54,9 @@ pub enum HostError {
     Invalid(String),
     /// The host failed (500).
     Internal(String),
+    /// The shared desired state is out of reach (503): a node cut off from
+    /// its cluster serves on but changes nothing.
+    Unavailable(String),
 }
 
 impl HostError {
@@ -63,13 +66,20 @@ impl HostError {
             | Self::NotFound(m)
             | Self::Conflict(m)
             | Self::Invalid(m)
-            | Self::Internal(m) => m,
+            | Self::Internal(m)
+            | Self::Unavailable(m) => m,
         }
     }
 }
 
+/// A failure of the host (500), or of a shared desired state out of reach
+/// (503).
 fn internal(e: anyhow::Error) -> HostError {
-    HostError::Internal(format!("{e:#}"))
+    if e.downcast_ref::<Unreachable>().is_some() {
+        HostError::Unavailable(format!("{e:#}"))
+    } else {
+        HostError::Internal(format!("{e:#}"))
+    }
 }
 
 /// What the host knows of an app beyond the table: how its serving version
@@ -82,6 +92,9 @@ struct AppState {
     hostnames: Vec<String>,
     deployed_at: Option<u64>,
     components: Vec<ComponentSummary>,
+    /// The version the desired state named that this node could not
+    /// activate (not tried again until it names another).
+    refused: Option<u64>,
 }
 
 /// Bounds on what one deploy may bring.
@@ -108,6 +121,10 @@ pub struct Host {
     /// When unused blobs were last removed.
     collected: Mutex<Option<Instant>>,
 }
+
+/// How often a node following a shared desired state reads all of it
+/// again, whatever it heard: the watch's safety net.
+pub const RELIST: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How often unused blobs are looked for: each search reads every version
 /// of every app, which at a thousand apps costs more than a deploy.
@@ -163,9 +180,10 @@ impl Host {
                 continue;
             }
             // Never activated: a crash during its first deploy (asked again
-            // under the lock: a first deploy may be running now).
+            // under the lock: a first deploy may be running now). In a
+            // shared state it may be another node's first deploy, running.
             let _lock = self.lock(&name);
-            if self.state.current(&name).is_none() {
+            if !self.state.shared() && self.state.current(&name).is_none() {
                 let _ = self.state.remove_app(&name);
             }
         }
@@ -208,6 +226,28 @@ impl Host {
         self.collect_blobs();
     }
 
+    /// Restores every app, then keeps this node serving what a shared
+    /// desired state says: each app another writer changes is converged
+    /// as soon as the change is heard, and every app after a reconnect,
+    /// after changes were missed and every [`RELIST`]. Runs on a thread of
+    /// its own (off `tokio`'s runtime, which must be driven) until the
+    /// desired state is dropped.
+    pub fn follow(&self, tokio: &tokio::runtime::Handle) {
+        use tokio::sync::broadcast::error::RecvError;
+        let mut changes = self.state.watch();
+        self.restore();
+        loop {
+            let next = tokio.block_on(async { tokio::time::timeout(RELIST, changes.recv()).await });
+            match next {
+                Ok(Ok(Change::Current { app, .. } | Change::Removed { app })) => {
+                    self.converge(&app);
+                }
+                Ok(Ok(Change::Relist) | Err(RecvError::Lagged(_))) | Err(_) => self.converge_all(),
+                Ok(Err(RecvError::Closed)) => return,
+            }
+        }
+    }
+
     /// Activates version `current` of `name`, or, if its directory is
     /// missing (a crash before its rename reached the disk), the newest
     /// kept version before it that loads, recorded as `current`.
@@ -239,6 +279,107 @@ impl Host {
             }
         }
         Err(HostError::Internal(failure))
+    }
+
+    /// Makes this node serve what the desired state says of `name`, when
+    /// another writer (a cluster's other node) changed it: the version it
+    /// names activated as a deploy activates one — zero failed requests —
+    /// or the app taken out of service if it was removed. A version that
+    /// cannot be activated here (a component that does not compile, too
+    /// little memory) is reported on the app and the version serving stays;
+    /// it is not tried again until the desired state names another.
+    pub fn converge(&self, name: &str) {
+        let _lock = self.lock(name);
+        let known = self.known(name);
+        if !self.state.has_app(name) {
+            if known.is_some() || self.live.app(name).is_some() {
+                self.live.remove(name);
+                self.apps
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(name);
+                if let Err(e) = self.state.purge_app(name) {
+                    tracing::warn!(app = name, "removed, but not all its files: {e:#}");
+                }
+                tracing::info!(app = name, "deleted elsewhere: no longer served");
+            }
+            return;
+        }
+        // None: a first deploy still in progress (on another node).
+        let Some(current) = self.state.current(name) else {
+            return;
+        };
+        if let Some((serving, refused)) = known
+            && (serving == Some(current) || refused == Some(current))
+        {
+            return;
+        }
+        let result = match self.state.version(name, current) {
+            Some(record) => self.activate(name, &record, Some(current), Recording::MayFail),
+            None => Err(HostError::Internal(format!(
+                "version {current} is not in the desired state"
+            ))),
+        };
+        match result {
+            Ok(done) => tracing::info!(
+                app = name,
+                version = done.version,
+                elapsed_ms = done.elapsed_ms,
+                "serving the version the cluster decided on"
+            ),
+            Err(e) => {
+                tracing::error!(
+                    app = name,
+                    version = current,
+                    "cannot serve version {current} on this node: {}",
+                    e.message()
+                );
+                self.set_state(name, |s| {
+                    if s.version.is_none() {
+                        s.status = AppStatus::Failed;
+                    }
+                    s.refused = Some(current);
+                    s.error = Some(format!(
+                        "cannot serve version {current} on this node: {}",
+                        e.message()
+                    ));
+                });
+            }
+        }
+    }
+
+    /// [`converge`](Self::converge) for every app the desired state or
+    /// this node knows.
+    pub fn converge_all(&self) {
+        let mut names = match self.state.app_names() {
+            Ok(names) => names,
+            Err(e) => {
+                tracing::warn!("cannot list the desired state's apps: {e:#}");
+                return;
+            }
+        };
+        names.extend(
+            self.apps
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .cloned(),
+        );
+        names.sort();
+        names.dedup();
+        for name in names {
+            self.converge(&name);
+        }
+    }
+
+    /// The version of `name` this node serves and the one it could not
+    /// activate, if it knows the app.
+    fn known(&self, name: &str) -> Option<(Option<u64>, Option<u64>)> {
+        let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+        apps.get(name).map(|s| {
+            let serving = s.version.filter(|_| s.status == AppStatus::Serving);
+            (serving, s.refused)
+        })
     }
 
     /// Removes the blobs no kept version uses, unless that was done less
@@ -477,6 +618,7 @@ impl Host {
             hostnames: Vec::new(),
             deployed_at: None,
             components: Vec::new(),
+            refused: None,
         });
         change(app);
     }
@@ -550,7 +692,7 @@ impl Host {
         recording: Recording,
     ) -> Result<Activated, HostError> {
         let started = Instant::now();
-        let tree = self.state.tree(name, record.version);
+        let tree = self.state.tree(name, record).map_err(internal)?;
         let invalid = |e: anyhow::Error| HostError::Invalid(format!("{e:#}"));
         confine_to_tree(&tree, &tree.join(&record.manifest))?;
         let mut progress = Vec::new();
@@ -633,6 +775,7 @@ impl Host {
             }
             return Err(HostError::Conflict(conflict.0));
         }
+        self.state.served(name, record.version);
         let mut warnings = Vec::new();
         if !prepared.app.warnings.is_empty() {
             warnings.push(prepared.app.warnings.to_string());
@@ -642,6 +785,7 @@ impl Host {
             s.version = Some(record.version);
             s.status = AppStatus::Serving;
             s.error = None;
+            s.refused = None;
             s.hostnames.clone_from(&record.hostnames);
             s.deployed_at = Some(record.deployed_at);
             s.components = details;

@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod assemble;
+pub mod cluster;
 pub mod dashboard;
 pub mod desired;
 pub mod download;

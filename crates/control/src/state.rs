@@ -149,6 +149,107 @@ impl StateDir {
             .join(version.to_string())
     }
 
+    fn tree_dir(&self, name: &str, version: u64) -> PathBuf {
+        self.version_dir(name, version).join("tree")
+    }
+
+    /// Whether version `version` of `name` is laid out here.
+    pub fn has_version(&self, name: &str, version: u64) -> bool {
+        self.version_dir(name, version)
+            .join("version.json")
+            .is_file()
+    }
+
+    /// Records `version` as the one `name` serves, whatever was recorded
+    /// before: for a node's copy of a shared state, whose compare-and-swap
+    /// happened elsewhere.
+    pub fn record_current(&self, name: &str, version: u64) -> anyhow::Result<()> {
+        write_atomically(
+            &self.app_dir(name).join("current"),
+            format!("{version}\n").as_bytes(),
+        )
+    }
+
+    /// Lays out version `record.version` of `name` from blobs already
+    /// stored, with the variable values its deploy gave: its tree, synced,
+    /// then renamed into place. Nothing is left behind if it fails; a
+    /// version already laid out is left as it is.
+    pub fn lay_out(
+        &self,
+        name: &str,
+        record: &VersionRecord,
+        variables: &Values,
+    ) -> anyhow::Result<()> {
+        let versions = self.app_dir(name).join("versions");
+        if !versions.is_dir() {
+            // A first version: the app's own directory entries must last too.
+            private_dir(&versions)?;
+            sync_dir(&self.app_dir(name))?;
+            sync_dir(&self.root.join("apps"))?;
+        }
+        if self.has_version(name, record.version) {
+            return Ok(());
+        }
+        let building = versions.join(temporary_name(record.version.to_string().as_ref()));
+        let result = (|| {
+            let tree = building.join("tree");
+            private_dir(&tree)?;
+            // Every directory this version adds entries to, each synced
+            // before the rename makes the version whole.
+            let mut dirs = BTreeSet::from([building.clone(), tree.clone()]);
+            for (path, digest) in &record.files {
+                let blob = self
+                    .blob_path(digest)
+                    .with_context(|| format!("`{path}`: `{digest}` is not a digest"))?;
+                let to = tree.join(path);
+                if let Some(parent) = to.parent() {
+                    private_dir(parent)?;
+                    dirs.extend(
+                        parent
+                            .ancestors()
+                            .take_while(|dir| dir.starts_with(&tree))
+                            .map(Path::to_owned),
+                    );
+                }
+                // A hard link shares the blob's bytes (synced when it was
+                // stored); a copy, synced, where the filesystem cannot link.
+                if std::fs::hard_link(&blob, &to).is_err() {
+                    std::fs::copy(&blob, &to)
+                        .and_then(|_| std::fs::File::open(&to)?.sync_all())
+                        .with_context(|| format!("`{path}`: the blob {digest} is not stored"))?;
+                }
+            }
+            for dir in &dirs {
+                sync_dir(dir)?;
+            }
+            if !variables.0.is_empty() {
+                // A file of its own (0600), outside the tree a guest's
+                // `files` may reach, and never in what the API returns.
+                write_atomically(
+                    &building.join(VARIABLES_FILE),
+                    &serde_json::to_vec(variables)?,
+                )?;
+            }
+            write_atomically(
+                &building.join("version.json"),
+                &serde_json::to_vec_pretty(record)?,
+            )?;
+            let done = self.version_dir(name, record.version);
+            std::fs::rename(&building, &done)?;
+            // The rename is durable once `versions/` is synced; a version
+            // that may not survive a crash is not one.
+            if let Err(e) = sync_dir(&versions) {
+                let _ = std::fs::remove_dir_all(&done);
+                return Err(e);
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&building);
+        }
+        result
+    }
+
     fn retired_dir(&self, name: &str) -> PathBuf {
         self.root.join("apps").join(format!(".deleted-{name}"))
     }
@@ -192,9 +293,10 @@ impl DesiredState for StateDir {
         self.app_dir(name).join("data")
     }
 
-    /// The version's bundle, laid out as its app directory.
-    fn tree(&self, name: &str, version: u64) -> PathBuf {
-        self.version_dir(name, version).join("tree")
+    /// The version's bundle, laid out as its app directory (when it was
+    /// added).
+    fn tree(&self, name: &str, record: &VersionRecord) -> anyhow::Result<PathBuf> {
+        Ok(self.tree_dir(name, record.version))
     }
 
     /// Every app with a directory here, by name.
@@ -256,73 +358,9 @@ impl DesiredState for StateDir {
         mut record: VersionRecord,
         variables: &Values,
     ) -> anyhow::Result<VersionRecord> {
-        let versions = self.app_dir(name).join("versions");
-        if !versions.is_dir() {
-            // A first deploy: the app's own directory entries must last too.
-            private_dir(&versions)?;
-            sync_dir(&self.app_dir(name))?;
-            sync_dir(&self.root.join("apps"))?;
-        }
         record.version = self.versions(name).last().map_or(1, |r| r.version + 1);
-        let building = versions.join(format!(".tmp-{}", record.version));
-        let _ = std::fs::remove_dir_all(&building);
-        let result = (|| {
-            let tree = building.join("tree");
-            private_dir(&tree)?;
-            // Every directory this version adds entries to, each synced
-            // before the rename makes the version whole.
-            let mut dirs = BTreeSet::from([building.clone(), tree.clone()]);
-            for (path, digest) in &record.files {
-                let blob = self
-                    .blob_path(digest)
-                    .with_context(|| format!("`{path}`: `{digest}` is not a digest"))?;
-                let to = tree.join(path);
-                if let Some(parent) = to.parent() {
-                    private_dir(parent)?;
-                    dirs.extend(
-                        parent
-                            .ancestors()
-                            .take_while(|dir| dir.starts_with(&tree))
-                            .map(Path::to_owned),
-                    );
-                }
-                // A hard link shares the blob's bytes (synced when it was
-                // stored); a copy, synced, where the filesystem cannot link.
-                if std::fs::hard_link(&blob, &to).is_err() {
-                    std::fs::copy(&blob, &to)
-                        .and_then(|_| std::fs::File::open(&to)?.sync_all())
-                        .with_context(|| format!("`{path}`: the blob {digest} is not stored"))?;
-                }
-            }
-            for dir in &dirs {
-                sync_dir(dir)?;
-            }
-            if !variables.0.is_empty() {
-                // A file of its own (0600), outside the tree a guest's
-                // `files` may reach, and never in what the API returns.
-                write_atomically(
-                    &building.join(VARIABLES_FILE),
-                    &serde_json::to_vec(variables)?,
-                )?;
-            }
-            write_atomically(
-                &building.join("version.json"),
-                &serde_json::to_vec_pretty(&record)?,
-            )?;
-            let done = self.version_dir(name, record.version);
-            std::fs::rename(&building, &done)?;
-            // The rename is durable once `versions/` is synced; a version
-            // that may not survive a crash is not one.
-            if let Err(e) = sync_dir(&versions) {
-                let _ = std::fs::remove_dir_all(&done);
-                return Err(e);
-            }
-            Ok(record)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_dir_all(&building);
-        }
-        result
+        self.lay_out(name, &record, variables)?;
+        Ok(record)
     }
 
     /// The variable values version `version` of `name` was deployed with

@@ -15,6 +15,7 @@
 //! bindings translate guests' calls into these traits, whatever version of
 //! which interface the guest imports.
 
+pub mod nats;
 mod read_cache;
 mod redis;
 mod sql;

@@ -44,13 +44,23 @@ impl Drop for RedisServer {
     }
 }
 
-/// A loopback port free a moment ago, for a server of a test's own.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A loopback port free a moment ago, for a server of a test's own, and
+/// never handed out before in this process (tests run side by side: two
+/// servers told the same port would meet).
+pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// The nats-server `scripts/setup` installs (the official static binary,
@@ -68,7 +78,9 @@ pub fn nats_server_binary() -> std::path::PathBuf {
 
 /// One server of a [`NatsCluster`].
 pub struct NatsNode {
-    child: Child,
+    /// None while it is stopped.
+    child: Option<Child>,
+    config: std::path::PathBuf,
     pub name: String,
     /// Where clients connect: `nats://127.0.0.1:PORT`.
     pub url: String,
@@ -119,45 +131,51 @@ impl NatsCluster {
                          listen: 127.0.0.1:{client}\n\
                          http: 127.0.0.1:{monitor}\n\
                          jetstream {{ store_dir: {store:?}, sync_interval: always }}\n\
-                         cluster {{ name: ferry, listen: 127.0.0.1:{route}, routes: [{}] }}\n",
-                        routes.join(", ")
+                         cluster {{ name: ferry-{cluster}, listen: 127.0.0.1:{route}, routes: [{}] }}\n",
+                        routes.join(", "),
+                        // Its own name: never joined by another test's cluster.
+                        cluster = ports[0][2],
                     ),
                 )
                 .unwrap();
-                let child = Command::new(&binary)
-                    .arg("--config")
-                    .arg(&config)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-                NatsNode {
-                    child,
+                let mut node = NatsNode {
+                    child: None,
+                    config,
                     name,
                     url: format!("nats://127.0.0.1:{client}"),
                     monitor: format!("http://127.0.0.1:{monitor}"),
-                }
+                };
+                node.start();
+                node
             })
             .collect();
         let cluster = Self { nodes, _data: data };
+        cluster.wait_formed();
+        cluster
+    }
+
+    /// Waits until JetStream has formed on every running server: each sees
+    /// the whole cluster and a meta leader.
+    pub fn wait_formed(&self) {
+        let size = self.nodes.len() as u64;
         let started = Instant::now();
         loop {
-            let formed = cluster.nodes.iter().all(|node| {
-                node.jetstream().is_some_and(|jsz| {
-                    jsz["meta_cluster"]["cluster_size"].as_u64() == Some(size as u64)
-                        && jsz["meta_cluster"]["leader"]
-                            .as_str()
-                            .is_some_and(|leader| !leader.is_empty())
-                })
+            let formed = self.nodes.iter().filter(|n| n.running()).all(|node| {
+                node.healthy()
+                    && node.jetstream().is_some_and(|jsz| {
+                        jsz["meta_cluster"]["cluster_size"].as_u64() == Some(size)
+                            && jsz["meta_cluster"]["leader"]
+                                .as_str()
+                                .is_some_and(|leader| !leader.is_empty())
+                    })
             });
             if formed {
-                return cluster;
+                return;
             }
             assert!(
                 started.elapsed() < Duration::from_secs(60),
                 "the NATS cluster did not form in 60 s; last seen: {:?}",
-                cluster
-                    .nodes
+                self.nodes
                     .iter()
                     .map(NatsNode::jetstream)
                     .collect::<Vec<_>>()
@@ -175,14 +193,52 @@ impl NatsCluster {
 }
 
 impl NatsNode {
+    /// Starts the server (again: its data is where it left it).
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} is running", self.name);
+        let binary = nats_server_binary();
+        let child = Command::new(&binary)
+            .arg("--config")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        self.child = Some(child);
+    }
+
+    /// Kills the server (`kill -9`: no goodbye to its peers or clients).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// What the server's monitoring endpoint says of JetStream (`/jsz`), if
     /// it answers.
     pub fn jetstream(&self) -> Option<serde_json::Value> {
+        self.monitoring("/jsz")
+    }
+
+    /// Whether the server says it is healthy (`/healthz`: JetStream
+    /// current, its meta group caught up).
+    pub fn healthy(&self) -> bool {
+        self.monitoring("/healthz")
+            .is_some_and(|health| health["status"] == "ok")
+    }
+
+    /// What the monitoring endpoint answers at `path`, if it answers JSON.
+    fn monitoring(&self, path: &str) -> Option<serde_json::Value> {
         use std::io::{Read as _, Write as _};
         let address = self.monitor.trim_start_matches("http://");
         let mut stream = std::net::TcpStream::connect(address).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(stream, "GET /jsz HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
         let mut response = String::new();
         stream.read_to_string(&mut response).ok()?;
         let (_, body) = response.split_once("\r\n\r\n")?;
@@ -193,8 +249,7 @@ impl NatsNode {
 impl Drop for NatsCluster {
     fn drop(&mut self) {
         for node in &mut self.nodes {
-            let _ = node.child.kill();
-            let _ = node.child.wait();
+            node.kill();
         }
     }
 }
