@@ -49,6 +49,9 @@ enum Command {
     Deploy(DeployArgs),
     /// List the apps on a live host.
     Apps(AppsArgs),
+    /// List the nodes of a live host's cluster: each one's last heartbeat,
+    /// the version of each app it serves, and what it is behind on.
+    Nodes(NodesArgs),
     /// Commands about one app on a live host.
     #[command(subcommand)]
     App(AppCommand),
@@ -180,6 +183,23 @@ struct DeployArgs {
     /// rollback uses that version's own. Never shown by the host.
     #[arg(long = "variable", value_name = "NAME=VALUE")]
     variables: Vec<String>,
+    /// On a cluster, wait until every live node serves the new version (or
+    /// says why it cannot), printing each node's outcome; fails if one
+    /// does not within --wait-timeout.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, requires = "wait")]
+    wait_timeout: std::time::Duration,
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+#[derive(Debug, Args)]
+struct NodesArgs {
+    /// Print the host's JSON answer.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     host: HostArgs,
 }
@@ -464,12 +484,25 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_warnings(&bundle.app);
             let name = ferry_client::deploy_name(&bundle, args.name.as_deref())?;
             let variables = ferry_client::deploy_variables(&bundle, &args.variables)?;
-            let done = args
-                .host
-                .client()?
+            let client = args.host.client()?;
+            let done = client
                 .deploy(&bundle, &name, &args.hostnames, &variables, out)
                 .await?;
-            ferry_client::print_activated(out, &done, "Deployed")
+            ferry_client::print_activated(out, &done, "Deployed")?;
+            if args.wait {
+                client
+                    .wait_for_nodes(&name, done.version, args.wait_timeout, out)
+                    .await?;
+            }
+            Ok(())
+        }),
+        Command::Nodes(args) => client_call(async move |out| {
+            let nodes = args.host.client()?.nodes().await?;
+            if args.json {
+                writeln!(out, "{nodes:#}")?;
+                return Ok(());
+            }
+            ferry_client::print_nodes(out, &ferry_client::typed(nodes)?)
         }),
         Command::Apps(args) => client_call(async move |out| {
             let apps = args.host.client()?.apps().await?;
@@ -621,6 +654,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // stores' I/O); /readyz says when it is done.
     if shared {
         // Restored, then kept in step with the other nodes' decisions.
+        let handle = tokio.handle().clone();
+        let beating = host.clone();
+        std::thread::Builder::new()
+            .name("ferry-heartbeat".into())
+            .spawn(move || beating.heartbeat(&handle))
+            .context("starting the cluster heartbeat")?;
         let handle = tokio.handle().clone();
         std::thread::Builder::new()
             .name("ferry-follow".into())

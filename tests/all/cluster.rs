@@ -43,20 +43,21 @@ fn nodes(nats: &NatsCluster, states: &[tempfile::TempDir; 3]) -> Vec<Host> {
     ["a", "b", "c"]
         .iter()
         .zip(states)
-        .map(|(name, state)| node(nats, state, name))
+        .map(|(name, state)| node(nats, state, name, &[]))
         .collect()
 }
 
-/// The node `name` on `state` (started again on it after a kill).
-fn node(nats: &NatsCluster, state: &tempfile::TempDir, name: &str) -> Host {
+/// The node `name` on `state` (started again on it after a kill), with
+/// `args` added.
+fn node(nats: &NatsCluster, state: &tempfile::TempDir, name: &str, args: &[&str]) -> Host {
     let token_file = state.path().join("admin-token");
     if !token_file.exists() {
         std::fs::write(&token_file, "cluster-token-0123456789abcdef\n").unwrap();
     }
-    Host::start(
-        state.path(),
-        &["--cluster", &nats.urls(), "--node-name", name],
-    )
+    let urls = nats.urls();
+    let mut all = vec!["--cluster", &urls, "--node-name", name];
+    all.extend_from_slice(args);
+    Host::start(state.path(), &all)
 }
 
 /// Waits until `node` answers `/` with `body` (or, with `None`, answers 404).
@@ -92,10 +93,35 @@ async fn a_deploy_to_one_node_is_served_by_every_node() {
     for node in &nodes {
         until_serving(node, Some("hello from one\n")).await;
     }
-    tokio::task::block_in_place(|| nodes[1].deploy(two.path(), &[]));
+    // --wait: every node's outcome, once each serves it.
+    let waited = tokio::task::block_in_place(|| nodes[1].deploy(two.path(), &["--wait"]));
+    for name in ["a", "b", "c"] {
+        assert!(
+            waited.contains(&format!("node `{name}`: serving version 2 after")),
+            "{waited}"
+        );
+    }
     for node in &nodes {
         until_serving(node, Some("hello from two\n")).await;
     }
+    let listed = tokio::task::block_in_place(|| nodes[2].client(&["nodes", "--json"]));
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed["cluster"], true, "{listed:#}");
+    let names: Vec<&str> = listed["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b", "c"], "{listed:#}");
+    for node in listed["nodes"].as_array().unwrap() {
+        assert_eq!(node["behind"], serde_json::json!([]), "{listed:#}");
+        assert_eq!(node["apps"][0]["version"], 2, "{listed:#}");
+    }
+    let table = tokio::task::block_in_place(|| nodes[0].client(&["nodes"]));
+    let table = text(&table.stdout);
+    assert!(table.starts_with("NODE"), "{table}");
+    assert!(table.contains("hello@2"), "{table}");
     for node in &nodes {
         assert_eq!(
             tokio::task::block_in_place(|| node.version("hello")),
@@ -160,7 +186,7 @@ async fn a_node_cut_off_serves_on_and_catches_up() {
     }
     // Started while the cluster is out of reach: serves its own copy.
     nodes.pop().unwrap().kill_9();
-    nodes.push(node(&nats, &states[2], "c"));
+    nodes.push(node(&nats, &states[2], "c", &[]));
     nodes[2].until_ready().await;
     until_serving(&nodes[2], Some("hello from one\n")).await;
     let two = versioned_app("hello", "two", "/");
@@ -192,7 +218,62 @@ async fn a_node_cut_off_serves_on_and_catches_up() {
     nodes.remove(0).kill_9();
     let three = versioned_app("hello", "three", "/");
     tokio::task::block_in_place(|| nodes[0].deploy(three.path(), &[]));
-    nodes.insert(0, node(&nats, &states[0], "a"));
+    nodes.insert(0, node(&nats, &states[0], "a", &[]));
+    for node in &nodes {
+        until_serving(node, Some("hello from three\n")).await;
+    }
+}
+
+/// A version one node cannot activate (its engine is too small for the
+/// memory the version asks) is served by the others; that node keeps
+/// serving the version before, says why, and `deploy --wait` reports it
+/// and fails. The next version it can run, it serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_cannot_run_a_version_keeps_the_one_before() {
+    let nats = NatsCluster::start(3);
+    let states = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    let nodes = vec![
+        node(&nats, &states[0], "a", &[]),
+        node(&nats, &states[1], "b", &[]),
+        node(&nats, &states[2], "c", &["--max-memory", "64MiB"]),
+    ];
+    for node in &nodes {
+        node.until_ready().await;
+    }
+    let app = versioned_app("hello", "one", "/");
+    tokio::task::block_in_place(|| nodes[0].deploy(app.path(), &["--wait"]));
+    write_manifest(&app, "hello", "two", "/");
+    app.write("runtime-config.toml", "[limits]\nmax_memory = \"100MiB\"\n");
+    let waited = tokio::task::block_in_place(|| {
+        nodes[0].client(&["deploy", app.path().to_str().unwrap(), "--wait"])
+    });
+    let stdout = text(&waited.stdout);
+    assert!(!waited.status.success(), "{stdout}");
+    assert!(
+        text(&waited.stderr).contains("1 of 3 nodes cannot serve version 2 of `hello`"),
+        "{}",
+        text(&waited.stderr)
+    );
+    assert!(stdout.contains("node `a`: serving version 2"), "{stdout}");
+    assert!(stdout.contains("node `b`: serving version 2"), "{stdout}");
+    assert!(
+        stdout.contains("node `c`: cannot serve version 2:") && stdout.contains("max_memory"),
+        "{stdout}"
+    );
+    until_serving(&nodes[1], Some("hello from two\n")).await;
+    until_serving(&nodes[2], Some("hello from one\n")).await;
+    let apps = tokio::task::block_in_place(|| nodes[2].apps());
+    assert_eq!(apps["apps"][0]["version"], 1, "{apps:#}");
+    assert_eq!(apps["apps"][0]["status"], "serving", "{apps:#}");
+    assert!(
+        apps["apps"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot serve version 2 on this node")),
+        "{apps:#}"
+    );
+    std::fs::remove_file(app.path().join("runtime-config.toml")).unwrap();
+    write_manifest(&app, "hello", "three", "/");
+    tokio::task::block_in_place(|| nodes[1].deploy(app.path(), &["--wait"]));
     for node in &nodes {
         until_serving(node, Some("hello from three\n")).await;
     }

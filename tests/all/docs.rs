@@ -111,6 +111,25 @@ fn the_admin_api_types_are_what_the_document_says() {
             }),
         ),
         (
+            op("/v1/nodes", "get", "responses/200"),
+            value(&NodeList {
+                cluster: true,
+                nodes: vec![NodeSummary {
+                    name: "a".into(),
+                    heartbeat_at: "2026-12-06T00:00:00Z".into(),
+                    heartbeat_age_ms: 800,
+                    apps: vec![NodeApp {
+                        name: "app".into(),
+                        version: Some(1),
+                        status: AppStatus::Serving,
+                        error: Some("cannot serve version 2 on this node: …".into()),
+                        refused: Some(2),
+                    }],
+                    behind: vec!["app".into()],
+                }],
+            }),
+        ),
+        (
             op("/v1/apps", "get", "responses/200"),
             value(&AppList {
                 apps: vec![summary],

@@ -151,6 +151,45 @@ pub struct AppSummary {
     pub deployed_at: Option<String>,
 }
 
+/// One app as one node of a cluster serves it (`GET /v1/nodes`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeApp {
+    pub name: String,
+    /// The version it serves; none while it is restored or if it failed to be.
+    pub version: Option<u64>,
+    pub status: AppStatus,
+    /// Why it does not serve the version the cluster names, if it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The version the cluster names that this node could not activate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<u64>,
+}
+
+/// One node of a cluster, as its last heartbeat reported it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeSummary {
+    pub name: String,
+    /// When its last heartbeat was sent.
+    pub heartbeat_at: String,
+    /// How long before the answer that was, in milliseconds (by the
+    /// answering node's clock).
+    pub heartbeat_age_ms: u64,
+    pub apps: Vec<NodeApp>,
+    /// The apps it does not serve at the version the cluster names: still
+    /// converging, or unable to (its app's `error` says why).
+    pub behind: Vec<String>,
+}
+
+/// `GET /v1/nodes`: every live node of the cluster (a node that missed its
+/// heartbeats for 15 s is no longer listed).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeList {
+    /// Whether the host is a cluster's node at all (`ferry serve --cluster`).
+    pub cluster: bool,
+    pub nodes: Vec<NodeSummary>,
+}
+
 /// One app as `GET /v1/apps/{name}` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AppDetail {

@@ -16,7 +16,8 @@ use ferry_api::Failure;
 use ferry_api::https::{describe, tls_config};
 use ferry_api::human::{human_duration, human_size};
 use ferry_api::{
-    Activated, AppDetail, AppList, DeployRequest, Missing, MissingRequest, RollbackRequest,
+    Activated, AppDetail, AppList, AppStatus, DeployRequest, Missing, MissingRequest, NodeList,
+    RollbackRequest,
 };
 use ferry_api::{Dropped, LogEntry, Values};
 
@@ -211,6 +212,91 @@ impl Client {
             .await
     }
 
+    /// `GET /v1/nodes`, as the host wrote it; read it with [`typed`].
+    pub async fn nodes(&self) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::GET, "/v1/nodes", None).await
+    }
+
+    /// `ferry deploy --wait`: waits until every live node of the host's
+    /// cluster serves `version` of `app` — or says it cannot, or `limit`
+    /// passes — printing each node's outcome as it is known. An error if
+    /// any node does not serve it.
+    pub async fn wait_for_nodes(
+        &self,
+        app: &str,
+        version: u64,
+        limit: Duration,
+        out: &mut dyn std::io::Write,
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let mut told = std::collections::BTreeSet::new();
+        loop {
+            let list: NodeList = typed(self.nodes().await?)?;
+            if !list.cluster {
+                writeln!(
+                    out,
+                    "This host is no cluster's node: no other node to wait for"
+                )?;
+                return Ok(());
+            }
+            let mut waiting = Vec::new();
+            let mut refused = 0;
+            for node in &list.nodes {
+                let served = node.apps.iter().find(|a| a.name == app);
+                let outcome = match served {
+                    Some(a) if a.version == Some(version) && a.status == AppStatus::Serving => {
+                        format!(
+                            "serving version {version} after {}",
+                            human_duration(started.elapsed())
+                        )
+                    }
+                    Some(a) if a.refused == Some(version) => {
+                        refused += 1;
+                        format!(
+                            "cannot serve version {version}: {}",
+                            a.error.as_deref().unwrap_or("no reason given")
+                        )
+                    }
+                    _ => {
+                        waiting.push((node, served));
+                        continue;
+                    }
+                };
+                if told.insert(node.name.clone()) {
+                    writeln!(out, "  node `{}`: {outcome}", node.name)?;
+                }
+            }
+            if waiting.is_empty() {
+                if refused > 0 {
+                    bail!(
+                        "{refused} of {} nodes cannot serve version {version} of `{app}`",
+                        list.nodes.len()
+                    );
+                }
+                return Ok(());
+            }
+            if started.elapsed() >= limit {
+                for (node, served) in &waiting {
+                    let at = served
+                        .and_then(|a| a.version)
+                        .map_or_else(|| "no version".to_owned(), |v| format!("version {v}"));
+                    writeln!(
+                        out,
+                        "  node `{}`: still at {at} after {}",
+                        node.name,
+                        human_duration(limit)
+                    )?;
+                }
+                bail!(
+                    "{} of {} nodes do not serve version {version} of `{app}` yet",
+                    waiting.len(),
+                    list.nodes.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn rollback(&self, name: &str, to: Option<u64>) -> anyhow::Result<Activated> {
         self.call_json(
             reqwest::Method::POST,
@@ -330,8 +416,66 @@ pub fn print_apps(out: &mut dyn std::io::Write, apps: &AppList) -> anyhow::Resul
             ]
         })
         .collect();
-    let header = ["NAME", "VERSION", "DEPLOYED", "STATUS", "ROUTES"];
-    let widths: Vec<usize> = (0..4)
+    print_table(
+        out,
+        &["NAME", "VERSION", "DEPLOYED", "STATUS", "ROUTES"],
+        rows.into_iter().map(Vec::from).collect(),
+    )
+}
+
+/// `ferry nodes`: each live node of the cluster, its last heartbeat, the
+/// version of each app it serves, and the apps it is behind on.
+pub fn print_nodes(out: &mut dyn std::io::Write, list: &NodeList) -> anyhow::Result<()> {
+    if !list.cluster {
+        writeln!(
+            out,
+            "This host is no cluster's node (ferry serve --cluster)"
+        )?;
+        return Ok(());
+    }
+    let rows = list
+        .nodes
+        .iter()
+        .map(|node| {
+            let apps: Vec<String> = node
+                .apps
+                .iter()
+                .map(|a| match a.version {
+                    Some(v) => format!("{}@{v}", a.name),
+                    None => format!("{} ({})", a.name, a.status),
+                })
+                .collect();
+            vec![
+                node.name.clone(),
+                format!(
+                    "{} ago",
+                    human_duration(Duration::from_millis(node.heartbeat_age_ms))
+                ),
+                if node.behind.is_empty() {
+                    "-".to_owned()
+                } else {
+                    node.behind.join(" ")
+                },
+                if apps.is_empty() {
+                    "-".to_owned()
+                } else {
+                    apps.join(" ")
+                },
+            ]
+        })
+        .collect();
+    print_table(out, &["NODE", "HEARTBEAT", "BEHIND", "APPS"], rows)
+}
+
+/// `rows` under `header`, each column as wide as its widest cell (the
+/// last one, free text, unpadded).
+fn print_table(
+    out: &mut dyn std::io::Write,
+    header: &[&str],
+    rows: Vec<Vec<String>>,
+) -> anyhow::Result<()> {
+    let last = header.len() - 1;
+    let widths: Vec<usize> = (0..last)
         .map(|i| {
             rows.iter()
                 .map(|r| r[i].len())
@@ -340,20 +484,14 @@ pub fn print_apps(out: &mut dyn std::io::Write, apps: &AppList) -> anyhow::Resul
                 .unwrap_or(0)
         })
         .collect();
-    for row in std::iter::once(header.map(str::to_owned)).chain(rows) {
-        writeln!(
-            out,
-            "{:w0$}  {:w1$}  {:w2$}  {:w3$}  {}",
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            row[4],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-            w3 = widths[3]
-        )?;
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(header).chain(rows) {
+        let mut line = String::new();
+        for (cell, width) in row.iter().zip(&widths) {
+            line.push_str(&format!("{cell:width$}  "));
+        }
+        line.push_str(&row[last]);
+        writeln!(out, "{line}")?;
     }
     Ok(())
 }

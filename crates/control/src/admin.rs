@@ -213,6 +213,10 @@ impl Admin {
                     Err(e) => Err(e),
                 }
             }
+            (&Method::GET, ["v1", "nodes"]) => {
+                self.blocking(|host| to_value(StatusCode::OK, host.nodes()))
+                    .await
+            }
             (&Method::GET, ["v1", "apps"]) => {
                 self.blocking(|host| to_value(StatusCode::OK, Ok(AppList { apps: host.list() })))
                     .await

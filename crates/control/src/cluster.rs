@@ -40,13 +40,21 @@ use ferry_store::nats::{self, BucketConfig, ELECTION};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt as _;
 
-use crate::desired::{BlobError, Change, DesiredState, SwapError, Unreachable, VersionRecord};
-use crate::state::StateDir;
+use crate::desired::{
+    BlobError, Change, DesiredState, Heartbeat, SwapError, Unreachable, VersionRecord,
+};
+use crate::state::{StateDir, now_ms};
 
 /// The bucket of app records and versions.
 const APPS: &str = "ferry_apps";
 /// The object store of blobs.
 const BLOBS: &str = "ferry_blobs";
+/// The bucket of nodes' heartbeats.
+const NODES: &str = "ferry_nodes";
+
+/// How long a node's heartbeat counts: a node silent for longer is no
+/// longer listed.
+pub const HEARTBEAT_LIFE: Duration = Duration::from_secs(15);
 
 /// How long a write waits for a connection to the cluster before it
 /// answers that the cluster is unreachable.
@@ -67,6 +75,7 @@ pub struct ClusterOptions {
 struct Buckets {
     apps: kv::Store,
     blobs: ObjectStore,
+    nodes: kv::Store,
 }
 
 /// An app's record: its kept versions and the one that serves.
@@ -91,6 +100,7 @@ pub struct ClusterState {
     jetstream: async_nats::jetstream::Context,
     buckets: tokio::sync::OnceCell<Buckets>,
     tokio: tokio::runtime::Handle,
+    node: String,
     urls: String,
     replicas: usize,
     changes: tokio::sync::broadcast::Sender<Change>,
@@ -133,6 +143,7 @@ impl ClusterState {
             client,
             buckets: tokio::sync::OnceCell::new(),
             tokio: tokio.clone(),
+            node: options.node.clone(),
             urls: options.urls.clone(),
             replicas: options.replicas.max(1),
             changes,
@@ -195,7 +206,17 @@ impl ClusterState {
         )
         .await?;
         let blobs = nats::objects(&self.jetstream, BLOBS, self.replicas).await?;
-        Ok(Buckets { apps, blobs })
+        let nodes = nats::key_value(
+            &self.jetstream,
+            &BucketConfig {
+                bucket: NODES.into(),
+                replicas: self.replicas,
+                max_age: Some(HEARTBEAT_LIFE),
+                max_value_size: -1,
+            },
+        )
+        .await?;
+        Ok(Buckets { apps, blobs, nodes })
     }
 
     /// Runs `work` against the cluster from this (non-runtime) thread,
@@ -633,6 +654,47 @@ impl DesiredState for ClusterState {
 
     fn shared(&self) -> bool {
         true
+    }
+
+    fn beat(&self, apps: &[ferry_api::NodeApp]) {
+        if !self.connected() {
+            return;
+        }
+        let beat = Heartbeat {
+            node: self.node.clone(),
+            at_ms: now_ms(),
+            apps: apps.to_vec(),
+        };
+        let sent = self.remote(async |b| {
+            let bytes = serde_json::to_vec(&beat)?;
+            b.nodes
+                .put(&self.node, bytes.into())
+                .await
+                .map_err(|e| unreachable(&e))?;
+            Ok(())
+        });
+        if let Err(e) = sent {
+            tracing::debug!("heartbeat: {e:#}");
+        }
+    }
+
+    fn nodes(&self) -> anyhow::Result<Option<Vec<Heartbeat>>> {
+        self.remote(async |b| {
+            use futures_util::StreamExt as _;
+            let mut keys = b.nodes.keys().await.map_err(|e| unreachable(&e))?;
+            let mut beats = Vec::new();
+            while let Some(key) = keys.next().await {
+                let key = key.map_err(|e| unreachable(&e))?;
+                if let Some(bytes) = b.nodes.get(&key).await.map_err(|e| unreachable(&e))?
+                    && let Ok(beat) = serde_json::from_slice::<Heartbeat>(&bytes)
+                    && now_ms().saturating_sub(beat.at_ms) < HEARTBEAT_LIFE.as_millis() as u64
+                {
+                    beats.push(beat);
+                }
+            }
+            beats.sort_by(|a, b| a.node.cmp(&b.node));
+            Ok(Some(beats))
+        })
     }
 }
 

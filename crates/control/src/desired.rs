@@ -37,6 +37,15 @@ pub struct VersionRecord {
     pub deployed_at: u64,
 }
 
+/// What a node last said of itself ([`DesiredState::beat`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub node: String,
+    /// When, in milliseconds since the Unix epoch (its clock).
+    pub at_ms: u64,
+    pub apps: Vec<ferry_api::NodeApp>,
+}
+
 /// Why [`DesiredState::put_blob`] stored nothing.
 #[derive(Debug)]
 pub enum BlobError {
@@ -190,6 +199,16 @@ pub trait DesiredState: Send + Sync {
     /// copy of a shared state notes, to serve it again after a restart
     /// while the shared state is out of reach.
     fn served(&self, _name: &str, _version: u64) {}
+
+    /// Tells the other nodes sharing this state what this node serves now
+    /// (a heartbeat; nothing where none shares it).
+    fn beat(&self, _apps: &[ferry_api::NodeApp]) {}
+
+    /// The nodes sharing this state that beat lately, each with when and
+    /// what it last reported (none: nothing shares it).
+    fn nodes(&self) -> anyhow::Result<Option<Vec<Heartbeat>>> {
+        Ok(None)
+    }
 
     /// Whether other writers share this state (a cluster): then what this
     /// node finds half-done may be another node's deploy in progress, not a

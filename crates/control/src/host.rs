@@ -37,7 +37,7 @@ use ferry_api::human::human_size;
 
 pub use ferry_api::{
     Activated, AppDetail, AppStatus, AppSummary, Compiled, ComponentSummary, DeployRequest,
-    VersionSummary,
+    NodeApp, NodeList, VersionSummary,
 };
 
 /// Why a host call did nothing; each is one HTTP status in the admin API.
@@ -120,11 +120,18 @@ pub struct Host {
     metrics: Arc<Metrics>,
     /// When unused blobs were last removed.
     collected: Mutex<Option<Instant>>,
+    /// Told of every change to what this node serves (its heartbeat
+    /// reports it at once).
+    changed: tokio::sync::Notify,
 }
 
 /// How often a node following a shared desired state reads all of it
 /// again, whatever it heard: the watch's safety net.
 pub const RELIST: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How often a node sharing its desired state says what it serves, when
+/// nothing changed.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// How often unused blobs are looked for: each search reads every version
 /// of every app, which at a thousand apps costs more than a deploy.
@@ -143,6 +150,7 @@ impl Host {
         Self {
             metrics,
             collected: Mutex::new(None),
+            changed: tokio::sync::Notify::new(),
             state,
             live,
             assembler,
@@ -298,6 +306,7 @@ impl Host {
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(name);
+                self.changed.notify_one();
                 if let Err(e) = self.state.purge_app(name) {
                     tracing::warn!(app = name, "removed, but not all its files: {e:#}");
                 }
@@ -370,6 +379,76 @@ impl Host {
         for name in names {
             self.converge(&name);
         }
+    }
+
+    /// Sends this node's heartbeat — what it serves — to the nodes sharing
+    /// its desired state: at once after each change, else every
+    /// [`HEARTBEAT`]. Runs on a thread of its own (off `tokio`'s runtime,
+    /// which must be driven), forever.
+    pub fn heartbeat(&self, tokio: &tokio::runtime::Handle) {
+        loop {
+            self.state.beat(&self.report());
+            let _ = tokio
+                .block_on(async { tokio::time::timeout(HEARTBEAT, self.changed.notified()).await });
+        }
+    }
+
+    /// What this node serves, app by app.
+    pub fn report(&self) -> Vec<NodeApp> {
+        let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
+        apps.iter()
+            .map(|(name, s)| NodeApp {
+                name: name.clone(),
+                version: s.version,
+                status: s.status,
+                error: s.error.clone(),
+                refused: s.refused,
+            })
+            .collect()
+    }
+
+    /// Every live node sharing this desired state, and how far each is
+    /// from it.
+    pub fn nodes(&self) -> Result<NodeList, HostError> {
+        let Some(beats) = self.state.nodes().map_err(internal)? else {
+            return Ok(NodeList {
+                cluster: false,
+                nodes: Vec::new(),
+            });
+        };
+        let names = self.state.app_names().map_err(internal)?;
+        let desired: BTreeMap<String, u64> = names
+            .into_iter()
+            .filter_map(|name| Some((name.clone(), self.state.current(&name)?)))
+            .collect();
+        let now = state::now_ms();
+        let nodes = beats
+            .into_iter()
+            .map(|beat| {
+                let behind = desired
+                    .iter()
+                    .filter(|(name, version)| {
+                        !beat.apps.iter().any(|app| {
+                            &app.name == *name
+                                && app.version == Some(**version)
+                                && app.status == AppStatus::Serving
+                        })
+                    })
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                ferry_api::NodeSummary {
+                    name: beat.node,
+                    heartbeat_at: state::rfc3339(beat.at_ms / 1000),
+                    heartbeat_age_ms: now.saturating_sub(beat.at_ms),
+                    apps: beat.apps,
+                    behind,
+                }
+            })
+            .collect();
+        Ok(NodeList {
+            cluster: true,
+            nodes,
+        })
     }
 
     /// The version of `name` this node serves and the one it could not
@@ -538,6 +617,7 @@ impl Host {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
+        self.changed.notify_one();
         if let Err(e) = self.state.purge_app(name) {
             tracing::warn!(
                 app = name,
@@ -610,6 +690,7 @@ impl Host {
     }
 
     fn set_state(&self, name: &str, change: impl FnOnce(&mut AppState)) {
+        self.changed.notify_one();
         let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
         let app = apps.entry(name.to_owned()).or_insert_with(|| AppState {
             version: None,
