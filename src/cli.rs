@@ -852,6 +852,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             Mode::Serve {
                 data: &loader.state_dir,
                 previous: None,
+                cluster: None,
             },
             &mut stdout,
         )
@@ -933,6 +934,7 @@ impl Loader {
             Mode::Serve {
                 data: &self.state_dir,
                 previous: previous.as_deref(),
+                cluster: None,
             },
             &mut stdout,
         )?;

@@ -4,8 +4,6 @@
 //! is acknowledged — the setting without which an acknowledged deploy or
 //! write could be lost on a crash.
 
-use ferry_store::testing::NatsCluster;
-
 use crate::support::*;
 
 #[test]
@@ -60,6 +58,25 @@ fn node(nats: &NatsCluster, state: &tempfile::TempDir, name: &str, args: &[&str]
     Host::start(state.path(), &all)
 }
 
+/// Waits until every node is ready and `ferry nodes` lists them all (each
+/// has sent its first heartbeat): what `deploy --wait` waits for.
+async fn until_joined(nodes: &[Host]) {
+    for node in nodes {
+        node.until_ready().await;
+    }
+    eventually("every node to be listed by `ferry nodes`", || async {
+        let listed = tokio::task::block_in_place(|| nodes[0].client(&["nodes", "--json"]));
+        let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap_or_default();
+        let count = listed["nodes"].as_array().map_or(0, Vec::len);
+        if count == nodes.len() {
+            Ok(())
+        } else {
+            Err(listed)
+        }
+    })
+    .await
+}
+
 /// Waits until `node` answers `/` with `body` (or, with `None`, answers 404).
 async fn until_serving(node: &Host, body: Option<&str>) {
     let what = match body {
@@ -84,9 +101,7 @@ async fn a_deploy_to_one_node_is_served_by_every_node() {
     let nats = NatsCluster::start(3);
     let states = [(); 3].map(|()| tempfile::tempdir().unwrap());
     let nodes = nodes(&nats, &states);
-    for node in &nodes {
-        node.until_ready().await;
-    }
+    until_joined(&nodes).await;
     let one = versioned_app("hello", "one", "/");
     let two = versioned_app("hello", "two", "/");
     tokio::task::block_in_place(|| nodes[0].deploy(one.path(), &[]));
@@ -237,9 +252,7 @@ async fn a_node_that_cannot_run_a_version_keeps_the_one_before() {
         node(&nats, &states[1], "b", &[]),
         node(&nats, &states[2], "c", &["--max-memory", "64MiB"]),
     ];
-    for node in &nodes {
-        node.until_ready().await;
-    }
+    until_joined(&nodes).await;
     let app = versioned_app("hello", "one", "/");
     tokio::task::block_in_place(|| nodes[0].deploy(app.path(), &["--wait"]));
     write_manifest(&app, "hello", "two", "/");
@@ -277,4 +290,78 @@ async fn a_node_that_cannot_run_a_version_keeps_the_one_before() {
     for node in &nodes {
         until_serving(node, Some("hello from three\n")).await;
     }
+}
+
+/// A Spin SDK app keeping a counter in its `default` key-value store,
+/// served by three nodes: the store lives on NATS, so the cluster has one
+/// counter. 1,000 increments from 8 clients spread over the nodes count
+/// 1,000; what one node writes, another reads. Its SQLite database is
+/// refused until marked node-local.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_has_one_key_value_store_per_app() {
+    let built = spin_app("rust-sdk5");
+    let output = ferry().arg("build").arg(&built).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let app = TestApp::new("");
+    std::fs::copy(built.join("spin.toml"), app.path().join("spin.toml")).unwrap();
+    let wasm = "target/wasm32-wasip2/release/rust_sdk5.wasm";
+    std::fs::create_dir_all(app.path().join(wasm).parent().unwrap()).unwrap();
+    std::fs::copy(built.join(wasm), app.path().join(wasm)).unwrap();
+    let nats = NatsCluster::start(3);
+    let states = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    let nodes = nodes(&nats, &states);
+    until_joined(&nodes).await;
+    let path = app.path().to_str().unwrap();
+    let deploy = ["deploy", path, "--variable", "api_token=t", "--wait"];
+    let refused = tokio::task::block_in_place(|| nodes[0].client(&deploy));
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr)
+            .contains("uses the SQLite database `default`, which a cluster does not replicate"),
+        "{}",
+        text(&refused.stderr)
+    );
+    app.write(
+        "runtime-config.toml",
+        "[sqlite_database.default]\ntype = \"spin\"\nnode_local = true\n",
+    );
+    let deployed = tokio::task::block_in_place(|| nodes[0].client(&deploy));
+    assert!(deployed.status.success(), "{}", text(&deployed.stderr));
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let clients: Vec<_> = (0..8)
+        .map(|client| {
+            let urls = urls.clone();
+            tokio::spawn(async move {
+                for i in 0..125 {
+                    let url = &urls[(client + i) % urls.len()];
+                    let reply = send(
+                        http::Request::post(format!("{url}/wasi-kv/incr/counter"))
+                            .body(Default::default())
+                            .unwrap(),
+                    )
+                    .await;
+                    assert_eq!(reply.status, 200, "{}", reply.text());
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let last = send(
+        http::Request::post(format!("{}/wasi-kv/incr/counter", nodes[2].url))
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(last.text(), "1001");
+    let put = send(
+        http::Request::put(format!("{}/kv/shared", nodes[0].url))
+            .body(bytes::Bytes::from("written through a").into())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(put.status, 200, "{}", put.text());
+    let read = nodes[2].get("/wasi-kv/shared").await;
+    assert_eq!(read.text(), "written through a");
 }

@@ -2,7 +2,6 @@
 //! `[component.<id>.build]` table, as `spin build` would, then served.
 //! Their sources are in `crates/test-programs/spin-apps`.
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,13 +9,6 @@ use bytes::Bytes;
 use http_body_util::Full;
 
 use crate::support::*;
-
-/// An app's directory, or one of its manifests.
-fn spin_app(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("crates/test-programs/spin-apps")
-        .join(path)
-}
 
 /// `ferry build` on the app, `ferry check` (which must name what the
 /// component exports, and how Ferry adapted it), then `ferry up` and one
@@ -353,7 +345,8 @@ async fn wasi_keyvalue_on_spin_sdk_5_is_atomic_under_concurrency() {
     let app = spin_app("rust-sdk5");
     let output = ferry().arg("build").arg(&app).output().unwrap();
     assert!(output.status.success(), "{}", text(&output.stderr));
-    // Embedded SQLite, then a real Redis server as the default store.
+    // Embedded SQLite, then a real Redis server as the default store, then
+    // NATS JetStream.
     wasi_keyvalue_is_atomic(&Ferry::start_at(&app, &[])).await;
     let redis = RedisServer::start();
     let config = tempfile::tempdir().unwrap();
@@ -366,8 +359,27 @@ async fn wasi_keyvalue_on_spin_sdk_5_is_atomic_under_concurrency() {
         ),
     )
     .unwrap();
-    let config = config.to_str().unwrap();
-    wasi_keyvalue_is_atomic(&Ferry::start_at(&app, &["--runtime-config-file", config])).await;
+    let config_file = config.to_str().unwrap();
+    wasi_keyvalue_is_atomic(&Ferry::start_at(
+        &app,
+        &["--runtime-config-file", config_file],
+    ))
+    .await;
+    // NATS JetStream, a cluster of three servers.
+    let nats = NatsCluster::start(3);
+    std::fs::write(
+        &config,
+        format!(
+            "[key_value_store.default]\ntype = \"nats\"\nurl = \"{}\"\n",
+            nats.urls()
+        ),
+    )
+    .unwrap();
+    wasi_keyvalue_is_atomic(&Ferry::start_at(
+        &app,
+        &["--runtime-config-file", config_file],
+    ))
+    .await;
 }
 
 async fn wasi_keyvalue_is_atomic(ferry: &Ferry) {

@@ -64,6 +64,14 @@ pub fn trigger(route: &str, component: &str) -> String {
 }
 
 /// The compile cache shared by every test run, so each guest compiles once.
+/// A Spin app's directory in `crates/test-programs/spin-apps`, or one of
+/// its manifests.
+pub fn spin_app(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("crates/test-programs/spin-apps")
+        .join(path)
+}
+
 pub fn cache_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("ferry-test-cache")
 }
@@ -333,7 +341,7 @@ impl TextServer {
     }
 }
 
-pub use ferry_store::testing::RedisServer;
+pub use ferry_store::testing::{NatsCluster, RedisServer};
 
 /// Reads the rest of a raw HTTP/1.1 response from `stream`, of which
 /// `first` was read already: its head, lowercased, and its body as sent

@@ -273,11 +273,14 @@ pub enum Mode<'a> {
     /// written anywhere.
     Check,
     /// To serve: stores with no place of their own in runtime-config.toml
-    /// are opened in `data`; the result succeeds `previous` (see
+    /// are opened in `data` — or, on a cluster (`cluster`), the `default`
+    /// key-value store on its NATS servers, and SQLite databases only where
+    /// marked node-local; the result succeeds `previous` (see
     /// [`LoadedApp::succeeding`]).
     Serve {
         data: &'a Path,
         previous: Option<&'a LoadedApp>,
+        cluster: Option<&'a ferry_store::NatsDatabase>,
     },
 }
 
@@ -333,15 +336,22 @@ impl Assembler {
             })
             .into());
         }
-        let (data, previous) = match mode {
-            Mode::Check => (None, None),
-            Mode::Serve { data, previous } => (Some(data), previous),
+        let (data, previous, cluster) = match mode {
+            Mode::Check => (None, None, None),
+            Mode::Serve {
+                data,
+                previous,
+                cluster,
+            } => (Some(data), previous, cluster),
         };
         let app = &prepared.app;
-        let mut key_value =
-            self.tokio
-                .block_on(stores::key_value_stores(app, &prepared.config, data))?;
-        let sqlite = stores::sqlite_databases(app, &prepared.config, data)?;
+        let mut key_value = self.tokio.block_on(stores::key_value_stores(
+            app,
+            &prepared.config,
+            data,
+            cluster,
+        ))?;
+        let sqlite = stores::sqlite_databases(app, &prepared.config, data, cluster.is_some())?;
         if let Some(metrics) = &self.metrics {
             for granted in key_value.values_mut() {
                 for (label, store) in granted.iter_mut() {

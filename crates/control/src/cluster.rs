@@ -104,6 +104,8 @@ pub struct ClusterState {
     urls: String,
     replicas: usize,
     changes: tokio::sync::broadcast::Sender<Change>,
+    /// The apps' `default` key-value stores, on the same connection.
+    guest_stores: ferry_store::NatsDatabase,
 }
 
 impl ClusterState {
@@ -138,6 +140,7 @@ impl ClusterState {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         let state = Arc::new(Self {
+            guest_stores: ferry_store::NatsDatabase::new(client.clone(), options.replicas.max(1)),
             local,
             jetstream: nats::jetstream(client.clone()),
             client,
@@ -656,10 +659,11 @@ impl DesiredState for ClusterState {
         true
     }
 
+    fn guest_stores(&self) -> Option<ferry_store::NatsDatabase> {
+        Some(self.guest_stores.clone())
+    }
+
     fn beat(&self, apps: &[ferry_api::NodeApp]) {
-        if !self.connected() {
-            return;
-        }
         let beat = Heartbeat {
             node: self.node.clone(),
             at_ms: now_ms(),

@@ -210,6 +210,13 @@ pub trait DesiredState: Send + Sync {
         Ok(None)
     }
 
+    /// Where the apps' `default` key-value stores live when their runtime
+    /// config does not say: on a cluster, its NATS servers, so that every
+    /// node serves one store (none: each app's data directory).
+    fn guest_stores(&self) -> Option<ferry_store::NatsDatabase> {
+        None
+    }
+
     /// Whether other writers share this state (a cluster): then what this
     /// node finds half-done may be another node's deploy in progress, not a
     /// crash's leftovers.

@@ -793,6 +793,7 @@ impl Host {
         let data = self.state.data_dir(name);
         stores::confine_data_paths(&mut prepared, &data).map_err(invalid)?;
         let previous = self.live.app(name);
+        let guest_stores = self.state.guest_stores();
         let host = self
             .assembler
             .assemble(
@@ -800,6 +801,7 @@ impl Host {
                 Mode::Serve {
                     data: &data,
                     previous: previous.as_deref(),
+                    cluster: guest_stores.as_ref(),
                 },
                 &mut progress,
             )

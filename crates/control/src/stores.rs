@@ -21,12 +21,14 @@ pub type KeyValueStores = BTreeMap<String, BTreeMap<String, Arc<dyn ferry_store:
 
 /// The key-value stores each used component was granted: each label's
 /// backend from `runtime-config.toml`, `default` in `<state dir>/key_value.db`
-/// unless configured. Without a state directory (`ferry check`) nothing is
-/// opened: the labels are only checked.
+/// unless configured — or on a cluster's NATS servers (`cluster`). Without
+/// a state directory (`ferry check`) nothing is opened: the labels are only
+/// checked.
 pub async fn key_value_stores(
     app: &App,
     config: &RuntimeConfig,
     state_dir: Option<&Path>,
+    cluster: Option<&ferry_store::NatsDatabase>,
 ) -> anyhow::Result<KeyValueStores> {
     let mut backends = KeyValueBackends::default();
     let mut granted = BTreeMap::new();
@@ -37,7 +39,7 @@ pub async fn key_value_stores(
                 Some(backend) => backend,
                 None => {
                     return Err(Failure::load(format!(
-                        "component `{}` uses the key-value store `{label}`, which runtime-config.toml does not define: add `[key_value_store.{label}]` with `type = \"spin\"` or `type = \"redis\"`",
+                        "component `{}` uses the key-value store `{label}`, which runtime-config.toml does not define: add `[key_value_store.{label}]` with `type = \"spin\"`, `type = \"redis\"` or `type = \"nats\"`",
                         component.id
                     ))
                     .into());
@@ -46,6 +48,12 @@ pub async fn key_value_stores(
             let Some(state_dir) = state_dir else {
                 continue;
             };
+            if let Some(cluster) = cluster
+                && !config.key_value_stores.contains_key(label)
+            {
+                stores.insert(label.clone(), cluster.store(&app.name, label));
+                continue;
+            }
             let store = backends.store(app, label, backend, state_dir).await?;
             stores.insert(label.clone(), store);
         }
@@ -65,11 +73,12 @@ fn key_value_backend(config: &RuntimeConfig, label: &str) -> Option<KeyValueStor
 }
 
 /// Key-value backends opened so far, each shared by every label on it: one
-/// writer thread per SQLite file, one connection per Redis URL.
+/// writer thread per SQLite file, one connection per Redis or NATS URL.
 #[derive(Default)]
 struct KeyValueBackends {
     files: BTreeMap<PathBuf, ferry_store::SqliteDatabase>,
     servers: BTreeMap<String, ferry_store::RedisDatabase>,
+    nats: BTreeMap<String, ferry_store::NatsDatabase>,
 }
 
 impl KeyValueBackends {
@@ -117,6 +126,15 @@ impl KeyValueBackends {
                 }
                 self.servers[&url].store(&app.name, label)
             }
+            KeyValueStoreConfig::Nats { url } => {
+                if !self.nats.contains_key(&url) {
+                    let servers = ferry_store::NatsDatabase::connect(&url)
+                        .await
+                        .map_err(|e| Failure::load(format!("key-value store `{label}`: {e}")))?;
+                    self.nats.insert(url.clone(), servers);
+                }
+                self.nats[&url].store(&app.name, label)
+            }
         })
     }
 }
@@ -135,8 +153,10 @@ fn sqlite_path(
     label: &str,
 ) -> Option<PathBuf> {
     match config.sqlite_databases.get(label) {
-        Some(SqliteDatabaseConfig { path: Some(path) }) => Some(path.clone()),
-        Some(SqliteDatabaseConfig { path: None }) => {
+        Some(SqliteDatabaseConfig {
+            path: Some(path), ..
+        }) => Some(path.clone()),
+        Some(SqliteDatabaseConfig { path: None, .. }) => {
             Some(default_sqlite_path(app, state_dir, label))
         }
         None if label == "default" => Some(default_sqlite_path(app, state_dir, label)),
@@ -165,10 +185,15 @@ fn default_sqlite_path(app: &App, state_dir: &Path, label: &str) -> PathBuf {
 /// The SQLite databases each used component was granted, as
 /// [`key_value_stores`] does for stores: opened when there is a state
 /// directory, only checked without one.
+///
+/// On a cluster (`cluster`), a database not marked `node_local = true` is
+/// refused: each node would keep a database of its own, and a user would
+/// see as many as there are nodes.
 pub fn sqlite_databases(
     app: &App,
     config: &RuntimeConfig,
     state_dir: Option<&Path>,
+    cluster: bool,
 ) -> anyhow::Result<SqliteDatabases> {
     let mut opened: BTreeMap<PathBuf, Arc<ferry_store::SqlDatabase>> = BTreeMap::new();
     let mut granted = BTreeMap::new();
@@ -184,6 +209,17 @@ pub fn sqlite_databases(
                 })?;
             if state_dir.is_none() {
                 continue;
+            }
+            let node_local = config
+                .sqlite_databases
+                .get(label)
+                .is_some_and(|database| database.node_local);
+            if cluster && !node_local {
+                return Err(Failure::load(format!(
+                    "component `{}` uses the SQLite database `{label}`, which a cluster does not replicate: each node would keep its own. Add `node_local = true` to `[sqlite_database.{label}]` in runtime-config.toml if that is what you want, or keep the data in a key-value store",
+                    component.id
+                ))
+                .into());
             }
             let database = match opened.get(&path) {
                 Some(database) => database.clone(),

@@ -113,6 +113,9 @@ pub enum KeyValueStoreConfig {
     Sqlite { path: Option<std::path::PathBuf> },
     /// `type = "redis"`: a Redis server, `url = "redis://…"`.
     Redis { url: String },
+    /// `type = "nats"`: NATS JetStream, `url = "nats://…[,nats://…]"`
+    /// (every server of the cluster, or some), a bucket per app and label.
+    Nats { url: String },
 }
 
 /// Where a SQLite database lives: `[sqlite_database.<label>]`.
@@ -121,6 +124,10 @@ pub struct SqliteDatabaseConfig {
     /// `type = "spin"`'s `path` (relative to the config file's directory);
     /// without one, the app's state directory.
     pub path: Option<std::path::PathBuf>,
+    /// `node_local = true`: on a cluster, each node keeps a database of its
+    /// own, on purpose (without it a cluster refuses the app: SQLite is not
+    /// replicated).
+    pub node_local: bool,
 }
 
 /// A parsed `runtime-config.toml`.
@@ -513,8 +520,9 @@ fn read_sqlite_database(
             let path = database
                 .string(diags, "path")
                 .map(|p| std::path::PathBuf::from(p.into_inner()));
+            let node_local = database.bool(diags, "node_local").unwrap_or(false);
             database.finish(diags, &[]);
-            Some(SqliteDatabaseConfig { path })
+            Some(SqliteDatabaseConfig { path, node_local })
         }
         "libsql" => {
             diags.push(
@@ -562,10 +570,28 @@ fn read_key_value_store(
                 url: url.into_inner(),
             })
         }
+        "nats" => {
+            let url = store.required_string(diags, "url")?;
+            let bad = url
+                .get_ref()
+                .split(',')
+                .map(str::trim)
+                .any(|u| !u.starts_with("nats://") && !u.starts_with("tls://"));
+            if bad {
+                diags.error(
+                    url.span(),
+                    "NATS servers are `nats://HOST:PORT` (or `tls://`), comma separated",
+                );
+                return None;
+            }
+            Some(KeyValueStoreConfig::Nats {
+                url: url.into_inner(),
+            })
+        }
         other => {
             diags.push(
                 Diagnostic::new(kind.span(), format!("unknown key-value store type `{other}`"))
-                    .with_help("Ferry stores key-value data in `type = \"spin\"` (embedded SQLite, optionally at `path = \"…\"`) or `type = \"redis\"` (`url = \"redis://…\"`)"),
+                    .with_help("Ferry stores key-value data in `type = \"spin\"` (embedded SQLite, optionally at `path = \"…\"`), `type = \"redis\"` (`url = \"redis://…\"`) or `type = \"nats\"` (`url = \"nats://…\"`, JetStream)"),
             );
             None
         }

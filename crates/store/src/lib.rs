@@ -25,6 +25,7 @@ pub mod testing;
 #[cfg(test)]
 mod tests;
 
+pub use nats::NatsDatabase;
 pub use redis::RedisDatabase;
 pub use sql::{
     MATCH_WORK, MAX_CONNECTIONS, MAX_RESULT_BYTES, QueryResult, SQLITE_HEAP_LIMIT,

@@ -12,9 +12,12 @@
 //! Leader elections take 5–15 s on a small machine, so the JetStream
 //! requests made here wait up to [`ELECTION`] before they give up.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, object_store, stream};
+
+use crate::{Error, KeyValue, check_entry};
 
 /// How long a JetStream request may wait for an answer: long enough to
 /// ride out a leader election.
@@ -109,9 +112,10 @@ pub async fn key_value(
         }),
         ..Default::default()
     };
-    js.get_or_create_stream(wanted)
+    let stream = ensure_stream(js, wanted)
         .await
         .map_err(|e| format!("creating the bucket `{}`: {e}", config.bucket))?;
+    until_led(stream).await?;
     js.get_key_value(&config.bucket)
         .await
         .map_err(|e| format!("opening the bucket `{}`: {e}", config.bucket).into())
@@ -134,21 +138,434 @@ pub async fn objects(
         discard: stream::DiscardPolicy::New,
         ..Default::default()
     };
-    js.get_or_create_stream(wanted)
+    let stream = ensure_stream(js, wanted)
         .await
         .map_err(|e| format!("creating the object store `{bucket}`: {e}"))?;
+    until_led(stream).await?;
     js.get_object_store(bucket)
         .await
         .map_err(|e| format!("opening the object store `{bucket}`: {e}").into())
 }
 
+/// The stream `wanted`, created if it is not there. Several nodes may
+/// create it at once, and an answer to one of them can go missing: each try
+/// is awaited briefly and tried again until [`ELECTION`] has passed.
+async fn ensure_stream(
+    js: &jetstream::Context,
+    wanted: stream::Config,
+) -> anyhow_free::Result<stream::Stream> {
+    let deadline = tokio::time::Instant::now() + ELECTION;
+    loop {
+        let tried = tokio::time::timeout(
+            Duration::from_secs(2),
+            js.get_or_create_stream(wanted.clone()),
+        )
+        .await;
+        let failure = match tried {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer".to_owned(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(failure.into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `stream` has a leader. A stream just created (by this node
+/// or another) elects one first, and a read sent before that is dropped,
+/// not queued: it would wait out the whole [`ELECTION`] timeout.
+async fn until_led(mut stream: stream::Stream) -> anyhow_free::Result<()> {
+    let deadline = tokio::time::Instant::now() + ELECTION;
+    loop {
+        // Asked again and again, each answer awaited briefly: a stream
+        // without a leader may not answer at all.
+        let info = tokio::time::timeout(Duration::from_secs(1), stream.info()).await;
+        let led = match info {
+            Ok(Ok(info)) => info
+                .cluster
+                .as_ref()
+                .is_none_or(|cluster| cluster.leader.is_some()),
+            _ => false,
+        };
+        if led {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the stream `{}` has no leader after {} s",
+                stream.cached_info().config.name,
+                ELECTION.as_secs()
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Whether `error`, from a key-value `update` or `create`, says the key's
 /// revision was not the one expected (another writer got there first).
+///
+/// nats-server 2.12 answers a write that expected the key absent (revision
+/// 0) with error code 10164, "wrong last sequence", which async-nats 0.52
+/// does not map to `WrongLastRevision`: it is recognised by its message.
 pub fn is_wrong_revision(error: &kv::UpdateError) -> bool {
-    error.kind() == kv::UpdateErrorKind::WrongLastRevision
+    if error.kind() == kv::UpdateErrorKind::WrongLastRevision {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if e.to_string().contains("wrong last sequence") {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// This crate has no `anyhow`: plain boxed errors, with the message said.
 mod anyhow_free {
     pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// Guest key-value stores on NATS JetStream (`type = "nats"` in
+/// runtime-config.toml, and an app's `default` store on a cluster): one
+/// bucket per app and label, named by a hash of both, with one copy on each
+/// of up to three servers and reads from the bucket's leader.
+///
+/// What a guest may rely on: each write is acknowledged only once a
+/// majority of the bucket's servers has it on disk; a read sees every write
+/// acknowledged before it (the leader answers); writes to one key are
+/// ordered; `increment` and `compare_and_swap` are atomic on their key (a
+/// compare-and-swap on the key's revision, retried on conflict). What it
+/// may not: `set_many` and `delete_many` are not atomic across keys (each
+/// key is written on its own, in order; a failure part-way leaves the
+/// earlier ones done), and nothing spans two keys. Keys are stored encoded
+/// (NATS takes only `[-/_=.a-zA-Z0-9]`), so a key may be at most
+/// [`MAX_NATS_KEY_BYTES`]; a value at most the servers' largest message
+/// (1 MiB unless `max_payload` says otherwise).
+#[derive(Clone)]
+pub struct NatsDatabase {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    replicas: usize,
+}
+
+/// The longest key a NATS store takes, in bytes: encoded, it must fit a
+/// NATS subject.
+pub const MAX_NATS_KEY_BYTES: usize = 2048;
+
+impl NatsDatabase {
+    /// Guest stores on the servers `client` is connected to, each bucket
+    /// kept `replicas` times.
+    pub fn new(client: async_nats::Client, replicas: usize) -> Self {
+        Self {
+            jetstream: self::jetstream(client.clone()),
+            client,
+            replicas: replicas.max(1),
+        }
+    }
+
+    /// Connects to `urls` (comma separated) for the stores on them; each
+    /// bucket is kept on up to three of the servers named.
+    pub async fn connect(urls: &str) -> Result<Self, Error> {
+        let replicas = urls
+            .split(',')
+            .filter(|u| !u.trim().is_empty())
+            .count()
+            .min(3);
+        let client = connect(urls, "ferry key-value", |_| {})
+            .await
+            .map_err(|e| Error::Backend(e.to_string()))?;
+        Ok(Self::new(client, replicas))
+    }
+
+    /// The store `label` of app `app`: its bucket is made on first use.
+    pub fn store(&self, app: &str, label: &str) -> Arc<dyn KeyValue> {
+        use sha2::Digest as _;
+        let hash = sha2::Sha256::digest(format!("{}:{app}:{label}", app.len()));
+        let hex: String = hash[..16].iter().map(|b| format!("{b:02x}")).collect();
+        Arc::new(NatsStore {
+            database: self.clone(),
+            bucket: format!("ferry_kv_{hex}"),
+            store: tokio::sync::OnceCell::new(),
+        })
+    }
+}
+
+struct NatsStore {
+    database: NatsDatabase,
+    bucket: String,
+    store: tokio::sync::OnceCell<kv::Store>,
+}
+
+/// How many times a compare-and-swap loop reads again after losing to
+/// another writer before it gives up.
+const RETRIES: usize = 1000;
+
+impl NatsStore {
+    async fn bucket(&self) -> Result<&kv::Store, Error> {
+        self.store
+            .get_or_try_init(|| async {
+                key_value(
+                    &self.database.jetstream,
+                    &BucketConfig {
+                        bucket: self.bucket.clone(),
+                        replicas: self.database.replicas,
+                        max_age: None,
+                        max_value_size: -1,
+                    },
+                )
+                .await
+                .map_err(|e| Error::Backend(e.to_string()))
+            })
+            .await
+    }
+
+    /// The key as NATS takes it: `k` and the key in unpadded base64url.
+    fn encode(key: &str) -> Result<String, Error> {
+        check_entry(key, None)?;
+        if key.len() > MAX_NATS_KEY_BYTES {
+            return Err(Error::Backend(format!(
+                "the key is {} bytes; a NATS store takes keys of at most {MAX_NATS_KEY_BYTES}",
+                key.len()
+            )));
+        }
+        Ok(format!("k{}", base64url(key.as_bytes())))
+    }
+
+    fn decode(encoded: &str) -> Option<String> {
+        String::from_utf8(unbase64url(encoded.strip_prefix('k')?)?).ok()
+    }
+
+    async fn check_value(&self, value: &[u8]) -> Result<(), Error> {
+        check_entry("", Some(value))?;
+        // Connected once the bucket is there: the server has said its limit.
+        self.bucket().await?;
+        // Headers and the subject ride in the same message.
+        let max_payload = self.database.client.server_info().max_payload;
+        let limit = max_payload.saturating_sub(8192);
+        if max_payload > 0 && value.len() > limit {
+            return Err(Error::Backend(format!(
+                "the value is {} bytes; this NATS store takes values of at most {limit} bytes (the servers' max_payload, less room for the key)",
+                value.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The value of the encoded key and its revision (0: never written).
+    async fn entry(&self, encoded: &str) -> Result<(Option<Vec<u8>>, u64), Error> {
+        let entry = self.bucket().await?.entry(encoded).await.map_err(backend)?;
+        Ok(match entry {
+            Some(e) if e.operation == kv::Operation::Put => (Some(e.value.to_vec()), e.revision),
+            Some(e) => (None, e.revision),
+            None => (None, 0),
+        })
+    }
+
+    /// Writes the encoded key if its revision is still `revision`; false if
+    /// another writer changed it first.
+    async fn update(&self, encoded: &str, value: Vec<u8>, revision: u64) -> Result<bool, Error> {
+        match self
+            .bucket()
+            .await?
+            .update(encoded, value.into(), revision)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_wrong_revision(&e) => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> Error {
+    Error::Backend(e.to_string())
+}
+
+#[async_trait::async_trait]
+impl KeyValue for NatsStore {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.entry(&Self::encode(key)?).await?.0)
+    }
+
+    async fn get_many(&self, keys: Vec<String>) -> Result<Vec<(String, Option<Vec<u8>>)>, Error> {
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            let value = self.get(&key).await?;
+            values.push((key, value));
+        }
+        Ok(values)
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, Error> {
+        Ok(self.get(key).await?.is_some())
+    }
+
+    async fn keys(&self) -> Result<Vec<String>, Error> {
+        use futures_util::StreamExt as _;
+        let mut listed = self.bucket().await?.keys().await.map_err(backend)?;
+        let mut keys = Vec::new();
+        while let Some(key) = listed.next().await {
+            if let Some(key) = Self::decode(&key.map_err(backend)?) {
+                keys.push(key);
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn keys_page(&self, after: Option<String>, limit: usize) -> Result<Vec<String>, Error> {
+        let keys = self.keys().await?;
+        Ok(keys
+            .into_iter()
+            .filter(|k| after.as_ref().is_none_or(|after| k > after))
+            .take(limit)
+            .collect())
+    }
+
+    /// Each entry on its own, in order (see [`NatsDatabase`]).
+    async fn set_many(&self, entries: Vec<(String, Vec<u8>)>) -> Result<(), Error> {
+        let mut encoded = Vec::with_capacity(entries.len());
+        for (key, value) in entries {
+            self.check_value(&value).await?;
+            encoded.push((Self::encode(&key)?, value));
+        }
+        let bucket = self.bucket().await?;
+        for (key, value) in encoded {
+            bucket.put(key, value.into()).await.map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    async fn delete_many(&self, keys: Vec<String>) -> Result<(), Error> {
+        let encoded = keys
+            .iter()
+            .map(|k| Self::encode(k))
+            .collect::<Result<Vec<_>, _>>()?;
+        let bucket = self.bucket().await?;
+        for key in encoded {
+            bucket.delete(key).await.map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    async fn increment(&self, key: String, delta: i64) -> Result<i64, Error> {
+        let encoded = Self::encode(&key)?;
+        for _ in 0..RETRIES {
+            let (value, revision) = self.entry(&encoded).await?;
+            let current = match value {
+                None => 0,
+                Some(bytes) => i64::from_le_bytes(
+                    bytes
+                        .try_into()
+                        .map_err(|_| Error::NotACounter(key.clone()))?,
+                ),
+            };
+            let next = current
+                .checked_add(delta)
+                .ok_or_else(|| Error::Overflow(key.clone()))?;
+            if self
+                .update(&encoded, next.to_le_bytes().to_vec(), revision)
+                .await?
+            {
+                return Ok(next);
+            }
+        }
+        Err(Error::Backend(format!(
+            "incrementing `{key}` lost to other writers {RETRIES} times in a row"
+        )))
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+    ) -> Result<bool, Error> {
+        self.check_value(&new).await?;
+        let encoded = Self::encode(&key)?;
+        for _ in 0..RETRIES {
+            let (value, revision) = self.entry(&encoded).await?;
+            if value != expected {
+                return Ok(false);
+            }
+            // Lost only to a writer that left the value as expected: the
+            // compare still holds, so try again on the new revision.
+            if self.update(&encoded, new.clone(), revision).await? {
+                return Ok(true);
+            }
+        }
+        Err(Error::Backend(format!(
+            "swapping `{key}` lost to other writers {RETRIES} times in a row"
+        )))
+    }
+}
+
+const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// `bytes` in unpadded base64url.
+fn base64url(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(BASE64URL[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// What [`base64url`] encoded, if `text` is such an encoding.
+fn unbase64url(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    for chunk in text.as_bytes().chunks(4) {
+        if chunk.len() == 1 {
+            return None;
+        }
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            let value = BASE64URL.iter().position(|b| b == c)? as u32;
+            n |= value << (18 - 6 * i);
+        }
+        for i in 0..chunk.len() - 1 {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_encoded_reversibly_in_the_nats_alphabet() {
+        for key in [
+            "",
+            "a",
+            "ab",
+            "abc",
+            "héllo wörld",
+            "y*",
+            "a.b>c",
+            "\u{0}\u{7f}",
+        ] {
+            let encoded = NatsStore::encode(key).unwrap();
+            assert!(
+                encoded
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "{encoded}"
+            );
+            assert_eq!(NatsStore::decode(&encoded).as_deref(), Some(key));
+        }
+        assert_eq!(base64url(b"hello"), "aGVsbG8");
+        assert_eq!(NatsStore::decode("kx"), None);
+    }
 }

@@ -1,11 +1,12 @@
 //! Every key-value backend behaves the same: each test here runs against
-//! embedded SQLite and against a real `redis-server` the test starts on a
-//! free loopback port (the Debian package; `scripts/setup` installs it).
+//! embedded SQLite, against a real `redis-server` the test starts on a
+//! free loopback port (the Debian package; `scripts/setup` installs it) and
+//! against a NATS JetStream cluster of three servers it starts likewise.
 
 use std::sync::Arc;
 
-use crate::testing::RedisServer;
-use crate::{Error, KeyValue, RedisDatabase, SqliteDatabase};
+use crate::testing::{NatsCluster, RedisServer};
+use crate::{Error, KeyValue, NatsDatabase, RedisDatabase, SqliteDatabase};
 
 /// Runs `test` on each backend, with a function opening `(app, label)`.
 async fn on_every_backend<F, Fut>(test: F)
@@ -20,6 +21,10 @@ where
     let server = RedisServer::start();
     let redis = RedisDatabase::connect(&server.url).await.unwrap();
     test(Box::new(move |app, label| redis.store(app, label))).await;
+
+    let cluster = tokio::task::block_in_place(|| NatsCluster::start(3));
+    let nats = NatsDatabase::connect(&cluster.urls()).await.unwrap();
+    test(Box::new(move |app, label| nats.store(app, label))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
