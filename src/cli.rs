@@ -565,9 +565,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let tokio = current_thread_runtime()?;
     let state: Arc<dyn ferry_control::desired::DesiredState> = match &args.cluster {
         Some(urls) => {
+            let node = args.node_name.clone().unwrap_or_else(host_name);
+            ferry_api::valid_app_name(&node).map_err(|_| {
+                Failure::usage(format!(
+                    "--node-name: `{node}` is not a node name: use 1 to 64 letters, digits, `-` and `_`"
+                ))
+            })?;
             let options = ferry_control::cluster::ClusterOptions {
                 urls: urls.clone(),
-                node: args.node_name.clone().unwrap_or_else(host_name),
+                node,
                 replicas: args
                     .replicas
                     .map_or_else(|| urls.split(',').count().min(3), usize::from),
@@ -686,12 +692,25 @@ fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// The machine's host name, a cluster node's default name.
+/// The machine's host name, a cluster node's default name: its first
+/// label, as a node name may be written.
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
+        .and_then(|name| name.trim().split('.').next().map(str::to_owned))
+        .map(|name| {
+            name.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .take(64)
+                .collect::<String>()
+        })
+        .filter(|name| name.starts_with(|c: char| c.is_ascii_alphanumeric()))
         .unwrap_or_else(|| "ferry".into())
 }
 

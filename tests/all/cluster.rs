@@ -364,4 +364,97 @@ async fn a_cluster_has_one_key_value_store_per_app() {
     assert_eq!(put.status, 200, "{}", put.text());
     let read = nodes[2].get("/wasi-kv/shared").await;
     assert_eq!(read.text(), "written through a");
+    // Deleted with its data: deployed again under its name, it starts
+    // empty, at a version number never given before.
+    let deleted = tokio::task::block_in_place(|| nodes[1].client(&["delete", "rust-sdk5"]));
+    assert!(deleted.status.success(), "{}", text(&deleted.stderr));
+    let deployed = tokio::task::block_in_place(|| nodes[1].client(&deploy));
+    assert!(deployed.status.success(), "{}", text(&deployed.stderr));
+    assert!(
+        text(&deployed.stdout).contains("Deployed `rust-sdk5` version 3"),
+        "{}",
+        text(&deployed.stdout)
+    );
+    for node in &nodes {
+        assert_eq!(node.get("/wasi-kv/shared").await.text(), "absent");
+    }
+    let first = send(
+        http::Request::post(format!("{}/wasi-kv/incr/counter", nodes[0].url))
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(first.text(), "1");
+}
+
+/// 30 deploys alternating two versions, each through the next node and
+/// waited for on every node, while a client per node sends requests
+/// without a pause: not one request fails, and every body is exactly one
+/// version's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deploys_under_load_on_every_node_fail_no_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let nats = NatsCluster::start(3);
+    let states = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    let nodes = nodes(&nats, &states);
+    until_joined(&nodes).await;
+    let one = versioned_app("swap", "one", "/");
+    let two = versioned_app("swap", "two", "/");
+    tokio::task::block_in_place(|| nodes[0].deploy(one.path(), &["--wait"]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = nodes
+        .iter()
+        .map(|node| {
+            let (stop, served, url) = (stop.clone(), served.clone(), node.url.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let reply = get(&format!("{url}/")).await;
+                    assert_eq!(reply.status, 200, "{url}: {}", reply.text());
+                    let body = reply.text();
+                    assert!(
+                        body == "hello from one\n" || body == "hello from two\n",
+                        "{url}: a body from neither version: {body:?}"
+                    );
+                    served.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let mut took = Vec::new();
+    for i in 0..30 {
+        let (app, expected) = if i % 2 == 0 {
+            (&two, "two")
+        } else {
+            (&one, "one")
+        };
+        let started = std::time::Instant::now();
+        tokio::task::block_in_place(|| nodes[i % 3].deploy(app.path(), &["--wait"]));
+
+        took.push(started.elapsed());
+        for node in &nodes {
+            assert_eq!(
+                node.get("/").await.text(),
+                format!("hello from {expected}\n")
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client
+            .await
+            .expect("a client saw a failed or mixed response");
+    }
+    assert!(
+        served.load(Ordering::Relaxed) >= 30,
+        "the clients ran throughout"
+    );
+    took.sort();
+    eprintln!(
+        "deploy --wait to three nodes: p50 {:?}, max {:?} over {} deploys",
+        took[took.len() / 2],
+        took[took.len() - 1],
+        took.len()
+    );
 }

@@ -56,6 +56,9 @@ const NODES: &str = "ferry_nodes";
 /// longer listed.
 pub const HEARTBEAT_LIFE: Duration = Duration::from_secs(15);
 
+/// How long a read waits for the cluster before this node's copy answers.
+const READ_LIMIT: Duration = Duration::from_secs(5);
+
 /// How long a write waits for a connection to the cluster before it
 /// answers that the cluster is unreachable.
 const CONNECTING: Duration = Duration::from_secs(3);
@@ -78,11 +81,26 @@ struct Buckets {
     nodes: kv::Store,
 }
 
-/// An app's record: its kept versions and the one that serves.
+/// An app's record: its kept versions and the one that serves. A removed
+/// app's record stays, marked removed, so that a version number is never
+/// given twice under one name: a node that missed the removal and the next
+/// deploy can tell the new version 3 from the old one.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct AppRecord {
     current: Option<u64>,
     versions: Vec<u64>,
+    /// The highest version number ever given under this name.
+    #[serde(default)]
+    last: u64,
+    #[serde(default)]
+    removed: bool,
+}
+
+impl AppRecord {
+    /// The record, if it is an app's (not a removed one's).
+    fn live(self) -> Option<Self> {
+        (!self.removed).then_some(self)
+    }
 }
 
 /// One version as the cluster stores it.
@@ -228,15 +246,26 @@ impl ClusterState {
         &self,
         work: impl AsyncFnOnce(&Buckets) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
+        self.remote_within(ELECTION + Duration::from_secs(5), work)
+    }
+
+    /// [`remote`](Self::remote) bounded by `limit`, opening the buckets
+    /// included.
+    fn remote_within<T>(
+        &self,
+        limit: Duration,
+        work: impl AsyncFnOnce(&Buckets) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
         self.tokio.block_on(async {
-            let buckets = self.buckets().await?;
-            match tokio::time::timeout(ELECTION + Duration::from_secs(5), work(buckets)).await {
+            let bounded = async {
+                let buckets = self.buckets().await?;
+                work(buckets).await
+            };
+            match tokio::time::timeout(limit, bounded).await {
                 Ok(result) => result,
-                Err(_) => Err(Unreachable(format!(
-                    "no answer within {} s",
-                    ELECTION.as_secs() + 5
-                ))
-                .into()),
+                Err(_) => {
+                    Err(Unreachable(format!("no answer within {} s", limit.as_secs())).into())
+                }
             }
         })
     }
@@ -251,7 +280,9 @@ impl ClusterState {
         if !self.connected() {
             return local();
         }
-        match self.remote(work) {
+        // Briefly: a read that cannot be answered soon is answered from
+        // this node's copy.
+        match self.remote_within(READ_LIMIT, work) {
             Ok(value) => value,
             Err(e) => {
                 tracing::warn!("reading {what} from the cluster: {e:#}; using this node's copy");
@@ -307,10 +338,16 @@ impl ClusterState {
     ) -> anyhow::Result<Option<StoredVersion>> {
         let key = Self::version_key(name, version);
         match apps.entry(&key).await.map_err(|e| unreachable(&e))? {
-            Some(entry) if entry.operation == kv::Operation::Put => Ok(Some(
-                serde_json::from_slice(&entry.value)
-                    .with_context(|| format!("the cluster's version {key} is not valid"))?,
-            )),
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                let stored: StoredVersion = serde_json::from_slice(&entry.value)
+                    .with_context(|| format!("the cluster's version {key} is not valid"))?;
+                anyhow::ensure!(
+                    stored.record.version == version,
+                    "the cluster's version {key} says it is version {}",
+                    stored.record.version
+                );
+                Ok(Some(stored))
+            }
             _ => Ok(None),
         }
     }
@@ -324,7 +361,8 @@ impl ClusterState {
             .await
             .map_err(|e| unreachable(&e))
             .with_context(|| format!("fetching {digest}"))?;
-        let mut bytes = Vec::with_capacity(object.info().size);
+        // As the object's chunks come: its stated size is not trusted.
+        let mut bytes = Vec::with_capacity(object.info().size.min(16 << 20));
         object
             .read_to_end(&mut bytes)
             .await
@@ -403,7 +441,9 @@ impl DesiredState for ClusterState {
             let mut names = BTreeSet::new();
             while let Some(key) = keys.next().await {
                 let key = key.map_err(|e| unreachable(&e))?;
-                if !key.contains('.') {
+                // Versions' keys have a dot; anything not an app's name
+                // (which becomes a path) is not one.
+                if ferry_api::valid_app_name(&key).is_ok() {
                     names.insert(key);
                 }
             }
@@ -414,7 +454,13 @@ impl DesiredState for ClusterState {
     fn has_app(&self, name: &str) -> bool {
         self.read(
             "an app",
-            async |b| Ok(Self::record(&b.apps, name).await?.0.is_some()),
+            async |b| {
+                Ok(Self::record(&b.apps, name)
+                    .await?
+                    .0
+                    .and_then(AppRecord::live)
+                    .is_some())
+            },
             || self.local.has_app(name),
         )
     }
@@ -423,7 +469,11 @@ impl DesiredState for ClusterState {
         self.read(
             "an app's versions",
             async |b| {
-                let Some(record) = Self::record(&b.apps, name).await?.0 else {
+                let Some(record) = Self::record(&b.apps, name)
+                    .await?
+                    .0
+                    .and_then(AppRecord::live)
+                else {
                     return Ok(Vec::new());
                 };
                 let mut versions = Vec::new();
@@ -461,11 +511,9 @@ impl DesiredState for ClusterState {
     ) -> anyhow::Result<VersionRecord> {
         self.remote(async |b| {
             let (existing, _) = Self::record(&b.apps, name).await?;
-            let mut number = existing
-                .as_ref()
-                .and_then(|r| r.versions.iter().max().copied())
-                .unwrap_or(0)
-                + 1;
+            let mut number = existing.as_ref().map_or(0, |r| {
+                r.versions.iter().copied().max().unwrap_or(0).max(r.last)
+            }) + 1;
             loop {
                 record.version = number;
                 let stored = serde_json::to_vec(&StoredVersion {
@@ -489,10 +537,19 @@ impl DesiredState for ClusterState {
                 }
             }
             Self::change_record(&b.apps, name, |existing| {
-                let mut new = existing.unwrap_or_default();
+                // A removed app's name starts again, its numbers going on.
+                let mut new = match existing {
+                    Some(record) if !record.removed => record,
+                    Some(record) => AppRecord {
+                        last: record.last,
+                        ..AppRecord::default()
+                    },
+                    None => AppRecord::default(),
+                };
                 new.versions.push(number);
                 new.versions.sort_unstable();
                 new.versions.dedup();
+                new.last = new.last.max(number);
                 Ok((new, ()))
             })
             .await
@@ -506,19 +563,28 @@ impl DesiredState for ClusterState {
             return self.local.variables(name, version);
         }
         self.remote(async |b| {
-            Ok(Self::stored_version(&b.apps, name, version)
+            Self::stored_version(&b.apps, name, version)
                 .await?
                 .map(|s| s.variables)
-                .unwrap_or_default())
+                .with_context(|| format!("version {version} of `{name}` is not in the cluster"))
         })
     }
 
     fn remove_version(&self, name: &str, version: u64) {
         let removed = self.remote(async |b| {
+            // Never the serving version, and never into a record that is
+            // gone: decided on the record as it is when written.
             Self::change_record(&b.apps, name, |existing| {
-                let mut new = existing.unwrap_or_default();
-                new.versions.retain(|v| *v != version);
-                Ok((new, ()))
+                let Some(mut record) = existing.and_then(AppRecord::live) else {
+                    return Err(SwapError::Changed { now: None });
+                };
+                if record.current == Some(version) {
+                    return Err(SwapError::Changed {
+                        now: record.current,
+                    });
+                }
+                record.versions.retain(|v| *v != version);
+                Ok((record, ()))
             })
             .await
             .map_err(swap_error)?;
@@ -548,7 +614,13 @@ impl DesiredState for ClusterState {
     fn current(&self, name: &str) -> Option<u64> {
         self.read(
             "an app's serving version",
-            async |b| Ok(Self::record(&b.apps, name).await?.0.and_then(|r| r.current)),
+            async |b| {
+                Ok(Self::record(&b.apps, name)
+                    .await?
+                    .0
+                    .and_then(AppRecord::live)
+                    .and_then(|r| r.current))
+            },
             || self.local.current(name),
         )
     }
@@ -562,15 +634,21 @@ impl DesiredState for ClusterState {
         let swapped = self.tokio.block_on(async {
             let b = self.buckets().await.map_err(SwapError::Write)?;
             let change = Self::change_record(&b.apps, name, |existing| {
-                let Some(mut record) = existing else {
-                    return Err(SwapError::Write(anyhow::anyhow!(
-                        "the app was deleted meanwhile"
-                    )));
+                let Some(mut record) = existing.and_then(AppRecord::live) else {
+                    // Deleted meanwhile: another writer's decision.
+                    return Err(SwapError::Changed { now: None });
                 };
                 if record.current != expected {
                     return Err(SwapError::Changed {
                         now: record.current,
                     });
+                }
+                if let Some(version) = new
+                    && !record.versions.contains(&version)
+                {
+                    return Err(SwapError::Write(anyhow::anyhow!(
+                        "version {version} was removed meanwhile"
+                    )));
                 }
                 record.current = new;
                 Ok((record, ()))
@@ -595,15 +673,40 @@ impl DesiredState for ClusterState {
     /// its versions' keys and this node's copy.
     fn retire_app(&self, name: &str) -> anyhow::Result<()> {
         self.remote(async |b| {
-            let (record, _) = Self::record(&b.apps, name).await?;
-            if record.is_some() {
-                b.apps.delete(name).await.map_err(|e| unreachable(&e))?;
-            }
-            for version in record.map(|r| r.versions).unwrap_or_default() {
+            let versions = Self::change_record(&b.apps, name, |existing| {
+                let Some(record) = existing.and_then(AppRecord::live) else {
+                    return Err(SwapError::Changed { now: None });
+                };
+                let removed = AppRecord {
+                    last: record
+                        .versions
+                        .iter()
+                        .copied()
+                        .max()
+                        .unwrap_or(0)
+                        .max(record.last),
+                    removed: true,
+                    ..AppRecord::default()
+                };
+                Ok((removed, record.versions))
+            })
+            .await;
+            let versions = match versions {
+                Ok(versions) => versions,
+                // Already removed (or never there): nothing to undo.
+                Err(SwapError::Changed { .. }) => Vec::new(),
+                Err(SwapError::Write(e)) => return Err(e),
+            };
+            for version in versions {
                 let key = Self::version_key(name, version);
                 if let Err(e) = b.apps.purge(&key).await {
                     tracing::warn!(app = name, "cannot remove {key}: {e}");
                 }
+            }
+            // Its key-value data goes with it: a new app of the name
+            // starts empty.
+            if let Err(e) = self.guest_stores.remove_app(name).await {
+                tracing::warn!(app = name, "cannot remove its key-value stores: {e}");
             }
             Ok(())
         })?;
@@ -689,9 +792,10 @@ impl DesiredState for ClusterState {
             let mut beats = Vec::new();
             while let Some(key) = keys.next().await {
                 let key = key.map_err(|e| unreachable(&e))?;
+                // The bucket lets a heartbeat go after HEARTBEAT_LIFE, by
+                // the servers' clock (nodes' clocks may differ).
                 if let Some(bytes) = b.nodes.get(&key).await.map_err(|e| unreachable(&e))?
                     && let Ok(beat) = serde_json::from_slice::<Heartbeat>(&bytes)
-                    && now_ms().saturating_sub(beat.at_ms) < HEARTBEAT_LIFE.as_millis() as u64
                 {
                     beats.push(beat);
                 }
@@ -731,14 +835,17 @@ async fn watch_apps(state: std::sync::Weak<ClusterState>) {
             let Ok(entry) = entry else {
                 break;
             };
-            let change = match entry.operation {
-                kv::Operation::Put => Change::Current {
-                    current: serde_json::from_slice::<AppRecord>(&entry.value)
-                        .ok()
-                        .and_then(|r| r.current),
+            // Only an app's name is ever a path here.
+            if ferry_api::valid_app_name(&entry.key).is_err() {
+                continue;
+            }
+            let record = serde_json::from_slice::<AppRecord>(&entry.value).ok();
+            let change = match (entry.operation, record.and_then(AppRecord::live)) {
+                (kv::Operation::Put, Some(record)) => Change::Current {
+                    current: record.current,
                     app: entry.key,
                 },
-                kv::Operation::Delete | kv::Operation::Purge => Change::Removed { app: entry.key },
+                _ => Change::Removed { app: entry.key },
             };
             let _ = changes.send(change);
         }

@@ -244,13 +244,19 @@ impl Host {
         use tokio::sync::broadcast::error::RecvError;
         let mut changes = self.state.watch();
         self.restore();
+        let mut relisted = Instant::now();
         loop {
-            let next = tokio.block_on(async { tokio::time::timeout(RELIST, changes.recv()).await });
+            // Every RELIST at the latest, however busy the watch is.
+            let wait = RELIST.saturating_sub(relisted.elapsed());
+            let next = tokio.block_on(async { tokio::time::timeout(wait, changes.recv()).await });
             match next {
                 Ok(Ok(Change::Current { app, .. } | Change::Removed { app })) => {
                     self.converge(&app);
                 }
-                Ok(Ok(Change::Relist) | Err(RecvError::Lagged(_))) | Err(_) => self.converge_all(),
+                Ok(Ok(Change::Relist) | Err(RecvError::Lagged(_))) | Err(_) => {
+                    self.converge_all();
+                    relisted = Instant::now();
+                }
                 Ok(Err(RecvError::Closed)) => return,
             }
         }
@@ -266,7 +272,14 @@ impl Host {
         let mut failure = format!("version {current} is missing, and no version before it is kept");
         let older = self.state.versions(name).into_iter().rev();
         for record in older.filter(|r| r.version < current) {
-            match self.activate(name, &record, Some(current), Recording::MayFail) {
+            // A shared state's decision is not this node's to undo: the
+            // older version serves here only, and `current` stays.
+            let replaces = if self.state.shared() {
+                Some(record.version)
+            } else {
+                Some(current)
+            };
+            match self.activate(name, &record, replaces, Recording::MayFail) {
                 Ok(done) => {
                     tracing::warn!(
                         app = name,
@@ -343,11 +356,15 @@ impl Host {
                     "cannot serve version {current} on this node: {}",
                     e.message()
                 );
+                // Only a version that cannot load here is not tried again;
+                // anything else (the cluster out of reach, a route another
+                // app's next version frees) is, at the next change or relist.
+                let refused = matches!(e, HostError::Invalid(_)).then_some(current);
                 self.set_state(name, |s| {
                     if s.version.is_none() {
                         s.status = AppStatus::Failed;
                     }
-                    s.refused = Some(current);
+                    s.refused = refused;
                     s.error = Some(format!(
                         "cannot serve version {current} on this node: {}",
                         e.message()
@@ -519,8 +536,9 @@ impl Host {
                 &request.variables,
             )
             .map_err(|e| {
-                // A first deploy leaves no app directory behind.
-                if self.state.current(name).is_none() {
+                // A first deploy leaves no app directory behind (in a
+                // shared state, another node's first deploy may be running).
+                if !self.state.shared() && self.state.current(name).is_none() {
                     let _ = self.state.remove_app(name);
                 }
                 internal(e)
@@ -540,7 +558,7 @@ impl Host {
                 if self.state.current(name) != Some(record.version) {
                     self.state.remove_version(name, record.version);
                 }
-                if self.state.current(name).is_none() {
+                if !self.state.shared() && self.state.current(name).is_none() {
                     let _ = self.state.remove_app(name);
                 }
                 tracing::warn!(app = name, "deploy refused: {}", e.message());
@@ -636,11 +654,18 @@ impl Host {
 
     pub fn show(&self, name: &str) -> Result<AppDetail, HostError> {
         known_name(name)?;
-        let apps = self.apps.read().unwrap_or_else(|e| e.into_inner());
-        let app = apps.get(name).ok_or_else(|| no_app(name))?;
+        // A copy: the desired state is read with no lock held (a cluster's
+        // may take a while to answer).
+        let app = self
+            .apps
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| no_app(name))?;
         let current = self.state.current(name);
         Ok(AppDetail {
-            summary: self.summary(name, app),
+            summary: self.summary(name, &app),
             components: app.components.clone(),
             versions: self
                 .state
@@ -690,7 +715,8 @@ impl Host {
     }
 
     fn set_state(&self, name: &str, change: impl FnOnce(&mut AppState)) {
-        self.changed.notify_one();
+        // Told once the change is made: the heartbeat reads it then.
+        let _told = Told(&self.changed);
         let mut apps = self.apps.write().unwrap_or_else(|e| e.into_inner());
         let app = apps.entry(name.to_owned()).or_insert_with(|| AppState {
             version: None,
@@ -906,6 +932,16 @@ impl Host {
             claimed.join(", "),
             by_path.join(", ")
         ))
+    }
+}
+
+/// Wakes the heartbeat when dropped: after the change it guards is made
+/// (and its lock released, the guard being declared first).
+struct Told<'a>(&'a tokio::sync::Notify);
+
+impl Drop for Told<'_> {
+    fn drop(&mut self) {
+        self.0.notify_one();
     }
 }
 

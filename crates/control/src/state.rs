@@ -190,6 +190,12 @@ impl StateDir {
         if self.has_version(name, record.version) {
             return Ok(());
         }
+        // Checked again here, whoever wrote the record (a cluster's may
+        // come from any node): no path leaves the version's tree.
+        ferry_api::valid_bundle_path(&record.manifest).map_err(anyhow::Error::msg)?;
+        for path in record.files.keys() {
+            ferry_api::valid_bundle_path(path).map_err(anyhow::Error::msg)?;
+        }
         let building = versions.join(temporary_name(record.version.to_string().as_ref()));
         let result = (|| {
             let tree = building.join("tree");

@@ -115,6 +115,13 @@ pub async fn key_value(
     let stream = ensure_stream(js, wanted)
         .await
         .map_err(|e| format!("creating the bucket `{}`: {e}", config.bucket))?;
+    if stream.cached_info().config.allow_direct {
+        return Err(format!(
+            "the bucket `{}` exists with direct gets on (any replica may answer a read, a stale one included): Ferry makes its buckets with them off",
+            config.bucket
+        )
+        .into());
+    }
     until_led(stream).await?;
     js.get_key_value(&config.bucket)
         .await
@@ -278,19 +285,67 @@ impl NatsDatabase {
         let client = connect(urls, "ferry key-value", |_| {})
             .await
             .map_err(|e| Error::Backend(e.to_string()))?;
+        // A store nobody can reach is said at load, not at the first
+        // request.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while client.connection_state() != async_nats::connection::State::Connected {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Backend(format!(
+                    "no NATS server of {urls} answered within 5 s"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         Ok(Self::new(client, replicas))
     }
 
     /// The store `label` of app `app`: its bucket is made on first use.
     pub fn store(&self, app: &str, label: &str) -> Arc<dyn KeyValue> {
         use sha2::Digest as _;
-        let hash = sha2::Sha256::digest(format!("{}:{app}:{label}", app.len()));
+        let hash = sha2::Sha256::digest(label);
         let hex: String = hash[..16].iter().map(|b| format!("{b:02x}")).collect();
         Arc::new(NatsStore {
             database: self.clone(),
-            bucket: format!("ferry_kv_{hex}"),
+            bucket: format!("{}{hex}", Self::app_prefix(app)),
             store: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// What the names of `app`'s buckets start with: its name's length
+    /// first, so that no app's prefix is another's (`a_` and `a_b_` would
+    /// be; `1_a_` and `3_a_b_` are not). App names are what a bucket name
+    /// may hold (letters, digits, `-`, `_`); anything else is hashed.
+    fn app_prefix(app: &str) -> String {
+        let plain = app
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if plain && app.len() <= 64 {
+            format!("ferry_kv_{}_{app}_", app.len())
+        } else {
+            use sha2::Digest as _;
+            let hash = sha2::Sha256::digest(app);
+            let hex: String = hash[..16].iter().map(|b| format!("{b:02x}")).collect();
+            format!("ferry_kv_h_{hex}_")
+        }
+    }
+
+    /// Removes every store of `app`, with its data: an app deleted and
+    /// deployed again under its name starts empty.
+    pub async fn remove_app(&self, app: &str) -> Result<(), Error> {
+        use futures_util::StreamExt as _;
+        let prefix = format!("KV_{}", Self::app_prefix(app));
+        let mut names = self.jetstream.stream_names();
+        let mut doomed = Vec::new();
+        while let Some(name) = names.next().await {
+            let name = name.map_err(backend)?;
+            if name.starts_with(&prefix) {
+                doomed.push(name);
+            }
+        }
+        for name in doomed {
+            self.jetstream.delete_stream(&name).await.map_err(backend)?;
+        }
+        Ok(())
     }
 }
 
@@ -306,6 +361,12 @@ const RETRIES: usize = 1000;
 
 impl NatsStore {
     async fn bucket(&self) -> Result<&kv::Store, Error> {
+        // Out of reach: said at once, not after a request's timeout.
+        if self.database.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(Error::Backend(
+                "no NATS server is connected (the store is out of reach)".into(),
+            ));
+        }
         self.store
             .get_or_try_init(|| async {
                 key_value(
