@@ -458,3 +458,227 @@ async fn deploys_under_load_on_every_node_fail_no_request() {
         took.len()
     );
 }
+
+/// What one operation of a fault test came to, as a Jepsen history logs
+/// it: acknowledged, refused, or unknown (no answer: it may have happened).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Fail,
+    Unknown,
+}
+
+/// The server leading the stream whose name starts with `prefix`, by the
+/// servers' own monitoring.
+fn stream_leader(nats: &NatsCluster, prefix: &str) -> Option<String> {
+    nats.nodes.iter().filter(|n| n.running()).find_map(|node| {
+        let jsz = node.monitoring("/jsz?accounts=true&streams=true")?;
+        jsz["account_details"]
+            .as_array()?
+            .iter()
+            .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
+            .find(|s| s["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+            .and_then(|s| s["cluster"]["leader"].as_str().map(str::to_owned))
+    })
+}
+
+/// `kill -9` of the server leading the counter's bucket while 4 clients
+/// increment through every node and deploys go on: afterwards every
+/// acknowledged increment is counted, and no more than those plus the ones
+/// whose outcome was unknown; the cluster agrees on the last acknowledged
+/// deploy (or a later one whose answer was lost), and every node serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 6)]
+async fn killing_the_jetstream_leader_loses_no_acknowledged_write() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let built = spin_app("rust-sdk5");
+    let output = ferry().arg("build").arg(&built).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let counter = TestApp::new("");
+    std::fs::copy(built.join("spin.toml"), counter.path().join("spin.toml")).unwrap();
+    let wasm = "target/wasm32-wasip2/release/rust_sdk5.wasm";
+    std::fs::create_dir_all(counter.path().join(wasm).parent().unwrap()).unwrap();
+    std::fs::copy(built.join(wasm), counter.path().join(wasm)).unwrap();
+    counter.write(
+        "runtime-config.toml",
+        "[sqlite_database.default]\ntype = \"spin\"\nnode_local = true\n",
+    );
+    let mut nats = NatsCluster::start(3);
+    let states = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    let nodes = nodes(&nats, &states);
+    until_joined(&nodes).await;
+    let path = counter.path().to_str().unwrap();
+    let deployed = tokio::task::block_in_place(|| {
+        nodes[0].client(&["deploy", path, "--variable", "api_token=t", "--wait"])
+    });
+    assert!(deployed.status.success(), "{}", text(&deployed.stderr));
+    // The counter's bucket exists once it has been written.
+    let first = send(
+        http::Request::post(format!("{}/wasi-kv/incr/n", nodes[0].url))
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(first.text(), "1");
+    let stop = Arc::new(AtomicBool::new(false));
+    let history = Arc::new(Mutex::new(Vec::<Outcome>::new()));
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let clients: Vec<_> = (0..4)
+        .map(|client| {
+            let (stop, history, urls) = (stop.clone(), history.clone(), urls.clone());
+            tokio::spawn(async move {
+                let http = hyper_util::client::legacy::Client::builder(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .build_http::<http_body_util::Full<bytes::Bytes>>();
+                let mut i = client;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let request = http::Request::post(format!("{}/wasi-kv/incr/n", urls[i % 3]))
+                        .body(Default::default())
+                        .unwrap();
+                    // A request left without an answer is an unknown.
+                    let outcome = match tokio::time::timeout(
+                        std::time::Duration::from_secs(60),
+                        http.request(request),
+                    )
+                    .await
+                    {
+                        Ok(Ok(response)) if response.status() == 200 => Outcome::Ok,
+                        _ => Outcome::Unknown,
+                    };
+                    history.lock().unwrap().push(outcome);
+                }
+            })
+        })
+        .collect();
+    // Deploys, through each node in turn, logged the same way.
+    let deploys = {
+        let stop = stop.clone();
+        // The counter app itself, its greeting alternating: a deploy
+        // under the increments' load.
+        let commands: Vec<Vec<String>> = (0..30)
+            .map(|i| {
+                let word = if i % 2 == 0 { "Two" } else { "One" };
+                ["deploy", path, "--variable", "api_token=t", "--variable"]
+                    .iter()
+                    .map(|a| (*a).to_owned())
+                    .chain([format!("greeting_word={word}")])
+                    .collect()
+            })
+            .collect();
+        let hosts: Vec<(String, std::path::PathBuf)> = nodes
+            .iter()
+            .map(|n| (n.admin.clone(), n.token_file()))
+            .collect();
+        std::thread::spawn(move || {
+            let mut log = Vec::new();
+            for (i, args) in commands.iter().enumerate() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let (admin, token) = &hosts[i % 3];
+                let output = ferry()
+                    .args(args)
+                    .arg("--host")
+                    .arg(admin)
+                    .arg("--token-file")
+                    .arg(token)
+                    .output()
+                    .unwrap();
+                let stdout = text(&output.stdout);
+                let version = stdout
+                    .split_whitespace()
+                    .skip_while(|w| *w != "version")
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok());
+                let stderr = text(&output.stderr);
+                let outcome = match (output.status.success(), version) {
+                    (true, Some(_)) => Outcome::Ok,
+                    // Refused before anything was written.
+                    _ if stderr.contains("409") => Outcome::Fail,
+                    _ => Outcome::Unknown,
+                };
+                log.push((outcome, version, i % 2 == 0));
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            log
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let leader = stream_leader(&nats, "KV_ferry_kv_9_rust-sdk5_")
+        .expect("the counter's bucket has a leader");
+    let killed = nats.nodes.iter().position(|n| n.name == leader).unwrap();
+    nats.nodes[killed].kill();
+    eprintln!("killed {leader}, the counter's stream leader");
+    tokio::time::sleep(std::time::Duration::from_secs(15)).await;
+    nats.nodes[killed].start();
+    tokio::task::block_in_place(|| nats.wait_formed());
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    let deploys = tokio::task::block_in_place(|| deploys.join().unwrap());
+    let history = history.lock().unwrap().clone();
+    let ok = history.iter().filter(|o| **o == Outcome::Ok).count() as i64;
+    let unknown = history.iter().filter(|o| **o == Outcome::Unknown).count() as i64;
+    // The first increment counted too; reading is one more increment.
+    let read = eventually("the counter to answer after healing", || async {
+        let reply = send(
+            http::Request::post(format!("{}/wasi-kv/incr/n", nodes[1].url))
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await;
+        if reply.status == 200 {
+            Ok(reply.text().parse::<i64>().unwrap())
+        } else {
+            Err(reply)
+        }
+    })
+    .await;
+    let counted = read - 2;
+    eprintln!("increments: {ok} acknowledged, {unknown} unknown; counted {counted}");
+    assert!(ok > 0, "some increments were acknowledged");
+    assert!(
+        counted >= ok && counted <= ok + unknown,
+        "counted {counted}, with {ok} acknowledged and {unknown} unknown"
+    );
+    // Deploys: the last acknowledged one (or a later unknown one) serves
+    // everywhere.
+    let last_ok = deploys
+        .iter()
+        .rposition(|(o, _, _)| *o == Outcome::Ok)
+        .expect("some deploys were acknowledged");
+    let acked = deploys[last_ok].1.unwrap();
+    eprintln!(
+        "deploys: {:?}",
+        deploys.iter().map(|(o, v, _)| (*o, *v)).collect::<Vec<_>>()
+    );
+    let agreed = eventually("every node to serve the same version", || async {
+        let versions: Vec<Option<u64>> = nodes
+            .iter()
+            .map(|n| tokio::task::block_in_place(|| n.version("rust-sdk5")))
+            .collect();
+        match versions[0] {
+            Some(v) if versions.iter().all(|x| *x == Some(v)) => Ok(v),
+            _ => Err(versions),
+        }
+    })
+    .await;
+    let later_unknown = deploys[last_ok + 1..]
+        .iter()
+        .any(|(o, _, _)| *o == Outcome::Unknown);
+    assert!(
+        agreed == acked || (agreed > acked && later_unknown),
+        "the cluster serves version {agreed}; the last acknowledged deploy made {acked}"
+    );
+    if agreed == acked {
+        let expected = if deploys[last_ok].2 { "Two" } else { "One" };
+        for node in &nodes {
+            let reply = node.get("/variables?greeting").await;
+            assert_eq!(reply.text(), format!("{expected}, variables"));
+        }
+    }
+}

@@ -233,7 +233,7 @@ impl NatsNode {
     }
 
     /// What the monitoring endpoint answers at `path`, if it answers JSON.
-    fn monitoring(&self, path: &str) -> Option<serde_json::Value> {
+    pub fn monitoring(&self, path: &str) -> Option<serde_json::Value> {
         use std::io::{Read as _, Write as _};
         let address = self.monitor.trim_start_matches("http://");
         let mut stream = std::net::TcpStream::connect(address).ok()?;
