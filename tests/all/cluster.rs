@@ -133,6 +133,23 @@ async fn a_deploy_to_one_node_is_served_by_every_node() {
         assert_eq!(node["behind"], serde_json::json!([]), "{listed:#}");
         assert_eq!(node["apps"][0]["version"], 2, "{listed:#}");
     }
+    // Node c converged on b's decision, and says so in its metrics.
+    let scrape = nodes[2]
+        .call("GET", "/metrics", Some(&nodes[2].token()), Vec::new())
+        .await;
+    let scrape = crate::metrics::Scrape::parse(&scrape.text());
+    assert_eq!(scrape.value("ferry_cluster_connected", &[]), 1.0);
+    assert_eq!(
+        scrape.value("ferry_app_serving_version", &[("app", "hello")]),
+        2.0
+    );
+    assert_eq!(
+        scrape.value(
+            "ferry_cluster_converges_total",
+            &[("app", "hello"), ("result", "ok")]
+        ),
+        2.0
+    );
     let table = tokio::task::block_in_place(|| nodes[0].client(&["nodes"]));
     let table = text(&table.stdout);
     assert!(table.starts_with("NODE"), "{table}");
@@ -681,4 +698,42 @@ async fn killing_the_jetstream_leader_loses_no_acknowledged_write() {
             assert_eq!(reply.text(), format!("{expected}, variables"));
         }
     }
+}
+
+/// The README's cluster walkthrough, `scripts/cluster-demo`, runs as
+/// written: every node answers, a node killed and restarted serves the
+/// deploy it missed.
+#[test]
+fn the_cluster_demo_runs() {
+    let output = std::process::Command::new(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/cluster-demo"),
+    )
+    .env("FERRY", env!("CARGO_BIN_EXE_ferry"))
+    .env("FERRY_CACHE_DIR", cache_dir())
+    // As `ferry()` does: this test run's cargo settings are not the
+    // example's build's.
+    .env_remove("RUSTC_WORKSPACE_WRAPPER")
+    .env_remove("CARGO_TARGET_DIR")
+    .env_remove("CARGO_BUILD_TARGET")
+    .env_remove("RUSTFLAGS")
+    .env_remove("CARGO_ENCODED_RUSTFLAGS")
+    .stdin(std::process::Stdio::null())
+    .output()
+    .unwrap();
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        text(&output.stderr)
+    );
+    for n in 1..=3 {
+        assert!(
+            stdout.contains(&format!("node {n} answers: Hello from Rust on Ferry!")),
+            "{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("node b answers for again.test: Hello from Rust on Ferry!"),
+        "{stdout}"
+    );
 }

@@ -762,6 +762,10 @@ impl DesiredState for ClusterState {
         true
     }
 
+    fn reachable(&self) -> bool {
+        self.connected()
+    }
+
     fn guest_stores(&self) -> Option<ferry_store::NatsDatabase> {
         Some(self.guest_stores.clone())
     }

@@ -217,6 +217,12 @@ pub trait DesiredState: Send + Sync {
         None
     }
 
+    /// Whether the shared state is within reach now (always, where none is
+    /// shared).
+    fn reachable(&self) -> bool {
+        true
+    }
+
     /// Whether other writers share this state (a cluster): then what this
     /// node finds half-done may be another node's deploy in progress, not a
     /// crash's leftovers.

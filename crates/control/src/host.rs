@@ -320,6 +320,7 @@ impl Host {
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(name);
                 self.changed.notify_one();
+                self.metrics.serving(name, None);
                 if let Err(e) = self.state.purge_app(name) {
                     tracing::warn!(app = name, "removed, but not all its files: {e:#}");
                 }
@@ -336,12 +337,15 @@ impl Host {
         {
             return;
         }
+        let heard = Instant::now();
         let result = match self.state.version(name, current) {
             Some(record) => self.activate(name, &record, Some(current), Recording::MayFail),
             None => Err(HostError::Internal(format!(
                 "version {current} is not in the desired state"
             ))),
         };
+        self.metrics
+            .converged(name, result.is_ok(), heard.elapsed());
         match result {
             Ok(done) => tracing::info!(
                 app = name,
@@ -404,6 +408,7 @@ impl Host {
     /// which must be driven), forever.
     pub fn heartbeat(&self, tokio: &tokio::runtime::Handle) {
         loop {
+            self.metrics.cluster_connected(self.state.reachable());
             self.state.beat(&self.report());
             let _ = tokio
                 .block_on(async { tokio::time::timeout(HEARTBEAT, self.changed.notified()).await });
@@ -636,6 +641,7 @@ impl Host {
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
         self.changed.notify_one();
+        self.metrics.serving(name, None);
         if let Err(e) = self.state.purge_app(name) {
             tracing::warn!(
                 app = name,
@@ -890,6 +896,7 @@ impl Host {
             warnings.push(prepared.app.warnings.to_string());
         }
         warnings.extend(self.host_name_notice(name, &record.hostnames));
+        self.metrics.serving(name, Some(record.version));
         self.set_state(name, |s| {
             s.version = Some(record.version);
             s.status = AppStatus::Serving;

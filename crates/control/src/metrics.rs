@@ -85,7 +85,16 @@ pub struct Metrics {
     component_instances: PoolGauges,
     core_instances: PoolGauges,
     pool_capacity: PoolGauges,
+    converges: Family<ChangeLabels, Counter>,
+    converge_seconds: Histogram,
+    serving_version: Family<AppLabels, Gauge<i64, AtomicI64>>,
+    cluster_connected: Gauge<i64, AtomicI64>,
     runtime: std::sync::OnceLock<Arc<Runtime>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppLabels {
+    app: String,
 }
 
 fn store_histogram() -> Histogram {
@@ -115,6 +124,10 @@ impl Metrics {
             component_instances: Family::default(),
             core_instances: Family::default(),
             pool_capacity: Family::default(),
+            converges: Family::default(),
+            converge_seconds: compile_histogram(),
+            serving_version: Family::default(),
+            cluster_connected: Gauge::default(),
             runtime: std::sync::OnceLock::new(),
             registry: Registry::default(),
         };
@@ -172,6 +185,26 @@ impl Metrics {
             "ferry_instance_pool_capacity",
             "Component instances the engine's pool holds at most (--max-instances)",
             metrics.pool_capacity.clone(),
+        );
+        registry.register(
+            "ferry_cluster_converges",
+            "Versions a cluster's node activated because another node decided so, by app and result",
+            metrics.converges.clone(),
+        );
+        registry.register(
+            "ferry_cluster_converge_seconds",
+            "From hearing of a version another node decided to serving it here (the node's convergence lag)",
+            metrics.converge_seconds.clone(),
+        );
+        registry.register(
+            "ferry_cluster_connected",
+            "Whether this cluster node is connected to a NATS server (1) or cut off (0)",
+            metrics.cluster_connected.clone(),
+        );
+        registry.register(
+            "ferry_app_serving_version",
+            "The version of each app this host serves",
+            metrics.serving_version.clone(),
         );
         // Pre-created at zero, so a dashboard sees the series before the
         // first compile.
@@ -244,6 +277,36 @@ impl Metrics {
 
     pub fn rolled_back(&self, app: &str, ok: bool) {
         self.rollbacks.get_or_create(&change(app, ok)).inc();
+    }
+
+    /// A cluster node activated (or failed to) what another node decided,
+    /// `took` after it heard of it.
+    pub fn converged(&self, app: &str, ok: bool, took: Duration) {
+        self.converges.get_or_create(&change(app, ok)).inc();
+        if ok {
+            self.converge_seconds.observe(took.as_secs_f64());
+        }
+    }
+
+    /// The version of `app` served now (none: no longer served).
+    pub fn serving(&self, app: &str, version: Option<u64>) {
+        let labels = AppLabels {
+            app: app.to_owned(),
+        };
+        match version {
+            Some(version) => {
+                self.serving_version
+                    .get_or_create(&labels)
+                    .set(i64::try_from(version).unwrap_or(i64::MAX));
+            }
+            None => {
+                self.serving_version.remove(&labels);
+            }
+        }
+    }
+
+    pub fn cluster_connected(&self, connected: bool) {
+        self.cluster_connected.set(i64::from(connected));
     }
 
     /// Each engine's instance pool, read now (none before a runtime is
