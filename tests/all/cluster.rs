@@ -150,6 +150,28 @@ async fn a_deploy_to_one_node_is_served_by_every_node() {
         ),
         2.0
     );
+    // The dashboard of any node shows the cluster's nodes, in a real browser.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let checked = tokio::task::block_in_place(|| {
+        std::process::Command::new("node")
+            .arg(root.join("tests/dashboard/nodes.mjs"))
+            .env("ADMIN_URL", &nodes[1].admin)
+            .env("TOKEN", nodes[1].token())
+            .env("NODES", "a,b,c")
+            .env("APP", "hello")
+            .env("VERSION", "2")
+            .env("SHOTS", &shots)
+            .output()
+            .unwrap()
+    });
+    assert!(
+        checked.status.success(),
+        "the dashboard's nodes check failed:\n{}{}",
+        text(&checked.stdout),
+        text(&checked.stderr)
+    );
     let table = tokio::task::block_in_place(|| nodes[0].client(&["nodes"]));
     let table = text(&table.stdout);
     assert!(table.starts_with("NODE"), "{table}");
@@ -467,6 +489,19 @@ async fn deploys_under_load_on_every_node_fail_no_request() {
         served.load(Ordering::Relaxed) >= 30,
         "the clients ran throughout"
     );
+    // Every node lets go of the versions the cluster no longer keeps (10,
+    // --keep-versions; one more where a node activated the newest before
+    // the deploying node pruned).
+    for state in &states {
+        let kept = std::fs::read_dir(state.path().join("apps/swap/versions"))
+            .unwrap()
+            .count();
+        assert!(
+            kept <= 11,
+            "{} keeps {kept} versions",
+            state.path().display()
+        );
+    }
     took.sort();
     eprintln!(
         "deploy --wait to three nodes: p50 {:?}, max {:?} over {} deploys",

@@ -750,11 +750,30 @@ impl DesiredState for ClusterState {
 
     /// Noted in this node's copy, so that a restart while the cluster is
     /// out of reach serves it again.
+    /// Noted in this node's copy, which also lets go of the versions the
+    /// cluster no longer keeps (their files, and their variables).
     fn served(&self, name: &str, version: u64) {
         if self.local.current(name) != Some(version)
             && let Err(e) = self.local.record_current(name, version)
         {
             tracing::warn!(app = name, "cannot note the serving version locally: {e:#}");
+        }
+        if !self.connected() {
+            return;
+        }
+        let kept = self.remote_within(READ_LIMIT, async |b| {
+            Ok(Self::record(&b.apps, name)
+                .await?
+                .0
+                .and_then(AppRecord::live)
+                .map(|r| r.versions))
+        });
+        if let Ok(Some(kept)) = kept {
+            for local in self.local.versions(name) {
+                if local.version != version && !kept.contains(&local.version) {
+                    self.local.remove_version(name, local.version);
+                }
+            }
         }
     }
 

@@ -103,6 +103,13 @@ pub fn snapshot(host: &Host, metrics: &Metrics, logs: &GuestLogs) -> Value {
         "versions": history,
         "routes": routes,
         "pools": pools,
+        // A cluster's nodes (none on a host of its own, or while the
+        // cluster is out of reach).
+        "nodes": host
+            .nodes()
+            .ok()
+            .filter(|list| list.cluster)
+            .map(|list| list.nodes),
         "logs": logs.recent(50).iter().map(|l| &**l).collect::<Vec<_>>(),
         "failures": logs.failures().iter().rev().take(20).rev().map(|l| &**l).collect::<Vec<_>>(),
     })

@@ -180,6 +180,7 @@ function render(snapshot) {
   renderRoutes(snapshot);
   renderCharts(appNames, colors);
   renderPools(snapshot);
+  renderNodes(snapshot);
   renderLog($("errors"), snapshot.failures.slice().reverse(), (f) =>
     `${f.time} ${f.app} ${f.route} ${f.status ?? ""} ${f.message} (request ${f.request_id})`, "error");
   renderLog($("logs"), snapshot.logs.slice().reverse(), (l) =>
@@ -314,6 +315,21 @@ function renderPools(snapshot) {
       el("meter", { id: `pool-${pool.engine}`, min: 0, max: capacity, value: used, high: capacity * 0.8 }),
     );
   }));
+}
+
+function renderNodes(snapshot) {
+  const nodes = snapshot.nodes;
+  $("nodes-section").hidden = !nodes;
+  if (!nodes) return;
+  $("nodes").tBodies[0].replaceChildren(...nodes.map((node) =>
+    el("tr", { "data-node": node.name },
+      el("th", { scope: "row" }, node.name),
+      el("td", {}, `${(node.heartbeat_age_ms / 1000).toFixed(1)} s ago`),
+      el("td", { "data-field": "apps" }, node.apps.map((a) =>
+        a.version === null ? `${a.name} (${a.status})` : `${a.name}@${a.version}`).join(" ") || "–"),
+      el("td", { "data-field": "behind", class: node.behind.length ? "error" : "" },
+        node.behind.join(" ") || "–"),
+    )));
 }
 
 function renderLog(list, items, text, className) {
