@@ -772,3 +772,308 @@ fn the_cluster_demo_runs() {
         "{stdout}"
     );
 }
+
+/// A network of its own for a partition test: one network namespace per
+/// node, each with a veth into a bridge in this namespace (which the test
+/// reaches every node through), cut by `iptables` inside the namespaces.
+/// Removed when dropped.
+struct Network {
+    tag: String,
+    subnet: u32,
+    size: usize,
+}
+
+/// Runs `program args`, which must succeed.
+fn run(program: &str, args: &[&str]) {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {}: {}",
+        args.join(" "),
+        text(&output.stderr)
+    );
+}
+
+impl Network {
+    fn new(size: usize) -> Self {
+        let pid = std::process::id();
+        let network = Self {
+            tag: format!("fy{}", pid % 100_000),
+            subnet: 20 + pid % 200,
+            size,
+        };
+        let bridge = network.tag.clone();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &bridge])
+            .output();
+        run("ip", &["link", "add", &bridge, "type", "bridge"]);
+        let gateway = format!("{}/24", network.ip(254));
+        run("ip", &["addr", "add", &gateway, "dev", &bridge]);
+        run("ip", &["link", "set", &bridge, "up"]);
+        for n in 1..=size {
+            let (ns, veth) = (network.namespace(n), format!("{}v{n}", network.tag));
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &ns])
+                .output();
+            run("ip", &["netns", "add", &ns]);
+            run(
+                "ip",
+                &[
+                    "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+                ],
+            );
+            run("ip", &["link", "set", &veth, "master", &bridge, "up"]);
+            let address = format!("{}/24", network.ip(n));
+            run(
+                "ip",
+                &[
+                    "netns", "exec", &ns, "ip", "addr", "add", &address, "dev", "eth0",
+                ],
+            );
+            run(
+                "ip",
+                &["netns", "exec", &ns, "ip", "link", "set", "eth0", "up"],
+            );
+            run(
+                "ip",
+                &["netns", "exec", &ns, "ip", "link", "set", "lo", "up"],
+            );
+        }
+        network
+    }
+
+    fn namespace(&self, n: usize) -> String {
+        format!("{}n{n}", self.tag)
+    }
+
+    fn ip(&self, n: usize) -> String {
+        format!("10.{}.0.{n}", self.subnet)
+    }
+
+    /// Node `n` and the others no longer hear each other (the test still
+    /// reaches every node).
+    fn cut_off(&self, n: usize) {
+        for other in (1..=self.size).filter(|o| *o != n) {
+            for (inside, from) in [(n, other), (other, n)] {
+                run(
+                    "ip",
+                    &[
+                        "netns",
+                        "exec",
+                        &self.namespace(inside),
+                        "iptables",
+                        "-A",
+                        "INPUT",
+                        "-s",
+                        &self.ip(from),
+                        "-j",
+                        "DROP",
+                    ],
+                );
+            }
+        }
+    }
+
+    fn heal(&self) {
+        for n in 1..=self.size {
+            run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &self.namespace(n),
+                    "iptables",
+                    "-F",
+                    "INPUT",
+                ],
+            );
+        }
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        for n in 1..=self.size {
+            // The pair goes with either end.
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", &format!("{}v{n}", self.tag)])
+                .output();
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.namespace(n)])
+                .output();
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.tag])
+            .output();
+    }
+}
+
+/// A nats-server in each namespace, clustered with the others; killed
+/// when dropped.
+struct NamespacedNats(Vec<std::process::Child>);
+
+impl NamespacedNats {
+    fn start(network: &Network, dir: &std::path::Path) -> Self {
+        let routes: Vec<String> = (1..=network.size)
+            .map(|n| format!("nats-route://{}:6222", network.ip(n)))
+            .collect();
+        let children = (1..=network.size)
+            .map(|n| {
+                let ip = network.ip(n);
+                let config = dir.join(format!("n{n}.conf"));
+                std::fs::write(
+                    &config,
+                    format!(
+                        "server_name: n{n}\nlisten: {ip}:4222\nhttp: {ip}:8222\n\
+                         jetstream {{ store_dir: {:?}, sync_interval: always }}\n\
+                         cluster {{ name: ferry-partition, listen: {ip}:6222, routes: [{}] }}\n",
+                        dir.join(format!("n{n}")),
+                        routes.join(", ")
+                    ),
+                )
+                .unwrap();
+                std::process::Command::new("ip")
+                    .args(["netns", "exec", &network.namespace(n)])
+                    .arg(ferry_store::testing::nats_server_binary())
+                    .arg("--config")
+                    .arg(&config)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        Self(children)
+    }
+}
+
+impl Drop for NamespacedNats {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What a server's monitoring endpoint at `ip` answers at `path`.
+fn monitoring(ip: &str, path: &str) -> Option<serde_json::Value> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect((ip, 8222)).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    serde_json::from_str(response.split_once("\r\n\r\n")?.1).ok()
+}
+
+/// A partition: each node and its NATS server in a network namespace of
+/// their own, and the one leading the apps' bucket cut off from the other
+/// two. The cut-off node keeps serving and refuses writes (503); the
+/// majority elects a new leader and takes a deploy; healed, all three
+/// agree on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partitioned_minority_serves_on_and_the_majority_decides() {
+    let network = Network::new(3);
+    let dir = tempfile::tempdir().unwrap();
+    let _nats = NamespacedNats::start(&network, dir.path());
+    eventually_blocking("the namespaced NATS cluster to be healthy", || {
+        let healthy: Vec<bool> = (1..=3)
+            .map(|n| {
+                monitoring(&network.ip(n), "/healthz").is_some_and(|h| h["status"] == "ok")
+                    && monitoring(&network.ip(n), "/jsz")
+                        .is_some_and(|j| j["meta_cluster"]["cluster_size"] == 3)
+            })
+            .collect();
+        if healthy.iter().all(|h| *h) {
+            Ok(())
+        } else {
+            Err(healthy)
+        }
+    });
+    let states = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    let nodes: Vec<Host> = (1..=3)
+        .map(|n| {
+            let state = &states[n - 1];
+            std::fs::write(
+                state.path().join("admin-token"),
+                "cluster-token-0123456789abcdef\n",
+            )
+            .unwrap();
+            let cluster = format!("nats://{}:4222", network.ip(n));
+            let name = ["a", "b", "c"][n - 1];
+            Host::spawn(
+                ferry_in(&network.namespace(n)),
+                &network.ip(n),
+                state.path(),
+                &[
+                    "--cluster",
+                    &cluster,
+                    "--node-name",
+                    name,
+                    "--replicas",
+                    "3",
+                ],
+            )
+        })
+        .collect();
+    until_joined(&nodes).await;
+    let app = versioned_app("hello", "one", "/");
+    tokio::task::block_in_place(|| nodes[0].deploy(app.path(), &["--wait"]));
+    // The server leading the apps' bucket, and the node beside it.
+    let leader = (1..=3)
+        .find_map(|n| {
+            let jsz = monitoring(&network.ip(n), "/jsz?accounts=true&streams=true")?;
+            jsz["account_details"]
+                .as_array()?
+                .iter()
+                .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
+                .find(|s| s["name"] == "KV_ferry_apps")
+                .and_then(|s| s["cluster"]["leader"].as_str().map(str::to_owned))
+        })
+        .expect("the apps' bucket has a leader");
+    let cut: usize = leader.trim_start_matches('n').parse().unwrap();
+    let (minority, majority) = (&nodes[cut - 1], &nodes[cut % 3]);
+    eprintln!("cutting off n{cut}, the apps' bucket's leader");
+    network.cut_off(cut);
+
+    // The majority elects and takes a deploy (retried while it elects).
+    write_manifest(&app, "hello", "two", "/");
+    let path = app.path().to_str().unwrap().to_owned();
+    eventually_blocking("the majority to take a deploy", || {
+        let output = majority.client(&["deploy", &path]);
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(text(&output.stderr))
+        }
+    });
+    for node in nodes.iter().filter(|n| !std::ptr::eq(*n, minority)) {
+        until_serving(node, Some("hello from two\n")).await;
+    }
+    // The minority serves what it had, and refuses a write.
+    until_serving(minority, Some("hello from one\n")).await;
+    write_manifest(&app, "hello", "three", "/");
+    let refused = tokio::task::block_in_place(|| minority.client(&["deploy", &path]));
+    let stderr = text(&refused.stderr);
+    assert!(!refused.status.success(), "the minority took a deploy");
+    assert!(stderr.contains("503"), "{stderr}");
+    assert_eq!(minority.get("/").await.text(), "hello from one\n");
+
+    // Healed: all three agree on what the majority decided.
+    network.heal();
+    for node in &nodes {
+        until_serving(node, Some("hello from two\n")).await;
+    }
+    for node in &nodes {
+        assert_eq!(
+            tokio::task::block_in_place(|| node.version("hello")),
+            Some(2)
+        );
+    }
+}

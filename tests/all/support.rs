@@ -77,7 +77,18 @@ pub fn cache_dir() -> PathBuf {
 }
 
 pub fn ferry() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    ferry_env(Command::new(env!("CARGO_BIN_EXE_ferry")))
+}
+
+/// `ferry`, run by `ip netns exec` in the network namespace `namespace`.
+pub fn ferry_in(namespace: &str) -> Command {
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", namespace, env!("CARGO_BIN_EXE_ferry")]);
+    ferry_env(command)
+}
+
+/// The environment every `ferry` of the tests runs with.
+fn ferry_env(mut cmd: Command) -> Command {
     cmd.env("FERRY_CACHE_DIR", cache_dir())
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
@@ -557,13 +568,21 @@ impl Host {
 
     /// [`Host::start`] with `env` added to the host's environment.
     pub fn start_with_env(state: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = ferry()
+        let mut command = ferry();
+        command.envs(env.iter().copied());
+        Self::spawn(command, "127.0.0.1", state, args)
+    }
+
+    /// `command` (a `ferry`, maybe in a network namespace) serving with
+    /// `state` on `ip` (free ports), with `args` added.
+    pub fn spawn(mut command: Command, ip: &str, state: &Path, args: &[&str]) -> Self {
+        let (listen, admin) = (format!("{ip}:0"), format!("{ip}:0"));
+        let mut child = command
             .arg("serve")
             .arg("--state-dir")
             .arg(state)
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--listen", &listen, "--admin-listen", &admin])
             .args(args)
-            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
