@@ -143,6 +143,15 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         ));
     }
 
+    if runs(report::Section::Cluster) {
+        eprintln!("== cluster");
+        let cluster = crate::cluster::run(&setup, options)?;
+        sections.push((
+            report::Section::Cluster,
+            report::cluster_markdown(&machine, options, &cluster),
+        ));
+    }
+
     for (section, markdown) in sections {
         println!("{markdown}");
         if let Some(output) = &options.output {

@@ -163,24 +163,24 @@ pub fn run(setup: &Setup, options: &Options) -> anyhow::Result<LiveHost> {
 }
 
 /// A running `ferry serve`.
-struct Served {
+pub(crate) struct Served {
     process: Process,
     /// The apps listener.
-    apps: SocketAddr,
-    client: Client,
+    pub(crate) apps: SocketAddr,
+    pub(crate) client: Client,
 }
 
 /// How `ferry deploy` reaches a host.
 #[derive(Debug, Clone)]
-struct Client {
+pub(crate) struct Client {
     ferry: PathBuf,
     admin: String,
     token_file: PathBuf,
 }
 
 /// What one `ferry deploy` did.
-struct Deployed {
-    wall: Duration,
+pub(crate) struct Deployed {
+    pub(crate) wall: Duration,
     /// When the process had exited.
     returned: Instant,
     host: Duration,
@@ -190,6 +190,16 @@ struct Deployed {
 
 /// `ferry serve` on `cpus` with a new state directory.
 fn start(setup: &Setup, name: &str, cpus: Option<&str>) -> anyhow::Result<Served> {
+    start_with(setup, name, cpus, &[])
+}
+
+/// [`start`] with `extra` arguments (a cluster's, say).
+pub(crate) fn start_with(
+    setup: &Setup,
+    name: &str,
+    cpus: Option<&str>,
+    extra: &[&str],
+) -> anyhow::Result<Served> {
     let state = setup.work.join("run").join(format!("{name}-state"));
     let _ = std::fs::remove_dir_all(&state);
     let mut command = pinned(cpus, &setup.ferry);
@@ -199,6 +209,7 @@ fn start(setup: &Setup, name: &str, cpus: Option<&str>) -> anyhow::Result<Served
         "--admin-listen",
         "127.0.0.1:0",
     ]);
+    command.args(extra);
     let mut process = Process::spawn(name, command, &setup.log(name))?;
     let timeout = Duration::from_secs(60);
     let serving = process.wait_for_line(timeout, |l| l.starts_with("Serving apps on "))?;
@@ -236,10 +247,23 @@ fn start(setup: &Setup, name: &str, cpus: Option<&str>) -> anyhow::Result<Served
 impl Client {
     /// `ferry deploy app` (on `cpus`), which must succeed.
     fn deploy(&self, app: &Path, cpus: Option<&str>) -> anyhow::Result<Deployed> {
+        self.deploy_with(app, cpus, &[])
+            .map(|(deployed, _)| deployed)
+    }
+
+    /// [`deploy`](Self::deploy) with `extra` arguments (`--wait`), and
+    /// what it printed.
+    pub(crate) fn deploy_with(
+        &self,
+        app: &Path,
+        cpus: Option<&str>,
+        extra: &[&str],
+    ) -> anyhow::Result<(Deployed, String)> {
         let mut command = pinned(cpus, &self.ferry);
         command
             .arg("deploy")
             .arg(app)
+            .args(extra)
             .arg("--host")
             .arg(&self.admin)
             .arg("--token-file")
@@ -272,13 +296,16 @@ impl Client {
                 }
             })
             .collect();
-        Ok(Deployed {
-            wall: returned - started,
-            returned,
-            host: parse_printed_duration(deployed)
-                .with_context(|| format!("reading the time in `{deployed}`"))?,
-            from_cache,
-        })
+        Ok((
+            Deployed {
+                wall: returned - started,
+                returned,
+                host: parse_printed_duration(deployed)
+                    .with_context(|| format!("reading the time in `{deployed}`"))?,
+                from_cache,
+            },
+            stdout.into_owned(),
+        ))
     }
 }
 
@@ -310,7 +337,7 @@ fn first_200(
 
 /// Writes an app of one component, `guest.wasm` (`wasm`), answering at
 /// `base`, with `NAME` set to `greeting`.
-fn write_app(
+pub(crate) fn write_app(
     dir: &Path,
     name: &str,
     base: &str,
@@ -325,7 +352,12 @@ fn write_app(
     write_manifest(dir, name, base, greeting)
 }
 
-fn write_manifest(dir: &Path, name: &str, base: &str, greeting: &str) -> anyhow::Result<()> {
+pub(crate) fn write_manifest(
+    dir: &Path,
+    name: &str,
+    base: &str,
+    greeting: &str,
+) -> anyhow::Result<()> {
     std::fs::write(
         dir.join("spin.toml"),
         format!(

@@ -10,6 +10,7 @@
 
 mod baseline;
 mod bench;
+mod cluster;
 mod group_commit;
 mod host;
 mod native;

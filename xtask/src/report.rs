@@ -24,6 +24,8 @@ pub enum Section {
     Overload,
     /// `ferry serve`: redeploys, serving during them, many apps.
     Host,
+    /// A cluster on NATS JetStream: deploys to every node, key-value on NATS.
+    Cluster,
 }
 
 impl Section {
@@ -44,6 +46,10 @@ impl Section {
             Section::Host => (
                 "<!-- cargo xtask bench, live host: begin (generated; edits here are overwritten) -->",
                 "<!-- cargo xtask bench, live host: end -->",
+            ),
+            Section::Cluster => (
+                "<!-- cargo xtask bench, cluster: begin (generated; edits here are overwritten) -->",
+                "<!-- cargo xtask bench, cluster: end -->",
             ),
         }
     }
@@ -875,6 +881,95 @@ pub fn host_markdown(machine: &Machine, options: &Options, host: &LiveHost) -> S
             met(ratio >= 0.9),
         );
     }
+    out
+}
+
+/// The cluster section: deploys reaching every node, and key-value through
+/// a guest on NATS against embedded SQLite.
+pub fn cluster_markdown(
+    machine: &Machine,
+    options: &Options,
+    cluster: &crate::cluster::Cluster,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "## Cluster: `cargo xtask bench --only cluster`\n");
+    let _ = writeln!(out, "{}\n", machine.run_line());
+    let _ = writeln!(
+        out,
+        "Three nats-server 2.12.8 processes on loopback (JetStream, `sync_interval: always`, \
+         buckets on 3 replicas with reads from the leader), all on this one machine with everything else.\n"
+    );
+    let _ = writeln!(out, "### A deploy reaching every node\n");
+    let _ = writeln!(
+        out,
+        "Three `ferry serve --cluster` nodes, unpinned. {} deploys of one app (the http guest, its \
+         manifest alternating two greetings, so every node finds the component compiled), each through the \
+         next node with `ferry deploy --wait`: the client process from its start to its exit, which is \
+         once every live node reports the new version (checked after each: every node answers with it). \
+         \"Answer → last node\" is what the client printed: from the deploying node's answer to the last \
+         node serving.\n",
+        cluster.deploys.len()
+    );
+    let _ = writeln!(
+        out,
+        "| deploys | `ferry deploy --wait`, p50 / p99 | answer → last node, p50 / p99 |\n|---|---|---|"
+    );
+    let p50_p99 = |values: &[Duration]| {
+        format!(
+            "{} / {}",
+            time(percentile(values, 0.5)),
+            time(percentile(values, 0.99))
+        )
+    };
+    let _ = writeln!(
+        out,
+        "| {} | {} | {} |",
+        cluster.deploys.len(),
+        p50_p99(&cluster.deploys),
+        p50_p99(&cluster.spread)
+    );
+    let _ = writeln!(
+        out,
+        "\n### Key-value through a guest: NATS against embedded SQLite\n"
+    );
+    let _ = writeln!(
+        out,
+        "`crates/test-programs/spin-apps/rust-sdk5` served by two `ferry up` at once on CPU 0, its `default` \
+         store on embedded SQLite in one and on the NATS cluster (`type = \"nats\"`) in the other; \
+         `wrk -t1 -c{} -d{}s --latency` on the other CPU, {} rounds, the four runs alternated. A `set` is answered \
+         once durable: one fsync on SQLite (group commit), a majority of three servers' fsyncs on NATS.\n",
+        options.connections,
+        options.duration.as_secs(),
+        options.rounds,
+    );
+    let _ = writeln!(
+        out,
+        "| through the guest | req/s per run | mean req/s | NATS against SQLite | p50 | p99 (worst run) |\n|---|---|---|---|---|---|"
+    );
+    let row = |out: &mut String, series: &Series, against: Option<&Series>| {
+        let runs: Vec<String> = series
+            .runs
+            .iter()
+            .map(|r| format!("{:.0}", r.requests_per_sec))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | {} | {} | {} |",
+            series.name,
+            runs.join(", "),
+            series.requests_per_sec(),
+            against.map_or_else(
+                || "-".to_owned(),
+                |a| format!("{:.2}x", series.requests_per_sec() / a.requests_per_sec())
+            ),
+            time(series.p50()),
+            time(series.p99()),
+        );
+    };
+    row(&mut out, &cluster.sqlite_get, None);
+    row(&mut out, &cluster.nats_get, Some(&cluster.sqlite_get));
+    row(&mut out, &cluster.sqlite_set, None);
+    row(&mut out, &cluster.nats_set, Some(&cluster.sqlite_set));
     out
 }
 

@@ -20,7 +20,7 @@ use crate::bench::{Options, Running, Series, Setup, Target, alternate, named};
 use crate::process;
 
 /// Distinct keys the `set` load cycles through.
-const SET_KEYS: u32 = 1000;
+pub(crate) const SET_KEYS: u32 = 1000;
 
 /// Bytes of each value the `set` load writes.
 const SET_VALUE_BYTES: usize = 64;
@@ -122,7 +122,7 @@ pub fn run(setup: &Setup, options: &Options) -> anyhow::Result<State> {
 }
 
 /// `ferry build` of the app: its `cargo build --target wasm32-wasip2`.
-fn build_app(setup: &Setup, app: &Path) -> anyhow::Result<()> {
+pub(crate) fn build_app(setup: &Setup, app: &Path) -> anyhow::Result<()> {
     eprintln!("building {} (ferry build)", app.display());
     let log = setup.log("state-build");
     let mut command = Command::new(&setup.ferry);
@@ -144,6 +144,17 @@ fn build_app(setup: &Setup, app: &Path) -> anyhow::Result<()> {
 }
 
 fn start(setup: &Setup, app: &Path, state_dir: &PathBuf) -> anyhow::Result<Running> {
+    start_with(setup, "ferry-state", app, state_dir, &[])
+}
+
+/// [`start`] with `extra` arguments (`--runtime-config-file`).
+pub(crate) fn start_with(
+    setup: &Setup,
+    name: &str,
+    app: &Path,
+    state_dir: &PathBuf,
+    extra: &[&str],
+) -> anyhow::Result<Running> {
     let port = process::free_port()?;
     let mut command = setup.ferry_command(
         app,
@@ -151,8 +162,8 @@ fn start(setup: &Setup, app: &Path, state_dir: &PathBuf) -> anyhow::Result<Runni
         port,
         &setup.work.join("cache"),
     );
-    command.arg("--state-dir").arg(state_dir);
-    let running = setup.start("ferry-state", command, port)?;
+    command.arg("--state-dir").arg(state_dir).args(extra);
+    let running = setup.start(name, command, port)?;
     let addr: SocketAddr = running.addr;
     let hello = process::get(addr, "/hello")?;
     ensure!(hello.status == 200, "GET /hello answered {}", hello.status);
@@ -161,7 +172,7 @@ fn start(setup: &Setup, app: &Path, state_dir: &PathBuf) -> anyhow::Result<Runni
 
 /// wrk's script for the `set` load: `PUT /kv/k<n>`, n cycling over
 /// [`SET_KEYS`] keys.
-fn put_script() -> String {
+pub(crate) fn put_script() -> String {
     format!(
         "-- Written by cargo xtask bench.\n\
          local n = 0\n\
