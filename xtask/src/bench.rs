@@ -624,6 +624,7 @@ pub(crate) fn parse_printed_duration(line: &str) -> anyhow::Result<Duration> {
     let (number, unit) = tail.trim().split_once(' ').context("no unit")?;
     let number: f64 = number.parse()?;
     Ok(Duration::from_secs_f64(match unit {
+        "µs" => number / 1e6,
         "ms" => number / 1e3,
         "s" => number,
         _ => bail!("unknown unit `{unit}`"),

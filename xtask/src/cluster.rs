@@ -83,7 +83,11 @@ fn deploys(
         let spread = stdout
             .lines()
             .filter(|l| l.contains("serving version"))
-            .filter_map(|l| crate::bench::parse_printed_duration(l).ok())
+            // `  node `b`: serving version 7 after 38.5 ms`
+            .filter_map(|l| l.rsplit_once(" after "))
+            .filter_map(|(_, after)| {
+                crate::bench::parse_printed_duration(&format!(" in {after}")).ok()
+            })
             .max()
             .unwrap_or_default();
         result.deploys.push(deployed.wall);
