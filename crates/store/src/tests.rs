@@ -194,3 +194,33 @@ async fn reads_see_every_acknowledged_write_and_never_go_back() {
     })
     .await;
 }
+
+/// What NATS cannot hold is refused with a message that says so, before
+/// anything is written: a value over the servers' largest message, a key
+/// too long to encode into a subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_store_refuses_what_it_cannot_hold_clearly() {
+    let cluster = tokio::task::block_in_place(|| NatsCluster::start(3));
+    let nats = NatsDatabase::connect(&cluster.urls()).await.unwrap();
+    let store = nats.store("app", "default");
+    let refused = store.set("big".into(), vec![0; 2 << 20]).await.unwrap_err();
+    assert!(
+        matches!(&refused, Error::Backend(m) if m.contains("max_payload")),
+        "{refused}"
+    );
+    let refused = store.set("k".repeat(3000), vec![1]).await.unwrap_err();
+    assert!(
+        matches!(&refused, Error::Backend(m) if m.contains("at most 2048")),
+        "{refused}"
+    );
+    assert_eq!(store.keys().await.unwrap(), Vec::<String>::new());
+    // Under the limits, both fit.
+    store
+        .set("k".repeat(2048), vec![0; 512 << 10])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(&"k".repeat(2048)).await.unwrap().map(|v| v.len()),
+        Some(512 << 10)
+    );
+}
