@@ -31,6 +31,13 @@ pub struct Cluster {
     pub nats_get: Series,
     pub sqlite_set: Series,
     pub nats_set: Series,
+    /// Node a's hello app, quiet.
+    pub quiet: Series,
+    /// The same while another app is deployed through node b back to back
+    /// (every node converging on each).
+    pub converging: Series,
+    /// Deploys made during each converging run.
+    pub deploys_during: Vec<usize>,
 }
 
 pub fn run(setup: &Setup, options: &Options) -> anyhow::Result<Cluster> {
@@ -40,15 +47,18 @@ pub fn run(setup: &Setup, options: &Options) -> anyhow::Result<Cluster> {
         nats_get: named("`GET /kv/a`, NATS JetStream (R3)"),
         sqlite_set: named("`PUT /kv/k<n>`, embedded SQLite"),
         nats_set: named("`PUT /kv/k<n>`, NATS JetStream (R3)"),
+        quiet: named("node a, quiet"),
+        converging: named("node a, while every node converges on deploys through node b"),
         ..Cluster::default()
     };
-    deploys(setup, &nats, &mut result)?;
+    deploys(setup, options, &nats, &mut result)?;
     key_value(setup, options, &nats, &mut result)?;
     Ok(result)
 }
 
 fn deploys(
     setup: &Setup,
+    options: &Options,
     nats: &ferry_store::testing::NatsCluster,
     result: &mut Cluster,
 ) -> anyhow::Result<()> {
@@ -100,6 +110,37 @@ fn deploys(
                 String::from_utf8_lossy(&reply.body)
             );
         }
+    }
+
+    eprintln!("  node a's throughput, quiet and while every node converges");
+    let hello = std::fs::read(&setup.hello)?;
+    let loaded = setup.work.join("run").join("cluster-loaded");
+    write_app(&loaded, "loaded", "/loaded", &hello, "loaded")?;
+    nodes[0].client.deploy_with(&loaded, None, &["--wait"])?;
+    let load = setup.load(setup.client_cpus.as_deref(), options);
+    let url = format!("http://{}/loaded/", nodes[0].apps);
+    for _ in 0..options.rounds {
+        result.quiet.runs.push(crate::wrk::run(&url, None, &load)?);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (through_b, app) = (&nodes[1].client, &app);
+        let (run, deploys) = std::thread::scope(|scope| {
+            let deployer = scope.spawn(|| {
+                let mut made = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let greeting = if made % 2 == 0 { "one" } else { "two" };
+                    write_manifest(app, "swap", "/", greeting)?;
+                    through_b.deploy_with(app, None, &["--wait"])?;
+                    made += 1;
+                }
+                anyhow::Ok(made)
+            });
+            let run = crate::wrk::run(&url, None, &load);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let deploys = deployer.join().expect("the deployer panicked");
+            (run, deploys)
+        });
+        result.converging.runs.push(run?);
+        result.deploys_during.push(deploys?);
     }
     Ok(())
 }

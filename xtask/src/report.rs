@@ -930,6 +930,50 @@ pub fn cluster_markdown(
     );
     let _ = writeln!(
         out,
+        "\n### One node's throughput while the others converge\n"
+    );
+    let _ = writeln!(
+        out,
+        "The same three nodes. `wrk -t1 -c{} -d{}s --latency` on the other CPU loads node a's hello app \
+         (`/loaded/`); during the converging runs the app above is deployed through node b back to back \
+         (`ferry deploy --wait`, so every node, a included, converges on each), {} rounds alternated.\n",
+        options.connections,
+        options.duration.as_secs(),
+        options.rounds,
+    );
+    let _ = writeln!(
+        out,
+        "| node a | req/s per run | mean req/s | vs quiet | p99 (worst run) | deploys per run |\n|---|---|---|---|---|---|"
+    );
+    for (series, deploys) in [
+        (&cluster.quiet, None),
+        (&cluster.converging, Some(&cluster.deploys_during)),
+    ] {
+        let runs: Vec<String> = series
+            .runs
+            .iter()
+            .map(|r| format!("{:.0}", r.requests_per_sec))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | {:.2}x | {} | {} |",
+            series.name,
+            runs.join(", "),
+            series.requests_per_sec(),
+            series.requests_per_sec() / cluster.quiet.requests_per_sec(),
+            time(series.p99()),
+            deploys.map_or_else(
+                || "-".to_owned(),
+                |d| d
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+    }
+    let _ = writeln!(
+        out,
         "\n### Key-value through a guest: NATS against embedded SQLite\n"
     );
     let _ = writeln!(
