@@ -75,14 +75,41 @@ fn deploys(
             )
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // Every node listed (its first heartbeat sent) before the first
+    // `--wait`, which waits for the nodes it can see.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let output = std::process::Command::new(&setup.ferry)
+            .args([
+                "nodes",
+                "--json",
+                "--host",
+                &nodes[0].client.admin,
+                "--token-file",
+            ])
+            .arg(&nodes[0].client.token_file)
+            .output()?;
+        let listed = String::from_utf8_lossy(&output.stdout)
+            .matches("\"heartbeat_at\"")
+            .count();
+        if listed == nodes.len() {
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "`ferry nodes` listed {listed} of {} nodes after 60 s",
+            nodes.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // Each deploy goes through its node's own admin token.
     let guest = std::fs::read(ferry_test_programs::HTTP_GUEST)?;
     let app = setup.work.join("run").join("cluster-app");
-    write_app(&app, "swap", "/", &guest, "one")?;
+    write_app(&app, "swap", "/swap", &guest, "one")?;
     nodes[0].client.deploy_with(&app, None, &["--wait"])?;
     for i in 0..DEPLOYS {
         let greeting = if i % 2 == 0 { "two" } else { "one" };
-        write_manifest(&app, "swap", "/", greeting)?;
+        write_manifest(&app, "swap", "/swap", greeting)?;
         let node = &nodes[i % 3];
         let (deployed, stdout) = node.client.deploy_with(&app, None, &["--wait"])?;
         let nodes_serving = stdout
@@ -103,7 +130,7 @@ fn deploys(
         result.deploys.push(deployed.wall);
         result.spread.push(spread);
         for node in &nodes {
-            let reply = process::get(node.apps, "/")?;
+            let reply = process::get(node.apps, "/swap/")?;
             ensure!(
                 reply.body == format!("hello from {greeting}\n").as_bytes(),
                 "a node answered {:?} after deploy --wait",
@@ -128,7 +155,7 @@ fn deploys(
                 let mut made = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let greeting = if made % 2 == 0 { "one" } else { "two" };
-                    write_manifest(app, "swap", "/", greeting)?;
+                    write_manifest(app, "swap", "/swap", greeting)?;
                     through_b.deploy_with(app, None, &["--wait"])?;
                     made += 1;
                 }

@@ -174,8 +174,8 @@ pub(crate) struct Served {
 #[derive(Debug, Clone)]
 pub(crate) struct Client {
     ferry: PathBuf,
-    admin: String,
-    token_file: PathBuf,
+    pub(crate) admin: String,
+    pub(crate) token_file: PathBuf,
 }
 
 /// What one `ferry deploy` did.
