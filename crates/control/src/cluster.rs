@@ -616,17 +616,6 @@ impl DesiredState for ClusterState {
         self.local.remove_version(name, version);
     }
 
-    fn prune(&self, name: &str, keep: usize) {
-        let current = self.current(name);
-        let versions = self.versions(name);
-        let excess = versions.len().saturating_sub(keep);
-        for record in versions.iter().take(excess) {
-            if Some(record.version) != current {
-                self.remove_version(name, record.version);
-            }
-        }
-    }
-
     fn current(&self, name: &str) -> Option<u64> {
         self.read(
             "an app's serving version",

@@ -158,8 +158,18 @@ pub trait DesiredState: Send + Sync {
     fn remove_version(&self, name: &str, version: u64);
 
     /// Removes every version of `name` but the newest `keep` (never the
-    /// serving one).
-    fn prune(&self, name: &str, keep: usize);
+    /// serving one); the blobs they leave unused go with the next
+    /// [`remove_unused_blobs`](Self::remove_unused_blobs).
+    fn prune(&self, name: &str, keep: usize) {
+        let current = self.current(name);
+        let versions = self.versions(name);
+        let excess = versions.len().saturating_sub(keep);
+        for record in versions.iter().take(excess) {
+            if Some(record.version) != current {
+                self.remove_version(name, record.version);
+            }
+        }
+    }
 
     /// The version of `name` that should serve, if any.
     fn current(&self, name: &str) -> Option<u64>;

@@ -387,20 +387,6 @@ impl DesiredState for StateDir {
         let _ = std::fs::remove_dir_all(self.version_dir(name, version));
     }
 
-    /// Removes every version of `name` older than the newest `keep` (never
-    /// `current`); the blobs they leave unused go with the next
-    /// [`remove_unused_blobs`](Self::remove_unused_blobs).
-    fn prune(&self, name: &str, keep: usize) {
-        let current = self.current(name);
-        let versions = self.versions(name);
-        let excess = versions.len().saturating_sub(keep);
-        for record in versions.iter().take(excess) {
-            if Some(record.version) != current {
-                self.remove_version(name, record.version);
-            }
-        }
-    }
-
     /// Whether anything of the app `name` is here: its directory, or what
     /// an earlier removal left.
     fn has_app(&self, name: &str) -> bool {
