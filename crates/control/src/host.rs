@@ -314,13 +314,7 @@ impl Host {
         let known = self.known(name);
         if !self.state.has_app(name) {
             if known.is_some() || self.live.app(name).is_some() {
-                self.live.remove(name);
-                self.apps
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(name);
-                self.changed.notify_one();
-                self.metrics.serving(name, None);
+                self.stop_serving(name);
                 if let Err(e) = self.state.purge_app(name) {
                     tracing::warn!(app = name, "removed, but not all its files: {e:#}");
                 }
@@ -400,6 +394,18 @@ impl Host {
         for name in names {
             self.converge(&name);
         }
+    }
+
+    /// Takes `name` out of the table and out of what this host reports
+    /// (heartbeat, metrics); its files are the caller's to remove.
+    fn stop_serving(&self, name: &str) {
+        self.live.remove(name);
+        self.apps
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        self.changed.notify_one();
+        self.metrics.serving(name, None);
     }
 
     /// Sends this node's heartbeat — what it serves — to the nodes sharing
@@ -635,13 +641,7 @@ impl Host {
         // Out of the desired state first, in one step: if that fails
         // the app serves on, unchanged; once done, no restart brings it back.
         self.state.retire_app(name).map_err(internal)?;
-        self.live.remove(name);
-        self.apps
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
-        self.changed.notify_one();
-        self.metrics.serving(name, None);
+        self.stop_serving(name);
         if let Err(e) = self.state.purge_app(name) {
             tracing::warn!(
                 app = name,
