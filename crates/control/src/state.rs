@@ -678,6 +678,32 @@ mod tests {
         assert_eq!(std::fs::read_dir(&apps).unwrap().count(), 0);
     }
 
+    /// A record from elsewhere (a cluster's, written by any node) whose
+    /// paths leave the version's tree is not laid out, and writes nothing.
+    #[test]
+    fn a_record_whose_paths_leave_the_tree_is_not_laid_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let digest = sha256_digest(b"x");
+        state.put_blob(&digest, b"x").unwrap();
+        for (manifest, path) in [
+            ("spin.toml", "../../escaped"),
+            ("../spin.toml", "spin.toml"),
+        ] {
+            let record = VersionRecord {
+                version: 1,
+                manifest: manifest.into(),
+                files: [(path.to_owned(), digest.clone())].into(),
+                hostnames: Vec::new(),
+                deployed_at: 0,
+            };
+            assert!(state.lay_out("app", &record, &Values::default()).is_err());
+            assert!(!state.has_version("app", 1));
+        }
+        assert!(!dir.path().join("escaped").exists());
+        assert!(!dir.path().join("apps/escaped").exists());
+    }
+
     #[test]
     fn a_blob_is_stored_only_under_its_own_digest() {
         let dir = tempfile::tempdir().unwrap();
