@@ -59,10 +59,6 @@ pub const HEARTBEAT_LIFE: Duration = Duration::from_secs(15);
 /// How long a read waits for the cluster before this node's copy answers.
 const READ_LIMIT: Duration = Duration::from_secs(5);
 
-/// After a read of the cluster failed, how long reads go to this node's
-/// copy without trying the cluster, in milliseconds.
-const READ_BACKOFF_MS: u64 = 10_000;
-
 /// How long a write waits for a connection to the cluster before it
 /// answers that the cluster is unreachable.
 const CONNECTING: Duration = Duration::from_secs(3);
@@ -128,9 +124,6 @@ pub struct ClusterState {
     changes: tokio::sync::broadcast::Sender<Change>,
     /// The apps' `default` key-value stores, on the same connection.
     guest_stores: ferry_store::NatsDatabase,
-    /// When a read of the cluster last failed (ms since the epoch; 0:
-    /// the last one succeeded).
-    read_failed_at: std::sync::atomic::AtomicU64,
 }
 
 impl ClusterState {
@@ -165,7 +158,6 @@ impl ClusterState {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         let state = Arc::new(Self {
-            read_failed_at: std::sync::atomic::AtomicU64::new(0),
             guest_stores: ferry_store::NatsDatabase::new(client.clone(), options.replicas.max(1)),
             local,
             jetstream: nats::jetstream(client.clone()),
@@ -285,22 +277,14 @@ impl ClusterState {
         work: impl AsyncFnOnce(&Buckets) -> anyhow::Result<T>,
         local: impl FnOnce() -> T,
     ) -> T {
-        use std::sync::atomic::Ordering;
-        // Cut off, or a read failed lately (no leader answers): this node's
-        // copy, at once, rather than one wait per read.
-        let failed_at = self.read_failed_at.load(Ordering::Relaxed);
-        if !self.connected() || now_ms().saturating_sub(failed_at) < READ_BACKOFF_MS {
+        if !self.connected() {
             return local();
         }
         // Briefly: a read that cannot be answered soon is answered from
         // this node's copy.
         match self.remote_within(READ_LIMIT, work) {
-            Ok(value) => {
-                self.read_failed_at.store(0, Ordering::Relaxed);
-                value
-            }
+            Ok(value) => value,
             Err(e) => {
-                self.read_failed_at.store(now_ms(), Ordering::Relaxed);
                 tracing::warn!("reading {what} from the cluster: {e:#}; using this node's copy");
                 local()
             }
