@@ -231,6 +231,41 @@ pub fn is_wrong_revision(error: &kv::UpdateError) -> bool {
     false
 }
 
+/// Runs the write `write` again while the server it went to had not yet
+/// heard of the stream (the publish had no responders, so nothing was
+/// written): a bucket just created by this node or another is led before
+/// every server routes its subjects, and on a loaded machine the gap was
+/// seen to reach a write. Gives up after [`ELECTION`].
+pub async fn routed<T, E, Fut>(mut write: impl FnMut() -> Fut) -> Result<T, E>
+where
+    E: std::error::Error + 'static,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + ELECTION;
+    loop {
+        match write().await {
+            Err(e) if is_unrouted(&e) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Whether `error` says a publish found no stream for its subject.
+fn is_unrouted(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.downcast_ref::<jetstream::context::PublishError>()
+            .is_some_and(|p| p.kind() == jetstream::context::PublishErrorKind::StreamNotFound)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// This crate has no `anyhow`: plain boxed errors, with the message said.
 mod anyhow_free {
     pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -429,12 +464,9 @@ impl NatsStore {
     /// Writes the encoded key if its revision is still `revision`; false if
     /// another writer changed it first.
     async fn update(&self, encoded: &str, value: Vec<u8>, revision: u64) -> Result<bool, Error> {
-        match self
-            .bucket()
-            .await?
-            .update(encoded, value.into(), revision)
-            .await
-        {
+        let bucket = self.bucket().await?;
+        let value = bytes::Bytes::from(value);
+        match routed(|| bucket.update(encoded, value.clone(), revision)).await {
             Ok(_) => Ok(true),
             Err(e) if is_wrong_revision(&e) => Ok(false),
             Err(e) => Err(backend(e)),
@@ -496,7 +528,10 @@ impl KeyValue for NatsStore {
         }
         let bucket = self.bucket().await?;
         for (key, value) in encoded {
-            bucket.put(key, value.into()).await.map_err(backend)?;
+            let value = bytes::Bytes::from(value);
+            routed(|| bucket.put(&key, value.clone()))
+                .await
+                .map_err(backend)?;
         }
         Ok(())
     }
@@ -508,7 +543,7 @@ impl KeyValue for NatsStore {
             .collect::<Result<Vec<_>, _>>()?;
         let bucket = self.bucket().await?;
         for key in encoded {
-            bucket.delete(key).await.map_err(backend)?;
+            routed(|| bucket.delete(&key)).await.map_err(backend)?;
         }
         Ok(())
     }
