@@ -627,6 +627,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             tokio: tokio.handle().clone(),
             metrics: Some(metrics.clone()),
             sized_by: SizedBy::Flag,
+            traces: traces.is_some(),
         },
         settings,
         ferry_control::host::BundleLimits {
@@ -862,10 +863,13 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             tokio: tokio.handle().clone(),
             metrics: metrics.clone(),
             sized_by: SizedBy::FirstLoad,
+            traces: traces.is_some(),
         },
         state_dir,
+        running: std::sync::Mutex::new(None),
+        trigger_metrics: metrics.as_ref().map(|m| m.triggers().clone()),
     };
-    let host = off_runtime(&tokio, || {
+    let assembled = off_runtime(&tokio, || {
         loader.assembler.assemble(
             &prepared,
             Mode::Serve {
@@ -876,6 +880,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             &mut stdout,
         )
     })?;
+    let host = assembled.app;
     let watched = crate::watch::Watched::of(&prepared.app, args.app.runtime_config_file.as_deref());
     let apps = LiveApps::observed(metrics.as_ref().map(|m| m.server()), traces.is_some());
     apps.install(host, Vec::new())?;
@@ -891,15 +896,23 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             Target::Component { id, executor } => (
                 id.as_str(),
                 match executor {
-                    Executor::Http => "",
                     Executor::Wagi(_) => " (wagi)",
+                    _ => "",
                 },
             ),
             Target::Static(_) => ("(static response)", ""),
         };
         writeln!(stdout, "  {name}: {url}{}{kind}", route.pattern.full())?;
     }
+    print_triggers(&mut stdout, &assembled.triggers)?;
     stdout.flush()?;
+    let running = {
+        let _enter = tokio.enter();
+        assembled
+            .triggers
+            .start(loader.trigger_metrics.as_ref(), loader.assembler.traces)
+    };
+    *loader.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(running);
 
     if args.watch {
         writeln!(stdout, "Watching the app's files for changes")?;
@@ -919,6 +932,28 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Each event trigger, one line each (nothing when there are none).
+fn print_triggers(
+    out: &mut dyn std::io::Write,
+    triggers: &ferry_trigger::Triggers,
+) -> anyhow::Result<()> {
+    if triggers.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "Event triggers:")?;
+    for trigger in triggers.iter() {
+        writeln!(
+            out,
+            "  {}: {} trigger `{}`, {}",
+            trigger.component,
+            trigger.source.kind(),
+            trigger.id,
+            trigger.source.describe()
+        )?;
+    }
+    Ok(())
+}
+
 fn bind(tokio: &tokio::runtime::Runtime, addr: SocketAddr) -> anyhow::Result<TcpListener> {
     Ok(tokio
         .block_on(TcpListener::bind(addr))
@@ -931,6 +966,9 @@ struct Loader {
     args: AppArgs,
     assembler: Assembler,
     state_dir: PathBuf,
+    /// The serving version's event triggers.
+    running: std::sync::Mutex<Option<ferry_trigger::Running>>,
+    trigger_metrics: Option<ferry_trigger::TriggerMetrics>,
 }
 
 impl Loader {
@@ -948,7 +986,7 @@ impl Loader {
         let previous = live.app(serving);
         // The main thread drives the runtime (it serves), so the assembly
         // may wait on it from here.
-        let host = self.assembler.assemble(
+        let assembled = self.assembler.assemble(
             &prepared,
             Mode::Serve {
                 data: &self.state_dir,
@@ -957,7 +995,24 @@ impl Loader {
             },
             &mut stdout,
         )?;
-        live.replace(serving, host, Vec::new())?;
+        live.replace(serving, assembled.app, Vec::new())?;
+        // The new version's triggers start once it serves; the old ones
+        // finish what they had begun.
+        let started = {
+            let _enter = self.assembler.tokio.enter();
+            assembled
+                .triggers
+                .start(self.trigger_metrics.as_ref(), self.assembler.traces)
+        };
+        let old = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(started);
+        if let Some(old) = old {
+            self.assembler.tokio.spawn(old.stop());
+        }
+        print_triggers(&mut stdout, &assembled.triggers)?;
         serving.clone_from(&prepared.app.name);
         tracing::info!(changed = changed.len(), "reloaded the app");
         Ok(crate::watch::Watched::of(
@@ -998,16 +1053,22 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         tokio: tokio.handle().clone(),
         metrics: None,
         sized_by: SizedBy::FirstLoad,
+        traces: false,
     };
-    let host = off_runtime(&tokio, || {
+    let assembled = off_runtime(&tokio, || {
         assembler.assemble(&prepared, Mode::Check, &mut out)
     })?;
+    let (host, triggers) = (&assembled.app, &assembled.triggers);
     let app = &prepared.app;
     // In the order the triggers first use them.
     let guests: Vec<(&ferry_manifest::Component, &ferry_runtime::Guest)> =
         assemble::used_components(app)?
             .into_iter()
-            .filter_map(|(c, _)| host.guest(&c.id).map(|guest| (c, guest)))
+            .filter_map(|(c, _)| {
+                host.guest(&c.id)
+                    .or_else(|| triggers.guest(&c.id).map(|g| &**g))
+                    .map(|guest| (c, guest))
+            })
             .collect();
     writeln!(
         out,
@@ -1049,9 +1110,10 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     }
     writeln!(
         out,
-        "\nOK: {} component(s), {} route(s)",
+        "\nOK: {} component(s), {} route(s), {} event trigger(s)",
         guests.len(),
-        app.triggers.len()
+        app.triggers.len(),
+        app.event_triggers.len()
     )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -38,7 +38,7 @@ fn the_dependency_arrows_point_one_way() {
         "wasmtime-wasi-http",
         "cranelift-codegen",
     ];
-    let rules: [(&str, &str, Vec<&str>); 7] = [
+    let rules: [(&str, &str, Vec<&str>); 8] = [
         (
             "ferry-client",
             "the client links no wasmtime and knows nothing of the host's internals",
@@ -73,7 +73,13 @@ fn the_dependency_arrows_point_one_way() {
             "manifests are read without an engine or any other Ferry crate",
             [
                 &wasm[..],
-                &["ferry-api", "ferry-runtime", "ferry-server", "ferry-store"],
+                &[
+                    "ferry-api",
+                    "ferry-runtime",
+                    "ferry-server",
+                    "ferry-store",
+                    "ferry-trigger",
+                ],
             ]
             .concat(),
         ),
@@ -90,6 +96,11 @@ fn the_dependency_arrows_point_one_way() {
             "ferry-runtime",
             "the runtime knows nothing of HTTP routing or the control plane",
             vec!["ferry-server", "ferry-control", "ferry-client"],
+        ),
+        (
+            "ferry-trigger",
+            "event triggers know nothing of HTTP serving or the control plane",
+            vec!["ferry-server", "ferry-control", "ferry-client", "hyper-util"],
         ),
         (
             "ferry-server",

@@ -57,6 +57,7 @@ impl InProcess {
                 tokio: tokio.handle().clone(),
                 metrics: Some(metrics.clone()),
                 sized_by: SizedBy::Flag,
+                traces: false,
             },
             Settings {
                 limits: Default::default(),

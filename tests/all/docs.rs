@@ -72,6 +72,7 @@ fn the_admin_api_types_are_what_the_document_says() {
                 entrypoint: "_start".into(),
             }),
             routes: vec!["/...".into()],
+            triggers: vec!["redis `web-redis-trigger`: channel `c` on redis://h:6379".into()],
             serves: Some("wasi:http/incoming-handler@0.2.0".into()),
             imports: vec!["wasi:cli/environment@0.2.0".into()],
             unsupported: vec!["fermyon:spin/mqtt".into()],

@@ -24,6 +24,7 @@ mod spin_sdk;
 mod state;
 mod support;
 mod traces;
+mod triggers;
 mod variables;
 mod wagi;
 mod wasi_http;

@@ -70,7 +70,7 @@ impl Scrape {
 }
 
 /// `ferry up --metrics-listen`'s address, from what it printed.
-fn metrics_url(ferry: &Ferry) -> String {
+pub(crate) fn metrics_url(ferry: &Ferry) -> String {
     ferry
         .stdout
         .lock()
@@ -80,7 +80,7 @@ fn metrics_url(ferry: &Ferry) -> String {
         .expect("the metrics address is printed")
 }
 
-async fn read_metrics(url: &str) -> Scrape {
+pub(crate) async fn read_metrics(url: &str) -> Scrape {
     let reply = get(url).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert!(

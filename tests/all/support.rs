@@ -103,7 +103,8 @@ fn ferry_env(mut cmd: Command) -> Command {
 }
 
 /// A position in a [`Ferry`]'s log.
-#[derive(Debug, Clone, Copy)]
+/// The default is the log's start.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct LogMark(usize);
 
 /// A running `ferry up`.

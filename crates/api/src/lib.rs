@@ -208,13 +208,16 @@ pub struct ComponentSummary {
     /// Its file (relative to the app directory), or its URL and digest.
     pub source: String,
     pub wasm_bytes: u64,
-    /// `wasi:http` or `wagi`.
+    /// `wasi:http`, `wagi`, or the event trigger type (`redis`, `cron`).
     pub executor: String,
     /// A WAGI component's command line and entry point.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wagi: Option<WagiSummary>,
     pub routes: Vec<String>,
-    /// The wasi:http interface it exports and Ferry serves, and how its
+    /// Each event trigger that runs it (`redis trigger \`id\`: channel …`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<String>,
+    /// The interface it exports and Ferry calls, and how its
     /// bytes were adapted first, if they were.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serves: Option<String>,
@@ -262,7 +265,10 @@ impl ComponentSummary {
             ),
             None => self.executor.clone(),
         };
-        if self.routes.is_empty() {
+        for trigger in &self.triggers {
+            writeln!(out, "  trigger    {trigger}")?;
+        }
+        if self.routes.is_empty() && self.triggers.is_empty() {
             writeln!(out, "  route      (none) ({executor})")?;
         }
         for route in &self.routes {

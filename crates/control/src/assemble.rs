@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ferry_manifest::{
-    App, Component, ComponentVariables, Executor, Handler, Limits, RuntimeConfig, Source,
+    App, Component, ComponentVariables, EventSource, Executor, Handler, Limits, RuntimeConfig,
+    Source,
 };
 use ferry_runtime::{ComponentContext, Guest, Runtime};
 use ferry_server::LoadedApp;
@@ -35,27 +36,34 @@ pub fn runtime_config(app: &App, named: Option<&Path>) -> anyhow::Result<Runtime
     })
 }
 
-/// Each component that a trigger uses, with its executor. A component used
-/// with two different executors is an error; unused components are skipped.
+/// Each component that a trigger uses, with its executor: HTTP triggers'
+/// first, then event triggers'. A component used with two different
+/// executors (by an HTTP and a Redis trigger, say) is an error; unused
+/// components are skipped.
 pub fn used_components(app: &App) -> anyhow::Result<Vec<(&Component, Executor)>> {
+    let http = app.triggers.iter().filter_map(|t| match &t.handler {
+        Handler::Component { id, executor } => Some((id, executor.clone(), t.line)),
+        Handler::Static(_) => None,
+    });
+    let events = app
+        .event_triggers
+        .iter()
+        .map(|t| (&t.component, t.source.executor(), t.line));
     let mut used: Vec<(&Component, Executor)> = Vec::new();
-    for trigger in &app.triggers {
-        let Handler::Component { id, executor } = &trigger.handler else {
-            continue;
-        };
+    for (id, executor, line) in http.chain(events) {
         let component = app
             .component(id)
             .context("trigger names a missing component")?;
         match used.iter().find(|(c, _)| c.id == component.id) {
-            Some((_, used_with)) if used_with != executor => {
+            Some((_, used_with)) if *used_with != executor => {
                 return Err(Failure::load(format!(
-                    "component `{}` is used with two different executors (see the trigger at line {})",
-                    component.id, trigger.line
+                    "component `{}` is used with two different executors (see the trigger at line {line}): a component exports one entry point, so give each trigger type its own component",
+                    component.id
                 ))
                 .into());
             }
             Some(_) => {}
-            None => used.push((component, executor.clone())),
+            None => used.push((component, executor)),
         }
     }
     Ok(used)
@@ -68,6 +76,10 @@ pub fn warn_unused(app: &App) {
             .triggers
             .iter()
             .any(|t| t.component() == Some(component.id.as_str()))
+            && !app
+                .event_triggers
+                .iter()
+                .any(|t| t.component == component.id)
         {
             tracing::warn!(
                 component = component.id.as_str(),
@@ -207,6 +219,8 @@ pub struct Prepared {
     pub config: RuntimeConfig,
     pub limits: BTreeMap<String, Limits>,
     pub variables: BTreeMap<String, ComponentVariables>,
+    /// The app's event triggers, their templates filled in.
+    pub triggers: Vec<ferry_trigger::Trigger>,
 }
 
 /// Reads the app whose manifest is `manifest` (a file or a directory
@@ -239,6 +253,7 @@ pub fn prepare(
             component.allowed_outbound_hosts.extend(hosts);
         }
     }
+    let triggers = event_triggers(&app, &given)?;
     // Before the runtime: a download that fails costs no engine set-up.
     let downloads = Downloader::new(
         settings.cache_dir.as_deref(),
@@ -252,7 +267,44 @@ pub fn prepare(
         config,
         limits,
         variables,
+        triggers,
     })
+}
+
+/// The app's event triggers with their templates filled in from `given`
+/// (and the variables' defaults), each address checked.
+fn event_triggers(
+    app: &App,
+    given: &BTreeMap<String, String>,
+) -> anyhow::Result<Vec<ferry_trigger::Trigger>> {
+    let render = |template| {
+        ferry_manifest::render_template(app, given, template)
+            .map_err(|missing| Failure::load(missing.to_string()))
+    };
+    let mut triggers = Vec::new();
+    for trigger in &app.event_triggers {
+        let source = match &trigger.source {
+            EventSource::Redis { address, channel } => ferry_trigger::Source::Redis {
+                address: render(address)?,
+                channel: render(channel)?,
+            },
+            EventSource::Cron { schedule } => ferry_trigger::Source::Cron {
+                schedule: schedule.clone(),
+            },
+        };
+        source.check().map_err(|e| {
+            Failure::load(format!(
+                "trigger `{}` (line {}): {e}",
+                trigger.id, trigger.line
+            ))
+        })?;
+        triggers.push(ferry_trigger::Trigger {
+            id: trigger.id.clone(),
+            component: trigger.component.clone(),
+            source,
+        });
+    }
+    Ok(triggers)
 }
 
 impl Prepared {
@@ -300,6 +352,9 @@ pub struct Assembler {
     /// What decided the engine's instance size, for the error when an app
     /// needs more.
     pub sized_by: SizedBy,
+    /// Whether event trigger invocations record spans (the server's
+    /// requests do where its table was made with traces on).
+    pub traces: bool,
 }
 
 /// What decided how much memory the engine's instance slots have.
@@ -321,7 +376,7 @@ impl Assembler {
         prepared: &Prepared,
         mode: Mode<'_>,
         out: &mut dyn std::io::Write,
-    ) -> anyhow::Result<LoadedApp> {
+    ) -> anyhow::Result<Assembled> {
         let engine_memory = self.runtime.options().max_memory;
         if prepared.max_memory() > engine_memory {
             let (needed, engine) = (human_size(prepared.max_memory()), human_size(engine_memory));
@@ -387,8 +442,34 @@ impl Assembler {
                 metrics.component_loaded(compile.from_cache, compile.elapsed);
             }
         }
-        LoadedApp::succeeding(previous, app, guests)
+        // Event guests run beside the server, not behind a route.
+        let (events, http): (Vec<Guest>, Vec<Guest>) =
+            guests.into_iter().partition(|g| g.event_export().is_some());
+        let loaded = LoadedApp::succeeding(previous, app, http)?;
+        let events: Vec<Arc<Guest>> = events.into_iter().map(Arc::new).collect();
+        let triggers = prepared
+            .triggers
+            .iter()
+            .map(|trigger| {
+                let guest = events
+                    .iter()
+                    .find(|g| g.id() == trigger.component)
+                    .context("an event trigger's component was not loaded")?;
+                Ok((trigger.clone(), guest.clone()))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Assembled {
+            triggers: ferry_trigger::Triggers::new(&app.name, loaded.incarnation(), triggers),
+            app: loaded,
+        })
     }
+}
+
+/// One version of an app, assembled: what the server serves, and the
+/// event triggers that run beside it.
+pub struct Assembled {
+    pub app: LoadedApp,
+    pub triggers: ferry_trigger::Triggers,
 }
 
 /// Runs `work` on another thread while this one drives `tokio`, for a

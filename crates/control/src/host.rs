@@ -123,6 +123,8 @@ pub struct Host {
     /// Told of every change to what this node serves (its heartbeat
     /// reports it at once).
     changed: tokio::sync::Notify,
+    /// Each serving app's event triggers, started with its version.
+    triggers: Mutex<BTreeMap<String, ferry_trigger::Running>>,
 }
 
 /// How often a node following a shared desired state reads all of it
@@ -149,6 +151,7 @@ impl Host {
     ) -> Self {
         Self {
             metrics,
+            triggers: Mutex::default(),
             collected: Mutex::new(None),
             changed: tokio::sync::Notify::new(),
             state,
@@ -400,6 +403,7 @@ impl Host {
     /// (heartbeat, metrics); its files are the caller's to remove.
     fn stop_serving(&self, name: &str) {
         self.live.remove(name);
+        self.swap_triggers(name, None);
         self.apps
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -826,7 +830,10 @@ impl Host {
         stores::confine_data_paths(&mut prepared, &data).map_err(invalid)?;
         let previous = self.live.app(name);
         let guest_stores = self.state.guest_stores();
-        let host = self
+        let assemble::Assembled {
+            app: host,
+            triggers,
+        } = self
             .assembler
             .assemble(
                 &prepared,
@@ -840,6 +847,7 @@ impl Host {
             .map_err(invalid)?;
         let mut components: Vec<Compiled> = host
             .guests()
+            .chain(triggers.guests())
             .map(|g| Compiled {
                 id: g.id().to_owned(),
                 from_cache: g.info().compile.from_cache,
@@ -847,7 +855,7 @@ impl Host {
             })
             .collect();
         components.sort_by(|a, b| a.id.cmp(&b.id));
-        let details = component_details(&prepared, &host, &tree);
+        let details = component_details(&prepared, &host, &triggers, &tree);
         let routes = routes(host.router());
         // Recorded first, so that a crash once traffic has moved restores
         // what was serving; undone if the swap is refused (an app that
@@ -890,6 +898,9 @@ impl Host {
             }
             return Err(HostError::Conflict(conflict.0));
         }
+        // The new version's triggers start once it serves; the old ones
+        // stop after, finishing what they had begun.
+        self.swap_triggers(name, Some(&triggers));
         self.state.served(name, record.version);
         let mut warnings = Vec::new();
         if !prepared.app.warnings.is_empty() {
@@ -914,6 +925,24 @@ impl Host {
             warnings: (!warnings.is_empty()).then(|| warnings.join("\n")),
             elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
         })
+    }
+
+    /// Starts `triggers` (if any) as `name`'s, and stops the ones it had:
+    /// they finish the invocations under way on their own.
+    fn swap_triggers(&self, name: &str, triggers: Option<&ferry_trigger::Triggers>) {
+        let started = triggers.filter(|t| !t.is_empty()).map(|t| {
+            let _enter = self.assembler.tokio.enter();
+            t.start(Some(self.metrics.triggers()), self.assembler.traces)
+        });
+        let mut running = self.triggers.lock().unwrap_or_else(|e| e.into_inner());
+        let old = match started {
+            Some(started) => running.insert(name.to_owned(), started),
+            None => running.remove(name),
+        };
+        drop(running);
+        if let Some(old) = old {
+            self.assembler.tokio.spawn(old.stop());
+        }
     }
 
     /// What claiming `hostnames` for `name` takes from the apps routed by
@@ -1050,10 +1079,12 @@ fn routes(router: &Router) -> Vec<String> {
 fn component_details(
     prepared: &assemble::Prepared,
     host: &LoadedApp,
+    triggers: &ferry_trigger::Triggers,
     tree: &Path,
 ) -> Vec<ComponentSummary> {
     let app = &prepared.app;
     host.guests()
+        .chain(triggers.guests())
         .filter_map(|guest| {
             let component = app.component(guest.id())?;
             Some(summary::summarize(

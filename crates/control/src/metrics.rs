@@ -74,6 +74,7 @@ type PoolGauges = Family<PoolLabels, Gauge<i64, AtomicI64>>;
 pub struct Metrics {
     registry: Registry,
     server: ServerMetrics,
+    triggers: ferry_trigger::TriggerMetrics,
     compiles: Family<CompileLabels, Counter>,
     compile_seconds: Family<CompileLabels, Histogram, fn() -> Histogram>,
     deploys: Family<ChangeLabels, Counter>,
@@ -111,8 +112,10 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::default();
         let server = ServerMetrics::register(&mut registry);
+        let triggers = ferry_trigger::TriggerMetrics::register(&mut registry);
         let metrics = Self {
             server,
+            triggers,
             compiles: Family::default(),
             compile_seconds: Family::new_with_constructor(compile_histogram),
             deploys: Family::default(),
@@ -220,6 +223,11 @@ impl Metrics {
     /// The request path's families, for the apps table.
     pub fn server(&self) -> ServerMetrics {
         self.server.clone()
+    }
+
+    /// The event triggers' series.
+    pub fn triggers(&self) -> &ferry_trigger::TriggerMetrics {
+        &self.triggers
     }
 
     /// The engine whose pools the scrape reads.

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use ferry_api::human::human_size;
 use ferry_api::{ComponentSummary, WagiSummary};
-use ferry_manifest::{App, Component, ComponentVariables, Executor, FileMount, Handler, Route};
+use ferry_manifest::{
+    App, Component, ComponentVariables, EventSource, Executor, FileMount, Handler, Route,
+};
 use ferry_runtime::Guest;
 
 /// How a component's variables are shown.
@@ -49,6 +51,25 @@ pub fn summarize(
             Route::Private => "(private)".into(),
         });
     }
+    let mut triggers = Vec::new();
+    for trigger in &app.event_triggers {
+        if trigger.component != component.id {
+            continue;
+        }
+        executor = trigger.kind();
+        triggers.push(format!(
+            "{} `{}`: {}",
+            trigger.kind(),
+            trigger.id,
+            match &trigger.source {
+                EventSource::Redis { address, channel } => format!(
+                    "channel `{channel}` on {}",
+                    ferry_manifest::redacted(&address.to_string())
+                ),
+                EventSource::Cron { schedule } => format!("schedule `{schedule}` (UTC)"),
+            }
+        ));
+    }
     let l = guest.limits();
     ComponentSummary {
         id: component.id.clone(),
@@ -62,6 +83,7 @@ pub fn summarize(
         executor: executor.to_owned(),
         wagi,
         routes,
+        triggers,
         serves: info.serves.as_ref().map(|serves| match info.adapted {
             Some(how) => format!("{serves} ({how})"),
             None => serves.clone(),

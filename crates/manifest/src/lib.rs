@@ -18,6 +18,7 @@
 
 mod component;
 mod diagnostic;
+mod event;
 pub mod files;
 mod limits;
 mod outbound;
@@ -32,6 +33,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 pub use diagnostic::{Diagnostic, ManifestError, Warnings};
+pub use event::{EventSource, EventTrigger, parse_schedule};
 pub use limits::{
     ConfinedPath, KeyValueStoreConfig, Limits, LimitsOverride, OutsidePath, RuntimeConfig,
     SqliteDatabaseConfig, normalize_relative, parse_duration, parse_size,
@@ -40,7 +42,7 @@ pub use outbound::{AllowedHost, AllowedOutboundHosts, default_port};
 pub use route::{RouteMatch, RoutePattern};
 pub use variables::{
     ComponentVariables, MissingVariables, Template, Variable, check_name as check_variable_name,
-    resolve as resolve_variables, resolve_outbound_templates,
+    render_template, resolve as resolve_variables, resolve_outbound_templates,
 };
 use walk::{Diagnostics, TableView};
 
@@ -60,6 +62,8 @@ pub struct App {
     /// `[application.trigger.http] base`, normalised to start with `/`.
     pub base: String,
     pub triggers: Vec<HttpTrigger>,
+    /// `[[trigger.redis]]` and `[[trigger.cron]]`, in manifest order by type.
+    pub event_triggers: Vec<EventTrigger>,
     /// In manifest order (inline components where their trigger is).
     pub components: Vec<Component>,
     /// `[variables]`, in manifest order.
@@ -128,12 +132,19 @@ pub struct StaticResponse {
     pub body: String,
 }
 
+/// How Ferry calls a component: what it must export, and what it is given.
+/// An HTTP trigger's `executor` picks one of the first two; an event
+/// trigger's type decides the others.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Executor {
     /// A `wasi:http` component.
     Http,
     /// A WASI preview 1 command module run as a CGI program.
     Wagi(WagiConfig),
+    /// A `[[trigger.redis]]` component: `fermyon:spin/inbound-redis`.
+    InboundRedis,
+    /// A `[[trigger.cron]]` component: `handle-cron-event`.
+    Cron,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,7 +214,10 @@ impl std::fmt::Display for Source {
 /// `url` as it may be shown in output and logs: without credentials
 /// (`user:token@`) or a query (pre-signed URLs carry their signature there).
 pub fn redacted(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // Not a URL (a template, say): nothing in it is a credential's place.
+        return url.to_owned();
+    };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
     let host = authority
@@ -381,6 +395,7 @@ fn parse(
         authors: Vec::new(),
         base: "/".into(),
         triggers: Vec::new(),
+        event_triggers: Vec::new(),
         components: Vec::new(),
         variables: Vec::new(),
         warnings: Warnings::default(),
@@ -388,9 +403,10 @@ fn parse(
     // Before the components, whose templates refer to them.
     app.variables = variables::read_app_variables(&mut diags, &mut root);
 
+    let mut redis_address = None;
     match root.table(&mut diags, "application") {
         Some(mut table) => {
-            read_application(&mut diags, &mut table, &mut app);
+            redis_address = read_application(&mut diags, &mut table, &mut app);
             table.finish(&mut diags, &[]);
         }
         None if root.key_span("application").is_none() => {
@@ -430,12 +446,13 @@ fn parse(
             sources,
             &mut app,
             &mut defined_at,
+            redis_address.as_ref(),
         );
     }
-    if app.triggers.is_empty() && !diags.has_errors() {
+    if app.triggers.is_empty() && app.event_triggers.is_empty() && !diags.has_errors() {
         diags.error(
             root.key_span("trigger").unwrap_or(0..0),
-            "the app has no `[[trigger.http]]`: nothing to serve",
+            "the app has no trigger (`[[trigger.http]]`, `[[trigger.redis]]`, `[[trigger.cron]]`): nothing to run",
         );
     }
 
@@ -476,7 +493,12 @@ fn check_version(diags: &mut Diagnostics, root: &mut TableView<'_, '_>) {
     }
 }
 
-fn read_application(diags: &mut Diagnostics, table: &mut TableView<'_, '_>, app: &mut App) {
+/// Reads `[application]`; returns `[application.trigger.redis] address`.
+fn read_application(
+    diags: &mut Diagnostics,
+    table: &mut TableView<'_, '_>,
+    app: &mut App,
+) -> Option<Template> {
     if let Some(name) = table.required_string(diags, "name") {
         if name.get_ref().trim().is_empty() {
             diags.error(name.span(), "`application.name` cannot be empty");
@@ -494,9 +516,31 @@ fn read_application(diags: &mut Diagnostics, table: &mut TableView<'_, '_>, app:
     // nothing at run time uses them.
     component::check_targets(diags, table);
     walk::check_tool_tables(diags, table);
+    let mut redis_address = None;
     if let Some(mut triggers) = table.table(diags, "trigger") {
         for kind in triggers.key_names() {
             if kind == "http" {
+                continue;
+            }
+            if kind == "redis" {
+                if let Some(mut redis) = triggers.table(diags, "redis") {
+                    redis_address = event::read_redis_defaults(diags, &mut redis, app);
+                    redis.finish(diags, &[]);
+                }
+                continue;
+            }
+            if trigger::EVENT_KINDS.contains(&kind.as_str()) {
+                // The cron trigger has no application-level settings.
+                let _ = triggers.get(&kind);
+                diags.push(
+                    Diagnostic::new(
+                        triggers.key_span(&kind).unwrap_or(0..0),
+                        format!("`application.trigger.{kind}` has no settings"),
+                    )
+                    .with_help(format!(
+                        "the `{kind}` trigger takes its settings from each `[[trigger.{kind}]]`"
+                    )),
+                );
                 continue;
             }
             let _ = triggers.get(&kind);
@@ -520,6 +564,7 @@ fn read_application(diags: &mut Diagnostics, table: &mut TableView<'_, '_>, app:
         }
         triggers.finish(diags, &[]);
     }
+    redis_address
 }
 
 #[cfg(test)]

@@ -122,16 +122,16 @@ fn fields_ferry_cannot_honour_are_refused_at_their_key() {
     let err = f
         .parse(&format!(
             r#"{HEADER}
-[application.trigger.redis]
-address = "redis://localhost"
+[application.trigger.mqtt]
+address = "mqtt://localhost"
 
 [[trigger.http]]
 route = "/"
 component = "a"
 components = {{ extra = "a" }}
 
-[[trigger.redis]]
-channel = "x"
+[[trigger.mqtt]]
+topic = "x"
 component = "a"
 
 [[trigger.cron]]
@@ -157,6 +157,108 @@ source = {{ registry = "ttl.sh", package = "demo:b", version = "1.0.0" }}
     insta::assert_snapshot!("refused_fields", err);
 }
 
+#[test]
+fn event_triggers_are_read_as_spin_reads_them() {
+    let f = Fixture::new();
+    let app = f
+        .parse(&format!(
+            r#"{HEADER}
+[variables]
+host = {{ default = "cache" }}
+password = {{ required = true, secret = true }}
+
+[application.trigger.redis]
+address = "redis://:{{{{ password }}}}@{{{{ host }}}}:6379"
+
+[[trigger.redis]]
+channel = "orders"
+component = "a"
+
+[[trigger.redis]]
+id = "audit"
+address = "redis://audit:6380"
+channel = "{{{{ host }}}}-audit"
+component = {{ source = "app.wasm" }}
+
+[[trigger.cron]]
+component = "b"
+cron_expression = "*/5 * * * * MON-FRI"
+
+[[trigger.cron]]
+component = "b"
+cron_expression = "@hourly"
+
+[component.a]
+source = "app.wasm"
+
+[component.b]
+source = "app.wasm"
+"#
+        ))
+        .unwrap();
+    let summary: Vec<String> = app
+        .event_triggers
+        .iter()
+        .map(|t| match &t.source {
+            EventSource::Redis { address, channel } => {
+                format!(
+                    "{} {} redis {address} {channel} line {}",
+                    t.id, t.component, t.line
+                )
+            }
+            EventSource::Cron { schedule } => {
+                format!("{} {} cron {schedule} line {}", t.id, t.component, t.line)
+            }
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "a-redis-trigger a redis redis://:{{ password }}@{{ host }}:6379 orders line 12",
+            "audit audit-component redis redis://audit:6380 {{ host }}-audit line 16",
+            "b-cron-trigger b cron */5 * * * * MON-FRI line 22",
+            "cron-trigger1 b cron @hourly line 26",
+        ]
+    );
+    assert!(app.component("audit-component").is_some());
+    assert!(app.triggers.is_empty(), "no HTTP trigger is needed");
+}
+
+#[test]
+fn event_trigger_mistakes_are_reported_at_their_field() {
+    let f = Fixture::new();
+    let err = f
+        .parse(&format!(
+            r#"{HEADER}
+[application.trigger.cron]
+x = 1
+
+[[trigger.redis]]
+channel = "{{{{ nope }}}}"
+component = "a"
+address = "redis://h"
+
+[[trigger.redis]]
+channel = "c"
+component = "a"
+
+[[trigger.redis]]
+address = "redis://h"
+component = "a"
+extra = true
+
+[[trigger.cron]]
+component = "missing"
+cron_expression = "61 * * * * *"
+
+[component.a]
+source = "app.wasm"
+"#
+        ))
+        .unwrap_err();
+    insta::assert_snapshot!("event_trigger_mistakes", err);
+}
+
 /// Everything a Spin 3.x manifest may hold that Ferry accepts, in one app.
 const EVERY_ACCEPTED_FIELD: &str = r#"spin_manifest_version = 2
 
@@ -172,6 +274,20 @@ source = "tests.wasm"
 
 [application.trigger.http]
 base = "/"
+
+[application.trigger.redis]
+address = "redis://cache:6379"
+
+[[trigger.redis]]
+id = "orders"
+channel = "orders"
+address = "redis://other:6379"
+component = { source = "app.wasm" }
+
+[[trigger.cron]]
+id = "nightly"
+component = { source = "app.wasm" }
+cron_expression = "0 0 3 * * *"
 
 [[trigger.http]]
 id = "api"
@@ -325,7 +441,14 @@ fn every_field_spin_accepts_loads() {
     let ids: Vec<&str> = app.components.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(
         ids,
-        ["web-component", "http-trigger1-component", "api", "p3"],
+        [
+            "orders-component",
+            "nightly-component",
+            "web-component",
+            "http-trigger1-component",
+            "api",
+            "p3"
+        ],
         "manifest order"
     );
 }

@@ -1,4 +1,5 @@
-//! `[[trigger.http]]` entries, and the refusal of every other trigger type.
+//! `[[trigger.http]]` entries, the dispatch of event triggers to
+//! `event.rs`, and the refusal of every other trigger type.
 //!
 //! Spin 3.x's HTTP trigger accepts `id`, `route`, `component` (an id or an
 //! inline component), `static_response` and `executor`; so does Ferry.
@@ -15,9 +16,12 @@ use crate::{
     WagiConfig, component, diagnostic,
 };
 
-/// Reads `[trigger]`: every `[[trigger.http]]`, and an error at every other
-/// trigger type. `defined_at` gets the manifest offset of each inline
-/// component, in step with `app.components`.
+/// Reads `[trigger]`: every `[[trigger.http]]`, every event trigger Ferry
+/// runs (`event.rs`), and an error at every other trigger type.
+/// `defined_at` gets the manifest offset of each inline component, in step
+/// with `app.components`. `redis_address` is `[application.trigger.redis]
+/// address`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn read_all(
     diags: &mut Diagnostics,
     mut triggers: TableView<'_, '_>,
@@ -25,27 +29,39 @@ pub(crate) fn read_all(
     sources: Sources,
     app: &mut App,
     defined_at: &mut Vec<usize>,
+    redis_address: Option<&crate::Template>,
 ) {
-    for kind in triggers.key_names() {
+    // HTTP first: Spin generates ids for HTTP triggers before the others.
+    let mut kinds = triggers.key_names();
+    kinds.sort_by_key(|k| k != "http");
+    for kind in kinds {
         let span = triggers.key_span(&kind).unwrap_or(0..0);
         let Some(value) = triggers.get(&kind) else {
             continue;
         };
-        if kind == "http" {
-            read_http(diags, value, text, sources, app, defined_at);
-        } else {
-            diags.push(refuse_kind(span, &format!("trigger.{kind}"), &kind));
+        match kind.as_str() {
+            "http" => read_http(diags, value, text, sources, app, defined_at),
+            "redis" | "cron" => crate::event::read(
+                diags,
+                &kind,
+                value,
+                text,
+                sources,
+                app,
+                defined_at,
+                redis_address,
+            ),
+            _ => diags.push(refuse_kind(span, &format!("trigger.{kind}"), &kind)),
         }
     }
 }
 
+/// Trigger types whose application-level table Ferry reads.
+pub(crate) const EVENT_KINDS: &[&str] = &["redis", "cron"];
+
 /// The error for a trigger type other than HTTP, at `span`.
 pub(crate) fn refuse_kind(span: Range<usize>, qualified: &str, kind: &str) -> Diagnostic {
     let needs = match kind {
-        "redis" => {
-            "a Redis subscriber that runs the component for each message on a channel".to_owned()
-        }
-        "cron" => "a scheduler that runs the component on a timetable".to_owned(),
         "command" => "a runner that executes the component once as a command".to_owned(),
         "sqs" | "mqtt" | "kafka" => {
             format!("a {kind} consumer that runs the component for each message")
@@ -53,7 +69,7 @@ pub(crate) fn refuse_kind(span: Range<usize>, qualified: &str, kind: &str) -> Di
         other => format!("what Spin's `trigger-{other}` plugin provides"),
     };
     Diagnostic::new(span, format!("`{qualified}` is not supported by Ferry")).with_help(format!(
-        "Ferry serves only HTTP triggers; a `{kind}` trigger needs {needs}"
+        "Ferry runs `http`, `redis` and `cron` triggers; a `{kind}` trigger needs {needs}"
     ))
 }
 
@@ -100,7 +116,7 @@ fn read_http(
             .filter(|id| !id.is_empty());
         let id = match explicit {
             Some(id) => id,
-            None => generated_trigger_id(&table, &mut ids, &mut counter),
+            None => generated_id(&table, "http", &mut ids, &mut counter),
         };
         let handler = read_handler(diags, &mut table, &id, sources, app, defined_at);
         let route_value = table.get("route");
@@ -208,22 +224,23 @@ fn read_route(diags: &mut Diagnostics, value: &Value<'_>, base: &str) -> Option<
     }
 }
 
-/// The id Spin gives a trigger written without one: `<component>-http-trigger`
+/// The id Spin gives a trigger written without one: `<component>-<kind>-trigger`
 /// when it names a component by id and that is free, else the first free
-/// `http-trigger<N>`. `ids` holds every id taken so far.
-fn generated_trigger_id(
+/// `<kind>-trigger<N>`. `ids` holds every id taken so far.
+pub(crate) fn generated_id(
     table: &TableView<'_, '_>,
+    kind: &str,
     ids: &mut Vec<String>,
     counter: &mut usize,
 ) -> String {
     let natural = match table.peek("component").map(|v| v.get_ref()) {
-        Some(DeValue::String(component)) => Some(format!("{component}-http-trigger")),
+        Some(DeValue::String(component)) => Some(format!("{component}-{kind}-trigger")),
         _ => None,
     };
     let id = match natural.filter(|id| !ids.contains(id)) {
         Some(id) => id,
         None => loop {
-            let id = format!("http-trigger{counter}");
+            let id = format!("{kind}-trigger{counter}");
             if !ids.contains(&id) {
                 break id;
             }
@@ -272,7 +289,7 @@ fn read_handler(
     }
 }
 
-fn read_component_ref(
+pub(crate) fn read_component_ref(
     diags: &mut Diagnostics,
     value: &Value<'_>,
     trigger_id: &str,

@@ -229,10 +229,9 @@ pub(crate) fn check_references(
     }
 }
 
-/// An `allowed_outbound_hosts` entry written as a template: its references
-/// must be declared, and none may be secret (hosts are shown by `ferry
-/// check` and in logs).
-pub(crate) fn read_host_template(
+/// A manifest string written as a template: its references must be
+/// declared application variables.
+pub(crate) fn read_template(
     diags: &mut Diagnostics,
     entry: &toml::Spanned<String>,
     declared: &[Variable],
@@ -250,6 +249,19 @@ pub(crate) fn read_host_template(
         declared,
         &[(String::new(), template.clone(), entry.span())],
     );
+    (diags.errors.len() == before).then_some(template)
+}
+
+/// An `allowed_outbound_hosts` entry written as a template: its references
+/// must be declared, and none may be secret (hosts are shown by `ferry
+/// check` and in logs).
+pub(crate) fn read_host_template(
+    diags: &mut Diagnostics,
+    entry: &toml::Spanned<String>,
+    declared: &[Variable],
+) -> Option<Template> {
+    let template = read_template(diags, entry, declared)?;
+    let before = diags.errors.len();
     for name in template.references() {
         if declared.iter().any(|v| v.name == name && v.secret) {
             diags.push(
@@ -396,6 +408,17 @@ pub fn resolve_outbound_templates(
         }
     }
     Ok(hosts)
+}
+
+/// `template` filled in from the application variables' defaults and
+/// `given` values (which win).
+pub fn render_template(
+    app: &crate::App,
+    given: &BTreeMap<String, String>,
+    template: &Template,
+) -> Result<String, MissingVariables> {
+    let values = values(app, given)?;
+    Ok(render(template, &values))
 }
 
 /// Every application variable's value and whether it is secret.

@@ -15,6 +15,7 @@ mod adapt;
 mod body;
 mod cache;
 mod engine;
+mod events;
 mod files;
 mod http;
 mod key_value;
@@ -40,6 +41,7 @@ use wasmtime::Engine;
 pub use body::{BodyTooLarge, BoxError, Limited, ResponseBody};
 pub use cache::{CompileCache, CompileStats};
 pub use engine::{EPOCH_TICK, EngineOptions};
+pub use events::{Event, EventExport};
 pub use ferry_manifest::Limits;
 pub use sandbox::{MAX_LOG_LINES_PER_REQUEST, RequestLog, RequestStats};
 /// The CGI response parser, for the fuzz targets and their corpus test.
@@ -92,6 +94,7 @@ enum GuestKind {
     Http(http::ProxyPre),
     HttpP3(wasmtime_wasi_http::p3::bindings::ServicePre<http::HttpState>),
     Wagi(wasmtime::InstancePre<wagi::WagiState>, WagiConfig),
+    Event(events::EventPre),
 }
 
 /// What a component's guests may reach beyond WASI, made once when the app
@@ -368,8 +371,10 @@ impl Runtime {
             None
         };
         let adaptation = match executor {
-            Executor::Http => adapt::Adaptation::for_http(wasm, top.as_ref())
-                .with_context(|| format!("cannot serve {}", component.source))?,
+            Executor::Http | Executor::InboundRedis | Executor::Cron => {
+                adapt::Adaptation::for_http(wasm, top.as_ref())
+                    .with_context(|| format!("cannot serve {}", component.source))?
+            }
             Executor::Wagi(_) => {
                 anyhow::ensure!(
                     is_module,
@@ -413,7 +418,27 @@ impl Runtime {
                 // component only if it imports them.
                 let extended = unavailable::linker_for(base, engine, &c)?;
                 let linker = extended.as_ref().unwrap_or(base);
-                let kind = if wasi_03 {
+                let event = match executor {
+                    Executor::InboundRedis => Some(EventExport::InboundRedis),
+                    Executor::Cron => Some(EventExport::Cron),
+                    Executor::Http | Executor::Wagi(_) => None,
+                };
+                let kind = if let Some(export) = event {
+                    anyhow::ensure!(
+                        !wasi_03,
+                        "{} exports WASI 0.3's HTTP handler; a `{}` trigger calls {}",
+                        component.source,
+                        if export == EventExport::Cron {
+                            "cron"
+                        } else {
+                            "redis"
+                        },
+                        export.name()
+                    );
+                    events::pre(linker, &c, &exports, export)
+                        .map(GuestKind::Event)
+                        .with_context(|| format!("cannot run {}", component.source))?
+                } else if wasi_03 {
                     wasi_http_p3::pre(linker, &c)
                         .map(GuestKind::HttpP3)
                         .with_context(|| not_served(&exports))?
@@ -422,10 +447,13 @@ impl Runtime {
                         .map(GuestKind::Http)
                         .with_context(|| not_served(&exports))?
                 };
-                let serves = exports
-                    .iter()
-                    .find(|e| e.starts_with("wasi:http/"))
-                    .cloned();
+                let serves = match &kind {
+                    GuestKind::Event(pre) => Some(pre.export().name().to_owned()),
+                    _ => exports
+                        .iter()
+                        .find(|e| e.starts_with("wasi:http/"))
+                        .cloned(),
+                };
                 (kind, imports, serves)
             }
             (cache::Compiled::Module(m), Executor::Wagi(config)) => {
@@ -435,8 +463,8 @@ impl Runtime {
                 let pre = wagi::pre(&self.wagi_linker, &m, config)?;
                 (GuestKind::Wagi(pre, config.clone()), imports, None)
             }
-            (cache::Compiled::Module(_), Executor::Http) => {
-                unreachable!("the http executor always compiles a component")
+            (cache::Compiled::Module(_), _) => {
+                unreachable!("only the wagi executor compiles a core module")
             }
         };
         let unsupported = imports
@@ -549,6 +577,14 @@ impl Guest {
                 )
                 .await
             }
+            GuestKind::Event(pre) => {
+                let _guard = guard;
+                Err(GuestError::BadRequest(format!(
+                    "component `{}` runs on {} events, not HTTP requests",
+                    self.id,
+                    pre.export().name()
+                )))
+            }
             GuestKind::Wagi(pre, config) => {
                 let _guard = guard;
                 wagi::handle(
@@ -562,6 +598,45 @@ impl Guest {
                 )
                 .await
             }
+        }
+    }
+}
+
+impl Guest {
+    /// Runs one event (a message, a cron tick) in a fresh sandbox, under
+    /// the component's limits. `log` says which invocation the guest's
+    /// output lines belong to; `stats` collects what it cost.
+    pub async fn invoke(
+        &self,
+        event: Event,
+        log: Option<&RequestLog>,
+        stats: Option<Arc<RequestStats>>,
+    ) -> Result<(), GuestError> {
+        match &self.kind {
+            GuestKind::Event(pre) => {
+                events::invoke(
+                    &self.engine,
+                    pre,
+                    &self.sandbox,
+                    &self.limits,
+                    event,
+                    log,
+                    stats,
+                )
+                .await
+            }
+            _ => Err(GuestError::BadRequest(format!(
+                "component `{}` serves HTTP requests, not events",
+                self.id
+            ))),
+        }
+    }
+
+    /// The export an event trigger calls, if this guest runs on events.
+    pub fn event_export(&self) -> Option<EventExport> {
+        match &self.kind {
+            GuestKind::Event(pre) => Some(pre.export()),
+            _ => None,
         }
     }
 }

@@ -196,6 +196,11 @@ impl LoadedApp {
         &self.name
     }
 
+    /// Which life of the app this version belongs to.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
     /// The guests this version runs, by component id.
     pub fn guests(&self) -> impl Iterator<Item = &Guest> {
         self.slots.values().map(|slot| &slot.guest)

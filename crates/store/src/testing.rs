@@ -15,7 +15,21 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> Self {
-        let port = free_port();
+        Self::on_port(free_port())
+    }
+
+    /// A server again at `url` (one this process started and stopped):
+    /// a restart, as clients see it.
+    pub fn start_at(url: &str) -> Self {
+        let port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a redis://127.0.0.1:PORT url");
+        Self::on_port(port)
+    }
+
+    fn on_port(port: u16) -> Self {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
@@ -34,6 +48,14 @@ impl RedisServer {
             child,
             url: format!("redis://127.0.0.1:{port}"),
         }
+    }
+}
+
+impl RedisServer {
+    /// Kills the server (as a crash would) and waits for it to go.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -1,0 +1,199 @@
+//! Triggers that run a component on events instead of HTTP requests:
+//! `[[trigger.redis]]` (with `[application.trigger.redis]`) and
+//! `[[trigger.cron]]`, in the shape Spin's Redis trigger and the
+//! `spin-trigger-cron` plugin read.
+//!
+//! - Redis: `channel` and `component`, and `address` on the trigger or
+//!   `[application.trigger.redis] address` for every trigger without one.
+//!   Address and channel may be templates over application variables
+//!   (`"redis://{{ redis_host }}"`), filled in when the app is loaded.
+//! - Cron: `component` and `cron_expression`, six fields with seconds
+//!   first (`sec min hour day-of-month month day-of-week`), in UTC, read
+//!   by the same parser the plugin uses (`croner`, seconds required, day
+//!   of month *and* day of week must both match).
+
+use toml::de::DeValue;
+
+use crate::trigger::{generated_id, read_component_ref};
+use crate::variables::read_template;
+use crate::walk::{Diagnostics, TableView, Value, as_table};
+use crate::{App, Diagnostic, Sources, Template, diagnostic};
+
+/// One trigger that runs its component on events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventTrigger {
+    /// `id` as written, or the one Spin generates (`<component>-<type>-trigger`).
+    pub id: String,
+    pub component: String,
+    pub source: EventSource,
+    /// 1-based line of the trigger in the manifest, for messages.
+    pub line: usize,
+}
+
+impl EventTrigger {
+    /// The trigger's type as the manifest names it (`redis`, `cron`).
+    pub fn kind(&self) -> &'static str {
+        self.source.kind()
+    }
+}
+
+/// Where a trigger's events come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventSource {
+    /// Every message published on `channel` of the Redis server at
+    /// `address` (plain SUBSCRIBE: at most once, as Redis pub/sub is).
+    Redis {
+        address: Template,
+        channel: Template,
+    },
+    /// Each time the schedule names, in UTC.
+    Cron { schedule: String },
+}
+
+impl EventSource {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Redis { .. } => "redis",
+            Self::Cron { .. } => "cron",
+        }
+    }
+
+    /// How the trigger calls its component.
+    pub fn executor(&self) -> crate::Executor {
+        match self {
+            Self::Redis { .. } => crate::Executor::InboundRedis,
+            Self::Cron { .. } => crate::Executor::Cron,
+        }
+    }
+}
+
+/// Checks a cron expression as the cron trigger reads it.
+pub fn parse_schedule(expression: &str) -> Result<croner::Cron, String> {
+    croner::Cron::new(expression)
+        .with_seconds_required()
+        .with_dom_and_dow()
+        .parse()
+        .map_err(|e| format!("invalid cron expression `{expression}`: {e}"))
+}
+
+/// `[application.trigger.redis]`: the default address.
+pub(crate) fn read_redis_defaults(
+    diags: &mut Diagnostics,
+    table: &mut TableView<'_, '_>,
+    app: &App,
+) -> Option<Template> {
+    let address = table.string(diags, "address")?;
+    read_template(diags, &address, &app.variables)
+}
+
+/// Every `[[trigger.<kind>]]` of an event kind. `redis_address` is the
+/// application's default Redis address.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn read(
+    diags: &mut Diagnostics,
+    kind: &str,
+    value: &Value<'_>,
+    text: &str,
+    sources: Sources,
+    app: &mut App,
+    defined_at: &mut Vec<usize>,
+    redis_address: Option<&Template>,
+) {
+    let DeValue::Array(items) = value.get_ref() else {
+        diags.push(
+            Diagnostic::new(
+                value.span(),
+                format!("`trigger.{kind}` must be an array of tables"),
+            )
+            .with_help(format!("write each trigger as `[[trigger.{kind}]]`")),
+        );
+        return;
+    };
+    let mut ids: Vec<String> = app
+        .triggers
+        .iter()
+        .map(|t| t.id.clone())
+        .chain(app.event_triggers.iter().map(|t| t.id.clone()))
+        .collect();
+    let mut counter = 1;
+    for item in items.iter() {
+        let path = format!("trigger.{kind}[]");
+        let Some(mut table) = as_table(diags, item, path.clone()) else {
+            continue;
+        };
+        let line = diagnostic::line_col(text, table.span.start).0;
+        let id = match table
+            .string(diags, "id")
+            .filter(|id| !id.get_ref().is_empty())
+        {
+            Some(id) => id.into_inner(),
+            None => generated_id(&table, kind, &mut ids, &mut counter),
+        };
+        let component = match table.get("component") {
+            Some(value) => read_component_ref(diags, value, &id, sources, app, defined_at),
+            None => {
+                diags.error(
+                    table.span.clone(),
+                    format!("missing `component` in `[[trigger.{kind}]]`"),
+                );
+                None
+            }
+        };
+        let source = match kind {
+            "redis" => read_redis(diags, &mut table, app, redis_address),
+            "cron" => read_cron(diags, &mut table),
+            _ => unreachable!("only event kinds are read here"),
+        };
+        table.finish(diags, &[]);
+        if let (Some(component), Some(source)) = (component, source) {
+            app.event_triggers.push(EventTrigger {
+                id,
+                component,
+                source,
+                line,
+            });
+        }
+    }
+}
+
+fn read_redis(
+    diags: &mut Diagnostics,
+    table: &mut TableView<'_, '_>,
+    app: &App,
+    default_address: Option<&Template>,
+) -> Option<EventSource> {
+    let channel = table.required_string(diags, "channel");
+    let address = table.string(diags, "address");
+    let channel = read_template(diags, &channel?, &app.variables)?;
+    let address = match address {
+        Some(address) => read_template(diags, &address, &app.variables)?,
+        None => match default_address {
+            Some(address) => address.clone(),
+            None => {
+                diags.push(
+                    Diagnostic::new(table.span.clone(), "no Redis `address` for this trigger")
+                        .with_help(
+                            "set `address` here, or a default for every Redis trigger with `[application.trigger.redis] address = \"redis://HOST:PORT\"`",
+                        ),
+                );
+                return None;
+            }
+        },
+    };
+    Some(EventSource::Redis { address, channel })
+}
+
+fn read_cron(diags: &mut Diagnostics, table: &mut TableView<'_, '_>) -> Option<EventSource> {
+    let expression = table.required_string(diags, "cron_expression")?;
+    match parse_schedule(expression.get_ref()) {
+        Ok(_) => Some(EventSource::Cron {
+            schedule: expression.into_inner(),
+        }),
+        Err(e) => {
+            diags.push(Diagnostic::new(expression.span(), e).with_help(
+                "six fields, seconds first: `sec min hour day-of-month month day-of-week` (UTC), e.g. `*/5 * * * * *` for every five seconds",
+            ));
+            None
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Running a component's event entry point — a Redis message, a cron tick —
+//! in a fresh sandbox.
+//!
+//! An event guest links exactly what an HTTP guest links (WASI, outbound
+//! HTTP, key-value, SQLite, variables, and Spin's other interfaces answering
+//! "not available") and gets the same per-invocation sandbox: a new store
+//! and instance for each event, the component's memory limit, its
+//! `request_timeout` around instantiation and the call, its grants and
+//! nothing else. Only the export called differs (`wit/events`):
+//!
+//! - `fermyon:spin/inbound-redis` `handle-message(payload)`, what spin-sdk
+//!   2.x–5.x `#[redis_component]` exports;
+//! - `handle-cron-event(metadata)`, a function of the world itself, what the
+//!   cron plugin's `#[cron_component]` exports.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+use crate::http::{HttpState, new_store};
+use crate::sandbox::{RequestLog, RequestStats, Sandbox};
+use crate::{GuestError, Limits};
+
+mod redis_bindings {
+    wasmtime::component::bindgen!({
+        path: "wit/events",
+        world: "ferry:events/redis-trigger",
+        imports: { default: async },
+        exports: { default: async },
+    });
+}
+
+mod cron_bindings {
+    wasmtime::component::bindgen!({
+        path: "wit/events/deps/spin-cron",
+        world: "fermyon:spin-cron/spin-cron",
+        imports: { default: async },
+        exports: { default: async },
+    });
+}
+
+/// The export an event trigger calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventExport {
+    /// `fermyon:spin/inbound-redis`.
+    InboundRedis,
+    /// `handle-cron-event`.
+    Cron,
+}
+
+impl EventExport {
+    /// The export as a component names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::InboundRedis => "fermyon:spin/inbound-redis",
+            Self::Cron => "handle-cron-event",
+        }
+    }
+}
+
+/// One event for a guest.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A message's payload, for `inbound-redis`.
+    Message(bytes::Bytes),
+    /// A cron tick, at `timestamp` (seconds since the Unix epoch).
+    Tick { timestamp: u64 },
+}
+
+/// A component ready to instantiate, with the entry point it exports.
+#[derive(Clone)]
+pub(crate) enum EventPre {
+    InboundRedis(redis_bindings::RedisTriggerPre<HttpState>),
+    Cron(cron_bindings::SpinCronPre<HttpState>),
+}
+
+impl EventPre {
+    pub fn export(&self) -> EventExport {
+        match self {
+            Self::InboundRedis(_) => EventExport::InboundRedis,
+            Self::Cron(_) => EventExport::Cron,
+        }
+    }
+}
+
+/// Resolves `component`'s imports once and finds the export `export`,
+/// with an error naming what the component exports instead.
+pub(crate) fn pre(
+    linker: &Linker<HttpState>,
+    component: &Component,
+    exports: &[String],
+    export: EventExport,
+) -> anyhow::Result<EventPre> {
+    if !exports.iter().any(|e| e == export.name()) {
+        anyhow::bail!(
+            "the component does not export {} (it exports {}); a `{}` trigger calls that export",
+            export.name(),
+            if exports.is_empty() {
+                "nothing".to_owned()
+            } else {
+                exports.join(", ")
+            },
+            match export {
+                EventExport::InboundRedis => "redis",
+                EventExport::Cron => "cron",
+            }
+        );
+    }
+    let instance_pre = linker.instantiate_pre(component)?;
+    Ok(match export {
+        EventExport::InboundRedis => {
+            EventPre::InboundRedis(redis_bindings::RedisTriggerPre::new(instance_pre)?)
+        }
+        EventExport::Cron => EventPre::Cron(cron_bindings::SpinCronPre::new(instance_pre)?),
+    })
+}
+
+/// Runs `event` through a fresh instance, within the component's timeout.
+/// A guest that returns its error value fails with
+/// [`GuestError::ErrorCode`], saying which.
+pub(crate) async fn invoke(
+    engine: &Engine,
+    pre: &EventPre,
+    sandbox: &Sandbox,
+    limits: &Limits,
+    event: Event,
+    log: Option<&RequestLog>,
+    stats: Option<Arc<RequestStats>>,
+) -> Result<(), GuestError> {
+    let mut store = new_store(engine, sandbox, limits, log, stats.clone())
+        .map_err(GuestError::Instantiation)?;
+    let pre = pre.clone();
+    let run = async move {
+        let instantiating = Instant::now();
+        let answer: Result<Option<String>, wasmtime::Error> = match (&pre, event) {
+            (EventPre::InboundRedis(pre), Event::Message(payload)) => {
+                let bindings = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(|e| GuestError::from_instantiation(e.into()))?;
+                if let Some(stats) = &stats {
+                    stats.instantiated(instantiating.elapsed());
+                }
+                bindings
+                    .fermyon_spin_inbound_redis()
+                    .call_handle_message(&mut store, &payload.to_vec())
+                    .await
+                    .map(|answer| {
+                        answer.err().map(|e| match e {
+                            redis_bindings::fermyon::spin::redis_types::Error::Success => {
+                                "`success` (as an error)".to_owned()
+                            }
+                            redis_bindings::fermyon::spin::redis_types::Error::Error => {
+                                "`error`".to_owned()
+                            }
+                        })
+                    })
+            }
+            (EventPre::Cron(pre), Event::Tick { timestamp }) => {
+                let bindings = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(|e| GuestError::from_instantiation(e.into()))?;
+                if let Some(stats) = &stats {
+                    stats.instantiated(instantiating.elapsed());
+                }
+                let metadata =
+                    cron_bindings::fermyon::spin_cron::cron_types::Metadata { timestamp };
+                bindings
+                    .call_handle_cron_event(&mut store, metadata)
+                    .await
+                    .map(|answer| {
+                        answer.err().map(|e| match e {
+                            cron_bindings::fermyon::spin_cron::cron_types::Error::Other(why) => why,
+                        })
+                    })
+            }
+            (pre, event) => {
+                return Err(GuestError::BadRequest(format!(
+                    "{event:?} is not an event for {}",
+                    pre.export().name()
+                )));
+            }
+        };
+        match answer {
+            Ok(None) => Ok(()),
+            Ok(Some(error)) => Err(GuestError::ErrorCode(error)),
+            Err(trap) => Err(GuestError::Trap(trap.into())),
+        }
+    };
+    // The store lives in `run`: dropped (memory and all) when the call ends
+    // or the timeout cuts it off.
+    match tokio::time::timeout(limits.request_timeout, run).await {
+        Ok(result) => result,
+        Err(_) => Err(GuestError::Timeout(limits.request_timeout)),
+    }
+}

@@ -1,0 +1,26 @@
+//! Records each Redis message it is given in the default key-value store:
+//! `seen:<payload>` the first time, `dup:<payload>` if it comes again.
+//! A payload starting `trap:` panics (a trap); one starting `fail:` returns
+//! an error (the interface's error value).
+
+use spin_sdk::key_value::Store;
+use spin_sdk::redis_component;
+
+#[redis_component]
+fn on_message(message: bytes::Bytes) -> anyhow::Result<()> {
+    let payload = String::from_utf8_lossy(&message).into_owned();
+    if let Some(id) = payload.strip_prefix("trap:") {
+        panic!("trapping on message {id}");
+    }
+    if let Some(id) = payload.strip_prefix("fail:") {
+        anyhow::bail!("failing on message {id}");
+    }
+    let store = Store::open_default()?;
+    let seen = format!("seen:{payload}");
+    if store.exists(&seen)? {
+        store.set(&format!("dup:{payload}"), b"1")?;
+    } else {
+        store.set(&seen, b"1")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,362 @@
+//! Event triggers: a real Spin app (`spin-apps/rust-events`: an HTTP
+//! component, a spin-sdk 5 `#[redis_component]` and a cron component, one
+//! key-value store) built by `ferry build`, served by `ferry up` and by a
+//! live host, against a real `redis-server` on loopback. What each
+//! component did is read back over HTTP, as a user would check it.
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use ferry_store::testing::RedisServer;
+
+use crate::metrics::{metrics_url, read_metrics};
+use crate::support::*;
+
+/// The app, built once for every test here.
+fn events_app() -> std::path::PathBuf {
+    static BUILT: OnceLock<std::path::PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let app = spin_app("rust-events");
+            let output = ferry().arg("build").arg(&app).output().unwrap();
+            assert!(
+                output.status.success(),
+                "ferry build failed:\n{}\n{}",
+                text(&output.stdout),
+                text(&output.stderr)
+            );
+            app
+        })
+        .clone()
+}
+
+/// Publishes each of `payloads` on `channel`, in order, with one
+/// `redis-cli`; returns how many subscribers each reached, summed.
+fn publish(redis: &RedisServer, channel: &str, payloads: &[String]) -> u64 {
+    let mut cli = Command::new("redis-cli")
+        .args(["-u", &redis.url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("redis-cli (part of Debian's redis-server)");
+    {
+        let mut stdin = cli.stdin.take().unwrap();
+        for payload in payloads {
+            writeln!(stdin, "PUBLISH {channel} {payload}").unwrap();
+        }
+    }
+    let output = cli.wait_with_output().unwrap();
+    assert!(output.status.success());
+    text(&output.stdout)
+        .lines()
+        .map(|l| l.trim().parse::<u64>().expect("PUBLISH answers a count"))
+        .sum()
+}
+
+/// `seen N dup M` from the app.
+async fn seen(url: &str) -> (u64, u64) {
+    let reply = get(&format!("{url}/seen")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let text = reply.text();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    (words[1].parse().unwrap(), words[3].parse().unwrap())
+}
+
+async fn wait_until_subscribed(ferry: &Ferry, mark: LogMark) {
+    ferry
+        .wait_for_log(mark, &["ferry::trigger", "subscribed", "messages"])
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_redis_message_runs_once_and_failures_are_logged_with_their_message() {
+    let app = events_app();
+    let redis = RedisServer::start();
+    let ferry = Ferry::start_at(
+        &app,
+        &[
+            "--variable",
+            &format!("redis_address={}", redis.url),
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    wait_until_subscribed(&ferry, LogMark::default()).await;
+    let mark = ferry.log_mark();
+    // Every tenth message makes the guest trap, and every tenth of the
+    // others return the interface's error value.
+    let payloads: Vec<String> = (1..=1000)
+        .map(|i| match i {
+            i if i % 10 == 0 => format!("trap:{i}"),
+            i if i % 10 == 5 => format!("fail:{i}"),
+            i => format!("m{i}"),
+        })
+        .collect();
+    assert_eq!(publish(&redis, "messages", &payloads), 1000);
+    let (handled, dup) = eventually("the 800 good messages to be recorded", || async {
+        match seen(&ferry.url).await {
+            (800, dup) => Ok((800, dup)),
+            other => Err(other),
+        }
+    })
+    .await;
+    assert_eq!((handled, dup), (800, 0), "each message once, none twice");
+
+    // Each failure is logged with its message id and what went wrong; the
+    // trigger went on after every one.
+    let failures = eventually("a log line for each of the 200 failures", || async {
+        let lines: Vec<String> = ferry
+            .logs_since(mark)
+            .into_iter()
+            .filter(|l| l.contains("invocation failed"))
+            .collect();
+        if lines.len() == 200 {
+            Ok(lines)
+        } else {
+            Err(lines.len())
+        }
+    })
+    .await;
+    let traps = failures
+        .iter()
+        .filter(|l| l.contains("kind=\"trap\""))
+        .count();
+    let errors = failures
+        .iter()
+        .filter(|l| l.contains("kind=\"error_code\"") && l.contains("`error`"))
+        .count();
+    assert_eq!((traps, errors), (100, 100), "{failures:#?}");
+    assert!(
+        failures
+            .iter()
+            .all(|l| l.contains("message_id=\"on-message-redis-trigger-")
+                && l.contains("app=\"rust-events\"")),
+        "{failures:#?}"
+    );
+    // The guest's own panic message reaches the log with the same id.
+    let trap = failures
+        .iter()
+        .find(|l| l.contains("kind=\"trap\""))
+        .unwrap();
+    let id = trap
+        .split("message_id=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap();
+    assert!(
+        ferry
+            .logs_since(mark)
+            .iter()
+            .any(|l| l.contains("trapping on message") && l.contains(id)),
+        "no guest output for {id}"
+    );
+
+    // Counted as requests are: invocations, failures by kind, latency.
+    let scrape = read_metrics(&metrics_url(&ferry)).await;
+    let labels = [
+        ("app", "rust-events"),
+        ("component", "on-message"),
+        ("trigger", "on-message-redis-trigger"),
+    ];
+    assert_eq!(
+        scrape.value("ferry_trigger_invocations_total", &labels),
+        1000.0
+    );
+    assert_eq!(
+        scrape.value("ferry_trigger_duration_seconds_count", &labels),
+        1000.0
+    );
+    let kind = |kind| {
+        let mut labels = labels.to_vec();
+        labels.push(("kind", kind));
+        scrape.value("ferry_trigger_failures_total", &labels)
+    };
+    assert_eq!((kind("trap"), kind("error_code")), (100.0, 100.0));
+    assert_eq!(scrape.value("ferry_trigger_connected", &labels), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_is_reconnected_and_http_serves_throughout() {
+    let app = events_app();
+    let mut redis = RedisServer::start();
+    let ferry = Ferry::start_at(
+        &app,
+        &["--variable", &format!("redis_address={}", redis.url)],
+    );
+    wait_until_subscribed(&ferry, LogMark::default()).await;
+    assert_eq!(publish(&redis, "messages", &["before".into()]), 1);
+    eventually("the first message", || async {
+        match seen(&ferry.url).await {
+            (1, 0) => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+
+    let mark = ferry.log_mark();
+    let url = redis.url.clone();
+    redis.stop();
+    ferry
+        .wait_for_log(mark, &["ferry::trigger", "trying again in"])
+        .await;
+    // The app's HTTP side does not notice.
+    assert_eq!(seen(&ferry.url).await, (1, 0));
+
+    let mark = ferry.log_mark();
+    let redis = RedisServer::start_at(&url);
+    wait_until_subscribed(&ferry, mark).await;
+    assert_eq!(publish(&redis, "messages", &["after".into()]), 1);
+    eventually("the message sent after the restart", || async {
+        match seen(&ferry.url).await {
+            (2, 0) => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cron_component_runs_every_second_on_time() {
+    let app = events_app();
+    // No Redis: the Redis trigger keeps trying while cron and HTTP run.
+    let ferry = Ferry::start_at(&app, &["--variable", "redis_address=redis://127.0.0.1:9"]);
+    let ticks = eventually("ten cron ticks", || async {
+        let reply = get(&format!("{}/ticks", ferry.url)).await;
+        let ticks: Vec<(u64, u64)> = reply
+            .text()
+            .lines()
+            .map(|l| {
+                let (scheduled, ran) = l.split_once(' ').unwrap();
+                (scheduled.parse().unwrap(), ran.parse().unwrap())
+            })
+            .collect();
+        if ticks.len() >= 10 {
+            Ok(ticks)
+        } else {
+            Err(ticks)
+        }
+    })
+    .await;
+    // One tick each second, none missed or doubled, each within a second
+    // of its schedule.
+    for pair in ticks.windows(2) {
+        assert_eq!(pair[1].0, pair[0].0 + 1, "{ticks:?}");
+    }
+    for (scheduled, ran) in &ticks {
+        let late = ran.abs_diff(scheduled * 1000);
+        assert!(late <= 1000, "tick {scheduled} ran at {ran}: {late} ms off");
+    }
+}
+
+#[test]
+fn check_prints_each_trigger_and_refuses_a_bad_schedule() {
+    let app = events_app();
+    let output = ferry().arg("check").arg(&app).output().unwrap();
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    for expected in [
+        "trigger    redis `on-message-redis-trigger`: channel `{{ redis_channel }}` on {{ redis_address }}",
+        "serves     fermyon:spin/inbound-redis",
+        "trigger    cron `tick-cron-trigger`: schedule `* * * * * *` (UTC)",
+        "serves     handle-cron-event",
+        "OK: 3 component(s), 1 route(s), 2 event trigger(s)",
+    ] {
+        assert!(stdout.contains(expected), "no `{expected}` in:\n{stdout}");
+    }
+
+    // A five-field schedule (no seconds), as the cron plugin refuses it.
+    let copy = tempfile::tempdir().unwrap();
+    let manifest = std::fs::read_to_string(app.join("spin.toml"))
+        .unwrap()
+        .replace("\"* * * * * *\"", "\"* * * * *\"")
+        .replace(
+            "source = \"target/",
+            &format!("source = \"{}/target/", app.display()),
+        );
+    std::fs::write(copy.path().join("spin.toml"), manifest).unwrap();
+    let output = ferry().arg("check").arg(copy.path()).output().unwrap();
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("invalid cron expression `* * * * *`") && stderr.contains("seconds first"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_host_swaps_and_stops_triggers_with_their_app() {
+    let app = events_app();
+    let redis = RedisServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let host = Host::start(state.path(), &[]);
+    let address = format!("redis_address={}", redis.url);
+    host.deploy(&app, &["--name", "events", "--variable", &address]);
+    eventually("the host to subscribe", || async {
+        host.logs().contains("channels=\"messages\"").then_some(())
+    })
+    .await;
+    let url = host.addr();
+    let url = format!("http://{url}");
+    assert_eq!(publish(&redis, "messages", &["one".into()]), 1);
+    eventually("the message on version 1", || async {
+        match seen(&url).await {
+            (1, 0) => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+
+    // Version 2 listens on another channel: once it serves, the first
+    // channel has no subscriber left, and the new one has exactly one.
+    host.deploy(
+        &app,
+        &[
+            "--name",
+            "events",
+            "--variable",
+            &address,
+            "--variable",
+            "redis_channel=other",
+        ],
+    );
+    let subscribers = |channel: &'static str| {
+        let url = redis.url.clone();
+        move || {
+            let output = Command::new("redis-cli")
+                .args(["-u", &url, "PUBSUB", "NUMSUB", channel])
+                .output()
+                .unwrap();
+            text(&output.stdout)
+                .lines()
+                .nth(1)
+                .map(|n| n.trim().parse::<u64>().unwrap())
+        }
+    };
+    eventually_blocking(
+        "`messages` to lose its subscriber and `other` to gain one",
+        || match (subscribers("messages")(), subscribers("other")()) {
+            (Some(0), Some(1)) => Ok(()),
+            other => Err(other),
+        },
+    );
+    assert_eq!(publish(&redis, "messages", &["lost".into()]), 0);
+    assert_eq!(publish(&redis, "other", &["two".into()]), 1);
+    eventually("the message on version 2", || async {
+        match seen(&url).await {
+            (2, 0) => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+
+    // Deleted: nothing is subscribed any more.
+    let output = host.client(&["delete", "events"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    eventually_blocking("the deleted app to unsubscribe", || {
+        match subscribers("other")() {
+            Some(0) => Ok(()),
+            other => Err(other),
+        }
+    });
+}
