@@ -100,7 +100,12 @@ fn the_dependency_arrows_point_one_way() {
         (
             "ferry-trigger",
             "event triggers know nothing of HTTP serving or the control plane",
-            vec!["ferry-server", "ferry-control", "ferry-client", "hyper-util"],
+            vec![
+                "ferry-server",
+                "ferry-control",
+                "ferry-client",
+                "hyper-util",
+            ],
         ),
         (
             "ferry-server",

@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use ferry_store::testing::RedisServer;
+use ferry_store::testing::{NatsCluster, RedisServer};
 
 use crate::metrics::{metrics_url, read_metrics};
 use crate::support::*;
@@ -359,4 +359,118 @@ async fn a_live_host_swaps_and_stops_triggers_with_their_app() {
             other => Err(other),
         }
     });
+}
+
+/// `ferry up` of the NATS variant of the app (`spin.nats.toml`) on
+/// `cluster`, with its data in `state`, once its consumer reads.
+async fn up_on_nats(cluster: &NatsCluster, state: &std::path::Path) -> Ferry {
+    let app = events_app().join("spin.nats.toml");
+    let ferry = Ferry::start_at(
+        &app,
+        &[
+            "--variable",
+            &format!("nats_url={}", cluster.urls()),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    ferry
+        .wait_for_log(
+            LogMark::default(),
+            &["ferry::trigger", "consuming", "orders.>"],
+        )
+        .await;
+    ferry
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_trigger_retries_dead_letters_and_loses_nothing_across_a_restart() {
+    use futures_util::StreamExt as _;
+
+    let cluster = tokio::task::block_in_place(|| NatsCluster::start(3));
+    let state = tempfile::tempdir().unwrap();
+    let ferry = up_on_nats(&cluster, state.path()).await;
+    let servers: Vec<async_nats::ServerAddr> = cluster
+        .urls()
+        .split(',')
+        .map(|u| u.parse().unwrap())
+        .collect();
+    let client = async_nats::connect(servers).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let mut dead = client.subscribe("dead.orders").await.unwrap();
+    client.flush().await.unwrap();
+    let publish = async |subject: &str, payload: String| {
+        js.publish(subject.to_owned(), payload.into())
+            .await
+            .unwrap()
+            .await
+            .expect("stored by the trigger's stream");
+    };
+    let mark = ferry.log_mark();
+    for i in 1..=20 {
+        publish("orders.new", format!("m{i}")).await;
+    }
+    publish("orders.new", "flaky:1".into()).await;
+    publish("orders.eu.new", "fail:1".into()).await;
+
+    // Every good message once; the flaky one on its second try.
+    eventually("21 messages handled", || async {
+        match seen(&ferry.url).await {
+            (21, 0) => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+    ferry
+        .wait_for_log(mark, &["try 1 of 3 failed", "nats-trigger"])
+        .await;
+    // The failing one: three tries, then the dead-letter subject, with
+    // where it came from and why.
+    let letter = tokio::time::timeout(scaled(std::time::Duration::from_secs(60)), dead.next())
+        .await
+        .expect("a dead letter within a minute")
+        .unwrap();
+    assert_eq!(&letter.payload[..], b"fail:1");
+    let headers = letter.headers.expect("headers");
+    assert_eq!(
+        headers.get("Ferry-Subject").unwrap().as_str(),
+        "orders.eu.new"
+    );
+    assert_eq!(headers.get("Ferry-Deliveries").unwrap().as_str(), "3");
+    assert!(
+        headers
+            .get("Ferry-Error")
+            .unwrap()
+            .as_str()
+            .contains("`error`"),
+        "{headers:?}"
+    );
+    let tries = ferry
+        .logs_since(mark)
+        .iter()
+        .filter(|l| l.contains("invocation failed") && l.contains("kind=\"error_code\""))
+        .count();
+    // Two for the failing message's first tries, one for the flaky one,
+    // and one for the last try, given up.
+    assert_eq!(tries, 4, "{:#?}", ferry.logs_since(mark));
+    ferry
+        .wait_for_log(
+            mark,
+            &["given up after 3 tries; published to `dead.orders`"],
+        )
+        .await;
+
+    // Published while Ferry is down: handled when it is back.
+    assert!(ferry.terminate().success());
+    for i in 1..=10 {
+        publish("orders.new", format!("while-down-{i}")).await;
+    }
+    let ferry = up_on_nats(&cluster, state.path()).await;
+    eventually("the 10 messages sent while Ferry was down", || async {
+        match seen(&ferry.url).await {
+            (31, 0) => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
 }

@@ -288,6 +288,19 @@ fn event_triggers(
                 address: render(address)?,
                 channel: render(channel)?,
             },
+            EventSource::Nats {
+                url,
+                subject,
+                stream,
+                max_deliver,
+                dead_letter,
+            } => ferry_trigger::Source::Nats {
+                url: render(url)?,
+                subject: render(subject)?,
+                stream: stream.clone(),
+                max_deliver: *max_deliver,
+                dead_letter: dead_letter.as_ref().map(&render).transpose()?,
+            },
             EventSource::Cron { schedule } => ferry_trigger::Source::Cron {
                 schedule: schedule.clone(),
             },

@@ -66,6 +66,20 @@ pub fn summarize(
                     "channel `{channel}` on {}",
                     ferry_manifest::redacted(&address.to_string())
                 ),
+                EventSource::Nats {
+                    url,
+                    subject,
+                    max_deliver,
+                    dead_letter,
+                    ..
+                } => format!(
+                    "subject `{subject}` on {}, up to {max_deliver} tries{}",
+                    ferry_manifest::redacted(&url.to_string()),
+                    dead_letter
+                        .as_ref()
+                        .map(|d| format!(", then to `{d}`"))
+                        .unwrap_or_default()
+                ),
                 EventSource::Cron { schedule } => format!("schedule `{schedule}` (UTC)"),
             }
         ));

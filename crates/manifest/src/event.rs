@@ -1,12 +1,18 @@
 //! Triggers that run a component on events instead of HTTP requests:
 //! `[[trigger.redis]]` (with `[application.trigger.redis]`) and
 //! `[[trigger.cron]]`, in the shape Spin's Redis trigger and the
-//! `spin-trigger-cron` plugin read.
+//! `spin-trigger-cron` plugin read, and Ferry's own `[[trigger.nats]]`
+//! (with `[application.trigger.nats]`), which Spin has no trigger for.
 //!
 //! - Redis: `channel` and `component`, and `address` on the trigger or
 //!   `[application.trigger.redis] address` for every trigger without one.
 //!   Address and channel may be templates over application variables
 //!   (`"redis://{{ redis_host }}"`), filled in when the app is loaded.
+//! - NATS JetStream: `subject` and `component`, `url` on the trigger or
+//!   `[application.trigger.nats] url`; optionally `stream` (an existing
+//!   stream to consume; by default Ferry makes one for the subject),
+//!   `max_deliver` (tries before a message is given up, default 5) and
+//!   `dead_letter_subject` (where a given-up message is published).
 //! - Cron: `component` and `cron_expression`, six fields with seconds
 //!   first (`sec min hour day-of-month month day-of-week`), in UTC, read
 //!   by the same parser the plugin uses (`croner`, seconds required, day
@@ -46,14 +52,29 @@ pub enum EventSource {
         address: Template,
         channel: Template,
     },
+    /// Every message on `subject` through a durable JetStream consumer:
+    /// acknowledged when the guest succeeds, delivered again (with
+    /// backoff) when it fails, up to `max_deliver` times, then published
+    /// to `dead_letter` if there is one.
+    Nats {
+        url: Template,
+        subject: Template,
+        stream: Option<String>,
+        max_deliver: u32,
+        dead_letter: Option<Template>,
+    },
     /// Each time the schedule names, in UTC.
     Cron { schedule: String },
 }
+
+/// Tries of a NATS message before it is given up, unless the trigger says.
+pub const DEFAULT_MAX_DELIVER: u32 = 5;
 
 impl EventSource {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Redis { .. } => "redis",
+            Self::Nats { .. } => "nats",
             Self::Cron { .. } => "cron",
         }
     }
@@ -61,7 +82,7 @@ impl EventSource {
     /// How the trigger calls its component.
     pub fn executor(&self) -> crate::Executor {
         match self {
-            Self::Redis { .. } => crate::Executor::InboundRedis,
+            Self::Redis { .. } | Self::Nats { .. } => crate::Executor::InboundRedis,
             Self::Cron { .. } => crate::Executor::Cron,
         }
     }
@@ -76,18 +97,27 @@ pub fn parse_schedule(expression: &str) -> Result<croner::Cron, String> {
         .map_err(|e| format!("invalid cron expression `{expression}`: {e}"))
 }
 
-/// `[application.trigger.redis]`: the default address.
-pub(crate) fn read_redis_defaults(
+/// `[application.trigger.redis] address` or `[application.trigger.nats]
+/// url`: the default server of the type's triggers.
+pub(crate) fn read_defaults(
     diags: &mut Diagnostics,
     table: &mut TableView<'_, '_>,
+    key: &str,
     app: &App,
 ) -> Option<Template> {
-    let address = table.string(diags, "address")?;
+    let address = table.string(diags, key)?;
     read_template(diags, &address, &app.variables)
 }
 
-/// Every `[[trigger.<kind>]]` of an event kind. `redis_address` is the
-/// application's default Redis address.
+/// What `[application.trigger.*]` gives every trigger of its type.
+#[derive(Default)]
+pub(crate) struct Defaults {
+    pub redis_address: Option<Template>,
+    pub nats_url: Option<Template>,
+}
+
+/// Every `[[trigger.<kind>]]` of an event kind, with the application's
+/// `defaults`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn read(
     diags: &mut Diagnostics,
@@ -97,7 +127,7 @@ pub(crate) fn read(
     sources: Sources,
     app: &mut App,
     defined_at: &mut Vec<usize>,
-    redis_address: Option<&Template>,
+    defaults: &Defaults,
 ) {
     let DeValue::Array(items) = value.get_ref() else {
         diags.push(
@@ -140,7 +170,8 @@ pub(crate) fn read(
             }
         };
         let source = match kind {
-            "redis" => read_redis(diags, &mut table, app, redis_address),
+            "redis" => read_redis(diags, &mut table, app, defaults.redis_address.as_ref()),
+            "nats" => read_nats(diags, &mut table, app, defaults.nats_url.as_ref()),
             "cron" => read_cron(diags, &mut table),
             _ => unreachable!("only event kinds are read here"),
         };
@@ -181,6 +212,78 @@ fn read_redis(
         },
     };
     Some(EventSource::Redis { address, channel })
+}
+
+fn read_nats(
+    diags: &mut Diagnostics,
+    table: &mut TableView<'_, '_>,
+    app: &App,
+    default_url: Option<&Template>,
+) -> Option<EventSource> {
+    let subject = table.required_string(diags, "subject");
+    let url = table.string(diags, "url");
+    let stream = table.string(diags, "stream");
+    let dead_letter = table.string(diags, "dead_letter_subject");
+    let max_deliver = match table.get("max_deliver") {
+        None => Some(DEFAULT_MAX_DELIVER),
+        Some(value) => match value.get_ref() {
+            DeValue::Integer(i) => match i.as_str().parse::<u32>() {
+                Ok(n) if (1..=1000).contains(&n) => Some(n),
+                _ => {
+                    diags.error(value.span(), "`max_deliver` must be from 1 to 1000");
+                    None
+                }
+            },
+            other => {
+                diags.error(
+                    value.span(),
+                    format!(
+                        "`max_deliver` must be an integer, found {}",
+                        other.type_str()
+                    ),
+                );
+                None
+            }
+        },
+    };
+    if let Some(stream) = &stream
+        && (stream.get_ref().is_empty()
+            || stream
+                .get_ref()
+                .contains(|c: char| c.is_whitespace() || ".*>/\\".contains(c)))
+    {
+        diags.error(
+            stream.span(),
+            "a JetStream stream name has no spaces, `.`, `*`, `>`, `/` or `\\`",
+        );
+    }
+    let subject = read_template(diags, &subject?, &app.variables)?;
+    let dead_letter = match dead_letter {
+        Some(d) => Some(read_template(diags, &d, &app.variables)?),
+        None => None,
+    };
+    let url = match url {
+        Some(url) => read_template(diags, &url, &app.variables)?,
+        None => match default_url {
+            Some(url) => url.clone(),
+            None => {
+                diags.push(
+                    Diagnostic::new(table.span.clone(), "no NATS `url` for this trigger")
+                        .with_help(
+                            "set `url` here, or a default for every NATS trigger with `[application.trigger.nats] url = \"nats://HOST:PORT\"`",
+                        ),
+                );
+                return None;
+            }
+        },
+    };
+    Some(EventSource::Nats {
+        url,
+        subject,
+        stream: stream.map(toml::Spanned::into_inner),
+        max_deliver: max_deliver?,
+        dead_letter,
+    })
 }
 
 fn read_cron(diags: &mut Diagnostics, table: &mut TableView<'_, '_>) -> Option<EventSource> {

@@ -33,7 +33,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 pub use diagnostic::{Diagnostic, ManifestError, Warnings};
-pub use event::{EventSource, EventTrigger, parse_schedule};
+pub use event::{DEFAULT_MAX_DELIVER, EventSource, EventTrigger, parse_schedule};
 pub use limits::{
     ConfinedPath, KeyValueStoreConfig, Limits, LimitsOverride, OutsidePath, RuntimeConfig,
     SqliteDatabaseConfig, normalize_relative, parse_duration, parse_size,
@@ -62,7 +62,8 @@ pub struct App {
     /// `[application.trigger.http] base`, normalised to start with `/`.
     pub base: String,
     pub triggers: Vec<HttpTrigger>,
-    /// `[[trigger.redis]]` and `[[trigger.cron]]`, in manifest order by type.
+    /// `[[trigger.redis]]`, `[[trigger.nats]]` and `[[trigger.cron]]`, in
+    /// manifest order by type.
     pub event_triggers: Vec<EventTrigger>,
     /// In manifest order (inline components where their trigger is).
     pub components: Vec<Component>,
@@ -141,7 +142,8 @@ pub enum Executor {
     Http,
     /// A WASI preview 1 command module run as a CGI program.
     Wagi(WagiConfig),
-    /// A `[[trigger.redis]]` component: `fermyon:spin/inbound-redis`.
+    /// A component that handles one message's payload:
+    /// `fermyon:spin/inbound-redis` (`[[trigger.redis]]`, `[[trigger.nats]]`).
     InboundRedis,
     /// A `[[trigger.cron]]` component: `handle-cron-event`.
     Cron,
@@ -403,10 +405,10 @@ fn parse(
     // Before the components, whose templates refer to them.
     app.variables = variables::read_app_variables(&mut diags, &mut root);
 
-    let mut redis_address = None;
+    let mut defaults = event::Defaults::default();
     match root.table(&mut diags, "application") {
         Some(mut table) => {
-            redis_address = read_application(&mut diags, &mut table, &mut app);
+            defaults = read_application(&mut diags, &mut table, &mut app);
             table.finish(&mut diags, &[]);
         }
         None if root.key_span("application").is_none() => {
@@ -446,13 +448,13 @@ fn parse(
             sources,
             &mut app,
             &mut defined_at,
-            redis_address.as_ref(),
+            &defaults,
         );
     }
     if app.triggers.is_empty() && app.event_triggers.is_empty() && !diags.has_errors() {
         diags.error(
             root.key_span("trigger").unwrap_or(0..0),
-            "the app has no trigger (`[[trigger.http]]`, `[[trigger.redis]]`, `[[trigger.cron]]`): nothing to run",
+            "the app has no trigger (`[[trigger.http]]`, `[[trigger.redis]]`, `[[trigger.nats]]`, `[[trigger.cron]]`): nothing to run",
         );
     }
 
@@ -493,12 +495,13 @@ fn check_version(diags: &mut Diagnostics, root: &mut TableView<'_, '_>) {
     }
 }
 
-/// Reads `[application]`; returns `[application.trigger.redis] address`.
+/// Reads `[application]`; returns what `[application.trigger.*]` gives
+/// every event trigger of a type.
 fn read_application(
     diags: &mut Diagnostics,
     table: &mut TableView<'_, '_>,
     app: &mut App,
-) -> Option<Template> {
+) -> event::Defaults {
     if let Some(name) = table.required_string(diags, "name") {
         if name.get_ref().trim().is_empty() {
             diags.error(name.span(), "`application.name` cannot be empty");
@@ -516,16 +519,21 @@ fn read_application(
     // nothing at run time uses them.
     component::check_targets(diags, table);
     walk::check_tool_tables(diags, table);
-    let mut redis_address = None;
+    let mut defaults = event::Defaults::default();
     if let Some(mut triggers) = table.table(diags, "trigger") {
         for kind in triggers.key_names() {
             if kind == "http" {
                 continue;
             }
-            if kind == "redis" {
-                if let Some(mut redis) = triggers.table(diags, "redis") {
-                    redis_address = event::read_redis_defaults(diags, &mut redis, app);
-                    redis.finish(diags, &[]);
+            if kind == "redis" || kind == "nats" {
+                if let Some(mut settings) = triggers.table(diags, &kind) {
+                    if kind == "redis" {
+                        defaults.redis_address =
+                            event::read_defaults(diags, &mut settings, "address", app);
+                    } else {
+                        defaults.nats_url = event::read_defaults(diags, &mut settings, "url", app);
+                    }
+                    settings.finish(diags, &[]);
                 }
                 continue;
             }
@@ -564,7 +572,7 @@ fn read_application(
         }
         triggers.finish(diags, &[]);
     }
-    redis_address
+    defaults
 }
 
 #[cfg(test)]

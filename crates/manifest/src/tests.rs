@@ -180,6 +180,14 @@ address = "redis://audit:6380"
 channel = "{{{{ host }}}}-audit"
 component = {{ source = "app.wasm" }}
 
+[[trigger.nats]]
+url = "nats://a:4222,nats://b:4222"
+subject = "orders.>"
+component = "a"
+max_deliver = 3
+dead_letter_subject = "dead.{{{{ host }}}}"
+stream = "ORDERS"
+
 [[trigger.cron]]
 component = "b"
 cron_expression = "*/5 * * * * MON-FRI"
@@ -209,6 +217,22 @@ source = "app.wasm"
             EventSource::Cron { schedule } => {
                 format!("{} {} cron {schedule} line {}", t.id, t.component, t.line)
             }
+            EventSource::Nats {
+                url,
+                subject,
+                stream,
+                max_deliver,
+                dead_letter,
+            } => format!(
+                "{} {} nats {url} {subject} {stream:?} {max_deliver} {} line {}",
+                t.id,
+                t.component,
+                dead_letter
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                t.line
+            ),
         })
         .collect();
     assert_eq!(
@@ -216,8 +240,9 @@ source = "app.wasm"
         [
             "a-redis-trigger a redis redis://:{{ password }}@{{ host }}:6379 orders line 12",
             "audit audit-component redis redis://audit:6380 {{ host }}-audit line 16",
-            "b-cron-trigger b cron */5 * * * * MON-FRI line 22",
-            "cron-trigger1 b cron @hourly line 26",
+            "a-nats-trigger a nats nats://a:4222,nats://b:4222 orders.> Some(\"ORDERS\") 3 dead.{{ host }} line 22",
+            "b-cron-trigger b cron */5 * * * * MON-FRI line 30",
+            "cron-trigger1 b cron @hourly line 34",
         ]
     );
     assert!(app.component("audit-component").is_some());
@@ -250,6 +275,12 @@ extra = true
 [[trigger.cron]]
 component = "missing"
 cron_expression = "61 * * * * *"
+
+[[trigger.nats]]
+subject = "s"
+component = "a"
+max_deliver = 0
+stream = "a.b"
 
 [component.a]
 source = "app.wasm"

@@ -19,8 +19,8 @@ use crate::{
 /// Reads `[trigger]`: every `[[trigger.http]]`, every event trigger Ferry
 /// runs (`event.rs`), and an error at every other trigger type.
 /// `defined_at` gets the manifest offset of each inline component, in step
-/// with `app.components`. `redis_address` is `[application.trigger.redis]
-/// address`.
+/// with `app.components`. `defaults` are what `[application.trigger.*]`
+/// gives every trigger of a type.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn read_all(
     diags: &mut Diagnostics,
@@ -29,7 +29,7 @@ pub(crate) fn read_all(
     sources: Sources,
     app: &mut App,
     defined_at: &mut Vec<usize>,
-    redis_address: Option<&crate::Template>,
+    defaults: &crate::event::Defaults,
 ) {
     // HTTP first: Spin generates ids for HTTP triggers before the others.
     let mut kinds = triggers.key_names();
@@ -41,15 +41,8 @@ pub(crate) fn read_all(
         };
         match kind.as_str() {
             "http" => read_http(diags, value, text, sources, app, defined_at),
-            "redis" | "cron" => crate::event::read(
-                diags,
-                &kind,
-                value,
-                text,
-                sources,
-                app,
-                defined_at,
-                redis_address,
+            "redis" | "nats" | "cron" => crate::event::read(
+                diags, &kind, value, text, sources, app, defined_at, defaults,
             ),
             _ => diags.push(refuse_kind(span, &format!("trigger.{kind}"), &kind)),
         }
@@ -57,7 +50,7 @@ pub(crate) fn read_all(
 }
 
 /// Trigger types whose application-level table Ferry reads.
-pub(crate) const EVENT_KINDS: &[&str] = &["redis", "cron"];
+pub(crate) const EVENT_KINDS: &[&str] = &["redis", "nats", "cron"];
 
 /// The error for a trigger type other than HTTP, at `span`.
 pub(crate) fn refuse_kind(span: Range<usize>, qualified: &str, kind: &str) -> Diagnostic {
@@ -69,7 +62,7 @@ pub(crate) fn refuse_kind(span: Range<usize>, qualified: &str, kind: &str) -> Di
         other => format!("what Spin's `trigger-{other}` plugin provides"),
     };
     Diagnostic::new(span, format!("`{qualified}` is not supported by Ferry")).with_help(format!(
-        "Ferry runs `http`, `redis` and `cron` triggers; a `{kind}` trigger needs {needs}"
+        "Ferry runs `http`, `redis`, `nats` and `cron` triggers; a `{kind}` trigger needs {needs}"
     ))
 }
 

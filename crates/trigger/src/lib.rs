@@ -27,6 +27,7 @@
 
 mod cron;
 mod metrics;
+mod nats;
 mod redis;
 
 use std::sync::Arc;
@@ -50,8 +51,21 @@ pub struct Trigger {
 /// Where a trigger's events come from, resolved.
 #[derive(Debug, Clone)]
 pub enum Source {
-    Redis { address: String, channel: String },
-    Cron { schedule: String },
+    Redis {
+        address: String,
+        channel: String,
+    },
+    Nats {
+        url: String,
+        subject: String,
+        /// An existing stream to consume; none: Ferry's own for `subject`.
+        stream: Option<String>,
+        max_deliver: u32,
+        dead_letter: Option<String>,
+    },
+    Cron {
+        schedule: String,
+    },
 }
 
 impl Source {
@@ -59,6 +73,7 @@ impl Source {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Redis { .. } => "redis",
+            Self::Nats { .. } => "nats",
             Self::Cron { .. } => "cron",
         }
     }
@@ -75,6 +90,10 @@ impl Source {
                         ferry_manifest::redacted(address)
                     )
                 }),
+            Self::Nats { url, subject, .. } => {
+                nats::servers(url)?;
+                nats::check_subject(subject)
+            }
             Self::Cron { schedule } => ferry_manifest::parse_schedule(schedule).map(drop),
         }
     }
@@ -89,6 +108,24 @@ impl Source {
                     ferry_manifest::redacted(address)
                 )
             }
+            Self::Nats {
+                url,
+                subject,
+                stream,
+                max_deliver,
+                dead_letter,
+            } => format!(
+                "subject `{subject}` on {}{}, up to {max_deliver} tries{}",
+                ferry_manifest::redacted(url),
+                stream
+                    .as_ref()
+                    .map(|s| format!(" (stream `{s}`)"))
+                    .unwrap_or_default(),
+                dead_letter
+                    .as_ref()
+                    .map(|d| format!(", then to `{d}`"))
+                    .unwrap_or_default()
+            ),
             Self::Cron { schedule } => format!("schedule `{schedule}` (UTC)"),
         }
     }
@@ -179,6 +216,12 @@ impl Triggers {
                         None => redis.push((address.clone(), vec![(channel.clone(), invoker)])),
                     }
                 }
+                Source::Nats { .. } => tasks.push(tokio::spawn(nats::run(
+                    trigger.source.clone(),
+                    self.app.clone(),
+                    invoker,
+                    stopped.clone(),
+                ))),
                 Source::Cron { schedule } => tasks.push(tokio::spawn(cron::run(
                     schedule.clone(),
                     invoker,
@@ -244,22 +287,42 @@ impl Invoker {
     /// Waits for a free slot, then runs `event` in a task of its own, so the
     /// source goes on to its next event. The task ends when the guest does.
     pub(crate) async fn dispatch(self: &Arc<Self>, event: Event, tasks: &mut Invocations) {
+        self.dispatch_then(event, None, tasks, |_| async {}).await;
+    }
+
+    /// [`dispatch`](Self::dispatch), then `after` with how the guest
+    /// fared (its failure, for people), in the same task and slot. `id`
+    /// names the message (else the trigger numbers it).
+    pub(crate) async fn dispatch_then<F, Fut>(
+        self: &Arc<Self>,
+        event: Event,
+        id: Option<String>,
+        tasks: &mut Invocations,
+        after: F,
+    ) where
+        F: FnOnce(Result<(), String>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return;
         };
-        let id = format!(
-            "{}-{}",
-            self.trigger,
-            self.sequence.fetch_add(1, Ordering::Relaxed) + 1
-        );
+        let id = id.unwrap_or_else(|| {
+            format!(
+                "{}-{}",
+                self.trigger,
+                self.sequence.fetch_add(1, Ordering::Relaxed) + 1
+            )
+        });
         let this = self.clone();
         tasks.spawn(async move {
             let _permit = permit;
-            this.invoke(event, id).await;
+            let outcome = this.invoke(event, id).await;
+            after(outcome).await;
         });
     }
 
-    async fn invoke(&self, event: Event, message_id: String) {
+    /// Runs one event; its failure, for people.
+    async fn invoke(&self, event: Event, message_id: String) -> Result<(), String> {
         let log = RequestLog {
             app: self.app.clone(),
             incarnation: self.incarnation,
@@ -283,7 +346,8 @@ impl Invoker {
             metrics::end_span(span, failure, result.as_ref().err());
         }
         match result {
-            Ok(()) => tracing::debug!(
+            Ok(()) => {
+                tracing::debug!(
                 target: "ferry::trigger",
                 app = &*self.app,
                 component = &*self.component,
@@ -291,8 +355,11 @@ impl Invoker {
                 message_id = message_id.as_str(),
                 took_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
                 "handled"
-            ),
-            Err(e) => tracing::error!(
+                );
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(
                 target: "ferry::trigger",
                 app = &*self.app,
                 component = &*self.component,
@@ -302,7 +369,9 @@ impl Invoker {
                 took_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
                 "the {} trigger's invocation failed: {e}",
                 self.kind
-            ),
+                );
+                Err(e.to_string())
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Records each Redis message it is given in the default key-value store:
 //! `seen:<payload>` the first time, `dup:<payload>` if it comes again.
 //! A payload starting `trap:` panics (a trap); one starting `fail:` returns
-//! an error (the interface's error value).
+//! an error (the interface's error value); one starting `flaky:` fails the
+//! first time it is seen (counted in `tries:<payload>`) and succeeds after.
 
 use spin_sdk::key_value::Store;
 use spin_sdk::redis_component;
@@ -16,6 +17,18 @@ fn on_message(message: bytes::Bytes) -> anyhow::Result<()> {
         anyhow::bail!("failing on message {id}");
     }
     let store = Store::open_default()?;
+    if payload.starts_with("flaky:") {
+        let key = format!("tries:{payload}");
+        let tries = store
+            .get(&key)?
+            .and_then(|t| String::from_utf8(t).ok()?.parse::<u32>().ok())
+            .unwrap_or(0)
+            + 1;
+        store.set(&key, tries.to_string().as_bytes())?;
+        if tries < 2 {
+            anyhow::bail!("failing on try {tries} of {payload}");
+        }
+    }
     let seen = format!("seen:{payload}");
     if store.exists(&seen)? {
         store.set(&format!("dup:{payload}"), b"1")?;
