@@ -996,21 +996,19 @@ impl Loader {
             &mut stdout,
         )?;
         live.replace(serving, assembled.app, Vec::new())?;
-        // The new version's triggers start once it serves; the old ones
-        // finish what they had begun.
-        let started = {
+        // The old version's triggers stop taking events, then the new
+        // one's start; the old ones finish what they had begun.
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let stopped = running.take().map(ferry_trigger::Running::stop);
+        *running = Some({
             let _enter = self.assembler.tokio.enter();
             assembled
                 .triggers
                 .start(self.trigger_metrics.as_ref(), self.assembler.traces)
-        };
-        let old = self
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .replace(started);
-        if let Some(old) = old {
-            self.assembler.tokio.spawn(old.stop());
+        });
+        drop(running);
+        if let Some(stopped) = stopped {
+            self.assembler.tokio.spawn(stopped);
         }
         print_triggers(&mut stdout, &assembled.triggers)?;
         serving.clone_from(&prepared.app.name);

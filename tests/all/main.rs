@@ -17,6 +17,7 @@ mod isolation;
 mod limits;
 mod manifest;
 mod metrics;
+mod outbound_data;
 mod protocol;
 mod remote;
 mod routing;

@@ -13,8 +13,8 @@ use ferry_store::testing::{NatsCluster, RedisServer};
 use crate::metrics::{metrics_url, read_metrics};
 use crate::support::*;
 
-/// The app, built once for every test here.
-fn events_app() -> std::path::PathBuf {
+/// The app, built once for every test that serves it.
+pub(crate) fn events_app() -> std::path::PathBuf {
     static BUILT: OnceLock<std::path::PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
@@ -198,7 +198,10 @@ async fn a_redis_restart_is_reconnected_and_http_serves_throughout() {
     let url = redis.url.clone();
     redis.stop();
     ferry
-        .wait_for_log(mark, &["ferry::trigger", "trying again in"])
+        .wait_for_log(
+            mark,
+            &["ferry::trigger", "cannot subscribe", "trying again"],
+        )
         .await;
     // The app's HTTP side does not notice.
     assert_eq!(seen(&ferry.url).await, (1, 0));
@@ -238,15 +241,29 @@ async fn a_cron_component_runs_every_second_on_time() {
         }
     })
     .await;
-    // One tick each second, none missed or doubled, each within a second
-    // of its schedule.
+    // Each scheduled second at most once, in order, each run within a
+    // second of its schedule (more on a slow machine: `scaled`), and on a
+    // quiet machine none missed.
     for pair in ticks.windows(2) {
-        assert_eq!(pair[1].0, pair[0].0 + 1, "{ticks:?}");
+        assert!(
+            pair[1].0 > pair[0].0,
+            "a tick twice or out of order: {ticks:?}"
+        );
     }
+    let tolerance = scaled(std::time::Duration::from_secs(1)).as_millis() as u64;
     for (scheduled, ran) in &ticks {
         let late = ran.abs_diff(scheduled * 1000);
-        assert!(late <= 1000, "tick {scheduled} ran at {ran}: {late} ms off");
+        assert!(
+            late <= tolerance,
+            "tick {scheduled} ran at {ran}: {late} ms off"
+        );
     }
+    let span = ticks.last().unwrap().0 - ticks[0].0 + 1;
+    assert!(
+        span as f64 <= ticks.len() as f64 * crate::support::time_scale(),
+        "{} ticks over {span} s: {ticks:?}",
+        ticks.len()
+    );
 }
 
 #[test]

@@ -930,18 +930,18 @@ impl Host {
     /// Starts `triggers` (if any) as `name`'s, and stops the ones it had:
     /// they finish the invocations under way on their own.
     fn swap_triggers(&self, name: &str, triggers: Option<&ferry_trigger::Triggers>) {
-        let started = triggers.filter(|t| !t.is_empty()).map(|t| {
-            let _enter = self.assembler.tokio.enter();
-            t.start(Some(self.metrics.triggers()), self.assembler.traces)
-        });
         let mut running = self.triggers.lock().unwrap_or_else(|e| e.into_inner());
-        let old = match started {
-            Some(started) => running.insert(name.to_owned(), started),
-            None => running.remove(name),
-        };
+        // The old ones stop taking events before the new ones start: a
+        // cron tick or a message never runs on both versions.
+        let stopped = running.remove(name).map(ferry_trigger::Running::stop);
+        if let Some(triggers) = triggers.filter(|t| !t.is_empty()) {
+            let _enter = self.assembler.tokio.enter();
+            let started = triggers.start(Some(self.metrics.triggers()), self.assembler.traces);
+            running.insert(name.to_owned(), started);
+        }
         drop(running);
-        if let Some(old) = old {
-            self.assembler.tokio.spawn(old.stop());
+        if let Some(stopped) = stopped {
+            self.assembler.tokio.spawn(stopped);
         }
     }
 

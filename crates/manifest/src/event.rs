@@ -139,12 +139,23 @@ pub(crate) fn read(
         );
         return;
     };
-    let mut ids: Vec<String> = app
+    // Ids taken: every earlier trigger's, and this array's explicit ones
+    // (a generated id never takes one written later, as in Spin).
+    let earlier: Vec<String> = app
         .triggers
         .iter()
         .map(|t| t.id.clone())
         .chain(app.event_triggers.iter().map(|t| t.id.clone()))
         .collect();
+    let mut ids = earlier.clone();
+    ids.extend(items.iter().filter_map(|item| match item.get_ref() {
+        DeValue::Table(t) => match t.get("id").map(|v| v.get_ref()) {
+            Some(DeValue::String(id)) if !id.is_empty() => Some(id.to_string()),
+            _ => None,
+        },
+        _ => None,
+    }));
+    let mut explicit_seen: Vec<String> = Vec::new();
     let mut counter = 1;
     for item in items.iter() {
         let path = format!("trigger.{kind}[]");
@@ -156,7 +167,18 @@ pub(crate) fn read(
             .string(diags, "id")
             .filter(|id| !id.get_ref().is_empty())
         {
-            Some(id) => id.into_inner(),
+            Some(id) => {
+                // Metrics, logs and a NATS trigger's durable consumer are
+                // named by it: two triggers may not share one.
+                if earlier.contains(id.get_ref()) || explicit_seen.contains(id.get_ref()) {
+                    diags.error(
+                        id.span(),
+                        format!("another trigger has the id `{}`", id.get_ref()),
+                    );
+                }
+                explicit_seen.push(id.get_ref().clone());
+                id.into_inner()
+            }
             None => generated_id(&table, kind, &mut ids, &mut counter),
         };
         let component = match table.get("component") {

@@ -216,6 +216,10 @@ impl std::fmt::Display for Source {
 /// `url` as it may be shown in output and logs: without credentials
 /// (`user:token@`) or a query (pre-signed URLs carry their signature there).
 pub fn redacted(url: &str) -> String {
+    // A list of servers (`nats://a:4222,nats://u:p@b:4222`): each one.
+    if url.contains(',') {
+        return url.split(',').map(redacted).collect::<Vec<_>>().join(",");
+    }
     let Some((scheme, rest)) = url.split_once("://") else {
         // Not a URL (a template, say): nothing in it is a credential's place.
         return url.to_owned();

@@ -273,8 +273,14 @@ component = "a"
 extra = true
 
 [[trigger.cron]]
+id = "dup"
 component = "missing"
 cron_expression = "61 * * * * *"
+
+[[trigger.cron]]
+id = "dup"
+component = "a"
+cron_expression = "* * * * * *"
 
 [[trigger.nats]]
 subject = "s"
@@ -792,6 +798,14 @@ fn shown_urls_carry_no_credentials_or_query() {
         "http://127.0.0.1:8080/x.wasm"
     );
     assert_eq!(redacted("https://example.com"), "https://example.com");
+    // A list of servers: every one's credentials go.
+    assert_eq!(
+        redacted("nats://a:4222,nats://u:p@b:4222"),
+        "nats://a:4222,nats://b:4222"
+    );
+    assert_eq!(redacted("redis://:pw@cache:6379/0"), "redis://cache:6379/0");
+    // Not a URL (a template): nothing in it is a credential's place.
+    assert_eq!(redacted("{{ redis_url }}"), "{{ redis_url }}");
 }
 
 #[test]

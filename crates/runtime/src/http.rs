@@ -32,6 +32,17 @@ pub(crate) struct HttpState {
     limits: GuestLimiter,
     hooks: OutboundHooks,
     context: Arc<crate::ComponentContext>,
+    redis: Arc<crate::redis::RedisPool>,
+}
+
+impl crate::redis::RedisHost for HttpState {
+    fn redis(&mut self) -> crate::redis::RedisView<'_> {
+        crate::redis::RedisView {
+            table: &mut self.table,
+            policy: &self.hooks.policy,
+            pool: &self.redis,
+        }
+    }
 }
 
 impl crate::variables::VariablesView for HttpState {
@@ -89,6 +100,7 @@ pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HttpState>> {
     crate::variables::add_to_linker(&mut linker)?;
     crate::key_value::add_to_linker(&mut linker)?;
     crate::sqlite::add_to_linker(&mut linker)?;
+    crate::redis::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
@@ -271,6 +283,7 @@ pub(crate) fn new_store(
             traceparent: request.and_then(|r| r.traceparent.clone()),
         },
         context: sandbox.context.clone(),
+        redis: sandbox.redis.clone(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);

@@ -20,6 +20,7 @@ mod files;
 mod http;
 mod key_value;
 mod outbound;
+mod redis;
 mod sandbox;
 mod sqlite;
 mod unavailable;
@@ -630,6 +631,13 @@ impl Guest {
                 self.id
             ))),
         }
+    }
+
+    /// The host listener `addr` reaches, if it is one no guest of this
+    /// runtime may connect to (the admin API's): for connections made on
+    /// an app's behalf, such as its triggers' subscriptions.
+    pub fn forbidden_listener(&self, addr: SocketAddr) -> Option<SocketAddr> {
+        self.sandbox.outbound.forbidden.reached_by(addr)
     }
 
     /// The export an event trigger calls, if this guest runs on events.

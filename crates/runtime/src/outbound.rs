@@ -257,7 +257,7 @@ where
 
 /// `host`'s addresses: itself if it is an IP address, else what the system
 /// resolver says (a failure reads as `default_send_request`'s does).
-async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Error> {
+pub(crate) async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Error> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }

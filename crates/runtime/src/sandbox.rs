@@ -38,6 +38,8 @@ pub(crate) struct Sandbox {
     pub outbound: Arc<OutboundPolicy>,
     /// What the component reaches beyond WASI (variables, stores).
     pub context: Arc<ComponentContext>,
+    /// Its outbound Redis connections, by address.
+    pub redis: Arc<crate::redis::RedisPool>,
 }
 
 /// `allowed_outbound_hosts` plus what `self` means for this app, and the
@@ -75,6 +77,7 @@ impl Sandbox {
                 forbidden,
             }),
             context: Arc::new(context),
+            redis: Arc::default(),
         })
     }
 

@@ -38,6 +38,7 @@ pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HttpState>> {
     crate::variables::add_to_linker_concurrent(&mut linker)?;
     crate::key_value::add_to_linker_concurrent(&mut linker)?;
     crate::sqlite::add_to_linker_concurrent(&mut linker)?;
+    crate::redis::add_to_linker_concurrent(&mut linker)?;
     Ok(linker)
 }
 

@@ -12,7 +12,7 @@ use chrono::Utc;
 use ferry_runtime::Event;
 use tokio::sync::watch;
 
-use crate::{Invocations, Invoker};
+use crate::{Invocations, Invoker, Link};
 
 pub(crate) async fn run(
     schedule: String,
@@ -28,12 +28,17 @@ pub(crate) async fn run(
         }
     };
     let mut invocations = Invocations::new();
-    if let Some(series) = &invoker.metrics {
-        series.connected(true);
-    }
+    let mut link = Link::new([&invoker]);
+    link.set(true);
+    // The last tick run: a clock that steps back never runs one twice.
+    let mut last = None;
     loop {
         let now = Utc::now();
-        let next = match cron.find_next_occurrence(&now, false) {
+        let after = match last {
+            Some(last) if last > now => last,
+            _ => now,
+        };
+        let next = match cron.find_next_occurrence(&after, false) {
             Ok(next) => next,
             Err(e) => {
                 tracing::warn!(
@@ -44,20 +49,20 @@ pub(crate) async fn run(
                 break;
             }
         };
+        // Slept on the monotonic clock; the schedule is on the wall clock.
         let wait = (next - now).to_std().unwrap_or_default();
         tokio::select! {
             _ = stopped.wait_for(|s| *s) => break,
             Some(_) = invocations.join_next(), if !invocations.is_empty() => continue,
             () = tokio::time::sleep(wait) => {}
         }
+        last = Some(next);
         let timestamp = u64::try_from(next.timestamp()).unwrap_or_default();
         tokio::select! {
             _ = stopped.wait_for(|s| *s) => break,
             () = invoker.dispatch(Event::Tick { timestamp }, &mut invocations) => {}
         }
     }
-    if let Some(series) = &invoker.metrics {
-        series.connected(false);
-    }
+    link.set(false);
     while invocations.join_next().await.is_some() {}
 }

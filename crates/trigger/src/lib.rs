@@ -90,9 +90,22 @@ impl Source {
                         ferry_manifest::redacted(address)
                     )
                 }),
-            Self::Nats { url, subject, .. } => {
+            Self::Nats {
+                url,
+                subject,
+                stream,
+                dead_letter,
+                ..
+            } => {
                 nats::servers(url)?;
-                nats::check_subject(subject)
+                nats::check_subject(subject)?;
+                if let Some(stream) = stream {
+                    nats::check_stream(stream)?;
+                }
+                match dead_letter {
+                    Some(dead_letter) => nats::check_dead_letter(dead_letter, subject),
+                    None => Ok(()),
+                }
             }
             Self::Cron { schedule } => ferry_manifest::parse_schedule(schedule).map(drop),
         }
@@ -248,12 +261,15 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops taking events, then waits for the invocations under way (each
-    /// bounded by its component's timeout).
-    pub async fn stop(mut self) {
+    /// Stops taking events at once; the future returned waits for the
+    /// invocations under way (each bounded by its component's timeout).
+    pub fn stop(mut self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let _ = self.stop.send(true);
-        for task in std::mem::take(&mut self.tasks) {
-            let _ = task.await;
+        let tasks = std::mem::take(&mut self.tasks);
+        async move {
+            for task in tasks {
+                let _ = task.await;
+            }
         }
     }
 }
@@ -385,6 +401,96 @@ fn failure_kind(error: &GuestError, stats: &RequestStats) -> &'static str {
         "trap" if stats.memory_denied() => "out_of_memory",
         kind => kind,
     }
+}
+
+/// Whether a source is up (subscribed, consuming, scheduled), as its
+/// triggers' `connected` gauges count it: each source adds one while it is
+/// up, so an old and a new version's sources overlapping in a swap never
+/// undo each other.
+pub(crate) struct Link {
+    series: Vec<metrics::Series>,
+    up: bool,
+}
+
+impl Link {
+    pub(crate) fn new<'a>(invokers: impl IntoIterator<Item = &'a Arc<Invoker>>) -> Self {
+        Self {
+            series: invokers
+                .into_iter()
+                .filter_map(|i| i.metrics.clone())
+                .collect(),
+            up: false,
+        }
+    }
+
+    pub(crate) fn set(&mut self, up: bool) {
+        if up != self.up {
+            self.up = up;
+            for series in &self.series {
+                series.connected(up);
+            }
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.set(false);
+    }
+}
+
+/// When a source reconnects: at once the first time, then after a backoff
+/// that grows while connections keep failing or closing before any event
+/// came through (a server that accepts and hangs up is not hammered).
+pub(crate) struct Reconnect {
+    attempt: u32,
+}
+
+impl Reconnect {
+    pub(crate) fn new() -> Self {
+        Self { attempt: 0 }
+    }
+
+    /// How long to wait before the next try; counts the try.
+    pub(crate) fn next_wait(&mut self) -> Duration {
+        let wait = match self.attempt {
+            0 => Duration::ZERO,
+            n => backoff(n - 1),
+        };
+        self.attempt = self.attempt.saturating_add(1);
+        wait
+    }
+
+    /// An event came through: the connection works.
+    pub(crate) fn worked(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// The addresses `host:port` resolves to, refused if any reaches a
+/// listener no guest may connect to (the admin API's): a trigger connects
+/// on its app's behalf, so where it connects is held to the same rule.
+pub(crate) async fn checked_addrs(
+    guest: &Guest,
+    host: &str,
+    port: u16,
+) -> Result<Vec<std::net::SocketAddr>, String> {
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .collect();
+    if let Some((addr, listener)) = addrs
+        .iter()
+        .find_map(|a| guest.forbidden_listener(*a).map(|l| (*a, l)))
+    {
+        return Err(format!(
+            "{host}:{port} is {addr}, which reaches this host's admin listener ({listener}); no app may connect to it"
+        ));
+    }
+    if addrs.is_empty() {
+        return Err(format!("{host} has no address"));
+    }
+    Ok(addrs)
 }
 
 /// How long to wait before the `attempt`th reconnection (from 0): 100 ms

@@ -84,7 +84,7 @@ impl TriggerMetrics {
         );
         registry.register(
             "ferry_trigger_connected",
-            "1 while a trigger is subscribed to its source (or its schedule runs), else 0",
+            "Sources of a trigger that are up (subscribed, consuming, scheduled): 1, or 0 while it reconnects (2 for a moment while a new version takes over)",
             metrics.connected.clone(),
         );
         metrics
@@ -171,8 +171,13 @@ impl Series {
         }
     }
 
-    pub fn connected(&self, connected: bool) {
-        self.connected.set(i64::from(connected));
+    /// One source more (or fewer) up.
+    pub fn connected(&self, up: bool) {
+        if up {
+            self.connected.inc();
+        } else {
+            self.connected.dec();
+        }
     }
 }
 

@@ -28,11 +28,19 @@ use ferry_runtime::Event;
 use futures_util::StreamExt as _;
 use tokio::sync::watch;
 
-use crate::{Invocations, Invoker, Source, backoff};
+use crate::{Invocations, Invoker, Link, Reconnect, Source};
 
 /// A subject a trigger may consume: tokens of printable characters without
-/// spaces, `*` and `>` standing for whole tokens.
+/// spaces, `*` and `>` standing for whole tokens, and none of NATS's own:
+/// `$`-subjects carry JetStream's API and every stream's data (a cluster's
+/// desired state, other apps' key-value buckets), `_INBOX` other clients'
+/// replies.
 pub(crate) fn check_subject(subject: &str) -> Result<(), String> {
+    if subject.starts_with('$') || subject.starts_with("_INBOX") || subject == ">" {
+        return Err(format!(
+            "`{subject}` is one of NATS's own subjects (`$…` are JetStream's API and streams, `_INBOX…` replies): a trigger may not consume or publish to it"
+        ));
+    }
     let tokens: Vec<&str> = subject.split('.').collect();
     let bad = subject.is_empty()
         || tokens.iter().enumerate().any(|(i, t)| {
@@ -51,6 +59,49 @@ pub(crate) fn check_subject(subject: &str) -> Result<(), String> {
 
 /// The servers of `url`: one NATS URL, or several separated by commas (a
 /// cluster's, as `ferry serve --cluster` takes them).
+/// A stream a trigger may consume: none of JetStream's key-value buckets
+/// (`KV_…`) or object stores (`OBJ_…`), which hold a cluster's state and
+/// apps' data.
+pub(crate) fn check_stream(stream: &str) -> Result<(), String> {
+    if stream.starts_with("KV_") || stream.starts_with("OBJ_") || stream.starts_with('$') {
+        return Err(format!(
+            "the stream `{stream}` is a key-value bucket or object store: a trigger may not consume it"
+        ));
+    }
+    Ok(())
+}
+
+/// A dead-letter subject: a plain subject (no wildcard) that the trigger's
+/// own subject does not match, or a given-up message would come back.
+pub(crate) fn check_dead_letter(dead_letter: &str, subject: &str) -> Result<(), String> {
+    check_subject(dead_letter)?;
+    if dead_letter.contains(['*', '>']) {
+        return Err(format!(
+            "the dead-letter subject `{dead_letter}` has a wildcard: name one subject"
+        ));
+    }
+    if matches(subject, dead_letter) {
+        return Err(format!(
+            "the dead-letter subject `{dead_letter}` is one the trigger consumes (`{subject}`): a given-up message would be delivered again"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the subject `pattern` (with `*` and `>`) matches `subject`.
+fn matches(pattern: &str, subject: &str) -> bool {
+    let mut tokens = subject.split('.');
+    for want in pattern.split('.') {
+        match (want, tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (want, Some(token)) if want == token => {}
+            _ => return false,
+        }
+    }
+    tokens.next().is_none()
+}
+
 pub(crate) fn servers(url: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
     let servers = url
         .split(',')
@@ -120,8 +171,11 @@ pub(crate) async fn run(
         unreachable!("the NATS trigger runs NATS sources only");
     };
     let shown = ferry_manifest::redacted(&url);
+    let own_stream = stream.is_none();
     let stream_name = stream.unwrap_or_else(|| name("FERRY_", &subject));
-    let durable = name("ferry_", &format!("{app}_{}", invoker.trigger));
+    // App and trigger joined by a character neither may hold, so the name
+    // is always the hash of both: `shop`+`a_b` and `shop_a`+`b` differ.
+    let durable = name("ferry_", &format!("{app}/{}", invoker.trigger));
     let servers = match servers(&url) {
         Ok(servers) => servers,
         Err(e) => {
@@ -130,8 +184,18 @@ pub(crate) async fn run(
             return;
         }
     };
+    for server in &servers {
+        let checked = crate::checked_addrs(&invoker.guest, server.host(), server.port()).await;
+        if let Err(e) = checked {
+            tracing::error!(target: "ferry::trigger", trigger = &*invoker.trigger, "cannot use the NATS server: {e}");
+            return;
+        }
+    }
+    let max_payload = invoker.guest.limits().max_request_body;
     let connected = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
+        // Only the servers the manifest names, never ones they advertise.
+        .ignore_discovered_servers()
         .name(format!("ferry trigger {}", invoker.trigger))
         .connect(servers);
     let client = tokio::select! {
@@ -149,36 +213,48 @@ pub(crate) async fn run(
     // Time for the guest, and for the answer to reach the server.
     let ack_wait = invoker.guest.limits().request_timeout + Duration::from_secs(5);
     let mut invocations = Invocations::new();
-    let mut attempt = 0;
+    let mut reconnect = Reconnect::new();
+    let mut link = Link::new([&invoker]);
     'consume: loop {
+        let wait = reconnect.next_wait();
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => break 'consume,
+            () = tokio::time::sleep(wait) => {}
+        }
         let opened = async {
-            let stream = js
-                .get_or_create_stream(stream::Config {
+            let stream = if own_stream {
+                js.get_or_create_stream(stream::Config {
                     name: stream_name.clone(),
                     subjects: vec![subject.clone()],
                     storage: stream::StorageType::File,
+                    // Kept until every trigger on it has taken it, and a
+                    // week at most: a stream of Ferry's never grows
+                    // without end.
+                    retention: stream::RetentionPolicy::Interest,
+                    max_age: Duration::from_secs(7 * 24 * 3600),
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| format!("the stream `{stream_name}`: {e}"))?;
+                .map_err(|e| e.to_string())
+            } else {
+                js.get_stream(&stream_name).await.map_err(|e| e.to_string())
+            }
+            .map_err(|e| format!("the stream `{stream_name}`: {e}"))?;
+            // Created, or updated to this version's settings.
             let consumer: consumer::PullConsumer = stream
-                .get_or_create_consumer(
-                    &durable,
-                    consumer::pull::Config {
-                        durable_name: Some(durable.clone()),
-                        filter_subject: subject.clone(),
-                        ack_policy: consumer::AckPolicy::Explicit,
-                        ack_wait,
-                        // One more than the tries: the last failure is
-                        // answered by Ferry (dead letter), not the server.
-                        max_deliver: i64::from(max_deliver) + 1,
-                        max_ack_pending: i64::try_from(
-                            invoker.guest.limits().max_concurrent_requests,
-                        )
+                .create_consumer(consumer::pull::Config {
+                    durable_name: Some(durable.clone()),
+                    filter_subject: subject.clone(),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait,
+                    // Unlimited: Ferry counts the tries and gives a
+                    // message up itself (to its dead letter), so none
+                    // is dropped by the server unannounced.
+                    max_deliver: -1,
+                    max_ack_pending: i64::try_from(invoker.guest.limits().max_concurrent_requests)
                         .unwrap_or(1000),
-                        ..Default::default()
-                    },
-                )
+                    ..Default::default()
+                })
                 .await
                 .map_err(|e| format!("the consumer `{durable}`: {e}"))?;
             consumer
@@ -193,23 +269,17 @@ pub(crate) async fn run(
         let mut messages = match messages {
             Ok(messages) => messages,
             Err(e) => {
-                let wait = backoff(attempt);
-                attempt += 1;
-                connected_now(&invoker, false);
+                link.set(false);
                 tracing::warn!(
                     target: "ferry::trigger",
                     url = shown.as_str(),
                     trigger = &*invoker.trigger,
-                    "cannot consume {e}; trying again in {wait:?}"
+                    "cannot consume {e}; trying again"
                 );
-                tokio::select! {
-                    _ = stopped.wait_for(|s| *s) => break 'consume,
-                    () = tokio::time::sleep(wait) => continue 'consume,
-                }
+                continue 'consume;
             }
         };
-        attempt = 0;
-        connected_now(&invoker, true);
+        link.set(true);
         tracing::info!(
             target: "ferry::trigger",
             url = shown.as_str(),
@@ -232,16 +302,36 @@ pub(crate) async fn run(
                         trigger = &*invoker.trigger,
                         "reading the consumer `{durable}`: {e}; reading it again"
                     );
-                    connected_now(&invoker, false);
+                    link.set(false);
                     continue 'consume;
                 }
                 None => continue 'consume,
             };
+            reconnect.worked();
             let (sequence, delivered) = message
                 .info()
                 .map(|i| (i.stream_sequence, i.delivered))
                 .unwrap_or((0, 1));
             let id = format!("{}-{sequence}", invoker.trigger);
+            if message.payload.len() as u64 > max_payload {
+                // Given up at once: no try would take it.
+                let why = format!(
+                    "the message is {} bytes, over the component's max_request_body ({max_payload} bytes)",
+                    message.payload.len()
+                );
+                settle(
+                    &js,
+                    message,
+                    Err(why),
+                    i64::from(max_deliver),
+                    max_deliver,
+                    dead_letter.as_deref(),
+                    &id,
+                    &invoker.trigger,
+                )
+                .await;
+                continue;
+            }
             let payload = message.payload.clone();
             let after = {
                 let (js, id, trigger) = (js.clone(), id.clone(), invoker.trigger.clone());
@@ -266,7 +356,7 @@ pub(crate) async fn run(
             }
         }
     }
-    connected_now(&invoker, false);
+    link.set(false);
     while invocations.join_next().await.is_some() {}
 }
 
@@ -303,7 +393,8 @@ async fn settle(
                     headers.insert("Ferry-Trigger", trigger);
                     headers.insert("Ferry-Subject", message.subject.as_str());
                     headers.insert("Ferry-Deliveries", delivered.to_string().as_str());
-                    headers.insert("Ferry-Error", why.replace(['\r', '\n'], " ").as_str());
+                    let why: String = why.replace(['\r', '\n'], " ").chars().take(1024).collect();
+                    headers.insert("Ferry-Error", why.as_str());
                     // Into the stream that keeps the subject, if one
                     // does, acknowledged; else to its subscribers.
                     let stored = match js.stream_by_subject(subject).await {
@@ -328,7 +419,12 @@ async fn settle(
                                 )
                                 .await
                             {
-                                Ok(()) => client.flush().await.map_err(|e| e.to_string()),
+                                Ok(()) => {
+                                    tokio::time::timeout(Duration::from_secs(5), client.flush())
+                                        .await
+                                        .map_err(|_| "no answer from the server".to_owned())
+                                        .and_then(|flushed| flushed.map_err(|e| e.to_string()))
+                                }
                                 Err(e) => Err(e.to_string()),
                             }
                         }
@@ -342,13 +438,18 @@ async fn settle(
                             "given up after {delivered} tries; published to `{subject}`"
                         ),
                         Err(e) => {
-                            // Not handed on: leave it to be delivered again.
+                            // Not handed on: handed back, to be given up
+                            // again on its next delivery.
+                            let delay = redelivery_delay(delivered);
                             tracing::error!(
                                 target: "ferry::trigger",
                                 trigger,
                                 message_id = id,
-                                "given up after {delivered} tries, but publishing it to `{subject}` failed: {e}; it will be delivered again"
+                                "given up after {delivered} tries, but publishing it to `{subject}` failed: {e}; trying again in {delay:?}"
                             );
+                            if let Err(e) = message.ack_with(AckKind::Nak(Some(delay))).await {
+                                tracing::warn!(target: "ferry::trigger", trigger, message_id = id, "cannot answer the NATS server about the message: {e}");
+                            }
                             return;
                         }
                     }
@@ -370,24 +471,42 @@ async fn settle(
     }
 }
 
-fn connected_now(invoker: &Invoker, connected: bool) {
-    if let Some(series) = &invoker.metrics {
-        series.connected(connected);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn subjects_are_checked_as_nats_reads_them() {
-        for good in ["orders", "orders.*", "orders.>", "a.*.c", ">"] {
+        for good in ["orders", "orders.*", "orders.>", "a.*.c"] {
             assert_eq!(check_subject(good), Ok(()), "{good}");
         }
-        for bad in ["", "a..b", "a b", "a.b*", "a.>.c", ".a", "a."] {
+        for bad in [
+            "",
+            "a..b",
+            "a b",
+            "a.b*",
+            "a.>.c",
+            ".a",
+            "a.",
+            ">",
+            "$KV.ferry_apps.>",
+            "$JS.API.STREAM.DELETE.X",
+            "_INBOX.abc",
+        ] {
             assert!(check_subject(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn dead_letters_never_come_back_to_the_trigger() {
+        assert!(check_dead_letter("dead.orders", "orders.>").is_ok());
+        assert!(check_dead_letter("orders.dead", "orders.>").is_err());
+        assert!(check_dead_letter("orders.dead", "orders.*").is_err());
+        assert!(check_dead_letter("orders.dead.x", "orders.*").is_ok());
+        assert!(check_dead_letter("dead.*", "orders").is_err());
+        assert!(check_dead_letter("$KV.ferry_apps.shop", "orders").is_err());
+        assert!(check_stream("KV_ferry_apps").is_err());
+        assert!(check_stream("ORDERS").is_ok());
     }
 
     #[test]

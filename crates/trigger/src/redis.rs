@@ -3,22 +3,27 @@
 //! component subscribed to its channel once, in a fresh instance.
 //!
 //! A connection that cannot be made, or that drops, is made again after a
-//! backoff (100 ms doubling to 30 s, reset once subscribed); messages
-//! published meanwhile are lost, as Redis pub/sub loses them for any
-//! subscriber that is away.
-
-use std::sync::Arc;
+//! backoff (100 ms doubling to 30 s, reset once a message came through);
+//! messages published meanwhile are lost, as Redis pub/sub loses them for
+//! any subscriber that is away. The server's address is resolved and
+//! checked against the host's forbidden listeners before each connection.
+//! A message larger than its components' `max_request_body` is dropped
+//! with a log line. (The Redis client buffers what the server sends before
+//! Ferry reads it; a component slower than its channel makes that buffer
+//! grow until Redis's own `client-output-buffer-limit` for pub/sub cuts the
+//! subscriber off.)
 
 use ferry_runtime::Event;
 use futures_util::StreamExt as _;
+use redis::IntoConnectionInfo as _;
 use tokio::sync::watch;
 
-use crate::{Channels, Invocations, Invoker, backoff};
+use crate::{Channels, Invocations, Link, Reconnect};
 
 pub(crate) async fn run(address: String, channels: Channels, mut stopped: watch::Receiver<bool>) {
     let shown = ferry_manifest::redacted(&address);
-    let client = match redis::Client::open(address.as_str()) {
-        Ok(client) => client,
+    let info = match address.as_str().into_connection_info() {
+        Ok(info) => info,
         Err(e) => {
             // The address is checked when the app loads; this is a bug if
             // it happens, and nothing would ever fix it by retrying.
@@ -26,18 +31,45 @@ pub(crate) async fn run(address: String, channels: Channels, mut stopped: watch:
             return;
         }
     };
+    let Some((_, first)) = channels.first() else {
+        return;
+    };
+    let guest = first.guest.clone();
+    // The largest message a subscribed component takes, as an HTTP body.
+    let max_payload = channels
+        .iter()
+        .map(|(_, i)| i.guest.limits().max_request_body)
+        .max()
+        .unwrap_or(0);
     let mut names: Vec<&str> = channels.iter().map(|(c, _)| c.as_str()).collect();
     names.sort_unstable();
     names.dedup();
     let mut invocations = Invocations::new();
-    let mut attempt = 0;
+    let mut reconnect = Reconnect::new();
+    let mut link = Link::new(channels.iter().map(|(_, invoker)| invoker));
     'connect: loop {
+        let wait = reconnect.next_wait();
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => break 'connect,
+            () = tokio::time::sleep(wait) => {}
+        }
         let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
+            // Resolved and checked here, then connected to by address.
+            let (host, port) = match info.addr() {
+                redis::ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
+                _ => return Err("only redis://HOST:PORT addresses are supported".to_owned()),
+            };
+            let addrs = crate::checked_addrs(&guest, &host, port).await?;
+            let client = redis::Client::open(
+                info.clone()
+                    .set_addr(redis::ConnectionAddr::Tcp(addrs[0].ip().to_string(), port)),
+            )
+            .map_err(|e| e.to_string())?;
+            let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
             for name in &names {
-                pubsub.subscribe(*name).await?;
+                pubsub.subscribe(*name).await.map_err(|e| e.to_string())?;
             }
-            Ok::<_, redis::RedisError>(pubsub)
+            Ok::<_, String>(pubsub)
         };
         let pubsub = tokio::select! {
             _ = stopped.wait_for(|s| *s) => break 'connect,
@@ -46,22 +78,16 @@ pub(crate) async fn run(address: String, channels: Channels, mut stopped: watch:
         let pubsub = match pubsub {
             Ok(pubsub) => pubsub,
             Err(e) => {
-                let wait = backoff(attempt);
-                attempt += 1;
-                set_connected(&channels, false);
+                link.set(false);
                 tracing::warn!(
                     target: "ferry::trigger",
                     address = shown.as_str(),
-                    "cannot subscribe on the Redis server: {e}; trying again in {wait:?}"
+                    "cannot subscribe on the Redis server: {e}; trying again"
                 );
-                tokio::select! {
-                    _ = stopped.wait_for(|s| *s) => break 'connect,
-                    _ = tokio::time::sleep(wait) => continue 'connect,
-                }
+                continue 'connect;
             }
         };
-        attempt = 0;
-        set_connected(&channels, true);
+        link.set(true);
         tracing::info!(
             target: "ferry::trigger",
             address = shown.as_str(),
@@ -77,7 +103,7 @@ pub(crate) async fn run(address: String, channels: Channels, mut stopped: watch:
                 message = messages.next() => message,
             };
             let Some(message) = message else {
-                set_connected(&channels, false);
+                link.set(false);
                 tracing::warn!(
                     target: "ferry::trigger",
                     address = shown.as_str(),
@@ -85,8 +111,20 @@ pub(crate) async fn run(address: String, channels: Channels, mut stopped: watch:
                 );
                 continue 'connect;
             };
+            reconnect.worked();
             let channel = message.get_channel_name();
-            let payload = bytes::Bytes::copy_from_slice(message.get_payload_bytes());
+            let bytes = message.get_payload_bytes();
+            if bytes.len() as u64 > max_payload {
+                tracing::error!(
+                    target: "ferry::trigger",
+                    address = shown.as_str(),
+                    channel,
+                    "a message of {} bytes is over its components' max_request_body ({max_payload} bytes); dropped",
+                    bytes.len()
+                );
+                continue;
+            }
+            let payload = bytes::Bytes::copy_from_slice(bytes);
             for (name, invoker) in &channels {
                 if name == channel {
                     // Waits for a free slot: a busy component slows the
@@ -99,14 +137,6 @@ pub(crate) async fn run(address: String, channels: Channels, mut stopped: watch:
             }
         }
     }
-    set_connected(&channels, false);
+    link.set(false);
     while invocations.join_next().await.is_some() {}
-}
-
-fn set_connected(channels: &[(String, Arc<Invoker>)], connected: bool) {
-    for (_, invoker) in channels {
-        if let Some(series) = &invoker.metrics {
-            series.connected(connected);
-        }
-    }
 }

@@ -4,14 +4,24 @@
 //! - `GET /seen`: `seen N dup M` — how many distinct messages the Redis
 //!   component handled, and how many it saw a second time;
 //! - `GET /ticks`: each cron tick as `<scheduled s> <ran ms>`, one a line,
-//!   in order.
+//!   in order;
+//! - `GET /redis/roundtrip`: every call of Spin's outbound Redis interface
+//!   (`fermyon:spin/redis@2.0.0`) on the server named by the `redis_address`
+//!   variable, with every value type, one result a line;
+//! - `GET /redis/open?<address>`: opens `address` and says what happened;
+//! - `POST /redis/publish/<channel>`: publishes the body on the channel
+//!   (which the app's own Redis trigger may be subscribed to).
 
 use spin_sdk::http::{IntoResponse, Request, Response};
 use spin_sdk::http_component;
 use spin_sdk::key_value::Store;
+use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
 
 #[http_component]
 fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
+    if let Some(rest) = req.path().strip_prefix("/redis/") {
+        return Ok(Response::new(200, redis(&req, rest)));
+    }
     let store = Store::open_default()?;
     let keys = store.get_keys()?;
     let body = match req.path() {
@@ -36,4 +46,94 @@ fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
         _ => return Ok(Response::new(404, "not found\n")),
     };
     Ok(Response::new(200, body))
+}
+
+/// What a Redis call answered, as text: the value, or `error: <the
+/// interface's error>`.
+fn shown<T: std::fmt::Debug, E: std::fmt::Debug>(result: Result<T, E>) -> String {
+    match result {
+        Ok(value) => format!("{value:?}"),
+        Err(error) => format!("error: {error:?}"),
+    }
+}
+
+fn redis(req: &Request, rest: &str) -> String {
+    let address = spin_sdk::variables::get("redis_address").unwrap_or_default();
+    if rest == "open" {
+        return shown(Connection::open(req.query()).map(|_| "opened")) + "\n";
+    }
+    let conn = match Connection::open(&address) {
+        Ok(conn) => conn,
+        Err(error) => return format!("open: error: {error:?}\n"),
+    };
+    if let Some(channel) = rest.strip_prefix("publish/") {
+        return shown(conn.publish(channel, &req.body().to_vec())) + "\n";
+    }
+    if rest == "get" {
+        return shown(conn.get("bin")) + "\n";
+    }
+    let mut lines = Vec::new();
+    let bin = vec![0u8, 1, 2, 255];
+    lines.push(format!("set {}", shown(conn.set("bin", &bin))));
+    lines.push(format!("get {}", shown(conn.get("bin"))));
+    lines.push(format!("get-missing {}", shown(conn.get("missing"))));
+    lines.push(format!("incr {}", shown(conn.incr("counter"))));
+    lines.push(format!("incr {}", shown(conn.incr("counter"))));
+    lines.push(format!("incr-bin {}", shown(conn.incr("bin"))));
+    lines.push(format!(
+        "sadd {}",
+        shown(conn.sadd("set", &["a".to_owned(), "b".to_owned(), "a".to_owned()]))
+    ));
+    lines.push(format!(
+        "smembers {}",
+        shown(conn.smembers("set").map(|mut m| {
+            m.sort();
+            m
+        }))
+    ));
+    lines.push(format!("srem {}", shown(conn.srem("set", &["a".to_owned()]))));
+    lines.push(format!(
+        "del {}",
+        shown(conn.del(&["bin".to_owned(), "counter".to_owned(), "nope".to_owned()]))
+    ));
+    lines.push(format!(
+        "execute-set {}",
+        shown(conn.execute(
+            "SET",
+            &[
+                RedisParameter::Binary(b"k".to_vec()),
+                RedisParameter::Int64(-42),
+            ]
+        ))
+    ));
+    lines.push(format!(
+        "execute-incrby {}",
+        shown(conn.execute(
+            "INCRBY",
+            &[RedisParameter::Binary(b"k".to_vec()), RedisParameter::Int64(2)]
+        ))
+    ));
+    lines.push(format!(
+        "execute-mget {}",
+        shown(conn.execute(
+            "MGET",
+            &[
+                RedisParameter::Binary(b"k".to_vec()),
+                RedisParameter::Binary(b"none".to_vec()),
+            ]
+        ))
+    ));
+    lines.push(format!(
+        "execute-ping {}",
+        shown(conn.execute("PING", &[]).map(|r| matches!(
+            r.as_slice(),
+            [RedisResult::Status(s)] if s == "PONG"
+        )))
+    ));
+    lines.push(format!(
+        "execute-bad {}",
+        shown(conn.execute("NOSUCHCOMMAND", &[]))
+    ));
+    lines.push(format!("publish {}", shown(conn.publish("nobody", &b"x".to_vec()))));
+    lines.iter().map(|l| format!("{l}\n")).collect()
 }
