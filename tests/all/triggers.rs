@@ -19,13 +19,19 @@ pub(crate) fn events_app() -> std::path::PathBuf {
     BUILT
         .get_or_init(|| {
             let app = spin_app("rust-events");
-            let output = ferry().arg("build").arg(&app).output().unwrap();
-            assert!(
-                output.status.success(),
-                "ferry build failed:\n{}\n{}",
-                text(&output.stdout),
-                text(&output.stderr)
-            );
+            for manifest in ["spin.toml", "spin.mqtt.toml"] {
+                let output = ferry()
+                    .arg("build")
+                    .arg(app.join(manifest))
+                    .output()
+                    .unwrap();
+                assert!(
+                    output.status.success(),
+                    "ferry build {manifest} failed:\n{}\n{}",
+                    text(&output.stdout),
+                    text(&output.stderr)
+                );
+            }
             app
         })
         .clone()
@@ -488,6 +494,119 @@ async fn a_nats_trigger_retries_dead_letters_and_loses_nothing_across_a_restart(
             (31, 0) => Ok(()),
             other => Err(other),
         }
+    })
+    .await;
+}
+
+/// A `mosquitto` broker (Debian's; `scripts/setup` installs it) on a free
+/// loopback port, anonymous, sessions kept in memory while it runs.
+struct Mosquitto {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    fn start() -> Self {
+        let port = ferry_store::testing::free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &config,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (apt-get install mosquitto; scripts/setup does)");
+        eventually_blocking("mosquitto to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// Publishes `payload` on `topic` at QoS 1 with `mosquitto_pub`.
+    fn publish(&self, topic: &str, payload: &str) {
+        let status = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-q", "1", "-t", topic, "-m", payload])
+            .status()
+            .expect("mosquitto_pub (Debian's mosquitto-clients)");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn mqtt_seen(url: &str) -> Vec<String> {
+    let reply = get(&format!("{url}/mqtt")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.text().lines().map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_messages_run_the_component_with_their_topic_and_qos_1_survives_a_restart() {
+    let broker = Mosquitto::start();
+    let state = tempfile::tempdir().unwrap();
+    let up = || {
+        Ferry::start_at(
+            &events_app().join("spin.mqtt.toml"),
+            &[
+                "--variable",
+                &format!("mqtt_address=mqtt://127.0.0.1:{}", broker.port),
+                "--state-dir",
+                state.path().to_str().unwrap(),
+            ],
+        )
+    };
+    let ferry = up();
+    ferry
+        .wait_for_log(
+            LogMark::default(),
+            &["ferry::trigger", "subscribed", "sensors/#"],
+        )
+        .await;
+    let mark = ferry.log_mark();
+    broker.publish("sensors/kitchen", "21.5");
+    broker.publish("sensors/hall/door", "open");
+    broker.publish("elsewhere", "not for us");
+    broker.publish("sensors/kitchen", "fail");
+    let want = ["sensors/hall/door:open", "sensors/kitchen:21.5"];
+    eventually(
+        "both sensor messages recorded with their topics",
+        || async {
+            let seen = mqtt_seen(&ferry.url).await;
+            (seen == want).then_some(()).ok_or(seen)
+        },
+    )
+    .await;
+    ferry
+        .wait_for_log(mark, &["invocation failed", "failing on sensors/kitchen"])
+        .await;
+
+    // QoS 1 with a persistent session: what arrives while Ferry is down is
+    // kept by the broker and handled when Ferry is back.
+    assert!(ferry.terminate().success());
+    broker.publish("sensors/garage", "while-down");
+    let ferry = up();
+    eventually("the message published while Ferry was down", || async {
+        let seen = mqtt_seen(&ferry.url).await;
+        seen.contains(&"sensors/garage:while-down".to_owned())
+            .then_some(())
+            .ok_or(seen)
     })
     .await;
 }

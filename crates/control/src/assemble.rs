@@ -301,6 +301,14 @@ fn event_triggers(
                 max_deliver: *max_deliver,
                 dead_letter: dead_letter.as_ref().map(&render).transpose()?,
             },
+            EventSource::Mqtt { broker, topic, qos } => ferry_trigger::Source::Mqtt {
+                address: render(&broker.address)?,
+                username: broker.username.as_ref().map(&render).transpose()?,
+                password: broker.password.as_ref().map(&render).transpose()?,
+                keep_alive: broker.keep_alive,
+                topic: render(topic)?,
+                qos: *qos,
+            },
             EventSource::Cron { schedule } => ferry_trigger::Source::Cron {
                 schedule: schedule.clone(),
             },

@@ -80,6 +80,10 @@ pub fn summarize(
                         .map(|d| format!(", then to `{d}`"))
                         .unwrap_or_default()
                 ),
+                EventSource::Mqtt { broker, topic, qos } => format!(
+                    "topic `{topic}` on {} at QoS {qos}",
+                    ferry_manifest::redacted(&broker.address.to_string())
+                ),
                 EventSource::Cron { schedule } => format!("schedule `{schedule}` (UTC)"),
             }
         ));

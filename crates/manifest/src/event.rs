@@ -13,6 +13,11 @@
 //!   stream to consume; by default Ferry makes one for the subject),
 //!   `max_deliver` (tries before a message is given up, default 5) and
 //!   `dead_letter_subject` (where a given-up message is published).
+//! - MQTT: `[application.trigger.mqtt]` `address` (`mqtt://HOST[:PORT]`),
+//!   `username`, `password` (templates, as the plugin resolves them) and
+//!   `keep_alive_interval` (seconds, a string); `[[trigger.mqtt]]`
+//!   `component`, `topic` (a template) and `qos` (`"0"`, `"1"` or `"2"`,
+//!   a string as the spin-trigger-mqtt plugin reads it).
 //! - Cron: `component` and `cron_expression`, six fields with seconds
 //!   first (`sec min hour day-of-month month day-of-week`), in UTC, read
 //!   by the same parser the plugin uses (`croner`, seconds required, day
@@ -63,8 +68,24 @@ pub enum EventSource {
         max_deliver: u32,
         dead_letter: Option<Template>,
     },
+    /// Every message on `topic` (a filter, `+` and `#` allowed) of the
+    /// MQTT broker the app's `[application.trigger.mqtt]` names.
+    Mqtt {
+        broker: MqttBroker,
+        topic: Template,
+        qos: u8,
+    },
     /// Each time the schedule names, in UTC.
     Cron { schedule: String },
+}
+
+/// `[application.trigger.mqtt]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttBroker {
+    pub address: Template,
+    pub username: Option<Template>,
+    pub password: Option<Template>,
+    pub keep_alive: std::time::Duration,
 }
 
 /// Tries of a NATS message before it is given up, unless the trigger says.
@@ -75,6 +96,7 @@ impl EventSource {
         match self {
             Self::Redis { .. } => "redis",
             Self::Nats { .. } => "nats",
+            Self::Mqtt { .. } => "mqtt",
             Self::Cron { .. } => "cron",
         }
     }
@@ -83,6 +105,7 @@ impl EventSource {
     pub fn executor(&self) -> crate::Executor {
         match self {
             Self::Redis { .. } | Self::Nats { .. } => crate::Executor::InboundRedis,
+            Self::Mqtt { .. } => crate::Executor::Mqtt,
             Self::Cron { .. } => crate::Executor::Cron,
         }
     }
@@ -114,6 +137,43 @@ pub(crate) fn read_defaults(
 pub(crate) struct Defaults {
     pub redis_address: Option<Template>,
     pub nats_url: Option<Template>,
+    pub mqtt: Option<MqttBroker>,
+}
+
+/// `[application.trigger.mqtt]`: the broker every MQTT trigger uses.
+pub(crate) fn read_mqtt_broker(
+    diags: &mut Diagnostics,
+    table: &mut TableView<'_, '_>,
+    app: &App,
+) -> Option<MqttBroker> {
+    let address = table.required_string(diags, "address");
+    let username = table.string(diags, "username");
+    let password = table.string(diags, "password");
+    let keep_alive = match table.string(diags, "keep_alive_interval") {
+        None => Some(std::time::Duration::from_secs(30)),
+        Some(text) => match text.get_ref().trim().parse::<u64>() {
+            Ok(secs) if (1..=65535).contains(&secs) => Some(std::time::Duration::from_secs(secs)),
+            _ => {
+                diags.error(
+                    text.span(),
+                    "`keep_alive_interval` is a number of seconds from 1 to 65535, written as a string (`\"30\"`)",
+                );
+                None
+            }
+        },
+    };
+    let template = |diags: &mut Diagnostics, t: Option<toml::Spanned<String>>| match t {
+        Some(t) => read_template(diags, &t, &app.variables).map(Some),
+        None => Some(None),
+    };
+    let username = template(diags, username);
+    let password = template(diags, password);
+    Some(MqttBroker {
+        address: read_template(diags, &address?, &app.variables)?,
+        username: username?,
+        password: password?,
+        keep_alive: keep_alive?,
+    })
 }
 
 /// Every `[[trigger.<kind>]]` of an event kind, with the application's
@@ -194,6 +254,7 @@ pub(crate) fn read(
         let source = match kind {
             "redis" => read_redis(diags, &mut table, app, defaults.redis_address.as_ref()),
             "nats" => read_nats(diags, &mut table, app, defaults.nats_url.as_ref()),
+            "mqtt" => read_mqtt(diags, &mut table, app, defaults.mqtt.as_ref()),
             "cron" => read_cron(diags, &mut table),
             _ => unreachable!("only event kinds are read here"),
         };
@@ -305,6 +366,42 @@ fn read_nats(
         stream: stream.map(toml::Spanned::into_inner),
         max_deliver: max_deliver?,
         dead_letter,
+    })
+}
+
+fn read_mqtt(
+    diags: &mut Diagnostics,
+    table: &mut TableView<'_, '_>,
+    app: &App,
+    broker: Option<&MqttBroker>,
+) -> Option<EventSource> {
+    let topic = table.required_string(diags, "topic");
+    let qos = match table.get("qos") {
+        None => Some(0),
+        Some(value) => match value.get_ref() {
+            DeValue::String(q) if ["0", "1", "2"].contains(&q.as_ref()) => q.parse().ok(),
+            _ => {
+                diags.push(
+                    Diagnostic::new(value.span(), "`qos` must be \"0\", \"1\" or \"2\"")
+                        .with_help("the MQTT trigger reads the quality of service as a string, as the spin-trigger-mqtt plugin does"),
+                );
+                None
+            }
+        },
+    };
+    let topic = read_template(diags, &topic?, &app.variables)?;
+    let Some(broker) = broker else {
+        diags.push(
+            Diagnostic::new(table.span.clone(), "no MQTT broker for this trigger").with_help(
+                "name it with `[application.trigger.mqtt] address = \"mqtt://HOST:PORT\"`",
+            ),
+        );
+        return None;
+    };
+    Some(EventSource::Mqtt {
+        broker: broker.clone(),
+        topic,
+        qos: qos?,
     })
 }
 

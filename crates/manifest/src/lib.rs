@@ -33,7 +33,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 pub use diagnostic::{Diagnostic, ManifestError, Warnings};
-pub use event::{DEFAULT_MAX_DELIVER, EventSource, EventTrigger, parse_schedule};
+pub use event::{DEFAULT_MAX_DELIVER, EventSource, EventTrigger, MqttBroker, parse_schedule};
 pub use limits::{
     ConfinedPath, KeyValueStoreConfig, Limits, LimitsOverride, OutsidePath, RuntimeConfig,
     SqliteDatabaseConfig, normalize_relative, parse_duration, parse_size,
@@ -62,8 +62,8 @@ pub struct App {
     /// `[application.trigger.http] base`, normalised to start with `/`.
     pub base: String,
     pub triggers: Vec<HttpTrigger>,
-    /// `[[trigger.redis]]`, `[[trigger.nats]]` and `[[trigger.cron]]`, in
-    /// manifest order by type.
+    /// `[[trigger.redis]]`, `[[trigger.nats]]`, `[[trigger.mqtt]]` and
+    /// `[[trigger.cron]]`, in manifest order by type.
     pub event_triggers: Vec<EventTrigger>,
     /// In manifest order (inline components where their trigger is).
     pub components: Vec<Component>,
@@ -147,6 +147,9 @@ pub enum Executor {
     InboundRedis,
     /// A `[[trigger.cron]]` component: `handle-cron-event`.
     Cron,
+    /// A `[[trigger.mqtt]]` component: `handle-message` of
+    /// `spin:mqtt-trigger`.
+    Mqtt,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -458,7 +461,7 @@ fn parse(
     if app.triggers.is_empty() && app.event_triggers.is_empty() && !diags.has_errors() {
         diags.error(
             root.key_span("trigger").unwrap_or(0..0),
-            "the app has no trigger (`[[trigger.http]]`, `[[trigger.redis]]`, `[[trigger.nats]]`, `[[trigger.cron]]`): nothing to run",
+            "the app has no trigger (`[[trigger.http]]`, `[[trigger.redis]]`, `[[trigger.nats]]`, `[[trigger.mqtt]]`, `[[trigger.cron]]`): nothing to run",
         );
     }
 
@@ -529,13 +532,18 @@ fn read_application(
             if kind == "http" {
                 continue;
             }
-            if kind == "redis" || kind == "nats" {
+            if kind == "redis" || kind == "nats" || kind == "mqtt" {
                 if let Some(mut settings) = triggers.table(diags, &kind) {
-                    if kind == "redis" {
-                        defaults.redis_address =
-                            event::read_defaults(diags, &mut settings, "address", app);
-                    } else {
-                        defaults.nats_url = event::read_defaults(diags, &mut settings, "url", app);
+                    match kind.as_str() {
+                        "redis" => {
+                            defaults.redis_address =
+                                event::read_defaults(diags, &mut settings, "address", app);
+                        }
+                        "nats" => {
+                            defaults.nats_url =
+                                event::read_defaults(diags, &mut settings, "url", app);
+                        }
+                        _ => defaults.mqtt = event::read_mqtt_broker(diags, &mut settings, app),
                     }
                     settings.finish(diags, &[]);
                 }

@@ -122,16 +122,16 @@ fn fields_ferry_cannot_honour_are_refused_at_their_key() {
     let err = f
         .parse(&format!(
             r#"{HEADER}
-[application.trigger.mqtt]
-address = "mqtt://localhost"
+[application.trigger.sqs]
+region = "eu-west-1"
 
 [[trigger.http]]
 route = "/"
 component = "a"
 components = {{ extra = "a" }}
 
-[[trigger.mqtt]]
-topic = "x"
+[[trigger.sqs]]
+queue_url = "x"
 component = "a"
 
 [[trigger.cron]]
@@ -169,6 +169,17 @@ password = {{ required = true, secret = true }}
 
 [application.trigger.redis]
 address = "redis://:{{{{ password }}}}@{{{{ host }}}}:6379"
+
+[application.trigger.mqtt]
+address = "mqtt://{{{{ host }}}}:1883"
+username = "admin"
+password = "{{{{ password }}}}"
+keep_alive_interval = "15"
+
+[[trigger.mqtt]]
+component = "a"
+topic = "sensors/+/temp"
+qos = "2"
 
 [[trigger.redis]]
 channel = "orders"
@@ -217,6 +228,16 @@ source = "app.wasm"
             EventSource::Cron { schedule } => {
                 format!("{} {} cron {schedule} line {}", t.id, t.component, t.line)
             }
+            EventSource::Mqtt { broker, topic, qos } => format!(
+                "{} {} mqtt {} {:?} {:?} {:?} {topic} {qos} line {}",
+                t.id,
+                t.component,
+                broker.address,
+                broker.username.as_ref().map(ToString::to_string),
+                broker.password.as_ref().map(ToString::to_string),
+                broker.keep_alive,
+                t.line
+            ),
             EventSource::Nats {
                 url,
                 subject,
@@ -238,11 +259,12 @@ source = "app.wasm"
     assert_eq!(
         summary,
         [
-            "a-redis-trigger a redis redis://:{{ password }}@{{ host }}:6379 orders line 12",
-            "audit audit-component redis redis://audit:6380 {{ host }}-audit line 16",
-            "a-nats-trigger a nats nats://a:4222,nats://b:4222 orders.> Some(\"ORDERS\") 3 dead.{{ host }} line 22",
-            "b-cron-trigger b cron */5 * * * * MON-FRI line 30",
-            "cron-trigger1 b cron @hourly line 34",
+            "a-mqtt-trigger a mqtt mqtt://{{ host }}:1883 Some(\"admin\") Some(\"{{ password }}\") 15s sensors/+/temp 2 line 18",
+            "a-redis-trigger a redis redis://:{{ password }}@{{ host }}:6379 orders line 23",
+            "audit audit-component redis redis://audit:6380 {{ host }}-audit line 27",
+            "a-nats-trigger a nats nats://a:4222,nats://b:4222 orders.> Some(\"ORDERS\") 3 dead.{{ host }} line 33",
+            "b-cron-trigger b cron */5 * * * * MON-FRI line 41",
+            "cron-trigger1 b cron @hourly line 45",
         ]
     );
     assert!(app.component("audit-component").is_some());

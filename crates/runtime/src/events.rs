@@ -11,7 +11,9 @@
 //! - `fermyon:spin/inbound-redis` `handle-message(payload)`, what spin-sdk
 //!   2.x–5.x `#[redis_component]` exports;
 //! - `handle-cron-event(metadata)`, a function of the world itself, what the
-//!   cron plugin's `#[cron_component]` exports.
+//!   cron plugin's `#[cron_component]` exports;
+//! - `handle-message(payload, metadata)`, likewise, what the MQTT plugin's
+//!   `#[mqtt_component]` exports (`spin:mqtt-trigger`, with the topic).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,6 +43,15 @@ mod cron_bindings {
     });
 }
 
+mod mqtt_bindings {
+    wasmtime::component::bindgen!({
+        path: "wit/events/deps/spin-mqtt-trigger",
+        world: "spin:mqtt-trigger/spin-mqtt",
+        imports: { default: async },
+        exports: { default: async },
+    });
+}
+
 /// The export an event trigger calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventExport {
@@ -48,6 +59,8 @@ pub enum EventExport {
     InboundRedis,
     /// `handle-cron-event`.
     Cron,
+    /// `handle-message` of `spin:mqtt-trigger`.
+    Mqtt,
 }
 
 impl EventExport {
@@ -56,6 +69,16 @@ impl EventExport {
         match self {
             Self::InboundRedis => "fermyon:spin/inbound-redis",
             Self::Cron => "handle-cron-event",
+            Self::Mqtt => "handle-message",
+        }
+    }
+
+    /// The trigger type that calls it.
+    pub fn trigger(self) -> &'static str {
+        match self {
+            Self::InboundRedis => "redis` or `nats",
+            Self::Cron => "cron",
+            Self::Mqtt => "mqtt",
         }
     }
 }
@@ -63,8 +86,12 @@ impl EventExport {
 /// One event for a guest.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// A message's payload, for `inbound-redis`.
-    Message(bytes::Bytes),
+    /// A message: its payload, and the topic (or channel, or subject) it
+    /// came on, which only the MQTT entry point is told.
+    Message {
+        payload: bytes::Bytes,
+        topic: String,
+    },
     /// A cron tick, at `timestamp` (seconds since the Unix epoch).
     Tick { timestamp: u64 },
 }
@@ -74,6 +101,7 @@ pub enum Event {
 pub(crate) enum EventPre {
     InboundRedis(redis_bindings::RedisTriggerPre<HttpState>),
     Cron(cron_bindings::SpinCronPre<HttpState>),
+    Mqtt(mqtt_bindings::SpinMqttPre<HttpState>),
 }
 
 impl EventPre {
@@ -81,6 +109,7 @@ impl EventPre {
         match self {
             Self::InboundRedis(_) => EventExport::InboundRedis,
             Self::Cron(_) => EventExport::Cron,
+            Self::Mqtt(_) => EventExport::Mqtt,
         }
     }
 }
@@ -102,10 +131,7 @@ pub(crate) fn pre(
             } else {
                 exports.join(", ")
             },
-            match export {
-                EventExport::InboundRedis => "redis",
-                EventExport::Cron => "cron",
-            }
+            export.trigger()
         );
     }
     let instance_pre = linker.instantiate_pre(component)?;
@@ -114,6 +140,7 @@ pub(crate) fn pre(
             EventPre::InboundRedis(redis_bindings::RedisTriggerPre::new(instance_pre)?)
         }
         EventExport::Cron => EventPre::Cron(cron_bindings::SpinCronPre::new(instance_pre)?),
+        EventExport::Mqtt => EventPre::Mqtt(mqtt_bindings::SpinMqttPre::new(instance_pre)?),
     })
 }
 
@@ -135,7 +162,7 @@ pub(crate) async fn invoke(
     let run = async move {
         let instantiating = Instant::now();
         let answer: Result<Option<String>, wasmtime::Error> = match (&pre, event) {
-            (EventPre::InboundRedis(pre), Event::Message(payload)) => {
+            (EventPre::InboundRedis(pre), Event::Message { payload, .. }) => {
                 let bindings = pre
                     .instantiate_async(&mut store)
                     .await
@@ -174,6 +201,27 @@ pub(crate) async fn invoke(
                     .map(|answer| {
                         answer.err().map(|e| match e {
                             cron_bindings::fermyon::spin_cron::cron_types::Error::Other(why) => why,
+                        })
+                    })
+            }
+            (EventPre::Mqtt(pre), Event::Message { payload, topic }) => {
+                let bindings = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(|e| GuestError::from_instantiation(e.into()))?;
+                if let Some(stats) = &stats {
+                    stats.instantiated(instantiating.elapsed());
+                }
+                let metadata =
+                    mqtt_bindings::spin::mqtt_trigger::spin_mqtt_types::Metadata { topic };
+                bindings
+                    .call_handle_message(&mut store, &payload.to_vec(), &metadata)
+                    .await
+                    .map(|answer| {
+                        answer.err().map(|e| match e {
+                            mqtt_bindings::spin::mqtt_trigger::spin_mqtt_types::Error::Other(
+                                why,
+                            ) => why,
                         })
                     })
             }

@@ -372,7 +372,7 @@ impl Runtime {
             None
         };
         let adaptation = match executor {
-            Executor::Http | Executor::InboundRedis | Executor::Cron => {
+            Executor::Http | Executor::InboundRedis | Executor::Cron | Executor::Mqtt => {
                 adapt::Adaptation::for_http(wasm, top.as_ref())
                     .with_context(|| format!("cannot serve {}", component.source))?
             }
@@ -422,6 +422,7 @@ impl Runtime {
                 let event = match executor {
                     Executor::InboundRedis => Some(EventExport::InboundRedis),
                     Executor::Cron => Some(EventExport::Cron),
+                    Executor::Mqtt => Some(EventExport::Mqtt),
                     Executor::Http | Executor::Wagi(_) => None,
                 };
                 let kind = if let Some(export) = event {

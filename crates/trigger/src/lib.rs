@@ -27,6 +27,7 @@
 
 mod cron;
 mod metrics;
+mod mqtt;
 mod nats;
 mod redis;
 
@@ -63,6 +64,14 @@ pub enum Source {
         max_deliver: u32,
         dead_letter: Option<String>,
     },
+    Mqtt {
+        address: String,
+        username: Option<String>,
+        password: Option<String>,
+        keep_alive: Duration,
+        topic: String,
+        qos: u8,
+    },
     Cron {
         schedule: String,
     },
@@ -74,6 +83,7 @@ impl Source {
         match self {
             Self::Redis { .. } => "redis",
             Self::Nats { .. } => "nats",
+            Self::Mqtt { .. } => "mqtt",
             Self::Cron { .. } => "cron",
         }
     }
@@ -107,6 +117,10 @@ impl Source {
                     None => Ok(()),
                 }
             }
+            Self::Mqtt { address, topic, .. } => {
+                mqtt::broker_address(address)?;
+                mqtt::check_topic(topic)
+            }
             Self::Cron { schedule } => ferry_manifest::parse_schedule(schedule).map(drop),
         }
     }
@@ -138,6 +152,15 @@ impl Source {
                     .as_ref()
                     .map(|d| format!(", then to `{d}`"))
                     .unwrap_or_default()
+            ),
+            Self::Mqtt {
+                address,
+                topic,
+                qos,
+                ..
+            } => format!(
+                "topic `{topic}` on {} at QoS {qos}",
+                ferry_manifest::redacted(address)
             ),
             Self::Cron { schedule } => format!("schedule `{schedule}` (UTC)"),
         }
@@ -229,6 +252,12 @@ impl Triggers {
                         None => redis.push((address.clone(), vec![(channel.clone(), invoker)])),
                     }
                 }
+                Source::Mqtt { .. } => tasks.push(tokio::spawn(mqtt::run(
+                    trigger.source.clone(),
+                    self.app.clone(),
+                    invoker,
+                    stopped.clone(),
+                ))),
                 Source::Nats { .. } => tasks.push(tokio::spawn(nats::run(
                     trigger.source.clone(),
                     self.app.clone(),

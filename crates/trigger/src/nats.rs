@@ -333,6 +333,7 @@ pub(crate) async fn run(
                 continue;
             }
             let payload = message.payload.clone();
+            let topic = message.subject.to_string();
             let after = {
                 let (js, id, trigger) = (js.clone(), id.clone(), invoker.trigger.clone());
                 let dead_letter = dead_letter.clone();
@@ -352,7 +353,7 @@ pub(crate) async fn run(
             };
             tokio::select! {
                 _ = stopped.wait_for(|s| *s) => break 'consume,
-                () = invoker.dispatch_then(Event::Message(payload), Some(id), &mut invocations, after) => {}
+                () = invoker.dispatch_then(Event::Message { payload, topic }, Some(id), &mut invocations, after) => {}
             }
         }
     }

@@ -131,7 +131,10 @@ pub(crate) async fn run(address: String, channels: Channels, mut stopped: watch:
                     // reading of its connection, not the host.
                     tokio::select! {
                         _ = stopped.wait_for(|s| *s) => break 'connect,
-                        () = invoker.dispatch(Event::Message(payload.clone()), &mut invocations) => {}
+                        () = invoker.dispatch(Event::Message {
+                            payload: payload.clone(),
+                            topic: channel.to_owned(),
+                        }, &mut invocations) => {}
                     }
                 }
             }

@@ -5,6 +5,8 @@
 //!   component handled, and how many it saw a second time;
 //! - `GET /ticks`: each cron tick as `<scheduled s> <ran ms>`, one a line,
 //!   in order;
+//! - `GET /mqtt`: each MQTT message recorded, `<topic>:<payload>`, one a
+//!   line, sorted;
 //! - `GET /redis/roundtrip`: every call of Spin's outbound Redis interface
 //!   (`fermyon:spin/redis@2.0.0`) on the server named by the `redis_address`
 //!   variable, with every value type, one result a line;
@@ -29,6 +31,14 @@ fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
             let seen = keys.iter().filter(|k| k.starts_with("seen:")).count();
             let dup = keys.iter().filter(|k| k.starts_with("dup:")).count();
             format!("seen {seen} dup {dup}\n")
+        }
+        "/mqtt" => {
+            let mut seen: Vec<&str> = keys
+                .iter()
+                .filter_map(|k| k.strip_prefix("mqtt:"))
+                .collect();
+            seen.sort();
+            seen.iter().map(|t| format!("{t}\n")).collect()
         }
         "/ticks" => {
             let mut ticks: Vec<String> = Vec::new();
