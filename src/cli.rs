@@ -437,6 +437,10 @@ struct UpArgs {
     sqlite_statements: Vec<String>,
     #[command(flatten)]
     listener: ListenerArgs,
+    /// For an app with a `[[trigger.command]]`: the command's arguments
+    /// (after its name); `ferry up` runs it once and exits with its status.
+    #[arg(last = true, value_name = "ARGS")]
+    command_args: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -881,6 +885,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     let host = assembled.app;
+    let command = assembled.command;
     let watched = crate::watch::Watched::of(&prepared.app, args.app.runtime_config_file.as_deref());
     let apps = LiveApps::observed(metrics.as_ref().map(|m| m.server()), traces.is_some());
     apps.install(host, Vec::new())?;
@@ -923,13 +928,25 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             loader.reload(&live, &mut serving, changed)
         })?;
     }
-    tokio.block_on(ferry_server::serve(
-        listener,
-        apps,
-        &args.listener.config(),
-        shutdown_signal(),
-    ))?;
-    Ok(ExitCode::SUCCESS)
+    let config = args.listener.config();
+    let served = ferry_server::serve(listener, apps, &config, shutdown_signal());
+    let Some(command) = command else {
+        tokio.block_on(served)?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    // The app's command is its main: it runs while the app serves, and
+    // `ferry up` exits with its status when it ends.
+    let status = tokio.block_on(async {
+        tokio::select! {
+            served = served => served.map(|()| 130),
+            status = command.run_command(&args.command_args) => {
+                status.map_err(|e| anyhow::anyhow!("the command `{}` failed: {e}", command.id()))
+            }
+        }
+    })?;
+    Ok(ExitCode::from(
+        u8::try_from(status.clamp(0, 255)).unwrap_or(1),
+    ))
 }
 
 /// Each event trigger, one line each (nothing when there are none).
@@ -1065,6 +1082,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             .filter_map(|(c, _)| {
                 host.guest(&c.id)
                     .or_else(|| triggers.guest(&c.id).map(|g| &**g))
+                    .or(assembled.command.as_ref().filter(|g| g.id() == c.id))
                     .map(|guest| (c, guest))
             })
             .collect();

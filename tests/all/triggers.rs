@@ -610,3 +610,65 @@ async fn mqtt_messages_run_the_component_with_their_topic_and_qos_1_survives_a_r
     })
     .await;
 }
+
+#[test]
+fn a_command_runs_once_with_its_arguments_and_stdio_and_exits_with_its_status() {
+    let app = TestApp::new(
+        "[[trigger.command]]\ncomponent = \"cmd\"\n\n[component.cmd]\nsource = \"cmd.wasm\"\n",
+    );
+    std::fs::copy(
+        ferry_test_programs::COMMAND_GUEST,
+        app.path().join("cmd.wasm"),
+    )
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut child = ferry()
+            .arg("up")
+            .arg(app.path())
+            .args(["--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state.path())
+            .arg("--")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"from the terminal")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let output = run(&["hello world", "0"]);
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&output.stderr)
+    );
+    assert!(
+        stdout.contains("arg cmd\narg hello world\narg 0\nstdin from the terminal\n"),
+        "{stdout}"
+    );
+    assert!(text(&output.stderr).contains("to stderr"));
+    // WASI 0.2's `exit` says success or failure, not a number: a command
+    // that exits with 3 fails, and `ferry up` exits with 1.
+    let output = run(&["3"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stdout));
+
+    // A live host serves apps; it does not run commands.
+    let host_state = tempfile::tempdir().unwrap();
+    let host = Host::start(host_state.path(), &[]);
+    let output = host.client(&["deploy", app.path().to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("a command trigger runs once, from `ferry up`"),
+        "{}",
+        text(&output.stderr)
+    );
+}

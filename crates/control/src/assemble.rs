@@ -312,6 +312,8 @@ fn event_triggers(
             EventSource::Cron { schedule } => ferry_trigger::Source::Cron {
                 schedule: schedule.clone(),
             },
+            // Run by `ferry up` itself, once: not a source of events.
+            EventSource::Command => continue,
         };
         source.check().map_err(|e| {
             Failure::load(format!(
@@ -478,7 +480,10 @@ impl Assembler {
                 metrics.component_loaded(compile.from_cache, compile.elapsed);
             }
         }
-        // Event guests run beside the server, not behind a route.
+        // Event guests run beside the server, not behind a route; a
+        // command is run by `ferry up` itself.
+        let (mut commands, guests): (Vec<Guest>, Vec<Guest>) =
+            guests.into_iter().partition(Guest::is_command);
         let (events, http): (Vec<Guest>, Vec<Guest>) =
             guests.into_iter().partition(|g| g.event_export().is_some());
         let loaded = LoadedApp::succeeding(previous, app, http)?;
@@ -497,6 +502,7 @@ impl Assembler {
         Ok(Assembled {
             triggers: ferry_trigger::Triggers::new(&app.name, loaded.incarnation(), triggers),
             app: loaded,
+            command: commands.pop(),
         })
     }
 }
@@ -506,6 +512,8 @@ impl Assembler {
 pub struct Assembled {
     pub app: LoadedApp,
     pub triggers: ferry_trigger::Triggers,
+    /// The `[[trigger.command]]` component, which `ferry up` runs once.
+    pub command: Option<Guest>,
 }
 
 /// Runs `work` on another thread while this one drives `tokio`, for a

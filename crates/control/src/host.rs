@@ -821,6 +821,17 @@ impl Host {
             &mut progress,
         )
         .map_err(invalid)?;
+        if let Some(command) = prepared
+            .app
+            .event_triggers
+            .iter()
+            .find(|t| t.source == ferry_manifest::EventSource::Command)
+        {
+            return Err(HostError::Invalid(format!(
+                "trigger `{}`: a command trigger runs once, from `ferry up`; a live host serves apps and does not run commands",
+                command.id
+            )));
+        }
         // Before compiling: a clash costs nothing.
         let router = Router::new(&prepared.app).map_err(invalid)?;
         self.live
@@ -833,6 +844,7 @@ impl Host {
         let assemble::Assembled {
             app: host,
             triggers,
+            ..
         } = self
             .assembler
             .assemble(

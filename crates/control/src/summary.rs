@@ -85,6 +85,8 @@ pub fn summarize(
                     ferry_manifest::redacted(&broker.address.to_string())
                 ),
                 EventSource::Cron { schedule } => format!("schedule `{schedule}` (UTC)"),
+                EventSource::Command =>
+                    "run once by `ferry up`, with the arguments after `--`".to_owned(),
             }
         ));
     }

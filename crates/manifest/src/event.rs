@@ -18,6 +18,9 @@
 //!   `keep_alive_interval` (seconds, a string); `[[trigger.mqtt]]`
 //!   `component`, `topic` (a template) and `qos` (`"0"`, `"1"` or `"2"`,
 //!   a string as the spin-trigger-mqtt plugin reads it).
+//! - Command: `[[trigger.command]]` with `component` only (as the
+//!   spin-trigger-command plugin reads it): `ferry up` runs the WASI command
+//!   once, with the arguments after `--`, and exits with its exit code.
 //! - Cron: `component` and `cron_expression`, six fields with seconds
 //!   first (`sec min hour day-of-month month day-of-week`), in UTC, read
 //!   by the same parser the plugin uses (`croner`, seconds required, day
@@ -77,6 +80,8 @@ pub enum EventSource {
     },
     /// Each time the schedule names, in UTC.
     Cron { schedule: String },
+    /// Once, when the app starts (`ferry up`), as a WASI command.
+    Command,
 }
 
 /// `[application.trigger.mqtt]`.
@@ -98,6 +103,7 @@ impl EventSource {
             Self::Nats { .. } => "nats",
             Self::Mqtt { .. } => "mqtt",
             Self::Cron { .. } => "cron",
+            Self::Command => "command",
         }
     }
 
@@ -107,6 +113,7 @@ impl EventSource {
             Self::Redis { .. } | Self::Nats { .. } => crate::Executor::InboundRedis,
             Self::Mqtt { .. } => crate::Executor::Mqtt,
             Self::Cron { .. } => crate::Executor::Cron,
+            Self::Command => crate::Executor::Command,
         }
     }
 }
@@ -217,7 +224,14 @@ pub(crate) fn read(
     }));
     let mut explicit_seen: Vec<String> = Vec::new();
     let mut counter = 1;
-    for item in items.iter() {
+    for (index, item) in items.iter().enumerate() {
+        if kind == "command" && index > 0 {
+            diags.push(
+                Diagnostic::new(item.span(), "a second `[[trigger.command]]`")
+                    .with_help("an app runs one command (Spin's command trigger uses only the first); give each command an app of its own"),
+            );
+            continue;
+        }
         let path = format!("trigger.{kind}[]");
         let Some(mut table) = as_table(diags, item, path.clone()) else {
             continue;
@@ -256,6 +270,7 @@ pub(crate) fn read(
             "nats" => read_nats(diags, &mut table, app, defaults.nats_url.as_ref()),
             "mqtt" => read_mqtt(diags, &mut table, app, defaults.mqtt.as_ref()),
             "cron" => read_cron(diags, &mut table),
+            "command" => Some(EventSource::Command),
             _ => unreachable!("only event kinds are read here"),
         };
         table.finish(diags, &[]);

@@ -150,6 +150,8 @@ pub enum Executor {
     /// A `[[trigger.mqtt]]` component: `handle-message` of
     /// `spin:mqtt-trigger`.
     Mqtt,
+    /// A `[[trigger.command]]` component: a WASI command (`wasi:cli/run`).
+    Command,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -461,7 +463,7 @@ fn parse(
     if app.triggers.is_empty() && app.event_triggers.is_empty() && !diags.has_errors() {
         diags.error(
             root.key_span("trigger").unwrap_or(0..0),
-            "the app has no trigger (`[[trigger.http]]`, `[[trigger.redis]]`, `[[trigger.nats]]`, `[[trigger.mqtt]]`, `[[trigger.cron]]`): nothing to run",
+            "the app has no trigger (`[[trigger.http]]`, `[[trigger.redis]]`, `[[trigger.nats]]`, `[[trigger.mqtt]]`, `[[trigger.cron]]`, `[[trigger.command]]`): nothing to run",
         );
     }
 

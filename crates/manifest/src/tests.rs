@@ -228,6 +228,7 @@ source = "app.wasm"
             EventSource::Cron { schedule } => {
                 format!("{} {} cron {schedule} line {}", t.id, t.component, t.line)
             }
+            EventSource::Command => format!("{} {} command line {}", t.id, t.component, t.line),
             EventSource::Mqtt { broker, topic, qos } => format!(
                 "{} {} mqtt {} {:?} {:?} {:?} {topic} {qos} line {}",
                 t.id,
@@ -347,6 +348,10 @@ component = { source = "app.wasm" }
 id = "nightly"
 component = { source = "app.wasm" }
 cron_expression = "0 0 3 * * *"
+
+[[trigger.command]]
+id = "migrate"
+component = { source = "app.wasm" }
 
 [[trigger.http]]
 id = "api"
@@ -503,6 +508,7 @@ fn every_field_spin_accepts_loads() {
         [
             "orders-component",
             "nightly-component",
+            "migrate-component",
             "web-component",
             "http-trigger1-component",
             "api",

@@ -41,7 +41,7 @@ pub(crate) fn read_all(
         };
         match kind.as_str() {
             "http" => read_http(diags, value, text, sources, app, defined_at),
-            "redis" | "nats" | "mqtt" | "cron" => crate::event::read(
+            "redis" | "nats" | "mqtt" | "cron" | "command" => crate::event::read(
                 diags, &kind, value, text, sources, app, defined_at, defaults,
             ),
             _ => diags.push(refuse_kind(span, &format!("trigger.{kind}"), &kind)),
@@ -50,19 +50,18 @@ pub(crate) fn read_all(
 }
 
 /// Trigger types whose application-level table Ferry reads.
-pub(crate) const EVENT_KINDS: &[&str] = &["redis", "nats", "mqtt", "cron"];
+pub(crate) const EVENT_KINDS: &[&str] = &["redis", "nats", "mqtt", "cron", "command"];
 
 /// The error for a trigger type other than HTTP, at `span`.
 pub(crate) fn refuse_kind(span: Range<usize>, qualified: &str, kind: &str) -> Diagnostic {
     let needs = match kind {
-        "command" => "a runner that executes the component once as a command".to_owned(),
         "sqs" | "mqtt" | "kafka" => {
             format!("a {kind} consumer that runs the component for each message")
         }
         other => format!("what Spin's `trigger-{other}` plugin provides"),
     };
     Diagnostic::new(span, format!("`{qualified}` is not supported by Ferry")).with_help(format!(
-        "Ferry runs `http`, `redis`, `nats`, `mqtt` and `cron` triggers; a `{kind}` trigger needs {needs}"
+        "Ferry runs `http`, `redis`, `nats`, `mqtt`, `cron` and `command` triggers; a `{kind}` trigger needs {needs}"
     ))
 }
 

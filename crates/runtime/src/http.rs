@@ -273,6 +273,19 @@ pub(crate) fn new_store(
     stats: Option<Arc<RequestStats>>,
 ) -> anyhow::Result<Store<HttpState>> {
     let wasi = sandbox.wasi_builder(request)?.build();
+    Ok(store_with(engine, sandbox, limits, wasi, request, stats))
+}
+
+/// A store whose WASI context is `wasi` (a command's, with its arguments
+/// and the terminal's stdio), with the component's other grants.
+pub(crate) fn store_with(
+    engine: &Engine,
+    sandbox: &Sandbox,
+    limits: &Limits,
+    wasi: WasiCtx,
+    request: Option<&RequestLog>,
+    stats: Option<Arc<RequestStats>>,
+) -> Store<HttpState> {
     let state = HttpState {
         wasi,
         http: WasiHttpCtx::new(),
@@ -291,7 +304,7 @@ pub(crate) fn new_store(
     // a worker thread; the deadline itself is a timeout around the task.
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
-    Ok(store)
+    store
 }
 
 pub(crate) fn store_limits(limits: &Limits) -> StoreLimits {

@@ -14,6 +14,7 @@
 mod adapt;
 mod body;
 mod cache;
+mod command;
 mod engine;
 mod events;
 mod files;
@@ -96,6 +97,7 @@ enum GuestKind {
     HttpP3(wasmtime_wasi_http::p3::bindings::ServicePre<http::HttpState>),
     Wagi(wasmtime::InstancePre<wagi::WagiState>, WagiConfig),
     Event(events::EventPre),
+    Command(wasmtime_wasi::p2::bindings::CommandPre<http::HttpState>),
 }
 
 /// What a component's guests may reach beyond WASI, made once when the app
@@ -372,10 +374,12 @@ impl Runtime {
             None
         };
         let adaptation = match executor {
-            Executor::Http | Executor::InboundRedis | Executor::Cron | Executor::Mqtt => {
-                adapt::Adaptation::for_http(wasm, top.as_ref())
-                    .with_context(|| format!("cannot serve {}", component.source))?
-            }
+            Executor::Http
+            | Executor::InboundRedis
+            | Executor::Cron
+            | Executor::Mqtt
+            | Executor::Command => adapt::Adaptation::for_http(wasm, top.as_ref())
+                .with_context(|| format!("cannot serve {}", component.source))?,
             Executor::Wagi(_) => {
                 anyhow::ensure!(
                     is_module,
@@ -423,9 +427,18 @@ impl Runtime {
                     Executor::InboundRedis => Some(EventExport::InboundRedis),
                     Executor::Cron => Some(EventExport::Cron),
                     Executor::Mqtt => Some(EventExport::Mqtt),
-                    Executor::Http | Executor::Wagi(_) => None,
+                    Executor::Http | Executor::Wagi(_) | Executor::Command => None,
                 };
-                let kind = if let Some(export) = event {
+                let kind = if *executor == Executor::Command {
+                    anyhow::ensure!(
+                        !wasi_03,
+                        "{} exports WASI 0.3's HTTP handler; a `command` trigger runs wasi:cli/run",
+                        component.source
+                    );
+                    command::pre(linker, &c, &exports)
+                        .map(GuestKind::Command)
+                        .with_context(|| format!("cannot run {}", component.source))?
+                } else if let Some(export) = event {
                     anyhow::ensure!(
                         !wasi_03,
                         "{} exports WASI 0.3's HTTP handler; a `{}` trigger calls {}",
@@ -451,6 +464,10 @@ impl Runtime {
                 };
                 let serves = match &kind {
                     GuestKind::Event(pre) => Some(pre.export().name().to_owned()),
+                    GuestKind::Command(_) => exports
+                        .iter()
+                        .find(|e| e.starts_with(command::RUN))
+                        .cloned(),
                     _ => exports
                         .iter()
                         .find(|e| e.starts_with("wasi:http/"))
@@ -587,6 +604,13 @@ impl Guest {
                     pre.export().name()
                 )))
             }
+            GuestKind::Command(_) => {
+                let _guard = guard;
+                Err(GuestError::BadRequest(format!(
+                    "component `{}` is a command, not an HTTP handler",
+                    self.id
+                )))
+            }
             GuestKind::Wagi(pre, config) => {
                 let _guard = guard;
                 wagi::handle(
@@ -647,5 +671,24 @@ impl Guest {
             GuestKind::Event(pre) => Some(pre.export()),
             _ => None,
         }
+    }
+
+    /// Whether this guest is a command (`[[trigger.command]]`).
+    pub fn is_command(&self) -> bool {
+        matches!(self.kind, GuestKind::Command(_))
+    }
+
+    /// Runs the command once with `args` (after its name) and the
+    /// terminal's stdio; its exit status.
+    pub async fn run_command(&self, args: &[String]) -> Result<i32, GuestError> {
+        let GuestKind::Command(pre) = &self.kind else {
+            return Err(GuestError::BadRequest(format!(
+                "component `{}` is not a command",
+                self.id
+            )));
+        };
+        let mut argv = vec![self.id.to_string()];
+        argv.extend_from_slice(args);
+        command::run(&self.engine, pre, &self.sandbox, &self.limits, &argv).await
     }
 }
