@@ -329,6 +329,30 @@ async fn a_live_host_swaps_and_stops_triggers_with_their_app() {
         }
     })
     .await;
+    // The dashboard shows the trigger, connected, with its invocation, in
+    // a real browser.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("trigger-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let checked = tokio::task::block_in_place(|| {
+        Command::new("node")
+            .arg(root.join("tests/dashboard/triggers.mjs"))
+            .env("ADMIN_URL", &host.admin)
+            .env("TOKEN", host.token())
+            .env("APP", "events")
+            .env("TRIGGER", "on-message-redis-trigger")
+            .env("INVOCATIONS", "1")
+            .env("FAILURES", "0")
+            .env("SHOTS", &shots)
+            .output()
+            .unwrap()
+    });
+    assert!(
+        checked.status.success(),
+        "the dashboard's trigger check failed:\n{}{}",
+        text(&checked.stdout),
+        text(&checked.stderr)
+    );
 
     // Version 2 listens on another channel: once it serves, the first
     // channel has no subscriber left, and the new one has exactly one.
@@ -670,5 +694,51 @@ fn a_command_runs_once_with_its_arguments_and_stdio_and_exits_with_its_status() 
         text(&output.stderr).contains("a command trigger runs once, from `ferry up`"),
         "{}",
         text(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spin_sdk_7_redis_subscriber_runs_and_writes_through_outbound_redis_3() {
+    let app = spin_app("rust-sdk7-redis");
+    let output = ferry().arg("build").arg(&app).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let check = ferry().arg("check").arg(&app).output().unwrap();
+    assert!(
+        text(&check.stdout).contains("serves     spin:redis/inbound-redis@3.0.0"),
+        "{}",
+        text(&check.stdout)
+    );
+    let redis = RedisServer::start();
+    let ferry = Ferry::start_at(
+        &app,
+        &["--variable", &format!("redis_address={}", redis.url)],
+    );
+    ferry
+        .wait_for_log(
+            LogMark::default(),
+            &["ferry::trigger", "subscribed", "sdk7"],
+        )
+        .await;
+    assert_eq!(publish(&redis, "sdk7", &["a=1".into(), "b=two".into()]), 2);
+    // The guest (async, WASI 0.3) wrote each back through
+    // spin:redis/redis@3.0.0.
+    let get = |key: &'static str| {
+        let url = redis.url.clone();
+        move || {
+            let output = Command::new("redis-cli")
+                .args(["-u", &url, "GET", key])
+                .output()
+                .unwrap();
+            let value = text(&output.stdout).trim().to_owned();
+            (!value.is_empty()).then_some(value)
+        }
+    };
+    assert_eq!(
+        eventually_blocking("sdk7:a to be written", get("sdk7:a")),
+        "1"
+    );
+    assert_eq!(
+        eventually_blocking("sdk7:b to be written", get("sdk7:b")),
+        "two"
     );
 }

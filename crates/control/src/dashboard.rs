@@ -4,7 +4,8 @@
 //!
 //! Once a second the stream sends one snapshot: every app with its version,
 //! routes and versions; per route, the request and failure counters and the
-//! duration histogram; the instance pools; the last guest log lines and
+//! duration histogram; per event trigger, its invocations and failures and
+//! whether it is connected; the instance pools; the last guest log lines and
 //! failures. The figures are the values the metrics' own series hold (read
 //! through `ServerMetrics::routes` and the runtime's pools), the same ones
 //! `/metrics` encodes, so the dashboard and Prometheus never disagree; the
@@ -110,6 +111,20 @@ pub fn snapshot(host: &Host, metrics: &Metrics, logs: &GuestLogs) -> Value {
             .ok()
             .filter(|list| list.cluster)
             .map(|list| list.nodes),
+        // Each event trigger's figures: the values its series hold.
+        "triggers": metrics
+            .triggers()
+            .triggers()
+            .into_iter()
+            .map(|t| json!({
+                "app": t.app,
+                "component": t.component,
+                "trigger": t.trigger,
+                "invocations": t.invocations,
+                "failures": t.failures,
+                "connected": t.connected,
+            }))
+            .collect::<Vec<_>>(),
         "logs": logs.recent(50).iter().map(|l| &**l).collect::<Vec<_>>(),
         "failures": logs.failures().iter().rev().take(20).rev().map(|l| &**l).collect::<Vec<_>>(),
     })

@@ -9,7 +9,10 @@
 //! nothing else. Only the export called differs (`wit/events`):
 //!
 //! - `fermyon:spin/inbound-redis` `handle-message(payload)`, what spin-sdk
-//!   2.x–5.x `#[redis_component]` exports;
+//!   2.x–5.x `#[redis_component]` exports, or its async successor
+//!   `spin:redis/inbound-redis@3.0.0` (spin-sdk 6+ `#[redis_subscriber]`,
+//!   a WASI 0.3 guest on the concurrent engine, called inside
+//!   `run_concurrent`);
 //! - `handle-cron-event(metadata)`, a function of the world itself, what the
 //!   cron plugin's `#[cron_component]` exports;
 //! - `handle-message(payload, metadata)`, likewise, what the MQTT plugin's
@@ -33,6 +36,18 @@ mod redis_bindings {
         exports: { default: async },
     });
 }
+
+mod redis3_bindings {
+    wasmtime::component::bindgen!({
+        path: "wit/redis",
+        world: "ferry:redis/redis-trigger",
+        imports: { default: async },
+        exports: { default: async | store },
+    });
+}
+
+/// The async Redis entry point's name.
+pub(crate) const INBOUND_REDIS_3: &str = "spin:redis/inbound-redis@3.0.0";
 
 mod cron_bindings {
     wasmtime::component::bindgen!({
@@ -100,14 +115,23 @@ pub enum Event {
 #[derive(Clone)]
 pub(crate) enum EventPre {
     InboundRedis(redis_bindings::RedisTriggerPre<HttpState>),
+    InboundRedis3(redis3_bindings::RedisTriggerPre<HttpState>),
     Cron(cron_bindings::SpinCronPre<HttpState>),
     Mqtt(mqtt_bindings::SpinMqttPre<HttpState>),
 }
 
 impl EventPre {
+    /// The export as the component names it.
+    pub fn export_name(&self) -> &'static str {
+        match self {
+            Self::InboundRedis3(_) => INBOUND_REDIS_3,
+            other => other.export().name(),
+        }
+    }
+
     pub fn export(&self) -> EventExport {
         match self {
-            Self::InboundRedis(_) => EventExport::InboundRedis,
+            Self::InboundRedis(_) | Self::InboundRedis3(_) => EventExport::InboundRedis,
             Self::Cron(_) => EventExport::Cron,
             Self::Mqtt(_) => EventExport::Mqtt,
         }
@@ -122,7 +146,18 @@ pub(crate) fn pre(
     exports: &[String],
     export: EventExport,
 ) -> anyhow::Result<EventPre> {
-    if !exports.iter().any(|e| e == export.name()) {
+    let has = |name: &str| exports.iter().any(|e| e == name);
+    if export == EventExport::InboundRedis && has(INBOUND_REDIS_3) {
+        anyhow::ensure!(
+            !has(export.name()),
+            "the component exports both {} and {INBOUND_REDIS_3}: a Redis trigger calls one",
+            export.name()
+        );
+        return Ok(EventPre::InboundRedis3(
+            redis3_bindings::RedisTriggerPre::new(linker.instantiate_pre(component)?)?,
+        ));
+    }
+    if !has(export.name()) {
         anyhow::bail!(
             "the component does not export {} (it exports {}); a `{}` trigger calls that export",
             export.name(),
@@ -203,6 +238,25 @@ pub(crate) async fn invoke(
                             cron_bindings::fermyon::spin_cron::cron_types::Error::Other(why) => why,
                         })
                     })
+            }
+            (EventPre::InboundRedis3(pre), Event::Message { payload, .. }) => {
+                let bindings = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(|e| GuestError::from_instantiation(e.into()))?;
+                if let Some(stats) = &stats {
+                    stats.instantiated(instantiating.elapsed());
+                }
+                store
+                    .run_concurrent(async move |accessor| {
+                        bindings
+                            .spin_redis_inbound_redis()
+                            .call_handle_message(accessor, payload.to_vec())
+                            .await
+                    })
+                    .await
+                    .and_then(|inner| inner)
+                    .map(|answer| answer.err().map(|e| format!("{e:?}")))
             }
             (EventPre::Mqtt(pre), Event::Message { payload, topic }) => {
                 let bindings = pre

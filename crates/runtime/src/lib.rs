@@ -389,10 +389,13 @@ impl Runtime {
                 adapt::Adaptation::None
             }
         };
-        // A renamed WASI 0.3 candidate still names `wasi:http/handler@0.3…`.
-        let wasi_03 = top
-            .as_ref()
-            .is_some_and(adapt::TopLevel::exports_wasi_http_03);
+        // A renamed WASI 0.3 candidate still names `wasi:http/handler@0.3…`;
+        // spin-sdk 6+'s Redis entry point is async too.
+        let wasi_03 = top.as_ref().is_some_and(|top| {
+            top.exports_wasi_http_03()
+                || (*executor == Executor::InboundRedis
+                    && top.exports.iter().any(|e| e == events::INBOUND_REDIS_3))
+        });
         let engine = if wasi_03 {
             &self.p3()?.engine
         } else {
@@ -429,7 +432,11 @@ impl Runtime {
                     Executor::Mqtt => Some(EventExport::Mqtt),
                     Executor::Http | Executor::Wagi(_) | Executor::Command => None,
                 };
-                let kind = if *executor == Executor::Command {
+                let kind = if *executor == Executor::InboundRedis && wasi_03 {
+                    events::pre(linker, &c, &exports, EventExport::InboundRedis)
+                        .map(GuestKind::Event)
+                        .with_context(|| format!("cannot run {}", component.source))?
+                } else if *executor == Executor::Command {
                     anyhow::ensure!(
                         !wasi_03,
                         "{} exports WASI 0.3's HTTP handler; a `command` trigger runs wasi:cli/run",
@@ -463,7 +470,7 @@ impl Runtime {
                         .with_context(|| not_served(&exports))?
                 };
                 let serves = match &kind {
-                    GuestKind::Event(pre) => Some(pre.export().name().to_owned()),
+                    GuestKind::Event(pre) => Some(pre.export_name().to_owned()),
                     GuestKind::Command(_) => exports
                         .iter()
                         .find(|e| e.starts_with(command::RUN))

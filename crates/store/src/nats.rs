@@ -390,6 +390,10 @@ struct NatsStore {
     store: tokio::sync::OnceCell<kv::Store>,
 }
 
+/// How long one read of a key waits for the bucket's leader before it is
+/// asked again.
+const READ_TRY: Duration = Duration::from_secs(3);
+
 /// How many times a compare-and-swap loop reads again after losing to
 /// another writer before it gives up.
 const RETRIES: usize = 1000;
@@ -453,7 +457,25 @@ impl NatsStore {
 
     /// The value of the encoded key and its revision (0: never written).
     async fn entry(&self, encoded: &str) -> Result<(Option<Vec<u8>>, u64), Error> {
-        let entry = self.bucket().await?.entry(encoded).await.map_err(backend)?;
+        let bucket = self.bucket().await?;
+        // A read is asked again when its answer does not come within
+        // READ_TRY: on a loaded machine a request to a bucket's leader was
+        // seen to go unanswered (dropped while the leader settled) and
+        // would otherwise wait out the whole ELECTION timeout. Reads are
+        // idempotent; writes are never retried this way.
+        let deadline = tokio::time::Instant::now() + ELECTION;
+        let entry = loop {
+            match tokio::time::timeout(READ_TRY, bucket.entry(encoded)).await {
+                Ok(entry) => break entry.map_err(backend)?,
+                Err(_) if tokio::time::Instant::now() < deadline => {}
+                Err(_) => {
+                    return Err(Error::Backend(format!(
+                        "the bucket's leader did not answer a read within {} s",
+                        ELECTION.as_secs()
+                    )));
+                }
+            }
+        };
         Ok(match entry {
             Some(e) if e.operation == kv::Operation::Put => (Some(e.value.to_vec()), e.revision),
             Some(e) => (None, e.revision),

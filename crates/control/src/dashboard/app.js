@@ -181,6 +181,7 @@ function render(snapshot) {
   renderCharts(appNames, colors);
   renderPools(snapshot);
   renderNodes(snapshot);
+  renderTriggers(snapshot);
   renderLog($("errors"), snapshot.failures.slice().reverse(), (f) =>
     `${f.time} ${f.app} ${f.route} ${f.status ?? ""} ${f.message} (request ${f.request_id})`, "error");
   renderLog($("logs"), snapshot.logs.slice().reverse(), (l) =>
@@ -329,6 +330,21 @@ function renderNodes(snapshot) {
         a.version === null ? `${a.name} (${a.status})` : `${a.name}@${a.version}`).join(" ") || "–"),
       el("td", { "data-field": "behind", class: node.behind.length ? "error" : "" },
         node.behind.join(" ") || "–"),
+    )));
+}
+
+function renderTriggers(snapshot) {
+  const triggers = snapshot.triggers || [];
+  $("triggers-section").hidden = triggers.length === 0;
+  $("triggers").tBodies[0].replaceChildren(...triggers.map((t) =>
+    el("tr", { "data-trigger": `${t.app}/${t.trigger}` },
+      el("th", { scope: "row" }, t.trigger),
+      el("td", {}, t.app),
+      el("td", {}, t.component),
+      el("td", { "data-field": "connected", class: t.connected ? "" : "error" },
+        t.connected ? "connected" : "reconnecting"),
+      el("td", { "data-field": "invocations" }, String(t.invocations)),
+      el("td", { "data-field": "failures", class: t.failures ? "error" : "" }, String(t.failures)),
     )));
 }
 
