@@ -621,6 +621,45 @@ async fn mqtt_messages_run_the_component_with_their_topic_and_qos_1_survives_a_r
         .wait_for_log(mark, &["invocation failed", "failing on sensors/kitchen"])
         .await;
 
+    // Published by the app's own HTTP component through Spin's outbound
+    // MQTT (QoS 1, answered once the broker acknowledged it), then handled
+    // by its MQTT trigger; a broker outside its allowed_outbound_hosts is
+    // refused before any connection.
+    let url = ferry.url.clone();
+    let publish = |path: String| {
+        let url = url.clone();
+        async move {
+            let reply = send(
+                http::Request::post(format!("{url}{path}"))
+                    .body(bytes::Bytes::from("via-http").into())
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            reply.text()
+        }
+    };
+    assert_eq!(
+        publish("/mqtt/publish/sensors/outbound".into()).await,
+        "()\n"
+    );
+    eventually("the message published through outbound MQTT", || async {
+        let seen = mqtt_seen(&ferry.url).await;
+        seen.contains(&"sensors/outbound:via-http".to_owned())
+            .then_some(())
+            .ok_or(seen)
+    })
+    .await;
+    let denied = publish(format!(
+        "/mqtt/publish/sensors/x?mqtt://localhost:{}?client_id=x",
+        broker.port
+    ))
+    .await;
+    assert!(
+        denied.starts_with("error: Error::ConnectionFailed(") && denied.contains("not permitted"),
+        "{denied}"
+    );
+
     // QoS 1 with a persistent session: what arrives while Ferry is down is
     // kept by the broker and handled when Ferry is back.
     assert!(ferry.terminate().success());

@@ -35,6 +35,15 @@ pub(crate) struct HttpState {
     redis: Arc<crate::redis::RedisPool>,
 }
 
+impl crate::mqtt::MqttHost for HttpState {
+    fn mqtt(&mut self) -> crate::mqtt::MqttView<'_> {
+        crate::mqtt::MqttView {
+            table: &mut self.table,
+            policy: &self.hooks.policy,
+        }
+    }
+}
+
 impl crate::redis::RedisHost for HttpState {
     fn redis(&mut self) -> crate::redis::RedisView<'_> {
         crate::redis::RedisView {
@@ -101,6 +110,7 @@ pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HttpState>> {
     crate::key_value::add_to_linker(&mut linker)?;
     crate::sqlite::add_to_linker(&mut linker)?;
     crate::redis::add_to_linker(&mut linker)?;
+    crate::mqtt::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 

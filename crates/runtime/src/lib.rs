@@ -20,6 +20,7 @@ mod events;
 mod files;
 mod http;
 mod key_value;
+mod mqtt;
 mod outbound;
 mod redis;
 mod sandbox;

@@ -46,6 +46,8 @@ const IMPLEMENTED: &[&str] = &[
     "fermyon:spin/key-value@2.0.0",
     "fermyon:spin/sqlite@2.0.0",
     "fermyon:spin/redis@2.0.0",
+    "fermyon:spin/mqtt@2.0.0",
+    "spin:mqtt/mqtt@3.0.0",
     "spin:redis/redis@3.0.0",
     // Types only (the Redis trigger's error and payload): nothing to stub.
     "fermyon:spin/redis-types",

@@ -12,7 +12,11 @@
 //!   variable, with every value type, one result a line;
 //! - `GET /redis/open?<address>`: opens `address` and says what happened;
 //! - `POST /redis/publish/<channel>`: publishes the body on the channel
-//!   (which the app's own Redis trigger may be subscribed to).
+//!   (which the app's own Redis trigger may be subscribed to);
+//! - `POST /mqtt/publish/<topic>?<address>`: publishes the body at QoS 1
+//!   through Spin's outbound MQTT (`fermyon:spin/mqtt@2.0.0`) to the
+//!   broker `address`, or, without one, the `mqtt_address` variable's
+//!   (with a client id added), and says what happened.
 
 use spin_sdk::http::{IntoResponse, Request, Response};
 use spin_sdk::http_component;
@@ -23,6 +27,9 @@ use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
 fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
     if let Some(rest) = req.path().strip_prefix("/redis/") {
         return Ok(Response::new(200, redis(&req, rest)));
+    }
+    if let Some(topic) = req.path().strip_prefix("/mqtt/publish/") {
+        return Ok(Response::new(200, mqtt_publish(&req, topic)));
     }
     let store = Store::open_default()?;
     let keys = store.get_keys()?;
@@ -146,4 +153,22 @@ fn redis(req: &Request, rest: &str) -> String {
     ));
     lines.push(format!("publish {}", shown(conn.publish("nobody", &b"x".to_vec()))));
     lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+fn mqtt_publish(req: &Request, topic: &str) -> String {
+    let address = match req.query() {
+        "" => format!(
+            "{}?client_id=ferry-events-http",
+            spin_sdk::variables::get("mqtt_address").unwrap_or_default()
+        ),
+        given => given.to_owned(),
+    };
+    let published = spin_sdk::mqtt::Connection::open(&address, "", "", 30).and_then(|conn| {
+        conn.publish(
+            topic,
+            &req.body().to_vec(),
+            spin_sdk::mqtt::Qos::AtLeastOnce,
+        )
+    });
+    shown(published) + "\n"
 }
