@@ -152,6 +152,15 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         ));
     }
 
+    if runs(report::Section::Triggers) {
+        eprintln!("== event triggers");
+        let triggers = crate::triggers::run(&setup, options)?;
+        sections.push((
+            report::Section::Triggers,
+            report::triggers_markdown(&machine, options, &triggers),
+        ));
+    }
+
     for (section, markdown) in sections {
         println!("{markdown}");
         if let Some(output) = &options.output {

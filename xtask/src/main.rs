@@ -3,7 +3,8 @@
 //!
 //! - `bench`: the side-by-side benchmark (see `bench.rs`; its key-value part
 //!   is `state.rs`, its overload part `overload.rs`, its live-host part
-//!   `host.rs`), which writes its figures into BENCHMARKS.md.
+//!   `host.rs`, its event-trigger part `triggers.rs`), which writes its
+//!   figures into BENCHMARKS.md.
 //! - `native-hello`: the native hyper baseline server the benchmark starts.
 //! - `group-commit`: the store's durable writes and reads in process
 //!   (`group_commit.rs`, on the measurements in `baseline.rs`).
@@ -18,6 +19,7 @@ mod overload;
 mod process;
 mod report;
 mod state;
+mod triggers;
 mod wrk;
 
 use std::net::SocketAddr;

@@ -26,6 +26,8 @@ pub enum Section {
     Host,
     /// A cluster on NATS JetStream: deploys to every node, key-value on NATS.
     Cluster,
+    /// Event triggers: messages per second through Redis and NATS triggers.
+    Triggers,
 }
 
 impl Section {
@@ -50,6 +52,10 @@ impl Section {
             Section::Cluster => (
                 "<!-- cargo xtask bench, cluster: begin (generated; edits here are overwritten) -->",
                 "<!-- cargo xtask bench, cluster: end -->",
+            ),
+            Section::Triggers => (
+                "<!-- cargo xtask bench, triggers: begin (generated; edits here are overwritten) -->",
+                "<!-- cargo xtask bench, triggers: end -->",
             ),
         }
     }
@@ -1014,6 +1020,70 @@ pub fn cluster_markdown(
     row(&mut out, &cluster.nats_get, Some(&cluster.sqlite_get));
     row(&mut out, &cluster.sqlite_set, None);
     row(&mut out, &cluster.nats_set, Some(&cluster.sqlite_set));
+    out
+}
+
+/// The event-trigger section: messages per second through Ferry's Redis
+/// and NATS triggers against a native subscriber doing the same work.
+pub fn triggers_markdown(
+    machine: &Machine,
+    options: &Options,
+    triggers: &crate::triggers::Triggers,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "## Event triggers: `cargo xtask bench --only triggers`\n"
+    );
+    let _ = writeln!(out, "{}\n", machine.run_line());
+    let _ = writeln!(
+        out,
+        "{} messages per run, {} rounds alternated. The work per message, both sides: open the app's \
+         `default` key-value store (embedded SQLite, durable writes, group commit), ask whether \
+         `seen:<payload>` exists, write it, with at most 256 messages in hand at once. Ferry runs it in \
+         the `on-message` guest of `spin-apps/rust-events` (spin-sdk 5 `#[redis_component]`, a fresh \
+         instance per message) under `ferry up` pinned to the server CPU (one core); the native \
+         subscriber is Rust in the benchmark's own process, unpinned (both cores: the ratio flatters \
+         native by up to 2x), with the `redis` and `async-nats` clients Ferry uses and `ferry-store` \
+         called directly. \
+         Redis: every message published in one pipelined burst once subscribed, timed from the burst's \
+         start to the last message handled. NATS: every message stored first in a stream (one of three \
+         servers, file storage, `sync_interval: always`), then consumed by a durable pull consumer that \
+         acknowledges each after its work, timed from the consumer's start.\n",
+        crate::triggers::MESSAGES,
+        options.rounds,
+    );
+    let _ = writeln!(
+        out,
+        "| trigger | Ferry, messages/s per run | native, messages/s per run | Ferry vs native |\n|---|---|---|---|"
+    );
+    let mean = |runs: &[f64]| runs.iter().sum::<f64>() / runs.len().max(1) as f64;
+    let runs = |runs: &[f64]| {
+        runs.iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (name, ferry, native) in [
+        (
+            "Redis (`[[trigger.redis]]`)",
+            &triggers.redis,
+            &triggers.redis_native,
+        ),
+        (
+            "NATS JetStream (`[[trigger.nats]]`)",
+            &triggers.nats,
+            &triggers.nats_native,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {:.2}x |",
+            runs(ferry),
+            runs(native),
+            mean(ferry) / mean(native)
+        );
+    }
     out
 }
 
