@@ -47,6 +47,26 @@ async fn redis_round_trips_every_value_type_and_refuses_what_is_not_granted() {
         .unwrap();
     assert_eq!(text(&output.stdout).trim(), "-40");
 
+    // `execute` has a connection of its own per `open`: a SELECT there
+    // moves neither the typed calls (pooled, database 0) nor any other
+    // request.
+    assert_eq!(
+        call(&ferry, "/redis/select").await,
+        "select [RedisResult::Status(\"OK\")]\n\
+         set [RedisResult::Status(\"OK\")]\n\
+         get-pooled None\n"
+    );
+    let in_db_1 = std::process::Command::new("redis-cli")
+        .args(["-u", &redis.url, "-n", "1", "GET", "in-db-1"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&in_db_1.stdout).trim(), "yes");
+    assert_eq!(
+        call(&ferry, "/redis/get").await,
+        "None\n",
+        "the pool's connection is still on database 0"
+    );
+
     // The grant is `redis://127.0.0.1:*`: another name for the same server,
     // TLS, and what is not a Redis URL are refused before any connection,
     // with the interface's own error, and logged.
@@ -74,18 +94,22 @@ async fn redis_round_trips_every_value_type_and_refuses_what_is_not_granted() {
             ],
         )
         .await;
-    // Every call went over one pooled connection (besides the app's
-    // Redis trigger's subscription and redis-cli's own).
-    let clients = std::process::Command::new("redis-cli")
-        .args(["-u", &redis.url, "CLIENT", "LIST"])
-        .output()
-        .unwrap();
-    let listed = text(&clients.stdout);
-    let guests = listed
-        .lines()
-        .filter(|l| l.contains(" sub=0 ") && !l.contains("cmd=client|list"))
-        .count();
-    assert_eq!(guests, 1, "{listed}");
+    // Every typed call went over one pooled connection (besides the app's
+    // Redis trigger's subscription, redis-cli's own, and none left by
+    // `execute`: each handle's own connection went with it).
+    let url = redis.url.clone();
+    eventually_blocking("one pooled guest connection on the server", || {
+        let clients = std::process::Command::new("redis-cli")
+            .args(["-u", &url, "CLIENT", "LIST"])
+            .output()
+            .unwrap();
+        let listed = text(&clients.stdout);
+        let guests = listed
+            .lines()
+            .filter(|l| l.contains(" sub=0 ") && !l.contains("cmd=client|list"))
+            .count();
+        if guests == 1 { Ok(()) } else { Err(listed) }
+    });
 
     // The server goes away: the call answers with the interface's error
     // (the guest is not trapped); once it is back, calls work again.

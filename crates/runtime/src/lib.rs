@@ -451,11 +451,7 @@ impl Runtime {
                         !wasi_03,
                         "{} exports WASI 0.3's HTTP handler; a `{}` trigger calls {}",
                         component.source,
-                        if export == EventExport::Cron {
-                            "cron"
-                        } else {
-                            "redis"
-                        },
+                        export.trigger(),
                         export.name()
                     );
                     events::pre(linker, &c, &exports, export)

@@ -230,20 +230,29 @@ async fn publish(
         )));
     }
     let mut events = events.lock().await;
-    client
-        .publish(topic, qos, false, payload)
-        .await
-        .map_err(|e| Failure::Other(e.to_string()))?;
     tokio::time::timeout(PUBLISH_TIMEOUT, async {
+        client
+            .publish(topic, qos, false, payload)
+            .await
+            .map_err(|e| Failure::Other(e.to_string()))?;
+        // The broker's answer to this message, by its packet id.
+        let mut sent = None;
         loop {
             match events.poll().await {
-                Ok(Event::Outgoing(Outgoing::Publish(_))) if qos == QoS::AtMostOnce => {
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) if sent.is_none() => {
+                    if qos == QoS::AtMostOnce {
+                        return Ok(());
+                    }
+                    sent = Some(pkid);
+                }
+                Ok(Event::Incoming(Packet::PubAck(ack)))
+                    if qos == QoS::AtLeastOnce && sent == Some(ack.pkid) =>
+                {
                     return Ok(());
                 }
-                Ok(Event::Incoming(Packet::PubAck(_))) if qos == QoS::AtLeastOnce => {
-                    return Ok(());
-                }
-                Ok(Event::Incoming(Packet::PubComp(_))) if qos == QoS::ExactlyOnce => {
+                Ok(Event::Incoming(Packet::PubComp(done)))
+                    if qos == QoS::ExactlyOnce && sent == Some(done.pkid) =>
+                {
                     return Ok(());
                 }
                 Ok(_) => {}

@@ -10,12 +10,16 @@
 //! to the checked address, never to the name again. `rediss://` (TLS) and
 //! Unix sockets are refused with the interface's error.
 //!
-//! Connections are pooled per component and address: one multiplexed
-//! connection (commands pipelined over it) shared by every instance of the
-//! component, made again when it breaks. Each command waits at most
-//! [`RESPONSE_TIMEOUT`]; a reply larger than [`MAX_REPLY_BYTES`] is refused.
-//! A server that fails or goes away is the interface's `other` error, never
-//! a trap.
+//! The typed calls (`get`, `set`, `publish`, …), which change nothing of a
+//! connection's own state, share a pool per component: one multiplexed
+//! connection per server, database and credentials (commands pipelined over
+//! it), made again when it breaks, at most [`MAX_POOLED`] of them
+//! (`too-many-connections` beyond). `execute` runs any command, so it gets
+//! a connection of its own per `open`, dropped with the handle: a `SELECT`,
+//! `MULTI` or blocking command reaches no other request. Each command waits
+//! at most [`RESPONSE_TIMEOUT`]; a reply larger than [`MAX_REPLY_BYTES`] is
+//! refused (after it was read: the client reads a reply whole). A server
+//! that fails or goes away is the interface's `other` error, never a trap.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -49,17 +53,28 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest reply handed to a guest, all its values together.
 pub const MAX_REPLY_BYTES: usize = 64 << 20;
+/// Pooled connections per component (distinct servers, databases and
+/// credentials).
+pub const MAX_POOLED: usize = 16;
 
 /// A connection a guest opened.
-pub struct Connection {
-    address: Arc<str>,
+pub struct Connection(Arc<Opened>);
+
+struct Opened {
+    /// The pool's key for it.
+    key: String,
     connection: MultiplexedConnection,
+    /// Where `execute`'s own connection goes, and the connection once made.
+    info: redis::ConnectionInfo,
+    addrs: Vec<SocketAddr>,
+    own: tokio::sync::OnceCell<MultiplexedConnection>,
 }
 
-/// One component's connections, by address as the guest wrote it.
+/// One component's pooled connections, by server, database and
+/// credentials.
 #[derive(Default)]
 pub struct RedisPool {
-    connections: Mutex<HashMap<String, MultiplexedConnection>>,
+    connections: Mutex<HashMap<String, (MultiplexedConnection, Vec<SocketAddr>)>>,
 }
 
 /// What one guest store gives the Redis interfaces.
@@ -98,6 +113,7 @@ pub(crate) fn add_to_linker_concurrent<T: RedisHost + Send + 'static>(
 #[derive(Debug)]
 enum Failure {
     InvalidAddress,
+    TooManyConnections,
     TypeError,
     Other(String),
 }
@@ -106,6 +122,7 @@ impl From<Failure> for v2::Error {
     fn from(f: Failure) -> Self {
         match f {
             Failure::InvalidAddress => Self::InvalidAddress,
+            Failure::TooManyConnections => Self::TooManyConnections,
             Failure::TypeError => Self::TypeError,
             Failure::Other(why) => Self::Other(why),
         }
@@ -116,6 +133,7 @@ impl From<Failure> for v3::Error {
     fn from(f: Failure) -> Self {
         match f {
             Failure::InvalidAddress => Self::InvalidAddress,
+            Failure::TooManyConnections => Self::TooManyConnections,
             Failure::TypeError => Self::TypeError,
             Failure::Other(why) => Self::Other(why),
         }
@@ -174,11 +192,28 @@ async fn open(
             "{scheme}://{host}:{port} is not in allowed_outbound_hosts"
         )));
     }
-    if let Some(connection) = pool.get(address) {
-        return Ok(Connection {
-            address: address.into(),
+    // Keyed by what the connection is, not how the address was written:
+    // `?x=1`, `?x=2` … name one connection.
+    let settings = info.redis_settings();
+    let key = format!(
+        "{}:{port}/{}/{:?}/{:?}/{:?}",
+        host.to_ascii_lowercase(),
+        settings.db(),
+        settings.username(),
+        settings.password(),
+        settings.protocol()
+    );
+    if let Some((connection, addrs)) = pool.get(&key) {
+        return Ok(Connection(Arc::new(Opened {
+            key,
             connection,
-        });
+            info,
+            addrs,
+            own: tokio::sync::OnceCell::new(),
+        })));
+    }
+    if pool.len() >= MAX_POOLED {
+        return Err(Failure::TooManyConnections);
     }
     let addrs = crate::outbound::resolve(&host, port)
         .await
@@ -191,14 +226,17 @@ async fn open(
             "{host}:{port} is {target}, which reaches this host's admin listener ({listener})"
         )));
     }
-    let connection = connect(info, &addrs)
+    let connection = connect(info.clone(), &addrs)
         .await
         .map_err(|e| Failure::Other(format!("cannot connect to {shown}: {e}")))?;
-    pool.put(address, connection.clone());
-    Ok(Connection {
-        address: address.into(),
+    pool.put(&key, connection.clone(), addrs.clone());
+    Ok(Connection(Arc::new(Opened {
+        key,
         connection,
-    })
+        info,
+        addrs,
+        own: tokio::sync::OnceCell::new(),
+    })))
 }
 
 /// A connection to the first of the checked `addrs` that takes one.
@@ -229,27 +267,34 @@ async fn connect(
 }
 
 impl RedisPool {
-    fn get(&self, address: &str) -> Option<MultiplexedConnection> {
+    fn get(&self, key: &str) -> Option<(MultiplexedConnection, Vec<SocketAddr>)> {
         self.connections
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(address)
+            .get(key)
             .cloned()
     }
 
-    fn put(&self, address: &str, connection: MultiplexedConnection) {
+    fn len(&self) -> usize {
         self.connections
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(address.to_owned(), connection);
+            .len()
+    }
+
+    fn put(&self, key: &str, connection: MultiplexedConnection, addrs: Vec<SocketAddr>) {
+        self.connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_owned(), (connection, addrs));
     }
 
     /// Forgets a broken connection: the next `open` makes a new one.
-    fn forget(&self, address: &str) {
+    fn forget(&self, key: &str) {
         self.connections
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(address);
+            .remove(key);
     }
 }
 
@@ -260,9 +305,19 @@ async fn run<T: redis::FromRedisValue>(
     connection: &Connection,
     command: &redis::Cmd,
 ) -> Result<T, Failure> {
-    let mut conn = connection.connection.clone();
+    let mut conn = connection.0.connection.clone();
+    run_on(pool, connection, &mut conn, command).await
+}
+
+/// [`run`] on `conn`, a connection of `connection`'s.
+async fn run_on<T: redis::FromRedisValue>(
+    pool: &RedisPool,
+    connection: &Connection,
+    conn: &mut MultiplexedConnection,
+    command: &redis::Cmd,
+) -> Result<T, Failure> {
     let value: Value = command
-        .query_async(&mut conn)
+        .query_async(conn)
         .await
         .map_err(|e| failure(pool, connection, &e))?;
     let size = reply_bytes(&value);
@@ -278,7 +333,7 @@ async fn run<T: redis::FromRedisValue>(
 
 fn failure(pool: &RedisPool, connection: &Connection, error: &redis::RedisError) -> Failure {
     if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() {
-        pool.forget(&connection.address);
+        pool.forget(&connection.0.key);
     }
     match error.kind() {
         redis::ErrorKind::UnexpectedReturnType => Failure::TypeError,
@@ -416,18 +471,22 @@ impl Calls {
                 Parameter::Binary(bytes) => cmd.arg(bytes),
             };
         }
-        replies(run::<Value>(pool, c, &cmd).await?)
+        // Any command: on this handle's own connection, never the pool's.
+        let opened = &c.0;
+        let mut own = opened
+            .own
+            .get_or_try_init(|| connect(opened.info.clone(), &opened.addrs))
+            .await
+            .map_err(|e| Failure::Other(format!("cannot connect: {e}")))?
+            .clone();
+        replies(run_on::<Value>(pool, c, &mut own, &cmd).await?)
     }
 }
 
 impl RedisView<'_> {
     /// The connection behind a guest's handle.
     fn connection(&self, handle: &Resource<Connection>) -> wasmtime::Result<Connection> {
-        let c = self.table.get(handle)?;
-        Ok(Connection {
-            address: c.address.clone(),
-            connection: c.connection.clone(),
-        })
+        Ok(Connection(self.table.get(handle)?.0.clone()))
     }
 }
 

@@ -166,6 +166,21 @@ pub(crate) async fn run(
                 break 'connect;
             };
             match event {
+                Ok(MqttEvent::Incoming(Packet::SubAck(ack)))
+                    if ack
+                        .return_codes
+                        .iter()
+                        .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) =>
+                {
+                    link.set(false);
+                    tracing::error!(
+                        target: "ferry::trigger",
+                        address = shown.as_str(),
+                        topic = topic.as_str(),
+                        "the broker refused the subscription; trying again"
+                    );
+                    continue 'connect;
+                }
                 Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
                     link.set(true);
                     tracing::info!(

@@ -89,6 +89,24 @@ fn redis(req: &Request, rest: &str) -> String {
     if rest == "get" {
         return shown(conn.get("bin")) + "\n";
     }
+    if rest == "select" {
+        // `execute` on its own connection: a SELECT there moves only it.
+        let selected = shown(conn.execute(
+            "SELECT",
+            &[RedisParameter::Binary(b"1".to_vec())],
+        ));
+        let set = shown(conn.execute(
+            "SET",
+            &[
+                RedisParameter::Binary(b"in-db-1".to_vec()),
+                RedisParameter::Binary(b"yes".to_vec()),
+            ],
+        ));
+        return format!(
+            "select {selected}\nset {set}\nget-pooled {}\n",
+            shown(conn.get("in-db-1"))
+        );
+    }
     let mut lines = Vec::new();
     let bin = vec![0u8, 1, 2, 255];
     lines.push(format!("set {}", shown(conn.set("bin", &bin))));
