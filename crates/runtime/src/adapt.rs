@@ -44,10 +44,15 @@ pub(crate) const WASI_03_CANDIDATE: &str = "@0.3.0-rc-2026-03-15";
 const WASI_03: &str = "@0.3.0";
 
 impl Adaptation {
-    /// What `wasm` (for the `http` executor) needs, or why it cannot be
-    /// served. `component` is its [`TopLevel`] names when it is a
+    /// What `wasm` needs to be run as a component (by the `http` executor,
+    /// or an event or command trigger: `http` says which), or why it
+    /// cannot be. `component` is its [`TopLevel`] names when it is a
     /// component, `None` for a core module.
-    pub fn for_http(wasm: &[u8], component: Option<&TopLevel>) -> anyhow::Result<Self> {
+    pub fn for_component(
+        wasm: &[u8],
+        component: Option<&TopLevel>,
+        http: bool,
+    ) -> anyhow::Result<Self> {
         if let Some(component) = component {
             let names = || component.imports.iter().chain(&component.exports);
             return Ok(
@@ -68,12 +73,17 @@ impl Adaptation {
                 "this core module uses Spin's pre-component HTTP ABI (it exports `handle-http-request`, as spin-sdk 1.x and Spin's TinyGo SDK 2 build); Ferry does not serve that ABI yet: rebuild it with a current Spin SDK"
             )
         } else if module.exports.iter().any(|e| e == "_start") {
+            if http {
+                anyhow::bail!(
+                    "this is a WASI command module, but the `http` executor needs a wasi:http component (for a CGI program, use `executor = {{ type = \"wagi\" }}`)"
+                )
+            }
             anyhow::bail!(
-                "this is a WASI command module, but the `http` executor needs a wasi:http component (for a CGI program, use `executor = {{ type = \"wagi\" }}`)"
+                "this is a WASI preview 1 command module; Ferry runs a trigger's component as a component: build it for WASI 0.2 (for Rust, `--target wasm32-wasip2`)"
             )
         } else {
             anyhow::bail!(
-                "this core module carries no component metadata (no `component-type` section from wit-bindgen), so Ferry cannot tell what it exports; build it as a wasi:http component (for Rust, `--target wasm32-wasip2`)"
+                "this core module carries no component metadata (no `component-type` section from wit-bindgen), so Ferry cannot tell what it exports; build it as a component (for Rust, `--target wasm32-wasip2`)"
             )
         }
     }
@@ -325,12 +335,25 @@ mod tests {
 
     #[test]
     fn core_modules_are_told_apart_by_what_they_carry() {
-        let err = |wasm: Vec<u8>| Adaptation::for_http(&wasm, None).unwrap_err().to_string();
+        let err = |wasm: Vec<u8>| {
+            Adaptation::for_component(&wasm, None, true)
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err(module(&["handle-http-request"], None)).contains("pre-component HTTP ABI"));
         assert!(err(module(&["_start"], None)).contains("executor = { type = \"wagi\" }"));
         assert!(err(module(&["run"], None)).contains("no component metadata"));
+        // For a trigger's component, no word of HTTP.
+        let trigger = Adaptation::for_component(&module(&["_start"], None), None, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            trigger.contains("command module") && !trigger.contains("http"),
+            "{trigger}"
+        );
         assert_eq!(
-            Adaptation::for_http(&module(&["x"], Some("component-type:bindgen")), None).unwrap(),
+            Adaptation::for_component(&module(&["x"], Some("component-type:bindgen")), None, true)
+                .unwrap(),
             Adaptation::Componentize
         );
     }
@@ -364,7 +387,7 @@ mod tests {
 
         let top = TopLevel::read(&wasm).unwrap();
         assert!(top.exports_wasi_http_03());
-        let adaptation = Adaptation::for_http(&wasm, Some(&top)).unwrap();
+        let adaptation = Adaptation::for_component(&wasm, Some(&top), true).unwrap();
         assert_eq!(adaptation, Adaptation::RenameWasi03Candidate);
         let renamed = adaptation.apply(&wasm).unwrap();
         let top = TopLevel::read(&renamed).unwrap();
@@ -375,7 +398,7 @@ mod tests {
         assert_eq!(top.exports, ["wasi:http/handler@0.3.0"]);
         // Already renamed: nothing more to do.
         assert_eq!(
-            Adaptation::for_http(&renamed, Some(&top)).unwrap(),
+            Adaptation::for_component(&renamed, Some(&top), true).unwrap(),
             Adaptation::None
         );
     }

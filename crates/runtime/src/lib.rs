@@ -375,12 +375,12 @@ impl Runtime {
             None
         };
         let adaptation = match executor {
-            Executor::Http
-            | Executor::InboundRedis
-            | Executor::Cron
-            | Executor::Mqtt
-            | Executor::Command => adapt::Adaptation::for_http(wasm, top.as_ref())
+            Executor::Http => adapt::Adaptation::for_component(wasm, top.as_ref(), true)
                 .with_context(|| format!("cannot serve {}", component.source))?,
+            Executor::InboundRedis | Executor::Cron | Executor::Mqtt | Executor::Command => {
+                adapt::Adaptation::for_component(wasm, top.as_ref(), false)
+                    .with_context(|| format!("cannot run {}", component.source))?
+            }
             Executor::Wagi(_) => {
                 anyhow::ensure!(
                     is_module,
