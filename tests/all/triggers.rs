@@ -158,17 +158,25 @@ async fn every_redis_message_runs_once_and_failures_are_logged_with_their_messag
         "no guest output for {id}"
     );
 
-    // Counted as requests are: invocations, failures by kind, latency.
-    let scrape = read_metrics(&metrics_url(&ferry)).await;
+    // Counted as requests are: invocations, failures by kind, latency. An
+    // invocation is counted when its guest has ended, just after what it
+    // wrote is visible: read once all 1000 are counted.
     let labels = [
         ("app", "rust-events"),
         ("component", "on-message"),
         ("trigger", "on-message-redis-trigger"),
     ];
-    assert_eq!(
-        scrape.value("ferry_trigger_invocations_total", &labels),
-        1000.0
-    );
+    let url = metrics_url(&ferry);
+    let scrape = eventually("the metrics to count 1000 invocations", || async {
+        let scrape = read_metrics(&url).await;
+        let counted = scrape.value("ferry_trigger_invocations_total", &labels);
+        if counted == 1000.0 {
+            Ok(scrape)
+        } else {
+            Err(counted)
+        }
+    })
+    .await;
     assert_eq!(
         scrape.value("ferry_trigger_duration_seconds_count", &labels),
         1000.0
