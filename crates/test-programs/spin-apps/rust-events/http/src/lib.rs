@@ -91,10 +91,7 @@ fn redis(req: &Request, rest: &str) -> String {
     }
     if rest == "select" {
         // `execute` on its own connection: a SELECT there moves only it.
-        let selected = shown(conn.execute(
-            "SELECT",
-            &[RedisParameter::Binary(b"1".to_vec())],
-        ));
+        let selected = shown(conn.execute("SELECT", &[RedisParameter::Binary(b"1".to_vec())]));
         let set = shown(conn.execute(
             "SET",
             &[
@@ -126,7 +123,10 @@ fn redis(req: &Request, rest: &str) -> String {
             m
         }))
     ));
-    lines.push(format!("srem {}", shown(conn.srem("set", &["a".to_owned()]))));
+    lines.push(format!(
+        "srem {}",
+        shown(conn.srem("set", &["a".to_owned()]))
+    ));
     lines.push(format!(
         "del {}",
         shown(conn.del(&["bin".to_owned(), "counter".to_owned(), "nope".to_owned()]))
@@ -145,7 +145,10 @@ fn redis(req: &Request, rest: &str) -> String {
         "execute-incrby {}",
         shown(conn.execute(
             "INCRBY",
-            &[RedisParameter::Binary(b"k".to_vec()), RedisParameter::Int64(2)]
+            &[
+                RedisParameter::Binary(b"k".to_vec()),
+                RedisParameter::Int64(2)
+            ]
         ))
     ));
     lines.push(format!(
@@ -169,7 +172,10 @@ fn redis(req: &Request, rest: &str) -> String {
         "execute-bad {}",
         shown(conn.execute("NOSUCHCOMMAND", &[]))
     ));
-    lines.push(format!("publish {}", shown(conn.publish("nobody", &b"x".to_vec()))));
+    lines.push(format!(
+        "publish {}",
+        shown(conn.publish("nobody", &b"x".to_vec()))
+    ));
     lines.iter().map(|l| format!("{l}\n")).collect()
 }
 

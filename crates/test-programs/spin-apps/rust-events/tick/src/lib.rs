@@ -13,7 +13,6 @@ spin_sdk::wit_bindgen::generate!({
     runtime_path: "::spin_sdk::wit_bindgen::rt",
 });
 
-
 struct Tick;
 
 impl Guest for Tick {
