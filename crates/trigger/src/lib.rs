@@ -1,6 +1,7 @@
-//! Event triggers: an app's components run on Redis messages and cron
-//! schedules, each event in a fresh sandbox, as the server runs them on
-//! HTTP requests.
+//! Event triggers: an app's components run on Redis messages, NATS
+//! JetStream messages, MQTT messages and cron schedules, each event in a
+//! fresh sandbox, as the server runs them on HTTP requests. One module per
+//! source: `redis.rs`, `nats.rs`, `mqtt.rs`, `cron.rs`.
 //!
 //! [`Triggers`] is one app version's event triggers, each with its loaded
 //! [`Guest`]; [`Triggers::start`] subscribes and schedules on the caller's
@@ -14,13 +15,16 @@
 //! for a free slot before it takes the next event), its memory limit and
 //! timeout apply to each, and each is counted, timed and logged with its
 //! message id. A failing guest is logged and the trigger goes on. A source
-//! that goes away (Redis restarting) is reconnected with backoff; the app's
-//! HTTP side never notices.
+//! that goes away (a server restarting) is reconnected with backoff; the
+//! app's HTTP side never notices. Every connection a source makes is
+//! resolved and checked against the host's forbidden listeners first.
 //!
 //! Delivery: a Redis channel is pub/sub, so a message published while no
 //! subscriber is connected (Ferry restarting, Redis reconnecting) is never
-//! seen, and one whose guest fails is not retried: at most once. A cron
-//! tick missed while the process was down is not run later.
+//! seen, and one whose guest fails is not retried: at most once. NATS
+//! JetStream is at least once (`nats.rs`: acknowledgement after success,
+//! redelivery, dead letters). MQTT is its QoS's (`mqtt.rs`). A cron tick
+//! missed while the process was down is not run later.
 //!
 //! This crate knows nothing of HTTP routing, manifests on disk or the
 //! control plane: it is handed resolved triggers and their guests.
