@@ -318,7 +318,7 @@ impl ClusterState {
             let (new, outcome) = change(record)?;
             let bytes =
                 Bytes::from(serde_json::to_vec(&new).map_err(|e| SwapError::Write(e.into()))?);
-            match nats::routed(|| apps.update(name, bytes.clone(), revision)).await {
+            match apps.update(name, bytes, revision).await {
                 Ok(_) => return Ok(outcome),
                 Err(e) if nats::is_wrong_revision(&e) => continue,
                 Err(e) => return Err(SwapError::Write(unreachable(&e))),
@@ -526,8 +526,11 @@ impl DesiredState for ClusterState {
                     "the version's record is {} bytes, over the cluster's largest message ({limit} bytes): too many files in one bundle",
                     stored.len()
                 );
-                let (key, stored) = (Self::version_key(name, number), Bytes::from(stored));
-                match nats::routed(|| b.apps.create(&key, stored.clone())).await {
+                match b
+                    .apps
+                    .create(Self::version_key(name, number), stored.into())
+                    .await
+                {
                     Ok(_) => break,
                     Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => number += 1,
                     Err(e) => return Err(unreachable(&e)),
