@@ -89,7 +89,14 @@ async fn until_serving(node: &Host, body: Option<&str>) {
             Some(body) => reply.status == 200 && reply.text() == body,
             None => reply.status == 404,
         };
-        if seen { Ok(()) } else { Err(reply) }
+        if seen {
+            Ok(())
+        } else {
+            // On failure, the node's own account of why (its last lines).
+            let logs = node.logs();
+            let tail: Vec<String> = logs.lines().rev().take(40).map(str::to_owned).collect();
+            Err((reply.status, reply.text(), tail))
+        }
     })
     .await
 }
