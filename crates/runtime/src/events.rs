@@ -179,6 +179,20 @@ pub(crate) fn pre(
     })
 }
 
+/// The instance just made (since `started`), noted in `stats`; a failure
+/// to make it is an instantiation error.
+fn instantiated<T>(
+    made: wasmtime::Result<T>,
+    started: Instant,
+    stats: Option<&RequestStats>,
+) -> Result<T, GuestError> {
+    let made = made.map_err(|e| GuestError::from_instantiation(e.into()))?;
+    if let Some(stats) = stats {
+        stats.instantiated(started.elapsed());
+    }
+    Ok(made)
+}
+
 /// Runs `event` through a fresh instance, within the component's timeout.
 /// A guest that returns its error value fails with
 /// [`GuestError::ErrorCode`], saying which.
@@ -198,13 +212,11 @@ pub(crate) async fn invoke(
         let instantiating = Instant::now();
         let answer: Result<Option<String>, wasmtime::Error> = match (&pre, event) {
             (EventPre::InboundRedis(pre), Event::Message { payload, .. }) => {
-                let bindings = pre
-                    .instantiate_async(&mut store)
-                    .await
-                    .map_err(|e| GuestError::from_instantiation(e.into()))?;
-                if let Some(stats) = &stats {
-                    stats.instantiated(instantiating.elapsed());
-                }
+                let bindings = instantiated(
+                    pre.instantiate_async(&mut store).await,
+                    instantiating,
+                    stats.as_deref(),
+                )?;
                 bindings
                     .fermyon_spin_inbound_redis()
                     .call_handle_message(&mut store, &payload.to_vec())
@@ -221,13 +233,11 @@ pub(crate) async fn invoke(
                     })
             }
             (EventPre::Cron(pre), Event::Tick { timestamp }) => {
-                let bindings = pre
-                    .instantiate_async(&mut store)
-                    .await
-                    .map_err(|e| GuestError::from_instantiation(e.into()))?;
-                if let Some(stats) = &stats {
-                    stats.instantiated(instantiating.elapsed());
-                }
+                let bindings = instantiated(
+                    pre.instantiate_async(&mut store).await,
+                    instantiating,
+                    stats.as_deref(),
+                )?;
                 let metadata =
                     cron_bindings::fermyon::spin_cron::cron_types::Metadata { timestamp };
                 bindings
@@ -240,13 +250,11 @@ pub(crate) async fn invoke(
                     })
             }
             (EventPre::InboundRedis3(pre), Event::Message { payload, .. }) => {
-                let bindings = pre
-                    .instantiate_async(&mut store)
-                    .await
-                    .map_err(|e| GuestError::from_instantiation(e.into()))?;
-                if let Some(stats) = &stats {
-                    stats.instantiated(instantiating.elapsed());
-                }
+                let bindings = instantiated(
+                    pre.instantiate_async(&mut store).await,
+                    instantiating,
+                    stats.as_deref(),
+                )?;
                 store
                     .run_concurrent(async move |accessor| {
                         bindings
@@ -259,13 +267,11 @@ pub(crate) async fn invoke(
                     .map(|answer| answer.err().map(|e| format!("{e:?}")))
             }
             (EventPre::Mqtt(pre), Event::Message { payload, topic }) => {
-                let bindings = pre
-                    .instantiate_async(&mut store)
-                    .await
-                    .map_err(|e| GuestError::from_instantiation(e.into()))?;
-                if let Some(stats) = &stats {
-                    stats.instantiated(instantiating.elapsed());
-                }
+                let bindings = instantiated(
+                    pre.instantiate_async(&mut store).await,
+                    instantiating,
+                    stats.as_deref(),
+                )?;
                 let metadata =
                     mqtt_bindings::spin::mqtt_trigger::spin_mqtt_types::Metadata { topic };
                 bindings
