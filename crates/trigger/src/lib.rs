@@ -526,6 +526,15 @@ pub(crate) async fn checked_addrs(
     Ok(addrs)
 }
 
+/// A hash of `text` stable across builds and processes (FNV-1a; std's
+/// hasher is not promised to be), for names a server keeps between runs:
+/// durable consumers, MQTT client ids.
+pub(crate) fn stable_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// How long to wait before the `attempt`th reconnection (from 0): 100 ms
 /// doubling to 30 s.
 pub(crate) fn backoff(attempt: u32) -> Duration {

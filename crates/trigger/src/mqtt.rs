@@ -109,11 +109,7 @@ pub(crate) async fn run(
     };
     // Stable for the app and trigger, so a persistent session is found
     // again after a restart.
-    let hash = format!("{app}/{}", invoker.trigger)
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+    let hash = crate::stable_hash(&format!("{app}/{}", invoker.trigger));
     let client_id = format!("ferry-{hash:016x}");
     let max_payload = invoker.guest.limits().max_request_body;
     let mut invocations = Invocations::new();

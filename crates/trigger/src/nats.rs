@@ -139,10 +139,7 @@ fn name(prefix: &str, text: &str) -> String {
     if full.len() <= 48 && plain == text {
         return full;
     }
-    // FNV-1a: stable across builds, which std's hasher is not promised to be.
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = crate::stable_hash(text);
     let keep: String = plain.chars().take(24).collect();
     format!("{prefix}{keep}_{hash:016x}")
 }
