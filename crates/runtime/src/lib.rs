@@ -662,11 +662,12 @@ impl Guest {
         }
     }
 
-    /// The host listener `addr` reaches, if it is one no guest of this
-    /// runtime may connect to (the admin API's): for connections made on
-    /// an app's behalf, such as its triggers' subscriptions.
-    pub fn forbidden_listener(&self, addr: SocketAddr) -> Option<SocketAddr> {
-        self.sandbox.outbound.forbidden.reached_by(addr)
+    /// The first of `addrs` that reaches a host listener no guest of this
+    /// runtime may connect to (the admin API's), with that listener: for
+    /// connections made on an app's behalf, such as its triggers'
+    /// subscriptions.
+    pub fn forbidden_listener(&self, addrs: &[SocketAddr]) -> Option<(SocketAddr, SocketAddr)> {
+        self.sandbox.outbound.forbidden.first_reached(addrs)
     }
 
     /// The export an event trigger calls, if this guest runs on events.

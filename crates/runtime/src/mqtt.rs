@@ -165,10 +165,7 @@ async fn open(
     let addrs = crate::outbound::resolve(&host, port)
         .await
         .map_err(|e| Failure::ConnectionFailed(format!("cannot resolve {host}: {e}")))?;
-    if let Some((target, listener)) = addrs
-        .iter()
-        .find_map(|a| policy.forbidden.reached_by(*a).map(|l| (*a, l)))
-    {
+    if let Some((target, listener)) = policy.forbidden.first_reached(&addrs) {
         tracing::warn!(
             component = &*policy.component,
             address,

@@ -52,6 +52,14 @@ impl ForbiddenAddrs {
             .find(|listener| reaches(*listener, target))
     }
 
+    /// The first of `targets` that reaches a forbidden listener, with the
+    /// listener it reaches.
+    pub fn first_reached(&self, targets: &[SocketAddr]) -> Option<(SocketAddr, SocketAddr)> {
+        targets
+            .iter()
+            .find_map(|target| self.reached_by(*target).map(|l| (*target, l)))
+    }
+
     fn is_empty(&self) -> bool {
         self.listeners
             .read()
@@ -171,9 +179,7 @@ where
     let stream = tokio::time::timeout(connect_timeout, async {
         let addrs = resolve(&host, port).await?;
         if !forbidden.is_empty()
-            && let Some((target, listener)) = addrs
-                .iter()
-                .find_map(|a| forbidden.reached_by(*a).map(|l| (*a, l)))
+            && let Some((target, listener)) = forbidden.first_reached(&addrs)
         {
             tracing::warn!(
                 component,

@@ -218,10 +218,7 @@ async fn open(
     let addrs = crate::outbound::resolve(&host, port)
         .await
         .map_err(|e| Failure::Other(format!("cannot resolve {host}: {e}")))?;
-    if let Some((target, listener)) = addrs
-        .iter()
-        .find_map(|a| policy.forbidden.reached_by(*a).map(|l| (*a, l)))
-    {
+    if let Some((target, listener)) = policy.forbidden.first_reached(&addrs) {
         return Err(deny(format!(
             "{host}:{port} is {target}, which reaches this host's admin listener ({listener})"
         )));

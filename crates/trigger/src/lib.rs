@@ -512,10 +512,7 @@ pub(crate) async fn checked_addrs(
         .await
         .map_err(|e| format!("cannot resolve {host}: {e}"))?
         .collect();
-    if let Some((addr, listener)) = addrs
-        .iter()
-        .find_map(|a| guest.forbidden_listener(*a).map(|l| (*a, l)))
-    {
+    if let Some((addr, listener)) = guest.forbidden_listener(&addrs) {
         return Err(format!(
             "{host}:{port} is {addr}, which reaches this host's admin listener ({listener}); no app may connect to it"
         ));
