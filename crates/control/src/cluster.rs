@@ -38,7 +38,6 @@ use bytes::Bytes;
 use ferry_api::{Values, digest_hex};
 use ferry_store::nats::{self, BucketConfig, ELECTION};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt as _;
 
 use crate::desired::{
     BlobError, Change, DesiredState, Heartbeat, SwapError, Unreachable, VersionRecord,
@@ -356,17 +355,17 @@ impl ClusterState {
     /// checked against its digest.
     async fn fetch_blob(&self, blobs: &ObjectStore, digest: &str) -> anyhow::Result<()> {
         let hex = digest_hex(digest).with_context(|| format!("`{digest}` is not a digest"))?;
-        let mut object = blobs
-            .get(hex)
+        let fetch = async {
+            let info = nats::read_from_leader("reading a blob's size", || blobs.info(hex)).await?;
+            if info.deleted {
+                return Err(format!("the cluster has no blob {digest}").into());
+            }
+            // No more than its stated size; then checked against its digest.
+            nats::read_object(&self.jetstream, BLOBS, &info, info.size).await
+        };
+        let bytes = fetch
             .await
-            .map_err(|e| unreachable(&e))
-            .with_context(|| format!("fetching {digest}"))?;
-        // As the object's chunks come: its stated size is not trusted.
-        let mut bytes = Vec::with_capacity(object.info().size.min(16 << 20));
-        object
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(|e| unreachable(&e))
+            .map_err(|e| unreachable(&*e))
             .with_context(|| format!("fetching {digest}"))?;
         match self.local.put_blob(digest, &bytes) {
             Ok(()) => Ok(()),
@@ -436,17 +435,15 @@ impl DesiredState for ClusterState {
             return self.local.app_names();
         }
         self.remote(async |b| {
-            use futures_util::StreamExt as _;
-            let mut keys = b.apps.keys().await.map_err(|e| unreachable(&e))?;
-            let mut names = BTreeSet::new();
-            while let Some(key) = keys.next().await {
-                let key = key.map_err(|e| unreachable(&e))?;
-                // Versions' keys have a dot; anything not an app's name
-                // (which becomes a path) is not one.
-                if ferry_api::valid_app_name(&key).is_ok() {
-                    names.insert(key);
-                }
-            }
+            // Versions' keys have a dot: `*` leaves them out. Anything not
+            // an app's name (which becomes a path) is not one.
+            let keys = nats::leader_keys(&b.apps, "*")
+                .await
+                .map_err(|e| unreachable(&*e))?;
+            let names: BTreeSet<String> = keys
+                .into_iter()
+                .filter(|key| ferry_api::valid_app_name(key).is_ok())
+                .collect();
             Ok(names.into_iter().collect())
         })
     }
@@ -799,11 +796,11 @@ impl DesiredState for ClusterState {
 
     fn nodes(&self) -> anyhow::Result<Option<Vec<Heartbeat>>> {
         self.remote(async |b| {
-            use futures_util::StreamExt as _;
-            let mut keys = b.nodes.keys().await.map_err(|e| unreachable(&e))?;
+            let keys = nats::leader_keys(&b.nodes, ">")
+                .await
+                .map_err(|e| unreachable(&*e))?;
             let mut beats = Vec::new();
-            while let Some(key) = keys.next().await {
-                let key = key.map_err(|e| unreachable(&e))?;
+            for key in keys {
                 // The bucket lets a heartbeat go after HEARTBEAT_LIFE, by
                 // the servers' clock (nodes' clocks may differ).
                 if let Some(bytes) = b.nodes.get(&key).await.map_err(|e| unreachable(&e))?

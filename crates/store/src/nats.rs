@@ -211,6 +211,92 @@ async fn until_led(mut stream: stream::Stream) -> anyhow_free::Result<()> {
     }
 }
 
+/// How long one read waits for a stream's leader before it is asked again.
+const READ_TRY: Duration = Duration::from_secs(3);
+
+/// Asks `read` of a stream's leader, again whenever an answer does not
+/// come within [`READ_TRY`], until [`ELECTION`] has passed. On a loaded
+/// machine a request to a leader was seen to go unanswered (dropped while
+/// the leader settled) and would otherwise wait out the whole timeout.
+/// Only for reads, which are idempotent: a write is never asked twice.
+pub async fn read_from_leader<T, E, Fut>(
+    what: &str,
+    mut read: impl FnMut() -> Fut,
+) -> anyhow_free::Result<T>
+where
+    E: std::fmt::Display,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + ELECTION;
+    loop {
+        match tokio::time::timeout(READ_TRY, read()).await {
+            Ok(result) => return result.map_err(|e| format!("{what}: {e}").into()),
+            Err(_) if tokio::time::Instant::now() < deadline => {}
+            Err(_) => {
+                return Err(format!(
+                    "{what}: the stream's leader did not answer within {} s",
+                    ELECTION.as_secs()
+                )
+                .into());
+            }
+        }
+    }
+}
+
+/// The keys of `store` that match `filter` (a subject pattern over keys:
+/// `*` is every key without a dot), as the bucket's leader lists its
+/// stream's subjects. No consumer is made: a consumer is placed on a server
+/// the cluster picks, which may be one cut off from it, and its creation
+/// then never answers; this listing works whenever a read does. A key
+/// whose last entry deleted it is listed too.
+pub async fn leader_keys(store: &kv::Store, filter: &str) -> anyhow_free::Result<Vec<String>> {
+    use futures_util::TryStreamExt as _;
+    let pattern = format!("{}{filter}", store.prefix);
+    read_from_leader("listing a bucket's keys", || async {
+        let subjects = store.stream.info_with_subjects(&pattern).await?;
+        let subjects: Vec<(String, usize)> = subjects.try_collect().await?;
+        Ok::<_, stream::InfoError>(
+            subjects
+                .into_iter()
+                .filter_map(|(subject, _)| subject.strip_prefix(&store.prefix).map(str::to_owned))
+                .collect(),
+        )
+    })
+    .await
+}
+
+/// The bytes of the object `info` of the object store `bucket`, read chunk
+/// by chunk from the bucket's leader (no consumer is made; see
+/// [`leader_keys`]). Refused beyond `limit` bytes, whatever `info` says of
+/// its size.
+pub async fn read_object(
+    js: &jetstream::Context,
+    bucket: &str,
+    info: &object_store::ObjectInfo,
+    limit: usize,
+) -> anyhow_free::Result<Vec<u8>> {
+    let stream = js.get_stream_no_info(format!("OBJ_{bucket}")).await?;
+    let chunks = format!("$O.{bucket}.C.{}", info.nuid);
+    let mut bytes = Vec::with_capacity(info.size.min(limit).min(16 << 20));
+    let mut next = 1;
+    for _ in 0..info.chunks {
+        let chunk = read_from_leader("reading an object", || {
+            stream
+                .raw_message_builder()
+                .sequence(next)
+                .next_by_subject(chunks.clone())
+                .send()
+        })
+        .await?;
+        if bytes.len() + chunk.payload.len() > limit {
+            return Err(format!("the object `{}` is over {limit} bytes", info.name).into());
+        }
+        bytes.extend_from_slice(&chunk.payload);
+        next = chunk.sequence + 1;
+    }
+    Ok(bytes)
+}
+
 /// Whether `error`, from a key-value `update` or `create`, says the key's
 /// revision was not the one expected (another writer got there first).
 ///
@@ -390,10 +476,6 @@ struct NatsStore {
     store: tokio::sync::OnceCell<kv::Store>,
 }
 
-/// How long one read of a key waits for the bucket's leader before it is
-/// asked again.
-const READ_TRY: Duration = Duration::from_secs(3);
-
 /// How many times a compare-and-swap loop reads again after losing to
 /// another writer before it gives up.
 const RETRIES: usize = 1000;
@@ -458,24 +540,9 @@ impl NatsStore {
     /// The value of the encoded key and its revision (0: never written).
     async fn entry(&self, encoded: &str) -> Result<(Option<Vec<u8>>, u64), Error> {
         let bucket = self.bucket().await?;
-        // A read is asked again when its answer does not come within
-        // READ_TRY: on a loaded machine a request to a bucket's leader was
-        // seen to go unanswered (dropped while the leader settled) and
-        // would otherwise wait out the whole ELECTION timeout. Reads are
-        // idempotent; writes are never retried this way.
-        let deadline = tokio::time::Instant::now() + ELECTION;
-        let entry = loop {
-            match tokio::time::timeout(READ_TRY, bucket.entry(encoded)).await {
-                Ok(entry) => break entry.map_err(backend)?,
-                Err(_) if tokio::time::Instant::now() < deadline => {}
-                Err(_) => {
-                    return Err(Error::Backend(format!(
-                        "the bucket's leader did not answer a read within {} s",
-                        ELECTION.as_secs()
-                    )));
-                }
-            }
-        };
+        let entry = read_from_leader("reading a key", || bucket.entry(encoded))
+            .await
+            .map_err(backend)?;
         Ok(match entry {
             Some(e) if e.operation == kv::Operation::Put => (Some(e.value.to_vec()), e.revision),
             Some(e) => (None, e.revision),
