@@ -1,7 +1,8 @@
 //! Spin's outbound data interfaces against real servers on loopback: a
 //! spin-sdk 5 component (`spin-apps/rust-events`, its `http` component)
-//! calling `fermyon:spin/redis@2.0.0` with every value type, an address
-//! outside its `allowed_outbound_hosts`, and a server that goes away.
+//! calling `fermyon:spin/redis@2.0.0` and every version of Spin's
+//! PostgreSQL interface with every value type, addresses outside its
+//! `allowed_outbound_hosts`, and servers that go away.
 
 use ferry_store::testing::RedisServer;
 
@@ -123,4 +124,122 @@ async fn redis_round_trips_every_value_type_and_refuses_what_is_not_granted() {
         (answer == "None\n").then_some(()).ok_or(answer)
     })
     .await;
+}
+
+/// Every value type of `fermyon:spin/postgres@2.0.0`, `spin:postgres@3.0.0`
+/// and `@4.0.0` through real tables: what the guest reads back, what the
+/// server holds, and the interface's errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_round_trips_every_value_type_in_each_version() {
+    let postgres = PostgresServer::start();
+    let ferry = Ferry::start_at(
+        &events_app(),
+        &["--variable", &format!("pg_address={}", postgres.url())],
+    );
+    let answer = call(&ferry, "/pg/types").await;
+    let expected = include_str!("outbound_data/postgres_types.txt");
+    for (i, (got, want)) in answer.lines().zip(expected.lines()).enumerate() {
+        assert_eq!(got, want, "line {} of:\n{answer}", i + 1);
+    }
+    assert_eq!(answer.lines().count(), expected.lines().count(), "{answer}");
+
+    // What the guest wrote is what the server holds.
+    assert_eq!(
+        postgres.psql("SELECT s, encode(bin, 'hex'), i4, i8 FROM v2 ORDER BY i8"),
+        "héllo|0001ff|40000|-5000000000\n||8|7\n"
+    );
+    assert_eq!(
+        postgres.psql("SELECT d, t, dt, ts AT TIME ZONE 'UTC' FROM v3"),
+        "2024-02-29|23:59:58.123456|1999-12-31 23:00:01.5|2023-11-14 22:13:20\n"
+    );
+    assert_eq!(
+        postgres.psql("SELECT n, r4, r8, rn, a4, an, at, iv, j FROM v4"),
+        "-12345678901234567890.000123|[1,10)|(,5000000001)|(0.5,)|{1,NULL,-3}|{1.10,NULL}|{x,NULL,\"\"}|1 year 2 mons -2 days +00:00:03.000001|{\"a\": [1, 2]}\n"
+    );
+}
+
+/// A guest reaches only the PostgreSQL servers it was granted, by the
+/// address it names; a session it leaves mid-transaction reaches the next
+/// request reset (the same server session, none of its state).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refuses_what_is_not_granted_and_resets_what_it_keeps() {
+    let postgres = PostgresServer::start();
+    postgres.psql("CREATE TABLE uncommitted (x int)");
+    let ferry = Ferry::start_at(
+        &events_app(),
+        &["--variable", &format!("pg_address={}", postgres.url())],
+    );
+    // Granted: `postgres://127.0.0.1:*`.
+    let port = postgres.port;
+    assert_eq!(
+        call(&ferry, &format!("/pg/open?{}", postgres.url())).await,
+        "\"opened\"\n\"opened\"\n\"opened\"\n"
+    );
+    let mark = ferry.log_mark();
+    for (address, why) in [
+        (
+            format!("postgres://postgres:secret@localhost:{port}/postgres"),
+            format!("postgres://localhost:{port}: not permitted"),
+        ),
+        (
+            format!("host=127.0.0.1,10.0.0.1 port={port} user=postgres password=secret"),
+            format!("postgres://10.0.0.1:{port}: not permitted"),
+        ),
+        (
+            format!("host=127.0.0.1 hostaddr=10.0.0.1 port={port} user=postgres"),
+            "`hostaddr` is not supported".to_owned(),
+        ),
+        (
+            "host=/var/run/postgresql user=postgres".to_owned(),
+            "Unix sockets are not reachable from a guest".to_owned(),
+        ),
+    ] {
+        let query = address.replace(' ', "%20");
+        let answer = call(&ferry, &format!("/pg/open?{query}")).await;
+        assert_eq!(answer.lines().count(), 3, "{answer}");
+        for line in answer.lines() {
+            assert!(
+                line.starts_with("error: Error::ConnectionFailed(") && line.contains(&why),
+                "{address}: {answer}"
+            );
+        }
+    }
+    ferry
+        .wait_for_log(
+            mark,
+            &["outbound PostgreSQL connection denied", "localhost"],
+        )
+        .await;
+    // The password never reaches the log.
+    assert!(
+        !ferry.logs_since(mark).iter().any(|l| l.contains("secret")),
+        "{:?}",
+        ferry.logs_since(mark)
+    );
+
+    let begun = call(&ferry, "/pg/begin").await;
+    let pid = begun
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("pid [[DbValue::Int32("))
+        .and_then(|l| l.strip_suffix(")]]"))
+        .unwrap_or_else(|| panic!("{begun}"));
+    assert_eq!(
+        begun,
+        format!(
+            "BEGIN: 0\n\
+             INSERT INTO uncommitted VALUES (1): 1\n\
+             SET TIME ZONE 'Asia/Tokyo': 0\n\
+             CREATE TEMPORARY TABLE scratch (x int): 0\n\
+             pid [[DbValue::Int32({pid})]]\n"
+        )
+    );
+    assert_eq!(
+        call(&ferry, "/pg/after").await,
+        format!(
+            "[[DbValue::Int32({pid}), DbValue::Int64(0), DbValue::Str(\"UTC\"), DbValue::Boolean(true)]]\n"
+        ),
+        "the next request has the same session, reset"
+    );
+    assert_eq!(postgres.psql("SELECT count(*) FROM uncommitted"), "0\n");
 }

@@ -824,3 +824,127 @@ pub fn write_manifest(app: &TestApp, name: &str, greeting: &str, base: &str) {
         ),
     );
 }
+
+/// A PostgreSQL server of a test's own on loopback (Debian's `postgresql`;
+/// scripts/setup installs it): a fresh cluster in a temporary directory,
+/// password authentication for `postgres` (password `secret`), killed when
+/// dropped. PostgreSQL refuses to run as root, so as root it runs as the
+/// package's `postgres` user (`setpriv`, which execs: the child is the
+/// server itself).
+pub struct PostgresServer {
+    child: Child,
+    bin: PathBuf,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl PostgresServer {
+    pub fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL (apt-get install postgresql; scripts/setup does)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|bin| bin.join("postgres").exists())
+            .max()
+            .expect("a PostgreSQL server under /usr/lib/postgresql");
+        let dir = tempfile::tempdir().unwrap();
+        let root = text(&Command::new("id").arg("-u").output().unwrap().stdout).trim() == "0";
+        let as_owner = |program: &Path| {
+            if root {
+                let mut command = Command::new("setpriv");
+                command
+                    .args([
+                        "--reuid=postgres",
+                        "--regid=postgres",
+                        "--init-groups",
+                        "--",
+                    ])
+                    .arg(program);
+                command
+            } else {
+                Command::new(program)
+            }
+        };
+        if root {
+            let owned = Command::new("chown")
+                .args(["postgres:"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(owned.success(), "chown postgres: {}", dir.path().display());
+        }
+        std::fs::write(dir.path().join("password"), "secret\n").unwrap();
+        let data = dir.path().join("data");
+        let init = as_owner(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=scram-sha-256", "-E", "UTF8"])
+            .args(["--locale=C", "--no-sync"])
+            .arg(format!(
+                "--pwfile={}",
+                dir.path().join("password").display()
+            ))
+            .output()
+            .unwrap();
+        assert!(init.status.success(), "initdb: {}", text(&init.stderr));
+        let port = ferry_store::testing::free_port();
+        let child = as_owner(&bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .arg("-k")
+            .arg(dir.path())
+            .args(["-c", "fsync=off", "-c", "TimeZone=UTC"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Self {
+            child,
+            bin,
+            port,
+            _dir: dir,
+        };
+        eventually_blocking("PostgreSQL to take connections", || {
+            let ready = Command::new(server.bin.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                .output()
+                .unwrap();
+            if ready.status.success() {
+                Ok(())
+            } else {
+                Err(text(&ready.stdout))
+            }
+        });
+        server
+    }
+
+    /// The address a guest opens: `postgres` on database `postgres`.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres:secret@127.0.0.1:{}/postgres",
+            self.port
+        )
+    }
+
+    /// What `psql` answers to `sql`, unaligned, one row a line.
+    pub fn psql(&self, sql: &str) -> String {
+        let output = Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", "postgres", "-At", "-c", sql])
+            .env("PGPASSWORD", "secret")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "psql: {}", text(&output.stderr));
+        text(&output.stdout)
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        // An immediate shutdown: the server takes its sessions with it.
+        let _ = Command::new("kill")
+            .args(["-QUIT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}

@@ -220,7 +220,12 @@ impl std::fmt::Display for Source {
 
 /// `url` as it may be shown in output and logs: without credentials
 /// (`user:token@`) or a query (pre-signed URLs carry their signature there).
+/// A PostgreSQL connection string of `key=value` pairs (libpq's other form)
+/// is shown without its passwords' values.
 pub fn redacted(url: &str) -> String {
+    if !url.contains("://") && url.contains('=') {
+        return without_passwords(url);
+    }
     // A list of servers (`nats://a:4222,nats://u:p@b:4222`): each one.
     if url.contains(',') {
         return url.split(',').map(redacted).collect::<Vec<_>>().join(",");
@@ -237,6 +242,49 @@ pub fn redacted(url: &str) -> String {
     let path = tail.split(['?', '#']).next().unwrap_or_default();
     let query = if tail.contains('?') { "?…" } else { "" };
     format!("{scheme}://{host}{path}{query}")
+}
+
+/// A libpq connection string (`host=h password='it''s' dbname=d`) with
+/// every `password` and `sslpassword` value replaced by `…`, quoted
+/// values (with their escapes) included.
+fn without_passwords(text: &str) -> String {
+    let mut shown = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        shown.push(c);
+        if c != '=' {
+            continue;
+        }
+        let key = shown[..shown.len() - 1]
+            .trim_end()
+            .rsplit(char::is_whitespace)
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let secret = key == "password" || key == "sslpassword";
+        while let Some(space) = chars.next_if(|c| c.is_whitespace()) {
+            shown.push(space);
+        }
+        // The value: quoted (with `\` escapes) or up to whitespace.
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            value.push('\'');
+            while let Some(c) = chars.next() {
+                value.push(c);
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '\'' => break,
+                    _ => {}
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                value.push(c);
+            }
+        }
+        shown.push_str(if secret { "…" } else { &value });
+    }
+    shown
 }
 
 /// A SHA-256 digest, written `sha256:<64 hex digits>` in manifests.

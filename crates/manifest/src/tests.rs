@@ -834,6 +834,17 @@ fn shown_urls_carry_no_credentials_or_query() {
     assert_eq!(redacted("redis://:pw@cache:6379/0"), "redis://cache:6379/0");
     // Not a URL (a template): nothing in it is a credential's place.
     assert_eq!(redacted("{{ redis_url }}"), "{{ redis_url }}");
+    // PostgreSQL's key=value form: every password's value goes, quoted
+    // ones (with escapes) whole; the rest stays as written.
+    assert_eq!(
+        redacted("host=a,b port=5432 user=u password=secret dbname=d"),
+        "host=a,b port=5432 user=u password=… dbname=d"
+    );
+    assert_eq!(
+        redacted(r"user=u password = 'it\'s a secret' sslpassword='x' PASSWORD=y"),
+        "user=u password = … sslpassword=… PASSWORD=…"
+    );
+    assert_eq!(redacted("postgres://u:pw@h1,h2/db"), "postgres://h1,h2/db");
 }
 
 #[test]

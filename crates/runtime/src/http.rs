@@ -33,6 +33,7 @@ pub(crate) struct HttpState {
     hooks: OutboundHooks,
     context: Arc<crate::ComponentContext>,
     redis: Arc<crate::redis::RedisPool>,
+    postgres: Arc<crate::postgres::PostgresPool>,
 }
 
 impl crate::mqtt::MqttHost for HttpState {
@@ -50,6 +51,16 @@ impl crate::redis::RedisHost for HttpState {
             table: &mut self.table,
             policy: &self.hooks.policy,
             pool: &self.redis,
+        }
+    }
+}
+
+impl crate::postgres::PostgresHost for HttpState {
+    fn postgres(&mut self) -> crate::postgres::PostgresView<'_> {
+        crate::postgres::PostgresView {
+            table: &mut self.table,
+            policy: &self.hooks.policy,
+            pool: &self.postgres,
         }
     }
 }
@@ -110,6 +121,7 @@ pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HttpState>> {
     crate::key_value::add_to_linker(&mut linker)?;
     crate::sqlite::add_to_linker(&mut linker)?;
     crate::redis::add_to_linker(&mut linker)?;
+    crate::postgres::add_to_linker(&mut linker)?;
     crate::mqtt::add_to_linker(&mut linker)?;
     Ok(linker)
 }
@@ -307,6 +319,7 @@ pub(crate) fn store_with(
         },
         context: sandbox.context.clone(),
         redis: sandbox.redis.clone(),
+        postgres: sandbox.postgres.clone(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);

@@ -22,6 +22,7 @@ mod http;
 mod key_value;
 mod mqtt;
 mod outbound;
+mod postgres;
 mod redis;
 mod sandbox;
 mod sqlite;

@@ -40,6 +40,8 @@ pub(crate) struct Sandbox {
     pub context: Arc<ComponentContext>,
     /// Its outbound Redis connections, by address.
     pub redis: Arc<crate::redis::RedisPool>,
+    /// Its outbound PostgreSQL sessions kept between requests.
+    pub postgres: Arc<crate::postgres::PostgresPool>,
 }
 
 /// `allowed_outbound_hosts` plus what `self` means for this app, and the
@@ -78,6 +80,7 @@ impl Sandbox {
             }),
             context: Arc::new(context),
             redis: Arc::default(),
+            postgres: Arc::default(),
         })
     }
 

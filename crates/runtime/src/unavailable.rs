@@ -49,6 +49,11 @@ const IMPLEMENTED: &[&str] = &[
     "fermyon:spin/mqtt@2.0.0",
     "spin:mqtt/mqtt@3.0.0",
     "spin:redis/redis@3.0.0",
+    "fermyon:spin/postgres@2.0.0",
+    "fermyon:spin/rdbms-types@2.0.0",
+    "spin:postgres/postgres@3.0.0",
+    "spin:postgres/postgres@4.0.0",
+    "spin:postgres/postgres@4.1.0",
     // Types only (the Redis trigger's error and payload): nothing to stub.
     "fermyon:spin/redis-types",
     "spin:sqlite/sqlite@3.0.0",

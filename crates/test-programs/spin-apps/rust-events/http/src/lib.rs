@@ -13,6 +13,16 @@
 //! - `GET /redis/open?<address>`: opens `address` and says what happened;
 //! - `POST /redis/publish/<channel>`: publishes the body on the channel
 //!   (which the app's own Redis trigger may be subscribed to);
+//! - `GET /pg/open?<address>`: opens `address` with each version of
+//!   Spin's outbound PostgreSQL and says what happened, one a line;
+//! - `GET /pg/types`: every value type through `fermyon:spin/postgres@2.0.0`,
+//!   `spin:postgres/postgres@3.0.0` and `@4.0.0` on the server named by the
+//!   `pg_address` variable, one statement's result a line;
+//! - `GET /pg/begin`: begins a transaction, inserts a row, sets the time
+//!   zone and makes a temporary table, then ends without committing; says
+//!   the session's backend pid;
+//! - `GET /pg/after`: what a later request's session sees of that: its
+//!   pid, the row, the time zone and the table;
 //! - `POST /mqtt/publish/<topic>?<address>`: publishes the body at QoS 1
 //!   through Spin's outbound MQTT (`fermyon:spin/mqtt@2.0.0`) to the
 //!   broker `address`, or, without one, the `mqtt_address` variable's
@@ -27,6 +37,9 @@ use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
 fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
     if let Some(rest) = req.path().strip_prefix("/redis/") {
         return Ok(Response::new(200, redis(&req, rest)));
+    }
+    if let Some(rest) = req.path().strip_prefix("/pg/") {
+        return Ok(Response::new(200, postgres(&req, rest)));
     }
     if let Some(topic) = req.path().strip_prefix("/mqtt/publish/") {
         return Ok(Response::new(200, mqtt_publish(&req, topic)));
@@ -195,4 +208,250 @@ fn mqtt_publish(req: &Request, topic: &str) -> String {
         )
     });
     shown(published) + "\n"
+}
+
+fn postgres(req: &Request, rest: &str) -> String {
+    use spin_sdk::{pg, pg3, pg4};
+    if rest == "open" {
+        let address = percent_decoded(req.query());
+        return [
+            shown(pg::Connection::open(&address).map(|_| "opened")),
+            shown(pg3::Connection::open(&address).map(|_| "opened")),
+            shown(pg4::Connection::open(&address).map(|_| "opened")),
+        ]
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    }
+    let address = spin_sdk::variables::get("pg_address").unwrap_or_default();
+    match rest {
+        "types" => pg_types(&address),
+        "begin" => {
+            let conn = match pg4::Connection::open(&address) {
+                Ok(conn) => conn,
+                Err(e) => return format!("open: error: {e:?}\n"),
+            };
+            let steps = [
+                "BEGIN",
+                "INSERT INTO uncommitted VALUES (1)",
+                "SET TIME ZONE 'Asia/Tokyo'",
+                "CREATE TEMPORARY TABLE scratch (x int)",
+            ];
+            let mut lines: Vec<String> = steps
+                .iter()
+                .map(|s| format!("{s}: {}", shown(conn.execute(s, &[]))))
+                .collect();
+            lines.push(format!(
+                "pid {}",
+                shown(conn.query("SELECT pg_backend_pid()", &[]).map(|r| r.rows))
+            ));
+            lines.iter().map(|l| format!("{l}\n")).collect()
+        }
+        "after" => {
+            let conn = match pg4::Connection::open(&address) {
+                Ok(conn) => conn,
+                Err(e) => return format!("open: error: {e:?}\n"),
+            };
+            let query = "SELECT pg_backend_pid(), (SELECT count(*) FROM uncommitted), \
+                         current_setting('TimeZone'), to_regclass('scratch') IS NULL";
+            format!("{}\n", shown(conn.query(query, &[]).map(|r| r.rows)))
+        }
+        _ => "no such call\n".into(),
+    }
+}
+
+/// Each version's values through a real table, and its errors.
+fn pg_types(address: &str) -> String {
+    use spin_sdk::{pg, pg3, pg4};
+    let mut lines = Vec::new();
+    let mut line = |what: &str, result: String| lines.push(format!("{what} {result}"));
+
+    // 2.0.0: the plain types, and unsigned integers (which PostgreSQL has not).
+    match pg::Connection::open(address) {
+        Err(e) => line("v2-open", format!("error: {e:?}")),
+        Ok(conn) => {
+            use pg::ParameterValue as P;
+            line(
+                "v2-create",
+                shown(conn.execute(
+                    "CREATE TABLE v2 (b boolean, i2 smallint, i4 integer, i8 bigint, \
+                     f4 real, f8 double precision, s text, bin bytea, n integer)",
+                    &[],
+                )),
+            );
+            line(
+                "v2-insert",
+                shown(conn.execute(
+                    "INSERT INTO v2 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    &[
+                        P::Boolean(true),
+                        P::Int16(-2),
+                        P::Int32(40000),
+                        P::Int64(-5000000000),
+                        P::Floating32(1.5),
+                        P::Floating64(-0.25),
+                        P::Str("héllo".into()),
+                        P::Binary(vec![0, 1, 255]),
+                        P::DbNull,
+                    ],
+                )),
+            );
+            // Bound by the column's type: an int32 into a bigint, an int64
+            // that fits into an integer.
+            line(
+                "v2-widen",
+                shown(conn.execute(
+                    "INSERT INTO v2 (i8, i4) VALUES ($1, $2)",
+                    &[P::Int32(7), P::Int64(8)],
+                )),
+            );
+            line(
+                "v2-too-big",
+                shown(conn.execute("INSERT INTO v2 (i2) VALUES ($1)", &[P::Int32(70000)])),
+            );
+            line(
+                "v2-unsigned",
+                shown(conn.execute("INSERT INTO v2 (i4) VALUES ($1)", &[P::Uint8(1)])),
+            );
+            line(
+                "v2-query",
+                shown(conn.query("SELECT * FROM v2 ORDER BY i8", &[])),
+            );
+            line("v2-bad-sql", shown(conn.query("SELEC 1", &[])));
+        }
+    }
+
+    // 3.0.0: dates and times.
+    match pg3::Connection::open(address) {
+        Err(e) => line("v3-open", format!("error: {e:?}")),
+        Ok(conn) => {
+            use pg3::ParameterValue as P;
+            line(
+                "v3-create",
+                shown(conn.execute(
+                    "CREATE TABLE v3 (d date, t time, dt timestamp, ts timestamptz, u uuid)",
+                    &[],
+                )),
+            );
+            line(
+                "v3-insert",
+                shown(conn.execute(
+                    "INSERT INTO v3 VALUES ($1, $2, $3, $4, NULL)",
+                    &[
+                        P::Date((2024, 2, 29)),
+                        P::Time((23, 59, 58, 123_456_000)),
+                        P::Datetime((1999, 12, 31, 23, 0, 1, 500_000_000)),
+                        P::Timestamp(1_700_000_000),
+                    ],
+                )),
+            );
+            line(
+                "v3-bad-date",
+                shown(conn.execute("INSERT INTO v3 (d) VALUES ($1)", &[P::Date((2023, 2, 29))])),
+            );
+            line("v3-query", shown(conn.query("SELECT * FROM v3", &[])));
+            line(
+                "v3-newer-types",
+                shown(conn.query("SELECT '{1,2}'::int4[] AS a, 1.5::numeric AS n", &[])),
+            );
+        }
+    }
+
+    // 4.0.0: the rest, and the server's error in its fields.
+    match pg4::Connection::open(address) {
+        Err(e) => line("v4-open", format!("error: {e:?}")),
+        Ok(conn) => {
+            use pg4::{ParameterValue as P, RangeBoundKind as K};
+            line(
+                "v4-create",
+                shown(conn.execute(
+                    "CREATE TABLE v4 (u uuid, j jsonb, js json, n numeric, r4 int4range, \
+                     r8 int8range, rn numrange, a4 int4[], a8 bigint[], an numeric[], \
+                     at text[], iv interval, tz timestamptz, other inet)",
+                    &[],
+                )),
+            );
+            line(
+                "v4-insert",
+                shown(conn.execute(
+                    "INSERT INTO v4 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                     $13, '192.0.2.1')",
+                    &[
+                        P::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()),
+                        P::Jsonb(br#"{"a": [1, 2]}"#.to_vec()),
+                        P::Jsonb(br#"{"b":true}"#.to_vec()),
+                        P::Decimal("-12345678901234567890.000123".into()),
+                        P::RangeInt32((Some((1, K::Inclusive)), Some((10, K::Exclusive)))),
+                        P::RangeInt64((None, Some((5_000_000_000, K::Inclusive)))),
+                        P::RangeDecimal((Some(("0.5".into(), K::Exclusive)), None)),
+                        P::ArrayInt32(vec![Some(1), None, Some(-3)]),
+                        P::ArrayInt64(vec![Some(9_000_000_000)]),
+                        P::ArrayDecimal(vec![Some("1.10".into()), None]),
+                        P::ArrayStr(vec![Some("x".into()), None, Some("".into())]),
+                        P::Interval(pg4::Interval {
+                            micros: 3_000_001,
+                            days: -2,
+                            months: 14,
+                        }),
+                        P::Datetime((2024, 1, 2, 3, 4, 5, 0)),
+                    ],
+                )),
+            );
+            line("v4-query", shown(conn.query("SELECT * FROM v4", &[])));
+            line(
+                "v4-no-rows",
+                shown(conn.query("SELECT u, n FROM v4 WHERE false", &[])),
+            );
+            line(
+                "v4-bad-json",
+                shown(conn.execute("INSERT INTO v4 (j) VALUES ($1)", &[P::Jsonb(b"{".to_vec())])),
+            );
+            line(
+                "v4-count",
+                shown(conn.execute("SELECT 1 WHERE $1", &[P::Boolean(true), P::Boolean(true)])),
+            );
+            line(
+                "v4-db-error",
+                shown(conn.execute("INSERT INTO nosuchtable VALUES (1)", &[])),
+            );
+            line(
+                "v4-multiple",
+                shown(conn.execute("SELECT 1; SELECT 2", &[])),
+            );
+            for step in ["create", "insert", "again"] {
+                let statement = match step {
+                    "create" => "CREATE TABLE v4u (k int PRIMARY KEY)",
+                    _ => "INSERT INTO v4u VALUES (1)",
+                };
+                line(
+                    &format!("v4-unique-{step}"),
+                    shown(conn.execute(statement, &[])),
+                );
+            }
+        }
+    }
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// `%XX` escapes of a query string as the bytes they stand for.
+fn percent_decoded(query: &str) -> String {
+    let mut bytes = Vec::new();
+    let mut rest = query.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        let hex = tail
+            .get(..2)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b, hex) {
+            (b'%', Some(byte)) => {
+                bytes.push(byte);
+                rest = &tail[2..];
+            }
+            _ => {
+                bytes.push(b);
+                rest = tail;
+            }
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
