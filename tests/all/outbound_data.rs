@@ -164,7 +164,11 @@ async fn postgres_round_trips_every_value_type_in_each_version() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_refuses_what_is_not_granted_and_resets_what_it_keeps() {
     let postgres = PostgresServer::start();
-    postgres.psql("CREATE TABLE uncommitted (x int)");
+    postgres.psql(
+        "CREATE TABLE uncommitted (x int); \
+         CREATE TYPE mood AS ENUM ('happy', 'sad'); \
+         CREATE TYPE verdict AS ENUM ('fair', 'foul')",
+    );
     let ferry = Ferry::start_at(
         &events_app(),
         &["--variable", &format!("pg_address={}", postgres.url())],
@@ -204,13 +208,29 @@ async fn postgres_refuses_what_is_not_granted_and_resets_what_it_keeps() {
             );
         }
     }
+    // Each denial is logged, with the address as parsed: never its
+    // password, wherever the address form put it.
     ferry
         .wait_for_log(
             mark,
             &["outbound PostgreSQL connection denied", "localhost"],
         )
         .await;
-    // The password never reaches the log.
+    ferry
+        .wait_for_log(
+            mark,
+            &[
+                "outbound PostgreSQL connection denied",
+                &format!("postgres://postgres@127.0.0.1:{port},10.0.0.1:{port}/"),
+            ],
+        )
+        .await;
+    ferry
+        .wait_for_log(
+            mark,
+            &["outbound PostgreSQL connection denied", "Unix sockets"],
+        )
+        .await;
     assert!(
         !ferry.logs_since(mark).iter().any(|l| l.contains("secret")),
         "{:?}",
@@ -227,19 +247,88 @@ async fn postgres_refuses_what_is_not_granted_and_resets_what_it_keeps() {
     assert_eq!(
         begun,
         format!(
-            "BEGIN: 0\n\
-             INSERT INTO uncommitted VALUES (1): 1\n\
-             SET TIME ZONE 'Asia/Tokyo': 0\n\
+            "SET TIME ZONE 'Asia/Tokyo': 0\n\
              CREATE TEMPORARY TABLE scratch (x int): 0\n\
+             PREPARE leftover AS SELECT 1: 0\n\
+             BEGIN: 0\n\
+             INSERT INTO uncommitted VALUES (1): 1\n\
+             lock [[DbValue::Str(\"\")]]\n\
+             mood [[DbValue::Unsupported([104, 97, 112, 112, 121])]]\n\
              pid [[DbValue::Int32({pid})]]\n"
         )
     );
+    // The same server session, none of its state: no transaction (the row
+    // is gone), setting, temporary table, prepared statement or lock; and
+    // the client still looks up types it had not seen.
     assert_eq!(
         call(&ferry, "/pg/after").await,
         format!(
-            "[[DbValue::Int32({pid}), DbValue::Int64(0), DbValue::Str(\"UTC\"), DbValue::Boolean(true)]]\n"
+            "[[DbValue::Int32({pid}), DbValue::Int64(0), DbValue::Str(\"UTC\"), \
+             DbValue::Boolean(true), DbValue::Int64(0), DbValue::Int64(0)]]\n\
+             [[DbValue::Unsupported([102, 97, 105, 114])]]\n"
         ),
         "the next request has the same session, reset"
     );
     assert_eq!(postgres.psql("SELECT count(*) FROM uncommitted"), "0\n");
+}
+
+/// Every value type of `fermyon:spin/mysql@2.0.0` through a real MariaDB
+/// table, what the server holds, the interface's errors, and addresses
+/// outside the grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_round_trips_every_value_type_and_refuses_what_is_not_granted() {
+    let mysql = MysqlServer::start();
+    let ferry = Ferry::start_at(
+        &events_app(),
+        &["--variable", &format!("mysql_address={}", mysql.url())],
+    );
+    let answer = call(&ferry, "/mysql/types").await;
+    let expected = include_str!("outbound_data/mysql_types.txt");
+    for (i, (got, want)) in answer.lines().zip(expected.lines()).enumerate() {
+        assert_eq!(got, want, "line {} of:\n{answer}", i + 1);
+    }
+    assert_eq!(answer.lines().count(), expected.lines().count(), "{answer}");
+    // What the guest wrote is what the server holds; the server's request
+    // for a file of this host (`LOAD DATA LOCAL`) got nothing.
+    assert_eq!(
+        mysql.sql("SELECT i1, u8, s, HEX(bin), d, dt, tm FROM t"),
+        "-8\t18000000000000000000\théllo\t0001FF\t-123456789012345678901234.000001\t\
+         1999-12-31 23:00:01.500000\t-26:03:04\n"
+    );
+    assert_eq!(mysql.sql("SELECT COUNT(*) FROM u"), "1\n");
+
+    // Granted: `mysql://127.0.0.1:*`.
+    let port = mysql.port;
+    assert_eq!(
+        call(&ferry, &format!("/mysql/open?{}", mysql.url())).await,
+        "\"opened\"\n"
+    );
+    let mark = ferry.log_mark();
+    for (address, why) in [
+        (
+            format!("mysql://ferry:secret@localhost:{port}/app"),
+            format!("mysql://localhost:{port}: not permitted"),
+        ),
+        (
+            format!("mysql://ferry:secret@127.0.0.1:{port}/app?socket=/run/mysqld/mysqld.sock"),
+            "Unix sockets are not reachable from a guest: not permitted".to_owned(),
+        ),
+    ] {
+        let answer = call(&ferry, &format!("/mysql/open?{address}")).await;
+        assert!(
+            answer.starts_with("error: Error::ConnectionFailed(") && answer.contains(&why),
+            "{address}: {answer}"
+        );
+    }
+    ferry
+        .wait_for_log(mark, &["outbound MySQL connection denied", "localhost"])
+        .await;
+    ferry
+        .wait_for_log(mark, &["outbound MySQL connection denied", "Unix sockets"])
+        .await;
+    assert!(
+        !ferry.logs_since(mark).iter().any(|l| l.contains("secret")),
+        "{:?}",
+        ferry.logs_since(mark)
+    );
 }

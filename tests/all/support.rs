@@ -948,3 +948,86 @@ impl Drop for PostgresServer {
         let _ = self.child.wait();
     }
 }
+
+/// A MariaDB server of a test's own on loopback (Debian's `mariadb-server`;
+/// scripts/setup installs it): a fresh data directory, a user `ferry`
+/// (password `secret`) with a database `app`, killed when dropped.
+pub struct MysqlServer {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl MysqlServer {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let install = Command::new("mariadb-install-db")
+            .arg(format!("--datadir={}", data.display()))
+            .args(["--user=root", "--auth-root-authentication-method=socket"])
+            .arg("--skip-test-db")
+            .output()
+            .expect("mariadb-install-db (apt-get install mariadb-server; scripts/setup does)");
+        assert!(
+            install.status.success(),
+            "mariadb-install-db: {}",
+            text(&install.stderr)
+        );
+        let port = ferry_store::testing::free_port();
+        let child = Command::new("/usr/sbin/mariadbd")
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", dir.path().join("socket").display()))
+            .args(["--user=root", "--bind-address=127.0.0.1", "--skip-log-bin"])
+            .arg(format!("--port={port}"))
+            .args(["--innodb-buffer-pool-size=16M", "--innodb-log-file-size=8M"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Self { child, port, dir };
+        eventually_blocking("MariaDB to take connections", || {
+            server.try_sql(
+                "CREATE USER IF NOT EXISTS 'ferry'@'%' IDENTIFIED BY 'secret'; \
+                 GRANT ALL ON *.* TO 'ferry'@'%'; CREATE DATABASE IF NOT EXISTS app",
+            )
+        });
+        server
+    }
+
+    /// The address a guest opens: `ferry` on database `app`.
+    pub fn url(&self) -> String {
+        format!("mysql://ferry:secret@127.0.0.1:{}/app", self.port)
+    }
+
+    /// What the `mariadb` client answers to `sql` in database `app`, one
+    /// row a line, tab separated.
+    pub fn sql(&self, sql: &str) -> String {
+        self.try_sql(&format!("USE app; {sql}"))
+            .unwrap_or_else(|e| panic!("mariadb: {e}"))
+    }
+
+    fn try_sql(&self, sql: &str) -> Result<String, String> {
+        let output = Command::new("mariadb")
+            .arg("--no-defaults")
+            .arg(format!(
+                "--socket={}",
+                self.dir.path().join("socket").display()
+            ))
+            .args(["-u", "root", "-N", "-B", "-e", sql])
+            .output()
+            .unwrap();
+        if output.status.success() {
+            Ok(text(&output.stdout))
+        } else {
+            Err(text(&output.stderr))
+        }
+    }
+}
+
+impl Drop for MysqlServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -223,15 +223,24 @@ impl std::fmt::Display for Source {
 /// A PostgreSQL connection string of `key=value` pairs (libpq's other form)
 /// is shown without its passwords' values.
 pub fn redacted(url: &str) -> String {
-    if !url.contains("://") && url.contains('=') {
+    /// Whether `text` starts as a URL does: `scheme://`.
+    fn is_url(text: &str) -> bool {
+        text.split_once("://").is_some_and(|(scheme, _)| {
+            scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        })
+    }
+    if !is_url(url) {
+        // A template, say, or PostgreSQL's key=value form.
         return without_passwords(url);
     }
     // A list of servers (`nats://a:4222,nats://u:p@b:4222`): each one.
-    if url.contains(',') {
+    if url.contains(',') && url.split(',').all(is_url) {
         return url.split(',').map(redacted).collect::<Vec<_>>().join(",");
     }
     let Some((scheme, rest)) = url.split_once("://") else {
-        // Not a URL (a template, say): nothing in it is a credential's place.
         return url.to_owned();
     };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
@@ -278,8 +287,12 @@ fn without_passwords(text: &str) -> String {
                 }
             }
         } else {
+            // Up to whitespace, a `\`-escaped one included.
             while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
                 value.push(c);
+                if c == '\\' {
+                    value.extend(chars.next());
+                }
             }
         }
         shown.push_str(if secret { "…" } else { &value });

@@ -845,6 +845,18 @@ fn shown_urls_carry_no_credentials_or_query() {
         "user=u password = … sslpassword=… PASSWORD=…"
     );
     assert_eq!(redacted("postgres://u:pw@h1,h2/db"), "postgres://h1,h2/db");
+    assert_eq!(
+        redacted("postgres://h1,h2/db?password=secret"),
+        "postgres://h1,h2/db?…"
+    );
+    assert_eq!(
+        redacted("host=db application_name=http://x password=pa://ss"),
+        "host=db application_name=http://x password=…"
+    );
+    assert_eq!(
+        redacted(r"host=db password=abc\ defsecret user=u"),
+        "host=db password=… user=u"
+    );
 }
 
 #[test]

@@ -34,6 +34,7 @@ pub(crate) struct HttpState {
     context: Arc<crate::ComponentContext>,
     redis: Arc<crate::redis::RedisPool>,
     postgres: Arc<crate::postgres::PostgresPool>,
+    mysql: Arc<crate::rdbms::Sessions>,
 }
 
 impl crate::mqtt::MqttHost for HttpState {
@@ -61,6 +62,16 @@ impl crate::postgres::PostgresHost for HttpState {
             table: &mut self.table,
             policy: &self.hooks.policy,
             pool: &self.postgres,
+        }
+    }
+}
+
+impl crate::mysql::MysqlHost for HttpState {
+    fn mysql(&mut self) -> crate::mysql::MysqlView<'_> {
+        crate::mysql::MysqlView {
+            table: &mut self.table,
+            policy: &self.hooks.policy,
+            sessions: &self.mysql,
         }
     }
 }
@@ -121,7 +132,7 @@ pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HttpState>> {
     crate::key_value::add_to_linker(&mut linker)?;
     crate::sqlite::add_to_linker(&mut linker)?;
     crate::redis::add_to_linker(&mut linker)?;
-    crate::postgres::add_to_linker(&mut linker)?;
+    crate::rdbms::add_to_linker(&mut linker)?;
     crate::mqtt::add_to_linker(&mut linker)?;
     Ok(linker)
 }
@@ -320,6 +331,7 @@ pub(crate) fn store_with(
         context: sandbox.context.clone(),
         redis: sandbox.redis.clone(),
         postgres: sandbox.postgres.clone(),
+        mysql: sandbox.mysql.clone(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);

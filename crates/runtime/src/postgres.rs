@@ -31,7 +31,6 @@
 //! result larger than [`MAX_RESULT_BYTES`] is refused as it is read.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,24 +41,11 @@ use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use crate::sandbox::OutboundPolicy;
 
-mod generated {
-    wasmtime::component::bindgen!({
-        path: "wit/postgres",
-        world: "ferry:postgres/postgres",
-        imports: { default: async | trappable },
-        with: {
-            "fermyon:spin/postgres.connection": super::Connection,
-            "spin:postgres/postgres@3.0.0.connection": super::Connection,
-            "spin:postgres/postgres@4.1.0.connection": super::Connection,
-            "spin:postgres/postgres@4.1.0.connection-builder": super::Builder,
-        },
-    });
-}
-
-use generated::fermyon::spin::postgres as v2;
-use generated::fermyon::spin::rdbms_types as v2t;
-use generated::spin::postgres3_0_0::postgres as v3;
-use generated::spin::postgres4_1_0::postgres as v4;
+use crate::rdbms::generated::fermyon::spin::postgres as v2;
+use crate::rdbms::generated::spin::postgres3_0_0::postgres as v3;
+use crate::rdbms::generated::spin::postgres4_1_0::postgres as v4;
+use crate::rdbms::v2 as v2t;
+use crate::rdbms::{Session, Sessions};
 
 /// How long opening a connection (TCP, TLS and authentication) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,6 +53,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_OPEN: usize = 64;
 /// Reset sessions kept per address for the next `open`.
 pub const MAX_IDLE: usize = 8;
+/// Addresses whose sessions are kept, per component.
+pub const MAX_IDLE_ADDRESSES: usize = 16;
+/// How long a kept session waits for its next `open` before it is closed.
+pub const IDLE_LIFE: Duration = Duration::from_secs(60);
+/// The longest address `open` takes.
+pub const MAX_ADDRESS_BYTES: usize = 8192;
+/// The most hosts one address may name.
+pub const MAX_HOSTS: usize = 8;
 /// The largest result handed to a guest, all its values together.
 pub const MAX_RESULT_BYTES: usize = 64 << 20;
 
@@ -75,7 +69,10 @@ pub const MAX_RESULT_BYTES: usize = 64 << 20;
 pub struct Connection {
     client: tokio_postgres::Client,
     key: String,
-    _open: Open,
+    _session: Session,
+    /// Set when the client's own statements were seen gone (a guest's
+    /// `DEALLOCATE ALL` or `DISCARD ALL`): the session is not kept.
+    broken: std::sync::atomic::AtomicBool,
 }
 
 /// A 4.1 `connection-builder`: an address and the guest's root, if any.
@@ -84,20 +81,18 @@ pub struct Builder {
     root: Option<rustls::pki_types::CertificateDer<'static>>,
 }
 
-/// One open session counted against [`MAX_OPEN`], until dropped.
-struct Open(Arc<PostgresPool>);
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// One component's sessions: how many are open, and the reset ones kept.
 #[derive(Default)]
 pub struct PostgresPool {
-    open: AtomicUsize,
-    idle: Mutex<HashMap<String, Vec<(tokio_postgres::Client, Open)>>>,
+    open: Arc<Sessions>,
+    idle: Mutex<HashMap<String, Vec<Idle>>>,
+}
+
+/// A reset session kept for the next `open` of its address.
+struct Idle {
+    client: tokio_postgres::Client,
+    session: Session,
+    since: std::time::Instant,
 }
 
 /// What one guest store gives the PostgreSQL interfaces.
@@ -121,6 +116,7 @@ pub(crate) fn add_to_linker<T: PostgresHost + Send + 'static>(
     linker: &mut Linker<T>,
 ) -> wasmtime::Result<()> {
     v2::add_to_linker::<T, PostgresData>(linker, T::postgres)?;
+    // The types both databases' 2.0.0 share: linked once, here.
     v2t::add_to_linker::<T, PostgresData>(linker, T::postgres)?;
     v3::add_to_linker::<T, PostgresData>(linker, T::postgres)?;
     v4::add_to_linker::<T, PostgresData>(linker, T::postgres)
@@ -231,7 +227,18 @@ async fn open(
     address: &str,
     root: Option<&rustls::pki_types::CertificateDer<'static>>,
 ) -> Result<Connection, Failure> {
-    let shown = ferry_manifest::redacted(address);
+    if address.len() > MAX_ADDRESS_BYTES {
+        return Err(Failure::ConnectionFailed(format!(
+            "the address is over {MAX_ADDRESS_BYTES} bytes"
+        )));
+    }
+    let config: tokio_postgres::Config = address.parse().map_err(|e| {
+        Failure::ConnectionFailed(format!(
+            "not a PostgreSQL address: {}",
+            crate::one_line_error(&e)
+        ))
+    })?;
+    let shown = shown(&config);
     let deny = |why: String| {
         tracing::warn!(
             component = &*policy.component,
@@ -240,12 +247,11 @@ async fn open(
         );
         Failure::ConnectionFailed(format!("{why}: not permitted"))
     };
-    let config: tokio_postgres::Config = address.parse().map_err(|e| {
-        Failure::ConnectionFailed(format!(
-            "not a PostgreSQL address: {}",
-            crate::one_line_error(&e)
-        ))
-    })?;
+    if config.get_hosts().len() > MAX_HOSTS {
+        return Err(Failure::ConnectionFailed(format!(
+            "the address names more than {MAX_HOSTS} hosts"
+        )));
+    }
     if !config.get_hostaddrs().is_empty() {
         return Err(deny(
             "`hostaddr` is not supported (the host's name is what allowed_outbound_hosts checks)"
@@ -281,14 +287,23 @@ async fn open(
         }
         None => address.to_owned(),
     };
-    if let Some((client, open)) = pool.take_idle(&key) {
+    if let Some((client, session)) = pool.take_idle(&key) {
         return Ok(Connection {
             client,
             key,
-            _open: open,
+            _session: session,
+            broken: Default::default(),
         });
     }
-    let open = pool.count_open().ok_or_else(|| {
+    // At the limit, a kept session gives its place to this one.
+    let session = std::iter::from_fn(|| match pool.open.open(MAX_OPEN) {
+        Some(session) => Some(Some(session)),
+        None if pool.close_idle() => Some(None),
+        None => None,
+    })
+    .flatten()
+    .next()
+    .ok_or_else(|| {
         Failure::ConnectionFailed(format!(
             "too many connections (a component may have {MAX_OPEN} open at once)"
         ))
@@ -315,7 +330,8 @@ async fn open(
                     return Ok(Connection {
                         client,
                         key,
-                        _open: open,
+                        _session: session,
+                        broken: Default::default(),
                     });
                 }
                 Ok(Err(e)) => last = e,
@@ -331,6 +347,34 @@ async fn open(
     Err(Failure::ConnectionFailed(format!(
         "cannot connect to {shown}: {last}"
     )))
+}
+
+/// An address as logs and errors may show it, made from what was parsed
+/// (never the text, which may hold a password anywhere):
+/// `postgres://USER@HOST:PORT,…/DATABASE`.
+fn shown(config: &tokio_postgres::Config) -> String {
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let host = match host {
+                tokio_postgres::config::Host::Tcp(host) => host.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            };
+            match ports.get(i).or(ports.first()) {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            }
+        })
+        .collect();
+    let user = config
+        .get_user()
+        .map(|u| format!("{u}@"))
+        .unwrap_or_default();
+    let database = config.get_dbname().unwrap_or_default();
+    format!("postgres://{user}{}/{database}", hosts.join(","))
 }
 
 /// A session on a TCP connection to `addr` (checked), with TLS as the
@@ -365,9 +409,26 @@ async fn connect(
 }
 
 /// Runs a session's connection until it closes.
-async fn drive<F: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(connection: F) {
-    if let Err(e) = connection.await {
-        tracing::debug!("outbound PostgreSQL session ended: {e}");
+/// Runs a session's connection until it closes. The server's notices
+/// (what a guest's `RAISE NOTICE` says, as many as it likes) go to the
+/// debug log only.
+async fn drive<S, T>(mut connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            Some(Ok(tokio_postgres::AsyncMessage::Notice(notice))) => {
+                tracing::debug!("outbound PostgreSQL notice: {}", notice.message());
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                tracing::debug!("outbound PostgreSQL session ended: {e}");
+                return;
+            }
+            None => return,
+        }
     }
 }
 
@@ -393,50 +454,119 @@ fn tls_config(
 
 impl PostgresPool {
     /// A reset session kept for `key`, if one is still connected.
-    fn take_idle(&self, key: &str) -> Option<(tokio_postgres::Client, Open)> {
+    fn take_idle(&self, key: &str) -> Option<(tokio_postgres::Client, Session)> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let kept = idle.get_mut(key)?;
-        while let Some((client, open)) = kept.pop() {
-            if !client.is_closed() {
-                return Some((client, open));
+        let mut found = None;
+        while let Some(session) = kept.pop() {
+            if !session.client.is_closed() && session.since.elapsed() < IDLE_LIFE {
+                found = Some((session.client, session.session));
+                break;
             }
         }
-        idle.remove(key);
-        None
+        if kept.is_empty() {
+            idle.remove(key);
+        }
+        found
     }
 
-    /// One more open session, if the component may have it.
-    fn count_open(self: &Arc<Self>) -> Option<Open> {
-        self.open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_OPEN).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Open(self.clone()))
+    /// Closes one kept session (the longest idle), if there is one: its
+    /// place goes to a session being opened.
+    fn close_idle(&self) -> bool {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let oldest = idle
+            .iter()
+            .filter_map(|(key, kept)| kept.first().map(|s| (s.since, key.clone())))
+            .min();
+        let Some((_, key)) = oldest else {
+            return false;
+        };
+        if let Some(kept) = idle.get_mut(&key) {
+            kept.remove(0);
+            if kept.is_empty() {
+                idle.remove(&key);
+            }
+        }
+        true
     }
 
     /// Keeps a session the guest dropped, once reset; a session that does
     /// not reset (or one too many) is closed.
     async fn give_back(&self, connection: Connection) {
-        let Connection { client, key, _open } = connection;
+        let Connection {
+            client,
+            key,
+            _session,
+            broken,
+        } = connection;
         if client.is_closed() {
             return;
         }
-        // Outside any transaction first: DISCARD ALL cannot run in one.
-        let reset = async {
-            client.batch_execute("ROLLBACK").await?;
-            client.batch_execute("DISCARD ALL").await
-        };
-        match tokio::time::timeout(Duration::from_secs(5), reset).await {
+        if broken.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        match tokio::time::timeout(Duration::from_secs(5), reset(&client)).await {
             Ok(Ok(())) => {}
             _ => return,
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if !idle.contains_key(&key) && idle.len() >= MAX_IDLE_ADDRESSES {
+            return;
+        }
         let kept = idle.entry(key).or_default();
         if kept.len() < MAX_IDLE {
-            kept.push((client, _open));
+            kept.push(Idle {
+                client,
+                session: _session,
+                since: std::time::Instant::now(),
+            });
         }
     }
+}
+
+impl Connection {
+    /// [`failure`], noting a session whose client's own prepared
+    /// statements are gone (SQLSTATE 26000 for one of them), so that it is
+    /// not kept for another request.
+    fn failed(&self, error: &tokio_postgres::Error) -> Failure {
+        if error.as_db_error().is_some_and(|db| {
+            *db.code() == tokio_postgres::error::SqlState::INVALID_SQL_STATEMENT_NAME
+        }) {
+            self.broken
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        failure(error)
+    }
+}
+
+/// Undoes what a guest may have left in a session: DISCARD ALL but for its
+/// DEALLOCATE ALL, which would also drop the statements the client
+/// prepared for itself (to look up types) without its knowing; the guest's
+/// own SQL-level prepared statements go one by one.
+async fn reset(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    // Outside any transaction first.
+    client.batch_execute("ROLLBACK").await?;
+    client
+        .batch_execute(
+            "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; \
+             SELECT pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP; \
+             DISCARD SEQUENCES",
+        )
+        .await?;
+    let named = client
+        .simple_query("SELECT name FROM pg_prepared_statements WHERE from_sql")
+        .await?;
+    for message in named {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = message
+            && let Some(name) = row.get(0)
+        {
+            let quoted = name.replace('"', "\"\"");
+            client
+                .batch_execute(&format!("DEALLOCATE \"{quoted}\""))
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// A parameter, bound by the type the server expects for it.
@@ -611,7 +741,7 @@ impl ToSql for Param {
 }
 
 fn json_to_sql(text: &[u8], ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
-    serde_json::from_slice::<serde_json::Value>(text).map_err(|e| format!("not JSON: {e}"))?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(text).map_err(|e| format!("not JSON: {e}"))?;
     if *ty == Type::JSONB {
         // The binary format's version.
         out.put_u8(1);
@@ -703,19 +833,6 @@ mod numeric {
         tokio_postgres::types::to_sql_checked!();
     }
 
-    /// A `numeric` read as text.
-    pub struct Text(pub String);
-
-    impl<'a> tokio_postgres::types::FromSql<'a> for Text {
-        fn from_sql(_: &tokio_postgres::types::Type, raw: &'a [u8]) -> Result<Self, BoxError> {
-            decode(raw).map(Text)
-        }
-
-        fn accepts(ty: &tokio_postgres::types::Type) -> bool {
-            *ty == tokio_postgres::types::Type::NUMERIC
-        }
-    }
-
     pub fn encode(text: &str, out: &mut BytesMut) -> Result<(), BoxError> {
         let bad = || -> BoxError { format!("`{text}` is not a decimal").into() };
         let special = |sign: u16, out: &mut BytesMut| {
@@ -792,7 +909,9 @@ mod numeric {
         Ok(())
     }
 
-    pub fn decode(mut raw: &[u8]) -> Result<String, BoxError> {
+    /// The number as text, its length taken from `budget` (bounded by
+    /// its header) before it is made.
+    pub fn decode(mut raw: &[u8], budget: &mut super::Budget) -> Result<String, BoxError> {
         if raw.len() < 8 {
             return Err("a numeric shorter than its header".into());
         }
@@ -804,13 +923,27 @@ mod numeric {
             NAN => return Ok("NaN".into()),
             INFINITY => return Ok("Infinity".into()),
             NEGATIVE_INFINITY => return Ok("-Infinity".into()),
-            _ => {}
+            POSITIVE | NEGATIVE => {}
+            other => return Err(format!("a numeric of unknown sign {other:#x}").into()),
         }
         let count = usize::try_from(count).map_err(|_| "a numeric with negative digits")?;
         if raw.len() != count * 2 {
             return Err("a numeric whose digits are not what its header says".into());
         }
+        // Sign, whole digits (at least one), point and fraction.
+        let whole = usize::try_from(weight + 1).unwrap_or(0).max(1) * 4;
+        budget.take(1 + whole + 1 + scale)?;
+        if count == 0 {
+            // Zero, whatever its weight says.
+            return Ok(match scale {
+                0 => "0".to_owned(),
+                _ => format!("0.{}", "0".repeat(scale)),
+            });
+        }
         let groups: Vec<i16> = (0..count).map(|_| raw.get_i16()).collect();
+        if groups.iter().any(|g| !(0..10000).contains(g)) {
+            return Err("a numeric with a digit group out of 0..9999".into());
+        }
         let group = |i: i32| -> i16 {
             usize::try_from(i)
                 .ok()
@@ -897,7 +1030,7 @@ mod range {
     pub fn decode<T>(
         mut raw: &[u8],
         zero: impl Fn() -> T,
-        value: impl Fn(&[u8]) -> Result<T, BoxError>,
+        mut value: impl FnMut(&[u8]) -> Result<T, BoxError>,
     ) -> Result<(Bound<T>, Bound<T>), BoxError> {
         let short = || -> BoxError { "a range shorter than it says".into() };
         if raw.is_empty() {
@@ -936,16 +1069,101 @@ mod range {
     }
 }
 
-/// Any column's bytes in PostgreSQL's binary format.
-struct Raw(Vec<u8>);
+/// Any column's bytes in PostgreSQL's binary format, borrowed from the row.
+struct Raw<'a>(&'a [u8]);
 
-impl<'a> FromSql<'a> for Raw {
+impl<'a> FromSql<'a> for Raw<'a> {
     fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, BoxError> {
-        Ok(Raw(raw.to_vec()))
+        Ok(Raw(raw))
     }
 
     fn accepts(_: &Type) -> bool {
         true
+    }
+}
+
+/// What is left of a result's [`MAX_RESULT_BYTES`] as its values are read:
+/// each value's size is taken before it is made, so none is made that
+/// would not fit.
+struct Budget(usize);
+
+/// A result over [`MAX_RESULT_BYTES`].
+#[derive(Debug)]
+struct OverLimit;
+
+impl std::fmt::Display for OverLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the result is over Ferry's limit of {MAX_RESULT_BYTES} bytes"
+        )
+    }
+}
+
+impl std::error::Error for OverLimit {}
+
+impl Budget {
+    /// Takes `bytes` of what is left, or says the result is over.
+    fn take(&mut self, bytes: usize) -> Result<(), BoxError> {
+        self.0 = self.0.checked_sub(bytes).ok_or(OverLimit)?;
+        Ok(())
+    }
+}
+
+/// PostgreSQL's one-dimensional arrays in their binary form, read without
+/// trusting the count they state beyond what their bytes can hold.
+mod array {
+    use bytes::Buf;
+
+    use super::BoxError;
+
+    /// The elements, `None` for a null one; `Ok(None)` for an array of
+    /// more than one dimension (which the interface cannot carry).
+    #[allow(clippy::type_complexity)]
+    pub fn decode<T>(
+        mut raw: &[u8],
+        mut element: impl FnMut(&[u8]) -> Result<T, BoxError>,
+    ) -> Result<Option<Vec<Option<T>>>, BoxError> {
+        let short = || -> BoxError { "an array shorter than it says".into() };
+        if raw.len() < 12 {
+            return Err(short());
+        }
+        let dimensions = raw.get_i32();
+        let _has_nulls = raw.get_i32();
+        let _element_type = raw.get_u32();
+        match dimensions {
+            0 => return Ok(Some(Vec::new())),
+            1 => {}
+            _ => return Ok(None),
+        }
+        if raw.len() < 8 {
+            return Err(short());
+        }
+        let count = usize::try_from(raw.get_i32()).map_err(|_| short())?;
+        let _lower_bound = raw.get_i32();
+        // Each element takes at least its 4-byte length.
+        if count > raw.len() / 4 {
+            return Err(short());
+        }
+        let mut elements = Vec::with_capacity(count);
+        for _ in 0..count {
+            if raw.len() < 4 {
+                return Err(short());
+            }
+            let len = raw.get_i32();
+            if len < 0 {
+                elements.push(None);
+                continue;
+            }
+            let len = len as usize;
+            if raw.len() < len {
+                return Err(short());
+            }
+            let (bytes, rest) = raw.split_at(len);
+            raw = rest;
+            elements.push(Some(element(bytes)?));
+        }
+        Ok(Some(elements))
     }
 }
 
@@ -980,81 +1198,96 @@ fn data_type(ty: &Type) -> v4::DbDataType {
     }
 }
 
-/// Column `i` of `row` as the interface's value, and the bytes it takes.
-fn value(row: &tokio_postgres::Row, i: usize) -> Result<(v4::DbValue, usize), BoxError> {
+/// Column `i` of `row` as the interface's value, its size taken from
+/// `budget` before it is made.
+fn value(
+    row: &tokio_postgres::Row,
+    i: usize,
+    budget: &mut Budget,
+) -> Result<v4::DbValue, BoxError> {
     use v4::DbValue as V;
+    budget.take(std::mem::size_of::<V>())?;
     let ty = row.columns()[i].type_().clone();
     let Some(Raw(raw)) = row.try_get::<_, Option<Raw>>(i)? else {
-        return Ok((V::DbNull, 1));
+        return Ok(V::DbNull);
     };
-    let size = raw.len() + 16;
+    // Nothing decodes larger than its bytes but numbers as text (bounded
+    // by their own headers) and arrays (their elements' sizes added).
+    if !matches!(ty, Type::NUMERIC | Type::NUM_RANGE | Type::NUMERIC_ARRAY) {
+        budget.take(raw.len())?;
+    }
+    fn one_dimension<T>(elements: Option<Vec<Option<T>>>) -> Result<Vec<Option<T>>, BoxError> {
+        elements.ok_or_else(|| "an array of more than one dimension".into())
+    }
     let value = match ty {
-        Type::BOOL => V::Boolean(bool::from_sql(&ty, &raw)?),
-        Type::CHAR => V::Int8(i8::from_sql(&ty, &raw)?),
-        Type::INT2 => V::Int16(i16::from_sql(&ty, &raw)?),
-        Type::INT4 => V::Int32(i32::from_sql(&ty, &raw)?),
-        Type::INT8 => V::Int64(i64::from_sql(&ty, &raw)?),
-        Type::FLOAT4 => V::Floating32(f32::from_sql(&ty, &raw)?),
-        Type::FLOAT8 => V::Floating64(f64::from_sql(&ty, &raw)?),
+        Type::BOOL => V::Boolean(bool::from_sql(&ty, raw)?),
+        Type::CHAR => V::Int8(i8::from_sql(&ty, raw)?),
+        Type::INT2 => V::Int16(i16::from_sql(&ty, raw)?),
+        Type::INT4 => V::Int32(i32::from_sql(&ty, raw)?),
+        Type::INT8 => V::Int64(i64::from_sql(&ty, raw)?),
+        Type::FLOAT4 => V::Floating32(f32::from_sql(&ty, raw)?),
+        Type::FLOAT8 => V::Floating64(f64::from_sql(&ty, raw)?),
         Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
-            V::Str(String::from_sql(&ty, &raw)?)
+            V::Str(String::from_sql(&ty, raw)?)
         }
-        Type::BYTEA => V::Binary(raw.clone()),
+        Type::BYTEA => V::Binary(raw.to_vec()),
         Type::DATE => {
-            let d = chrono::NaiveDate::from_sql(&ty, &raw)?;
+            let d = chrono::NaiveDate::from_sql(&ty, raw)?;
             V::Date((d.year(), d.month() as u8, d.day() as u8))
         }
-        Type::TIME => {
-            let t = chrono::NaiveTime::from_sql(&ty, &raw)?;
-            V::Time(time_parts(t))
-        }
-        Type::TIMESTAMP => V::Datetime(datetime_parts(chrono::NaiveDateTime::from_sql(&ty, &raw)?)),
+        Type::TIME => V::Time(time_parts(chrono::NaiveTime::from_sql(&ty, raw)?)),
+        Type::TIMESTAMP => V::Datetime(datetime_parts(chrono::NaiveDateTime::from_sql(&ty, raw)?)),
         Type::TIMESTAMPTZ => V::Datetime(datetime_parts(
-            chrono::DateTime::<chrono::Utc>::from_sql(&ty, &raw)?.naive_utc(),
+            chrono::DateTime::<chrono::Utc>::from_sql(&ty, raw)?.naive_utc(),
         )),
-        Type::UUID => V::Uuid(uuid::format(&raw).ok_or("a uuid not 16 bytes long")?),
-        Type::JSON => V::Jsonb(raw.clone()),
+        Type::UUID => V::Uuid(uuid::format(raw).ok_or("a uuid not 16 bytes long")?),
+        Type::JSON => V::Jsonb(raw.to_vec()),
         Type::JSONB => V::Jsonb(raw.get(1..).unwrap_or_default().to_vec()),
-        Type::NUMERIC => V::Decimal(numeric::decode(&raw)?),
-        Type::INT4_RANGE => V::RangeInt32(range::decode(
-            &raw,
-            || 0,
-            |b| i32::from_sql(&Type::INT4, b),
-        )?),
-        Type::INT8_RANGE => V::RangeInt64(range::decode(
-            &raw,
-            || 0,
-            |b| i64::from_sql(&Type::INT8, b),
-        )?),
-        Type::NUM_RANGE => {
-            V::RangeDecimal(range::decode(&raw, || "0".to_owned(), numeric::decode)?)
+        Type::NUMERIC => V::Decimal(numeric::decode(raw, budget)?),
+        Type::INT4_RANGE => {
+            V::RangeInt32(range::decode(raw, || 0, |b| i32::from_sql(&Type::INT4, b))?)
         }
-        Type::INT4_ARRAY => V::ArrayInt32(Vec::<Option<i32>>::from_sql(&ty, &raw)?),
-        Type::INT8_ARRAY => V::ArrayInt64(Vec::<Option<i64>>::from_sql(&ty, &raw)?),
-        Type::NUMERIC_ARRAY => V::ArrayDecimal(
-            Vec::<Option<numeric::Text>>::from_sql(&ty, &raw)?
-                .into_iter()
-                .map(|n| n.map(|n| n.0))
-                .collect(),
-        ),
+        Type::INT8_RANGE => {
+            V::RangeInt64(range::decode(raw, || 0, |b| i64::from_sql(&Type::INT8, b))?)
+        }
+        Type::NUM_RANGE => V::RangeDecimal(range::decode(
+            raw,
+            || "0".to_owned(),
+            |b| numeric::decode(b, budget),
+        )?),
+        Type::INT4_ARRAY => V::ArrayInt32(one_dimension(array::decode(raw, |b| {
+            budget.take(std::mem::size_of::<Option<i32>>())?;
+            i32::from_sql(&Type::INT4, b)
+        })?)?),
+        Type::INT8_ARRAY => V::ArrayInt64(one_dimension(array::decode(raw, |b| {
+            budget.take(std::mem::size_of::<Option<i64>>())?;
+            i64::from_sql(&Type::INT8, b)
+        })?)?),
+        Type::NUMERIC_ARRAY => V::ArrayDecimal(one_dimension(array::decode(raw, |b| {
+            budget.take(std::mem::size_of::<Option<String>>())?;
+            numeric::decode(b, budget)
+        })?)?),
         Type::TEXT_ARRAY | Type::VARCHAR_ARRAY | Type::BPCHAR_ARRAY => {
-            V::ArrayStr(Vec::<Option<String>>::from_sql(&ty, &raw)?)
+            V::ArrayStr(one_dimension(array::decode(raw, |b| {
+                budget.take(std::mem::size_of::<Option<String>>())?;
+                String::from_sql(&Type::TEXT, b)
+            })?)?)
         }
         Type::INTERVAL => {
             use bytes::Buf as _;
             if raw.len() != 16 {
                 return Err("an interval not 16 bytes long".into());
             }
-            let mut bytes = raw.as_slice();
+            let mut bytes = raw;
             V::Interval(v4::Interval {
                 micros: bytes.get_i64(),
                 days: bytes.get_i32(),
                 months: bytes.get_i32(),
             })
         }
-        _ => V::Unsupported(raw.clone()),
+        _ => V::Unsupported(raw.to_vec()),
     };
-    Ok((value, size))
+    Ok(value)
 }
 
 fn time_parts(t: chrono::NaiveTime) -> (u8, u8, u8, u32) {
@@ -1081,7 +1314,11 @@ impl Calls {
         params: Vec<v4::ParameterValue>,
     ) -> Result<v4::RowSet, Failure> {
         use futures_util::TryStreamExt as _;
-        let prepared = c.client.prepare(statement).await.map_err(|e| failure(&e))?;
+        let prepared = c
+            .client
+            .prepare(statement)
+            .await
+            .map_err(|e| c.failed(&e))?;
         check_count(&prepared, &params)?;
         let columns = prepared
             .columns()
@@ -1095,26 +1332,25 @@ impl Calls {
             .client
             .query_raw(&prepared, params.into_iter().map(Param))
             .await
-            .map_err(|e| failure(&e))?;
+            .map_err(|e| c.failed(&e))?;
         futures_util::pin_mut!(rows);
-        let mut size = 0;
+        let mut budget = Budget(MAX_RESULT_BYTES);
         let mut read = Vec::new();
-        while let Some(row) = rows.try_next().await.map_err(|e| failure(&e))? {
+        while let Some(row) = rows.try_next().await.map_err(|e| c.failed(&e))? {
+            let over = |_| Failure::query(OverLimit.to_string());
+            budget.take(std::mem::size_of::<v4::Row>()).map_err(over)?;
             let mut values = Vec::with_capacity(row.len());
             for i in 0..row.len() {
-                let (value, bytes) = value(&row, i).map_err(|e| {
+                let value = value(&row, i, &mut budget).map_err(|e| {
+                    if e.is::<OverLimit>() {
+                        return Failure::query(OverLimit.to_string());
+                    }
                     Failure::ValueConversionFailed(format!(
                         "column `{}`: {e}",
                         row.columns()[i].name()
                     ))
                 })?;
-                size += bytes;
                 values.push(value);
-            }
-            if size > MAX_RESULT_BYTES {
-                return Err(Failure::query(format!(
-                    "the result is over Ferry's limit of {MAX_RESULT_BYTES} bytes"
-                )));
             }
             read.push(values);
         }
@@ -1129,12 +1365,16 @@ impl Calls {
         statement: &str,
         params: Vec<v4::ParameterValue>,
     ) -> Result<u64, Failure> {
-        let prepared = c.client.prepare(statement).await.map_err(|e| failure(&e))?;
+        let prepared = c
+            .client
+            .prepare(statement)
+            .await
+            .map_err(|e| c.failed(&e))?;
         check_count(&prepared, &params)?;
         c.client
             .execute_raw(&prepared, params.into_iter().map(Param))
             .await
-            .map_err(|e| failure(&e))
+            .map_err(|e| c.failed(&e))
     }
 }
 
@@ -1505,7 +1745,7 @@ mod tests {
     fn numeric_round_trip(text: &str) -> String {
         let mut out = BytesMut::new();
         numeric::encode(text, &mut out).unwrap();
-        numeric::decode(&out).unwrap()
+        numeric::decode(&out, &mut Budget(usize::MAX)).unwrap()
     }
 
     #[test]
@@ -1530,6 +1770,42 @@ mod tests {
         }
         for bad in ["", ".", "1.2.3", "1e5", "abc", "--1"] {
             assert!(numeric::encode(bad, &mut BytesMut::new()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn what_a_hostile_server_says_costs_no_more_than_the_budget() {
+        // 1e131068 (131,069 digits) in 10 bytes.
+        let mut huge = BytesMut::new();
+        huge.put_i16(1);
+        huge.put_i16(i16::MAX);
+        huge.put_u16(0);
+        huge.put_u16(0);
+        huge.put_i16(1);
+        let mut budget = Budget(1000);
+        let over = numeric::decode(&huge, &mut budget).unwrap_err();
+        assert!(over.is::<OverLimit>(), "{over}");
+        let mut budget = Budget(1 << 20);
+        assert_eq!(numeric::decode(&huge, &mut budget).unwrap().len(), 131_069);
+        // An array header claiming 2^31 - 1 elements in 20 bytes.
+        let mut lying = BytesMut::new();
+        for n in [1, 0, 23, i32::MAX, 1] {
+            lying.put_i32(n);
+        }
+        let refused = array::decode(&lying, |b| i32::from_sql(&Type::INT4, b)).unwrap_err();
+        assert!(
+            refused.to_string().contains("shorter than it says"),
+            "{refused}"
+        );
+        // Digits out of range, an unknown sign.
+        for (sign, digit) in [(0u16, 10000i16), (0x1234, 1)] {
+            let mut bad = BytesMut::new();
+            bad.put_i16(1);
+            bad.put_i16(0);
+            bad.put_u16(sign);
+            bad.put_u16(0);
+            bad.put_i16(digit);
+            assert!(numeric::decode(&bad, &mut Budget(usize::MAX)).is_err());
         }
     }
 

@@ -42,6 +42,8 @@ pub(crate) struct Sandbox {
     pub redis: Arc<crate::redis::RedisPool>,
     /// Its outbound PostgreSQL sessions kept between requests.
     pub postgres: Arc<crate::postgres::PostgresPool>,
+    /// Its outbound MySQL sessions, counted.
+    pub mysql: Arc<crate::rdbms::Sessions>,
 }
 
 /// `allowed_outbound_hosts` plus what `self` means for this app, and the
@@ -81,6 +83,7 @@ impl Sandbox {
             context: Arc::new(context),
             redis: Arc::default(),
             postgres: Arc::default(),
+            mysql: Arc::default(),
         })
     }
 

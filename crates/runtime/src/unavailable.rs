@@ -50,6 +50,7 @@ const IMPLEMENTED: &[&str] = &[
     "spin:mqtt/mqtt@3.0.0",
     "spin:redis/redis@3.0.0",
     "fermyon:spin/postgres@2.0.0",
+    "fermyon:spin/mysql@2.0.0",
     "fermyon:spin/rdbms-types@2.0.0",
     "spin:postgres/postgres@3.0.0",
     "spin:postgres/postgres@4.0.0",

@@ -23,6 +23,11 @@
 //!   the session's backend pid;
 //! - `GET /pg/after`: what a later request's session sees of that: its
 //!   pid, the row, the time zone and the table;
+//! - `GET /mysql/open?<address>`: opens `address` with Spin's outbound
+//!   MySQL and says what happened;
+//! - `GET /mysql/types`: every value type through `fermyon:spin/mysql@2.0.0`
+//!   on the server named by the `mysql_address` variable, one statement's
+//!   result a line;
 //! - `POST /mqtt/publish/<topic>?<address>`: publishes the body at QoS 1
 //!   through Spin's outbound MQTT (`fermyon:spin/mqtt@2.0.0`) to the
 //!   broker `address`, or, without one, the `mqtt_address` variable's
@@ -40,6 +45,9 @@ fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
     }
     if let Some(rest) = req.path().strip_prefix("/pg/") {
         return Ok(Response::new(200, postgres(&req, rest)));
+    }
+    if let Some(rest) = req.path().strip_prefix("/mysql/") {
+        return Ok(Response::new(200, mysql(&req, rest)));
     }
     if let Some(topic) = req.path().strip_prefix("/mqtt/publish/") {
         return Ok(Response::new(200, mqtt_publish(&req, topic)));
@@ -231,20 +239,27 @@ fn postgres(req: &Request, rest: &str) -> String {
                 Ok(conn) => conn,
                 Err(e) => return format!("open: error: {e:?}\n"),
             };
+            // Session state of every kind, outside the transaction and in
+            // it; then the guest ends without committing or closing.
             let steps = [
-                "BEGIN",
-                "INSERT INTO uncommitted VALUES (1)",
                 "SET TIME ZONE 'Asia/Tokyo'",
                 "CREATE TEMPORARY TABLE scratch (x int)",
+                "PREPARE leftover AS SELECT 1",
+                "BEGIN",
+                "INSERT INTO uncommitted VALUES (1)",
             ];
             let mut lines: Vec<String> = steps
                 .iter()
                 .map(|s| format!("{s}: {}", shown(conn.execute(s, &[]))))
                 .collect();
-            lines.push(format!(
-                "pid {}",
-                shown(conn.query("SELECT pg_backend_pid()", &[]).map(|r| r.rows))
-            ));
+            for (what, query) in [
+                ("lock", "SELECT pg_advisory_lock(42)::text"),
+                ("mood", "SELECT 'happy'::mood"),
+                ("pid", "SELECT pg_backend_pid()"),
+            ] {
+                let rows = conn.query(query, &[]).map(|r| r.rows);
+                lines.push(format!("{what} {}", shown(rows)));
+            }
             lines.iter().map(|l| format!("{l}\n")).collect()
         }
         "after" => {
@@ -253,8 +268,16 @@ fn postgres(req: &Request, rest: &str) -> String {
                 Err(e) => return format!("open: error: {e:?}\n"),
             };
             let query = "SELECT pg_backend_pid(), (SELECT count(*) FROM uncommitted), \
-                         current_setting('TimeZone'), to_regclass('scratch') IS NULL";
-            format!("{}\n", shown(conn.query(query, &[]).map(|r| r.rows)))
+                         current_setting('TimeZone'), to_regclass('scratch') IS NULL, \
+                         (SELECT count(*) FROM pg_prepared_statements WHERE from_sql), \
+                         (SELECT count(*) FROM pg_locks \
+                          WHERE locktype = 'advisory' AND pid = pg_backend_pid())";
+            format!(
+                "{}\n{}\n",
+                shown(conn.query(query, &[]).map(|r| r.rows)),
+                // A type this session has not looked up yet.
+                shown(conn.query("SELECT 'fair'::verdict", &[]).map(|r| r.rows))
+            )
         }
         _ => "no such call\n".into(),
     }
@@ -454,4 +477,84 @@ fn percent_decoded(query: &str) -> String {
         }
     }
     String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn mysql(req: &Request, rest: &str) -> String {
+    use spin_sdk::mysql::{Connection, ParameterValue as P};
+    if rest == "open" {
+        let address = percent_decoded(req.query());
+        return shown(Connection::open(&address).map(|_| "opened")) + "\n";
+    }
+    let address = spin_sdk::variables::get("mysql_address").unwrap_or_default();
+    let conn = match Connection::open(&address) {
+        Ok(conn) => conn,
+        Err(e) => return format!("open: error: {e:?}\n"),
+    };
+    let mut lines = Vec::new();
+    let mut line = |what: &str, result: String| lines.push(format!("{what} {result}"));
+    line(
+        "create",
+        shown(conn.execute(
+            "CREATE TABLE t (b boolean, i1 tinyint, u1 tinyint unsigned, i2 smallint, \
+             u2 smallint unsigned, i4 int, u4 int unsigned, i8 bigint, u8 bigint unsigned, \
+             f4 float, f8 double, s varchar(20), bin varbinary(8), blb blob, txt text, \
+             d decimal(30,6), dt datetime(6), day date, tm time, j json, n int)",
+            &[],
+        )),
+    );
+    line(
+        "insert",
+        shown(conn.execute(
+            "INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            &[
+                P::Boolean(true),
+                P::Int8(-8),
+                P::Uint8(200),
+                P::Int16(-16),
+                P::Uint16(60000),
+                P::Int32(-32),
+                P::Uint32(4_000_000_000),
+                P::Int64(-64),
+                P::Uint64(18_000_000_000_000_000_000),
+                P::Floating32(1.5),
+                P::Floating64(-0.25),
+                P::Str("héllo".into()),
+                P::Binary(vec![0, 1, 255]),
+                P::Binary(vec![9, 8]),
+                P::Str("long text".into()),
+                P::Str("-123456789012345678901234.000001".into()),
+                P::Str("1999-12-31 23:00:01.5".into()),
+                P::Str("2024-02-29".into()),
+                P::Str("-26:03:04".into()),
+                P::Str(r#"{"a": [1, 2]}"#.into()),
+                P::DbNull,
+            ],
+        )),
+    );
+    line("query", shown(conn.query("SELECT * FROM t", &[])));
+    line(
+        "params",
+        shown(conn.query(
+            "SELECT ? + 1 AS n, ? AS s",
+            &[P::Int32(41), P::Str("x".into())],
+        )),
+    );
+    line(
+        "no-rows",
+        shown(conn.query("SELECT i4, s FROM t WHERE false", &[])),
+    );
+    line("bad-sql", shown(conn.query("SELEC 1", &[])));
+    line(
+        "duplicate",
+        shown(
+            conn.execute("CREATE TABLE u (k int PRIMARY KEY)", &[])
+                .and_then(|()| conn.execute("INSERT INTO u VALUES (1)", &[]))
+                .and_then(|()| conn.execute("INSERT INTO u VALUES (1)", &[])),
+        ),
+    );
+    line(
+        "local-infile",
+        shown(conn.execute("LOAD DATA LOCAL INFILE '/etc/passwd' INTO TABLE u", &[])),
+    );
+    lines.iter().map(|l| format!("{l}\n")).collect()
 }
