@@ -406,7 +406,24 @@ async fn a_live_host_swaps_and_stops_triggers_with_their_app() {
     })
     .await;
 
-    // Deleted: nothing is subscribed any more.
+    // Deleted: nothing is subscribed any more, and its triggers' series
+    // are gone from the metrics (the trigger kept across the two versions
+    // had them until then).
+    let trigger_series = || async {
+        let reply = host
+            .call("GET", "/metrics", Some(&host.token()), Vec::new())
+            .await;
+        assert_eq!(reply.status, 200);
+        reply
+            .text()
+            .lines()
+            .filter(|l| l.starts_with("ferry_trigger_") && l.contains("app=\"events\""))
+            .count()
+    };
+    assert!(
+        trigger_series().await > 0,
+        "the metrics have the app's triggers"
+    );
     let output = host.client(&["delete", "events"]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     eventually_blocking("the deleted app to unsubscribe", || {
@@ -415,6 +432,13 @@ async fn a_live_host_swaps_and_stops_triggers_with_their_app() {
             other => Err(other),
         }
     });
+    eventually("the deleted app's trigger series to go", || async {
+        match trigger_series().await {
+            0 => Ok(()),
+            left => Err(left),
+        }
+    })
+    .await;
 }
 
 /// `ferry up` of the NATS variant of the app (`spin.nats.toml`) on

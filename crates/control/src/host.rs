@@ -952,6 +952,11 @@ impl Host {
             running.insert(name.to_owned(), started);
         }
         drop(running);
+        let kept: Vec<(String, String)> = triggers
+            .into_iter()
+            .flat_map(|t| t.iter().map(|t| (t.component.clone(), t.id.clone())))
+            .collect();
+        self.metrics.triggers().retain(name, &kept);
         if let Some(stopped) = stopped {
             self.assembler.tokio.spawn(stopped);
         }

@@ -4,10 +4,12 @@
 //! event carried), created when a version's triggers start and kept by the
 //! trigger's invoker, so an invocation touches atomics and one histogram.
 //! A new version's triggers get the same series: counts go on across
-//! deploys. What each trigger's series hold can be read back as values
+//! deploys. A trigger a new version no longer has (renamed, removed, its
+//! app deleted) loses its series ([`TriggerMetrics::retain`]). What each
+//! trigger's series hold can be read back as values
 //! ([`TriggerMetrics::triggers`]) for the dashboard.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -108,10 +110,37 @@ impl TriggerMetrics {
             connected: self.connected.get_or_create(&labels).clone(),
             failures: self.failures.clone(),
             failed: Counter::default(),
+            kinds: Arc::default(),
             labels,
         };
         triggers.insert(key, series.clone());
         series
+    }
+
+    /// Forgets the series of `app`'s triggers that `kept` (component and
+    /// trigger id) does not name, from the registry too: a trigger renamed
+    /// or removed by a new version, or every one of a deleted app, leaves
+    /// nothing behind.
+    pub fn retain(&self, app: &str, kept: &[(String, String)]) {
+        let mut triggers = self.triggers.lock().unwrap_or_else(|e| e.into_inner());
+        triggers.retain(|(a, component, trigger), series| {
+            let keep = a != app || kept.iter().any(|(c, t)| c == component && t == trigger);
+            if !keep {
+                self.invocations.remove(&series.labels);
+                self.duration.remove(&series.labels);
+                self.connected.remove(&series.labels);
+                let kinds = series.kinds.lock().unwrap_or_else(|e| e.into_inner());
+                for kind in kinds.iter() {
+                    self.failures.remove(&FailureLabels {
+                        app: a.clone(),
+                        component: component.clone(),
+                        trigger: trigger.clone(),
+                        kind: kind.clone(),
+                    });
+                }
+            }
+            keep
+        });
     }
 
     /// What every trigger has counted so far, by app, component and trigger.
@@ -152,6 +181,8 @@ pub(crate) struct Series {
     failures: Family<FailureLabels, Counter>,
     /// Every failure, whatever its kind: what the dashboard shows.
     failed: Counter,
+    /// The kinds of failure counted, whose series go with the trigger's.
+    kinds: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Series {
@@ -160,6 +191,10 @@ impl Series {
         self.duration.observe(took.as_secs_f64());
         if let Some(kind) = failure {
             self.failed.inc();
+            self.kinds
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(kind.to_owned());
             self.failures
                 .get_or_create(&FailureLabels {
                     app: self.labels.app.clone(),
