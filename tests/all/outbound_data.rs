@@ -1,8 +1,10 @@
 //! Spin's outbound data interfaces against real servers on loopback: a
 //! spin-sdk 5 component (`spin-apps/rust-events`, its `http` component)
-//! calling `fermyon:spin/redis@2.0.0` and every version of Spin's
-//! PostgreSQL interface with every value type, addresses outside its
-//! `allowed_outbound_hosts`, and servers that go away.
+//! calling `fermyon:spin/redis@2.0.0` and every synchronous version of
+//! Spin's PostgreSQL and MySQL interfaces with every value type, addresses
+//! outside its `allowed_outbound_hosts`, and servers that go away; a
+//! spin-sdk 7 component (`spin-apps/rust-sdk7-rdbms`) calling the async
+//! versions, whose rows are streamed.
 
 use ferry_store::testing::RedisServer;
 
@@ -330,5 +332,94 @@ async fn mysql_round_trips_every_value_type_and_refuses_what_is_not_granted() {
         !ferry.logs_since(mark).iter().any(|l| l.contains("secret")),
         "{:?}",
         ferry.logs_since(mark)
+    );
+}
+
+/// spin-sdk 7's clients, whose calls are async and whose rows are streamed
+/// (`spin:postgres@4.2.0`, `spin:mysql@3.0.0`): every value and error as
+/// the synchronous versions give them, a PostgreSQL result larger than a
+/// synchronous call may hold read row by row, a query that fails midway
+/// ending its rows with the server's error, and hosts outside the grant
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_sdk_7_reads_postgres_and_mysql_rows_as_a_stream() {
+    let app = spin_app("rust-sdk7-rdbms");
+    let output = ferry().arg("build").arg(&app).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let postgres = PostgresServer::start();
+    let mysql = MysqlServer::start();
+    let ferry = Ferry::start_at(
+        &app,
+        &[
+            "--variable",
+            &format!("pg_address={}", postgres.url()),
+            "--variable",
+            &format!("mysql_address={}", mysql.url()),
+        ],
+    );
+
+    // 4.2.0 gives what 4.0.0 gives.
+    let answer = call(&ferry, "/pg/types").await;
+    let expected: Vec<&str> = include_str!("outbound_data/postgres_types.txt")
+        .lines()
+        .filter(|l| l.starts_with("v4-"))
+        .collect();
+    for (i, (got, want)) in answer.lines().zip(&expected).enumerate() {
+        assert_eq!(got, *want, "line {} of:\n{answer}", i + 1);
+    }
+    assert_eq!(answer.lines().count(), expected.len(), "{answer}");
+
+    // 80 MB of rows, over the 64 MiB a synchronous query may return: the
+    // guest reads them one by one, keeping none.
+    assert_eq!(
+        call(&ferry, "/pg/stream?80000").await,
+        "80000 rows, 80000000 bytes, ()\n"
+    );
+    // The server fails the sixth row: the five before it arrive, then the
+    // query's outcome is the server's error.
+    let midway = call(&ferry, "/pg/fail-midway").await;
+    assert!(
+        midway.starts_with(
+            "[[DbValue::Int32(2)], [DbValue::Int32(2)], [DbValue::Int32(3)], \
+             [DbValue::Int32(5)], [DbValue::Int32(10)]], then error: \
+             Error::QueryFailed(QueryError::DbError(DbError { as-text: \"ERROR: division by zero\""
+        ) && midway.contains("code: \"22012\""),
+        "{midway}"
+    );
+
+    // spin:mysql@3.0.0 gives what fermyon:spin/mysql@2.0.0 gives.
+    let answer = call(&ferry, "/mysql/types").await;
+    let expected = include_str!("outbound_data/mysql_types.txt");
+    for (i, (got, want)) in answer.lines().zip(expected.lines()).enumerate() {
+        assert_eq!(got, want, "line {} of:\n{answer}", i + 1);
+    }
+    assert_eq!(answer.lines().count(), expected.lines().count(), "{answer}");
+
+    // Granted `postgres://127.0.0.1:*` and `mysql://127.0.0.1:*` only.
+    let denied = call(
+        &ferry,
+        &format!(
+            "/pg/open?postgres://postgres@localhost:{}/postgres",
+            postgres.port
+        ),
+    )
+    .await;
+    assert!(
+        denied.starts_with("error: Error::ConnectionFailed(")
+            && denied.contains(&format!(
+                "postgres://localhost:{}: not permitted",
+                postgres.port
+            )),
+        "{denied}"
+    );
+    let denied = call(
+        &ferry,
+        &format!("/mysql/open?mysql://root@localhost:{}/test", mysql.port),
+    )
+    .await;
+    assert!(
+        denied.starts_with("error: Error::ConnectionFailed(")
+            && denied.contains(&format!("mysql://localhost:{}: not permitted", mysql.port)),
+        "{denied}"
     );
 }

@@ -433,13 +433,6 @@ impl<U> v3::HostStoreWithStore<U> for KeyValueData {
             Ok(keys) => (keys, Ok(())),
             Err(e) => (Vec::new(), Err(v3_other(e))),
         };
-        accessor.with(|mut access| {
-            let keys = StreamReader::new(&mut access, keys)?;
-            let outcome = FutureReader::new(
-                &mut access,
-                std::future::ready(Ok::<_, wasmtime::Error>(outcome)),
-            )?;
-            Ok((keys, outcome))
-        })
+        accessor.with(|mut access| crate::read_whole(&mut access, keys, outcome))
     }
 }

@@ -259,6 +259,33 @@ pub(crate) fn trap_reason(root_cause: &dyn std::fmt::Display) -> String {
     root_cause.to_string().replace('\n', " | ")
 }
 
+/// What WASI 0.3 interfaces hand a guest for many items: a stream of them,
+/// and a future saying how their reading ended.
+pub(crate) type Streamed<T, E> = (
+    wasmtime::component::StreamReader<T>,
+    wasmtime::component::FutureReader<Result<(), E>>,
+);
+
+/// Items read whole, handed to a guest as [`Streamed`] (a failure comes
+/// with no item).
+pub(crate) fn read_whole<S, T, E>(
+    mut store: S,
+    items: Vec<T>,
+    outcome: Result<(), E>,
+) -> wasmtime::Result<Streamed<T, E>>
+where
+    S: wasmtime::AsContextMut,
+    T: wasmtime::component::Lower + wasmtime::component::Lift + Send + Sync + Unpin + 'static,
+    E: wasmtime::component::Lower + wasmtime::component::Lift + Send + Sync + 'static,
+{
+    let items = wasmtime::component::StreamReader::new(&mut store, items)?;
+    let outcome = wasmtime::component::FutureReader::new(
+        &mut store,
+        std::future::ready(Ok::<_, wasmtime::Error>(outcome)),
+    )?;
+    Ok((items, outcome))
+}
+
 /// An error chain on one line, for log lines.
 pub(crate) fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " | ")

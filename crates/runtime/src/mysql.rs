@@ -1,5 +1,7 @@
 //! Spin's outbound MySQL (and MariaDB), over `mysql_async`:
-//! `fermyon:spin/mysql@2.0.0` (spin-sdk 2.x–6.x `mysql`).
+//! `fermyon:spin/mysql@2.0.0` (spin-sdk 2.x–6.x `mysql`) and
+//! `spin:mysql/mysql@3.0.0` (spin-sdk 7's), whose calls are async and whose
+//! rows reach the guest as a stream, on one implementation.
 //!
 //! Deny by default, as Spin checks it: `open` refuses (`connection-failed`,
 //! before any connection) an address whose `mysql://host:port` (3306 when
@@ -20,7 +22,9 @@
 //! [`MAX_OPEN`] per component are open at once. Columns of a type the
 //! interface has no word for read as text where MySQL has one (decimals,
 //! dates and times, JSON: `str`), else as `unsupported`; a result larger
-//! than [`MAX_RESULT_BYTES`] is refused as it is read.
+//! than [`MAX_RESULT_BYTES`] is refused as it is read (3.0.0's stream too:
+//! the rows are read whole, then streamed). A guest's calls on one session
+//! run one at a time, in the order they came.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,9 +32,12 @@ use std::time::Duration;
 use mysql_async::consts::{ColumnFlags, ColumnType};
 use mysql_async::prelude::Queryable as _;
 use mysql_async::{Opts, OptsBuilder, Params, SslOpts, Value};
-use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime::component::{
+    Accessor, FutureReader, HasData, Linker, Resource, ResourceTable, StreamReader,
+};
 
 use crate::rdbms::generated::fermyon::spin::mysql as v2;
+use crate::rdbms::generated_async::spin::mysql::mysql as v3;
 use crate::rdbms::v2 as v2t;
 use crate::rdbms::{Session, Sessions};
 use crate::sandbox::OutboundPolicy;
@@ -42,9 +49,10 @@ pub const MAX_OPEN: usize = 64;
 /// The largest result handed to a guest, all its values together.
 pub const MAX_RESULT_BYTES: usize = 64 << 20;
 
-/// A session a guest opened.
+/// A session a guest opened (shared by its calls in flight, which take
+/// turns).
 pub struct Connection {
-    conn: mysql_async::Conn,
+    conn: Arc<tokio::sync::Mutex<mysql_async::Conn>>,
     _session: Session,
 }
 
@@ -69,6 +77,14 @@ pub(crate) fn add_to_linker<T: MysqlHost + Send + 'static>(
     linker: &mut Linker<T>,
 ) -> wasmtime::Result<()> {
     v2::add_to_linker::<T, MysqlData>(linker, T::mysql)
+}
+
+/// Also `spin:mysql@3.0.0`, whose functions are async: only an engine with
+/// the component model's concurrency can link it.
+pub(crate) fn add_to_linker_concurrent<T: MysqlHost + Send + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
+    v3::add_to_linker::<T, MysqlData>(linker, T::mysql)
 }
 
 /// `address` without Spin's `ssl-mode` / `sslmode` parameter (which
@@ -153,7 +169,7 @@ async fn open(
         match tokio::time::timeout(CONNECT_TIMEOUT, mysql_async::Conn::new(builder)).await {
             Ok(Ok(conn)) => {
                 return Ok(Connection {
-                    conn,
+                    conn: Arc::new(tokio::sync::Mutex::new(conn)),
                     _session: session,
                 });
             }
@@ -330,8 +346,8 @@ impl MysqlView<'_> {
     fn connection(
         &mut self,
         this: &Resource<Connection>,
-    ) -> wasmtime::Result<&mut mysql_async::Conn> {
-        Ok(&mut self.table.get_mut(this)?.conn)
+    ) -> wasmtime::Result<Arc<tokio::sync::Mutex<mysql_async::Conn>>> {
+        Ok(self.table.get(this)?.conn.clone())
     }
 }
 
@@ -407,7 +423,7 @@ impl v2::HostConnection for MysqlView<'_> {
         params: Vec<v2t::ParameterValue>,
     ) -> wasmtime::Result<Result<v2t::RowSet, v2t::Error>> {
         let conn = self.connection(&this)?;
-        Ok(query(conn, statement, params).await)
+        Ok(query(&mut *conn.lock().await, statement, params).await)
     }
 
     async fn execute(
@@ -417,18 +433,166 @@ impl v2::HostConnection for MysqlView<'_> {
         params: Vec<v2t::ParameterValue>,
     ) -> wasmtime::Result<Result<(), v2t::Error>> {
         let conn = self.connection(&this)?;
-        let params = Params::Positional(params.into_iter().map(parameter).collect());
-        Ok(conn
-            .exec_drop(statement, params)
-            .await
-            .map_err(|e| failure(&e)))
+        Ok(execute(&mut *conn.lock().await, statement, params).await)
     }
 
     async fn drop(&mut self, this: Resource<Connection>) -> wasmtime::Result<()> {
-        let Connection { conn, _session } = self.table.delete(this)?;
-        // Said goodbye to, briefly; a server that does not answer is left.
-        let _ = tokio::time::timeout(Duration::from_secs(2), conn.disconnect()).await;
+        close(self.table.delete(this)?).await;
         Ok(())
+    }
+}
+
+async fn execute(
+    conn: &mut mysql_async::Conn,
+    statement: String,
+    params: Vec<v2t::ParameterValue>,
+) -> Result<(), v2t::Error> {
+    let params = Params::Positional(params.into_iter().map(parameter).collect());
+    conn.exec_drop(statement, params)
+        .await
+        .map_err(|e| failure(&e))
+}
+
+/// Says goodbye to a session the guest dropped, briefly (a server that
+/// does not answer is left); one still in use by a call is closed when the
+/// call ends.
+async fn close(connection: Connection) {
+    let Connection { conn, _session } = connection;
+    if let Some(conn) = Arc::into_inner(conn) {
+        let conn = conn.into_inner();
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.disconnect()).await;
+    }
+}
+
+/// 3.0.0's values are 2.0.0's, in types of their own.
+mod v3_values {
+    use super::{v2t, v3};
+
+    /// The same variant, its payload as it is, for each name given.
+    macro_rules! same {
+        ($value:expr, $from:ident => $to:ident, [$($payload:ident),*], [$($unit:ident),*]) => {
+            match $value {
+                $($from::$payload(x) => $to::$payload(x),)*
+                $($from::$unit => $to::$unit,)*
+            }
+        };
+    }
+
+    pub fn parameter(p: v3::ParameterValue) -> v2t::ParameterValue {
+        use v2t::ParameterValue as B;
+        use v3::ParameterValue as A;
+        same!(p, A => B,
+            [Boolean, Int8, Int16, Int32, Int64, Uint8, Uint16, Uint32, Uint64, Floating32,
+             Floating64, Str, Binary],
+            [DbNull])
+    }
+
+    pub fn value(v: v2t::DbValue) -> v3::DbValue {
+        use v2t::DbValue as A;
+        use v3::DbValue as B;
+        same!(v, A => B,
+            [Boolean, Int8, Int16, Int32, Int64, Uint8, Uint16, Uint32, Uint64, Floating32,
+             Floating64, Str, Binary],
+            [DbNull, Unsupported])
+    }
+
+    pub fn column(c: v2t::Column) -> v3::Column {
+        use v2t::DbDataType as A;
+        use v3::DbDataType as B;
+        v3::Column {
+            name: c.name,
+            data_type: same!(c.data_type, A => B,
+                [],
+                [Boolean, Int8, Int16, Int32, Int64, Uint8, Uint16, Uint32, Uint64,
+                 Floating32, Floating64, Str, Binary, Other]),
+        }
+    }
+
+    pub fn error(e: v2t::Error) -> v3::Error {
+        use v2t::Error as A;
+        use v3::Error as B;
+        same!(e, A => B,
+            [ConnectionFailed, BadParameter, QueryFailed, ValueConversionFailed, Other],
+            [])
+    }
+}
+
+/// What an async call needs, taken from the guest's store at its start.
+fn v3_connection<U>(
+    accessor: &Accessor<U, MysqlData>,
+    this: &Resource<Connection>,
+) -> wasmtime::Result<Arc<tokio::sync::Mutex<mysql_async::Conn>>> {
+    accessor.with(|mut access| access.get().connection(this))
+}
+
+impl v3::Host for MysqlView<'_> {}
+
+impl v3::HostConnection for MysqlView<'_> {
+    async fn drop(&mut self, this: Resource<Connection>) -> wasmtime::Result<()> {
+        close(self.table.delete(this)?).await;
+        Ok(())
+    }
+}
+
+impl<U> v3::HostConnectionWithStore<U> for MysqlData {
+    async fn open(
+        accessor: &Accessor<U, Self>,
+        address: String,
+    ) -> wasmtime::Result<Result<Resource<Connection>, v3::Error>> {
+        let (policy, sessions) = accessor.with(|mut access| {
+            let view = access.get();
+            (view.policy.clone(), view.sessions.clone())
+        });
+        match open(&policy, &sessions, &address).await {
+            Ok(c) => accessor.with(|mut access| Ok(Ok(access.get().table.push(c)?))),
+            Err(e) => Ok(Err(v3_values::error(e))),
+        }
+    }
+
+    async fn query(
+        accessor: &Accessor<U, Self>,
+        this: Resource<Connection>,
+        statement: String,
+        params: Vec<v3::ParameterValue>,
+    ) -> wasmtime::Result<
+        Result<
+            (
+                Vec<v3::Column>,
+                StreamReader<v3::Row>,
+                FutureReader<Result<(), v3::Error>>,
+            ),
+            v3::Error,
+        >,
+    > {
+        let conn = v3_connection(accessor, &this)?;
+        let params = params.into_iter().map(v3_values::parameter).collect();
+        let rows = match query(&mut *conn.lock().await, statement, params).await {
+            Ok(rows) => rows,
+            Err(e) => return Ok(Err(v3_values::error(e))),
+        };
+        let columns = rows.columns.into_iter().map(v3_values::column).collect();
+        let rows: Vec<v3::Row> = rows
+            .rows
+            .into_iter()
+            .map(|row| row.into_iter().map(v3_values::value).collect())
+            .collect();
+        accessor.with(|mut access| {
+            let (rows, done) = crate::read_whole(&mut access, rows, Ok(()))?;
+            Ok(Ok((columns, rows, done)))
+        })
+    }
+
+    async fn execute(
+        accessor: &Accessor<U, Self>,
+        this: Resource<Connection>,
+        statement: String,
+        params: Vec<v3::ParameterValue>,
+    ) -> wasmtime::Result<Result<(), v3::Error>> {
+        let conn = v3_connection(accessor, &this)?;
+        let params = params.into_iter().map(v3_values::parameter).collect();
+        Ok(execute(&mut *conn.lock().await, statement, params)
+            .await
+            .map_err(v3_values::error))
     }
 }
 

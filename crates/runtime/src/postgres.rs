@@ -37,13 +37,18 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use chrono::{Datelike, Timelike};
 use tokio_postgres::types::{FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
-use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime::StoreContextMut;
+use wasmtime::component::{
+    Accessor, Destination, FutureReader, HasData, Linker, Resource, ResourceTable, StreamProducer,
+    StreamReader, StreamResult,
+};
 
 use crate::sandbox::OutboundPolicy;
 
 use crate::rdbms::generated::fermyon::spin::postgres as v2;
 use crate::rdbms::generated::spin::postgres3_0_0::postgres as v3;
 use crate::rdbms::generated::spin::postgres4_1_0::postgres as v4;
+use crate::rdbms::generated_async::spin::postgres::postgres as v4_2;
 use crate::rdbms::v2 as v2t;
 use crate::rdbms::{Session, Sessions};
 
@@ -67,12 +72,31 @@ pub const MAX_RESULT_BYTES: usize = 64 << 20;
 /// A session a guest opened; back to its component's pool when dropped by
 /// the guest.
 pub struct Connection {
-    client: tokio_postgres::Client,
+    link: Arc<Link>,
     key: String,
-    _session: Session,
+}
+
+/// A session's client, shared with the rows a 4.2 `query-async` still
+/// streams from it.
+struct Link {
+    client: tokio_postgres::Client,
+    session: Session,
     /// Set when the client's own statements were seen gone (a guest's
     /// `DEALLOCATE ALL` or `DISCARD ALL`): the session is not kept.
     broken: std::sync::atomic::AtomicBool,
+}
+
+impl Connection {
+    fn new(client: tokio_postgres::Client, session: Session, key: String) -> Self {
+        Self {
+            link: Arc::new(Link {
+                client,
+                session,
+                broken: Default::default(),
+            }),
+            key,
+        }
+    }
 }
 
 /// A 4.1 `connection-builder`: an address and the guest's root, if any.
@@ -120,6 +144,14 @@ pub(crate) fn add_to_linker<T: PostgresHost + Send + 'static>(
     v2t::add_to_linker::<T, PostgresData>(linker, T::postgres)?;
     v3::add_to_linker::<T, PostgresData>(linker, T::postgres)?;
     v4::add_to_linker::<T, PostgresData>(linker, T::postgres)
+}
+
+/// Also `spin:postgres@4.2.0`, whose added functions are async: only an
+/// engine with the component model's concurrency can link it.
+pub(crate) fn add_to_linker_concurrent<T: PostgresHost + Send + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
+    v4_2::add_to_linker::<T, PostgresData>(linker, T::postgres)
 }
 
 /// Why a call failed, before it is said in one version's words.
@@ -288,12 +320,7 @@ async fn open(
         None => address.to_owned(),
     };
     if let Some((client, session)) = pool.take_idle(&key) {
-        return Ok(Connection {
-            client,
-            key,
-            _session: session,
-            broken: Default::default(),
-        });
+        return Ok(Connection::new(client, session, key));
     }
     // At the limit, a kept session gives its place to this one.
     let session = std::iter::from_fn(|| match pool.open.open(MAX_OPEN) {
@@ -326,14 +353,7 @@ async fn open(
             let connected =
                 tokio::time::timeout(CONNECT_TIMEOUT, connect(&config, *addr, host, root)).await;
             match connected {
-                Ok(Ok(client)) => {
-                    return Ok(Connection {
-                        client,
-                        key,
-                        _session: session,
-                        broken: Default::default(),
-                    });
-                }
+                Ok(Ok(client)) => return Ok(Connection::new(client, session, key)),
                 Ok(Err(e)) => last = e,
                 Err(_) => {
                     last = format!(
@@ -491,14 +511,19 @@ impl PostgresPool {
     }
 
     /// Keeps a session the guest dropped, once reset; a session that does
-    /// not reset (or one too many) is closed.
+    /// not reset (or one too many), or whose rows are still being streamed,
+    /// is closed.
     async fn give_back(&self, connection: Connection) {
-        let Connection {
+        let Connection { link, key } = connection;
+        let Some(Link {
             client,
-            key,
-            _session,
+            session,
             broken,
-        } = connection;
+        }) = Arc::into_inner(link)
+        else {
+            // Closed once the rows' stream ends or is dropped.
+            return;
+        };
         if client.is_closed() {
             return;
         }
@@ -517,14 +542,14 @@ impl PostgresPool {
         if kept.len() < MAX_IDLE {
             kept.push(Idle {
                 client,
-                session: _session,
+                session,
                 since: std::time::Instant::now(),
             });
         }
     }
 }
 
-impl Connection {
+impl Link {
     /// [`failure`], noting a session whose client's own prepared
     /// statements are gone (SQLSTATE 26000 for one of them), so that it is
     /// not kept for another request.
@@ -1308,12 +1333,14 @@ fn datetime_parts(at: chrono::NaiveDateTime) -> (i32, u8, u8, u8, u8, u8, u32) {
 struct Calls;
 
 impl Calls {
-    async fn query(
-        c: &Connection,
+    /// Prepares and starts a query: its columns (described by the
+    /// statement, so also when no row comes), and its rows as the server
+    /// sends them.
+    async fn start(
+        c: &Link,
         statement: &str,
         params: Vec<v4::ParameterValue>,
-    ) -> Result<v4::RowSet, Failure> {
-        use futures_util::TryStreamExt as _;
+    ) -> Result<(Vec<v4::Column>, tokio_postgres::RowStream), Failure> {
         let prepared = c
             .client
             .prepare(statement)
@@ -1333,26 +1360,22 @@ impl Calls {
             .query_raw(&prepared, params.into_iter().map(Param))
             .await
             .map_err(|e| c.failed(&e))?;
+        Ok((columns, rows))
+    }
+
+    /// A query's whole result, at most [`MAX_RESULT_BYTES`].
+    async fn query(
+        c: &Link,
+        statement: &str,
+        params: Vec<v4::ParameterValue>,
+    ) -> Result<v4::RowSet, Failure> {
+        use futures_util::TryStreamExt as _;
+        let (columns, rows) = Self::start(c, statement, params).await?;
         futures_util::pin_mut!(rows);
         let mut budget = Budget(MAX_RESULT_BYTES);
         let mut read = Vec::new();
         while let Some(row) = rows.try_next().await.map_err(|e| c.failed(&e))? {
-            let over = |_| Failure::query(OverLimit.to_string());
-            budget.take(std::mem::size_of::<v4::Row>()).map_err(over)?;
-            let mut values = Vec::with_capacity(row.len());
-            for i in 0..row.len() {
-                let value = value(&row, i, &mut budget).map_err(|e| {
-                    if e.is::<OverLimit>() {
-                        return Failure::query(OverLimit.to_string());
-                    }
-                    Failure::ValueConversionFailed(format!(
-                        "column `{}`: {e}",
-                        row.columns()[i].name()
-                    ))
-                })?;
-                values.push(value);
-            }
-            read.push(values);
+            read.push(row_values(&row, &mut budget)?);
         }
         Ok(v4::RowSet {
             columns,
@@ -1361,7 +1384,7 @@ impl Calls {
     }
 
     async fn execute(
-        c: &Connection,
+        c: &Link,
         statement: &str,
         params: Vec<v4::ParameterValue>,
     ) -> Result<u64, Failure> {
@@ -1376,6 +1399,23 @@ impl Calls {
             .await
             .map_err(|e| c.failed(&e))
     }
+}
+
+/// A row's values, their size taken from `budget`.
+fn row_values(row: &tokio_postgres::Row, budget: &mut Budget) -> Result<v4::Row, Failure> {
+    let over = |_| Failure::query(OverLimit.to_string());
+    budget.take(std::mem::size_of::<v4::Row>()).map_err(over)?;
+    let mut values = Vec::with_capacity(row.len());
+    for i in 0..row.len() {
+        let value = value(row, i, budget).map_err(|e| {
+            if e.is::<OverLimit>() {
+                return Failure::query(OverLimit.to_string());
+            }
+            Failure::ValueConversionFailed(format!("column `{}`: {e}", row.columns()[i].name()))
+        })?;
+        values.push(value);
+    }
+    Ok(values)
 }
 
 /// As many parameters as the statement has placeholders.
@@ -1583,7 +1623,7 @@ impl v2::HostConnection for PostgresView<'_> {
             Ok(params) => params,
             Err(f) => return Ok(Err(f.into())),
         };
-        let c = self.table.get(&this)?;
+        let c = &self.table.get(&this)?.link;
         Ok(Calls::query(c, &statement, params)
             .await
             .map(to_v2)
@@ -1600,7 +1640,7 @@ impl v2::HostConnection for PostgresView<'_> {
             Ok(params) => params,
             Err(f) => return Ok(Err(f.into())),
         };
-        let c = self.table.get(&this)?;
+        let c = &self.table.get(&this)?.link;
         Ok(Calls::execute(c, &statement, params)
             .await
             .map_err(Into::into))
@@ -1625,7 +1665,7 @@ impl v3::HostConnection for PostgresView<'_> {
         statement: String,
         params: Vec<v3::ParameterValue>,
     ) -> wasmtime::Result<Result<v3::RowSet, v3::Error>> {
-        let c = self.table.get(&this)?;
+        let c = &self.table.get(&this)?.link;
         let params = params.into_iter().map(from_v3).collect();
         Ok(Calls::query(c, &statement, params)
             .await
@@ -1639,7 +1679,7 @@ impl v3::HostConnection for PostgresView<'_> {
         statement: String,
         params: Vec<v3::ParameterValue>,
     ) -> wasmtime::Result<Result<u64, v3::Error>> {
-        let c = self.table.get(&this)?;
+        let c = &self.table.get(&this)?.link;
         let params = params.into_iter().map(from_v3).collect();
         Ok(Calls::execute(c, &statement, params)
             .await
@@ -1665,7 +1705,7 @@ impl v4::HostConnection for PostgresView<'_> {
         statement: String,
         params: Vec<v4::ParameterValue>,
     ) -> wasmtime::Result<Result<v4::RowSet, v4::Error>> {
-        let c = self.table.get(&this)?;
+        let c = &self.table.get(&this)?.link;
         Ok(Calls::query(c, &statement, params)
             .await
             .map_err(Into::into))
@@ -1677,7 +1717,7 @@ impl v4::HostConnection for PostgresView<'_> {
         statement: String,
         params: Vec<v4::ParameterValue>,
     ) -> wasmtime::Result<Result<u64, v4::Error>> {
-        let c = self.table.get(&this)?;
+        let c = &self.table.get(&this)?.link;
         Ok(Calls::execute(c, &statement, params)
             .await
             .map_err(Into::into))
@@ -1735,6 +1775,385 @@ impl v4::HostConnectionBuilder for PostgresView<'_> {
     async fn drop(&mut self, this: Resource<Builder>) -> wasmtime::Result<()> {
         self.table.delete(this)?;
         Ok(())
+    }
+}
+
+/// 4.2.0's values are 4.1.0's, in types of their own.
+mod v4_2_values {
+    use super::{v4, v4_2};
+
+    /// The same variant, its payload as it is, for each name given.
+    macro_rules! same {
+        ($value:expr, $from:ident => $to:ident, [$($payload:ident),*], [$($unit:ident),*], {$($rest:tt)*}) => {
+            match $value {
+                $($from::$payload(x) => $to::$payload(x),)*
+                $($from::$unit => $to::$unit,)*
+                $($rest)*
+            }
+        };
+    }
+
+    type Bounds<T, K> = (Option<(T, K)>, Option<(T, K)>);
+
+    fn bounds<T, A, B>((lower, upper): Bounds<T, A>, kind: impl Fn(A) -> B) -> Bounds<T, B> {
+        (
+            lower.map(|(v, k)| (v, kind(k))),
+            upper.map(|(v, k)| (v, kind(k))),
+        )
+    }
+
+    fn kind_from(k: v4_2::RangeBoundKind) -> v4::RangeBoundKind {
+        match k {
+            v4_2::RangeBoundKind::Inclusive => v4::RangeBoundKind::Inclusive,
+            v4_2::RangeBoundKind::Exclusive => v4::RangeBoundKind::Exclusive,
+        }
+    }
+
+    fn kind_to(k: v4::RangeBoundKind) -> v4_2::RangeBoundKind {
+        match k {
+            v4::RangeBoundKind::Inclusive => v4_2::RangeBoundKind::Inclusive,
+            v4::RangeBoundKind::Exclusive => v4_2::RangeBoundKind::Exclusive,
+        }
+    }
+
+    pub fn parameter(p: v4_2::ParameterValue) -> v4::ParameterValue {
+        use v4::ParameterValue as B;
+        use v4_2::ParameterValue as A;
+        same!(p, A => B,
+            [Boolean, Int8, Int16, Int32, Int64, Floating32, Floating64, Str, Binary, Date,
+             Time, Datetime, Timestamp, Uuid, Jsonb, Decimal, ArrayInt32, ArrayInt64,
+             ArrayDecimal, ArrayStr],
+            [DbNull],
+            {
+                A::RangeInt32(r) => B::RangeInt32(bounds(r, kind_from)),
+                A::RangeInt64(r) => B::RangeInt64(bounds(r, kind_from)),
+                A::RangeDecimal(r) => B::RangeDecimal(bounds(r, kind_from)),
+                A::Interval(i) => B::Interval(v4::Interval {
+                    micros: i.micros,
+                    days: i.days,
+                    months: i.months,
+                }),
+            }
+        )
+    }
+
+    pub fn value(v: v4::DbValue) -> v4_2::DbValue {
+        use v4::DbValue as A;
+        use v4_2::DbValue as B;
+        same!(v, A => B,
+            [Boolean, Int8, Int16, Int32, Int64, Floating32, Floating64, Str, Binary, Date,
+             Time, Datetime, Timestamp, Uuid, Jsonb, Decimal, ArrayInt32, ArrayInt64,
+             ArrayDecimal, ArrayStr, Unsupported],
+            [DbNull],
+            {
+                A::RangeInt32(r) => B::RangeInt32(bounds(r, kind_to)),
+                A::RangeInt64(r) => B::RangeInt64(bounds(r, kind_to)),
+                A::RangeDecimal(r) => B::RangeDecimal(bounds(r, kind_to)),
+                A::Interval(i) => B::Interval(v4_2::Interval {
+                    micros: i.micros,
+                    days: i.days,
+                    months: i.months,
+                }),
+            }
+        )
+    }
+
+    pub fn row(row: v4::Row) -> v4_2::Row {
+        row.into_iter().map(value).collect()
+    }
+
+    pub fn column(c: v4::Column) -> v4_2::Column {
+        use v4::DbDataType as A;
+        use v4_2::DbDataType as B;
+        let data_type = same!(c.data_type, A => B,
+            [Other],
+            [Boolean, Int8, Int16, Int32, Int64, Floating32, Floating64, Str, Binary, Date,
+             Time, Datetime, Timestamp, Uuid, Jsonb, Decimal, RangeInt32, RangeInt64,
+             RangeDecimal, ArrayInt32, ArrayInt64, ArrayDecimal, ArrayStr, Interval],
+            {}
+        );
+        v4_2::Column {
+            name: c.name,
+            data_type,
+        }
+    }
+
+    pub fn row_set(rows: v4::RowSet) -> v4_2::RowSet {
+        v4_2::RowSet {
+            columns: rows.columns.into_iter().map(column).collect(),
+            rows: rows.rows.into_iter().map(row).collect(),
+        }
+    }
+
+    pub fn error(e: v4::Error) -> v4_2::Error {
+        use v4::Error as A;
+        use v4_2::Error as B;
+        same!(e, A => B,
+            [ConnectionFailed, BadParameter, ValueConversionFailed, Other],
+            [],
+            {
+                A::QueryFailed(v4::QueryError::Text(t)) => {
+                    B::QueryFailed(v4_2::QueryError::Text(t))
+                }
+                A::QueryFailed(v4::QueryError::DbError(d)) => {
+                    B::QueryFailed(v4_2::QueryError::DbError(v4_2::DbError {
+                        as_text: d.as_text,
+                        severity: d.severity,
+                        code: d.code,
+                        message: d.message,
+                        detail: d.detail,
+                        extras: d.extras,
+                    }))
+                }
+            }
+        )
+    }
+}
+
+impl From<Failure> for v4_2::Error {
+    fn from(f: Failure) -> Self {
+        v4_2_values::error(f.into())
+    }
+}
+
+impl v4_2::Host for PostgresView<'_> {}
+
+/// 4.2.0's synchronous functions: 4.1.0's.
+impl v4_2::HostConnection for PostgresView<'_> {
+    async fn open(
+        &mut self,
+        address: String,
+    ) -> wasmtime::Result<Result<Resource<Connection>, v4_2::Error>> {
+        Ok(self.open(&address, None).await?.map_err(Into::into))
+    }
+
+    async fn query(
+        &mut self,
+        this: Resource<Connection>,
+        statement: String,
+        params: Vec<v4_2::ParameterValue>,
+    ) -> wasmtime::Result<Result<v4_2::RowSet, v4_2::Error>> {
+        let c = &self.table.get(&this)?.link;
+        let params = params.into_iter().map(v4_2_values::parameter).collect();
+        Ok(Calls::query(c, &statement, params)
+            .await
+            .map(v4_2_values::row_set)
+            .map_err(Into::into))
+    }
+
+    async fn execute(
+        &mut self,
+        this: Resource<Connection>,
+        statement: String,
+        params: Vec<v4_2::ParameterValue>,
+    ) -> wasmtime::Result<Result<u64, v4_2::Error>> {
+        let c = &self.table.get(&this)?.link;
+        let params = params.into_iter().map(v4_2_values::parameter).collect();
+        Ok(Calls::execute(c, &statement, params)
+            .await
+            .map_err(Into::into))
+    }
+
+    async fn drop(&mut self, this: Resource<Connection>) -> wasmtime::Result<()> {
+        self.drop_connection(this).await
+    }
+}
+
+impl v4_2::HostConnectionBuilder for PostgresView<'_> {
+    async fn new(&mut self, address: String) -> wasmtime::Result<Resource<Builder>> {
+        v4::HostConnectionBuilder::new(self, address).await
+    }
+
+    async fn set_ca_root(
+        &mut self,
+        this: Resource<Builder>,
+        certificate: String,
+    ) -> wasmtime::Result<Result<(), v4_2::Error>> {
+        Ok(
+            v4::HostConnectionBuilder::set_ca_root(self, this, certificate)
+                .await?
+                .map_err(v4_2_values::error),
+        )
+    }
+
+    async fn build(
+        &mut self,
+        this: Resource<Builder>,
+    ) -> wasmtime::Result<Result<Resource<Connection>, v4_2::Error>> {
+        Ok(v4::HostConnectionBuilder::build(self, this)
+            .await?
+            .map_err(v4_2_values::error))
+    }
+
+    async fn drop(&mut self, this: Resource<Builder>) -> wasmtime::Result<()> {
+        v4::HostConnectionBuilder::drop(self, this).await
+    }
+}
+
+/// Opens `address` for an async call: what it needs is taken from the
+/// store, the connection made outside it, the resource put in after.
+async fn open_async<U>(
+    accessor: &Accessor<U, PostgresData>,
+    address: &str,
+    root: Option<&rustls::pki_types::CertificateDer<'static>>,
+) -> wasmtime::Result<Result<Resource<Connection>, v4_2::Error>> {
+    let (policy, pool) = accessor.with(|mut access| {
+        let view = access.get();
+        (view.policy.clone(), view.pool.clone())
+    });
+    match open(&policy, &pool, address, root).await {
+        Ok(c) => accessor.with(|mut access| Ok(Ok(access.get().table.push(c)?))),
+        Err(f) => Ok(Err(f.into())),
+    }
+}
+
+/// The session behind a guest's connection, for an async call.
+fn link<U>(
+    accessor: &Accessor<U, PostgresData>,
+    this: &Resource<Connection>,
+) -> wasmtime::Result<Arc<Link>> {
+    accessor.with(|mut access| Ok(access.get().table.get(this)?.link.clone()))
+}
+
+impl<U> v4_2::HostConnectionWithStore<U> for PostgresData {
+    async fn open_async(
+        accessor: &Accessor<U, Self>,
+        address: String,
+    ) -> wasmtime::Result<Result<Resource<Connection>, v4_2::Error>> {
+        open_async(accessor, &address, None).await
+    }
+
+    /// The columns once the statement is prepared and running; the rows as
+    /// the server sends them, each made when the guest reads it (at most
+    /// [`MAX_RESULT_BYTES`] a row); the outcome once the last is read.
+    async fn query_async(
+        accessor: &Accessor<U, Self>,
+        this: Resource<Connection>,
+        statement: String,
+        params: Vec<v4_2::ParameterValue>,
+    ) -> wasmtime::Result<
+        Result<
+            (
+                Vec<v4_2::Column>,
+                StreamReader<v4_2::Row>,
+                FutureReader<Result<(), v4_2::Error>>,
+            ),
+            v4_2::Error,
+        >,
+    > {
+        let link = link(accessor, &this)?;
+        let params = params.into_iter().map(v4_2_values::parameter).collect();
+        let (columns, rows) = match Calls::start(&link, &statement, params).await {
+            Ok(started) => started,
+            Err(f) => return Ok(Err(f.into())),
+        };
+        let (outcome, said) = tokio::sync::oneshot::channel();
+        accessor.with(|mut access| {
+            let rows = StreamReader::new(
+                &mut access,
+                StreamedRows {
+                    link,
+                    rows: Box::pin(rows),
+                    outcome: Some(outcome),
+                },
+            )?;
+            let done = FutureReader::new(&mut access, async move {
+                Ok::<_, wasmtime::Error>(match said.await {
+                    Ok(outcome) => outcome.map_err(Into::into),
+                    Err(_) => Err(v4_2::Error::Other(
+                        "the rows were not all read: their stream was dropped first".into(),
+                    )),
+                })
+            })?;
+            Ok(Ok((
+                columns.into_iter().map(v4_2_values::column).collect(),
+                rows,
+                done,
+            )))
+        })
+    }
+
+    async fn execute_async(
+        accessor: &Accessor<U, Self>,
+        this: Resource<Connection>,
+        statement: String,
+        params: Vec<v4_2::ParameterValue>,
+    ) -> wasmtime::Result<Result<u64, v4_2::Error>> {
+        let link = link(accessor, &this)?;
+        let params = params.into_iter().map(v4_2_values::parameter).collect();
+        Ok(Calls::execute(&link, &statement, params)
+            .await
+            .map_err(Into::into))
+    }
+}
+
+impl<U> v4_2::HostConnectionBuilderWithStore<U> for PostgresData {
+    async fn build_async(
+        accessor: &Accessor<U, Self>,
+        this: Resource<Builder>,
+    ) -> wasmtime::Result<Result<Resource<Connection>, v4_2::Error>> {
+        let (address, root) = accessor.with(|mut access| -> wasmtime::Result<_> {
+            let builder = access.get().table.get(&this)?;
+            Ok((builder.address.clone(), builder.root.clone()))
+        })?;
+        open_async(accessor, &address, root.as_ref()).await
+    }
+}
+
+/// A 4.2 query's rows, read from the server as the guest reads them; the
+/// query's outcome sent once they end.
+struct StreamedRows {
+    link: Arc<Link>,
+    rows: std::pin::Pin<Box<tokio_postgres::RowStream>>,
+    outcome: Option<tokio::sync::oneshot::Sender<Result<(), Failure>>>,
+}
+
+impl StreamedRows {
+    fn end(
+        &mut self,
+        outcome: Result<(), Failure>,
+    ) -> std::task::Poll<wasmtime::Result<StreamResult>> {
+        if let Some(sender) = self.outcome.take() {
+            let _ = sender.send(outcome);
+        }
+        std::task::Poll::Ready(Ok(StreamResult::Dropped))
+    }
+}
+
+impl<D> StreamProducer<D> for StreamedRows {
+    type Item = v4_2::Row;
+    type Buffer = Option<v4_2::Row>;
+
+    fn poll_produce<'a>(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        mut store: StoreContextMut<'a, D>,
+        mut destination: Destination<'a, Self::Item, Self::Buffer>,
+        finish: bool,
+    ) -> std::task::Poll<wasmtime::Result<StreamResult>> {
+        use std::task::Poll;
+        let me = self.get_mut();
+        if destination.remaining(&mut store) == Some(0) {
+            // A guest asking whether a row is ready reads none: a row read
+            // for it would be held for a read that may not come.
+            return Poll::Ready(Ok(StreamResult::Completed));
+        }
+        match futures_util::Stream::poll_next(me.rows.as_mut(), cx) {
+            Poll::Pending if finish => Poll::Ready(Ok(StreamResult::Cancelled)),
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => me.end(Ok(())),
+            Poll::Ready(Some(Err(e))) => {
+                let failure = me.link.failed(&e);
+                me.end(Err(failure))
+            }
+            Poll::Ready(Some(Ok(row))) => match row_values(&row, &mut Budget(MAX_RESULT_BYTES)) {
+                Ok(values) => {
+                    destination.set_buffer(Some(v4_2_values::row(values)));
+                    Poll::Ready(Ok(StreamResult::Completed))
+                }
+                Err(f) => me.end(Err(f)),
+            },
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Spin's outbound relational database interfaces: the bindings PostgreSQL
 //! (`postgres.rs`) and MySQL (`mysql.rs`) share, since both versions 2.0.0
-//! use one `fermyon:spin/rdbms-types@2.0.0`, and what both count: the
-//! sessions a component holds open.
+//! use one `fermyon:spin/rdbms-types@2.0.0`, those of the versions whose
+//! functions are async (`spin:postgres@4.2.0`, `spin:mysql@3.0.0`), and
+//! what both count: the sessions a component holds open.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,6 +24,22 @@ pub(crate) mod generated {
     });
 }
 
+/// The versions whose functions are async (spin-sdk 7's `pg` and
+/// `mysql`): only an engine with the component model's concurrency can
+/// link them.
+pub(crate) mod generated_async {
+    wasmtime::component::bindgen!({
+        path: "wit/rdbms-async",
+        world: "ferry:rdbms-async/rdbms-async",
+        imports: { default: async | trappable },
+        with: {
+            "spin:postgres/postgres.connection": crate::postgres::Connection,
+            "spin:postgres/postgres.connection-builder": crate::postgres::Builder,
+            "spin:mysql/mysql.connection": crate::mysql::Connection,
+        },
+    });
+}
+
 pub(crate) use generated::fermyon::spin::rdbms_types as v2;
 
 /// Both databases' interfaces, for a store whose data gives both views.
@@ -32,6 +49,16 @@ where
 {
     crate::postgres::add_to_linker(linker)?;
     crate::mysql::add_to_linker(linker)
+}
+
+/// Also the versions whose functions are async.
+pub(crate) fn add_to_linker_concurrent<T>(linker: &mut Linker<T>) -> wasmtime::Result<()>
+where
+    T: crate::postgres::PostgresHost + crate::mysql::MysqlHost + Send + 'static,
+{
+    add_to_linker(linker)?;
+    crate::postgres::add_to_linker_concurrent(linker)?;
+    crate::mysql::add_to_linker_concurrent(linker)
 }
 
 /// The sessions a component holds open to one kind of database, counted

@@ -302,11 +302,7 @@ impl<U> v3_1::HostConnectionWithStore<U> for SqliteData {
         accessor.with(|mut access| {
             access.get().table.get_mut(&connection)?.record(&result);
             let v3_1::QueryResult { columns, rows } = result.into();
-            let rows = StreamReader::new(&mut access, rows)?;
-            let done = FutureReader::new(
-                &mut access,
-                std::future::ready(Ok::<_, wasmtime::Error>(Ok(()))),
-            )?;
+            let (rows, done) = crate::read_whole(&mut access, rows, Ok(()))?;
             Ok(Ok((columns, rows, done)))
         })
     }

@@ -55,6 +55,8 @@ const IMPLEMENTED: &[&str] = &[
     "spin:postgres/postgres@3.0.0",
     "spin:postgres/postgres@4.0.0",
     "spin:postgres/postgres@4.1.0",
+    "spin:postgres/postgres@4.2.0",
+    "spin:mysql/mysql@3.0.0",
     // Types only (the Redis trigger's error and payload): nothing to stub.
     "fermyon:spin/redis-types",
     "spin:sqlite/sqlite@3.0.0",

@@ -39,7 +39,7 @@ pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<HttpState>> {
     crate::key_value::add_to_linker_concurrent(&mut linker)?;
     crate::sqlite::add_to_linker_concurrent(&mut linker)?;
     crate::redis::add_to_linker_concurrent(&mut linker)?;
-    crate::rdbms::add_to_linker(&mut linker)?;
+    crate::rdbms::add_to_linker_concurrent(&mut linker)?;
     crate::mqtt::add_to_linker_concurrent(&mut linker)?;
     Ok(linker)
 }
