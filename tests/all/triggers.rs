@@ -1,7 +1,9 @@
 //! Event triggers: a real Spin app (`spin-apps/rust-events`: an HTTP
 //! component, a spin-sdk 5 `#[redis_component]` and a cron component, one
 //! key-value store) built by `ferry build`, served by `ferry up` and by a
-//! live host, against a real `redis-server` on loopback. What each
+//! live host, against a real `redis-server` on loopback; the async Redis
+//! handlers of spin-sdk 7 (`rust-sdk7-redis`) and the Python SDK
+//! (`python-redis`). What each
 //! component did is read back over HTTP, as a user would check it.
 
 use std::io::Write as _;
@@ -794,23 +796,79 @@ async fn a_spin_sdk_7_redis_subscriber_runs_and_writes_through_outbound_redis_3(
     assert_eq!(publish(&redis, "sdk7", &["a=1".into(), "b=two".into()]), 2);
     // The guest (async, WASI 0.3) wrote each back through
     // spin:redis/redis@3.0.0.
-    let get = |key: &'static str| {
-        let url = redis.url.clone();
-        move || {
-            let output = Command::new("redis-cli")
-                .args(["-u", &url, "GET", key])
-                .output()
-                .unwrap();
-            let value = text(&output.stdout).trim().to_owned();
-            (!value.is_empty()).then_some(value)
-        }
-    };
-    assert_eq!(
-        eventually_blocking("sdk7:a to be written", get("sdk7:a")),
-        "1"
+    assert_eq!(written(&redis, "sdk7:a"), "1");
+    assert_eq!(written(&redis, "sdk7:b"), "two");
+}
+
+/// The value a guest wrote to `key` on `redis`, once it is there.
+fn written(redis: &RedisServer, key: &str) -> String {
+    eventually_blocking(&format!("{key} to be written"), || {
+        let output = Command::new("redis-cli")
+            .args(["-u", &redis.url, "GET", key])
+            .output()
+            .unwrap();
+        let value = text(&output.stdout).trim().to_owned();
+        (!value.is_empty()).then_some(value)
+    })
+}
+
+/// The Python SDK's Redis trigger (componentize-py, an async
+/// `spin:redis/inbound-redis@3.0.0` export): each message runs the guest,
+/// which writes it back through the SDK's outbound Redis; a message it
+/// raises on is logged as a failed invocation, and the next one runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_redis_handler_runs_on_each_message() {
+    let app = spin_app("python-redis");
+    let output = ferry().arg("build").arg(&app).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let check = ferry().arg("check").arg(&app).output().unwrap();
+    assert!(
+        text(&check.stdout).contains("serves     spin:redis/inbound-redis@3.0.0"),
+        "{}",
+        text(&check.stdout)
     );
-    assert_eq!(
-        eventually_blocking("sdk7:b to be written", get("sdk7:b")),
-        "two"
+    let redis = RedisServer::start();
+    let ferry = Ferry::start_at(
+        &app,
+        &["--variable", &format!("redis_address={}", redis.url)],
     );
+    ferry
+        .wait_for_log(
+            LogMark::default(),
+            &["ferry::trigger", "subscribed", "python"],
+        )
+        .await;
+    let mark = ferry.log_mark();
+    assert_eq!(
+        publish(
+            &redis,
+            "python",
+            &["a=1".into(), "no-pair".into(), "b=two".into()]
+        ),
+        3
+    );
+    assert_eq!(written(&redis, "py:a"), "1");
+    assert_eq!(written(&redis, "py:b"), "two");
+    // The second message's invocation failed (an exception the SDK turns
+    // into a trap), logged under its message id with the guest's own
+    // account of why.
+    ferry
+        .wait_for_log(
+            mark,
+            &[
+                "redis trigger's invocation failed",
+                "message_id=\"on-message-redis-trigger-2\"",
+                "kind=\"trap\"",
+            ],
+        )
+        .await;
+    ferry
+        .wait_for_log(
+            mark,
+            &[
+                "ValueError: not key=value: no-pair",
+                "request_id=\"on-message-redis-trigger-2\"",
+            ],
+        )
+        .await;
 }
