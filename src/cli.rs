@@ -671,6 +671,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .name("ferry-heartbeat".into())
             .spawn(move || beating.heartbeat(&handle))
             .context("starting the cluster heartbeat")?;
+        let leading = host.clone();
+        std::thread::Builder::new()
+            .name("ferry-leases".into())
+            .spawn(move || leading.lead_triggers())
+            .context("starting the cluster's trigger leases")?;
         let handle = tokio.handle().clone();
         std::thread::Builder::new()
             .name("ferry-follow".into())

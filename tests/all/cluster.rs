@@ -1084,3 +1084,127 @@ async fn a_partitioned_minority_serves_on_and_the_majority_decides() {
         );
     }
 }
+
+/// An app's Redis and cron triggers run on one node of a cluster at a time
+/// (the holder of the app's lease in NATS): each message and tick runs
+/// once, not once per node. When that node dies, another takes the lease
+/// once it lapses and runs them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_node_at_a_time_runs_an_apps_redis_and_cron_triggers() {
+    use crate::triggers::{events_app, publish};
+    let app = events_app();
+    let redis = ferry_store::testing::RedisServer::start();
+    let mut nats = NatsCluster::start(3);
+    let states = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    let mut nodes = nodes(&nats, &states);
+    until_joined(&nodes).await;
+    let address = format!("redis_address={}", redis.url);
+    let deploy = [
+        "deploy",
+        app.to_str().unwrap(),
+        "--variable",
+        &address,
+        "--wait",
+    ];
+    let deployed = tokio::task::block_in_place(|| nodes[0].client(&deploy));
+    assert!(deployed.status.success(), "{}", text(&deployed.stderr));
+
+    let leader = sole_leader(&nodes).await;
+    // Each message reaches one subscriber, and runs once.
+    let payloads: Vec<String> = (0..20).map(|i| format!("first-{i}")).collect();
+    assert_eq!(publish(&redis, "messages", &payloads), 20);
+    let other = (leader + 1) % 3;
+    eventually("the 20 messages to be seen once each", || async {
+        let seen = nodes[other].get("/seen").await.text();
+        if seen == "seen 20 dup 0\n" {
+            Ok(())
+        } else {
+            Err(seen)
+        }
+    })
+    .await;
+    // The cron trigger ticks on the leader only.
+    for (i, node) in nodes.iter().enumerate() {
+        let scrape = node
+            .call("GET", "/metrics", Some(&node.token()), Vec::new())
+            .await
+            .text();
+        let ticked = scrape.lines().any(|l| {
+            l.starts_with("ferry_trigger_invocations_total") && l.contains("component=\"tick\"")
+        });
+        assert_eq!(
+            ticked,
+            i == leader,
+            "node {i} (the leader is {leader}):\n{scrape}"
+        );
+    }
+    assert_eq!(leaders(&nodes), [leader]);
+
+    // The leader dies: once its lease lapses, another node takes it.
+    nodes.remove(leader).kill_9();
+    let next = sole_leader(&nodes).await;
+    let payloads: Vec<String> = (0..5).map(|i| format!("second-{i}")).collect();
+    assert_eq!(publish(&redis, "messages", &payloads), 5);
+    eventually("the 5 later messages to be seen once each", || async {
+        let seen = nodes[next].get("/seen").await.text();
+        if seen == "seen 25 dup 0\n" {
+            Ok(())
+        } else {
+            Err(seen)
+        }
+    })
+    .await;
+
+    // Cut off from the cluster, a node cannot renew its lease: it stops the
+    // triggers before the lease could lapse for another node to take.
+    for server in &mut nats.nodes {
+        server.kill();
+    }
+    eventually(
+        "the cut-off leader to stop its one-node triggers",
+        || async {
+            let logs = nodes[next].logs();
+            match logs.contains("this node no longer runs the app's Redis, MQTT and cron triggers")
+            {
+                true => Ok(()),
+                false => Err(logs
+                    .lines()
+                    .rev()
+                    .take(20)
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()),
+            }
+        },
+    )
+    .await;
+    eventually("no node to be subscribed", || async {
+        match publish(&redis, "messages", &["unheard".to_owned()]) {
+            0 => Ok(()),
+            n => Err(n),
+        }
+    })
+    .await;
+}
+
+/// Which of `nodes` said it runs an app's one-node triggers.
+fn leaders(nodes: &[Host]) -> Vec<usize> {
+    (0..nodes.len())
+        .filter(|i| {
+            nodes[*i]
+                .logs()
+                .contains("this node now runs the app's Redis, MQTT and cron triggers")
+        })
+        .collect()
+}
+
+/// Waits until exactly one of `nodes` runs an app's one-node triggers, its
+/// Redis subscription made; returns which.
+async fn sole_leader(nodes: &[Host]) -> usize {
+    eventually("one node to run the app's one-node triggers", || async {
+        match leaders(nodes)[..] {
+            [one] if nodes[one].logs().contains("subscribed") => Ok(one),
+            ref other => Err(other.to_vec()),
+        }
+    })
+    .await
+}

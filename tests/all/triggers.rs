@@ -41,7 +41,7 @@ pub(crate) fn events_app() -> std::path::PathBuf {
 
 /// Publishes each of `payloads` on `channel`, in order, with one
 /// `redis-cli`; returns how many subscribers each reached, summed.
-fn publish(redis: &RedisServer, channel: &str, payloads: &[String]) -> u64 {
+pub(crate) fn publish(redis: &RedisServer, channel: &str, payloads: &[String]) -> u64 {
     let mut cli = Command::new("redis-cli")
         .args(["-u", &redis.url])
         .stdin(Stdio::piped())

@@ -423,21 +423,8 @@ impl Assembler {
             } => (Some(data), previous, cluster),
         };
         let app = &prepared.app;
-        if cluster.is_some()
-            && let Some(trigger) = prepared
-                .triggers
-                .iter()
-                .find(|t| !matches!(t.source, ferry_trigger::Source::Nats { .. }))
-        {
-            // Every node runs what it serves: a Redis message or a cron
-            // tick would run once per node.
-            return Err(Failure::load(format!(
-                "trigger `{}`: a {} trigger would run on every node of a cluster, once per node; on a cluster use a `[[trigger.nats]]` (each message runs once, on one node), or serve this app with `ferry up` or a single host",
-                trigger.id,
-                trigger.source.kind()
-            ))
-            .into());
-        }
+        // On a cluster, a Redis, MQTT or cron trigger runs on the one node
+        // holding the app's lease (`Host::lead_triggers`), not on each.
         let mut key_value = self.tokio.block_on(stores::key_value_stores(
             app,
             &prepared.config,

@@ -7,6 +7,11 @@
 //!   <app>.<n>    {"record": …, "variables": …}            written once, by create
 //! object store ferry_blobs
 //!   <hex>        a bundle's file, named by its sha256, checked on download
+//! bucket ferry_nodes (key-value, entries gone 15 s after their last write)
+//!   <node>       its heartbeat: what it serves
+//! bucket ferry_leases (key-value, entries gone 10 s after their last write)
+//!   <app>        the node running the app's one-node triggers (Redis, MQTT,
+//!                cron): taken by create, renewed by compare-and-swap
 //! ```
 //!
 //! The app record is the one place an app's fate is decided: a version is
@@ -50,6 +55,17 @@ const APPS: &str = "ferry_apps";
 const BLOBS: &str = "ferry_blobs";
 /// The bucket of nodes' heartbeats.
 const NODES: &str = "ferry_nodes";
+/// The bucket of leases on apps' one-node triggers: `<app>` holds the name
+/// of the node that runs them.
+const LEASES: &str = "ferry_leases";
+
+/// How long a lease lasts unrenewed: the servers let it go after this, by
+/// their clock, and another node may take it.
+pub const LEASE_LIFE: Duration = Duration::from_secs(10);
+/// How long one round of renewals may take: a node that has not renewed
+/// within it no longer counts on its leases, well before
+/// [`LEASE_LIFE`] lets another node take them.
+pub const LEASE_ROUND: Duration = Duration::from_secs(2);
 
 /// How long a node's heartbeat counts: a node silent for longer is no
 /// longer listed.
@@ -78,6 +94,7 @@ struct Buckets {
     apps: kv::Store,
     blobs: ObjectStore,
     nodes: kv::Store,
+    leases: kv::Store,
 }
 
 /// An app's record: its kept versions and the one that serves. A removed
@@ -236,7 +253,22 @@ impl ClusterState {
             },
         )
         .await?;
-        Ok(Buckets { apps, blobs, nodes })
+        let leases = nats::key_value(
+            &self.jetstream,
+            &BucketConfig {
+                bucket: LEASES.into(),
+                replicas: self.replicas,
+                max_age: Some(LEASE_LIFE),
+                max_value_size: -1,
+            },
+        )
+        .await?;
+        Ok(Buckets {
+            apps,
+            blobs,
+            nodes,
+            leases,
+        })
     }
 
     /// Runs `work` against the cluster from this (non-runtime) thread,
@@ -791,6 +823,75 @@ impl DesiredState for ClusterState {
         });
         if let Err(e) = sent {
             tracing::debug!("heartbeat: {e:#}");
+        }
+    }
+
+    /// Each lease held by this node renewed (by compare-and-swap on its
+    /// revision), each lapsed or released one taken (created, so that of
+    /// two nodes one wins), all within [`LEASE_ROUND`]; a lease another
+    /// node holds is left to it. Cut off, or past the round: none held.
+    fn lead(&self, apps: &[String]) -> Vec<String> {
+        if !self.connected() {
+            return Vec::new();
+        }
+        let node = self.node.as_str();
+        let held = self.remote_within(LEASE_ROUND, async |b| {
+            let tries = apps.iter().map(|app| async move {
+                let taken = match b.leases.entry(app).await {
+                    Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
+                        if entry.value.as_ref() != node.as_bytes() {
+                            return None;
+                        }
+                        b.leases
+                            .update(app, node.as_bytes().to_vec().into(), entry.revision)
+                            .await
+                            .map(drop)
+                            .map_err(|e| e.to_string())
+                    }
+                    Ok(_) => b
+                        .leases
+                        .create(app, node.as_bytes().to_vec().into())
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match taken {
+                    Ok(()) => Some(app.clone()),
+                    Err(e) => {
+                        tracing::debug!(app = app.as_str(), "lease on one-node triggers: {e}");
+                        None
+                    }
+                }
+            });
+            Ok(futures_util::future::join_all(tries)
+                .await
+                .into_iter()
+                .flatten()
+                .collect())
+        });
+        held.unwrap_or_else(|e| {
+            tracing::debug!("leases on one-node triggers: {e:#}");
+            Vec::new()
+        })
+    }
+
+    fn release(&self, app: &str) {
+        let node = self.node.as_bytes();
+        let released = self.remote_within(LEASE_ROUND, async |b| {
+            if let Some(entry) = b.leases.entry(app).await.map_err(|e| unreachable(&e))?
+                && entry.operation == kv::Operation::Put
+                && entry.value.as_ref() == node
+            {
+                b.leases
+                    .delete_expect_revision(app, Some(entry.revision))
+                    .await
+                    .map_err(|e| unreachable(&e))?;
+            }
+            Ok(())
+        });
+        if let Err(e) = released {
+            tracing::debug!(app, "releasing the lease on one-node triggers: {e:#}");
         }
     }
 

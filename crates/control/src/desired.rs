@@ -214,6 +214,18 @@ pub trait DesiredState: Send + Sync {
     /// (a heartbeat; nothing where none shares it).
     fn beat(&self, _apps: &[ferry_api::NodeApp]) {}
 
+    /// Of `apps`, those whose one-node triggers
+    /// ([`ferry_trigger::Source::one_node`]) this node may run now: it
+    /// holds (took or renewed) each one's lease among the nodes sharing
+    /// this state. Where none shares it, all of them.
+    fn lead(&self, apps: &[String]) -> Vec<String> {
+        apps.to_vec()
+    }
+
+    /// Gives up this node's lease on `app`'s one-node triggers, if it holds
+    /// it, for another node to take at once.
+    fn release(&self, _app: &str) {}
+
     /// The nodes sharing this state that beat lately, each with when and
     /// what it last reported (none: nothing shares it).
     fn nodes(&self) -> anyhow::Result<Option<Vec<Heartbeat>>> {

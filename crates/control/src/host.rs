@@ -124,12 +124,45 @@ pub struct Host {
     /// reports it at once).
     changed: tokio::sync::Notify,
     /// Each serving app's event triggers, started with its version.
-    triggers: Mutex<BTreeMap<String, ferry_trigger::Running>>,
+    triggers: Mutex<BTreeMap<String, AppTriggers>>,
+}
+
+/// An app's event triggers on this node.
+struct AppTriggers {
+    /// The ones it runs whatever the other nodes do: all of them, but on
+    /// a cluster's node the NATS ones only.
+    every_node: Option<ferry_trigger::Running>,
+    /// On a cluster's node, those one node runs at a time
+    /// ([`ferry_trigger::Source::one_node`]): run while this node holds
+    /// the app's lease.
+    one_node: Option<ferry_trigger::Triggers>,
+    one_node_running: Option<ferry_trigger::Running>,
+}
+
+impl AppTriggers {
+    /// Stops taking events at once; the future waits for the invocations
+    /// under way.
+    fn stop(self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let stopped: Vec<_> = [self.every_node, self.one_node_running]
+            .into_iter()
+            .flatten()
+            .map(ferry_trigger::Running::stop)
+            .collect();
+        async move {
+            for stopped in stopped {
+                stopped.await;
+            }
+        }
+    }
 }
 
 /// How often a node following a shared desired state reads all of it
 /// again, whatever it heard: the watch's safety net.
 pub const RELIST: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How often a cluster's node renews its leases on apps' one-node
+/// triggers: well within [`crate::cluster::LEASE_LIFE`].
+pub const LEASE_RENEW: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How often a node sharing its desired state says what it serves, when
 /// nothing changed.
@@ -422,6 +455,59 @@ impl Host {
             self.state.beat(&self.report());
             let _ = tokio
                 .block_on(async { tokio::time::timeout(HEARTBEAT, self.changed.notified()).await });
+        }
+    }
+
+    /// On a cluster's node: takes, renews and gives up the leases on apps'
+    /// one-node triggers (Redis, MQTT, cron: each event would otherwise run
+    /// on every node), every [`LEASE_RENEW`], and starts or stops those
+    /// triggers to match. A round that fails (cut off from the cluster, or
+    /// no answer within [`crate::cluster::LEASE_ROUND`]) stops them all:
+    /// they stop long before another node may take their leases. Runs on a
+    /// thread of its own, forever.
+    pub fn lead_triggers(&self) {
+        let mut held: Vec<String> = Vec::new();
+        loop {
+            let wanted: Vec<String> = {
+                let running = self.triggers.lock().unwrap_or_else(|e| e.into_inner());
+                running
+                    .iter()
+                    .filter(|(_, t)| t.one_node.is_some())
+                    .map(|(name, _)| name.clone())
+                    .collect()
+            };
+            for gone in held.iter().filter(|name| !wanted.contains(name)) {
+                self.state.release(gone);
+            }
+            held = if wanted.is_empty() {
+                Vec::new()
+            } else {
+                self.state.lead(&wanted)
+            };
+            let mut running = self.triggers.lock().unwrap_or_else(|e| e.into_inner());
+            for (name, triggers) in running.iter_mut() {
+                let Some(one_node) = &triggers.one_node else {
+                    continue;
+                };
+                let holds = held.contains(name);
+                if holds && triggers.one_node_running.is_none() {
+                    tracing::info!(
+                        app = name.as_str(),
+                        "this node now runs the app's Redis, MQTT and cron triggers (it holds their lease)"
+                    );
+                    let _enter = self.assembler.tokio.enter();
+                    triggers.one_node_running =
+                        Some(one_node.start(Some(self.metrics.triggers()), self.assembler.traces));
+                } else if !holds && let Some(stopped) = triggers.one_node_running.take() {
+                    tracing::warn!(
+                        app = name.as_str(),
+                        "this node no longer runs the app's Redis, MQTT and cron triggers (their lease is not renewed)"
+                    );
+                    self.assembler.tokio.spawn(stopped.stop());
+                }
+            }
+            drop(running);
+            std::thread::sleep(LEASE_RENEW);
         }
     }
 
@@ -940,16 +1026,40 @@ impl Host {
     }
 
     /// Starts `triggers` (if any) as `name`'s, and stops the ones it had:
-    /// they finish the invocations under way on their own.
+    /// they finish the invocations under way on their own. On a cluster's
+    /// node, the one-node triggers start only while this node holds the
+    /// app's lease ([`lead_triggers`](Self::lead_triggers)).
     fn swap_triggers(&self, name: &str, triggers: Option<&ferry_trigger::Triggers>) {
         let mut running = self.triggers.lock().unwrap_or_else(|e| e.into_inner());
         // The old ones stop taking events before the new ones start: a
         // cron tick or a message never runs on both versions.
-        let stopped = running.remove(name).map(ferry_trigger::Running::stop);
+        let had = running.remove(name);
+        let leading = had.as_ref().is_some_and(|t| t.one_node_running.is_some());
+        let stopped = had.map(AppTriggers::stop);
         if let Some(triggers) = triggers.filter(|t| !t.is_empty()) {
             let _enter = self.assembler.tokio.enter();
-            let started = triggers.start(Some(self.metrics.triggers()), self.assembler.traces);
-            running.insert(name.to_owned(), started);
+            let start = |t: &ferry_trigger::Triggers| {
+                (!t.is_empty())
+                    .then(|| t.start(Some(self.metrics.triggers()), self.assembler.traces))
+            };
+            let (every_node, one_node) = match self.state.shared() {
+                true => triggers.split(),
+                false => (
+                    triggers.clone(),
+                    ferry_trigger::Triggers::new(name, 0, Vec::new()),
+                ),
+            };
+            let one_node = (!one_node.is_empty()).then_some(one_node);
+            // The lease held for the version before is this one's too.
+            let one_node_running = one_node.as_ref().filter(|_| leading).and_then(start);
+            running.insert(
+                name.to_owned(),
+                AppTriggers {
+                    every_node: start(&every_node),
+                    one_node,
+                    one_node_running,
+                },
+            );
         }
         drop(running);
         let kept: Vec<(String, String)> = triggers

@@ -82,6 +82,15 @@ pub enum Source {
 }
 
 impl Source {
+    /// Whether one node of a cluster runs the trigger at a time: every
+    /// subscriber to a Redis channel or an MQTT topic hears each message,
+    /// and every node keeps a schedule, so each node running it would run
+    /// each event once more. A NATS trigger's durable consumer is shared:
+    /// each message goes to one of the nodes pulling from it.
+    pub fn one_node(&self) -> bool {
+        !matches!(self, Self::Nats { .. })
+    }
+
     /// The trigger type, as the manifest names it.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -172,6 +181,7 @@ impl Source {
 }
 
 /// One app version's event triggers and their guests, ready to start.
+#[derive(Clone)]
 pub struct Triggers {
     app: Arc<str>,
     incarnation: u64,
@@ -191,6 +201,22 @@ impl Triggers {
 
     pub fn is_empty(&self) -> bool {
         self.triggers.is_empty()
+    }
+
+    /// These triggers in two: those every node of a cluster runs, and those
+    /// one node runs at a time ([`Source::one_node`]).
+    pub fn split(&self) -> (Self, Self) {
+        let (one_node, every_node) = self
+            .triggers
+            .iter()
+            .cloned()
+            .partition(|(t, _)| t.source.one_node());
+        let part = |triggers| Self {
+            app: self.app.clone(),
+            incarnation: self.incarnation,
+            triggers,
+        };
+        (part(every_node), part(one_node))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Trigger> {
