@@ -17,6 +17,24 @@ async fn call(ferry: &Ferry, path: &str) -> String {
     reply.text()
 }
 
+/// What `/redis/roundtrip` answers: every call of `fermyon:spin/redis@2.0.0`.
+const REDIS_ROUNDTRIP: &str = "set ()\n\
+     get Some([0, 1, 2, 255])\n\
+     get-missing None\n\
+     incr 1\n\
+     incr 2\n\
+     incr-bin error: Error::TypeError\n\
+     sadd 2\n\
+     smembers [\"a\", \"b\"]\n\
+     srem 1\n\
+     del 2\n\
+     execute-set [RedisResult::Status(\"OK\")]\n\
+     execute-incrby [RedisResult::Int64(-40)]\n\
+     execute-mget [RedisResult::Binary([45, 52, 48]), RedisResult::Nil]\n\
+     execute-ping true\n\
+     execute-bad error: Error::Other(\"ResponseError: unknown command 'NOSUCHCOMMAND', with args beginning with: \")\n\
+     publish ()\n";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_round_trips_every_value_type_and_refuses_what_is_not_granted() {
     let mut redis = RedisServer::start();
@@ -24,25 +42,7 @@ async fn redis_round_trips_every_value_type_and_refuses_what_is_not_granted() {
         &events_app(),
         &["--variable", &format!("redis_address={}", redis.url)],
     );
-    assert_eq!(
-        call(&ferry, "/redis/roundtrip").await,
-        "set ()\n\
-         get Some([0, 1, 2, 255])\n\
-         get-missing None\n\
-         incr 1\n\
-         incr 2\n\
-         incr-bin error: Error::TypeError\n\
-         sadd 2\n\
-         smembers [\"a\", \"b\"]\n\
-         srem 1\n\
-         del 2\n\
-         execute-set [RedisResult::Status(\"OK\")]\n\
-         execute-incrby [RedisResult::Int64(-40)]\n\
-         execute-mget [RedisResult::Binary([45, 52, 48]), RedisResult::Nil]\n\
-         execute-ping true\n\
-         execute-bad error: Error::Other(\"ResponseError: unknown command 'NOSUCHCOMMAND', with args beginning with: \")\n\
-         publish ()\n"
-    );
+    assert_eq!(call(&ferry, "/redis/roundtrip").await, REDIS_ROUNDTRIP);
     // What the guest wrote is in the real server.
     let output = std::process::Command::new("redis-cli")
         .args(["-u", &redis.url, "GET", "k"])
@@ -421,5 +421,56 @@ async fn spin_sdk_7_reads_postgres_and_mysql_rows_as_a_stream() {
         denied.starts_with("error: Error::ConnectionFailed(")
             && denied.contains(&format!("mysql://localhost:{}: not permitted", mysql.port)),
         "{denied}"
+    );
+}
+
+/// `rediss://`: TLS to a real redis-server whose certificate a test CA
+/// signed for `localhost`. Trusted through `SSL_CERT_FILE`, the guest's
+/// calls and the app's Redis trigger work over it; without that, the
+/// certificate is refused and nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls_checks_the_servers_certificate() {
+    let ca = TestCa::new(&["localhost"]);
+    let redis = RedisServer::start_tls(&ca.cert, &ca.key, &ca.ca);
+    let ca_file = ca.ca.to_str().unwrap();
+    let address = format!("redis_address={}", redis.url);
+    let ferry = Ferry::start_with_env(
+        &events_app(),
+        &["--variable", &address],
+        &[("SSL_CERT_FILE", ca_file)],
+    );
+    assert_eq!(call(&ferry, "/redis/roundtrip").await, REDIS_ROUNDTRIP);
+    // The app's Redis trigger subscribed over TLS too.
+    ferry
+        .wait_for_log(LogMark::default(), &["ferry::trigger", "subscribed"])
+        .await;
+    let port = redis.url.rsplit(':').next().unwrap();
+    let published = std::process::Command::new("redis-cli")
+        .args(["--tls", "--cacert", ca_file, "-h", "localhost", "-p", port])
+        .args(["PUBLISH", "messages", "over-tls"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&published.stdout).trim(),
+        "1",
+        "{}",
+        text(&published.stderr)
+    );
+    eventually("the message to be handled", || async {
+        let seen = call(&ferry, "/seen").await;
+        if seen == "seen 1 dup 0\n" {
+            Ok(())
+        } else {
+            Err(seen)
+        }
+    })
+    .await;
+
+    // Not trusted: the handshake fails on the certificate.
+    let untrusting = Ferry::start_at(&events_app(), &["--variable", &address]);
+    let refused = call(&untrusting, &format!("/redis/open?{}", redis.url)).await;
+    assert!(
+        refused.starts_with("error: Error::Other(") && refused.contains("UnknownIssuer"),
+        "{refused}"
     );
 }

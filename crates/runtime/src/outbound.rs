@@ -11,7 +11,8 @@
 //! addresses that were checked, never to the name again, so a name that
 //! resolves elsewhere a moment later (DNS rebinding) cannot slip past the
 //! check. Everything after connecting (TLS verified against the name, with
-//! the webpki roots; HTTP/1.1; the request's connect, first-byte and
+//! the roots every outbound TLS connection trusts, [`trusted_roots`];
+//! HTTP/1.1; the request's connect, first-byte and
 //! between-bytes timeouts) is as `wasmtime_wasi_http::default_send_request`
 //! does it.
 
@@ -300,21 +301,67 @@ fn server_name(host: &str) -> Result<rustls::pki_types::ServerName<'static>, Err
     rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(Error::InvalidDnsNameError)
 }
 
-/// The client TLS configuration: the webpki roots, made once.
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, Error> {
+/// The roots every outbound TLS connection trusts: the webpki roots
+/// (Mozilla's), and the PEM certificates of the file `SSL_CERT_FILE` names
+/// where it is set, as OpenSSL-based clients take it: how a private CA is
+/// trusted. Read once; a file that cannot be read is logged and left out.
+pub(crate) fn trusted_roots() -> &'static rustls::RootCertStore {
+    static ROOTS: OnceLock<rustls::RootCertStore> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+        };
+        if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
+            let added = CertificateDer::pem_file_iter(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|certs| {
+                    let certs: Vec<_> =
+                        certs.collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+                    let (added, _) = roots.add_parsable_certificates(certs);
+                    Ok(added)
+                });
+            match added {
+                Ok(added) => tracing::info!(
+                    file = %std::path::Path::new(&file).display(),
+                    "outbound TLS also trusts {added} certificate(s) of SSL_CERT_FILE"
+                ),
+                Err(e) => tracing::warn!(
+                    file = %std::path::Path::new(&file).display(),
+                    "SSL_CERT_FILE cannot be read, so none of it is trusted: {e}"
+                ),
+            }
+        }
+        roots
+    })
+}
+
+/// A client TLS configuration trusting [`trusted_roots`] and `extra`.
+pub(crate) fn client_tls(
+    extra: Option<&rustls::pki_types::CertificateDer<'static>>,
+) -> Result<rustls::ClientConfig, String> {
+    let mut roots = trusted_roots().clone();
+    if let Some(root) = extra {
+        roots
+            .add(root.clone())
+            .map_err(|e| format!("the CA root: {e}"))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// The client TLS configuration: [`client_tls`], made once.
+pub(crate) fn tls_config() -> Result<Arc<rustls::ClientConfig>, Error> {
     static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
     if let Some(config) = CONFIG.get() {
         return Ok(config.clone());
     }
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(std::io::Error::other(e)))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = client_tls(None).map_err(|e| Error::Tls(std::io::Error::other(e)))?;
     Ok(CONFIG.get_or_init(|| Arc::new(config)).clone())
 }
 

@@ -13,8 +13,9 @@
 //! Each host name is resolved once, every address checked against the
 //! runtime's forbidden listeners (the admin API's), and the connection made
 //! to the checked address. TLS follows `sslmode` (`disable`, `prefer` — the
-//! default — or `require`) with the webpki roots, plus a guest's own root
-//! from 4.1's `connection-builder`.
+//! default — or `require`) with the roots outbound TLS trusts (the webpki
+//! roots and `SSL_CERT_FILE`'s), plus a guest's own root from 4.1's
+//! `connection-builder`.
 //!
 //! Parameters are bound by the type the server expects for them, not only
 //! the one the guest picked: an `int32` binds to a `bigint` or `smallint`
@@ -452,24 +453,11 @@ where
     }
 }
 
-/// The webpki roots, and the guest's own root where it gave one.
+/// The roots outbound TLS trusts, and the guest's own root where it gave one.
 fn tls_config(
     root: Option<&rustls::pki_types::CertificateDer<'static>>,
 ) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-    };
-    if let Some(root) = root {
-        roots
-            .add(root.clone())
-            .map_err(|e| format!("the CA root: {e}"))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    crate::outbound::client_tls(root)
 }
 
 impl PostgresPool {

@@ -7,8 +7,10 @@
 //! the URL has no port) is not in the component's `allowed_outbound_hosts`.
 //! The host name is then resolved once, every address checked against the
 //! runtime's forbidden listeners (the admin API's), and the connection made
-//! to the checked address, never to the name again. `rediss://` (TLS) and
-//! Unix sockets are refused with the interface's error.
+//! to the checked address, never to the name again. `rediss://` is TLS
+//! (granted as `rediss://host:port`), the server's certificate checked for
+//! the host's name against the roots outbound TLS trusts; turning that
+//! check off (`#insecure`) and Unix sockets are refused.
 //!
 //! The typed calls (`get`, `set`, `publish`, …), which change nothing of a
 //! connection's own state, share a pool per component: one multiplexed
@@ -66,6 +68,7 @@ struct Opened {
     connection: MultiplexedConnection,
     /// Where `execute`'s own connection goes, and the connection once made.
     info: redis::ConnectionInfo,
+    tls: bool,
     addrs: Vec<SocketAddr>,
     own: tokio::sync::OnceCell<MultiplexedConnection>,
 }
@@ -170,22 +173,8 @@ async fn open(
         );
         Failure::InvalidAddress
     };
-    let info = address
-        .into_connection_info()
-        .map_err(|e| deny(format!("not a Redis URL: {e}")))?;
-    let (host, port) = match info.addr() {
-        ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
-        ConnectionAddr::TcpTls { .. } => {
-            return Err(Failure::Other(
-                "TLS connections (rediss://) are not supported by Ferry yet".into(),
-            ));
-        }
-        _ => {
-            return Err(deny(
-                "only redis://HOST:PORT addresses are reachable".into(),
-            ));
-        }
-    };
+    let (info, tls) = redis_address(address).map_err(deny)?;
+    let (host, port) = redis_endpoint(&info).map_err(deny)?;
     let scheme = address.split_once("://").map_or("redis", |(s, _)| s);
     if !policy.allowed.allows(scheme, &host, port, false) {
         return Err(deny(format!(
@@ -196,7 +185,7 @@ async fn open(
     // `?x=1`, `?x=2` … name one connection.
     let settings = info.redis_settings();
     let key = format!(
-        "{}:{port}/{}/{:?}/{:?}/{:?}",
+        "{tls}/{}:{port}/{}/{:?}/{:?}/{:?}",
         host.to_ascii_lowercase(),
         settings.db(),
         settings.username(),
@@ -208,6 +197,7 @@ async fn open(
             key,
             connection,
             info,
+            tls,
             addrs,
             own: tokio::sync::OnceCell::new(),
         })));
@@ -223,7 +213,7 @@ async fn open(
             "{host}:{port} is {target}, which reaches this host's admin listener ({listener})"
         )));
     }
-    let connection = connect(info.clone(), &addrs)
+    let connection = connect(&info, tls, &addrs)
         .await
         .map_err(|e| Failure::Other(format!("cannot connect to {shown}: {e}")))?;
     pool.put(&key, connection.clone(), addrs.clone());
@@ -231,6 +221,7 @@ async fn open(
         key,
         connection,
         info,
+        tls,
         addrs,
         own: tokio::sync::OnceCell::new(),
     })))
@@ -238,29 +229,96 @@ async fn open(
 
 /// A connection to the first of the checked `addrs` that takes one.
 async fn connect(
-    info: redis::ConnectionInfo,
+    info: &redis::ConnectionInfo,
+    tls: bool,
     addrs: &[SocketAddr],
 ) -> redis::RedisResult<MultiplexedConnection> {
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT));
+    let (host, _) = redis_endpoint(info).map_err(std::io::Error::other)?;
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
     let mut last = None;
     for addr in addrs {
-        let info = info
-            .clone()
-            .set_addr(ConnectionAddr::Tcp(addr.ip().to_string(), addr.port()));
-        match redis::Client::open(info) {
-            Ok(client) => match client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-            {
-                Ok(connection) => return Ok(connection),
-                Err(e) => last = Some(e),
-            },
-            Err(e) => last = Some(e),
+        let made = async {
+            let stream = redis_stream(&host, *addr, tls).await?;
+            let (connection, driver) = MultiplexedConnection::new_with_config(
+                info.redis_settings(),
+                stream,
+                config.clone(),
+            )
+            .await?;
+            tokio::spawn(driver);
+            Ok::<_, redis::RedisError>(connection)
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, made).await {
+            Ok(Ok(connection)) => return Ok(connection),
+            Ok(Err(e)) => last = Some(e),
+            Err(_) => {
+                last = Some(
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time").into(),
+                );
+            }
         }
     }
     Err(last.unwrap_or_else(|| redis::RedisError::from(std::io::Error::other("no address"))))
+}
+
+/// What the `redis` client reads and writes: TCP, or TLS over it.
+pub trait RedisStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> RedisStream for T {}
+
+/// A Redis address as the client takes it, and whether it asks for TLS:
+/// `redis://` or `rediss://` (whose certificate is always checked: its
+/// `#insecure` is refused).
+pub fn redis_address(address: &str) -> Result<(redis::ConnectionInfo, bool), String> {
+    let (plain, tls) = match address.strip_prefix("rediss://") {
+        Some(rest) if rest.contains('#') => {
+            return Err(
+                "a rediss:// address takes no fragment: the server's certificate is always checked"
+                    .into(),
+            );
+        }
+        Some(rest) => (format!("redis://{rest}"), true),
+        None => (address.to_owned(), false),
+    };
+    let info = plain
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| format!("not a Redis URL: {e}"))?;
+    Ok((info, tls))
+}
+
+/// Where a Redis address leads: its host and port. A Unix socket is
+/// refused.
+pub fn redis_endpoint(info: &redis::ConnectionInfo) -> Result<(String, u16), String> {
+    match info.addr() {
+        ConnectionAddr::Tcp(host, port) => Ok((host.clone(), *port)),
+        _ => Err("only redis://HOST:PORT and rediss://HOST:PORT addresses are reachable".into()),
+    }
+}
+
+/// A connection to `addr` (already checked) for `host`: over TLS when
+/// `tls`, the certificate checked for `host` against the roots outbound TLS
+/// trusts.
+pub async fn redis_stream(
+    host: &str,
+    addr: SocketAddr,
+    tls: bool,
+) -> std::io::Result<Box<dyn RedisStream>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    if !tls {
+        return Ok(Box::new(tcp));
+    }
+    let name = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => rustls::pki_types::ServerName::from(ip),
+        Err(_) => rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(std::io::Error::other)?,
+    };
+    let config = crate::outbound::tls_config().map_err(std::io::Error::other)?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await?;
+    Ok(Box::new(tls))
 }
 
 impl RedisPool {
@@ -472,7 +530,7 @@ impl Calls {
         let opened = &c.0;
         let mut own = opened
             .own
-            .get_or_try_init(|| connect(opened.info.clone(), &opened.addrs))
+            .get_or_try_init(|| connect(&opened.info, opened.tls, &opened.addrs))
             .await
             .map_err(|e| Failure::Other(format!("cannot connect: {e}")))?
             .clone();

@@ -29,9 +29,38 @@ impl RedisServer {
         Self::on_port(port)
     }
 
+    /// A server that speaks TLS only, with the certificate chain `cert`
+    /// and its `key` (PEM files; `ca` the root they chain to), at
+    /// `rediss://localhost:PORT`. Clients need no certificate.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path, ca: &std::path::Path) -> Self {
+        let port = free_port();
+        let tls = [
+            "--port".to_owned(),
+            "0".to_owned(),
+            "--tls-port".to_owned(),
+            port.to_string(),
+            "--tls-cert-file".to_owned(),
+            cert.display().to_string(),
+            "--tls-key-file".to_owned(),
+            key.display().to_string(),
+            "--tls-ca-cert-file".to_owned(),
+            ca.display().to_string(),
+            "--tls-auth-clients".to_owned(),
+            "no".to_owned(),
+        ];
+        let mut server = Self::spawn(port, &tls);
+        server.url = format!("rediss://localhost:{port}");
+        server
+    }
+
     fn on_port(port: u16) -> Self {
+        Self::spawn(port, &["--port".to_owned(), port.to_string()])
+    }
+
+    fn spawn(port: u16, listen: &[String]) -> Self {
         let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(listen)
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .spawn()

@@ -105,7 +105,8 @@ impl Source {
     /// schedule the cron parser takes.
     pub fn check(&self) -> Result<(), String> {
         match self {
-            Self::Redis { address, .. } => ::redis::Client::open(address.as_str())
+            Self::Redis { address, .. } => ferry_runtime::redis_address(address)
+                .and_then(|(info, _)| ferry_runtime::redis_endpoint(&info))
                 .map(drop)
                 .map_err(|e| {
                     format!(

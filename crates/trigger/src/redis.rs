@@ -15,15 +15,17 @@
 
 use ferry_runtime::Event;
 use futures_util::StreamExt as _;
-use redis::IntoConnectionInfo as _;
 use tokio::sync::watch;
 
 use crate::{Channels, Invocations, Link, Reconnect};
 
+/// How long connecting (TCP, TLS) may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub(crate) async fn run(address: String, channels: Channels, mut stopped: watch::Receiver<bool>) {
     let shown = ferry_manifest::redacted(&address);
-    let info = match address.as_str().into_connection_info() {
-        Ok(info) => info,
+    let (info, tls) = match ferry_runtime::redis_address(&address) {
+        Ok(parsed) => parsed,
         Err(e) => {
             // The address is checked when the app loads; this is a bug if
             // it happens, and nothing would ever fix it by retrying.
@@ -54,18 +56,26 @@ pub(crate) async fn run(address: String, channels: Channels, mut stopped: watch:
             () = tokio::time::sleep(wait) => {}
         }
         let subscribed = async {
-            // Resolved and checked here, then connected to by address.
-            let (host, port) = match info.addr() {
-                redis::ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
-                _ => return Err("only redis://HOST:PORT addresses are supported".to_owned()),
-            };
+            // Resolved and checked here, then connected to by address
+            // (over TLS for `rediss://`, the certificate checked for the
+            // host's name).
+            let (host, port) = ferry_runtime::redis_endpoint(&info)?;
             let addrs = crate::checked_addrs(&guest, &host, port).await?;
-            let client = redis::Client::open(
-                info.clone()
-                    .set_addr(redis::ConnectionAddr::Tcp(addrs[0].ip().to_string(), port)),
+            let stream = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                ferry_runtime::redis_stream(&host, addrs[0], tls),
             )
+            .await
+            .map_err(|_| {
+                format!(
+                    "{host}:{port} did not answer within {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                )
+            })?
             .map_err(|e| e.to_string())?;
-            let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
+            let mut pubsub = redis::aio::PubSub::new(info.redis_settings(), stream)
+                .await
+                .map_err(|e| e.to_string())?;
             for name in &names {
                 pubsub.subscribe(*name).await.map_err(|e| e.to_string())?;
             }
