@@ -676,6 +676,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .name("ferry-leases".into())
             .spawn(move || leading.lead_triggers())
             .context("starting the cluster's trigger leases")?;
+        let watching = host.clone();
+        std::thread::Builder::new()
+            .name("ferry-lease-watch".into())
+            .spawn(move || watching.watch_leases())
+            .context("starting the cluster's trigger lease watch")?;
         let handle = tokio.handle().clone();
         std::thread::Builder::new()
             .name("ferry-follow".into())

@@ -387,6 +387,15 @@ async fn spin_sdk_7_reads_postgres_and_mysql_rows_as_a_stream() {
         "{midway}"
     );
 
+    // While a session streams rows it takes no other call (one would wait
+    // for ever behind them); once they are dropped, it does.
+    assert_eq!(
+        call(&ferry, "/pg/busy").await,
+        "Some(\"DbValue::Int32(1)\")\n\
+         error: Error::QueryFailed(QueryError::Text(\"the session is streaming an earlier query's rows: read them to the end, or drop them, first\"))\n\
+         1\n"
+    );
+
     // spin:mysql@3.0.0 gives what fermyon:spin/mysql@2.0.0 gives.
     let answer = call(&ferry, "/mysql/types").await;
     let expected = include_str!("outbound_data/mysql_types.txt");

@@ -137,6 +137,9 @@ struct AppTriggers {
     /// the app's lease.
     one_node: Option<ferry_trigger::Triggers>,
     one_node_running: Option<ferry_trigger::Running>,
+    /// When the round that last renewed the app's lease began: the lease
+    /// runs at least [`crate::cluster::LEASE_LIFE`] from then.
+    renewed: Option<Instant>,
 }
 
 impl AppTriggers {
@@ -162,7 +165,12 @@ pub const RELIST: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How often a cluster's node renews its leases on apps' one-node
 /// triggers: well within [`crate::cluster::LEASE_LIFE`].
-pub const LEASE_RENEW: std::time::Duration = std::time::Duration::from_secs(2);
+pub const LEASE_RENEW: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long after the round that renewed it a lease is counted on: 6 s of
+/// its 10 ([`crate::cluster::LEASE_LIFE`], from when the servers had the
+/// renewal, which is after the round began).
+pub const LEASE_TRUSTED: std::time::Duration = std::time::Duration::from_secs(6);
 
 /// How often a node sharing its desired state says what it serves, when
 /// nothing changed.
@@ -461,9 +469,11 @@ impl Host {
     /// On a cluster's node: takes, renews and gives up the leases on apps'
     /// one-node triggers (Redis, MQTT, cron: each event would otherwise run
     /// on every node), every [`LEASE_RENEW`], and starts or stops those
-    /// triggers to match. A round that fails (cut off from the cluster, or
-    /// no answer within [`crate::cluster::LEASE_ROUND`]) stops them all:
-    /// they stop long before another node may take their leases. Runs on a
+    /// triggers to match. An app whose lease a round did not renew (cut off
+    /// from the cluster, another node's, or no answer within
+    /// [`crate::cluster::LEASE_ROUND`]) has them stopped; so has, by
+    /// [`watch_leases`](Self::watch_leases), one whose last renewal is older
+    /// than [`LEASE_TRUSTED`], whatever this loop is doing. Runs on a
     /// thread of its own, forever.
     pub fn lead_triggers(&self) {
         let mut held: Vec<String> = Vec::new();
@@ -476,10 +486,8 @@ impl Host {
                     .map(|(name, _)| name.clone())
                     .collect()
             };
-            for gone in held.iter().filter(|name| !wanted.contains(name)) {
-                self.state.release(gone);
-            }
-            held = if wanted.is_empty() {
+            let round = Instant::now();
+            let renewed = if wanted.is_empty() {
                 Vec::new()
             } else {
                 self.state.lead(&wanted)
@@ -489,25 +497,61 @@ impl Host {
                 let Some(one_node) = &triggers.one_node else {
                     continue;
                 };
-                let holds = held.contains(name);
-                if holds && triggers.one_node_running.is_none() {
-                    tracing::info!(
-                        app = name.as_str(),
-                        "this node now runs the app's Redis, MQTT and cron triggers (it holds their lease)"
-                    );
-                    let _enter = self.assembler.tokio.enter();
-                    triggers.one_node_running =
-                        Some(one_node.start(Some(self.metrics.triggers()), self.assembler.traces));
-                } else if !holds && let Some(stopped) = triggers.one_node_running.take() {
-                    tracing::warn!(
-                        app = name.as_str(),
-                        "this node no longer runs the app's Redis, MQTT and cron triggers (their lease is not renewed)"
-                    );
-                    self.assembler.tokio.spawn(stopped.stop());
+                if renewed.contains(name) {
+                    triggers.renewed = Some(round);
+                    if triggers.one_node_running.is_none() {
+                        tracing::info!(
+                            app = name.as_str(),
+                            "this node now runs the app's Redis, MQTT and cron triggers (it holds their lease)"
+                        );
+                        let _enter = self.assembler.tokio.enter();
+                        triggers.one_node_running = Some(
+                            one_node.start(Some(self.metrics.triggers()), self.assembler.traces),
+                        );
+                    }
+                } else {
+                    triggers.renewed = None;
+                    self.lose_lease(name, triggers, "their lease is not renewed");
                 }
             }
             drop(running);
+            // Leases of apps gone from this node, given up for another to
+            // take at once (after the renewals: these may wait).
+            for gone in held.iter().filter(|name| !wanted.contains(name)) {
+                self.state.release(gone);
+            }
+            held = renewed;
             std::thread::sleep(LEASE_RENEW);
+        }
+    }
+
+    /// Stops every one-node trigger whose lease was last renewed more than
+    /// [`LEASE_TRUSTED`] ago: well before another node may take it, even
+    /// when [`lead_triggers`](Self::lead_triggers) is late or gone. Runs on
+    /// a thread of its own, forever.
+    pub fn watch_leases(&self) {
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            let mut running = self.triggers.lock().unwrap_or_else(|e| e.into_inner());
+            for (name, triggers) in running.iter_mut() {
+                let stale = triggers
+                    .renewed
+                    .is_none_or(|at| at.elapsed() > LEASE_TRUSTED);
+                if stale {
+                    self.lose_lease(name, triggers, "their lease was not renewed in time");
+                }
+            }
+        }
+    }
+
+    /// Stops `name`'s one-node triggers, if they run, saying `why`.
+    fn lose_lease(&self, name: &str, triggers: &mut AppTriggers, why: &str) {
+        if let Some(stopped) = triggers.one_node_running.take() {
+            tracing::warn!(
+                app = name,
+                "this node no longer runs the app's Redis, MQTT and cron triggers ({why})"
+            );
+            self.assembler.tokio.spawn(stopped.stop());
         }
     }
 
@@ -1035,6 +1079,7 @@ impl Host {
         // cron tick or a message never runs on both versions.
         let had = running.remove(name);
         let leading = had.as_ref().is_some_and(|t| t.one_node_running.is_some());
+        let renewed = had.as_ref().and_then(|t| t.renewed);
         let stopped = had.map(AppTriggers::stop);
         if let Some(triggers) = triggers.filter(|t| !t.is_empty()) {
             let _enter = self.assembler.tokio.enter();
@@ -1058,6 +1103,7 @@ impl Host {
                     every_node: start(&every_node),
                     one_node,
                     one_node_running,
+                    renewed,
                 },
             );
         }

@@ -310,6 +310,8 @@ pub(crate) fn one_line_error(e: &(dyn std::error::Error + 'static)) -> String {
 
 impl Runtime {
     pub fn new(options: &EngineOptions, cache: CompileCache) -> anyhow::Result<Self> {
+        // `SSL_CERT_FILE` is read now, not in a guest's first TLS call.
+        outbound::trusted_roots();
         let engine = engine::build_engine(options, false).context("configuring wasmtime")?;
         Ok(Self {
             options: options.clone(),

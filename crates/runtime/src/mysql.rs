@@ -283,8 +283,9 @@ fn value(value: Value, ty: &v2t::DbDataType) -> Result<(v2t::DbValue, usize), St
     fn get<T: mysql_async::prelude::FromValue>(value: Value) -> Result<T, String> {
         mysql_async::from_value_opt(value).map_err(|e| e.to_string())
     }
+    let slot = std::mem::size_of::<V>();
     if value == Value::NULL {
-        return Ok((V::DbNull, 1));
+        return Ok((V::DbNull, slot));
     }
     let read = match ty {
         D::Boolean => V::Boolean(get(value)?),
@@ -305,8 +306,8 @@ fn value(value: Value, ty: &v2t::DbDataType) -> Result<(v2t::DbValue, usize), St
     let size = match &read {
         V::Str(s) => s.len(),
         V::Binary(b) => b.len(),
-        _ => 8,
-    } + 16;
+        _ => 0,
+    } + slot;
     Ok((read, size))
 }
 
@@ -380,6 +381,7 @@ async fn query(
         .map_err(|e| failure(&e))?
     {
         while let Some(row) = stream.try_next().await.map_err(|e| failure(&e))? {
+            size += std::mem::size_of::<v2t::Row>();
             let mut values = Vec::with_capacity(types.len());
             for (i, value) in row.unwrap().into_iter().enumerate() {
                 let ty = types.get(i).unwrap_or(&v2t::DbDataType::Other);

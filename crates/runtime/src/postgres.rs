@@ -29,7 +29,11 @@
 //! next request) and kept for the next `open` of the same address, up to
 //! [`MAX_IDLE`] per address. At most [`MAX_OPEN`] sessions per component are
 //! open at once (`connection-failed`, "too many connections", beyond). A
-//! result larger than [`MAX_RESULT_BYTES`] is refused as it is read.
+//! result larger than [`MAX_RESULT_BYTES`] is refused as it is read; 4.2's
+//! `query-async` streams its rows instead, each at most that large, and
+//! the session answers no other call until they are read to the end or
+//! dropped (the server sends nothing else meanwhile: a call made then
+//! would wait for ever).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -85,6 +89,8 @@ struct Link {
     /// Set when the client's own statements were seen gone (a guest's
     /// `DEALLOCATE ALL` or `DISCARD ALL`): the session is not kept.
     broken: std::sync::atomic::AtomicBool,
+    /// Set while a 4.2 query's rows are being streamed.
+    streaming: std::sync::atomic::AtomicBool,
 }
 
 impl Connection {
@@ -94,6 +100,7 @@ impl Connection {
                 client,
                 session,
                 broken: Default::default(),
+                streaming: Default::default(),
             }),
             key,
         }
@@ -507,6 +514,7 @@ impl PostgresPool {
             client,
             session,
             broken,
+            ..
         }) = Arc::into_inner(link)
         else {
             // Closed once the rows' stream ends or is dropped.
@@ -538,6 +546,16 @@ impl PostgresPool {
 }
 
 impl Link {
+    /// Refuses a call while the session streams an earlier query's rows.
+    fn ready(&self) -> Result<(), Failure> {
+        if self.streaming.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Failure::query(
+                "the session is streaming an earlier query's rows: read them to the end, or drop them, first",
+            ));
+        }
+        Ok(())
+    }
+
     /// [`failure`], noting a session whose client's own prepared
     /// statements are gone (SQLSTATE 26000 for one of them), so that it is
     /// not kept for another request.
@@ -1329,6 +1347,7 @@ impl Calls {
         statement: &str,
         params: Vec<v4::ParameterValue>,
     ) -> Result<(Vec<v4::Column>, tokio_postgres::RowStream), Failure> {
+        c.ready()?;
         let prepared = c
             .client
             .prepare(statement)
@@ -1376,6 +1395,7 @@ impl Calls {
         statement: &str,
         params: Vec<v4::ParameterValue>,
     ) -> Result<u64, Failure> {
+        c.ready()?;
         let prepared = c
             .client
             .prepare(statement)
@@ -2036,6 +2056,8 @@ impl<U> v4_2::HostConnectionWithStore<U> for PostgresData {
             Err(f) => return Ok(Err(f.into())),
         };
         let (outcome, said) = tokio::sync::oneshot::channel();
+        link.streaming
+            .store(true, std::sync::atomic::Ordering::Release);
         accessor.with(|mut access| {
             let rows = StreamReader::new(
                 &mut access,
@@ -2101,10 +2123,23 @@ impl StreamedRows {
         &mut self,
         outcome: Result<(), Failure>,
     ) -> std::task::Poll<wasmtime::Result<StreamResult>> {
+        self.link
+            .streaming
+            .store(false, std::sync::atomic::Ordering::Release);
         if let Some(sender) = self.outcome.take() {
             let _ = sender.send(outcome);
         }
         std::task::Poll::Ready(Ok(StreamResult::Dropped))
+    }
+}
+
+impl Drop for StreamedRows {
+    /// Rows dropped unread: the session may take calls again (the client
+    /// reads the rest and throws them away).
+    fn drop(&mut self) {
+        self.link
+            .streaming
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 }
 

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::{Channels, Invocations, Link, Reconnect};
 
-/// How long connecting (TCP, TLS) may take.
+/// How long connecting and subscribing (TCP, TLS, `SUBSCRIBE`) may take.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub(crate) async fn run(address: String, channels: Channels, mut stopped: watch::Receiver<bool>) {
@@ -61,25 +61,28 @@ pub(crate) async fn run(address: String, channels: Channels, mut stopped: watch:
             // host's name).
             let (host, port) = ferry_runtime::redis_endpoint(&info)?;
             let addrs = crate::checked_addrs(&guest, &host, port).await?;
-            let stream = tokio::time::timeout(
-                CONNECT_TIMEOUT,
-                ferry_runtime::redis_stream(&host, addrs[0], tls),
-            )
-            .await
-            .map_err(|_| {
-                format!(
-                    "{host}:{port} did not answer within {} s",
-                    CONNECT_TIMEOUT.as_secs()
-                )
-            })?
-            .map_err(|e| e.to_string())?;
-            let mut pubsub = redis::aio::PubSub::new(info.redis_settings(), stream)
+            // Connected, TLS, authenticated and subscribed, all within
+            // the one limit: a server that stalls anywhere is left.
+            let subscribe = async {
+                let stream = ferry_runtime::redis_stream(&host, addrs[0], tls)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut pubsub = redis::aio::PubSub::new(info.redis_settings(), stream)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                for name in &names {
+                    pubsub.subscribe(*name).await.map_err(|e| e.to_string())?;
+                }
+                Ok::<_, String>(pubsub)
+            };
+            tokio::time::timeout(CONNECT_TIMEOUT, subscribe)
                 .await
-                .map_err(|e| e.to_string())?;
-            for name in &names {
-                pubsub.subscribe(*name).await.map_err(|e| e.to_string())?;
-            }
-            Ok::<_, String>(pubsub)
+                .map_err(|_| {
+                    format!(
+                        "{host}:{port} did not subscribe within {} s",
+                        CONNECT_TIMEOUT.as_secs()
+                    )
+                })?
         };
         let pubsub = tokio::select! {
             _ = stopped.wait_for(|s| *s) => break 'connect,

@@ -13,6 +13,8 @@
 //!   keeping none, and answers how many it read and their total length;
 //! - `GET /pg/fail-midway`: a query whose sixth row fails on the server:
 //!   the rows read before it, then the error the query ended with;
+//! - `GET /pg/busy`: a call on a session while it streams a query's rows,
+//!   then one after those rows were dropped unread;
 //! - `GET /mysql/types`: every value type through `mysql_address`, as
 //!   `rust-events` prints 2.0.0's.
 
@@ -29,6 +31,7 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
         "/pg/types" => pg_types(&variable("pg_address").await).await,
         "/pg/stream" => pg_stream(&variable("pg_address").await, &query).await,
         "/pg/fail-midway" => pg_fail_midway(&variable("pg_address").await).await,
+        "/pg/busy" => pg_busy(&variable("pg_address").await).await,
         "/mysql/open" => shown(mysql::Connection::open(query).await.map(|_| "opened")) + "\n",
         "/mysql/types" => mysql_types(&variable("mysql_address").await).await,
         _ => return Ok(Response::builder().status(404).body(String::new())?),
@@ -249,6 +252,23 @@ async fn pg_fail_midway(address: &str) -> String {
         )
         .await
     )
+}
+
+async fn pg_busy(address: &str) -> String {
+    let conn = match pg::Connection::open(address).await {
+        Ok(conn) => conn,
+        Err(e) => return format!("error: {}\n", e.shown()),
+    };
+    let statement = "SELECT i FROM generate_series(1, 100000) i";
+    let mut result = match conn.query(statement, vec![]).await {
+        Ok(result) => result,
+        Err(e) => return format!("error: {}\n", e.shown()),
+    };
+    let first = result.next().await.map(|row| format!("{:?}", row[0]));
+    let during = shown(conn.execute("SELECT 1", vec![]).await);
+    drop(result);
+    let after = shown(conn.execute("SELECT 1", vec![]).await);
+    format!("{first:?}\n{during}\n{after}\n")
 }
 
 async fn mysql_types(address: &str) -> String {
