@@ -335,7 +335,9 @@ impl ClusterState {
 
     /// The app record of `name` and its revision (0: none, or deleted).
     async fn record(apps: &kv::Store, name: &str) -> anyhow::Result<(Option<AppRecord>, u64)> {
-        let entry = apps.entry(name).await.map_err(|e| unreachable(&e))?;
+        let entry = nats::routed_read(|| apps.entry(name))
+            .await
+            .map_err(|e| unreachable(&e))?;
         Ok(match entry {
             Some(entry) if entry.operation == kv::Operation::Put => {
                 let record = serde_json::from_slice(&entry.value)
@@ -379,7 +381,10 @@ impl ClusterState {
         version: u64,
     ) -> anyhow::Result<Option<StoredVersion>> {
         let key = Self::version_key(name, version);
-        match apps.entry(&key).await.map_err(|e| unreachable(&e))? {
+        match nats::routed_read(|| apps.entry(&key))
+            .await
+            .map_err(|e| unreachable(&e))?
+        {
             Some(entry) if entry.operation == kv::Operation::Put => {
                 let stored: StoredVersion = serde_json::from_slice(&entry.value)
                     .with_context(|| format!("the cluster's version {key} is not valid"))?;

@@ -338,6 +338,34 @@ where
     }
 }
 
+/// A read of a bucket (an idempotent request), asked again while the
+/// server answering does not route the bucket's stream yet: what
+/// [`routed`] does for writes, for the same gap after a bucket is made
+/// (which lasts well under a second). Gives up after 3 s: a server cut off
+/// from the stream's leader answers the same, and its caller is not to
+/// wait long for the answer.
+pub async fn routed_read<T, E, Fut>(mut read: impl FnMut() -> Fut) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        match read().await {
+            Err(e) if unrouted_text(&e.to_string()) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Whether an error's text says no stream was found for a bucket: how the
+/// client reports a read that met the gap (its kinds differ by request).
+fn unrouted_text(text: &str) -> bool {
+    text.contains("no stream found") || text.contains("stream not found")
+}
+
 /// Whether `error` says a publish found no stream for its subject.
 fn is_unrouted(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(error);
