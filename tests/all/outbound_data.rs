@@ -483,3 +483,47 @@ async fn redis_over_tls_checks_the_servers_certificate() {
         "{refused}"
     );
 }
+
+/// PostgreSQL over TLS (`sslmode=require`) to a real server whose
+/// certificate a test CA signed for 127.0.0.1: a spin-sdk 7 guest that
+/// hands the CA to 4.2's `connection-builder` gets a TLS session (as the
+/// server sees it); one that does not is refused on the certificate,
+/// unless the host trusts the CA (`SSL_CERT_FILE`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls_checks_the_servers_certificate() {
+    let app = spin_app("rust-sdk7-rdbms");
+    let output = ferry().arg("build").arg(&app).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let ca = TestCa::new(&["127.0.0.1"]);
+    let postgres = PostgresServer::start_tls(&ca);
+    let address = format!("{}?sslmode=require", postgres.url());
+    let variable = format!("pg_address={address}");
+    let ferry = Ferry::start_at(&app, &["--variable", &variable]);
+    let root = std::fs::read_to_string(&ca.ca).unwrap();
+    let reply = send(
+        http::Request::post(format!("{}/pg/ssl", ferry.url))
+            .body(bytes::Bytes::from(root).into())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        reply.text(),
+        "RowSet { columns: [Column { name: \"ssl\", data-type: DbDataType::Boolean }], \
+         rows: [[DbValue::Boolean(true)]] }\n"
+    );
+    let refused = call(&ferry, &format!("/pg/open?{address}")).await;
+    assert!(
+        refused.starts_with("error: Error::ConnectionFailed(") && refused.contains("UnknownIssuer"),
+        "{refused}"
+    );
+    // Trusted by the host, the CA serves every open.
+    let trusting = Ferry::start_with_env(
+        &app,
+        &["--variable", &variable],
+        &[("SSL_CERT_FILE", ca.ca.to_str().unwrap())],
+    );
+    assert_eq!(
+        call(&trusting, &format!("/pg/open?{address}")).await,
+        "\"opened\"\n"
+    );
+}

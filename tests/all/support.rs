@@ -840,6 +840,16 @@ pub struct PostgresServer {
 
 impl PostgresServer {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A server that also takes TLS (`sslmode=require`), with `ca`'s server
+    /// certificate.
+    pub fn start_tls(ca: &TestCa) -> Self {
+        Self::start_with(Some(ca))
+    }
+
+    fn start_with(tls: Option<&TestCa>) -> Self {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL (apt-get install postgresql; scripts/setup does)")
             .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
@@ -886,11 +896,31 @@ impl PostgresServer {
             .output()
             .unwrap();
         assert!(init.status.success(), "initdb: {}", text(&init.stderr));
+        let mut ssl = Vec::new();
+        if let Some(ca) = tls {
+            // The server's own files, readable by it alone.
+            for (from, to) in [(&ca.cert, "server.crt"), (&ca.key, "server.key")] {
+                std::fs::copy(from, data.join(to)).unwrap();
+                if root {
+                    let owned = Command::new("chown")
+                        .arg("postgres:")
+                        .arg(data.join(to))
+                        .status()
+                        .unwrap();
+                    assert!(owned.success());
+                }
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(data.join(to), std::fs::Permissions::from_mode(0o600))
+                    .unwrap();
+            }
+            ssl = vec!["-c", "ssl=on"];
+        }
         let port = ferry_store::testing::free_port();
         let child = as_owner(&bin.join("postgres"))
             .arg("-D")
             .arg(&data)
             .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .args(&ssl)
             .arg("-k")
             .arg(dir.path())
             .args(["-c", "fsync=off", "-c", "TimeZone=UTC"])
@@ -1042,7 +1072,8 @@ pub struct TestCa {
 }
 
 impl TestCa {
-    /// A new authority, and a certificate of its for `names` (DNS names).
+    /// A new authority, and a certificate of its for `names` (DNS names or
+    /// IP addresses).
     pub fn new(names: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ca_key = rcgen::KeyPair::generate().unwrap();

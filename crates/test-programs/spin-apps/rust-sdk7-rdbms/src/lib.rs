@@ -13,6 +13,9 @@
 //!   keeping none, and answers how many it read and their total length;
 //! - `GET /pg/fail-midway`: a query whose sixth row fails on the server:
 //!   the rows read before it, then the error the query ended with;
+//! - `POST /pg/ssl`: opens `pg_address` with the body as its CA root
+//!   (4.2's `connection-builder`, `build-async`) and answers whether the
+//!   session is TLS, as the server sees it;
 //! - `GET /pg/busy`: a call on a session while it streams a query's rows,
 //!   then one after those rows were dropped unread;
 //! - `GET /mysql/types`: every value type through `mysql_address`, as
@@ -26,6 +29,12 @@ use spin_sdk::{mysql, pg};
 async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
     let path = req.uri().path().to_owned();
     let query = percent_decoded(req.uri().query().unwrap_or_default());
+    if path == "/pg/ssl" {
+        use spin_sdk::http::body::IncomingBodyExt as _;
+        let root = String::from_utf8(req.into_body().bytes().await?.to_vec())?;
+        let answer = pg_ssl(&variable("pg_address").await, root).await;
+        return Ok(Response::builder().status(200).body(answer)?);
+    }
     let answer = match path.as_str() {
         "/pg/open" => shown(pg::Connection::open(query).await.map(|_| "opened")) + "\n",
         "/pg/types" => pg_types(&variable("pg_address").await).await,
@@ -252,6 +261,19 @@ async fn pg_fail_midway(address: &str) -> String {
         )
         .await
     )
+}
+
+async fn pg_ssl(address: &str, root: String) -> String {
+    let options = pg::OpenOptions {
+        ca_root: Some(pg::Certificate::Text(root)),
+    };
+    match pg::Connection::open_with_options(address, options).await {
+        Ok(conn) => {
+            let statement = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+            format!("{}\n", pg_rows(&conn, statement, vec![]).await)
+        }
+        Err(e) => format!("error: {}\n", e.shown()),
+    }
 }
 
 async fn pg_busy(address: &str) -> String {
