@@ -11,6 +11,19 @@ use ferry_store::testing::RedisServer;
 use crate::support::*;
 use crate::triggers::events_app;
 
+/// `spin-apps/rust-sdk7-rdbms`, built once for the tests that serve it.
+fn rdbms_app() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let app = spin_app("rust-sdk7-rdbms");
+            let output = ferry().arg("build").arg(&app).output().unwrap();
+            assert!(output.status.success(), "{}", text(&output.stderr));
+            app
+        })
+        .clone()
+}
+
 async fn call(ferry: &Ferry, path: &str) -> String {
     let reply = get(&format!("{}{path}", ferry.url)).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -343,9 +356,7 @@ async fn mysql_round_trips_every_value_type_and_refuses_what_is_not_granted() {
 /// refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spin_sdk_7_reads_postgres_and_mysql_rows_as_a_stream() {
-    let app = spin_app("rust-sdk7-rdbms");
-    let output = ferry().arg("build").arg(&app).output().unwrap();
-    assert!(output.status.success(), "{}", text(&output.stderr));
+    let app = rdbms_app();
     let postgres = PostgresServer::start();
     let mysql = MysqlServer::start();
     let ferry = Ferry::start_at(
@@ -491,9 +502,7 @@ async fn redis_over_tls_checks_the_servers_certificate() {
 /// unless the host trusts the CA (`SSL_CERT_FILE`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_over_tls_checks_the_servers_certificate() {
-    let app = spin_app("rust-sdk7-rdbms");
-    let output = ferry().arg("build").arg(&app).output().unwrap();
-    assert!(output.status.success(), "{}", text(&output.stderr));
+    let app = rdbms_app();
     let ca = TestCa::new(&["127.0.0.1"]);
     let postgres = PostgresServer::start_tls(&ca);
     let address = format!("{}?sslmode=require", postgres.url());
@@ -525,5 +534,35 @@ async fn postgres_over_tls_checks_the_servers_certificate() {
     assert_eq!(
         call(&trusting, &format!("/pg/open?{address}")).await,
         "\"opened\"\n"
+    );
+}
+
+/// MySQL over TLS (`?ssl-mode=required`, as Spin takes it) to a real
+/// MariaDB whose certificate a test CA signed for 127.0.0.1: on a host
+/// that trusts the CA (`SSL_CERT_FILE`) the session is TLS, as the server
+/// sees it; on one that does not, it is refused on the certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_over_tls_checks_the_servers_certificate() {
+    let app = rdbms_app();
+    let ca = TestCa::new(&["127.0.0.1"]);
+    let mysql = MysqlServer::start_tls(&ca);
+    let address = format!("{}?ssl-mode=required", mysql.url());
+    let variable = format!("mysql_address={address}");
+    let trusting = Ferry::start_with_env(
+        &app,
+        &["--variable", &variable],
+        &[("SSL_CERT_FILE", ca.ca.to_str().unwrap())],
+    );
+    let ssl = call(&trusting, "/mysql/ssl").await;
+    assert!(
+        ssl.starts_with("RowSet { columns: [Column { name: \"Variable_name\"")
+            && ssl.contains("DbValue::Str(\"TLSv1."),
+        "{ssl}"
+    );
+    let untrusting = Ferry::start_at(&app, &["--variable", &variable]);
+    let refused = call(&untrusting, "/mysql/ssl").await;
+    assert!(
+        refused.starts_with("error: Error::ConnectionFailed(") && refused.contains("UnknownIssuer"),
+        "{refused}"
     );
 }

@@ -990,6 +990,15 @@ pub struct MysqlServer {
 
 impl MysqlServer {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A server that also takes TLS, with `ca`'s server certificate.
+    pub fn start_tls(ca: &TestCa) -> Self {
+        Self::start_with(Some(ca))
+    }
+
+    fn start_with(tls: Option<&TestCa>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let install = Command::new("mariadb-install-db")
@@ -1011,6 +1020,13 @@ impl MysqlServer {
             .args(["--user=root", "--bind-address=127.0.0.1", "--skip-log-bin"])
             .arg(format!("--port={port}"))
             .args(["--innodb-buffer-pool-size=16M", "--innodb-log-file-size=8M"])
+            .args(tls.map_or_else(Vec::new, |ca| {
+                vec![
+                    format!("--ssl-cert={}", ca.cert.display()),
+                    format!("--ssl-key={}", ca.key.display()),
+                    format!("--ssl-ca={}", ca.ca.display()),
+                ]
+            }))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -12,7 +12,8 @@
 //! address over TCP only: the client's habit of moving to the server's own
 //! Unix socket once connected on loopback is turned off. TLS as Spin takes
 //! it: with `ssl-mode` (or `sslmode`) given and not `disabled`, verified
-//! against the webpki roots for the host's name; without it, none.
+//! for the host's name against the roots outbound TLS trusts (the webpki
+//! roots and `SSL_CERT_FILE`'s); without it, none.
 //!
 //! Statements are prepared (`?` placeholders, one statement per call). A
 //! server asking for a file of this host (`LOAD DATA LOCAL INFILE`, which
@@ -163,8 +164,17 @@ async fn open(
             .socket(None::<String>);
         if tls {
             // The certificate is the name's, not the address's.
-            builder = builder
-                .ssl_opts(SslOpts::default().with_danger_tls_hostname_override(Some(host.clone())));
+            // Beside the webpki roots, those the host trusts from
+            // `SSL_CERT_FILE`, as for every outbound TLS connection.
+            let roots = crate::outbound::extra_roots()
+                .iter()
+                .map(|cert| cert.as_ref().to_vec().into())
+                .collect();
+            builder = builder.ssl_opts(
+                SslOpts::default()
+                    .with_danger_tls_hostname_override(Some(host.clone()))
+                    .with_root_certs(roots),
+            );
         }
         match tokio::time::timeout(CONNECT_TIMEOUT, mysql_async::Conn::new(builder)).await {
             Ok(Ok(conn)) => {

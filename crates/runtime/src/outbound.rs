@@ -308,32 +308,55 @@ fn server_name(host: &str) -> Result<rustls::pki_types::ServerName<'static>, Err
 pub(crate) fn trusted_roots() -> &'static rustls::RootCertStore {
     static ROOTS: OnceLock<rustls::RootCertStore> = OnceLock::new();
     ROOTS.get_or_init(|| {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject as _;
         let mut roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.into(),
         };
-        if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
-            let added = CertificateDer::pem_file_iter(&file)
-                .map_err(|e| e.to_string())
-                .and_then(|certs| {
-                    let certs: Vec<_> =
-                        certs.collect::<Result<_, _>>().map_err(|e| e.to_string())?;
-                    let (added, _) = roots.add_parsable_certificates(certs);
-                    Ok(added)
-                });
-            match added {
-                Ok(added) => tracing::info!(
-                    file = %std::path::Path::new(&file).display(),
-                    "outbound TLS also trusts {added} certificate(s) of SSL_CERT_FILE"
-                ),
-                Err(e) => tracing::warn!(
-                    file = %std::path::Path::new(&file).display(),
+        roots.add_parsable_certificates(extra_roots().iter().cloned());
+        roots
+    })
+}
+
+/// The certificates of `SSL_CERT_FILE` that a verifier can use (none where
+/// it is not set), read once: what [`trusted_roots`] adds to the webpki
+/// roots, for clients that take extra roots on their own (MySQL's).
+pub(crate) fn extra_roots() -> &'static [rustls::pki_types::CertificateDer<'static>] {
+    static EXTRA: OnceLock<Vec<rustls::pki_types::CertificateDer<'static>>> = OnceLock::new();
+    EXTRA.get_or_init(|| {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let Some(file) = std::env::var_os("SSL_CERT_FILE") else {
+            return Vec::new();
+        };
+        let shown = std::path::Path::new(&file).display().to_string();
+        let read = CertificateDer::pem_file_iter(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|certs| {
+                certs
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())
+            });
+        match read {
+            Ok(certs) => {
+                let mut check = rustls::RootCertStore::empty();
+                let usable: Vec<_> = certs
+                    .into_iter()
+                    .filter(|cert| check.add(cert.clone()).is_ok())
+                    .collect();
+                tracing::info!(
+                    file = shown.as_str(),
+                    "outbound TLS also trusts {} certificate(s) of SSL_CERT_FILE",
+                    usable.len()
+                );
+                usable
+            }
+            Err(e) => {
+                tracing::warn!(
+                    file = shown.as_str(),
                     "SSL_CERT_FILE cannot be read, so none of it is trusted: {e}"
-                ),
+                );
+                Vec::new()
             }
         }
-        roots
     })
 }
 

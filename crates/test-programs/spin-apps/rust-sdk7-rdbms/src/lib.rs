@@ -18,6 +18,8 @@
 //!   session is TLS, as the server sees it;
 //! - `GET /pg/busy`: a call on a session while it streams a query's rows,
 //!   then one after those rows were dropped unread;
+//! - `GET /mysql/ssl`: the TLS version of a session to `mysql_address`, as
+//!   the server sees it (empty: none);
 //! - `GET /mysql/types`: every value type through `mysql_address`, as
 //!   `rust-events` prints 2.0.0's.
 
@@ -43,6 +45,7 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
         "/pg/busy" => pg_busy(&variable("pg_address").await).await,
         "/mysql/open" => shown(mysql::Connection::open(query).await.map(|_| "opened")) + "\n",
         "/mysql/types" => mysql_types(&variable("mysql_address").await).await,
+        "/mysql/ssl" => mysql_ssl(&variable("mysql_address").await).await,
         _ => return Ok(Response::builder().status(404).body(String::new())?),
     };
     Ok(Response::builder().status(200).body(answer)?)
@@ -381,6 +384,16 @@ async fn mysql_types(address: &str) -> String {
         )
     ));
     lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+async fn mysql_ssl(address: &str) -> String {
+    match mysql::Connection::open(address).await {
+        Ok(conn) => {
+            let statement = "SHOW SESSION STATUS LIKE 'Ssl_version'";
+            format!("{}\n", mysql_rows(&conn, statement, vec![]).await)
+        }
+        Err(e) => format!("error: {}\n", e.shown()),
+    }
 }
 
 /// Every row of a MySQL query, printed as 2.0.0's `RowSet` prints.
