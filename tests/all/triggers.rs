@@ -773,7 +773,20 @@ fn a_command_runs_once_with_its_arguments_and_stdio_and_exits_with_its_status() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spin_sdk_7_redis_subscriber_runs_and_writes_through_outbound_redis_3() {
-    let app = spin_app("rust-sdk7-redis");
+    let (redis, _ferry) = async_redis_subscriber("rust-sdk7-redis", "sdk7").await;
+    assert_eq!(publish(&redis, "sdk7", &["a=1".into(), "b=two".into()]), 2);
+    // The guest (async, WASI 0.3) wrote each back through
+    // spin:redis/redis@3.0.0.
+    assert_eq!(written(&redis, "sdk7:a"), "1");
+    assert_eq!(written(&redis, "sdk7:b"), "two");
+}
+
+/// The test app `name`, whose component exports the async
+/// `spin:redis/inbound-redis@3.0.0` (as `ferry check` says), built and
+/// served against a Redis server of its own until it has subscribed to
+/// `channel`.
+async fn async_redis_subscriber(name: &str, channel: &str) -> (RedisServer, Ferry) {
+    let app = spin_app(name);
     let output = ferry().arg("build").arg(&app).output().unwrap();
     assert!(output.status.success(), "{}", text(&output.stderr));
     let check = ferry().arg("check").arg(&app).output().unwrap();
@@ -790,14 +803,10 @@ async fn a_spin_sdk_7_redis_subscriber_runs_and_writes_through_outbound_redis_3(
     ferry
         .wait_for_log(
             LogMark::default(),
-            &["ferry::trigger", "subscribed", "sdk7"],
+            &["ferry::trigger", "subscribed", channel],
         )
         .await;
-    assert_eq!(publish(&redis, "sdk7", &["a=1".into(), "b=two".into()]), 2);
-    // The guest (async, WASI 0.3) wrote each back through
-    // spin:redis/redis@3.0.0.
-    assert_eq!(written(&redis, "sdk7:a"), "1");
-    assert_eq!(written(&redis, "sdk7:b"), "two");
+    (redis, ferry)
 }
 
 /// The value a guest wrote to `key` on `redis`, once it is there.
@@ -818,26 +827,7 @@ fn written(redis: &RedisServer, key: &str) -> String {
 /// raises on is logged as a failed invocation, and the next one runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_redis_handler_runs_on_each_message() {
-    let app = spin_app("python-redis");
-    let output = ferry().arg("build").arg(&app).output().unwrap();
-    assert!(output.status.success(), "{}", text(&output.stderr));
-    let check = ferry().arg("check").arg(&app).output().unwrap();
-    assert!(
-        text(&check.stdout).contains("serves     spin:redis/inbound-redis@3.0.0"),
-        "{}",
-        text(&check.stdout)
-    );
-    let redis = RedisServer::start();
-    let ferry = Ferry::start_at(
-        &app,
-        &["--variable", &format!("redis_address={}", redis.url)],
-    );
-    ferry
-        .wait_for_log(
-            LogMark::default(),
-            &["ferry::trigger", "subscribed", "python"],
-        )
-        .await;
+    let (redis, ferry) = async_redis_subscriber("python-redis", "python").await;
     let mark = ferry.log_mark();
     assert_eq!(
         publish(

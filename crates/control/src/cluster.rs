@@ -853,23 +853,25 @@ impl DesiredState for ClusterState {
         let node = self.lease_owner.as_str();
         let held = self.remote_within(LEASE_ROUND + Duration::from_secs(1), async |b| {
             let tries = apps.iter().map(|app| async move {
+                // Whether this node holds the lease after the round.
                 let round = async {
                     match b.leases.entry(app).await {
                         Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
                             if entry.value.as_ref() != node.as_bytes() {
-                                return Err(String::new());
+                                // Another node's.
+                                return Ok(false);
                             }
                             b.leases
                                 .update(app, node.as_bytes().to_vec().into(), entry.revision)
                                 .await
-                                .map(drop)
+                                .map(|_| true)
                                 .map_err(|e| e.to_string())
                         }
                         Ok(_) => b
                             .leases
                             .create(app, node.as_bytes().to_vec().into())
                             .await
-                            .map(drop)
+                            .map(|_| true)
                             .map_err(|e| e.to_string()),
                         Err(e) => Err(e.to_string()),
                     }
@@ -880,11 +882,9 @@ impl DesiredState for ClusterState {
                     .await
                     .unwrap_or_else(|_| Err("no answer within the round".into()));
                 match taken {
-                    Ok(()) => Some(app.clone()),
+                    Ok(held) => held.then(|| app.clone()),
                     Err(e) => {
-                        if !e.is_empty() {
-                            tracing::debug!(app = app.as_str(), "lease on one-node triggers: {e}");
-                        }
+                        tracing::debug!(app = app.as_str(), "lease on one-node triggers: {e}");
                         None
                     }
                 }

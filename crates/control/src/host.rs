@@ -1088,13 +1088,12 @@ impl Host {
                     .then(|| t.start(Some(self.metrics.triggers()), self.assembler.traces))
             };
             let (every_node, one_node) = match self.state.shared() {
-                true => triggers.split(),
-                false => (
-                    triggers.clone(),
-                    ferry_trigger::Triggers::new(name, 0, Vec::new()),
-                ),
+                true => {
+                    let (every_node, one_node) = triggers.split();
+                    (every_node, (!one_node.is_empty()).then_some(one_node))
+                }
+                false => (triggers.clone(), None),
             };
-            let one_node = (!one_node.is_empty()).then_some(one_node);
             // The lease held for the version before is this one's too.
             let one_node_running = one_node.as_ref().filter(|_| leading).and_then(start);
             running.insert(

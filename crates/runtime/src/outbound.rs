@@ -294,7 +294,7 @@ async fn connect(addrs: &[SocketAddr]) -> std::io::Result<TcpStream> {
 }
 
 /// The name a TLS certificate must be for: the host as the guest wrote it.
-fn server_name(host: &str) -> Result<rustls::pki_types::ServerName<'static>, Error> {
+pub(crate) fn server_name(host: &str) -> Result<rustls::pki_types::ServerName<'static>, Error> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(rustls::pki_types::ServerName::from(ip));
     }

@@ -309,11 +309,7 @@ pub async fn redis_stream(
     if !tls {
         return Ok(Box::new(tcp));
     }
-    let name = match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => rustls::pki_types::ServerName::from(ip),
-        Err(_) => rustls::pki_types::ServerName::try_from(host.to_owned())
-            .map_err(std::io::Error::other)?,
-    };
+    let name = crate::outbound::server_name(host).map_err(std::io::Error::other)?;
     let config = crate::outbound::tls_config().map_err(std::io::Error::other)?;
     let tls = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)

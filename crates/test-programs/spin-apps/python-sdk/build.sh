@@ -1,18 +1,6 @@
 #!/usr/bin/env bash
-# Builds app.wasm with componentize-py and the Spin Python SDK, both pinned,
-# in a virtualenv local to this directory (created on the first run).
+# Builds app.wasm with the Spin Python SDK's own world for an HTTP component,
+# spin:up/http-trigger (exports wasi:http/handler).
 set -euo pipefail
 cd "$(dirname "$0")"
-
-SPIN_SDK_VERSION=5.0.0
-COMPONENTIZE_PY_VERSION=0.25.1
-
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check \
-    "spin-sdk==${SPIN_SDK_VERSION}" "componentize-py==${COMPONENTIZE_PY_VERSION}"
-
-# componentize-py looks for packages in $VIRTUAL_ENV's site-packages (else in
-# those of whichever `python3` is on PATH), so point it at the local venv.
-export VIRTUAL_ENV="$PWD/.venv"
-# The world is the SDK's own: spin:up/http-trigger (exports wasi:http/handler).
-.venv/bin/componentize-py -w spin:up/http-trigger@4.1.0 componentize app -o app.wasm
+exec ../componentize-py.sh spin:up/http-trigger@4.1.0
