@@ -566,3 +566,92 @@ async fn mysql_over_tls_checks_the_servers_certificate() {
         "{refused}"
     );
 }
+
+/// A "Redis server" that answers every command `+OK` until a `GET`, then
+/// sends `reply` and after it `chunk` again and again up to 1 GiB, as fast
+/// as the host reads. Gives its port, and (once the host hung up) how many
+/// bytes the host took.
+fn hostile_redis(reply: &'static [u8], chunk: Vec<u8>) -> (u16, std::thread::JoinHandle<usize>) {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (said, sent) = std::sync::mpsc::channel();
+    // The app's Redis trigger subscribes there too: each connection on its own.
+    std::thread::spawn(move || {
+        for socket in listener.incoming() {
+            let (socket, said, reply, chunk) =
+                (socket.unwrap(), said.clone(), reply, chunk.clone());
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(socket.try_clone().unwrap());
+                let mut writer = socket;
+                loop {
+                    // `*N`, then N bulk strings: the command and its arguments.
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let count: usize = line.trim_start_matches('*').trim().parse().unwrap();
+                    let mut words = Vec::new();
+                    for _ in 0..count {
+                        line.clear();
+                        reader.read_line(&mut line).unwrap();
+                        let len: usize = line.trim_start_matches('$').trim().parse().unwrap();
+                        let mut word = vec![0; len + 2];
+                        reader.read_exact(&mut word).unwrap();
+                        words.push(String::from_utf8_lossy(&word[..len]).to_uppercase());
+                    }
+                    if words[0] != "GET" {
+                        writer.write_all(b"+OK\r\n").unwrap();
+                        continue;
+                    }
+                    let mut sent = 0;
+                    if writer.write_all(reply).is_ok() {
+                        sent += reply.len();
+                        while sent < 1 << 30 && writer.write_all(&chunk).is_ok() {
+                            sent += chunk.len();
+                        }
+                    }
+                    let _ = said.send(sent);
+                    return;
+                }
+            });
+        }
+    });
+    let served = std::thread::spawn(move || sent.recv().unwrap());
+    (port, served)
+}
+
+/// A server is the guest's to choose, so it may be hostile: a reply
+/// announced larger than Ferry's limit, or nested deeper than the client's
+/// parser should go, fails the call with the interface's error as its
+/// header arrives, and the host reads no further (the server's writes fail
+/// once the socket's buffers are full, long before its 1 GiB is sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_redis_reply_is_refused_as_its_header_arrives() {
+    let nested: &'static [u8] = "*1\r\n".repeat(100).leak().as_bytes();
+    let x = vec![b'x'; 1 << 20];
+    // A thousand values of 1 MiB.
+    let mib = [&b"$1048576\r\n"[..], &x, b"\r\n"].concat();
+    let over = "over Ferry's limit of 67108864 bytes";
+    for (reply, chunk, said) in [
+        (&b"$1000000000\r\n"[..], x.clone(), over),
+        (&b"*1000\r\n"[..], mib, over),
+        (nested, x.clone(), "a reply nested deeper than 32"),
+    ] {
+        let (port, served) = hostile_redis(reply, chunk);
+        let ferry = Ferry::start_at(
+            &events_app(),
+            &[
+                "--variable",
+                &format!("redis_address=redis://127.0.0.1:{port}"),
+            ],
+        );
+        let answer = call(&ferry, "/redis/get").await;
+        assert!(
+            answer.starts_with("error: Error::Other(") && answer.contains(said),
+            "{answer}"
+        );
+        let sent = served.join().unwrap();
+        assert!(sent < 96 << 20, "the host read {sent} bytes of the reply");
+    }
+}

@@ -235,6 +235,132 @@ async fn a_redis_restart_is_reconnected_and_http_serves_throughout() {
     .await;
 }
 
+/// The host reads a subscription only so far ahead of its component: a
+/// component slower than its channel leaves what it has not reached in
+/// the server's buffer for the subscriber, not in the host's memory; and
+/// then handles every message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_redis_component_leaves_its_backlog_on_the_server() {
+    let app = events_app();
+    let redis = RedisServer::start();
+    // So that the server keeps all of it (by default it would cut a
+    // subscriber 32 MiB behind off, as the module docs say).
+    let config = Command::new("redis-cli")
+        .args([
+            "-u",
+            &redis.url,
+            "CONFIG",
+            "SET",
+            "client-output-buffer-limit",
+            "pubsub 0 0 0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(text(&config.stdout).trim(), "OK");
+    // One message at a time, each up to 2 MiB: Ferry reads at most 8 MiB
+    // ahead of it.
+    let dir = tempfile::tempdir().unwrap();
+    let runtime_config = dir.path().join("runtime-config.toml");
+    std::fs::write(
+        &runtime_config,
+        "[component.on-message.limits]\nmax_concurrent_requests = 1\nmax_request_body = \"2 MiB\"\n",
+    )
+    .unwrap();
+    let ferry = Ferry::start_at(
+        &app,
+        &[
+            "--variable",
+            &format!("redis_address={}", redis.url),
+            "--runtime-config-file",
+            runtime_config.to_str().unwrap(),
+        ],
+    );
+    wait_until_subscribed(&ferry, LogMark::default()).await;
+    let mark = ferry.log_mark();
+    // 40 messages of 1 MiB, each taking its component 100 ms.
+    let padding = "p".repeat(1 << 20);
+    let messages: Vec<String> = (0..40).map(|i| format!("slow:{i}:{padding}")).collect();
+    assert_eq!(publish(&redis, "messages", &messages), 40);
+    let url = redis.url.clone();
+    let held = eventually_blocking("the server to hold 16 MiB for the subscriber", || {
+        let clients = Command::new("redis-cli")
+            .args(["-u", &url, "CLIENT", "LIST"])
+            .output()
+            .unwrap();
+        let listed = text(&clients.stdout);
+        let held: u64 = listed
+            .lines()
+            .filter(|l| l.contains(" sub=1 "))
+            .filter_map(|l| {
+                l.split(" omem=")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum();
+        if held >= 16 << 20 {
+            Ok(held)
+        } else {
+            Err(listed)
+        }
+    });
+    assert!(held <= 40 << 20, "{held}");
+    eventually("all 40 messages to be handled", || async {
+        match seen(&ferry.url).await {
+            (40, 0) => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+    let again: Vec<String> = ferry
+        .logs_since(mark)
+        .into_iter()
+        .filter(|l| l.contains("subscribing again"))
+        .collect();
+    assert!(again.is_empty(), "{again:#?}");
+
+    // A message over the component's `max_request_body` is dropped with a
+    // log line; one so large that its size shows it is not even read: the
+    // subscription is dropped as its header arrives, and made again.
+    let mark = ferry.log_mark();
+    let over = format!("big:{}", "p".repeat((2 << 20) + (10 << 10)));
+    assert_eq!(publish(&redis, "messages", &[over]), 1);
+    ferry
+        .wait_for_log(
+            mark,
+            &[
+                "ferry::trigger",
+                "over its components' max_request_body",
+                "dropped",
+            ],
+        )
+        .await;
+    let mark = ferry.log_mark();
+    let huge = format!("huge:{}", "p".repeat(3 << 20));
+    assert_eq!(publish(&redis, "messages", &[huge]), 1);
+    ferry
+        .wait_for_log(
+            mark,
+            &[
+                "ferry::trigger",
+                "sent a reply over Ferry's limit of 2162688 bytes",
+                "subscribing again",
+            ],
+        )
+        .await;
+    wait_until_subscribed(&ferry, mark).await;
+    assert_eq!(publish(&redis, "messages", &["after".into()]), 1);
+    eventually("the message after them", || async {
+        match seen(&ferry.url).await {
+            (41, 0) => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cron_component_runs_every_second_on_time() {
     let app = events_app();

@@ -19,9 +19,11 @@
 //! (`too-many-connections` beyond). `execute` runs any command, so it gets
 //! a connection of its own per `open`, dropped with the handle: a `SELECT`,
 //! `MULTI` or blocking command reaches no other request. Each command waits
-//! at most [`RESPONSE_TIMEOUT`]; a reply larger than [`MAX_REPLY_BYTES`] is
-//! refused (after it was read: the client reads a reply whole). A server
-//! that fails or goes away is the interface's `other` error, never a trap.
+//! at most [`RESPONSE_TIMEOUT`]; a reply that would cost more than
+//! [`MAX_REPLY_BYTES`] (or nests deeper than [`frames::MAX_DEPTH`]) fails
+//! its connection as its header arrives, before the client buffers it
+//! ([`frames`]). A server that fails, goes away or breaks a bound is the
+//! interface's `other` error, never a trap.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,6 +35,8 @@ use redis::{ConnectionAddr, IntoConnectionInfo, Value};
 use wasmtime::component::{Accessor, HasData, Linker, Resource, ResourceTable};
 
 use crate::sandbox::OutboundPolicy;
+
+pub mod frames;
 
 mod generated {
     wasmtime::component::bindgen!({
@@ -53,7 +57,8 @@ use generated::spin::redis::redis as v3;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one command may wait for its reply.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The largest reply handed to a guest, all its values together.
+/// The largest reply handed to a guest: its bytes, all its values
+/// together, plus [`frames::VALUE_COST`] for each value.
 pub const MAX_REPLY_BYTES: usize = 64 << 20;
 /// Pooled connections per component (distinct servers, databases and
 /// credentials).
@@ -238,7 +243,7 @@ async fn connect(
     let mut last = None;
     for addr in addrs {
         let made = async {
-            let stream = redis_stream(&host, *addr, tls).await?;
+            let stream = redis_stream(&host, *addr, tls, MAX_REPLY_BYTES, None).await?;
             let (connection, driver) = MultiplexedConnection::new_with_config(
                 info.redis_settings(),
                 stream,
@@ -298,23 +303,26 @@ pub fn redis_endpoint(info: &redis::ConnectionInfo) -> Result<(String, u16), Str
 
 /// A connection to `addr` (already checked) for `host`: over TLS when
 /// `tls`, the certificate checked for `host` against the roots outbound TLS
-/// trusts.
+/// trusts; each reply at most `max_reply` and reading held back by
+/// `backlog` ([`frames::Bounded`]).
 pub async fn redis_stream(
     host: &str,
     addr: SocketAddr,
     tls: bool,
+    max_reply: usize,
+    backlog: Option<Arc<frames::Backlog>>,
 ) -> std::io::Result<Box<dyn RedisStream>> {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
     if !tls {
-        return Ok(Box::new(tcp));
+        return Ok(Box::new(frames::Bounded::new(tcp, max_reply, backlog)));
     }
     let name = crate::outbound::server_name(host).map_err(std::io::Error::other)?;
     let config = crate::outbound::tls_config().map_err(std::io::Error::other)?;
     let tls = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await?;
-    Ok(Box::new(tls))
+    Ok(Box::new(frames::Bounded::new(tls, max_reply, backlog)))
 }
 
 impl RedisPool {
@@ -371,12 +379,6 @@ async fn run_on<T: redis::FromRedisValue>(
         .query_async(conn)
         .await
         .map_err(|e| failure(pool, connection, &e))?;
-    let size = reply_bytes(&value);
-    if size > MAX_REPLY_BYTES {
-        return Err(Failure::Other(format!(
-            "the reply is {size} bytes, over Ferry's limit of {MAX_REPLY_BYTES}"
-        )));
-    }
     // A reply of another type than the command's (a set where a string
     // was expected): the interface's type error.
     redis::from_redis_value(value).map_err(|_| Failure::TypeError)
@@ -391,20 +393,6 @@ fn failure(pool: &RedisPool, connection: &Connection, error: &redis::RedisError)
         _ if error.code() == Some("WRONGTYPE") => Failure::TypeError,
         _ if error.to_string().contains("not an integer") => Failure::TypeError,
         _ => Failure::Other(crate::one_line_error(error)),
-    }
-}
-
-/// Bytes a reply carries, counted without copying it.
-fn reply_bytes(value: &Value) -> usize {
-    match value {
-        Value::BulkString(bytes) => bytes.len(),
-        Value::SimpleString(s) => s.len(),
-        Value::Array(items) | Value::Set(items) => items.iter().map(reply_bytes).sum(),
-        Value::Map(pairs) => pairs
-            .iter()
-            .map(|(k, v)| reply_bytes(k) + reply_bytes(v))
-            .sum(),
-        _ => 8,
     }
 }
 

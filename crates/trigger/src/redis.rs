@@ -8,12 +8,20 @@
 //! any subscriber that is away. The server's address is resolved and
 //! checked against the host's forbidden listeners before each connection.
 //! A message larger than its components' `max_request_body` is dropped
-//! with a log line. (The Redis client buffers what the server sends before
-//! Ferry reads it; a component slower than its channel makes that buffer
-//! grow until Redis's own `client-output-buffer-limit` for pub/sub cuts the
-//! subscriber off.)
+//! with a log line; one larger than that plus [`FRAME_SLACK`] is not even
+//! read: the connection is dropped as its header arrives and made again.
+//!
+//! What the subscriber holds is bounded: at most [`BACKLOG`] bytes (or two
+//! of the largest messages, if more) are read ahead of the components.
+//! Beyond that Ferry stops reading, so a component slower than its channel
+//! fills the server's buffer for the subscriber instead of the host's
+//! memory, until Redis's own `client-output-buffer-limit pubsub` (32 MiB,
+//! or 8 MiB for a minute, by default) disconnects it; messages are then
+//! lost until it is subscribed again, as for any slow Redis subscriber.
 
 use ferry_runtime::Event;
+use ferry_runtime::redis_frames::{Backlog, bulk_bytes};
+use futures_util::FutureExt as _;
 use futures_util::StreamExt as _;
 use tokio::sync::watch;
 
@@ -21,6 +29,11 @@ use crate::{Channels, Invocations, Link, Reconnect};
 
 /// How long connecting and subscribing (TCP, TLS, `SUBSCRIBE`) may take.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// What a message may take on the wire beyond its payload (its channel's
+/// name and framing).
+pub const FRAME_SLACK: usize = 64 << 10;
+/// Bytes read ahead of the components, at least.
+pub const BACKLOG: usize = 8 << 20;
 
 pub(crate) async fn run(address: String, channels: Channels, mut stopped: watch::Receiver<bool>) {
     let shown = ferry_manifest::redacted(&address);
@@ -43,6 +56,9 @@ pub(crate) async fn run(address: String, channels: Channels, mut stopped: watch:
         .map(|(_, i)| i.guest.limits().max_request_body)
         .max()
         .unwrap_or(0);
+    let max_frame = usize::try_from(max_payload)
+        .unwrap_or(usize::MAX)
+        .saturating_add(FRAME_SLACK);
     let mut names: Vec<&str> = channels.iter().map(|(c, _)| c.as_str()).collect();
     names.sort_unstable();
     names.dedup();
@@ -55,6 +71,9 @@ pub(crate) async fn run(address: String, channels: Channels, mut stopped: watch:
             _ = stopped.wait_for(|s| *s) => break 'connect,
             () = tokio::time::sleep(wait) => {}
         }
+        // More than two of the largest messages: reading waits only
+        // while whole messages are queued (see `Backlog::new`).
+        let backlog = Backlog::new(BACKLOG.max(max_frame.saturating_mul(2)));
         let subscribed = async {
             // Resolved and checked here, then connected to by address
             // (over TLS for `rediss://`, the certificate checked for the
@@ -64,9 +83,15 @@ pub(crate) async fn run(address: String, channels: Channels, mut stopped: watch:
             // Connected, TLS, authenticated and subscribed, all within
             // the one limit: a server that stalls anywhere is left.
             let subscribe = async {
-                let stream = ferry_runtime::redis_stream(&host, addrs[0], tls)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let stream = ferry_runtime::redis_stream(
+                    &host,
+                    addrs[0],
+                    tls,
+                    max_frame,
+                    Some(backlog.clone()),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
                 let mut pubsub = redis::aio::PubSub::new(info.redis_settings(), stream)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -109,24 +134,38 @@ pub(crate) async fn run(address: String, channels: Channels, mut stopped: watch:
         );
         let mut messages = pubsub.into_on_message();
         loop {
-            let message = tokio::select! {
-                _ = stopped.wait_for(|s| *s) => break 'connect,
-                // Finished invocations are collected as they end.
-                Some(_) = invocations.join_next(), if !invocations.is_empty() => continue,
-                message = messages.next() => message,
+            while let Some(Some(_)) = invocations.join_next().now_or_never() {}
+            let message = match messages.next().now_or_never() {
+                Some(message) => message,
+                None => {
+                    // All that was decoded is taken.
+                    backlog.drained();
+                    tokio::select! {
+                        _ = stopped.wait_for(|s| *s) => break 'connect,
+                        // Finished invocations are collected as they end.
+                        Some(_) = invocations.join_next(), if !invocations.is_empty() => continue,
+                        message = messages.next() => message,
+                    }
+                }
             };
             let Some(message) = message else {
                 link.set(false);
+                let why = backlog.failure().map_or_else(
+                    || "the Redis server closed the subscription".to_owned(),
+                    |why| format!("the Redis server sent {why}"),
+                );
                 tracing::warn!(
                     target: "ferry::trigger",
                     address = shown.as_str(),
-                    "the Redis server closed the subscription; subscribing again"
+                    "{why}; subscribing again"
                 );
                 continue 'connect;
             };
             reconnect.worked();
             let channel = message.get_channel_name();
             let bytes = message.get_payload_bytes();
+            // `*3` (or `>3`), `message`, the channel and the payload.
+            backlog.taken(4 + bulk_bytes(7) + bulk_bytes(channel.len()) + bulk_bytes(bytes.len()));
             if bytes.len() as u64 > max_payload {
                 tracing::error!(
                     target: "ferry::trigger",

@@ -2,7 +2,9 @@
 //! `seen:<payload>` the first time, `dup:<payload>` if it comes again.
 //! A payload starting `trap:` panics (a trap); one starting `fail:` returns
 //! an error (the interface's error value); one starting `flaky:` fails the
-//! first time it is seen (counted in `tries:<payload>`) and succeeds after.
+//! first time it is seen (counted in `tries:<payload>`) and succeeds after;
+//! one of the form `slow:<id>:<padding>` takes 100 ms and is recorded as
+//! `slow:<id>` (a large message from a slow component).
 
 use spin_sdk::key_value::Store;
 use spin_sdk::redis_component;
@@ -16,6 +18,14 @@ fn on_message(message: bytes::Bytes) -> anyhow::Result<()> {
     if let Some(id) = payload.strip_prefix("fail:") {
         anyhow::bail!("failing on message {id}");
     }
+    let payload = match payload.strip_prefix("slow:") {
+        Some(rest) => {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let id = rest.split(':').next().unwrap_or_default();
+            format!("slow:{id}")
+        }
+        None => payload,
+    };
     let store = Store::open_default()?;
     if payload.starts_with("flaky:") {
         let key = format!("tries:{payload}");
