@@ -693,12 +693,27 @@ struct Mosquitto {
 
 impl Mosquitto {
     fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// A broker that takes TLS only, with `ca`'s certificate.
+    fn start_tls(ca: &TestCa) -> Self {
+        Self::start_with(&format!(
+            "certfile {}\nkeyfile {}\n",
+            ca.cert.display(),
+            ca.key.display()
+        ))
+    }
+
+    fn start_with(listener: &str) -> Self {
         let port = ferry_store::testing::free_port();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("mosquitto.conf");
         std::fs::write(
             &config,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+            format!(
+                "listener {port} 127.0.0.1\n{listener}allow_anonymous true\npersistence false\n"
+            ),
         )
         .unwrap();
         let child = Command::new("mosquitto")
@@ -833,6 +848,96 @@ async fn mqtt_messages_run_the_component_with_their_topic_and_qos_1_survives_a_r
             .ok_or(seen)
     })
     .await;
+}
+
+/// `mqtts://`: the MQTT trigger and outbound MQTT over TLS to a real
+/// mosquitto whose certificate a test CA signed for `localhost`. Trusted
+/// through `SSL_CERT_FILE`, the trigger subscribes and the guest publishes
+/// over TLS; the certificate is checked for the name the address gives,
+/// and without the CA it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_over_tls_checks_the_brokers_certificate() {
+    let ca = TestCa::new(&["localhost"]);
+    let broker = Mosquitto::start_tls(&ca);
+    let ca_file = ca.ca.to_str().unwrap();
+    let address = format!("mqtt_address=mqtts://localhost:{}", broker.port);
+    let ferry = Ferry::start_with_env(
+        &events_app().join("spin.mqtt.toml"),
+        &["--variable", &address],
+        &[("SSL_CERT_FILE", ca_file)],
+    );
+    ferry
+        .wait_for_log(
+            LogMark::default(),
+            &["ferry::trigger", "subscribed", "sensors/#"],
+        )
+        .await;
+    let status = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "localhost",
+            "-p",
+            &broker.port.to_string(),
+            "--cafile",
+            ca_file,
+        ])
+        .args(["-q", "1", "-t", "sensors/tls", "-m", "sealed"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let publish = |ferry: &Ferry, address: String| {
+        let url = format!("{}/mqtt/publish/sensors/outbound?{address}", ferry.url);
+        async move {
+            let reply = send(
+                http::Request::post(url)
+                    .body(bytes::Bytes::from("via-tls").into())
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            reply.text()
+        }
+    };
+    let port = broker.port;
+    assert_eq!(
+        publish(&ferry, format!("mqtts://localhost:{port}?client_id=tls")).await,
+        "()\n"
+    );
+    eventually("both messages handled, each with its topic", || async {
+        let seen = mqtt_seen(&ferry.url).await;
+        (seen == ["sensors/outbound:via-tls", "sensors/tls:sealed"])
+            .then_some(())
+            .ok_or(seen)
+    })
+    .await;
+    // The certificate names `localhost`, not the address.
+    let wrong_name = publish(&ferry, format!("mqtts://127.0.0.1:{port}?client_id=ip")).await;
+    assert!(
+        wrong_name.starts_with("error: Error::ConnectionFailed(")
+            && wrong_name.contains("certificate not valid for name"),
+        "{wrong_name}"
+    );
+
+    // Not trusted: refused on the certificate, by the trigger and the guest.
+    let untrusting = Ferry::start_at(
+        &events_app().join("spin.mqtt.toml"),
+        &["--variable", &address],
+    );
+    let refused = publish(&untrusting, format!("mqtts://localhost:{port}?client_id=u")).await;
+    assert!(
+        refused.starts_with("error: Error::ConnectionFailed(") && refused.contains("UnknownIssuer"),
+        "{refused}"
+    );
+    untrusting
+        .wait_for_log(
+            LogMark::default(),
+            &[
+                "ferry::trigger",
+                "the MQTT connection failed",
+                "UnknownIssuer",
+            ],
+        )
+        .await;
 }
 
 #[test]

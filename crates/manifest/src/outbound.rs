@@ -56,6 +56,7 @@ pub fn default_port(scheme: &str) -> Option<u16> {
         "mysql" => Some(3306),
         "postgres" => Some(5432),
         "mqtt" => Some(1883),
+        "mqtts" => Some(8883),
         _ => None,
     }
 }

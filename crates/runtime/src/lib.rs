@@ -49,6 +49,7 @@ pub use cache::{CompileCache, CompileStats};
 pub use engine::{EPOCH_TICK, EngineOptions};
 pub use events::{Event, EventExport};
 pub use ferry_manifest::Limits;
+pub use mqtt::broker_options;
 pub use redis::{RedisStream, frames as redis_frames, redis_address, redis_endpoint, redis_stream};
 pub use sandbox::{MAX_LOG_LINES_PER_REQUEST, RequestLog, RequestStats};
 /// The CGI response parser, for the fuzz targets and their corpus test.

@@ -3,11 +3,16 @@
 //! both on one implementation.
 //!
 //! As Spin: the address is `mqtt://HOST[:PORT]?client_id=ID` (1883 when
-//! it has no port; the client id is required), and `open` answers
-//! `connection-failed` before any connection when `mqtt://HOST:PORT` is not
-//! in the component's `allowed_outbound_hosts`. The host is resolved once,
-//! its addresses checked against the runtime's forbidden listeners, and the
-//! connection made to a checked address. `mqtts://` is not supported yet.
+//! it has no port; the client id is required), or `mqtts://` for TLS (8883
+//! by default), and `open` answers `connection-failed` before any
+//! connection when `mqtt://HOST:PORT` (`mqtts://…`) is not in the
+//! component's `allowed_outbound_hosts`. The host is resolved once and its
+//! addresses checked against the runtime's forbidden listeners. A plain
+//! connection is made to a checked address; a TLS one to the host's name
+//! (rumqttc resolves it again: it takes no connection made beforehand),
+//! the broker's certificate checked for that name against the roots
+//! outbound TLS trusts, so whatever address it reaches must prove it is
+//! that host before a byte of MQTT is sent ([`broker_options`]).
 //!
 //! Each `open` is one broker session (as in Spin); `publish` returns once
 //! the broker has the message as its QoS promises: sent (QoS 0),
@@ -107,14 +112,21 @@ impl From<Failure> for v3::Error {
     }
 }
 
-/// Host, port and client id of `mqtt://HOST[:PORT]?client_id=ID`.
-fn parse(address: &str) -> Result<(String, u16, String), String> {
+/// Host, port, client id and whether it is TLS, of
+/// `mqtt://HOST[:PORT]?client_id=ID` or `mqtts://…`.
+fn parse(address: &str) -> Result<(String, u16, String, bool), String> {
     let (scheme, rest) = address
         .split_once("://")
         .ok_or("not an MQTT URL (mqtt://HOST:PORT?client_id=ID)")?;
-    if scheme != "mqtt" {
-        return Err(format!("`{scheme}://` is not supported: use mqtt://"));
-    }
+    let tls = match scheme {
+        "mqtt" => false,
+        "mqtts" => true,
+        _ => {
+            return Err(format!(
+                "`{scheme}://` is not supported: use mqtt:// or mqtts://"
+            ));
+        }
+    };
     let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
     let authority = authority.trim_end_matches('/');
     let (host, port) = match authority.rsplit_once(':') {
@@ -123,7 +135,7 @@ fn parse(address: &str) -> Result<(String, u16, String), String> {
             port.parse::<u16>()
                 .map_err(|_| format!("`{port}` is not a port"))?,
         ),
-        _ => (authority, 1883),
+        _ => (authority, if tls { 8883 } else { 1883 }),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() || host.contains('@') || host.contains('/') {
@@ -134,7 +146,30 @@ fn parse(address: &str) -> Result<(String, u16, String), String> {
         .find_map(|pair| pair.strip_prefix("client_id="))
         .filter(|id| !id.is_empty())
         .ok_or("the URL has no `client_id` (mqtt://HOST:PORT?client_id=ID)")?;
-    Ok((host.to_owned(), port, client_id.to_owned()))
+    Ok((host.to_owned(), port, client_id.to_owned(), tls))
+}
+
+/// How to reach a broker `host:port` whose addresses `addrs` were checked:
+/// the checked address itself, or over TLS (`tls`) the host's name, the
+/// certificate checked for it against the roots outbound TLS trusts (and
+/// the name sent as SNI).
+pub fn broker_options(
+    client_id: &str,
+    host: &str,
+    port: u16,
+    tls: bool,
+    addrs: &[std::net::SocketAddr],
+) -> Result<MqttOptions, String> {
+    if !tls {
+        let addr = addrs.first().ok_or("no address")?;
+        return Ok(MqttOptions::new(client_id, addr.ip().to_string(), port));
+    }
+    let config = crate::outbound::tls_config().map_err(|e| e.to_string())?;
+    let mut options = MqttOptions::new(client_id, host, port);
+    options.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(config),
+    ));
+    Ok(options)
 }
 
 async fn open(
@@ -144,7 +179,7 @@ async fn open(
     password: &str,
     keep_alive_secs: u64,
 ) -> Result<Connection, Failure> {
-    let (host, port, client_id) = parse(address).map_err(|why| {
+    let (host, port, client_id, tls) = parse(address).map_err(|why| {
         tracing::warn!(
             component = &*policy.component,
             address,
@@ -152,14 +187,15 @@ async fn open(
         );
         Failure::InvalidAddress
     })?;
-    if !policy.allowed.allows("mqtt", &host, port, false) {
+    let scheme = if tls { "mqtts" } else { "mqtt" };
+    if !policy.allowed.allows(scheme, &host, port, false) {
         tracing::warn!(
             component = &*policy.component,
             address,
-            "outbound MQTT connection denied: mqtt://{host}:{port} is not in allowed_outbound_hosts"
+            "outbound MQTT connection denied: {scheme}://{host}:{port} is not in allowed_outbound_hosts"
         );
         return Err(Failure::ConnectionFailed(format!(
-            "address mqtt://{host}:{port} is not permitted"
+            "address {scheme}://{host}:{port} is not permitted"
         )));
     }
     let addrs = crate::outbound::resolve(&host, port)
@@ -172,10 +208,11 @@ async fn open(
             "outbound MQTT connection denied: {host}:{port} is {target}, which reaches this host's admin listener ({listener})"
         );
         return Err(Failure::ConnectionFailed(format!(
-            "address mqtt://{host}:{port} is not permitted"
+            "address {scheme}://{host}:{port} is not permitted"
         )));
     }
-    let mut options = MqttOptions::new(client_id, addrs[0].ip().to_string(), port);
+    let mut options =
+        broker_options(&client_id, &host, port, tls, &addrs).map_err(Failure::ConnectionFailed)?;
     options
         .set_keep_alive(Duration::from_secs(keep_alive_secs.clamp(5, 65535)))
         .set_max_packet_size(
@@ -380,14 +417,18 @@ mod tests {
     fn addresses_are_read_as_spin_reads_them() {
         assert_eq!(
             parse("mqtt://broker:1884?client_id=app"),
-            Ok(("broker".into(), 1884, "app".into()))
+            Ok(("broker".into(), 1884, "app".into(), false))
         );
         assert_eq!(
             parse("mqtt://broker?client_id=a&keep_alive_secs=5"),
-            Ok(("broker".into(), 1883, "a".into()))
+            Ok(("broker".into(), 1883, "a".into(), false))
+        );
+        assert_eq!(
+            parse("mqtts://broker?client_id=a"),
+            Ok(("broker".into(), 8883, "a".into(), true))
         );
         assert!(parse("mqtt://broker:1883").is_err(), "no client id");
-        assert!(parse("mqtts://broker?client_id=a").is_err());
+        assert!(parse("ssl://broker?client_id=a").is_err());
         assert!(parse("mqtt://user@broker?client_id=a").is_err());
         assert!(parse("broker?client_id=a").is_err());
     }

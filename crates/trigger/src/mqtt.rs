@@ -3,9 +3,14 @@
 //! filter at its QoS, the component's `handle-message` called with each
 //! message's payload and topic.
 //!
+//! `mqtts://` (or `ssl://`, port 8883 by default) is TLS: the broker's
+//! certificate is checked for its host's name against the roots outbound
+//! TLS trusts ([`ferry_runtime::broker_options`]).
+//!
 //! Delivery is the QoS's. At QoS 0 a message is sent once and lost if
 //! Ferry is away. At QoS 1 and 2 the session is persistent (a client id
-//! stable for the app and trigger, `clean_session = false`): the broker
+//! stable for the app and trigger, [`client_id`]; `clean_session =
+//! false`): the broker
 //! keeps what arrives while Ferry is away and hands it over when it is
 //! back, and Ferry acknowledges a message only once its guest has run
 //! (whether or not it failed: a failure is logged, not retried, as in the
@@ -15,30 +20,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_runtime::Event;
-use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event as MqttEvent, Packet, QoS};
 use tokio::sync::watch;
 
 use crate::{Invocations, Invoker, Link, Reconnect, Source};
 
-/// `mqtt://HOST[:PORT]` (or `tcp://`): host and port (1883 by default).
-pub(crate) fn broker_address(address: &str) -> Result<(String, u16), String> {
+/// `mqtt://HOST[:PORT]` (or `tcp://`), or over TLS `mqtts://` (or
+/// `ssl://`): host, port (1883, or 8883 for TLS, by default) and whether it
+/// is TLS.
+pub(crate) fn broker_address(address: &str) -> Result<(String, u16, bool), String> {
     let shown = ferry_manifest::redacted(address);
     let (scheme, rest) = address
         .split_once("://")
         .ok_or_else(|| format!("`{shown}` is not an MQTT address: write mqtt://HOST:PORT"))?;
-    match scheme {
-        "mqtt" | "tcp" => {}
-        "mqtts" | "ssl" => {
-            return Err(format!(
-                "`{shown}`: TLS connections to an MQTT broker are not supported by Ferry yet"
-            ));
-        }
+    let tls = match scheme {
+        "mqtt" | "tcp" => false,
+        "mqtts" | "ssl" => true,
         other => {
             return Err(format!(
-                "`{shown}`: `{other}://` is not an MQTT address: write mqtt://HOST:PORT"
+                "`{shown}`: `{other}://` is not an MQTT address: write mqtt://HOST:PORT or mqtts://HOST:PORT"
             ));
         }
-    }
+    };
     let authority = rest.split(['/', '?']).next().unwrap_or_default();
     let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
     let (host, port) = match authority.rsplit_once(':') {
@@ -47,13 +50,43 @@ pub(crate) fn broker_address(address: &str) -> Result<(String, u16), String> {
             port.parse::<u16>()
                 .map_err(|_| format!("`{shown}`: `{port}` is not a port"))?,
         ),
-        _ => (authority, 1883),
+        _ => (authority, if tls { 8883 } else { 1883 }),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         return Err(format!("`{shown}` names no host"));
     }
-    Ok((host.to_owned(), port))
+    Ok((host.to_owned(), port, tls))
+}
+
+/// The client id of a trigger's session: the same on every node and after
+/// a restart, so that a persistent session is found again, and not to be
+/// worked out without the credentials the trigger connects with (a hash
+/// of them, the app and the trigger): a broker lets the latest client with
+/// an id take its session over, so another client of the broker that knew
+/// it could take the trigger's messages. (On a broker that takes anyone
+/// without credentials, anyone can work it out.) 23 characters, all
+/// letters and digits, as every MQTT 3.1.1 broker must take.
+pub(crate) fn client_id(app: &str, trigger: &str, username: &str, password: &str) -> String {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    for part in [
+        "ferry mqtt trigger client id",
+        app,
+        trigger,
+        username,
+        password,
+    ] {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part);
+    }
+    let hex: String = hash
+        .finalize()
+        .iter()
+        .take(9)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("ferry{hex}")
 }
 
 /// A topic filter as MQTT reads it: `+` a whole level, `#` the last one.
@@ -99,7 +132,7 @@ pub(crate) async fn run(
         unreachable!("the MQTT trigger runs MQTT sources only");
     };
     let shown = ferry_manifest::redacted(&address);
-    let (host, port) = match broker_address(&address) {
+    let (host, port, tls) = match broker_address(&address) {
         Ok(broker) => broker,
         Err(e) => {
             // Checked when the app loads.
@@ -107,10 +140,12 @@ pub(crate) async fn run(
             return;
         }
     };
-    // Stable for the app and trigger, so a persistent session is found
-    // again after a restart.
-    let hash = crate::stable_hash(&format!("{app}/{}", invoker.trigger));
-    let client_id = format!("ferry-{hash:016x}");
+    let client_id = client_id(
+        &app,
+        &invoker.trigger,
+        username.as_deref().unwrap_or_default(),
+        password.as_deref().unwrap_or_default(),
+    );
     let max_payload = invoker.guest.limits().max_request_body;
     let mut invocations = Invocations::new();
     let mut reconnect = Reconnect::new();
@@ -128,7 +163,14 @@ pub(crate) async fn run(
                 continue 'connect;
             }
         };
-        let mut options = MqttOptions::new(&client_id, addrs[0].ip().to_string(), port);
+        let mut options = match ferry_runtime::broker_options(&client_id, &host, port, tls, &addrs)
+        {
+            Ok(options) => options,
+            Err(e) => {
+                tracing::warn!(target: "ferry::trigger", address = shown.as_str(), trigger = &*invoker.trigger, "cannot reach the MQTT broker: {e}; trying again");
+                continue 'connect;
+            }
+        };
         options
             .set_keep_alive(keep_alive.max(Duration::from_secs(1)))
             .set_clean_session(level == 0)
@@ -234,16 +276,43 @@ mod tests {
     fn broker_addresses_are_read_as_mqtt_urls() {
         assert_eq!(
             broker_address("mqtt://localhost:1884"),
-            Ok(("localhost".into(), 1884))
+            Ok(("localhost".into(), 1884, false))
         );
         assert_eq!(
             broker_address("mqtt://u:p@broker"),
-            Ok(("broker".into(), 1883))
+            Ok(("broker".into(), 1883, false))
         );
-        assert_eq!(broker_address("tcp://[::1]:1999"), Ok(("::1".into(), 1999)));
-        assert!(broker_address("mqtts://broker:8883").is_err());
+        assert_eq!(
+            broker_address("tcp://[::1]:1999"),
+            Ok(("::1".into(), 1999, false))
+        );
+        assert_eq!(
+            broker_address("mqtts://broker"),
+            Ok(("broker".into(), 8883, true))
+        );
+        assert_eq!(
+            broker_address("ssl://broker:8884"),
+            Ok(("broker".into(), 8884, true))
+        );
+        assert!(broker_address("wss://broker:8883").is_err());
         assert!(broker_address("broker:1883").is_err());
         assert!(broker_address("mqtt://:1883").is_err());
+    }
+
+    #[test]
+    fn client_ids_are_stable_and_keyed_by_the_credentials() {
+        let id = client_id("app", "t", "user", "secret");
+        assert_eq!(id, client_id("app", "t", "user", "secret"));
+        assert_eq!(id.len(), 23);
+        assert!(id.chars().all(|c| c.is_ascii_alphanumeric()), "{id}");
+        for other in [
+            client_id("app", "t", "user", "other"),
+            client_id("app", "t", "", "secret"),
+            client_id("app", "u", "user", "secret"),
+            client_id("ap", "pt", "user", "secret"),
+        ] {
+            assert_ne!(id, other);
+        }
     }
 
     #[test]
