@@ -272,6 +272,29 @@ async fn rust_on_spin_sdk_7_exporting_wasi_http_0_3() {
         error.starts_with("error: Error::Io(\"no such column: nope"),
         "{error}"
     );
+    // Results a guest leaves unread are held for it only so far: 20 rows
+    // of 1 MB each, five times, unread: the fourth is over the 64 MiB a
+    // store may hold unread, and once the guest drops them, a run is read
+    // whole again.
+    let held = send_to(
+        &ferry,
+        "POST",
+        "/sql-hold?5",
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20) \
+         SELECT x, zeroblob(1000000) FROM c",
+    )
+    .await
+    .text();
+    let lines: Vec<&str> = held.lines().collect();
+    assert_eq!(lines[..3], ["held"; 3], "{held}");
+    for over in &lines[3..5] {
+        assert!(
+            over.starts_with("error: Error::Io(\"this result (")
+                && over.contains("over Ferry's limit of 67108864 bytes held for a guest"),
+            "{held}"
+        );
+    }
+    assert_eq!(lines[5..], ["then 20 rows"], "{held}");
 }
 
 #[tokio::test]

@@ -35,6 +35,8 @@ pub(crate) struct HttpState {
     redis: Arc<crate::redis::RedisPool>,
     postgres: Arc<crate::postgres::PostgresPool>,
     mysql: Arc<crate::rdbms::Sessions>,
+    /// What this store holds of results its guest has not read yet.
+    unread: crate::Unread,
 }
 
 impl crate::mqtt::MqttHost for HttpState {
@@ -72,6 +74,7 @@ impl crate::mysql::MysqlHost for HttpState {
             table: &mut self.table,
             policy: &self.hooks.policy,
             sessions: &self.mysql,
+            unread: &self.unread,
         }
     }
 }
@@ -87,6 +90,7 @@ impl crate::sqlite::SqliteHost for HttpState {
         crate::sqlite::SqliteView {
             table: &mut self.table,
             databases: &self.context.sqlite,
+            unread: &self.unread,
         }
     }
 }
@@ -96,6 +100,7 @@ impl crate::key_value::KeyValueHost for HttpState {
         crate::key_value::KeyValueView {
             table: &mut self.table,
             stores: &self.context.key_value,
+            unread: &self.unread,
         }
     }
 }
@@ -332,6 +337,7 @@ pub(crate) fn store_with(
         redis: sandbox.redis.clone(),
         postgres: sandbox.postgres.clone(),
         mysql: sandbox.mysql.clone(),
+        unread: crate::Unread::default(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);

@@ -56,6 +56,8 @@ pub(crate) type Stores = BTreeMap<String, Arc<dyn KeyValue>>;
 pub(crate) struct KeyValueView<'a> {
     pub table: &'a mut ResourceTable,
     pub stores: &'a Stores,
+    /// What the store holds of results its guest has not read yet.
+    pub unread: &'a crate::Unread,
 }
 
 pub(crate) trait KeyValueHost {
@@ -433,6 +435,18 @@ impl<U> v3::HostStoreWithStore<U> for KeyValueData {
             Ok(keys) => (keys, Ok(())),
             Err(e) => (Vec::new(), Err(v3_other(e))),
         };
-        accessor.with(|mut access| crate::read_whole(&mut access, keys, outcome))
+        accessor.with(|mut access| {
+            let unread = access.get().unread.clone();
+            match crate::read_whole(&mut access, &unread, keys, outcome)? {
+                Ok(streamed) => Ok(streamed),
+                Err(why) => Ok(crate::read_whole(
+                    &mut access,
+                    &unread,
+                    Vec::new(),
+                    Err(v3::Error::Other(why)),
+                )?
+                .expect("nothing is held for no item")),
+            }
+        })
     }
 }

@@ -268,24 +268,133 @@ pub(crate) type Streamed<T, E> = (
     wasmtime::component::FutureReader<Result<(), E>>,
 );
 
+/// The most a store may hold of results read whole that its guest has not
+/// read yet (all its SQLite, MySQL and key-value streams together): a
+/// guest that starts queries and never reads them cannot make the host
+/// hold more than this for it.
+pub const MAX_UNREAD_BYTES: usize = 64 << 20;
+
+/// What one store holds of results its guest has not read yet.
+#[derive(Default, Clone)]
+pub(crate) struct Unread(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Unread {
+    /// Holds `bytes` more, if that keeps within [`MAX_UNREAD_BYTES`].
+    fn hold(&self, bytes: usize) -> Result<Held, String> {
+        use std::sync::atomic::Ordering;
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|&h| h <= MAX_UNREAD_BYTES)
+            })
+            .map_err(|held| {
+                format!(
+                    "this result ({bytes} bytes) and those not read yet ({held} bytes) are over Ferry's limit of {MAX_UNREAD_BYTES} bytes held for a guest: read or drop a result before the next"
+                )
+            })?;
+        Ok(Held {
+            unread: self.0.clone(),
+            bytes,
+        })
+    }
+}
+
+/// Bytes held for a guest, let go when dropped.
+struct Held {
+    unread: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    bytes: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.unread
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// An item's size as held in the host, roughly.
+pub(crate) trait HeldSize {
+    fn held_size(&self) -> usize;
+}
+
+impl HeldSize for String {
+    fn held_size(&self) -> usize {
+        24 + self.len()
+    }
+}
+
 /// Items read whole, handed to a guest as [`Streamed`] (a failure comes
-/// with no item).
+/// with no item) as it reads them, counted against its store's [`Unread`]
+/// until read or dropped. `Ok(Err(why))` when that is over
+/// [`MAX_UNREAD_BYTES`]: the interface's own error, in the caller's words.
 pub(crate) fn read_whole<S, T, E>(
     mut store: S,
+    unread: &Unread,
     items: Vec<T>,
     outcome: Result<(), E>,
-) -> wasmtime::Result<Streamed<T, E>>
+) -> wasmtime::Result<Result<Streamed<T, E>, String>>
 where
     S: wasmtime::AsContextMut,
-    T: wasmtime::component::Lower + wasmtime::component::Lift + Send + Sync + Unpin + 'static,
+    T: HeldSize
+        + wasmtime::component::Lower
+        + wasmtime::component::Lift
+        + Send
+        + Sync
+        + Unpin
+        + 'static,
     E: wasmtime::component::Lower + wasmtime::component::Lift + Send + Sync + 'static,
 {
-    let items = wasmtime::component::StreamReader::new(&mut store, items)?;
+    let bytes = items.iter().map(HeldSize::held_size).sum();
+    let held = match unread.hold(bytes) {
+        Ok(held) => held,
+        Err(why) => return Ok(Err(why)),
+    };
+    let items = wasmtime::component::StreamReader::new(
+        &mut store,
+        HeldItems {
+            items: items.into(),
+            _held: held,
+        },
+    )?;
     let outcome = wasmtime::component::FutureReader::new(
         &mut store,
         std::future::ready(Ok::<_, wasmtime::Error>(outcome)),
     )?;
-    Ok((items, outcome))
+    Ok(Ok((items, outcome)))
+}
+
+/// Items handed over as the guest reads them, as many as each read takes;
+/// what they hold is let go once all are handed over or the guest drops
+/// the stream.
+struct HeldItems<T> {
+    items: std::collections::VecDeque<T>,
+    _held: Held,
+}
+
+impl<T: Send + Sync + Unpin + 'static, D> wasmtime::component::StreamProducer<D> for HeldItems<T> {
+    type Item = T;
+    type Buffer = wasmtime::component::VecBuffer<T>;
+
+    fn poll_produce<'a>(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        mut store: wasmtime::StoreContextMut<'a, D>,
+        mut destination: wasmtime::component::Destination<'a, Self::Item, Self::Buffer>,
+        _: bool,
+    ) -> std::task::Poll<wasmtime::Result<wasmtime::component::StreamResult>> {
+        use wasmtime::component::StreamResult;
+        let me = self.get_mut();
+        let room = destination
+            .remaining(&mut store)
+            .unwrap_or(usize::MAX)
+            .min(me.items.len());
+        let batch: Vec<T> = me.items.drain(..room).collect();
+        destination.set_buffer(batch.into());
+        std::task::Poll::Ready(Ok(if me.items.is_empty() {
+            StreamResult::Dropped
+        } else {
+            StreamResult::Completed
+        }))
+    }
 }
 
 /// An error chain on one line, for log lines.

@@ -62,6 +62,8 @@ pub(crate) struct MysqlView<'a> {
     pub table: &'a mut ResourceTable,
     pub policy: &'a Arc<OutboundPolicy>,
     pub sessions: &'a Arc<Sessions>,
+    /// What the store holds of results its guest has not read yet.
+    pub unread: &'a crate::Unread,
 }
 
 pub(crate) trait MysqlHost {
@@ -589,8 +591,10 @@ impl<U> v3::HostConnectionWithStore<U> for MysqlData {
             .map(|row| row.into_iter().map(v3_values::value).collect())
             .collect();
         accessor.with(|mut access| {
-            let (rows, done) = crate::read_whole(&mut access, rows, Ok(()))?;
-            Ok(Ok((columns, rows, done)))
+            let unread = access.get().unread.clone();
+            Ok(crate::read_whole(&mut access, &unread, rows, Ok(()))?
+                .map(|(rows, done)| (columns, rows, done))
+                .map_err(v3::Error::Other))
         })
     }
 
@@ -605,6 +609,19 @@ impl<U> v3::HostConnectionWithStore<U> for MysqlData {
         Ok(execute(&mut *conn.lock().await, statement, params)
             .await
             .map_err(v3_values::error))
+    }
+}
+
+impl crate::HeldSize for v3::Row {
+    fn held_size(&self) -> usize {
+        24 + self
+            .iter()
+            .map(|value| match value {
+                v3::DbValue::Str(text) => 32 + text.len(),
+                v3::DbValue::Binary(bytes) => 32 + bytes.len(),
+                _ => 32,
+            })
+            .sum::<usize>()
     }
 }
 

@@ -75,6 +75,8 @@ pub(crate) type Databases = BTreeMap<String, Arc<SqlDatabase>>;
 pub(crate) struct SqliteView<'a> {
     pub table: &'a mut ResourceTable,
     pub databases: &'a Databases,
+    /// What the store holds of results its guest has not read yet.
+    pub unread: &'a crate::Unread,
 }
 
 pub(crate) trait SqliteHost {
@@ -302,8 +304,10 @@ impl<U> v3_1::HostConnectionWithStore<U> for SqliteData {
         accessor.with(|mut access| {
             access.get().table.get_mut(&connection)?.record(&result);
             let v3_1::QueryResult { columns, rows } = result.into();
-            let (rows, done) = crate::read_whole(&mut access, rows, Ok(()))?;
-            Ok(Ok((columns, rows, done)))
+            let unread = access.get().unread.clone();
+            Ok(crate::read_whole(&mut access, &unread, rows, Ok(()))?
+                .map(|(rows, done)| (columns, rows, done))
+                .map_err(v3_1::Error::Io))
         })
     }
 
@@ -319,5 +323,19 @@ impl<U> v3_1::HostConnectionWithStore<U> for SqliteData {
         connection: Resource<OpenDatabase>,
     ) -> wasmtime::Result<u64> {
         accessor.with(|mut access| Ok(access.get().table.get(&connection)?.changes))
+    }
+}
+
+impl crate::HeldSize for v3_1::RowResult {
+    fn held_size(&self) -> usize {
+        24 + self
+            .values
+            .iter()
+            .map(|value| match value {
+                v3_1::Value::Text(text) => 32 + text.len(),
+                v3_1::Value::Blob(blob) => 32 + blob.len(),
+                _ => 32,
+            })
+            .sum::<usize>()
     }
 }

@@ -6,8 +6,12 @@
 //! `/kv-keys` lists the keys (streamed by the host); `POST /sql` runs the
 //! body as a statement on the default SQLite database through
 //! `spin:sqlite@3.1.0`'s async functions (rows streamed by the host) and
-//! answers with the rows, `last-insert-rowid` and `changes`; `/variables?<name>` reads a variable through the async
-//! `spin:variables/variables@3.0.0` and answers with its value or the error.
+//! answers with the rows, `last-insert-rowid` and `changes`; `POST
+//! /sql-hold?<n>` runs the body `n` times keeping every result unread, says
+//! of each whether it came or the error, then drops them and reads one
+//! more run whole (how many rows); `/variables?<name>` reads a variable
+//! through the async `spin:variables/variables@3.0.0` and answers with its
+//! value or the error.
 
 use spin_sdk::http::{IntoResponse, Request, Response};
 use spin_sdk::http_service;
@@ -62,6 +66,30 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
             Err(error) => format!("error: {error:?}"),
         };
         return Ok(Response::builder().status(200).body(answer)?);
+    }
+    if req.uri().path() == "/sql-hold" {
+        use spin_sdk::http::body::IncomingBodyExt as _;
+        let times: usize = req.uri().query().unwrap_or("1").parse()?;
+        let statement = String::from_utf8(req.into_body().bytes().await?.to_vec())?;
+        let connection = spin_sdk::sqlite::Connection::open_default().await?;
+        let mut held = Vec::new();
+        let mut said = Vec::new();
+        for _ in 0..times {
+            match connection.execute(&statement, []).await {
+                Ok(result) => {
+                    held.push(result);
+                    said.push("held".to_owned());
+                }
+                Err(error) => said.push(format!("error: {error:?}")),
+            }
+        }
+        drop(held);
+        let again = match connection.execute(&statement, []).await {
+            Ok(result) => format!("{} rows", result.collect().await?.len()),
+            Err(error) => format!("error: {error:?}"),
+        };
+        said.push(format!("then {again}"));
+        return Ok(Response::builder().status(200).body(said.join("\n"))?);
     }
     if req.uri().path() == "/kv-keys" {
         let store = spin_sdk::key_value::Store::open_default().await?;
