@@ -850,6 +850,44 @@ async fn mqtt_messages_run_the_component_with_their_topic_and_qos_1_survives_a_r
     .await;
 }
 
+/// The MQTT plugin's 0.8 entry point (`spin:mqtt-trigger@3.0.0`, an async
+/// `handle-message`): a WASI 0.3 guest, run on the concurrent engine, that
+/// awaits a timer inside the call; each message runs it with its topic,
+/// and its error value is a failed invocation that the next message
+/// survives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_mqtt_handler_runs_on_each_message() {
+    let broker = Mosquitto::start();
+    let app = TestApp::new(&format!(
+        "[application.trigger.mqtt]\naddress = \"mqtt://127.0.0.1:{}\"\n\n\
+         [[trigger.mqtt]]\ncomponent = \"handler\"\ntopic = \"sensors/+\"\nqos = \"1\"\n\n\
+         [component.handler]\nsource = \"handler.wasm\"\n",
+        broker.port
+    ));
+    std::fs::copy(
+        ferry_test_programs::MQTT3_GUEST,
+        app.path().join("handler.wasm"),
+    )
+    .unwrap();
+    let ferry = Ferry::start(&app, &[]);
+    ferry
+        .wait_for_log(
+            LogMark::default(),
+            &["ferry::trigger", "subscribed", "sensors/+"],
+        )
+        .await;
+    let mark = ferry.log_mark();
+    broker.publish("sensors/a", "hello");
+    broker.publish("sensors/b", "fail");
+    broker.publish("sensors/c", "after");
+    ferry
+        .wait_for_log(mark, &["invocation failed", "failing on sensors/b"])
+        .await;
+    for line in ["mqtt3 sensors/a hello", "mqtt3 sensors/c after"] {
+        ferry.wait_for_log(mark, &[line]).await;
+    }
+}
+
 /// `mqtts://`: the MQTT trigger and outbound MQTT over TLS to a real
 /// mosquitto whose certificate a test CA signed for `localhost`. Trusted
 /// through `SSL_CERT_FILE`, the trigger subscribes and the guest publishes

@@ -211,6 +211,28 @@ impl TopLevel {
         Ok(names)
     }
 
+    /// Whether `wasm` (this component) exports `name` as an async function
+    /// (an entry point of a WASI 0.3 guest: it then runs on the engine with
+    /// component-model concurrency). Reads the component's types, so only
+    /// asked where an entry point may be either.
+    pub fn exports_async_func(&self, wasm: &[u8], name: &str) -> anyhow::Result<bool> {
+        if !self.exports.iter().any(|e| e == name) {
+            return Ok(false);
+        }
+        let types = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
+            .validate_all(wasm)
+            .context("reading the component's types")?;
+        let types = types.as_ref();
+        Ok(
+            match types.component_item_for_export(name).map(|item| &item.ty) {
+                Some(wasmparser::component_types::ComponentEntityType::Func(id)) => {
+                    types[*id].async_
+                }
+                _ => false,
+            },
+        )
+    }
+
     /// Whether it exports WASI 0.3's `wasi:http/handler` (rather than 0.2's
     /// `wasi:http/incoming-handler`), the release candidate included: it
     /// then runs on the engine with component-model concurrency.

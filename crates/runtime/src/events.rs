@@ -16,7 +16,10 @@
 //! - `handle-cron-event(metadata)`, a function of the world itself, what the
 //!   cron plugin's `#[cron_component]` exports;
 //! - `handle-message(payload, metadata)`, likewise, what the MQTT plugin's
-//!   `#[mqtt_component]` exports (`spin:mqtt-trigger`, with the topic).
+//!   `#[mqtt_component]` exports (`spin:mqtt-trigger`, with the topic), or
+//!   the same function async, as the plugin's 0.8 release exports it
+//!   (`spin:mqtt-trigger@3.0.0`: a WASI 0.3 guest, on the concurrent
+//!   engine).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -64,6 +67,15 @@ mod mqtt_bindings {
         world: "spin:mqtt-trigger/spin-mqtt",
         imports: { default: async },
         exports: { default: async },
+    });
+}
+
+mod mqtt3_bindings {
+    wasmtime::component::bindgen!({
+        path: "wit/events/deps/spin-mqtt-trigger-3",
+        world: "spin:mqtt-trigger/spin-mqtt@3.0.0",
+        imports: { default: async },
+        exports: { default: async | store },
     });
 }
 
@@ -118,6 +130,7 @@ pub(crate) enum EventPre {
     InboundRedis3(redis3_bindings::RedisTriggerPre<HttpState>),
     Cron(cron_bindings::SpinCronPre<HttpState>),
     Mqtt(mqtt_bindings::SpinMqttPre<HttpState>),
+    Mqtt3(mqtt3_bindings::SpinMqttPre<HttpState>),
 }
 
 impl EventPre {
@@ -133,7 +146,7 @@ impl EventPre {
         match self {
             Self::InboundRedis(_) | Self::InboundRedis3(_) => EventExport::InboundRedis,
             Self::Cron(_) => EventExport::Cron,
-            Self::Mqtt(_) => EventExport::Mqtt,
+            Self::Mqtt(_) | Self::Mqtt3(_) => EventExport::Mqtt,
         }
     }
 }
@@ -170,6 +183,11 @@ pub(crate) fn pre(
         );
     }
     let instance_pre = linker.instantiate_pre(component)?;
+    if export == EventExport::Mqtt && exports_async(linker.engine(), component, export.name()) {
+        return Ok(EventPre::Mqtt3(mqtt3_bindings::SpinMqttPre::new(
+            instance_pre,
+        )?));
+    }
     Ok(match export {
         EventExport::InboundRedis => {
             EventPre::InboundRedis(redis_bindings::RedisTriggerPre::new(instance_pre)?)
@@ -177,6 +195,15 @@ pub(crate) fn pre(
         EventExport::Cron => EventPre::Cron(cron_bindings::SpinCronPre::new(instance_pre)?),
         EventExport::Mqtt => EventPre::Mqtt(mqtt_bindings::SpinMqttPre::new(instance_pre)?),
     })
+}
+
+/// Whether `component` exports `name` as an async function.
+pub(crate) fn exports_async(engine: &Engine, component: &Component, name: &str) -> bool {
+    let ty = component.component_type();
+    matches!(
+        ty.get_export(engine, name).map(|e| e.ty),
+        Some(wasmtime::component::types::ComponentItem::ComponentFunc(f)) if f.async_()
+    )
 }
 
 /// The instance just made (since `started`), noted in `stats`; a failure
@@ -280,6 +307,30 @@ pub(crate) async fn invoke(
                     .map(|answer| {
                         answer.err().map(|e| match e {
                             mqtt_bindings::spin::mqtt_trigger::spin_mqtt_types::Error::Other(
+                                why,
+                            ) => why,
+                        })
+                    })
+            }
+            (EventPre::Mqtt3(pre), Event::Message { payload, topic }) => {
+                let bindings = instantiated(
+                    pre.instantiate_async(&mut store).await,
+                    instantiating,
+                    stats.as_deref(),
+                )?;
+                let metadata =
+                    mqtt3_bindings::spin::mqtt_trigger::spin_mqtt_types::Metadata { topic };
+                store
+                    .run_concurrent(async move |accessor| {
+                        bindings
+                            .call_handle_message(accessor, payload.to_vec(), metadata)
+                            .await
+                    })
+                    .await
+                    .and_then(|inner| inner)
+                    .map(|answer| {
+                        answer.err().map(|e| match e {
+                            mqtt3_bindings::spin::mqtt_trigger::spin_mqtt_types::Error::Other(
                                 why,
                             ) => why,
                         })

@@ -534,12 +534,20 @@ impl Runtime {
             }
         };
         // A renamed WASI 0.3 candidate still names `wasi:http/handler@0.3…`;
-        // spin-sdk 6+'s Redis entry point is async too.
-        let wasi_03 = top.as_ref().is_some_and(|top| {
-            top.exports_wasi_http_03()
-                || (*executor == Executor::InboundRedis
-                    && top.exports.iter().any(|e| e == events::INBOUND_REDIS_3))
-        });
+        // spin-sdk 6+'s Redis entry point is async too, and so is the MQTT
+        // plugin's from its 0.8 release.
+        let wasi_03 = match &top {
+            None => false,
+            Some(top) => {
+                top.exports_wasi_http_03()
+                    || (*executor == Executor::InboundRedis
+                        && top.exports.iter().any(|e| e == events::INBOUND_REDIS_3))
+                    || (*executor == Executor::Mqtt
+                        && top
+                            .exports_async_func(wasm, EventExport::Mqtt.name())
+                            .with_context(|| format!("cannot read {}", component.source))?)
+            }
+        };
         let engine = if wasi_03 {
             &self.p3()?.engine
         } else {
@@ -576,8 +584,10 @@ impl Runtime {
                     Executor::Mqtt => Some(EventExport::Mqtt),
                     Executor::Http | Executor::Wagi(_) | Executor::Command => None,
                 };
-                let kind = if *executor == Executor::InboundRedis && wasi_03 {
-                    events::pre(linker, &c, &exports, EventExport::InboundRedis)
+                let kind = if matches!(executor, Executor::InboundRedis | Executor::Mqtt) && wasi_03
+                {
+                    let export = event.expect("an event executor");
+                    events::pre(linker, &c, &exports, export)
                         .map(GuestKind::Event)
                         .with_context(|| format!("cannot run {}", component.source))?
                 } else if *executor == Executor::Command {
