@@ -1040,6 +1040,49 @@ fn a_command_runs_once_with_its_arguments_and_stdio_and_exits_with_its_status() 
     );
 }
 
+/// A WASI 0.3 command (`wasi:cli/run@0.3.0`, an async `run` that awaits a
+/// timer and writes through WASI 0.3's stdout stream) runs once with its
+/// arguments, and `run`'s error is `ferry up`'s failure.
+#[test]
+fn a_wasi_0_3_command_runs_once_with_its_arguments() {
+    let app = TestApp::new(
+        "[[trigger.command]]\ncomponent = \"cmd\"\n\n[component.cmd]\nsource = \"cmd.wasm\"\n",
+    );
+    std::fs::copy(
+        ferry_test_programs::COMMAND_P3_GUEST,
+        app.path().join("cmd.wasm"),
+    )
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        ferry()
+            .arg("up")
+            .arg(app.path())
+            .args(["--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state.path())
+            .arg("--")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let output = run(&["hello world", "ok"]);
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&output.stderr)
+    );
+    assert!(
+        stdout.contains("arg cmd\narg hello world\narg ok\n"),
+        "{stdout}"
+    );
+    let output = run(&["fail"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stdout));
+    assert!(text(&output.stdout).contains("arg fail\n"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spin_sdk_7_redis_subscriber_runs_and_writes_through_outbound_redis_3() {
     let (redis, _ferry) = async_redis_subscriber("rust-sdk7-redis", "sdk7").await;

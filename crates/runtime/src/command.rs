@@ -1,7 +1,11 @@
 //! Running a WASI command component once (`[[trigger.command]]`): its
 //! `wasi:cli/run` with the arguments given and the terminal's stdin,
 //! stdout and stderr, under the component's memory limit and grants, and
-//! its exit status as the answer — "Wasm as a Unix tool".
+//! its exit status as the answer — "Wasm as a Unix tool". A WASI 0.2
+//! command (`wasi:cli/run@0.2`, what a Rust binary for `wasm32-wasip2`
+//! exports) or a WASI 0.3 one (`wasi:cli/run@0.3`, an async `run`, on the
+//! engine with component-model concurrency, called inside
+//! `run_concurrent`).
 //!
 //! No timeout applies: a command runs as long as the person who started it
 //! lets it (Ctrl-C ends `ferry up`, and the command with it).
@@ -9,30 +13,52 @@
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi::I32Exit;
-use wasmtime_wasi::p2::bindings::CommandPre;
 
 use crate::http::{HttpState, store_with};
 use crate::sandbox::Sandbox;
 use crate::{GuestError, Limits};
 
-/// The export a command component must have, as components name it.
+/// The export a WASI 0.2 command has, as components name it.
 pub(crate) const RUN: &str = "wasi:cli/run@0.2.";
+/// The export a WASI 0.3 command has.
+pub(crate) const RUN_03: &str = "wasi:cli/run@0.3";
+
+/// A command ready to instantiate.
+#[derive(Clone)]
+pub(crate) enum CommandPre {
+    P2(wasmtime_wasi::p2::bindings::CommandPre<HttpState>),
+    P3(wasmtime_wasi::p3::bindings::CommandPre<HttpState>),
+}
+
+/// Whether a component with these exports is a WASI 0.3 command. One that
+/// exports both runs are run as WASI 0.3 (Rust's toolchain adds 0.2's to a
+/// binary that exports 0.3's itself).
+pub(crate) fn is_wasi_03(exports: &[String]) -> bool {
+    exports.iter().any(|e| e.starts_with(RUN_03))
+}
 
 pub(crate) fn pre(
     linker: &Linker<HttpState>,
     component: &Component,
     exports: &[String],
-) -> anyhow::Result<CommandPre<HttpState>> {
+) -> anyhow::Result<CommandPre> {
+    if is_wasi_03(exports) {
+        return Ok(CommandPre::P3(
+            wasmtime_wasi::p3::bindings::CommandPre::new(linker.instantiate_pre(component)?)?,
+        ));
+    }
     anyhow::ensure!(
         exports.iter().any(|e| e.starts_with(RUN)),
-        "the component does not export wasi:cli/run@0.2 (it exports {}); a `command` trigger runs a WASI command (for Rust, a binary with `fn main` built for wasm32-wasip2)",
+        "the component does not export wasi:cli/run (it exports {}); a `command` trigger runs a WASI command (for Rust, a binary with `fn main` built for wasm32-wasip2)",
         if exports.is_empty() {
             "nothing".to_owned()
         } else {
             exports.join(", ")
         }
     );
-    Ok(CommandPre::new(linker.instantiate_pre(component)?)?)
+    Ok(CommandPre::P2(
+        wasmtime_wasi::p2::bindings::CommandPre::new(linker.instantiate_pre(component)?)?,
+    ))
 }
 
 /// Runs the command with `args` (`args[0]` is the program's name) and the
@@ -40,7 +66,7 @@ pub(crate) fn pre(
 /// returns its error, the status it passed to `exit` if it called it.
 pub(crate) async fn run(
     engine: &Engine,
-    pre: &CommandPre<HttpState>,
+    pre: &CommandPre,
     sandbox: &Sandbox,
     limits: &Limits,
     args: &[String],
@@ -50,11 +76,26 @@ pub(crate) async fn run(
         .map_err(GuestError::Instantiation)?;
     builder.inherit_stdio().args(args);
     let mut store = store_with(engine, sandbox, limits, builder.build(), None, None);
-    let command = pre
-        .instantiate_async(&mut store)
-        .await
-        .map_err(|e| GuestError::from_instantiation(e.into()))?;
-    match command.wasi_cli_run().call_run(&mut store).await {
+    let ran = match pre {
+        CommandPre::P2(pre) => {
+            let command = pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| GuestError::from_instantiation(e.into()))?;
+            command.wasi_cli_run().call_run(&mut store).await
+        }
+        CommandPre::P3(pre) => {
+            let command = pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| GuestError::from_instantiation(e.into()))?;
+            store
+                .run_concurrent(async move |store| command.wasi_cli_run().call_run(store).await)
+                .await
+                .and_then(|ran| ran)
+        }
+    };
+    match ran {
         Ok(Ok(())) => Ok(0),
         Ok(Err(())) => Ok(1),
         Err(trap) => match trap.downcast_ref::<I32Exit>() {

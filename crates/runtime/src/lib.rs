@@ -103,7 +103,7 @@ enum GuestKind {
     HttpP3(wasmtime_wasi_http::p3::bindings::ServicePre<http::HttpState>),
     Wagi(wasmtime::InstancePre<wagi::WagiState>, WagiConfig),
     Event(events::EventPre),
-    Command(wasmtime_wasi::p2::bindings::CommandPre<http::HttpState>),
+    Command(command::CommandPre),
 }
 
 /// What a component's guests may reach beyond WASI, made once when the app
@@ -542,6 +542,7 @@ impl Runtime {
                 top.exports_wasi_http_03()
                     || (*executor == Executor::InboundRedis
                         && top.exports.iter().any(|e| e == events::INBOUND_REDIS_3))
+                    || (*executor == Executor::Command && command::is_wasi_03(&top.exports))
                     || (*executor == Executor::Mqtt
                         && top
                             .exports_async_func(wasm, EventExport::Mqtt.name())
@@ -592,7 +593,9 @@ impl Runtime {
                         .with_context(|| format!("cannot run {}", component.source))?
                 } else if *executor == Executor::Command {
                     anyhow::ensure!(
-                        !wasi_03,
+                        !exports
+                            .iter()
+                            .any(|e| e.starts_with("wasi:http/handler@0.3")),
                         "{} exports WASI 0.3's HTTP handler; a `command` trigger runs wasi:cli/run",
                         component.source
                     );
@@ -621,10 +624,13 @@ impl Runtime {
                 };
                 let serves = match &kind {
                     GuestKind::Event(pre) => Some(pre.export_name().to_owned()),
-                    GuestKind::Command(_) => exports
-                        .iter()
-                        .find(|e| e.starts_with(command::RUN))
-                        .cloned(),
+                    GuestKind::Command(pre) => {
+                        let run = match pre {
+                            command::CommandPre::P2(_) => command::RUN,
+                            command::CommandPre::P3(_) => command::RUN_03,
+                        };
+                        exports.iter().find(|e| e.starts_with(run)).cloned()
+                    }
                     _ => exports
                         .iter()
                         .find(|e| e.starts_with("wasi:http/"))

@@ -30,6 +30,12 @@ fn main() {
         ("WAGI_RUST", "wagi-rust", "wasm32-wasip1", "release"),
         ("COMMAND_GUEST", "command-guest", "wasm32-wasip2", "release"),
         ("MQTT3_GUEST", "mqtt3-guest", "wasm32-wasip2", "release"),
+        (
+            "COMMAND_P3_GUEST",
+            "command-p3-guest",
+            "wasm32-wasip2",
+            "release",
+        ),
         ("HELLO", "hello", "wasm32-wasip2", "small"),
     ] {
         cargo_build(&guests, &target_dir, bin, target, profile);
