@@ -31,7 +31,6 @@ wit_bindgen::generate!({
     world: "spin-mqtt",
 });
 
-
 struct Handler;
 
 impl Guest for Handler {
