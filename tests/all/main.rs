@@ -6,6 +6,7 @@ mod abuse;
 mod architecture;
 mod build;
 mod capabilities;
+mod chaining;
 mod cluster;
 mod control;
 mod docs;

@@ -299,15 +299,7 @@ fn read_outbound(
             continue;
         }
         match AllowedHost::parse(entry.get_ref()) {
-            Ok(host) => {
-                if host.is_service_chaining() {
-                    diags.warn(
-                        Diagnostic::new(entry.span(), "Ferry has no service chaining (`*.spin.internal`) yet")
-                            .with_help("requests to this host will fail; route them to the app's own URL with `http://self` instead"),
-                    );
-                }
-                hosts.push(host);
-            }
+            Ok(host) => hosts.push(host),
             Err(e) => diags.error(entry.span(), e),
         }
     }

@@ -38,7 +38,9 @@ pub use limits::{
     ConfinedPath, KeyValueStoreConfig, Limits, LimitsOverride, OutsidePath, RuntimeConfig,
     SqliteDatabaseConfig, normalize_relative, parse_duration, parse_size,
 };
-pub use outbound::{AllowedHost, AllowedOutboundHosts, default_port};
+pub use outbound::{
+    AllowedHost, AllowedOutboundHosts, CHAINING_SUFFIX, chained_component, default_port,
+};
 pub use route::{RouteMatch, RoutePattern};
 pub use variables::{
     ComponentVariables, MissingVariables, Template, Variable, check_name as check_variable_name,

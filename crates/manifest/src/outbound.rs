@@ -194,12 +194,11 @@ impl AllowedHost {
 }
 
 impl AllowedHost {
-    /// Whether this names Spin's service chaining (`*.spin.internal`), which
-    /// Ferry does not provide.
+    /// Whether this names Spin's service chaining (`*.spin.internal`).
     pub fn is_service_chaining(&self) -> bool {
         match &self.host {
-            HostPattern::Exact(host) => host.ends_with(".spin.internal"),
-            HostPattern::Subdomains(suffix) => suffix == ".spin.internal",
+            HostPattern::Exact(host) => host.ends_with(CHAINING_SUFFIX),
+            HostPattern::Subdomains(suffix) => suffix == CHAINING_SUFFIX,
             _ => false,
         }
     }
@@ -275,6 +274,36 @@ impl AllowedOutboundHosts {
     pub fn allows_self(&self) -> bool {
         self.hosts.iter().any(|h| h.host == HostPattern::SelfApp)
     }
+
+    /// Whether service chaining to the app's component `component` is
+    /// granted, as Spin grants it: by `http://<component>.spin.internal` or
+    /// `http://*.spin.internal` only. A wildcard host (`*://*:*`) does not
+    /// grant it, nor does `self`.
+    pub fn allows_chaining(&self, component: &str) -> bool {
+        let named = format!("{}{CHAINING_SUFFIX}", component.to_ascii_lowercase());
+        self.hosts.iter().any(|h| {
+            h.scheme.as_deref().is_none_or(|s| s == "http")
+                && match &h.host {
+                    HostPattern::Exact(host) => *host == named,
+                    HostPattern::Subdomains(suffix) => suffix == CHAINING_SUFFIX,
+                    _ => false,
+                }
+        })
+    }
+}
+
+/// The host name suffix of Spin's service chaining.
+pub const CHAINING_SUFFIX: &str = ".spin.internal";
+
+/// The component a service-chaining host (`<component>.spin.internal`)
+/// names, if `host` is one.
+pub fn chained_component(host: &str) -> Option<&str> {
+    let len = host.len().checked_sub(CHAINING_SUFFIX.len())?;
+    let (component, suffix) = host.split_at_checked(len)?;
+    (suffix.eq_ignore_ascii_case(CHAINING_SUFFIX)
+        && !component.is_empty()
+        && !component.contains('.'))
+    .then_some(component)
 }
 
 #[cfg(test)]
@@ -317,6 +346,29 @@ mod tests {
         // Spin's ranges exclude their end.
         assert!(!h.allows("http", "127.0.0.1", 8010, false));
         assert!(!h.allows("https", "127.0.0.1", 8005, false));
+    }
+
+    #[test]
+    fn chaining_is_granted_only_by_spin_internal_hosts() {
+        let named = hosts(&["http://back.spin.internal"]);
+        assert!(named.allows_chaining("back"));
+        assert!(named.allows_chaining("BACK"));
+        assert!(!named.allows_chaining("front"));
+        let all = hosts(&["http://*.spin.internal"]);
+        assert!(all.allows_chaining("front") && all.allows_chaining("back"));
+        // Neither the wildcard nor `self` grants it, nor another scheme.
+        let wide = hosts(&["*://*:*", "http://self", "https://back.spin.internal"]);
+        assert!(!wide.allows_chaining("back"));
+        assert_eq!(chained_component("back.spin.internal"), Some("back"));
+        assert_eq!(chained_component("Back.SPIN.Internal"), Some("Back"));
+        for not in [
+            "spin.internal",
+            ".spin.internal",
+            "a.b.spin.internal",
+            "back.example",
+        ] {
+            assert_eq!(chained_component(not), None, "{not}");
+        }
     }
 
     #[test]

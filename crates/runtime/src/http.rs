@@ -217,6 +217,8 @@ struct OutboundHooks {
     policy: Arc<OutboundPolicy>,
     /// The request's span, continued by each outbound request.
     traceparent: Option<Arc<str>>,
+    /// How deep the request being served is in its chain (`chain.rs`).
+    depth: u32,
 }
 
 impl OutboundHooks {
@@ -258,6 +260,95 @@ impl OutboundHooks {
     }
 }
 
+/// What a guest's outbound request comes to, as `send_request` returns it.
+type Sent = Box<
+    dyn Future<
+            Output = Result<
+                (
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                ),
+                wasmtime_wasi_http::Error,
+            >,
+        > + Send,
+>;
+
+impl OutboundHooks {
+    /// Sends a request for `<component>.spin.internal` to that component of
+    /// the app, if the caller may chain to it (`chain.rs`).
+    fn chain(
+        &self,
+        component: String,
+        mut request: http::Request<wasmtime_wasi_http::WasiBody>,
+    ) -> Sent {
+        use wasmtime_wasi_http::Error;
+        let caller = self.policy.component.clone();
+        let deny = |why: String, error: Error| -> Sent {
+            tracing::warn!(
+                component = &*caller,
+                uri = request.uri().to_string().as_str(),
+                "chained request refused: {why}"
+            );
+            Box::new(async move { Err(error) })
+        };
+        if request.uri().scheme_str() != Some("http")
+            || !self.policy.allowed.allows_chaining(&component)
+        {
+            return deny(
+                format!("http://{component}.spin.internal is not in allowed_outbound_hosts"),
+                Error::HttpRequestDenied,
+            );
+        }
+        let depth = self.depth + 1;
+        if depth > crate::MAX_CHAIN_DEPTH {
+            tracing::warn!(
+                component = &*caller,
+                "chained request to `{component}` refused: the chain is over {} requests deep",
+                crate::MAX_CHAIN_DEPTH
+            );
+            let mut response = http::Response::new(
+                http_body_util::Full::new(bytes::Bytes::from_static(b"Loop Detected\n"))
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            );
+            *response.status_mut() = http::StatusCode::LOOP_DETECTED;
+            return Box::new(async move {
+                Ok((
+                    response,
+                    Box::new(std::future::ready(Ok(()))) as Box<dyn Future<Output = _> + Send>,
+                ))
+            });
+        }
+        let Some(chain) = self.policy.chain.get() else {
+            return deny(
+                "no app serves this component's chained requests".into(),
+                Error::DestinationNotFound,
+            );
+        };
+        // As Spin sets it, whatever the guest wrote.
+        if let Ok(host) = http::HeaderValue::from_str(&format!("{component}.spin.internal")) {
+            request.headers_mut().insert(http::header::HOST, host);
+        }
+        let request = request.map(|body| body.map_err(crate::BoxError::from).boxed_unsync());
+        Box::new(async move {
+            let response = chain
+                .call(&component, request, depth)
+                .await
+                .map_err(|why| {
+                    tracing::warn!(component = &*caller, "chained request failed: {why}");
+                    Error::DestinationNotFound
+                })?;
+            Ok((
+                response.map(|body| {
+                    body.map_err(|e| Error::InternalError(Some(e.to_string())))
+                        .boxed_unsync()
+                }),
+                Box::new(std::future::ready(Ok(()))) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
 impl WasiHttpHooks for OutboundHooks {
     fn send_request(
         &mut self,
@@ -280,6 +371,14 @@ impl WasiHttpHooks for OutboundHooks {
             && let Ok(value) = http::HeaderValue::from_str(traceparent)
         {
             request.headers_mut().insert("traceparent", value);
+        }
+        if let Some(component) = request
+            .uri()
+            .host()
+            .and_then(ferry_manifest::chained_component)
+            .map(str::to_owned)
+        {
+            return self.chain(component, request);
         }
         if let Err(reason) = self.authorize(&mut request) {
             tracing::warn!(
@@ -332,6 +431,7 @@ pub(crate) fn store_with(
         hooks: OutboundHooks {
             policy: sandbox.outbound.clone(),
             traceparent: request.and_then(|r| r.traceparent.clone()),
+            depth: request.map_or(0, |r| r.chain_depth),
         },
         context: sandbox.context.clone(),
         redis: sandbox.redis.clone(),

@@ -14,6 +14,7 @@
 mod adapt;
 mod body;
 mod cache;
+mod chain;
 mod command;
 mod engine;
 mod events;
@@ -46,6 +47,7 @@ use wasmtime::Engine;
 
 pub use body::{BodyTooLarge, BoxError, Limited, ResponseBody};
 pub use cache::{CompileCache, CompileStats};
+pub use chain::{Chain, Chained, MAX_CHAIN_DEPTH};
 pub use engine::{EPOCH_TICK, EngineOptions};
 pub use events::{Event, EventExport};
 pub use ferry_manifest::Limits;
@@ -835,6 +837,12 @@ impl Guest {
             GuestKind::Event(pre) => Some(pre.export()),
             _ => None,
         }
+    }
+
+    /// Sends this guest's chained requests (`http://<id>.spin.internal`)
+    /// to `chain`, the app that serves it (`chain.rs`).
+    pub fn chain_to(&self, chain: std::sync::Weak<dyn Chain>) {
+        self.sandbox.outbound.chain.set(chain);
     }
 
     /// Whether this guest is a command (`[[trigger.command]]`).

@@ -56,6 +56,8 @@ pub struct OutboundPolicy {
     pub self_addr: Option<SocketAddr>,
     /// The runtime's (the host's admin listener, on `ferry serve`).
     pub forbidden: Arc<ForbiddenAddrs>,
+    /// Where `http://<component>.spin.internal` goes (`chain.rs`).
+    pub chain: crate::chain::ChainLink,
 }
 
 impl Sandbox {
@@ -79,6 +81,7 @@ impl Sandbox {
                 allowed: component.allowed_outbound_hosts.clone(),
                 self_addr,
                 forbidden,
+                chain: crate::chain::ChainLink::default(),
             }),
             context: Arc::new(context),
             redis: Arc::default(),
@@ -128,6 +131,9 @@ pub struct RequestLog {
     /// The request's span as a W3C `traceparent`, where traces are on: sent
     /// with the guest's outbound requests that carry none of their own.
     pub traceparent: Option<Arc<str>>,
+    /// How deep in a chain of requests this one is (`chain.rs`): 0 for a
+    /// routed request.
+    pub chain_depth: u32,
 }
 
 /// What one request cost its sandbox, filled in by the runtime as the guest

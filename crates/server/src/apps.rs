@@ -125,6 +125,12 @@ impl LiveApps {
             host: Arc::new(host),
             hostnames,
         };
+        // Its guests' chained requests go to this version, and no other.
+        let chain: std::sync::Weak<dyn ferry_runtime::Chain> =
+            Arc::downgrade(&mounted.host) as std::sync::Weak<LoadedApp>;
+        for guest in mounted.host.guests() {
+            guest.chain_to(chain.clone());
+        }
         let index = apps.partition_point(|m| m.host.name < mounted.host.name);
         apps.insert(index, mounted);
         self.table
@@ -349,6 +355,7 @@ impl AppTable {
             span: span(request, None),
             stats: None,
         };
+        forget_chaining_host(&mut request);
         if let Some(why) = unroutable_target(request.method(), request.uri()) {
             let observation = unrouted(&request);
             let refused = Dispatched::plain(StatusCode::BAD_REQUEST, None, Some(why.into()))
@@ -373,6 +380,7 @@ impl AppTable {
             route: route.label.clone(),
             request_id: request_id.clone(),
             traceparent: span.as_ref().map(|s| s.traceparent.clone()),
+            chain_depth: 0,
         });
         let stats =
             (route.metrics.is_some() || span.is_some()).then(|| Arc::new(RequestStats::default()));
@@ -401,4 +409,35 @@ pub(crate) fn request_hostname<B>(request: &Request<B>) -> Option<String> {
     let header = request.headers().get(http::header::HOST)?.to_str().ok()?;
     let authority = http::uri::Authority::try_from(header).ok()?;
     Some(authority.host().to_ascii_lowercase())
+}
+
+/// A request from outside never names a `*.spin.internal` host: only a
+/// chained request does (Spin strips it too), so a guest can trust that
+/// `Host: <id>.spin.internal` came from its own app.
+fn forget_chaining_host<B>(request: &mut Request<B>) {
+    let chaining = |host: &str| {
+        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        ferry_manifest::chained_component(host).is_some()
+            || host
+                .to_ascii_lowercase()
+                .ends_with(ferry_manifest::CHAINING_SUFFIX)
+    };
+    if request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(chaining)
+    {
+        request.headers_mut().remove(http::header::HOST);
+    }
+    if request.uri().host().is_some_and(chaining) {
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        if let Ok(uri) = path.parse() {
+            *request.uri_mut() = uri;
+        }
+    }
 }

@@ -113,6 +113,10 @@ pub struct LoadedApp {
     pub(crate) base: String,
     pub(crate) router: Router,
     pub(crate) slots: HashMap<String, Slot>,
+    /// What a chained request (`http://<id>.spin.internal/…`) to each HTTP
+    /// component runs as: the route `/...` of that component, its path all
+    /// path info, whether or not the component has a public route.
+    pub(crate) chained: HashMap<String, RouteEntry>,
 }
 
 impl std::fmt::Debug for LoadedApp {
@@ -163,6 +167,22 @@ impl LoadedApp {
                 );
             }
         }
+        let mut chained = HashMap::new();
+        for trigger in &app.triggers {
+            if let ferry_manifest::Handler::Component { id, executor } = &trigger.handler
+                && slots.contains_key(id)
+            {
+                let pattern =
+                    ferry_manifest::RoutePattern::parse("/", "/...").map_err(anyhow::Error::msg)?;
+                let target = Target::Component {
+                    id: id.clone(),
+                    executor: executor.clone(),
+                };
+                let mut entry = RouteEntry::new(pattern, target, "/");
+                entry.label = format!("{id}{}", ferry_manifest::CHAINING_SUFFIX).into();
+                chained.entry(id.clone()).or_insert(entry);
+            }
+        }
         let incarnation = previous.map_or_else(
             || INCARNATIONS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1,
             |p| p.incarnation,
@@ -173,6 +193,7 @@ impl LoadedApp {
             base: app.base.clone(),
             router,
             slots,
+            chained,
         })
     }
 
@@ -334,6 +355,100 @@ impl LoadedApp {
     }
 }
 
+/// Chained requests (`ferry_runtime::Chain`): served as a routed request
+/// to the component's `/...` would be (admission, limits, Spin's headers,
+/// an error response for a failure), with `Host: <id>.spin.internal`, no
+/// client address, and a log line of their own (`ferry::chain`).
+impl ferry_runtime::Chain for LoadedApp {
+    fn call(
+        self: Arc<Self>,
+        component: &str,
+        mut request: Request<ResponseBody>,
+        depth: u32,
+    ) -> ferry_runtime::Chained {
+        let component = component.to_owned();
+        Box::pin(async move {
+            let Some((id, route)) = self.chained.get_key_value(component.as_str()) else {
+                return Err(format!(
+                    "app `{}` has no HTTP component `{component}`",
+                    self.name
+                ));
+            };
+            let started = std::time::Instant::now();
+            let request_id = new_request_id();
+            let traceparent = request
+                .headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .map(Arc::from);
+            request.extensions_mut().insert(RequestLog {
+                app: self.name.clone(),
+                incarnation: self.incarnation,
+                route: route.label.clone(),
+                request_id: request_id.clone(),
+                traceparent,
+                chain_depth: depth,
+            });
+            let method = request.method().clone();
+            let path = request.uri().path().to_owned();
+            let matched = RouteMatch {
+                params: Vec::new(),
+                path_info: path.clone(),
+            };
+            // No client: the caller is the app itself.
+            let nobody = SocketAddr::from(([0, 0, 0, 0], 0));
+            // A body type of its own: the boxed error trips the compiler's
+            // lifetime inference for this future's `Send`.
+            let request = request.map(ChainedBody);
+            let dispatched = self.dispatch(request, route, matched, nobody, nobody).await;
+            let status = dispatched.response.status();
+            tracing::info!(
+                target: "ferry::chain",
+                app = &*self.name,
+                component = id.as_str(),
+                method = method.as_str(),
+                path = path.as_str(),
+                status = status.as_u16(),
+                depth,
+                request_id = &*request_id,
+                total_us = started.elapsed().as_micros() as u64,
+                error = dispatched.error.as_deref().unwrap_or(""),
+                "chained request"
+            );
+            let mut response = dispatched.response;
+            if let Ok(value) = HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert("x-request-id", value);
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// A chained request's body, its errors as `io::Error`s.
+struct ChainedBody(ResponseBody);
+
+impl http_body::Body for ChainedBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        std::pin::Pin::new(&mut self.0)
+            .poll_frame(cx)
+            .map(|frame| frame.map(|f| f.map_err(std::io::Error::other)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
+    }
+}
+
 /// Why a request target is not one a request for a route may have (RFC 9112,
 /// 3.2): a bare authority (`GET example.com`) is only for `CONNECT`, and
 /// `*` only for `OPTIONS`. hyper accepts both forms for any method.
@@ -478,10 +593,13 @@ pub(crate) fn prepare_request<B>(
         HeaderName::from_static("spin-path-info"),
         matched.path_info.clone(),
     );
-    set(
-        HeaderName::from_static("spin-client-addr"),
-        client_addr.to_string(),
-    );
+    // A chained request has no client (its address is unspecified).
+    if !client_addr.ip().is_unspecified() {
+        set(
+            HeaderName::from_static("spin-client-addr"),
+            client_addr.to_string(),
+        );
+    }
     for (name, value) in &matched.params {
         if let Ok(name) =
             HeaderName::try_from(format!("spin-path-match-{}", name.to_ascii_lowercase()))

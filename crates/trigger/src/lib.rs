@@ -405,6 +405,7 @@ impl Invoker {
             route: format!("{}:{}", self.kind, self.trigger).into(),
             request_id: message_id.as_str().into(),
             traceparent: None,
+            chain_depth: 0,
         };
         let span = self.traces.then(|| metrics::span(self, &message_id));
         let stats = Arc::new(RequestStats::default());
