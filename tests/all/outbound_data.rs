@@ -637,6 +637,9 @@ async fn a_hostile_redis_reply_is_refused_as_its_header_arrives() {
         (&b"$1000000000\r\n"[..], x.clone(), over),
         (&b"*1000\r\n"[..], mib, over),
         (nested, x.clone(), "a reply nested deeper than 32"),
+        // Lines that end at `\n` alone are one line to the client, which
+        // would read them for ever.
+        (&b"+"[..], "aaaa\n".repeat(1 << 18).into_bytes(), over),
     ] {
         let (port, served) = hostile_redis(reply, chunk);
         let ferry = Ferry::start_at(

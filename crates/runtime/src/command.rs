@@ -20,8 +20,9 @@ use crate::{GuestError, Limits};
 
 /// The export a WASI 0.2 command has, as components name it.
 pub(crate) const RUN: &str = "wasi:cli/run@0.2.";
-/// The export a WASI 0.3 command has.
-pub(crate) const RUN_03: &str = "wasi:cli/run@0.3";
+/// The export a WASI 0.3 command has: the release wasmtime binds (a
+/// release candidate's is another interface).
+pub(crate) const RUN_03: &str = "wasi:cli/run@0.3.0";
 
 /// A command ready to instantiate.
 #[derive(Clone)]
@@ -34,7 +35,7 @@ pub(crate) enum CommandPre {
 /// exports both runs are run as WASI 0.3 (Rust's toolchain adds 0.2's to a
 /// binary that exports 0.3's itself).
 pub(crate) fn is_wasi_03(exports: &[String]) -> bool {
-    exports.iter().any(|e| e.starts_with(RUN_03))
+    exports.iter().any(|e| e == RUN_03)
 }
 
 pub(crate) fn pre(

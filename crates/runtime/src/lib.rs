@@ -271,9 +271,10 @@ pub(crate) type Streamed<T, E> = (
 );
 
 /// The most a store may hold of results read whole that its guest has not
-/// read yet (all its SQLite, MySQL and key-value streams together): a
-/// guest that starts queries and never reads them cannot make the host
-/// hold more than this for it.
+/// read yet (all its SQLite, MySQL and key-value streams together), so
+/// that a guest that starts queries and never reads them cannot pile them
+/// up. (A result is charged once read whole: queries still running hold
+/// what they read so far, each up to its own cap.)
 pub const MAX_UNREAD_BYTES: usize = 64 << 20;
 
 /// What one store holds of results its guest has not read yet.

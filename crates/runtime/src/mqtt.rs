@@ -11,8 +11,13 @@
 //! connection is made to a checked address; a TLS one to the host's name
 //! (rumqttc resolves it again: it takes no connection made beforehand),
 //! the broker's certificate checked for that name against the roots
-//! outbound TLS trusts, so whatever address it reaches must prove it is
-//! that host before a byte of MQTT is sent ([`broker_options`]).
+//! outbound TLS trusts ([`broker_options`]). So a name whose DNS answer
+//! changes between the check and that lookup (rebinding) can point the
+//! connection at an address that was not checked, the admin listener
+//! included: what reaches it is a TCP connection and a TLS ClientHello,
+//! and no byte of MQTT before the peer proves it is the host. (Connecting
+//! to the checked address instead would lose SNI, which hosted brokers
+//! need.)
 //!
 //! Each `open` is one broker session (as in Spin); `publish` returns once
 //! the broker has the message as its QoS promises: sent (QoS 0),

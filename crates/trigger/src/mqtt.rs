@@ -9,7 +9,7 @@
 //!
 //! Delivery is the QoS's. At QoS 0 a message is sent once and lost if
 //! Ferry is away. At QoS 1 and 2 the session is persistent (a client id
-//! stable for the app and trigger, [`client_id`]; `clean_session =
+//! stable for the app, trigger and user, [`client_id`]; `clean_session =
 //! false`): the broker
 //! keeps what arrives while Ferry is away and hands it over when it is
 //! back, and Ferry acknowledges a message only once its guest has run
@@ -60,23 +60,18 @@ pub(crate) fn broker_address(address: &str) -> Result<(String, u16, bool), Strin
 }
 
 /// The client id of a trigger's session: the same on every node and after
-/// a restart, so that a persistent session is found again, and not to be
-/// worked out without the credentials the trigger connects with (a hash
-/// of them, the app and the trigger): a broker lets the latest client with
-/// an id take its session over, so another client of the broker that knew
-/// it could take the trigger's messages. (On a broker that takes anyone
-/// without credentials, anyone can work it out.) 23 characters, all
-/// letters and digits, as every MQTT 3.1.1 broker must take.
-pub(crate) fn client_id(app: &str, trigger: &str, username: &str, password: &str) -> String {
+/// a restart, so that a persistent session is found again. A hash of the
+/// app, the trigger and the user name it connects as (not the password:
+/// an id brokers show would let anyone test guesses of it, and a new
+/// password would orphan the session). A client of the broker that knows
+/// those three can work it out and, where the broker's ACLs let it, take
+/// the session over: a host secret shared by a cluster's nodes would close
+/// that, and Ferry has none yet. 23 characters, all letters and digits, as
+/// every MQTT 3.1.1 broker must take.
+pub(crate) fn client_id(app: &str, trigger: &str, username: &str) -> String {
     use sha2::Digest as _;
     let mut hash = sha2::Sha256::new();
-    for part in [
-        "ferry mqtt trigger client id",
-        app,
-        trigger,
-        username,
-        password,
-    ] {
+    for part in ["ferry mqtt trigger client id", app, trigger, username] {
         hash.update((part.len() as u64).to_le_bytes());
         hash.update(part);
     }
@@ -144,7 +139,6 @@ pub(crate) async fn run(
         &app,
         &invoker.trigger,
         username.as_deref().unwrap_or_default(),
-        password.as_deref().unwrap_or_default(),
     );
     let max_payload = invoker.guest.limits().max_request_body;
     let mut invocations = Invocations::new();
@@ -300,16 +294,15 @@ mod tests {
     }
 
     #[test]
-    fn client_ids_are_stable_and_keyed_by_the_credentials() {
-        let id = client_id("app", "t", "user", "secret");
-        assert_eq!(id, client_id("app", "t", "user", "secret"));
+    fn client_ids_are_stable_and_tell_apps_triggers_and_users_apart() {
+        let id = client_id("app", "t", "user");
+        assert_eq!(id, client_id("app", "t", "user"));
         assert_eq!(id.len(), 23);
         assert!(id.chars().all(|c| c.is_ascii_alphanumeric()), "{id}");
         for other in [
-            client_id("app", "t", "user", "other"),
-            client_id("app", "t", "", "secret"),
-            client_id("app", "u", "user", "secret"),
-            client_id("ap", "pt", "user", "secret"),
+            client_id("app", "t", ""),
+            client_id("app", "u", "user"),
+            client_id("ap", "pt", "user"),
         ] {
             assert_ne!(id, other);
         }

@@ -9,7 +9,8 @@
 //! checked against the host's forbidden listeners before each connection.
 //! A message larger than its components' `max_request_body` is dropped
 //! with a log line; one larger than that plus [`FRAME_SLACK`] is not even
-//! read: the connection is dropped as its header arrives and made again.
+//! read: the connection is dropped as its header arrives and made again
+//! (losing, as any reconnection does, what the server had queued).
 //!
 //! What the subscriber holds is bounded: at most [`BACKLOG`] bytes (or two
 //! of the largest messages, if more) are read ahead of the components.
@@ -135,7 +136,9 @@ pub(crate) async fn run(address: String, channels: Channels, mut stopped: watch:
         let mut messages = pubsub.into_on_message();
         loop {
             while let Some(Some(_)) = invocations.join_next().now_or_never() {}
-            let message = match messages.next().now_or_never() {
+            // Unconstrained: tokio's scheduling budget must not make a
+            // queue with messages in it look empty.
+            let message = match tokio::task::unconstrained(messages.next()).now_or_never() {
                 Some(message) => message,
                 None => {
                     // All that was decoded is taken.
@@ -145,6 +148,10 @@ pub(crate) async fn run(address: String, channels: Channels, mut stopped: watch:
                         // Finished invocations are collected as they end.
                         Some(_) = invocations.join_next(), if !invocations.is_empty() => continue,
                         message = messages.next() => message,
+                        // What the client reads and keeps itself (no message
+                        // of ours) is let go too: reading never waits for
+                        // good on a queue that stays empty.
+                        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
                     }
                 }
             };

@@ -184,19 +184,19 @@ struct Framing {
 struct Open {
     /// Values still to come.
     left: u64,
-    /// Whether it is a value of its parent (an attribute is not: the value
-    /// it describes follows it).
-    is_value: bool,
 }
 
 enum State {
     /// In a value's header line: its type byte once read, its number so
-    /// far (for the types that have one) and its sign.
+    /// far (for the types that have one) and its sign, and whether the
+    /// last byte was a `\r` (a line ends only at `\r\n`, as the client
+    /// reads it).
     Line {
         kind: Option<u8>,
         number: i64,
         negative: bool,
         digits: usize,
+        cr: bool,
     },
     /// In a bulk value's body: the bytes left, its `\r\n` included.
     Body(usize),
@@ -207,6 +207,7 @@ const NEW_LINE: State = State::Line {
     number: 0,
     negative: false,
     digits: 0,
+    cr: false,
 };
 
 impl Framing {
@@ -252,6 +253,7 @@ impl Framing {
                 number,
                 negative,
                 digits,
+                cr,
             } = &mut self.state
             else {
                 unreachable!("a body is read above");
@@ -261,29 +263,37 @@ impl Framing {
                 continue;
             };
             let numbered = b"$!=*~>%|".contains(&k);
-            match byte {
-                b'\n' => {
-                    let n = if *negative { -*number } else { *number };
-                    self.state = NEW_LINE;
-                    self.line_done(k, n)?;
+            if numbered {
+                // Digits (a `-` first), then `\r\n`: nothing else.
+                match byte {
+                    b'\n' if *cr => {
+                        let n = if *negative { -*number } else { *number };
+                        self.state = NEW_LINE;
+                        self.line_done(k, n)?;
+                    }
+                    b'\r' if !*cr && *digits > 0 => *cr = true,
+                    b'-' if *digits == 0 && !*negative => *negative = true,
+                    b'0'..=b'9' if !*cr => {
+                        *digits += 1;
+                        *number = number
+                            .checked_mul(10)
+                            .and_then(|n| n.checked_add(i64::from(byte - b'0')))
+                            .ok_or("a reply with a length out of range")?;
+                    }
+                    _ => {
+                        return Err(format!(
+                            "not a RESP reply: {:?} in a `{}` header",
+                            byte as char, k as char
+                        ));
+                    }
                 }
-                b'\r' => {}
-                b'-' if numbered && *digits == 0 && !*negative => *negative = true,
-                b'0'..=b'9' if numbered => {
-                    *digits += 1;
-                    *number = number
-                        .checked_mul(10)
-                        .and_then(|n| n.checked_add(i64::from(byte - b'0')))
-                        .ok_or("a reply with a length out of range")?;
-                }
-                _ if numbered => {
-                    return Err(format!(
-                        "not a RESP reply: {:?} in a `{}` header",
-                        byte as char, k as char
-                    ));
-                }
-                // A simple value's text.
-                _ => {}
+            } else if byte == b'\n' && *cr {
+                self.state = NEW_LINE;
+                self.line_done(k, 0)?;
+            } else {
+                // A simple value's text: a lone `\r` or `\n` is text too,
+                // as the client reads it.
+                *cr = byte == b'\r';
             }
         }
         Ok(())
@@ -292,38 +302,37 @@ impl Framing {
     fn line_done(&mut self, kind: u8, n: i64) -> Result<(), String> {
         match kind {
             b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => self.value_done(),
-            // A bulk value: `-1` is nil.
-            b'$' | b'!' | b'=' if n < 0 => self.value_done(),
+            // A bulk string: `-1` is nil. (A blob error or verbatim string
+            // has no nil, and the client would take `-1` as "everything".)
+            b'$' if n == -1 => self.value_done(),
             b'$' | b'!' | b'=' => {
                 let body = usize::try_from(n)
                     .ok()
                     .and_then(|n| n.checked_add(2))
-                    .ok_or_else(|| self.over())?;
+                    .ok_or_else(|| {
+                        format!("not a RESP reply: a `{}` of length {n}", kind as char)
+                    })?;
                 self.charge(body)?;
                 self.state = State::Body(body);
                 Ok(())
             }
             // An aggregate: `-1` is nil, `0` empty.
-            b'*' | b'~' | b'>' | b'%' if n <= 0 => self.value_done(),
-            b'|' if n <= 0 => Ok(()),
-            b'*' | b'~' | b'>' | b'%' | b'|' => {
-                let n = u64::try_from(n).map_err(|_| self.over())?;
-                let left = if matches!(kind, b'%' | b'|') {
-                    n.saturating_mul(2)
-                } else {
-                    n
-                };
+            b'*' | b'~' | b'>' if n == -1 => self.value_done(),
+            b'*' | b'~' | b'>' | b'%' if n == 0 => self.value_done(),
+            b'*' | b'~' | b'>' | b'%' => {
+                let n = u64::try_from(n)
+                    .map_err(|_| format!("not a RESP reply: a `{}` of {n} values", kind as char))?;
+                let left = if kind == b'%' { n.saturating_mul(2) } else { n };
                 if self.open.len() >= MAX_DEPTH {
                     return Err(format!("a reply nested deeper than {MAX_DEPTH}"));
                 }
-                self.open.push(Open {
-                    left,
-                    is_value: kind != b'|',
-                });
+                self.open.push(Open { left });
                 Ok(())
             }
+            // Attributes (`|`): no Redis command sends them, and the client
+            // nests the value they describe, which this would not count.
             other => Err(format!(
-                "not a RESP reply: a value of type {:?}",
+                "not a RESP reply Ferry reads: a value of type {:?}",
                 other as char
             )),
         }
@@ -338,12 +347,7 @@ impl Framing {
             if top.left > 0 {
                 return Ok(());
             }
-            let is_value = top.is_value;
             self.open.pop();
-            if !is_value {
-                // The described value follows.
-                return Ok(());
-            }
         }
         self.cost = 0;
         Ok(())
@@ -386,11 +390,16 @@ mod tests {
             b"%1\r\n+k\r\n*1\r\n_\r\n",
             b"~2\r\n,1.5\r\n#t\r\n",
             b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$4\r\nbody\r\n",
-            b"|1\r\n+ttl\r\n:3\r\n$1\r\nx\r\n",
-            b"*2\r\n|1\r\n+a\r\n+b\r\n:1\r\n:2\r\n",
             b"=8\r\ntxt:abcd\r\n!3\r\nerr\r\n(123\r\n",
+            b"+a\rb\nc\r\n",
         ];
         for reply in replies {
+            // Whole replies to the client's own parser, too (the last one
+            // holds three).
+            if !reply.starts_with(b"=8") {
+                redis::parse_redis_value(reply)
+                    .unwrap_or_else(|e| panic!("{:?}: {e}", String::from_utf8_lossy(reply)));
+            }
             let mut framing = Framing::new(1 << 20);
             assert_eq!(
                 fed(1 << 20, reply),
@@ -448,6 +457,15 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    /// The client ends a line only at `\r\n`: lines ended by a lone `\n`
+    /// are one reply to it, so they are one reply here, and over the limit.
+    #[test]
+    fn lines_end_only_at_cr_lf() {
+        let endless = "+aaaa\n".repeat(1000);
+        assert!(fed(1000, endless.as_bytes()).unwrap_err().contains("limit"));
+        assert_eq!(fed(1000, b"+a\nb\r\n"), Ok(0));
     }
 
     #[test]
