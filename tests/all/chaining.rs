@@ -129,6 +129,35 @@ async fn a_loop_of_chained_requests_stops_at_the_depth_limit() {
     assert!(answer.ends_with("status 508: Loop Detected\n"), "{answer}");
 }
 
+/// WASI 0.2 and WASI 0.3 components chain to each other: a 0.3 caller
+/// awaits a 0.2 callee's answer, and a 0.2 caller reads a 0.3 callee's
+/// body, streamed after its handler returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_0_2_and_0_3_components_chain_to_each_other() {
+    let app = TestApp::new(&format!(
+        "[[trigger.http]]\nroute = \"/front/...\"\ncomponent = \"front\"\n\n\
+         [[trigger.http]]\nroute = \"/p3/...\"\ncomponent = \"p3\"\n\n\
+         [component.front]\nsource = {HTTP_GUEST:?}\nenvironment = {{ NAME = \"front\" }}\n\
+         allowed_outbound_hosts = [\"http://p3.spin.internal\"]\n\n\
+         [component.p3]\nsource = {HTTP_P3_GUEST:?}\nenvironment = {{ NAME = \"p3\" }}\n\
+         allowed_outbound_hosts = [\"http://front.spin.internal\"]\n"
+    ));
+    let ferry = Ferry::start(&app, &[]);
+    assert_eq!(
+        fetched(&ferry, "/p3", "http://front.spin.internal/").await,
+        "status 200: hello from front\n"
+    );
+    assert_eq!(
+        fetched(&ferry, "/front", "http://p3.spin.internal/").await,
+        "status 200: hello from p3 over WASI 0.3\n"
+    );
+    let streamed = fetched(&ferry, "/front", "http://p3.spin.internal/stream").await;
+    assert!(
+        streamed.starts_with("status 200: chunk 0\n") && streamed.ends_with("chunk 63\n"),
+        "{streamed}"
+    );
+}
+
 /// An app `name` under `base` whose `front` may chain to its private
 /// `back`, which answers `hello from <back>`.
 fn two_part_app(app: &TestApp, name: &str, base: &str, back: &str) {
