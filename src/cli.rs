@@ -62,6 +62,21 @@ enum Command {
     /// Print an app's recent guest log lines (stdout and stderr) from a
     /// live host; `--follow` goes on printing new ones.
     Logs(LogsArgs),
+    /// Run WASI commands as a shell pipeline: each stage's stdout into the
+    /// next one's stdin, each in a sandbox of its own granted nothing; exit
+    /// with the status of the first stage to fail.
+    Pipe(PipeArgs),
+}
+
+#[derive(Debug, Args)]
+struct PipeArgs {
+    /// Each stage as one word: a command component (`.wasm`) and its
+    /// arguments, separated by spaces (`"grep.wasm ERROR"`).
+    #[arg(required = true, value_name = "STAGE")]
+    stages: Vec<String>,
+    /// `--max-memory` is each stage's; no timeout applies.
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 #[derive(Debug, Args)]
@@ -476,6 +491,7 @@ fn parse_header_size(s: &str) -> Result<u64, String> {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(args) => up(args),
+        Command::Pipe(args) => pipe(args),
         Command::Check(args) => check(args),
         Command::Build(args) => build(args),
         Command::Serve(args) => serve(args),
@@ -811,6 +827,55 @@ fn new_runtime(
         },
         CompileCache::new(settings.cache_dir.clone()),
     )
+}
+
+/// `ferry pipe`: the stages loaded, run as one pipeline, and the exit
+/// status of the first to fail (in time: a stage that fails makes the ones
+/// before it fail writing to it, and theirs is not the cause), 0 if none.
+fn pipe(args: PipeArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.engine.settings(
+        CompileCache::default_dir(),
+        ferry_control::variables::Sources::Local(Vec::new()),
+    );
+    let max_memory = args.engine.limits.max_memory;
+    let runtime = new_runtime(&args.engine, &settings, max_memory)?;
+    let limits = Limits {
+        max_memory,
+        ..Limits::default()
+    };
+    let mut stages = Vec::new();
+    for stage in &args.stages {
+        let mut words = stage.split_whitespace();
+        let path = words.next().context("an empty stage")?;
+        let guest = assemble::load_command_file(&runtime, Path::new(path), limits)?;
+        stages.push((guest, words.map(str::to_owned).collect::<Vec<_>>()));
+    }
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let borrowed: Vec<(&ferry_runtime::Guest, Vec<String>)> =
+        stages.iter().map(|(g, a)| (g, a.clone())).collect();
+    let ends = tokio.block_on(ferry_runtime::pipeline(&borrowed));
+    let mut status = 0;
+    for end in ends {
+        let code = match end.outcome {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!(
+                    "ferry pipe: stage {} ({}) failed: {e}",
+                    end.stage + 1,
+                    args.stages[end.stage]
+                );
+                1
+            }
+        };
+        if status == 0 && code != 0 {
+            status = code;
+        }
+    }
+    Ok(ExitCode::from(
+        u8::try_from(status.clamp(0, 255)).unwrap_or(1),
+    ))
 }
 
 fn up(args: UpArgs) -> anyhow::Result<ExitCode> {

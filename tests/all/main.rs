@@ -19,6 +19,7 @@ mod limits;
 mod manifest;
 mod metrics;
 mod outbound_data;
+mod pipeline;
 mod protocol;
 mod remote;
 mod routing;

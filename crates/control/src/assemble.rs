@@ -115,6 +115,45 @@ pub fn fetch_sources(
     Ok(wasm)
 }
 
+/// A WASI command component from a file, for `ferry pipe`: named after the
+/// file (its stem is the program's name), granted nothing (no files,
+/// environment, network or stores), under `limits`.
+pub fn load_command_file(runtime: &Runtime, path: &Path, limits: Limits) -> anyhow::Result<Guest> {
+    let wasm = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let id = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("command")
+        .to_owned();
+    let component = ferry_manifest::Component {
+        id,
+        source: ferry_manifest::Source::File(path.to_owned()),
+        description: None,
+        files: Vec::new(),
+        exclude_files: Vec::new(),
+        environment: Vec::new(),
+        allowed_outbound_hosts: Default::default(),
+        variables: Vec::new(),
+        outbound_templates: Vec::new(),
+        key_value_stores: Vec::new(),
+        sqlite_databases: Vec::new(),
+        build: None,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    runtime
+        .load(
+            &component,
+            ComponentContext::default(),
+            &wasm,
+            &ferry_manifest::Executor::Command,
+            limits,
+            dir,
+            None,
+        )
+        .with_context(|| format!("loading {}", path.display()))
+}
+
 /// Compiles (or loads from the cache) every used component, whose Wasm
 /// `fetch_sources` got, printing progress to `out`.
 pub fn load_guests(

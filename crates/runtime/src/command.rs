@@ -62,20 +62,36 @@ pub(crate) fn pre(
     ))
 }
 
-/// Runs the command with `args` (`args[0]` is the program's name) and the
-/// terminal's stdio; its exit status: 0 when `run` succeeds, 1 when it
-/// returns its error, the status it passed to `exit` if it called it.
+/// A pipe between two commands' stdout and stdin: at most this much is
+/// in it at once, so a fast writer waits for its reader.
+pub const PIPE_BUFFER: usize = 64 << 10;
+
+/// Runs the command with `args` (`args[0]` is the program's name), reading
+/// `stdin` and writing `stdout` (the terminal's where `None`; stderr is
+/// always the terminal's); its exit status: 0 when `run` succeeds, 1 when
+/// it returns its error, the status it passed to `exit` if it called it.
 pub(crate) async fn run(
     engine: &Engine,
     pre: &CommandPre,
     sandbox: &Sandbox,
     limits: &Limits,
     args: &[String],
+    stdin: Option<tokio::io::DuplexStream>,
+    stdout: Option<tokio::io::DuplexStream>,
 ) -> Result<i32, GuestError> {
     let mut builder = sandbox
         .wasi_builder(None)
         .map_err(GuestError::Instantiation)?;
     builder.inherit_stdio().args(args);
+    if let Some(stdin) = stdin {
+        builder.stdin(wasmtime_wasi::cli::AsyncStdinStream::new(stdin));
+    }
+    if let Some(stdout) = stdout {
+        builder.stdout(wasmtime_wasi::cli::AsyncStdoutStream::new(
+            PIPE_BUFFER,
+            stdout,
+        ));
+    }
     let mut store = store_with(engine, sandbox, limits, builder.build(), None, None);
     let ran = match pre {
         CommandPre::P2(pre) => {
@@ -104,4 +120,46 @@ pub(crate) async fn run(
             None => Err(GuestError::Trap(trap.into())),
         },
     }
+}
+
+/// How one stage of a pipeline ended.
+#[derive(Debug)]
+pub struct StageEnd {
+    /// Its place in the pipeline, from 0.
+    pub stage: usize,
+    pub outcome: Result<i32, GuestError>,
+}
+
+/// Runs `stages` (command guests, each with its arguments after its name)
+/// as a shell runs a pipeline: all at once, each in its own sandbox, each
+/// one's stdout into the next one's stdin through a pipe of
+/// [`PIPE_BUFFER`] bytes (streaming: a stage reads what the one before
+/// wrote as it is written), the first's stdin and the last's stdout the
+/// terminal's, every stderr the terminal's. A stage that ends closes its
+/// pipes: the next one reads the end of its input, the one before gets an
+/// error writing. How each ended, in the order they ended.
+pub async fn pipeline(stages: &[(&crate::Guest, Vec<String>)]) -> Vec<StageEnd> {
+    use futures_util::StreamExt as _;
+    let mut ends = Vec::with_capacity(stages.len());
+    let mut stdin = None;
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    for (stage, (guest, args)) in stages.iter().enumerate() {
+        let (stdout, next) = if stage + 1 < stages.len() {
+            let (write, read) = tokio::io::duplex(PIPE_BUFFER);
+            (Some(write), Some(read))
+        } else {
+            (None, None)
+        };
+        let input = std::mem::replace(&mut stdin, next);
+        running.push(async move {
+            StageEnd {
+                stage,
+                outcome: guest.run_command_with(args, input, stdout).await,
+            }
+        });
+    }
+    while let Some(end) = running.next().await {
+        ends.push(end);
+    }
+    ends
 }

@@ -48,6 +48,7 @@ use wasmtime::Engine;
 pub use body::{BodyTooLarge, BoxError, Limited, ResponseBody};
 pub use cache::{CompileCache, CompileStats};
 pub use chain::{Chain, Chained, MAX_CHAIN_DEPTH};
+pub use command::{PIPE_BUFFER, StageEnd, pipeline};
 pub use engine::{EPOCH_TICK, EngineOptions};
 pub use events::{Event, EventExport};
 pub use ferry_manifest::Limits;
@@ -854,6 +855,17 @@ impl Guest {
     /// Runs the command once with `args` (after its name) and the
     /// terminal's stdio; its exit status.
     pub async fn run_command(&self, args: &[String]) -> Result<i32, GuestError> {
+        self.run_command_with(args, None, None).await
+    }
+
+    /// [`run_command`](Self::run_command) reading `stdin` and writing
+    /// `stdout` instead of the terminal's ([`pipeline`]).
+    pub async fn run_command_with(
+        &self,
+        args: &[String],
+        stdin: Option<tokio::io::DuplexStream>,
+        stdout: Option<tokio::io::DuplexStream>,
+    ) -> Result<i32, GuestError> {
         let GuestKind::Command(pre) = &self.kind else {
             return Err(GuestError::BadRequest(format!(
                 "component `{}` is not a command",
@@ -862,6 +874,15 @@ impl Guest {
         };
         let mut argv = vec![self.id.to_string()];
         argv.extend_from_slice(args);
-        command::run(&self.engine, pre, &self.sandbox, &self.limits, &argv).await
+        command::run(
+            &self.engine,
+            pre,
+            &self.sandbox,
+            &self.limits,
+            &argv,
+            stdin,
+            stdout,
+        )
+        .await
     }
 }

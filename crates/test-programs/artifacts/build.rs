@@ -36,6 +36,7 @@ fn main() {
             "wasm32-wasip2",
             "release",
         ),
+        ("PIPE_STAGE", "pipe-stage", "wasm32-wasip2", "release"),
         ("HELLO", "hello", "wasm32-wasip2", "small"),
     ] {
         cargo_build(&guests, &target_dir, bin, target, profile);

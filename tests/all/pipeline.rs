@@ -1,0 +1,112 @@
+//! `ferry pipe`: WASI commands connected stdout → stdin as a shell pipeline
+//! connects programs, each in its own sandbox, streaming, exiting with the
+//! first failing stage's status.
+
+use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
+
+use crate::support::*;
+
+/// Runs `ferry pipe` over `stages` (each "`<pipe-stage>` ARGS…"), feeding
+/// `input` to the first.
+fn pipe(stages: &[&str], input: Vec<u8>) -> Output {
+    let stages: Vec<String> = stages
+        .iter()
+        .map(|args| format!("{} {args}", ferry_test_programs::PIPE_STAGE))
+        .collect();
+    let mut child = ferry()
+        .arg("pipe")
+        .args(&stages)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Fed while the output is read: the pipeline streams.
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let output = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    output
+}
+
+/// 16 MiB of lines, every tenth with `ERROR` in it; and what `grep ERROR`
+/// keeps of them.
+fn log_lines() -> (Vec<u8>, Vec<u8>) {
+    let mut all = Vec::new();
+    let mut errors = Vec::new();
+    let mut i = 0u64;
+    while all.len() < 16 << 20 {
+        let line = if i % 10 == 0 {
+            format!("{i:08} ERROR something failed here\n")
+        } else {
+            format!("{i:08} INFO all is well, nothing to see\n")
+        };
+        if i % 10 == 0 {
+            errors.extend_from_slice(line.as_bytes());
+        }
+        all.extend_from_slice(line.as_bytes());
+        i += 1;
+    }
+    (all, errors)
+}
+
+#[test]
+fn three_stages_stream_a_large_input_through_their_sandboxes() {
+    let (input, errors) = log_lines();
+    let output = pipe(&["cat", "grep ERROR", "count"], input);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let lines = errors.iter().filter(|b| **b == b'\n').count();
+    assert_eq!(
+        text(&output.stdout),
+        format!("bytes {} lines {lines}\n", errors.len())
+    );
+}
+
+#[test]
+fn a_failing_middle_stage_fails_the_pipeline_and_the_rest_see_its_end() {
+    let (input, _) = log_lines();
+    let output = pipe(&["cat", "fail-after 1048576", "count"], input);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    // The stage after it read what it wrote, then the end of its input.
+    assert!(
+        text(&output.stdout).starts_with("bytes 1048576 lines "),
+        "{}",
+        text(&output.stdout)
+    );
+    // The failure named is the middle stage's (the first stage only failed
+    // writing to it afterwards).
+    let first = stderr
+        .lines()
+        .find(|l| l.contains("failed"))
+        .unwrap_or_default();
+    assert!(
+        first.contains("stage 2 (") && first.contains("fail-after"),
+        "{stderr}"
+    );
+}
+
+/// Every stage is loaded before any runs: one that is not a WASI command
+/// fails the pipeline with what is wrong, and nothing of it ran.
+#[test]
+fn a_stage_that_cannot_be_loaded_is_refused_before_anything_runs() {
+    let app = TestApp::new("");
+    let not_wasm = app.write("notes.wasm", "plain text\n");
+    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("pipe")
+        .arg(format!("{} cat", ferry_test_programs::PIPE_STAGE))
+        .arg(not_wasm.to_str().unwrap())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("notes.wasm") && stderr.contains("not a WebAssembly file"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+}
