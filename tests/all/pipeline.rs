@@ -39,12 +39,12 @@ fn log_lines() -> (Vec<u8>, Vec<u8>) {
     let mut errors = Vec::new();
     let mut i = 0u64;
     while all.len() < 16 << 20 {
-        let line = if i % 10 == 0 {
+        let line = if i.is_multiple_of(10) {
             format!("{i:08} ERROR something failed here\n")
         } else {
             format!("{i:08} INFO all is well, nothing to see\n")
         };
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             errors.extend_from_slice(line.as_bytes());
         }
         all.extend_from_slice(line.as_bytes());
