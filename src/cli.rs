@@ -853,9 +853,7 @@ fn pipe(args: PipeArgs) -> anyhow::Result<ExitCode> {
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let borrowed: Vec<(&ferry_runtime::Guest, Vec<String>)> =
-        stages.iter().map(|(g, a)| (g, a.clone())).collect();
-    let ends = tokio.block_on(ferry_runtime::pipeline(&borrowed));
+    let ends = tokio.block_on(ferry_runtime::pipeline(&stages));
     let mut status = 0;
     for end in ends {
         let code = match end.outcome {

@@ -989,38 +989,43 @@ async fn mqtt_over_tls_checks_the_brokers_certificate() {
         .await;
 }
 
-#[test]
-fn a_command_runs_once_with_its_arguments_and_stdio_and_exits_with_its_status() {
+/// An app whose one component, `cmd`, is the command `guest`.
+fn command_app(guest: &str) -> TestApp {
     let app = TestApp::new(
         "[[trigger.command]]\ncomponent = \"cmd\"\n\n[component.cmd]\nsource = \"cmd.wasm\"\n",
     );
-    std::fs::copy(
-        ferry_test_programs::COMMAND_GUEST,
-        app.path().join("cmd.wasm"),
-    )
-    .unwrap();
+    std::fs::copy(guest, app.path().join("cmd.wasm")).unwrap();
+    app
+}
+
+/// `ferry up APP -- ARGS`, its stdin `input`, to the end.
+fn run_command(
+    app: &TestApp,
+    state: &std::path::Path,
+    args: &[&str],
+    input: &[u8],
+) -> std::process::Output {
+    let mut child = ferry()
+        .arg("up")
+        .arg(app.path())
+        .args(["--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(state)
+        .arg("--")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_command_runs_once_with_its_arguments_and_stdio_and_exits_with_its_status() {
+    let app = command_app(ferry_test_programs::COMMAND_GUEST);
     let state = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        let mut child = ferry()
-            .arg("up")
-            .arg(app.path())
-            .args(["--listen", "127.0.0.1:0", "--state-dir"])
-            .arg(state.path())
-            .arg("--")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"from the terminal")
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let run = |args: &[&str]| run_command(&app, state.path(), args, b"from the terminal");
     let output = run(&["hello world", "0"]);
     let stdout = text(&output.stdout);
     assert_eq!(
@@ -1056,27 +1061,9 @@ fn a_command_runs_once_with_its_arguments_and_stdio_and_exits_with_its_status() 
 /// arguments, and `run`'s error is `ferry up`'s failure.
 #[test]
 fn a_wasi_0_3_command_runs_once_with_its_arguments() {
-    let app = TestApp::new(
-        "[[trigger.command]]\ncomponent = \"cmd\"\n\n[component.cmd]\nsource = \"cmd.wasm\"\n",
-    );
-    std::fs::copy(
-        ferry_test_programs::COMMAND_P3_GUEST,
-        app.path().join("cmd.wasm"),
-    )
-    .unwrap();
+    let app = command_app(ferry_test_programs::COMMAND_P3_GUEST);
     let state = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        ferry()
-            .arg("up")
-            .arg(app.path())
-            .args(["--listen", "127.0.0.1:0", "--state-dir"])
-            .arg(state.path())
-            .arg("--")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| run_command(&app, state.path(), args, b"");
     let output = run(&["hello world", "ok"]);
     let stdout = text(&output.stdout);
     assert_eq!(

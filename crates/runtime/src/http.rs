@@ -355,17 +355,7 @@ impl WasiHttpHooks for OutboundHooks {
         mut request: http::Request<wasmtime_wasi_http::WasiBody>,
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
+    ) -> Sent {
         if let Some(traceparent) = &self.traceparent
             && !request.headers().contains_key("traceparent")
             && let Ok(value) = http::HeaderValue::from_str(traceparent)

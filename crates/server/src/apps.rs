@@ -417,10 +417,8 @@ pub(crate) fn request_hostname<B>(request: &Request<B>) -> Option<String> {
 fn forget_chaining_host<B>(request: &mut Request<B>) {
     let chaining = |host: &str| {
         let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-        ferry_manifest::chained_component(host).is_some()
-            || host
-                .to_ascii_lowercase()
-                .ends_with(ferry_manifest::CHAINING_SUFFIX)
+        host.to_ascii_lowercase()
+            .ends_with(ferry_manifest::CHAINING_SUFFIX)
     };
     if request
         .headers()
