@@ -74,3 +74,24 @@ async fn counter_example_counts_across_languages() {
     assert_eq!(visit("/python").await, "Python counted visit 2\n");
     assert_eq!(visit("/rust").await, "Rust counted visit 3\n");
 }
+
+#[tokio::test]
+async fn middleware_example_serves_only_what_its_middleware_lets_through() {
+    let ferry = build_and_serve("middleware");
+    let url = format!("{}/some/path?x=1", ferry.url);
+    let refused = get(&url).await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.text(), "unauthorized\n");
+    let reply = send(
+        http::Request::get(&url)
+            .header("authorization", "Bearer let-me-in")
+            .body(http_body_util::Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.text(),
+        "Hello from behind the middleware! You asked for /some/path?x=1\n"
+    );
+}

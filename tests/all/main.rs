@@ -8,6 +8,7 @@ mod build;
 mod capabilities;
 mod chaining;
 mod cluster;
+mod composition;
 mod control;
 mod docs;
 mod examples;

@@ -16,13 +16,13 @@ use crate::support::*;
 /// A one-purpose HTTP/1.1 server on 127.0.0.1 that serves the test guest
 /// in the ways a real server may fail. It records each request line, so a
 /// test can tell whether a request went through it as a proxy.
-struct ComponentServer {
+pub(crate) struct ComponentServer {
     addr: String,
     requests: Arc<Mutex<Vec<String>>>,
 }
 
 impl ComponentServer {
-    fn start(wasm: Vec<u8>) -> Self {
+    pub(crate) fn start(wasm: Vec<u8>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -37,7 +37,7 @@ impl ComponentServer {
         Self { addr, requests }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 

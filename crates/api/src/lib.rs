@@ -228,6 +228,10 @@ pub struct ComponentSummary {
     /// interface's error.
     #[serde(default)]
     pub unsupported: Vec<String>,
+    /// How it was composed with its dependencies and middleware: which
+    /// import each satisfies, the middleware chain, what each is denied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub composed: Vec<String>,
     /// Environment variable names only.
     pub environment: Vec<String>,
     /// `key = value` lines; never a secret's value.
@@ -276,6 +280,10 @@ impl ComponentSummary {
         }
         if let Some(serves) = &self.serves {
             writeln!(out, "  serves     {serves}")?;
+        }
+        for (n, line) in self.composed.iter().enumerate() {
+            let label = if n == 0 { "composed" } else { "" };
+            writeln!(out, "  {label:<10} {line}")?;
         }
         writeln!(out, "  imports    {}", listed(&self.imports))?;
         if !self.unsupported.is_empty() {

@@ -54,6 +54,9 @@ impl Bundle {
             if let Source::File(source) = &component.source {
                 bundle.add(&root, source, &what)?;
             }
+            for part in component.dependency_files() {
+                bundle.add(&root, part, &format!("{what}'s dependency"))?;
+            }
             for mount in &component.files {
                 match mount {
                     FileMount::File { source, .. } => {

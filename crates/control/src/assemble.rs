@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ferry_manifest::{
-    App, Component, ComponentVariables, EventSource, Executor, Handler, Limits, RuntimeConfig,
-    Source,
+    App, Component, ComponentVariables, Dependency, DependencySource, EventSource, Executor,
+    Handler, Limits, RuntimeConfig, Source,
 };
+use ferry_runtime::compose::{self, Composition};
 use ferry_runtime::{ComponentContext, Guest, Runtime};
 use ferry_server::LoadedApp;
 
@@ -69,13 +70,23 @@ pub fn used_components(app: &App) -> anyhow::Result<Vec<(&Component, Executor)>>
     Ok(used)
 }
 
-/// Logs a warning for each component no trigger uses (it is not loaded).
+/// Logs a warning for each component no trigger uses (it is not loaded),
+/// unless another component uses its Wasm as a dependency or middleware.
 pub fn warn_unused(app: &App) {
+    let composed = |id: &str| {
+        app.components.iter().any(|c| {
+            c.dependencies
+                .iter()
+                .chain(&c.middleware)
+                .any(|d| d.source == DependencySource::Component(id.to_owned()))
+        })
+    };
     for component in &app.components {
-        if !app
-            .triggers
-            .iter()
-            .any(|t| t.component() == Some(component.id.as_str()))
+        if !composed(&component.id)
+            && !app
+                .triggers
+                .iter()
+                .any(|t| t.component() == Some(component.id.as_str()))
             && !app
                 .event_triggers
                 .iter()
@@ -89,30 +100,104 @@ pub fn warn_unused(app: &App) {
     }
 }
 
-/// The Wasm of every used component, by id: read from its file, or fetched
-/// (and verified) through `downloads`, printing progress to `out`.
+/// The Wasm of an app's used components, by id.
+#[derive(Default)]
+pub struct Sources {
+    pub wasm: BTreeMap<String, Vec<u8>>,
+    /// How each component with dependencies or middleware was composed
+    /// (its `wasm` is the composed component).
+    pub compositions: BTreeMap<String, Composition>,
+}
+
+/// The Wasm of every used component: read from its file, or fetched (and
+/// verified) through `downloads`, printing progress to `out`; composed with
+/// its dependencies and middleware when it has any.
 pub fn fetch_sources(
     app: &App,
     downloads: &Downloader,
     out: &mut dyn std::io::Write,
-) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+) -> anyhow::Result<Sources> {
     let mut wasm = BTreeMap::new();
+    let mut compositions = BTreeMap::new();
     for (component, _) in used_components(app)? {
-        let bytes = match &component.source {
-            Source::File(path) => std::fs::read(path).map_err(|e| {
-                Failure::load(format!(
-                    "component `{}`: cannot read {}: {e}",
-                    component.id,
-                    path.display()
-                ))
-            })?,
-            Source::Url { url, digest } => downloads
-                .fetch(&component.id, url, digest, out)
-                .map_err(|e| Failure::load(format!("{e:#}")))?,
-        };
-        wasm.insert(component.id.clone(), bytes);
+        let main = read_source(&component.id, &component.source, downloads, out)?;
+        if component.dependencies.is_empty() && component.middleware.is_empty() {
+            wasm.insert(component.id.clone(), main);
+            continue;
+        }
+        let dependencies = read_parts(app, component, &component.dependencies, downloads, out)?;
+        let middleware = read_parts(app, component, &component.middleware, downloads, out)?;
+        let composed = compose::compose(
+            &component.id,
+            &main,
+            &parts(&dependencies),
+            &parts(&middleware),
+        )
+        .map_err(|e| Failure::load(format!("component `{}`: {e:#}", component.id)))?;
+        wasm.insert(component.id.clone(), composed.wasm);
+        compositions.insert(component.id.clone(), composed.composition);
     }
-    Ok(wasm)
+    Ok(Sources { wasm, compositions })
+}
+
+/// The Wasm of each of `component`'s dependencies (or middleware) in
+/// `list`, with where it came from as `ferry check` shows it.
+fn read_parts<'a>(
+    app: &App,
+    component: &Component,
+    list: &'a [Dependency],
+    downloads: &Downloader,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<Vec<(&'a Dependency, String, Vec<u8>)>> {
+    let mut read = Vec::new();
+    for dependency in list {
+        let (source, shown) = match &dependency.source {
+            DependencySource::Wasm(source @ Source::File(path)) => {
+                (source, crate::summary::relative(&app.dir, path))
+            }
+            DependencySource::Wasm(source) => (source, source.to_string()),
+            DependencySource::Component(id) => {
+                let other = app
+                    .component(id)
+                    .context("a dependency names a missing component")?;
+                (&other.source, format!("component `{id}`"))
+            }
+        };
+        let what = format!("{}'s dependency `{}`", component.id, dependency.name);
+        let bytes = read_source(&what, source, downloads, out)?;
+        read.push((dependency, shown, bytes));
+    }
+    Ok(read)
+}
+
+fn parts<'a>(read: &'a [(&'a Dependency, String, Vec<u8>)]) -> Vec<compose::Part<'a>> {
+    read.iter()
+        .map(|(dependency, shown, wasm)| compose::Part {
+            dependency,
+            shown: shown.clone(),
+            wasm,
+        })
+        .collect()
+}
+
+/// The Wasm of `source`, read or downloaded; `what` names it in messages.
+fn read_source(
+    what: &str,
+    source: &Source,
+    downloads: &Downloader,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<Vec<u8>> {
+    Ok(match source {
+        Source::File(path) => std::fs::read(path).map_err(|e| {
+            Failure::load(format!(
+                "component `{what}`: cannot read {}: {e}",
+                path.display()
+            ))
+        })?,
+        Source::Url { url, digest } => downloads
+            .fetch(what, url, digest, out)
+            .map_err(|e| Failure::load(format!("{e:#}")))?,
+    })
 }
 
 /// A WASI command component from a file, for `ferry pipe`: named after the
@@ -139,6 +224,8 @@ pub fn load_command_file(runtime: &Runtime, path: &Path, limits: Limits) -> anyh
         key_value_stores: Vec::new(),
         sqlite_databases: Vec::new(),
         build: None,
+        dependencies: Vec::new(),
+        middleware: Vec::new(),
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     runtime
@@ -159,7 +246,7 @@ pub fn load_command_file(runtime: &Runtime, path: &Path, limits: Limits) -> anyh
 pub fn load_guests(
     runtime: &Runtime,
     app: &App,
-    wasm: &BTreeMap<String, Vec<u8>>,
+    sources: &Sources,
     limits: &BTreeMap<String, Limits>,
     mut contexts: BTreeMap<String, ComponentContext>,
     self_addr: Option<SocketAddr>,
@@ -167,15 +254,20 @@ pub fn load_guests(
 ) -> anyhow::Result<Vec<Guest>> {
     let mut guests = Vec::new();
     for (component, executor) in used_components(app)? {
-        let bytes = wasm
+        let bytes = sources
+            .wasm
             .get(&component.id)
             .context("a used component has no Wasm")?;
+        let mut context = contexts.remove(&component.id).unwrap_or_default();
+        if let Some(composition) = sources.compositions.get(&component.id) {
+            context.composition = composition.clone();
+        }
         let size = bytes.len() as u64;
         let started = Instant::now();
         let guest = with_progress(&component.id, size, out, || {
             runtime.load(
                 component,
-                contexts.remove(&component.id).unwrap_or_default(),
+                context,
                 bytes,
                 &executor,
                 limits[&component.id],
@@ -254,7 +346,7 @@ pub struct Settings {
 /// variables.
 pub struct Prepared {
     pub app: App,
-    pub wasm: BTreeMap<String, Vec<u8>>,
+    pub sources: Sources,
     pub config: RuntimeConfig,
     pub limits: BTreeMap<String, Limits>,
     pub variables: BTreeMap<String, ComponentVariables>,
@@ -299,10 +391,10 @@ pub fn prepare(
         settings.max_download_size,
         settings.download_timeout,
     );
-    let wasm = fetch_sources(&app, &downloads, out)?;
+    let sources = fetch_sources(&app, &downloads, out)?;
     Ok(Prepared {
         app,
-        wasm,
+        sources,
         config,
         limits,
         variables,
@@ -494,7 +586,7 @@ impl Assembler {
         let guests = load_guests(
             &self.runtime,
             app,
-            &prepared.wasm,
+            &prepared.sources,
             &prepared.limits,
             stores::component_contexts(&prepared.variables, key_value, sqlite),
             self.local,

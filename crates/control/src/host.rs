@@ -1199,6 +1199,13 @@ fn confine_to_tree(tree: &Path, manifest: &Path) -> Result<(), HostError> {
                 summary::relative(tree, path)
             )));
         }
+        if let Some(path) = component.dependency_files().find(|path| !inside(path)) {
+            return Err(HostError::Invalid(format!(
+                "component `{}`: its dependency `{}` is outside the bundle",
+                component.id,
+                summary::relative(tree, path)
+            )));
+        }
     }
     Ok(())
 }

@@ -324,6 +324,7 @@ pub fn component_contexts(
                 variables: variables.clone(),
                 key_value: key_value.remove(id).unwrap_or_default(),
                 sqlite: sqlite.remove(id).unwrap_or_default(),
+                composition: Default::default(),
             };
             (id.clone(), context)
         })

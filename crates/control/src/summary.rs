@@ -108,8 +108,15 @@ pub fn summarize(
             Some(how) => format!("{serves} ({how})"),
             None => serves.clone(),
         }),
-        imports: info.imports.clone(),
+        // A dependency's denied imports are in `composed`.
+        imports: info
+            .imports
+            .iter()
+            .filter(|i| !i.starts_with(ferry_runtime::compose::DENIED_PREFIX))
+            .cloned()
+            .collect(),
         unsupported: info.unsupported.clone(),
+        composed: info.composition.clone(),
         environment: component
             .environment
             .iter()

@@ -69,6 +69,8 @@ pub(crate) fn read(
         key_value_stores: Vec::new(),
         sqlite_databases: Vec::new(),
         build,
+        dependencies: Vec::new(),
+        middleware: Vec::new(),
     };
 
     match table.get("source") {
@@ -136,7 +138,8 @@ pub(crate) fn read(
     ) = read_outbound(diags, table, &prefix, app_variables);
     (component.key_value_stores, component.sqlite_databases) =
         read_state_grants(diags, table, &prefix);
-    read_dependencies(diags, table, &prefix);
+    component.dependencies =
+        crate::dependency::read_component_dependencies(diags, table, &prefix, dir);
     check_targets(diags, table);
     walk::check_tool_tables(diags, table);
     component
@@ -198,7 +201,7 @@ fn read_source(
 }
 
 /// A URL Ferry can download from: `http` or `https`, with a host.
-fn check_download_url(url: &str) -> Result<(), String> {
+pub(crate) fn check_download_url(url: &str) -> Result<(), String> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
@@ -419,34 +422,6 @@ fn check_label(label: &str) -> Result<(), String> {
         Err(format!(
             "`{label}` is not a valid label: expected kebab-case or snake_case"
         ))
-    }
-}
-
-/// `dependencies` (composition) is refused until Ferry composes components;
-/// an empty table asks for nothing. `dependencies_inherit_configuration`
-/// only matters with dependencies.
-fn read_dependencies(diags: &mut Diagnostics, table: &mut TableView<'_, '_>, prefix: &str) {
-    if let Some(value) = table.get("dependencies_inherit_configuration")
-        && !matches!(value.get_ref(), DeValue::Boolean(_))
-    {
-        diags.error(
-            value.span(),
-            format!(
-                "`{prefix}.dependencies_inherit_configuration` must be a boolean, found {}",
-                value.get_ref().type_str()
-            ),
-        );
-    }
-    let span = table.key_span("dependencies");
-    // The table's keys are not checked one by one: any at all is refused.
-    if let Some(deps) = table.table(diags, "dependencies")
-        && !deps.key_names().is_empty()
-        && let Some(span) = span
-    {
-        diags.push(
-            Diagnostic::new(span, format!("`{prefix}.dependencies` is not supported by Ferry yet"))
-                .with_help("Ferry does not compose components yet: compose them ahead of time (e.g. with `wac plug`) and point `source` at the result"),
-        );
     }
 }
 

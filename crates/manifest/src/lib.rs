@@ -17,6 +17,7 @@
 //! triggers.
 
 mod component;
+mod dependency;
 mod diagnostic;
 mod event;
 pub mod files;
@@ -32,6 +33,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+pub use dependency::{CAPABILITY_SETS, Dependency, DependencySource, Inherit};
 pub use diagnostic::{Diagnostic, ManifestError, Warnings};
 pub use event::{DEFAULT_MAX_DELIVER, EventSource, EventTrigger, MqttBroker, parse_schedule};
 pub use limits::{
@@ -98,6 +100,10 @@ pub struct HttpTrigger {
     pub handler: Handler,
     /// 1-based line of the trigger's route in the manifest, for messages.
     pub line: usize,
+    /// `dependencies.middleware`, outermost first. Loading moves it onto
+    /// the component the trigger runs (a copy of it, when another trigger
+    /// runs that component too), where the runtime composes it.
+    pub middleware: Vec<Dependency>,
 }
 
 impl HttpTrigger {
@@ -199,6 +205,25 @@ pub struct Component {
     pub sqlite_databases: Vec<String>,
     /// `[component.<id>.build]`, for `ferry build`.
     pub build: Option<Build>,
+    /// `[component.<id>.dependencies]`: composed with it at load.
+    pub dependencies: Vec<Dependency>,
+    /// The middleware of the HTTP trigger that runs it, outermost first
+    /// (moved here from the trigger: see [`HttpTrigger::middleware`]).
+    pub middleware: Vec<Dependency>,
+}
+
+impl Component {
+    /// The local files of its dependencies and middleware (given by
+    /// `path`), which a bundle must carry and a host must confine.
+    pub fn dependency_files(&self) -> impl Iterator<Item = &Path> {
+        self.dependencies
+            .iter()
+            .chain(&self.middleware)
+            .filter_map(|d| match &d.source {
+                DependencySource::Wasm(Source::File(path)) => Some(path.as_path()),
+                _ => None,
+            })
+    }
 }
 
 /// Where a component's Wasm comes from.
@@ -537,6 +562,7 @@ fn parse(
     let mut order: Vec<(usize, Component)> = defined_at.into_iter().zip(app.components).collect();
     order.sort_by_key(|(at, _)| *at);
     app.components = order.into_iter().map(|(_, c)| c).collect();
+    dependency::resolve(&mut diags, &mut app);
 
     if diags.has_errors() {
         Err(diags.errors)

@@ -143,7 +143,7 @@ source = "app.wasm"
 key_value_stores = ["default"]
 sqlite_databases = ["default"]
 ai_models = ["llama2-chat"]
-dependencies = {{ "wasi:http/handler" = {{ path = "dep.wasm" }} }}
+dependencies = {{ "wasi:http/handler" = "1.0.0" }}
 
 [component.a.build]
 command = "cargo build"
@@ -942,4 +942,129 @@ source = "app.wasm"
         shown,
         r#"{"auth": (secret), "plain": "no { braces } here", "url": "https://api.test/v1"}"#
     );
+}
+
+#[test]
+fn dependencies_and_middleware_are_read_in_every_local_form() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.wasm"), b"\0asm").unwrap();
+    let app = parse_app(
+        r#"spin_manifest_version = 2
+[application]
+name = "deps"
+
+[[trigger.http]]
+route = "/a/..."
+component = "a"
+dependencies.middleware = [{ component = "mw", inherit_configuration = ["allowed_outbound_hosts"] }, { path = "mw.wasm" }]
+
+[[trigger.http]]
+route = "/b/..."
+component = "a"
+
+[component.a]
+source = "app.wasm"
+[component.a.dependencies]
+"ferry:calc/adder@0.1.0" = { path = "adder.wasm", export = "ferry:calc/add@0.1.0" }
+"ferry:net" = { url = "https://example.com/net.wasm", digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000", inherit_configuration = true }
+plain-name = { component = "mw" }
+
+[component.mw]
+source = "app.wasm"
+"#,
+        &dir.path().join("spin.toml"),
+        dir.path(),
+    )
+    .unwrap();
+    let a = app.component("a").unwrap();
+    assert_eq!(a.dependencies.len(), 3);
+    assert_eq!(a.dependencies[0].name, "ferry:calc/adder@0.1.0");
+    assert_eq!(
+        a.dependencies[0].export.as_deref(),
+        Some("ferry:calc/add@0.1.0")
+    );
+    assert_eq!(a.dependencies[0].inherit, crate::Inherit::Only(Vec::new()));
+    assert_eq!(a.dependencies[1].inherit, crate::Inherit::All);
+    assert_eq!(
+        a.dependencies[2].source,
+        crate::DependencySource::Component("mw".into())
+    );
+    // `a` serves `/b` without middleware, so `/a`'s trigger runs a copy of
+    // it with the middleware, as Spin splits it.
+    assert!(a.middleware.is_empty());
+    let split = app.component(app.triggers[0].component().unwrap()).unwrap();
+    assert_eq!(split.id, "a-http-trigger-a");
+    assert_eq!(split.middleware.len(), 2);
+    assert!(split.middleware[0].inherit.allows("allowed_outbound_hosts"));
+    assert!(!split.middleware[1].inherit.allows("environment"));
+    assert_eq!(app.triggers[1].component(), Some("a"));
+}
+
+#[test]
+fn bad_dependencies_are_refused_at_the_field() {
+    let errors = |body: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("app.wasm"), b"\0asm").unwrap();
+        let text = format!(
+            "spin_manifest_version = 2\n[application]\nname = \"deps\"\n\n[[trigger.http]]\nroute = \"/...\"\ncomponent = \"a\"\n{body}"
+        );
+        parse_app(&text, &dir.path().join("spin.toml"), dir.path())
+            .unwrap_err()
+            .iter()
+            .map(|d| d.message.clone())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let component = "[component.a]\nsource = \"app.wasm\"\n";
+    for (body, expected) in [
+        (
+            format!("{component}dependencies = {{ \"Not A Name\" = {{ path = \"x.wasm\" }} }}"),
+            "is not a dependency name",
+        ),
+        (
+            format!("{component}dependencies = {{ \"ns:pkg\" = \"1.0.0\" }}"),
+            "is a registry package",
+        ),
+        (
+            format!(
+                "{component}dependencies = {{ \"ns:pkg\" = {{ version = \"1.0.0\", registry = \"r.io\" }} }}"
+            ),
+            "is a registry package",
+        ),
+        (
+            format!("{component}dependencies = {{ \"ns:pkg\" = {{ component = \"nope\" }} }}"),
+            "no component `nope`",
+        ),
+        (
+            format!("{component}dependencies = {{ \"ns:pkg\" = {{ component = \"a\" }} }}"),
+            "cannot depend on itself",
+        ),
+        (
+            format!(
+                "{component}dependencies = {{ \"ns:pkg\" = {{ path = \"x.wasm\", inherit_configuration = [\"network\"] }} }}"
+            ),
+            "`network` is not a capability",
+        ),
+        (
+            format!(
+                "{component}dependencies_inherit_configuration = true\ndependencies = {{ \"ns:pkg\" = {{ path = \"x.wasm\", inherit_configuration = true }} }}"
+            ),
+            "has `inherit_configuration` and its component has",
+        ),
+        (
+            format!("dependencies.auth = [{{ path = \"x.wasm\" }}]\n{component}"),
+            "only trigger dependency is `middleware`",
+        ),
+        (
+            // The copy for the first trigger would be `t-a`, a component
+            // the manifest already has.
+            format!(
+                "id = \"t\"\ndependencies.middleware = [{{ path = \"x.wasm\" }}]\n\n[[trigger.http]]\nroute = \"/b/...\"\ncomponent = \"a\"\n\n[[trigger.http]]\nroute = \"/c/...\"\ncomponent = \"t-a\"\n\n{component}\n[component.t-a]\nsource = \"app.wasm\"\n"
+            ),
+            "would be named `t-a`, which is taken",
+        ),
+    ] {
+        let got = errors(&body);
+        assert!(got.contains(expected), "{expected:?} in {got:?} for {body}");
+    }
 }

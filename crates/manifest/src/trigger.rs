@@ -111,6 +111,7 @@ fn read_http(
             None => generated_id(&table, "http", &mut ids, &mut counter),
         };
         let handler = read_handler(diags, &mut table, &id, sources, app, defined_at);
+        let middleware = crate::dependency::read_trigger_dependencies(diags, &mut table, &app.dir);
         let route_value = table.get("route");
         let trigger_span = table.span.clone();
         table.finish(
@@ -172,6 +173,7 @@ fn read_http(
             route,
             handler,
             line,
+            middleware,
         });
     }
 }

@@ -25,6 +25,8 @@ fn component(source: &str) -> Component {
         key_value_stores: Vec::new(),
         sqlite_databases: Vec::new(),
         build: None,
+        dependencies: Vec::new(),
+        middleware: Vec::new(),
     }
 }
 

@@ -114,7 +114,7 @@ impl Adaptation {
         match self {
             Self::None => Ok(wasm.to_vec()),
             Self::Componentize => componentize(wasm),
-            Self::RenameWasi03Candidate => rename_top_level(wasm, WASI_03_CANDIDATE, WASI_03),
+            Self::RenameWasi03Candidate => rename_version(wasm, WASI_03_CANDIDATE, WASI_03),
         }
     }
 
@@ -244,16 +244,30 @@ impl TopLevel {
 }
 
 /// Rewrites `from` to `to` in the version of the component's top-level
-/// import and export names, copying every other section byte for byte (so
-/// nested modules, types and code are untouched), then validates the result.
-fn rename_top_level(wasm: &[u8], from: &str, to: &str) -> anyhow::Result<Vec<u8>> {
+/// import and export names.
+fn rename_version(wasm: &[u8], from: &str, to: &str) -> anyhow::Result<Vec<u8>> {
+    // A composed part's denied import keeps its name: it is linked by it.
+    let rename = |name: &str| {
+        if name.starts_with(crate::compose::DENIED_PREFIX) {
+            return None;
+        }
+        name.strip_suffix(from).map(|stem| format!("{stem}{to}"))
+    };
+    rename_top_level(wasm, &rename, &rename)
+}
+
+/// Renames the component's top-level imports and exports for which
+/// `imports` / `exports` give a new name, copying every other section byte
+/// for byte (so nested modules, types and code are untouched), then
+/// validates the result.
+pub(crate) fn rename_top_level(
+    wasm: &[u8],
+    rename_import: &dyn Fn(&str) -> Option<String>,
+    rename_export: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Vec<u8>> {
     use wasm_encoder::reencode::{ReencodeComponent, RoundtripReencoder};
     use wasm_encoder::{ComponentExportSection, ComponentImportSection, RawSection};
 
-    let rename = |name: &str| match name.strip_suffix(from) {
-        Some(stem) => format!("{stem}{to}"),
-        None => name.to_owned(),
-    };
     let mut out = wasm_encoder::Component::new();
     let mut depth = 0usize;
     for payload in Parser::new(0).parse_all(wasm) {
@@ -278,7 +292,8 @@ fn rename_top_level(wasm: &[u8], from: &str, to: &str) -> anyhow::Result<Vec<u8>
                 for import in imports {
                     let import = import?;
                     section.import(
-                        rename(import.name.name),
+                        rename_import(import.name.name)
+                            .unwrap_or_else(|| import.name.name.to_owned()),
                         RoundtripReencoder.component_type_ref(import.ty)?,
                     );
                 }
@@ -293,7 +308,8 @@ fn rename_top_level(wasm: &[u8], from: &str, to: &str) -> anyhow::Result<Vec<u8>
                         .map(|ty| RoundtripReencoder.component_type_ref(ty))
                         .transpose()?;
                     section.export(
-                        rename(export.name.name),
+                        rename_export(export.name.name)
+                            .unwrap_or_else(|| export.name.name.to_owned()),
                         RoundtripReencoder.component_export_kind(export.kind),
                         export.index,
                         ty,

@@ -16,6 +16,7 @@ mod body;
 mod cache;
 mod chain;
 mod command;
+pub mod compose;
 mod engine;
 mod events;
 mod files;
@@ -119,6 +120,9 @@ pub struct ComponentContext {
     pub key_value: std::collections::BTreeMap<String, Arc<dyn ferry_store::KeyValue>>,
     /// The SQLite databases it was granted, by label.
     pub sqlite: std::collections::BTreeMap<String, Arc<ferry_store::SqlDatabase>>,
+    /// How its Wasm was composed with its dependencies and middleware (what
+    /// they are denied among it), if it was.
+    pub composition: compose::Composition,
 }
 
 /// What loading a guest found, for `ferry up` and `ferry check` to print.
@@ -136,6 +140,8 @@ pub struct GuestInfo {
     /// Imports of Spin's interfaces that Ferry links but does not provide:
     /// every call answers with the interface's "not available" error.
     pub unsupported: Vec<String>,
+    /// Its composition with dependencies and middleware, described.
+    pub composition: Vec<String>,
 }
 
 /// What a guest is told about the request beyond the request itself.
@@ -581,7 +587,7 @@ impl Runtime {
                 };
                 // Spin's interfaces that Ferry lacks, linked for this
                 // component only if it imports them.
-                let extended = unavailable::linker_for(base, engine, &c)?;
+                let extended = unavailable::linker_for(base, engine, &c, &context.composition)?;
                 let linker = extended.as_ref().unwrap_or(base);
                 let event = match executor {
                     Executor::InboundRedis => Some(EventExport::InboundRedis),
@@ -658,6 +664,7 @@ impl Runtime {
             .filter(|name| unavailable::linked_unsupported(name))
             .cloned()
             .collect();
+        let composition = context.composition.describe();
         let sandbox = sandbox::Sandbox::prepare(
             component,
             context,
@@ -678,6 +685,7 @@ impl Runtime {
                 serves,
                 adapted: adaptation.describe(),
                 unsupported,
+                composition,
             },
         })
     }

@@ -12,6 +12,7 @@ fn main() {
     let guests = programs.join("guests");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap());
     println!("cargo:rerun-if-changed={}", guests.join("src").display());
+    println!("cargo:rerun-if-changed={}", guests.join("wit").display());
     println!(
         "cargo:rerun-if-changed={}",
         guests.join("Cargo.toml").display()
@@ -37,6 +38,11 @@ fn main() {
             "release",
         ),
         ("PIPE_STAGE", "pipe-stage", "wasm32-wasip2", "release"),
+        ("COMPOSE_DEP", "compose-dep", "wasm32-wasip2", "release"),
+        ("COMPOSE_APP", "compose-app", "wasm32-wasip2", "release"),
+        ("MW_AUTH", "mw-auth", "wasm32-wasip2", "release"),
+        ("MW_HEADER", "mw-header", "wasm32-wasip2", "release"),
+        ("MW_UPPER", "mw-upper", "wasm32-wasip2", "release"),
         ("HELLO", "hello", "wasm32-wasip2", "small"),
     ] {
         cargo_build(&guests, &target_dir, bin, target, profile);

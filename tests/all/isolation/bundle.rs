@@ -224,6 +224,31 @@ async fn sources_and_the_manifest_stay_inside_the_bundle() {
         assert!(!state.path().join("apps/thief").exists(), "{source}");
         assert_eq!(host.get("/thief/").await.status, 404, "{source}");
     }
+    // A dependency's `path` likewise: it would be read and composed into
+    // the thief's component.
+    let wasm = std::fs::read(HTTP_GUEST).unwrap();
+    for path in ["../../../../victim/versions/1/tree/guest.wasm", "/dev/zero"] {
+        let manifest = guest_manifest(
+            "thief",
+            "/thief",
+            "guest.wasm",
+            &format!("dependencies = {{ \"ferry:compose\" = {{ path = \"{path}\" }} }}"),
+        );
+        let reply = host
+            .deploy_raw(
+                "thief",
+                "spin.toml",
+                &[("spin.toml", manifest.as_bytes()), ("guest.wasm", &wasm)],
+            )
+            .await;
+        assert_eq!(reply.status, 422, "{path}: {}", reply.text());
+        assert!(
+            reply.text().contains("its dependency") && reply.text().contains("outside the bundle"),
+            "{path}: {}",
+            reply.text()
+        );
+        assert!(!state.path().join("apps/thief").exists(), "{path}");
+    }
     // The manifest itself is a path in the bundle, never out of it.
     let manifest = guest_manifest("thief", "/thief", "guest.wasm", "");
     let reply = host
@@ -237,7 +262,6 @@ async fn sources_and_the_manifest_stay_inside_the_bundle() {
     assert!(!state.path().join("apps/thief").exists());
 
     // `..` that stays inside the bundle names a file of the bundle.
-    let wasm = std::fs::read(HTTP_GUEST).unwrap();
     let manifest = guest_manifest("thief", "/thief", "sub/../guest.wasm", "");
     let reply = host
         .deploy_raw(

@@ -68,6 +68,25 @@ impl wasip3::exports::http::handler::Guest for Guest {
                 text(&name, format!("{length} bytes\n"))
             }
             "/counter" => text(&name, format!("{count}\n")),
+            "/mw-echo" => {
+                // The primary handler behind HTTP middleware: shows the
+                // header `mw-header` adds to the request on its way in.
+                let values: Vec<String> = request
+                    .get_headers()
+                    .get("x-middleware")
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .collect();
+                let value = if values.is_empty() {
+                    "none".to_owned()
+                } else {
+                    values.join(", ")
+                };
+                text(
+                    &name,
+                    format!("x-middleware={value}\nhello from the primary handler\n"),
+                )
+            }
             "/trap" => core::arch::wasm32::unreachable(),
             "/loop" => {
                 let mut x: u64 = 0;
