@@ -205,3 +205,33 @@ async fn on_a_live_host_a_chain_stays_in_its_app_and_version() {
     assert_eq!(chained("/one").await, "status 200: hello from one-v2\n");
     assert_eq!(chained("/two").await, "status 200: hello from two-v1\n");
 }
+
+#[test]
+fn ferry_check_shows_what_each_component_may_chain_to() {
+    let app = chaining_app();
+    let out = ferry()
+        .arg("check")
+        .arg(app.path())
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .output()
+        .unwrap();
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{shown}{}", text(&out.stderr));
+    // Each component's block, up to the next.
+    let block = |id: &str| {
+        let start = shown
+            .find(&format!("component `{id}`"))
+            .unwrap_or_else(|| panic!("{id} in {shown}"));
+        let rest = &shown[start + 1..];
+        rest[..rest.find("\ncomponent `").unwrap_or(rest.len())].to_owned()
+    };
+    assert!(block("front").contains("chains to  `back`\n"), "{shown}");
+    assert!(
+        block("relay").contains("chains to  `front`, `back`, `wide`, `relay`\n"),
+        "{shown}"
+    );
+    // `*://*:*` and `self` grant no chaining.
+    assert!(!block("wide").contains("chains to"), "{shown}");
+    assert!(!block("back").contains("chains to"), "{shown}");
+}

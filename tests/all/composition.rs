@@ -388,3 +388,29 @@ async fn a_live_host_deploys_an_app_with_its_dependency_and_middleware_files() {
         "X-MIDDLEWARE=NONE\nHELLO FROM THE PRIMARY HANDLER\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_composed_component_shares_one_memory_limit_among_its_parts() {
+    let app = TestApp::new(&format!(
+        "{}{}",
+        trigger("/...", "app"),
+        parent(
+            "app",
+            &format!("dependencies = {{ \"ferry:compose\" = {{ path = {COMPOSE_DEP:?} }} }}")
+        ),
+    ));
+    let ferry = Ferry::start(&app, &["--max-memory", "48MiB"]);
+    let held = |mib: u32| {
+        let url = format!("{}/hold-both?{mib}", ferry.url);
+        async move {
+            let reply = get(&url).await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            reply.text()
+        }
+    };
+    // Both parts fit together...
+    assert_eq!(held(16).await, "app held, dependency held");
+    // ...but the dependency's memory is not a second 48 MiB: each part alone
+    // would fit, both together do not.
+    assert_eq!(held(28).await, "app held, dependency refused");
+}

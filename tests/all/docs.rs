@@ -77,6 +77,7 @@ fn the_admin_api_types_are_what_the_document_says() {
             imports: vec!["wasi:cli/environment@0.2.0".into()],
             unsupported: vec!["fermyon:spin/mqtt".into()],
             composed: Vec::new(),
+            chains_to: Vec::new(),
             environment: vec!["A".into()],
             variables: vec!["k = \"{{ v }}\"".into()],
             key_value_stores: vec!["default".into()],

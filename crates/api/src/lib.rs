@@ -228,6 +228,10 @@ pub struct ComponentSummary {
     /// interface's error.
     #[serde(default)]
     pub unsupported: Vec<String>,
+    /// The components of its app it may reach by service chaining
+    /// (`http://<id>.spin.internal`), as its grants allow.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chains_to: Vec<String>,
     /// How it was composed with its dependencies and middleware: which
     /// import each satisfies, the middleware chain, what each is denied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -304,6 +308,9 @@ impl ComponentSummary {
         };
         writeln!(out, "  files      {files}")?;
         writeln!(out, "  outbound   {}", listed(&self.allowed_outbound_hosts))?;
+        if !self.chains_to.is_empty() {
+            writeln!(out, "  chains to  {}", self.chains_to.join(", "))?;
+        }
         writeln!(out, "  limits     {}", self.limits)
     }
 }

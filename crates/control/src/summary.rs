@@ -117,6 +117,19 @@ pub fn summarize(
             .collect(),
         unsupported: info.unsupported.clone(),
         composed: info.composition.clone(),
+        // The components a chained request can reach: those HTTP triggers
+        // run (`LoadedApp`'s chaining routes), as the grants allow.
+        chains_to: app
+            .components
+            .iter()
+            .filter(|c| {
+                app.triggers
+                    .iter()
+                    .any(|t| t.component() == Some(c.id.as_str()))
+            })
+            .filter(|c| component.allowed_outbound_hosts.allows_chaining(&c.id))
+            .map(|c| format!("`{}`", c.id))
+            .collect(),
         environment: component
             .environment
             .iter()

@@ -14,7 +14,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use wasmtime::component::{Linker, Resource, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
@@ -417,7 +417,7 @@ pub(crate) fn store_with(
         wasi,
         http: WasiHttpCtx::new(),
         table: ResourceTable::new(),
-        limits: GuestLimiter::new(store_limits(limits), stats),
+        limits: GuestLimiter::new(limits, stats),
         hooks: OutboundHooks {
             policy: sandbox.outbound.clone(),
             traceparent: request.and_then(|r| r.traceparent.clone()),
@@ -436,13 +436,6 @@ pub(crate) fn store_with(
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
     store
-}
-
-pub(crate) fn store_limits(limits: &Limits) -> StoreLimits {
-    StoreLimitsBuilder::new()
-        .memory_size(usize::try_from(limits.max_memory).unwrap_or(usize::MAX))
-        .trap_on_grow_failure(false)
-        .build()
 }
 
 /// What went wrong with a request's body while the guest read it: over the

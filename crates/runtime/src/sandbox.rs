@@ -201,15 +201,29 @@ impl RequestStats {
 
 /// A store's resource limiter: the component's limits, noting in the
 /// request's [`RequestStats`] how much memory it took and whether it was
-/// refused some.
+/// refused some. `max_memory` bounds all of an instance's linear memories
+/// together — a component can have several (a composed one has one per
+/// part) — not each alone.
 pub(crate) struct GuestLimiter {
     limits: wasmtime::StoreLimits,
+    max_memory: usize,
+    /// Every memory's size in the store, summed.
+    memory: usize,
     stats: Option<Arc<RequestStats>>,
 }
 
 impl GuestLimiter {
-    pub fn new(limits: wasmtime::StoreLimits, stats: Option<Arc<RequestStats>>) -> Self {
-        Self { limits, stats }
+    pub fn new(limits: &ferry_manifest::Limits, stats: Option<Arc<RequestStats>>) -> Self {
+        let max_memory = usize::try_from(limits.max_memory).unwrap_or(usize::MAX);
+        Self {
+            limits: wasmtime::StoreLimitsBuilder::new()
+                .memory_size(max_memory)
+                .trap_on_grow_failure(false)
+                .build(),
+            max_memory,
+            memory: 0,
+            stats,
+        }
     }
 }
 
@@ -220,12 +234,17 @@ impl wasmtime::ResourceLimiter for GuestLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        let grown = desired.saturating_sub(current);
+        let allowed = self.memory.saturating_add(grown) <= self.max_memory
+            && self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory += grown;
+        }
         if let Some(stats) = &self.stats {
             use std::sync::atomic::Ordering::Relaxed;
             if allowed {
                 // Every memory's growth from zero, summed: all of them.
-                let grown = (desired - current.min(desired)) as u64;
+                let grown = grown as u64;
                 let now = stats.linear_memory.fetch_add(grown, Relaxed) + grown;
                 stats.peak_memory.fetch_max(now, Relaxed);
             } else {

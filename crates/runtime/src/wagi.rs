@@ -105,7 +105,7 @@ where
         .cloned();
     let state = WagiState {
         wasi: builder.build_p1(),
-        limits: GuestLimiter::new(crate::http::store_limits(limits), stats.clone()),
+        limits: GuestLimiter::new(limits, stats.clone()),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);

@@ -34,3 +34,16 @@ pub fn get(url: &str) -> Result<u16, String> {
         other => Err(format!("unexpected {other:?}")),
     }
 }
+
+/// Allocates `mib` MiB (touched, so it is really there) and keeps it for the
+/// rest of the instance's life; false when the memory is refused.
+pub fn hold(mib: u32) -> bool {
+    let mut held: Vec<u8> = Vec::new();
+    let bytes = mib as usize * 1024 * 1024;
+    if held.try_reserve_exact(bytes).is_err() {
+        return false;
+    }
+    held.resize(bytes, 1);
+    std::mem::forget(held);
+    true
+}

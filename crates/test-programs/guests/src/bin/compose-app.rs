@@ -10,6 +10,8 @@
 //!   for a GET of URL by the dependency (`probe.outbound`) or by the app
 //! - `/dep-env?NAME`, `/own-env?NAME`: `some VALUE` or `none` for the
 //!   environment variable NAME in the dependency (`probe.env`) or in the app
+//! - `/hold-both?N`: N MiB held in the app's memory, then N MiB in the
+//!   dependency's: `app held|refused, dependency held|refused`
 //!
 //! The route is matched on `spin-path-info` (the path after the trigger's
 //! route) when the request has it, otherwise on the request's path.
@@ -56,6 +58,14 @@ impl wasi::exports::http::incoming_handler::Guest for App {
             "/dep-env" => respond(out, 200, &value(probe::env(arg))),
             "/own-outbound" => respond(out, 200, &outcome(compose::get(arg))),
             "/own-env" => respond(out, 200, &value(std::env::var(arg).ok())),
+            // `N`: N MiB in the app's memory, then N MiB in the dependency's.
+            "/hold-both" => {
+                let mib = arg.parse().unwrap_or(0);
+                let held = |ok: bool| if ok { "held" } else { "refused" };
+                let own = held(compose::hold(mib));
+                let dep = held(probe::hold(mib));
+                respond(out, 200, &format!("app {own}, dependency {dep}"))
+            }
             other => respond(out, 404, &format!("no route {other:?}\n")),
         }
     }

@@ -30,6 +30,10 @@ impl exports::ferry::compose::probe::Guest for Dep {
     fn env(name: String) -> Option<String> {
         std::env::var(name).ok()
     }
+
+    fn hold(mib: u32) -> bool {
+        compose::hold(mib)
+    }
 }
 
 export!(Dep);
