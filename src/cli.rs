@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ferry_manifest::{App, Executor, Handler, Limits, Route, parse_duration, parse_size};
+use ferry_manifest::{
+    App, EventSource, Executor, Handler, Limits, Route, parse_duration, parse_size,
+};
 use ferry_runtime::{CompileCache, EngineOptions, Runtime};
 use ferry_server::{LiveApps, ServerConfig, Target};
 use tokio::net::TcpListener;
@@ -454,6 +456,7 @@ struct UpArgs {
     listener: ListenerArgs,
     /// For an app with a `[[trigger.command]]`: the command's arguments
     /// (after its name); `ferry up` runs it once and exits with its status.
+    /// With a `[[trigger.pipeline]]`: more arguments for its first stage.
     #[arg(last = true, value_name = "ARGS")]
     command_args: Vec<String>,
 }
@@ -853,16 +856,28 @@ fn pipe(args: PipeArgs) -> anyhow::Result<ExitCode> {
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let ends = tokio.block_on(ferry_runtime::pipeline(&stages));
+    let borrowed: Vec<(&ferry_runtime::Guest, Vec<String>)> =
+        stages.iter().map(|(g, a)| (g, a.clone())).collect();
+    let ends = tokio.block_on(ferry_runtime::pipeline(&borrowed));
+    let status = pipeline_status("ferry pipe", ends, &args.stages);
+    Ok(ExitCode::from(
+        u8::try_from(status.clamp(0, 255)).unwrap_or(1),
+    ))
+}
+
+/// A pipeline's exit status (`pipefail`): that of the first stage to fail,
+/// in the order they ended (`ends`'), printing why each that could not run
+/// failed; `names` says each stage for people.
+fn pipeline_status(who: &str, ends: Vec<ferry_runtime::StageEnd>, names: &[String]) -> i32 {
     let mut status = 0;
     for end in ends {
         let code = match end.outcome {
             Ok(code) => code,
             Err(e) => {
                 eprintln!(
-                    "ferry pipe: stage {} ({}) failed: {e}",
+                    "{who}: stage {} ({}) failed: {e}",
                     end.stage + 1,
-                    args.stages[end.stage]
+                    names[end.stage]
                 );
                 1
             }
@@ -871,9 +886,7 @@ fn pipe(args: PipeArgs) -> anyhow::Result<ExitCode> {
             status = code;
         }
     }
-    Ok(ExitCode::from(
-        u8::try_from(status.clamp(0, 255)).unwrap_or(1),
-    ))
+    status
 }
 
 fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
@@ -958,7 +971,41 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     let host = assembled.app;
-    let command = assembled.command;
+    let commands = assembled.commands;
+    // What `ferry up` runs once, if anything: the app's command, or its
+    // pipeline's stages in order (a component may be more than one stage).
+    let once: Option<Vec<(&ferry_runtime::Guest, Vec<String>)>> = prepared
+        .app
+        .event_triggers
+        .iter()
+        .find(|t| t.runs_once())
+        .map(|trigger| {
+            let guest = |id: &str| {
+                commands
+                    .iter()
+                    .find(|g| g.id() == id)
+                    .context("a command component was not loaded")
+            };
+            match &trigger.source {
+                EventSource::Pipeline { stages } => stages
+                    .iter()
+                    .enumerate()
+                    .map(|(n, stage)| {
+                        let mut stage_args = stage.args.clone();
+                        // `ferry up -- ARGS`: the first stage's.
+                        if n == 0 {
+                            stage_args.extend(args.command_args.iter().cloned());
+                        }
+                        Ok((guest(&stage.component)?, stage_args))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>(),
+                _ => Ok(vec![(
+                    guest(&trigger.component)?,
+                    args.command_args.clone(),
+                )]),
+            }
+        })
+        .transpose()?;
     let watched = crate::watch::Watched::of(&prepared.app, args.app.runtime_config_file.as_deref());
     let apps = LiveApps::observed(metrics.as_ref().map(|m| m.server()), traces.is_some());
     apps.install(host, Vec::new())?;
@@ -1003,18 +1050,34 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     let config = args.listener.config();
     let served = ferry_server::serve(listener, apps, &config, shutdown_signal());
-    let Some(command) = command else {
+    let Some(once) = once else {
         tokio.block_on(served)?;
         return Ok(ExitCode::SUCCESS);
     };
-    // The app's command is its main: it runs while the app serves, and
-    // `ferry up` exits with its status when it ends.
+    // The app's command (or pipeline) is its main: it runs while the app
+    // serves, and `ferry up` exits with its status when it ends.
+    let names: Vec<String> = once
+        .iter()
+        .map(|(guest, args)| {
+            std::iter::once(guest.id().to_owned())
+                .chain(args.iter().cloned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
     let status = tokio.block_on(async {
         tokio::select! {
             served = served => served.map(|()| 130),
-            status = command.run_command(&args.command_args) => {
-                status.map_err(|e| anyhow::anyhow!("the command `{}` failed: {e}", command.id()))
-            }
+            status = async {
+                if let [(command, args)] = once.as_slice() {
+                    command.run_command(args).await.map_err(|e| {
+                        anyhow::anyhow!("the command `{}` failed: {e}", command.id())
+                    })
+                } else {
+                    let ends = ferry_runtime::pipeline(&once).await;
+                    Ok(pipeline_status("ferry up", ends, &names))
+                }
+            } => status,
         }
     })?;
     Ok(ExitCode::from(
@@ -1155,7 +1218,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             .filter_map(|(c, _)| {
                 host.guest(&c.id)
                     .or_else(|| triggers.guest(&c.id).map(|g| &**g))
-                    .or(assembled.command.as_ref().filter(|g| g.id() == c.id))
+                    .or(assembled.commands.iter().find(|g| g.id() == c.id))
                     .map(|guest| (c, guest))
             })
             .collect();

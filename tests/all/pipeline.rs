@@ -110,3 +110,52 @@ fn a_stage_that_cannot_be_loaded_is_refused_before_anything_runs() {
     );
     assert!(output.stdout.is_empty());
 }
+
+/// The manifest form: `[[trigger.pipeline]]`, each stage a component with
+/// its own grants, run once by `ferry up`.
+#[test]
+fn a_manifest_pipeline_runs_each_stage_with_its_own_grants() {
+    let stage = ferry_test_programs::PIPE_STAGE;
+    let app = |stages: &str| {
+        let app = TestApp::new(&format!(
+            "[[trigger.pipeline]]\nstages = {stages}\n\n\
+             [component.reader]\nsource = {stage:?}\nfiles = [{{ source = \"data.txt\", destination = \"/data.txt\" }}]\n\n\
+             [component.tagger]\nsource = {stage:?}\nenvironment = {{ TAG = \"from-tagger\" }}\n"
+        ));
+        app.write("data.txt", "first line\nsecond line\n");
+        app
+    };
+    let state = tempfile::tempdir().unwrap();
+    // The reader has the file and no TAG; the tagger the reverse. The same
+    // component may be two stages.
+    let granted = app(
+        "[{ component = \"reader\", args = [\"file\", \"/data.txt\"] }, { component = \"reader\", args = [\"tag\"] }, { component = \"tagger\", args = [\"tag\"] }]",
+    );
+    let output = crate::triggers::run_command(&granted, state.path(), &[], b"");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout)
+            .ends_with("from-tagger: untagged: first line\nfrom-tagger: untagged: second line\n"),
+        "{}",
+        text(&output.stdout)
+    );
+    // The tagger was granted no files; `ferry up -- ARGS` are the first
+    // stage's.
+    let denied = app("[\"tagger\", { component = \"reader\", args = [\"cat\"] }]");
+    let output = crate::triggers::run_command(&denied, state.path(), &["file", "/data.txt"], b"");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("cannot read /data.txt:"),
+        "{}",
+        text(&output.stdout)
+    );
+    // A failing stage fails the run.
+    let failing = app("[{ component = \"reader\", args = [\"fail-after\", \"0\"] }, \"tagger\"]");
+    let output = crate::triggers::run_command(&failing, state.path(), &[], b"input");
+    assert_ne!(output.status.code(), Some(0));
+    assert!(
+        text(&output.stderr).contains("ferry up: stage 1 (reader fail-after 0) failed"),
+        "{}",
+        text(&output.stderr)
+    );
+}

@@ -999,7 +999,7 @@ fn command_app(guest: &str) -> TestApp {
 }
 
 /// `ferry up APP -- ARGS`, its stdin `input`, to the end.
-fn run_command(
+pub(crate) fn run_command(
     app: &TestApp,
     state: &std::path::Path,
     args: &[&str],

@@ -43,13 +43,14 @@ pub fn runtime_config(app: &App, named: Option<&Path>) -> anyhow::Result<Runtime
 /// components are skipped.
 pub fn used_components(app: &App) -> anyhow::Result<Vec<(&Component, Executor)>> {
     let http = app.triggers.iter().filter_map(|t| match &t.handler {
-        Handler::Component { id, executor } => Some((id, executor.clone(), t.line)),
+        Handler::Component { id, executor } => Some((id.as_str(), executor.clone(), t.line)),
         Handler::Static(_) => None,
     });
-    let events = app
-        .event_triggers
-        .iter()
-        .map(|t| (&t.component, t.source.executor(), t.line));
+    let events = app.event_triggers.iter().flat_map(|t| {
+        t.components()
+            .into_iter()
+            .map(move |c| (c, t.source.executor(), t.line))
+    });
     let mut used: Vec<(&Component, Executor)> = Vec::new();
     for (id, executor, line) in http.chain(events) {
         let component = app
@@ -90,7 +91,7 @@ pub fn warn_unused(app: &App) {
             && !app
                 .event_triggers
                 .iter()
-                .any(|t| t.component == component.id)
+                .any(|t| t.components().contains(&component.id.as_str()))
         {
             tracing::warn!(
                 component = component.id.as_str(),
@@ -444,7 +445,7 @@ fn event_triggers(
                 schedule: schedule.clone(),
             },
             // Run by `ferry up` itself, once: not a source of events.
-            EventSource::Command => continue,
+            EventSource::Command | EventSource::Pipeline { .. } => continue,
         };
         source.check().map_err(|e| {
             Failure::load(format!(
@@ -600,7 +601,7 @@ impl Assembler {
         }
         // Event guests run beside the server, not behind a route; a
         // command is run by `ferry up` itself.
-        let (mut commands, guests): (Vec<Guest>, Vec<Guest>) =
+        let (commands, guests): (Vec<Guest>, Vec<Guest>) =
             guests.into_iter().partition(Guest::is_command);
         let (events, http): (Vec<Guest>, Vec<Guest>) =
             guests.into_iter().partition(|g| g.event_export().is_some());
@@ -620,7 +621,7 @@ impl Assembler {
         Ok(Assembled {
             triggers: ferry_trigger::Triggers::new(&app.name, loaded.incarnation(), triggers),
             app: loaded,
-            command: commands.pop(),
+            commands,
         })
     }
 }
@@ -630,8 +631,9 @@ impl Assembler {
 pub struct Assembled {
     pub app: LoadedApp,
     pub triggers: ferry_trigger::Triggers,
-    /// The `[[trigger.command]]` component, which `ferry up` runs once.
-    pub command: Option<Guest>,
+    /// The `[[trigger.command]]` component, or the components of the
+    /// `[[trigger.pipeline]]`, which `ferry up` runs once.
+    pub commands: Vec<Guest>,
 }
 
 /// Runs `work` on another thread while this one drives `tokio`, for a

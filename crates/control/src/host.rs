@@ -951,15 +951,11 @@ impl Host {
             &mut progress,
         )
         .map_err(invalid)?;
-        if let Some(command) = prepared
-            .app
-            .event_triggers
-            .iter()
-            .find(|t| t.source == ferry_manifest::EventSource::Command)
-        {
+        if let Some(command) = prepared.app.event_triggers.iter().find(|t| t.runs_once()) {
             return Err(HostError::Invalid(format!(
-                "trigger `{}`: a command trigger runs once, from `ferry up`; a live host serves apps and does not run commands",
-                command.id
+                "trigger `{}`: a {} trigger runs once, from `ferry up`; a live host serves apps and does not run commands",
+                command.id,
+                command.kind()
             )));
         }
         // Before compiling: a clash costs nothing.

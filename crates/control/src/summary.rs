@@ -53,7 +53,7 @@ pub fn summarize(
     }
     let mut triggers = Vec::new();
     for trigger in &app.event_triggers {
-        if trigger.component != component.id {
+        if !trigger.components().contains(&component.id.as_str()) {
             continue;
         }
         executor = trigger.kind();
@@ -87,6 +87,17 @@ pub fn summarize(
                 EventSource::Cron { schedule } => format!("schedule `{schedule}` (UTC)"),
                 EventSource::Command =>
                     "run once by `ferry up`, with the arguments after `--`".to_owned(),
+                EventSource::Pipeline { stages } => format!(
+                    "run once by `ferry up` as the pipeline {}",
+                    stages
+                        .iter()
+                        .map(|s| std::iter::once(s.component.as_str())
+                            .chain(s.args.iter().map(String::as_str))
+                            .collect::<Vec<_>>()
+                            .join(" "))
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                ),
             }
         ));
     }

@@ -21,6 +21,11 @@
 //! - Command: `[[trigger.command]]` with `component` only (as the
 //!   spin-trigger-command plugin reads it): `ferry up` runs the WASI command
 //!   once, with the arguments after `--`, and exits with its exit code.
+//! - Pipeline (Ferry's own): `[[trigger.pipeline]]` with `stages`, a list
+//!   of component ids (or `{ component, args }`): `ferry up` runs them
+//!   once as a shell pipeline runs programs, stdin → first stage → … →
+//!   stdout, each stage a WASI command with its own component's grants, and
+//!   exits with the first failing stage's status.
 //! - Cron: `component` and `cron_expression`, six fields with seconds
 //!   first (`sec min hour day-of-month month day-of-week`), in UTC, read
 //!   by the same parser the plugin uses (`croner`, seconds required, day
@@ -48,6 +53,25 @@ impl EventTrigger {
     /// The trigger's type as the manifest names it (`redis`, `cron`).
     pub fn kind(&self) -> &'static str {
         self.source.kind()
+    }
+
+    /// The components it runs: its component, or each stage's.
+    pub fn components(&self) -> Vec<&str> {
+        match &self.source {
+            EventSource::Pipeline { stages } => {
+                stages.iter().map(|s| s.component.as_str()).collect()
+            }
+            _ => vec![self.component.as_str()],
+        }
+    }
+
+    /// Whether `ferry up` runs it once (a command or a pipeline), rather
+    /// than on events.
+    pub fn runs_once(&self) -> bool {
+        matches!(
+            self.source,
+            EventSource::Command | EventSource::Pipeline { .. }
+        )
     }
 }
 
@@ -82,6 +106,17 @@ pub enum EventSource {
     Cron { schedule: String },
     /// Once, when the app starts (`ferry up`), as a WASI command.
     Command,
+    /// Once, when the app starts (`ferry up`): WASI commands connected
+    /// stdout → stdin; the trigger's `component` is the first stage's.
+    Pipeline { stages: Vec<PipelineStage> },
+}
+
+/// One stage of a `[[trigger.pipeline]]`: a component run as a WASI
+/// command with `args`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineStage {
+    pub component: String,
+    pub args: Vec<String>,
 }
 
 /// `[application.trigger.mqtt]`.
@@ -104,6 +139,7 @@ impl EventSource {
             Self::Mqtt { .. } => "mqtt",
             Self::Cron { .. } => "cron",
             Self::Command => "command",
+            Self::Pipeline { .. } => "pipeline",
         }
     }
 
@@ -113,7 +149,7 @@ impl EventSource {
             Self::Redis { .. } | Self::Nats { .. } => crate::Executor::InboundRedis,
             Self::Mqtt { .. } => crate::Executor::Mqtt,
             Self::Cron { .. } => crate::Executor::Cron,
-            Self::Command => crate::Executor::Command,
+            Self::Command | Self::Pipeline { .. } => crate::Executor::Command,
         }
     }
 }
@@ -225,10 +261,12 @@ pub(crate) fn read(
     let mut explicit_seen: Vec<String> = Vec::new();
     let mut counter = 1;
     for (index, item) in items.iter().enumerate() {
-        if kind == "command" && index > 0 {
+        if matches!(kind, "command" | "pipeline")
+            && (index > 0 || app.event_triggers.iter().any(EventTrigger::runs_once))
+        {
             diags.push(
-                Diagnostic::new(item.span(), "a second `[[trigger.command]]`")
-                    .with_help("an app runs one command (Spin's command trigger uses only the first); give each command an app of its own"),
+                Diagnostic::new(item.span(), "a second `[[trigger.command]]` or `[[trigger.pipeline]]`")
+                    .with_help("an app runs one command or pipeline (Spin's command trigger uses only the first); give each an app of its own"),
             );
             continue;
         }
@@ -255,7 +293,15 @@ pub(crate) fn read(
             }
             None => generated_id(&table, kind, &mut ids, &mut counter),
         };
+        let mut stages = None;
         let component = match table.get("component") {
+            _ if kind == "pipeline" => {
+                stages = read_stages(diags, &mut table, &id, sources, app, defined_at);
+                stages
+                    .as_ref()
+                    .and_then(|s: &Vec<PipelineStage>| s.first())
+                    .map(|s| s.component.clone())
+            }
             Some(value) => read_component_ref(diags, value, &id, sources, app, defined_at),
             None => {
                 diags.error(
@@ -271,6 +317,7 @@ pub(crate) fn read(
             "mqtt" => read_mqtt(diags, &mut table, app, defaults.mqtt.as_ref()),
             "cron" => read_cron(diags, &mut table),
             "command" => Some(EventSource::Command),
+            "pipeline" => stages.map(|stages| EventSource::Pipeline { stages }),
             _ => unreachable!("only event kinds are read here"),
         };
         table.finish(diags, &[]);
@@ -283,6 +330,86 @@ pub(crate) fn read(
             });
         }
     }
+}
+
+/// `stages`: at least two, each a component id (or an inline component) or
+/// `{ component, args }`.
+fn read_stages(
+    diags: &mut Diagnostics,
+    table: &mut TableView<'_, '_>,
+    id: &str,
+    sources: Sources,
+    app: &mut App,
+    defined_at: &mut Vec<usize>,
+) -> Option<Vec<PipelineStage>> {
+    let Some(value) = table.get("stages") else {
+        diags.error(
+            table.span.clone(),
+            "missing `stages` in `[[trigger.pipeline]]`",
+        );
+        return None;
+    };
+    let DeValue::Array(items) = value.get_ref() else {
+        diags.error(
+            value.span(),
+            format!(
+                "`stages` must be an array of component ids or `{{ component, args }}` tables, found {}",
+                value.get_ref().type_str()
+            ),
+        );
+        return None;
+    };
+    if items.len() < 2 {
+        diags.push(
+            Diagnostic::new(value.span(), "a pipeline needs at least two stages")
+                .with_help("for one program, use `[[trigger.command]]`"),
+        );
+        return None;
+    }
+    let mut stages = Vec::new();
+    for (n, item) in items.iter().enumerate() {
+        let stage_id = format!("{id}-stage{n}");
+        let stage = match item.get_ref() {
+            DeValue::String(_) => read_component_ref(
+                diags, item, &stage_id, sources, app, defined_at,
+            )
+            .map(|component| PipelineStage {
+                component,
+                args: Vec::new(),
+            }),
+            DeValue::Table(_) => {
+                let mut stage = as_table(diags, item, format!("stages[{n}]"))?;
+                let component = match stage.get("component") {
+                    Some(value) => {
+                        read_component_ref(diags, value, &stage_id, sources, app, defined_at)
+                    }
+                    None => {
+                        diags.error(item.span(), format!("missing `stages[{n}].component`"));
+                        None
+                    }
+                };
+                let args = stage
+                    .string_list(diags, "args")
+                    .into_iter()
+                    .map(|a| a.into_inner())
+                    .collect();
+                stage.finish(diags, &[]);
+                component.map(|component| PipelineStage { component, args })
+            }
+            other => {
+                diags.error(
+                    item.span(),
+                    format!(
+                        "a stage is a component id or `{{ component, args }}`, found {}",
+                        other.type_str()
+                    ),
+                );
+                None
+            }
+        };
+        stages.push(stage?);
+    }
+    Some(stages)
 }
 
 fn read_redis(

@@ -35,7 +35,9 @@ use toml::de::{DeTable, DeValue};
 
 pub use dependency::{CAPABILITY_SETS, Dependency, DependencySource, Inherit};
 pub use diagnostic::{Diagnostic, ManifestError, Warnings};
-pub use event::{DEFAULT_MAX_DELIVER, EventSource, EventTrigger, MqttBroker, parse_schedule};
+pub use event::{
+    DEFAULT_MAX_DELIVER, EventSource, EventTrigger, MqttBroker, PipelineStage, parse_schedule,
+};
 pub use limits::{
     ConfinedPath, KeyValueStoreConfig, Limits, LimitsOverride, OutsidePath, RuntimeConfig,
     SqliteDatabaseConfig, normalize_relative, parse_duration, parse_size,
@@ -551,7 +553,7 @@ fn parse(
     if app.triggers.is_empty() && app.event_triggers.is_empty() && !diags.has_errors() {
         diags.error(
             root.key_span("trigger").unwrap_or(0..0),
-            "the app has no trigger (`[[trigger.http]]`, `[[trigger.redis]]`, `[[trigger.nats]]`, `[[trigger.mqtt]]`, `[[trigger.cron]]`, `[[trigger.command]]`): nothing to run",
+            "the app has no trigger (`[[trigger.http]]`, `[[trigger.redis]]`, `[[trigger.nats]]`, `[[trigger.mqtt]]`, `[[trigger.cron]]`, `[[trigger.command]]`, `[[trigger.pipeline]]`): nothing to run",
         );
     }
 

@@ -229,6 +229,12 @@ source = "app.wasm"
                 format!("{} {} cron {schedule} line {}", t.id, t.component, t.line)
             }
             EventSource::Command => format!("{} {} command line {}", t.id, t.component, t.line),
+            EventSource::Pipeline { stages } => {
+                format!(
+                    "{} {} pipeline {stages:?} line {}",
+                    t.id, t.component, t.line
+                )
+            }
             EventSource::Mqtt { broker, topic, qos } => format!(
                 "{} {} mqtt {} {:?} {:?} {:?} {topic} {qos} line {}",
                 t.id,
@@ -1066,5 +1072,58 @@ fn bad_dependencies_are_refused_at_the_field() {
     ] {
         let got = errors(&body);
         assert!(got.contains(expected), "{expected:?} in {got:?} for {body}");
+    }
+}
+
+#[test]
+fn pipelines_are_read_and_their_mistakes_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.wasm"), b"\0asm").unwrap();
+    let parse = |triggers: &str| {
+        let text = format!(
+            "spin_manifest_version = 2\n[application]\nname = \"p\"\n\n{triggers}\n\n[component.a]\nsource = \"app.wasm\"\n[component.b]\nsource = \"app.wasm\"\n"
+        );
+        parse_app(&text, &dir.path().join("spin.toml"), dir.path())
+    };
+    let app = parse(
+        "[[trigger.pipeline]]\nstages = [\"a\", { component = \"b\", args = [\"x\", \"y\"] }, \"a\"]",
+    )
+    .unwrap();
+    let trigger = &app.event_triggers[0];
+    assert_eq!(trigger.component, "a");
+    assert_eq!(trigger.components(), ["a", "b", "a"]);
+    let crate::EventSource::Pipeline { stages } = &trigger.source else {
+        panic!("{trigger:?}");
+    };
+    assert_eq!(stages[1].args, ["x", "y"]);
+    for (triggers, expected) in [
+        (
+            "[[trigger.pipeline]]\nstages = [\"a\"]",
+            "at least two stages",
+        ),
+        (
+            "[[trigger.pipeline]]\nstages = [\"a\", \"c\"]",
+            "no component `c`",
+        ),
+        (
+            "[[trigger.pipeline]]\ncomponent = \"a\"",
+            "missing `stages`",
+        ),
+        (
+            "[[trigger.pipeline]]\nstages = [\"a\", { component = \"b\", argv = [] }]",
+            "unknown field `stages[1].argv`",
+        ),
+        (
+            "[[trigger.command]]\ncomponent = \"a\"\n\n[[trigger.pipeline]]\nstages = [\"a\", \"b\"]",
+            "a second `[[trigger.command]]` or `[[trigger.pipeline]]`",
+        ),
+    ] {
+        let errors = parse(triggers)
+            .unwrap_err()
+            .iter()
+            .map(|d| d.message.clone())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(errors.contains(expected), "{expected:?} in {errors:?}");
     }
 }

@@ -41,7 +41,7 @@ pub(crate) fn read_all(
         };
         match kind.as_str() {
             "http" => read_http(diags, value, text, sources, app, defined_at),
-            "redis" | "nats" | "mqtt" | "cron" | "command" => crate::event::read(
+            "redis" | "nats" | "mqtt" | "cron" | "command" | "pipeline" => crate::event::read(
                 diags, &kind, value, text, sources, app, defined_at, defaults,
             ),
             _ => diags.push(refuse_kind(span, &format!("trigger.{kind}"), &kind)),
@@ -61,7 +61,7 @@ pub(crate) fn refuse_kind(span: Range<usize>, qualified: &str, kind: &str) -> Di
         other => format!("what Spin's `trigger-{other}` plugin provides"),
     };
     Diagnostic::new(span, format!("`{qualified}` is not supported by Ferry")).with_help(format!(
-        "Ferry runs `http`, `redis`, `nats`, `mqtt`, `cron` and `command` triggers; a `{kind}` trigger needs {needs}"
+        "Ferry runs `http`, `redis`, `nats`, `mqtt`, `cron`, `command` and `pipeline` triggers; a `{kind}` trigger needs {needs}"
     ))
 }
 

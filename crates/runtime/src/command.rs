@@ -138,7 +138,7 @@ pub struct StageEnd {
 /// terminal's, every stderr the terminal's. A stage that ends closes its
 /// pipes: the next one reads the end of its input, the one before gets an
 /// error writing. How each ended, in the order they ended.
-pub async fn pipeline(stages: &[(crate::Guest, Vec<String>)]) -> Vec<StageEnd> {
+pub async fn pipeline(stages: &[(&crate::Guest, Vec<String>)]) -> Vec<StageEnd> {
     use futures_util::StreamExt as _;
     let mut ends = Vec::with_capacity(stages.len());
     let mut stdin = None;

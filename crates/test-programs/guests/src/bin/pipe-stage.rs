@@ -2,7 +2,11 @@
 //! - `cat`: copies stdin to stdout;
 //! - `grep PATTERN`: writes the lines of stdin that contain `PATTERN`;
 //! - `fail-after N`: copies `N` bytes, then panics (a trap);
-//! - `count`: writes `bytes <B> lines <L>` for what it read.
+//! - `count`: writes `bytes <B> lines <L>` for what it read;
+//! - `file PATH`: writes the file at `PATH` (or `cannot read PATH: …`),
+//!   ignoring stdin;
+//! - `tag`: writes each line of stdin prefixed with `$TAG: ` (or
+//!   `untagged: `).
 //!
 //! A stage that cannot write (the next one ended) exits with status 1.
 
@@ -60,6 +64,25 @@ fn main() {
                 }
             }
             writeln!(output, "bytes {bytes} lines {lines}")
+        }
+        Some("file") => {
+            let path = args.get(1).cloned().unwrap_or_default();
+            match std::fs::read(&path) {
+                Ok(bytes) => output.write_all(&bytes),
+                Err(e) => writeln!(output, "cannot read {path}: {e}"),
+            }
+        }
+        Some("tag") => {
+            let tag = std::env::var("TAG").unwrap_or_else(|_| "untagged".into());
+            let mut written = Ok(());
+            for line in input.lines() {
+                let Ok(line) = line else { break };
+                written = writeln!(output, "{tag}: {line}");
+                if written.is_err() {
+                    break;
+                }
+            }
+            written
         }
         other => {
             eprintln!("no stage {other:?}");
