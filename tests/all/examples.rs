@@ -95,3 +95,30 @@ async fn middleware_example_serves_only_what_its_middleware_lets_through() {
         "Hello from behind the middleware! You asked for /some/path?x=1\n"
     );
 }
+
+#[tokio::test]
+async fn dependencies_example_composes_its_greeter_into_the_app() {
+    let ferry = build_and_serve("dependencies");
+    let reply = get(&format!("{}/?name=Ada", ferry.url)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.text(), "Hello, Ada! (from the greeter component)\n");
+}
+
+#[test]
+fn pipeline_example_runs_its_stages_once_and_exits() {
+    let state = tempfile::tempdir().unwrap();
+    let output = ferry()
+        .arg("up")
+        .arg(examples().join("pipeline"))
+        .args(["--build", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(state.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(
+        stdout.ends_with("   8 the\n   4 stage\n   3 one\n   3 program\n   2 and\n"),
+        "{stdout}"
+    );
+}
