@@ -51,6 +51,10 @@ impl Watched {
             if let Source::File(path) = &component.source {
                 files.insert(absolute(path));
             }
+            // A dependency's or middleware's Wasm is part of the component.
+            for path in component.dependency_files() {
+                files.insert(absolute(path));
+            }
             for mount in &component.files {
                 let source = match mount {
                     FileMount::File { source, .. } | FileMount::Directory { source, .. } => {
@@ -219,8 +223,10 @@ mod tests {
             &manifest,
             "spin_manifest_version = 2\n[application]\nname = \"a\"\n\
              [[trigger.http]]\nroute = \"/...\"\ncomponent = \"a\"\n\
+             dependencies.middleware = [{ path = \"mw/auth.wasm\" }]\n\
              [component.a]\nsource = \"app.wasm\"\n\
-             files = [{ source = \"static\", destination = \"/\" }, \"docs/**/*.md\"]\n",
+             files = [{ source = \"static\", destination = \"/\" }, \"docs/**/*.md\"]\n\
+             dependencies = { \"ns:dep\" = { path = \"deps/dep.wasm\" } }\n",
         )
         .unwrap();
         let app = ferry_manifest::load_app(&manifest).unwrap();
@@ -233,6 +239,8 @@ mod tests {
             "runtime-config.toml",
             "static/a/b.css",
             "docs/a/b.md",
+            "deps/dep.wasm",
+            "mw/auth.wasm",
         ] {
             assert!(watched.concerns(&root.join(concerned)), "{concerned}");
         }

@@ -122,3 +122,14 @@ fn pipeline_example_runs_its_stages_once_and_exits() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn chaining_example_reaches_its_private_back_end_in_process() {
+    let ferry = build_and_serve("chaining");
+    let reply = get(&format!("{}/hello?x=1", ferry.url)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.text(),
+        "front asked back for /hello?x=1: the back end answered /hello?x=1\n"
+    );
+}
