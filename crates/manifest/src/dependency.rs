@@ -256,10 +256,11 @@ fn read_inherit(diags: &mut Diagnostics, table: &mut TableView<'_, '_>, what: &s
                     DeValue::String(set) if CAPABILITY_SETS.contains(&set.as_ref()) => {
                         sets.push(set.to_string());
                     }
-                    DeValue::String(set) => diags.push(
+                    // Spin ignores names it does not know; Ferry says so.
+                    DeValue::String(set) => diags.warn(
                         Diagnostic::new(
                             item.span(),
-                            format!("`{set}` is not a capability a dependency can inherit"),
+                            format!("`{set}` is not a capability a dependency can inherit: it hands nothing on"),
                         )
                         .with_help(format!("one of {}", CAPABILITY_SETS.join(", "))),
                     ),

@@ -973,7 +973,7 @@ source = "app.wasm"
 [component.a.dependencies]
 "ferry:calc/adder@0.1.0" = { path = "adder.wasm", export = "ferry:calc/add@0.1.0" }
 "ferry:net" = { url = "https://example.com/net.wasm", digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000", inherit_configuration = true }
-plain-name = { component = "mw" }
+plain-name = { component = "mw", inherit_configuration = ["variables", "network"] }
 
 [component.mw]
 source = "app.wasm"
@@ -991,6 +991,16 @@ source = "app.wasm"
     );
     assert_eq!(a.dependencies[0].inherit, crate::Inherit::Only(Vec::new()));
     assert_eq!(a.dependencies[1].inherit, crate::Inherit::All);
+    // A name Spin does not know hands nothing on, with a warning.
+    assert_eq!(
+        a.dependencies[2].inherit,
+        crate::Inherit::Only(vec!["variables".into()])
+    );
+    let warnings = app.warnings.to_string();
+    assert!(
+        warnings.contains("`network` is not a capability a dependency can inherit"),
+        "{warnings}"
+    );
     assert_eq!(
         a.dependencies[2].source,
         crate::DependencySource::Component("mw".into())
@@ -1044,12 +1054,6 @@ fn bad_dependencies_are_refused_at_the_field() {
         (
             format!("{component}dependencies = {{ \"ns:pkg\" = {{ component = \"a\" }} }}"),
             "cannot depend on itself",
-        ),
-        (
-            format!(
-                "{component}dependencies = {{ \"ns:pkg\" = {{ path = \"x.wasm\", inherit_configuration = [\"network\"] }} }}"
-            ),
-            "`network` is not a capability",
         ),
         (
             format!(
