@@ -68,6 +68,17 @@ enum Command {
     /// next one's stdin, each in a sandbox of its own granted nothing; exit
     /// with the status of the first stage to fail.
     Pipe(PipeArgs),
+    /// Print a completion script for a shell: `ferry completions bash >
+    /// /etc/bash_completion.d/ferry`, or into zsh's `fpath`, or fish's
+    /// `~/.config/fish/completions/ferry.fish`.
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -495,6 +506,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(args) => up(args),
         Command::Pipe(args) => pipe(args),
+        Command::Completions(args) => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                args.shell,
+                &mut Cli::command(),
+                "ferry",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check(args) => check(args),
         Command::Build(args) => build(args),
         Command::Serve(args) => serve(args),

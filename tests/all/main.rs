@@ -7,6 +7,7 @@ mod architecture;
 mod build;
 mod capabilities;
 mod chaining;
+mod cli;
 mod cluster;
 mod composition;
 mod control;

@@ -174,3 +174,46 @@ async fn of_two_routes_for_the_same_paths_the_later_wins() {
         "{logs}"
     );
 }
+
+/// Spin's `/.well-known/spin/` paths are answered by Ferry before any
+/// route, even a catch-all, on `ferry up` and on a live host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn well_known_spin_paths_are_answered_before_any_route() {
+    // Still `[application]`: its version.
+    let app = TestApp::new(&format!(
+        "version = \"1.2.3\"\n\n{}{}",
+        trigger("/...", "all"),
+        http_component("all", "")
+    ));
+    let ferry = Ferry::start(&app, &[]);
+    let health = get(&format!("{}/.well-known/spin/health", ferry.url)).await;
+    assert_eq!((health.status, health.text().as_str()), (200, "OK"));
+    let info = get(&format!("{}/.well-known/spin/info", ferry.url)).await;
+    assert_eq!(info.status, 200);
+    assert_eq!(info.header("content-type"), Some("application/json"));
+    let info: serde_json::Value = serde_json::from_slice(&info.body).unwrap();
+    assert_eq!(
+        info,
+        serde_json::json!({ "name": "test-app", "version": "1.2.3" })
+    );
+    let other = get(&format!("{}/.well-known/spin/other", ferry.url)).await;
+    assert_eq!(other.status, 404);
+    // Anything else is the app's: the guest answers.
+    let routed = get(&format!("{}/.well-known/other", ferry.url)).await;
+    assert_eq!(
+        routed.text(),
+        "no test behaviour at \"/.well-known/other\"\n"
+    );
+
+    // A live host with two apps on its shared listener names neither.
+    let state = tempfile::tempdir().unwrap();
+    let host = Host::start(state.path(), &[]);
+    host.deploy(versioned_app("one", "one", "/one").path(), &[]);
+    assert_eq!(
+        host.get("/.well-known/spin/info").await.text(),
+        "{\n  \"name\": \"one\"\n}"
+    );
+    host.deploy(versioned_app("two", "two", "/two").path(), &[]);
+    assert_eq!(host.get("/.well-known/spin/info").await.status, 404);
+    assert_eq!(host.get("/.well-known/spin/health").await.text(), "OK");
+}

@@ -362,6 +362,10 @@ impl AppTable {
                 .failed("bad_request");
             return (None, refused, observation);
         }
+        if let Some(name) = request.uri().path().strip_prefix(WELL_KNOWN_PREFIX) {
+            let observation = unrouted(&request);
+            return (None, self.well_known(&request, name), observation);
+        }
         let Some((app, route, matched)) = self.route(&request) else {
             let observation = unrouted(&request);
             return (
@@ -398,6 +402,61 @@ impl AppTable {
             .dispatch(request, route, matched, client_addr, local_addr)
             .await;
         (Some(app), dispatched, observation)
+    }
+}
+
+/// Paths Spin answers itself, before any route: no app route under them is
+/// ever reached (`Router::new` warns of one).
+pub const WELL_KNOWN_PREFIX: &str = "/.well-known/spin/";
+
+impl AppTable {
+    /// `/.well-known/spin/health` (`OK` while the listener serves) and
+    /// `/.well-known/spin/info` (the app's name and version, as Spin
+    /// answers it: the app the request's host name selects, or the only
+    /// app; with several and no host name, none is named: 404).
+    fn well_known<B>(&self, request: &Request<B>, name: &str) -> Dispatched<'_> {
+        let not_found = || Dispatched::plain(StatusCode::NOT_FOUND, None, None);
+        match name {
+            "health" => Dispatched {
+                response: crate::dispatch::plain(StatusCode::OK, "OK"),
+                component: None,
+                error: None,
+                failure: None,
+            },
+            "info" => {
+                let by_host = request_hostname(request)
+                    .and_then(|h| self.by_hostname.get(&h))
+                    .map(|&index| &self.apps[index]);
+                let app = by_host.or(match self.apps.as_slice() {
+                    [only] => Some(only),
+                    _ => None,
+                });
+                let Some(app) = app else {
+                    return not_found();
+                };
+                let mut info = serde_json::json!({ "name": &*app.host.name });
+                if let Some(version) = &app.host.version {
+                    info["version"] = version.clone().into();
+                }
+                let body = serde_json::to_vec_pretty(&info).unwrap_or_default();
+                let mut response = Response::new(
+                    http_body_util::Full::new(Bytes::from(body))
+                        .map_err(|never| match never {})
+                        .boxed_unsync(),
+                );
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                Dispatched {
+                    response,
+                    component: None,
+                    error: None,
+                    failure: None,
+                }
+            }
+            _ => not_found(),
+        }
     }
 }
 

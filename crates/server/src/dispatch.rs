@@ -110,6 +110,8 @@ pub struct LoadedApp {
     /// version, new for an app installed with no predecessor (first, or
     /// after a delete), so an old life's guest lines are told apart.
     pub(crate) incarnation: u64,
+    /// `[application] version`, for `/.well-known/spin/info`.
+    pub(crate) version: Option<String>,
     pub(crate) base: String,
     pub(crate) router: Router,
     pub(crate) slots: HashMap<String, Slot>,
@@ -190,6 +192,7 @@ impl LoadedApp {
         Ok(Self {
             name: Arc::from(app.name.as_str()),
             incarnation,
+            version: app.version.clone(),
             base: app.base.clone(),
             router,
             slots,

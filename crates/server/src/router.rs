@@ -90,6 +90,14 @@ impl Router {
                 },
                 Handler::Static(fixed) => Target::Static(Arc::new(StaticReply::new(fixed)?)),
             };
+            let full = pattern.full();
+            if full.starts_with(crate::apps::WELL_KNOWN_PREFIX) {
+                tracing::warn!(
+                    route = full.as_str(),
+                    "routes under {} are answered by Ferry (as by Spin) and never reach a component",
+                    crate::apps::WELL_KNOWN_PREFIX
+                );
+            }
             routes.push(RouteEntry::new(pattern.clone(), target, &app.base));
         }
         Ok(Self::from_routes(routes))
