@@ -270,9 +270,22 @@ struct DeleteArgs {
 
 #[derive(Debug, Clone, Args)]
 struct AppArgs {
-    /// The app: a manifest file or a directory containing spin.toml or ferry.toml.
+    /// The app: a manifest file, a directory containing spin.toml or
+    /// ferry.toml, or a component (`.wasm`), served alone at `/...`.
     #[arg(default_value = ".")]
     path: PathBuf,
+    /// The app, as Spin's `spin up -f` names it (instead of PATH).
+    #[arg(
+        short = 'f',
+        long = "from",
+        value_name = "APP",
+        conflicts_with = "path"
+    )]
+    from: Option<PathBuf>,
+    /// An environment variable for every component, on top of its own
+    /// `environment` (repeatable), as Spin's `spin up -e`.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    env: Vec<(String, String)>,
     /// Per-component limits; defaults to runtime-config.toml beside the manifest.
     #[arg(long, value_name = "FILE")]
     runtime_config_file: Option<PathBuf>,
@@ -328,16 +341,95 @@ impl EngineArgs {
             max_download_size: self.max_download_size,
             download_timeout: self.download_timeout,
             variables,
+            environment: Vec::new(),
         }
     }
 }
 
 impl AppArgs {
     fn settings(&self) -> assemble::Settings {
-        self.engine.settings(
-            CompileCache::default_dir(),
-            ferry_control::variables::Sources::Local(self.variables.clone()),
-        )
+        assemble::Settings {
+            environment: self.env.clone(),
+            ..self.engine.settings(
+                CompileCache::default_dir(),
+                ferry_control::variables::Sources::Local(self.variables.clone()),
+            )
+        }
+    }
+
+    /// Settles which app to load: `-f` instead of PATH; a component
+    /// (`.wasm`) becomes a one-component app at `/...` named after the
+    /// file, whose manifest is written to a directory of its own; a
+    /// registry reference is refused for now.
+    fn resolve(&mut self) -> anyhow::Result<()> {
+        if let Some(from) = self.from.take() {
+            self.path = from;
+        }
+        let is_wasm = self.path.extension().is_some_and(|e| e == "wasm");
+        if !is_wasm {
+            if !self.path.exists() && looks_like_registry_reference(&self.path) {
+                return Err(Failure::usage(format!(
+                    "`{}` looks like a registry reference: Ferry cannot pull apps from a registry yet; give a manifest, a directory or a .wasm file",
+                    self.path.display()
+                ))
+                .into());
+            }
+            return Ok(());
+        }
+        let wasm = self
+            .path
+            .canonicalize()
+            .with_context(|| format!("opening {}", self.path.display()))?;
+        let stem = wasm
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("app")
+            .to_ascii_lowercase();
+        // A component id from the name: Spin's kebab words, else `app`.
+        let id: String = stem
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect::<Vec<_>>()
+            .join("-");
+        let id = if id.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            id
+        } else {
+            "app".into()
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("ferry-wasm-app-")
+            .tempdir()?
+            .keep();
+        let manifest = dir.join("spin.toml");
+        std::fs::write(
+            &manifest,
+            format!(
+                "spin_manifest_version = 2\n\n[application]\nname = {id:?}\n\n[[trigger.http]]\nroute = \"/...\"\ncomponent = {id:?}\n\n[component.{id}]\nsource = {:?}\n",
+                wasm.display().to_string()
+            ),
+        )?;
+        self.path = manifest;
+        Ok(())
+    }
+}
+
+/// `host/path:tag` or `host/path@sha256:…` that is not a path on disk.
+fn looks_like_registry_reference(path: &Path) -> bool {
+    let text = path.to_string_lossy();
+    let first = text.split('/').next().unwrap_or_default();
+    text.contains('/')
+        && (first.contains('.') || first.contains(':'))
+        && !text.starts_with('.')
+        && (text.contains(':') || text.contains('@'))
+}
+
+/// `KEY=VALUE` for `-e`.
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() && !key.contains('\0') => {
+            Ok((key.to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("`{text}` is not KEY=VALUE")),
     }
 }
 
@@ -391,8 +483,9 @@ impl ListenerArgs {
 /// Defaults for every component; runtime-config.toml can override them.
 #[derive(Debug, Clone, Args)]
 struct LimitArgs {
-    /// Linear memory per instance.
-    #[arg(long, value_name = "SIZE", default_value = "128MiB", value_parser = parse_size)]
+    /// Linear memory per instance, all its memories together (Spin's
+    /// `--max-instance-memory` is the same).
+    #[arg(long, alias = "max-instance-memory", value_name = "SIZE", default_value = "128MiB", value_parser = parse_size)]
     max_memory: u64,
     /// Wall-clock time per request (504 beyond it).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
@@ -910,8 +1003,9 @@ fn pipeline_status(who: &str, ends: Vec<ferry_runtime::StageEnd>, names: &[Strin
     status
 }
 
-fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+fn up(mut args: UpArgs) -> anyhow::Result<ExitCode> {
     init_logging(args.listener.log_format);
+    args.app.resolve()?;
     if args.build {
         let app = ferry_manifest::load_app_to_build(&args.app.path)?;
         crate::build::build_app(&app, &[])?;
@@ -1209,8 +1303,9 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
-fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+fn check(mut args: CheckArgs) -> anyhow::Result<ExitCode> {
     init_logging(LogFormat::Text);
+    args.app.resolve()?;
     let mut out = std::io::stdout();
     let prepared = prepare(&args.app, &mut out)?;
     let runtime = new_runtime(

@@ -58,3 +58,64 @@ fn completions_exist_for_zsh_and_fish_and_refuse_other_shells() {
         text(&unknown.stderr)
     );
 }
+
+/// Spin's `spin up` habits: a bare component served alone, `-e` for every
+/// component's environment, `-f` for the app, `--max-instance-memory`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_up_flags_work_as_in_spin() {
+    let alone = Ferry::start_at(
+        std::path::Path::new(HTTP_GUEST),
+        &[
+            "-e",
+            "MODE=spin",
+            "--env",
+            "EMPTY=",
+            "--max-instance-memory",
+            "64MiB",
+        ],
+    );
+    // The component answers every path (`/...`), with the `-e` variables.
+    let any = get(&format!("{}/any/path", alone.url)).await;
+    assert_eq!(any.text(), "no test behaviour at \"/any/path\"\n");
+    let env = get(&format!("{}/env", alone.url)).await.text();
+    assert!(env.lines().any(|l| l == "MODE=spin"), "{env}");
+    assert!(env.lines().any(|l| l == "EMPTY="), "{env}");
+
+    // `-f` names the app; `-e` overrides a component's own value.
+    let app = TestApp::new(&format!(
+        "{}{}",
+        trigger("/...", "web"),
+        http_component("web", "")
+    ));
+    let checked = ferry()
+        .args(["check", "--cache-dir"])
+        .arg(cache_dir())
+        .arg("-f")
+        .arg(app.path())
+        .args(["-e", "NAME=from-flag"])
+        .output()
+        .unwrap();
+    assert!(checked.status.success(), "{}", text(&checked.stderr));
+    assert!(text(&checked.stdout).contains("component `web`"));
+    let from = Ferry::start_from(app.path(), &["-e", "NAME=from-flag"]);
+    let env = get(&format!("{}/env", from.url)).await.text();
+    assert!(env.lines().any(|l| l == "NAME=from-flag"), "{env}");
+    assert!(!env.lines().any(|l| l == "NAME=web"), "{env}");
+
+    // A registry reference is refused, saying why; a bad -e too.
+    for (args, expected) in [
+        (
+            vec!["up", "-f", "ghcr.io/example/app:1.0"],
+            "looks like a registry reference",
+        ),
+        (vec!["up", ".", "-e", "NOEQUALS"], "is not KEY=VALUE"),
+    ] {
+        let out = ferry().args(&args).output().unwrap();
+        assert!(!out.status.success());
+        assert!(
+            text(&out.stderr).contains(expected),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}

@@ -68,6 +68,7 @@ impl InProcess {
                     environment: Values::default(),
                     deployed: Values::default(),
                 },
+                environment: Vec::new(),
             },
             BundleLimits {
                 max_bundle_size: 64 << 20,

@@ -129,12 +129,21 @@ impl Ferry {
 
     /// `ferry up` with `env` added to its environment.
     pub fn start_with_env(path: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_up(&[path.as_os_str()], args, env)
+    }
+
+    /// `ferry up -f PATH`, as Spin users name the app.
+    pub fn start_from(path: &Path, args: &[&str]) -> Self {
+        Self::spawn_up(&["-f".as_ref(), path.as_os_str()], args, &[])
+    }
+
+    fn spawn_up(app: &[&std::ffi::OsStr], args: &[&str], env: &[(&str, &str)]) -> Self {
         let state = (!args.contains(&"--state-dir")).then(|| tempfile::tempdir().unwrap());
         let mut command = ferry();
         command
             .envs(env.iter().copied())
             .arg("up")
-            .arg(path)
+            .args(app)
             .args(["--listen", "127.0.0.1:0"]);
         if let Some(state) = &state {
             command.arg("--state-dir").arg(state.path());

@@ -340,6 +340,10 @@ pub struct Settings {
     /// Where variables get their values: `ferry up`'s `--variable` flags
     /// and environment, or a live host's per-app values.
     pub variables: crate::variables::Sources,
+    /// Environment variables given to every component on top of its own
+    /// (`ferry up -e`, Spin's `spin up -e`); a name set both ways takes
+    /// this value.
+    pub environment: Vec<(String, String)>,
 }
 
 /// Everything needed to build an app's guests: the app, each used
@@ -370,6 +374,12 @@ pub fn prepare(
     let mut app = ferry_manifest::load_app(manifest)?;
     if let Some(name) = rename {
         name.clone_into(&mut app.name);
+    }
+    for component in &mut app.components {
+        for (key, value) in &settings.environment {
+            component.environment.retain(|(k, _)| k != key);
+            component.environment.push((key.clone(), value.clone()));
+        }
     }
     warn_unused(&app);
     let config = runtime_config(&app, runtime_config_file)?;
