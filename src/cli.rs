@@ -539,6 +539,10 @@ struct UpArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:3000")]
     listen: SocketAddr,
+    /// When the `--listen` port is taken, try the next ones (up to
+    /// 20 more), as Spin's `spin up --find-free-port` does.
+    #[arg(long)]
+    find_free_port: bool,
     /// Serve Prometheus metrics on `GET /metrics` at this address (no
     /// token: keep it private).
     #[arg(long, value_name = "ADDR")]
@@ -1024,7 +1028,7 @@ fn up(mut args: UpArgs) -> anyhow::Result<ExitCode> {
     let tokio = current_thread_runtime()?;
     // Bind before compiling so `http://self` knows its address and early
     // clients wait in the accept queue instead of being refused.
-    let listener = bind(&tokio, args.listen)?;
+    let listener = bind_searching(&tokio, args.listen, args.find_free_port)?;
     let local = listener.local_addr()?;
     let metrics = match args.metrics_listen {
         Some(addr) => {
@@ -1226,6 +1230,42 @@ fn bind(tokio: &tokio::runtime::Runtime, addr: SocketAddr) -> anyhow::Result<Tcp
     Ok(tokio
         .block_on(TcpListener::bind(addr))
         .map_err(|e| Failure::bind(format!("cannot listen on {addr}: {e}")))?)
+}
+
+/// Ports `--find-free-port` tries after the one asked for.
+const FREE_PORT_TRIES: u16 = 20;
+
+/// Binds `addr`; with `search`, the next ports too while each is taken.
+fn bind_searching(
+    tokio: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    search: bool,
+) -> anyhow::Result<TcpListener> {
+    let mut at = addr;
+    loop {
+        match tokio.block_on(TcpListener::bind(at)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                let tried = at.port() - addr.port();
+                if !search {
+                    return Err(Failure::bind(format!(
+                        "cannot listen on {addr}: it is in use (`--find-free-port` tries the next ports)"
+                    ))
+                    .into());
+                }
+                if tried >= FREE_PORT_TRIES || at.port() == u16::MAX {
+                    return Err(Failure::bind(format!(
+                        "no free port from {} to {}",
+                        addr.port(),
+                        at.port()
+                    ))
+                    .into());
+                }
+                at.set_port(at.port() + 1);
+            }
+            Err(e) => return Err(Failure::bind(format!("cannot listen on {at}: {e}")).into()),
+        }
+    }
 }
 
 /// Loads versions of one app for `ferry up`: the first, and with `--watch`

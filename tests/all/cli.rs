@@ -119,3 +119,50 @@ async fn spin_up_flags_work_as_in_spin() {
         );
     }
 }
+
+/// `--find-free-port` moves on from a taken port, as Spin's does; without
+/// it a taken port is a clear error.
+#[test]
+fn a_taken_port_is_an_error_unless_ferry_may_find_a_free_one() {
+    let app = TestApp::new(&format!(
+        "{}{}",
+        trigger("/...", "web"),
+        http_component("web", "")
+    ));
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let state = tempfile::tempdir().unwrap();
+    let up = |extra: &[&str]| {
+        let mut command = ferry();
+        command
+            .arg("up")
+            .arg(app.path())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        command
+    };
+    let refused = up(&[]).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("is in use (`--find-free-port` tries the next ports)"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let mut child = up(&["--find-free-port"]).spawn().unwrap();
+    let stdout = collect_lines(child.stdout.take().unwrap());
+    let serving = eventually_blocking("ferry up to say where it serves", || {
+        stdout.lock().unwrap().iter().find_map(|l| {
+            l.strip_prefix("Serving http://127.0.0.1:")
+                .map(str::to_owned)
+        })
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let found: u16 = serving.parse().unwrap();
+    assert!(found > port && found <= port + 20, "{found} after {port}");
+}
