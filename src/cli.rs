@@ -543,6 +543,10 @@ struct UpArgs {
     /// 20 more), as Spin's `spin up --find-free-port` does.
     #[arg(long)]
     find_free_port: bool,
+    /// Silence the components' own output (their stdout and stderr lines),
+    /// as Spin's `spin up -q` does; Ferry's log lines stay.
+    #[arg(short = 'q', long)]
+    quiet: bool,
     /// Serve Prometheus metrics on `GET /metrics` at this address (no
     /// token: keep it private).
     #[arg(long, value_name = "ADDR")]
@@ -694,7 +698,7 @@ fn client_call(
 /// the state directory holds restored.
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let guest_logs = GuestLogs::new();
-    init_logging_into(args.listener.log_format, Some(&guest_logs));
+    init_logging_into(args.listener.log_format, Some(&guest_logs), false);
     let state_dir = match &args.state_dir {
         Some(dir) => dir.clone(),
         None => {
@@ -890,18 +894,22 @@ fn print_warnings(app: &App) {
 }
 
 fn init_logging(format: LogFormat) {
-    init_logging_into(format, None);
+    init_logging_into(format, None, false);
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or
 /// JSON lines; with `guest_logs`, guests' lines are also kept there for
-/// `ferry logs`, whatever `RUST_LOG` says.
-fn init_logging_into(format: LogFormat, guest_logs: Option<&Arc<GuestLogs>>) {
+/// `ferry logs`, whatever `RUST_LOG` says. `quiet` leaves guests' own lines
+/// out of stderr.
+fn init_logging_into(format: LogFormat, guest_logs: Option<&Arc<GuestLogs>>, quiet: bool) {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if quiet {
+        filter = filter.add_directive("ferry::guest=off".parse().expect("a valid directive"));
+    }
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
@@ -1008,7 +1016,7 @@ fn pipeline_status(who: &str, ends: Vec<ferry_runtime::StageEnd>, names: &[Strin
 }
 
 fn up(mut args: UpArgs) -> anyhow::Result<ExitCode> {
-    init_logging(args.listener.log_format);
+    init_logging_into(args.listener.log_format, None, args.quiet);
     args.app.resolve()?;
     if args.build {
         let app = ferry_manifest::load_app_to_build(&args.app.path)?;

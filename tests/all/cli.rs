@@ -166,3 +166,28 @@ fn a_taken_port_is_an_error_unless_ferry_may_find_a_free_one() {
     let found: u16 = serving.parse().unwrap();
     assert!(found > port && found <= port + 20, "{found} after {port}");
 }
+
+/// `-q` leaves the components' own lines out of `ferry up`'s output (as
+/// `spin up -q`), not Ferry's access lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_silences_the_components_output() {
+    let app = TestApp::new(&format!(
+        "{}{}",
+        trigger("/...", "web"),
+        http_component("web", "")
+    ));
+    for (flags, shown) in [(&[][..], true), (&["-q"][..], false)] {
+        let ferry = Ferry::start(&app, flags);
+        let mark = ferry.log_mark();
+        assert_eq!(get(&format!("{}/print", ferry.url)).await.status, 200);
+        ferry
+            .wait_for_log(mark, &["ferry::access", "path=\"/print\""])
+            .await;
+        let logs = ferry.logs_since(mark).join("\n");
+        assert_eq!(
+            logs.contains("a line on stdout from web"),
+            shown,
+            "{flags:?}: {logs}"
+        );
+    }
+}

@@ -463,11 +463,23 @@ impl DesiredState for ClusterState {
             if matches!(b.blobs.info(hex).await, Ok(info) if !info.deleted) {
                 return Ok(());
             }
-            b.blobs
-                .put(hex, &mut std::io::Cursor::new(bytes))
-                .await
-                .map_err(|e| unreachable(&e))?;
-            Ok(())
+            // A chunk published while the object store's stream has no
+            // leader (just created, or electing one) finds no stream; the
+            // put is tried again until an election's worth of time has
+            // passed (a failed try's chunks are never linked to a name).
+            let deadline = tokio::time::Instant::now() + ELECTION;
+            let mut pause = Duration::from_millis(250);
+            loop {
+                match b.blobs.put(hex, &mut std::io::Cursor::new(bytes)).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) if tokio::time::Instant::now() + pause < deadline => {
+                        tracing::debug!(error = %e, "storing a blob in the cluster failed; trying again");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(2));
+                    }
+                    Err(e) => return Err(unreachable(&e)),
+                }
+            }
         })
         .map_err(BlobError::Write)
     }
