@@ -972,19 +972,22 @@ fn pipe(args: PipeArgs) -> anyhow::Result<ExitCode> {
         max_memory,
         ..Limits::default()
     };
-    let mut stages = Vec::new();
+    let (mut guests, mut stage_args) = (Vec::new(), Vec::new());
     for stage in &args.stages {
         let mut words = stage.split_whitespace();
         let path = words.next().context("an empty stage")?;
-        let guest = assemble::load_command_file(&runtime, Path::new(path), limits)?;
-        stages.push((guest, words.map(str::to_owned).collect::<Vec<_>>()));
+        guests.push(assemble::load_command_file(
+            &runtime,
+            Path::new(path),
+            limits,
+        )?);
+        stage_args.push(words.map(str::to_owned).collect::<Vec<_>>());
     }
+    let stages: Vec<(&ferry_runtime::Guest, Vec<String>)> = guests.iter().zip(stage_args).collect();
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let borrowed: Vec<(&ferry_runtime::Guest, Vec<String>)> =
-        stages.iter().map(|(g, a)| (g, a.clone())).collect();
-    let ends = tokio.block_on(ferry_runtime::pipeline(&borrowed));
+    let ends = tokio.block_on(ferry_runtime::pipeline(&stages));
     let status = pipeline_status("ferry pipe", ends, &args.stages);
     Ok(ExitCode::from(
         u8::try_from(status.clamp(0, 255)).unwrap_or(1),

@@ -209,13 +209,7 @@ async fn on_a_live_host_a_chain_stays_in_its_app_and_version() {
 #[test]
 fn ferry_check_shows_what_each_component_may_chain_to() {
     let app = chaining_app();
-    let out = ferry()
-        .arg("check")
-        .arg(app.path())
-        .arg("--cache-dir")
-        .arg(cache_dir())
-        .output()
-        .unwrap();
+    let out = ferry_check(&app);
     let shown = text(&out.stdout);
     assert!(out.status.success(), "{shown}{}", text(&out.stderr));
     // Each component's block, up to the next.

@@ -16,17 +16,6 @@ fn parent(id: &str, extra: &str) -> String {
     format!("[component.{id}]\nsource = {COMPOSE_APP:?}\n{extra}\n")
 }
 
-/// `ferry check` on `app`.
-fn check(app: &TestApp) -> std::process::Output {
-    ferry()
-        .arg("check")
-        .arg(app.path())
-        .arg("--cache-dir")
-        .arg(cache_dir())
-        .output()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_component_is_composed_with_dependencies_by_path_url_and_app_component() {
     let dep = std::fs::read(COMPOSE_DEP).unwrap();
@@ -61,7 +50,7 @@ async fn a_component_is_composed_with_dependencies_by_path_url_and_app_component
         ),
     ));
 
-    let check = check(&app);
+    let check = ferry_check(&app);
     let shown = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "{shown}{}", text(&check.stderr));
     for line in [
@@ -163,7 +152,7 @@ async fn a_dependency_cannot_use_what_its_parent_does_not_hand_on() {
 #[test]
 fn a_composition_that_cannot_be_made_is_refused_with_the_reason() {
     let checked = |body: String| {
-        let out = check(&TestApp::new(&body));
+        let out = ferry_check(&TestApp::new(&body));
         assert!(!out.status.success());
         text(&out.stderr)
     };
@@ -239,7 +228,7 @@ async fn requests_pass_through_a_three_stage_middleware_chain() {
          [component.auth]\nsource = {MW_AUTH:?}\n\n\
          [component.header]\nsource = {MW_HEADER:?}\n"
     ));
-    let check = check(&app);
+    let check = ferry_check(&app);
     let shown = text(&check.stdout);
     assert!(check.status.success(), "{shown}{}", text(&check.stderr));
     assert!(

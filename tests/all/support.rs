@@ -76,6 +76,17 @@ pub fn cache_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("ferry-test-cache")
 }
 
+/// `ferry check` on `app`, with the shared compile cache.
+pub fn ferry_check(app: &TestApp) -> Output {
+    ferry()
+        .arg("check")
+        .arg(app.path())
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .output()
+        .unwrap()
+}
+
 pub fn ferry() -> Command {
     ferry_env(Command::new(env!("CARGO_BIN_EXE_ferry")))
 }

@@ -212,22 +212,7 @@ pub fn load_command_file(runtime: &Runtime, path: &Path, limits: Limits) -> anyh
         .filter(|s| !s.is_empty())
         .unwrap_or("command")
         .to_owned();
-    let component = ferry_manifest::Component {
-        id,
-        source: ferry_manifest::Source::File(path.to_owned()),
-        description: None,
-        files: Vec::new(),
-        exclude_files: Vec::new(),
-        environment: Vec::new(),
-        allowed_outbound_hosts: Default::default(),
-        variables: Vec::new(),
-        outbound_templates: Vec::new(),
-        key_value_stores: Vec::new(),
-        sqlite_databases: Vec::new(),
-        build: None,
-        dependencies: Vec::new(),
-        middleware: Vec::new(),
-    };
+    let component = Component::granted_nothing(id, Source::File(path.to_owned()));
     let dir = path.parent().unwrap_or(Path::new("."));
     runtime
         .load(

@@ -57,20 +57,9 @@ pub(crate) fn read(
         .table(diags, "build")
         .and_then(|build| read_build(diags, build, dir));
     let mut component = Component {
-        id: id.to_owned(),
-        source: Source::File(dir.to_owned()),
         description: table.string(diags, "description").map(Spanned::into_inner),
-        files: Vec::new(),
-        exclude_files: Vec::new(),
-        environment: Vec::new(),
-        allowed_outbound_hosts: AllowedOutboundHosts::default(),
-        variables: Vec::new(),
-        outbound_templates: Vec::new(),
-        key_value_stores: Vec::new(),
-        sqlite_databases: Vec::new(),
         build,
-        dependencies: Vec::new(),
-        middleware: Vec::new(),
+        ..Component::granted_nothing(id, Source::File(dir.to_owned()))
     };
 
     match table.get("source") {

@@ -215,6 +215,27 @@ pub struct Component {
 }
 
 impl Component {
+    /// A component from `source` granted nothing: no files, environment,
+    /// network, variables or stores, no build, no dependencies.
+    pub fn granted_nothing(id: impl Into<String>, source: Source) -> Self {
+        Self {
+            id: id.into(),
+            source,
+            description: None,
+            files: Vec::new(),
+            exclude_files: Vec::new(),
+            environment: Vec::new(),
+            allowed_outbound_hosts: AllowedOutboundHosts::default(),
+            variables: Vec::new(),
+            outbound_templates: Vec::new(),
+            key_value_stores: Vec::new(),
+            sqlite_databases: Vec::new(),
+            build: None,
+            dependencies: Vec::new(),
+            middleware: Vec::new(),
+        }
+    }
+
     /// The local files of its dependencies and middleware (given by
     /// `path`), which a bundle must carry and a host must confine.
     pub fn dependency_files(&self) -> impl Iterator<Item = &Path> {

@@ -7,26 +7,14 @@ use std::path::Path;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use ferry_manifest::{AllowedOutboundHosts, Component, Executor, Limits, Source, WagiConfig};
+use ferry_manifest::{Component, Executor, Limits, Source, WagiConfig};
 use ferry_runtime::{CompileCache, EngineOptions, Guest, RequestInfo, Runtime};
 use http_body_util::{BodyExt, Full};
 
 fn component(source: &str) -> Component {
     Component {
-        id: "bench".into(),
-        source: Source::File(source.into()),
-        description: None,
-        files: Vec::new(),
-        exclude_files: Vec::new(),
         environment: vec![("NAME".into(), "bench".into())],
-        allowed_outbound_hosts: AllowedOutboundHosts::default(),
-        variables: Vec::new(),
-        outbound_templates: Vec::new(),
-        key_value_stores: Vec::new(),
-        sqlite_databases: Vec::new(),
-        build: None,
-        dependencies: Vec::new(),
-        middleware: Vec::new(),
+        ..Component::granted_nothing("bench", Source::File(source.into()))
     }
 }
 

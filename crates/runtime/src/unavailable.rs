@@ -8,9 +8,15 @@
 //! `other(string)` / `runtime-error(string)` / `access-denied` case of its
 //! `error` variant, saying the capability is not available in Ferry — so a
 //! guest sees an ordinary failure it can report, never a trap or a load
-//! failure. A function whose result has no error case to give (there are
-//! none in Spin's interfaces) traps with a message naming it; one returning
-//! nothing does nothing.
+//! failure. A function returning a list or an option answers an empty one;
+//! one whose result has no error case to give traps with a message naming
+//! it; one returning nothing does nothing.
+//!
+//! The same stubs deny a composed dependency's (or middleware's) imports
+//! that its parent does not hand on, which `compose.rs` renames apart:
+//! those answer the interface's "denied" case first (`HTTP-request-denied`,
+//! `access-denied`), and their resources are the host's own resource types,
+//! read from the composition's code-less probe components.
 //!
 //! Nothing is granted by this: there is nothing behind the functions. The
 //! stubs are made from the component's own import types, per component and
