@@ -13,6 +13,7 @@ use ferry_manifest::{
     App, EventSource, Executor, Handler, Limits, Route, parse_duration, parse_size,
 };
 use ferry_runtime::{CompileCache, EngineOptions, Runtime};
+use ferry_server::tls::{self, Tls, TlsFiles};
 use ferry_server::{LiveApps, ServerConfig, Target};
 use tokio::net::TcpListener;
 
@@ -127,6 +128,13 @@ struct ServeArgs {
     /// directory, generated on first start].
     #[arg(long, value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
+    /// Serve the admin API over HTTPS with this PEM certificate chain;
+    /// reloaded when the file changes. Needs `--admin-tls-key`.
+    #[arg(long, value_name = "FILE", requires = "admin_tls_key")]
+    admin_tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--admin-tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "admin_tls_cert")]
+    admin_tls_key: Option<PathBuf>,
     /// Versions kept per app, the serving one included (older ones are
     /// removed, with files no kept version uses).
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
@@ -456,6 +464,23 @@ struct ListenerArgs {
     /// spans are made].
     #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (HTTP/2 or HTTP/1.1 by
+    /// ALPN); reloaded when the file changes. Needs `--tls-key`.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "FERRY_TLS_CERT",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "FERRY_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
 }
 
 impl ListenerArgs {
@@ -468,15 +493,84 @@ impl ListenerArgs {
             .transpose()
     }
 
-    fn config(&self) -> ServerConfig {
-        ServerConfig {
+    /// The server's settings; reads the TLS certificate and key, if given.
+    fn config(&self) -> anyhow::Result<ServerConfig> {
+        let tls = tls_files(self.tls_cert.as_ref(), self.tls_key.as_ref())
+            .map(|files| Tls::load(&files, &[tls::H2, tls::HTTP1]))
+            .transpose()?;
+        Ok(ServerConfig {
             header_read_timeout: self.header_read_timeout,
             max_header_size: usize::try_from(self.max_header_size).unwrap_or(usize::MAX),
             shutdown_timeout: self.shutdown_timeout,
             workers: self
                 .workers
                 .map_or(ServerConfig::default().workers, |n| n as usize),
+            tls,
+        })
+    }
+}
+
+fn tls_files(cert: Option<&PathBuf>, key: Option<&PathBuf>) -> Option<TlsFiles> {
+    Some(TlsFiles {
+        cert: cert?.clone(),
+        key: key?.clone(),
+    })
+}
+
+/// `http` or `https`, as a listener serves.
+fn scheme(tls: Option<&Tls>) -> &'static str {
+    if tls.is_some() { "https" } else { "http" }
+}
+
+/// Where guests' `http://self` requests go. Without TLS, the apps listener
+/// itself. With TLS, a second, plain-HTTP listener on loopback serving the
+/// same apps: a guest's client would not trust the certificate for an IP
+/// address, and `self` never leaves the machine.
+struct SelfListener {
+    addr: SocketAddr,
+    own: Option<TcpListener>,
+}
+
+impl SelfListener {
+    fn bind(
+        tokio: &tokio::runtime::Runtime,
+        apps_addr: SocketAddr,
+        config: &ServerConfig,
+    ) -> anyhow::Result<Self> {
+        if config.tls.is_none() {
+            return Ok(Self {
+                addr: apps_addr,
+                own: None,
+            });
         }
+        let loopback = if apps_addr.is_ipv6() {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        };
+        let own = bind(tokio, SocketAddr::new(loopback, 0))?;
+        Ok(Self {
+            addr: own.local_addr()?,
+            own: Some(own),
+        })
+    }
+
+    /// Serves `apps` on the listener's own socket, if it has one, until the
+    /// process ends.
+    fn serve(self, tokio: &tokio::runtime::Runtime, apps: Arc<LiveApps>, config: &ServerConfig) {
+        let Some(own) = self.own else { return };
+        let config = ServerConfig {
+            workers: 1,
+            tls: None,
+            ..config.clone()
+        };
+        tokio.spawn(async move {
+            if let Err(e) =
+                ferry_server::serve(own, apps, &config, std::future::pending::<()>()).await
+            {
+                tracing::error!("the listener for `http://self` stopped: {e:#}");
+            }
+        });
     }
 }
 
@@ -754,11 +848,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     )?);
     // Dropped (flushing the last spans) after the runtime below has stopped.
     let traces = args.listener.traces()?;
+    let config = args.listener.config()?;
+    let admin_tls = tls_files(args.admin_tls_cert.as_ref(), args.admin_tls_key.as_ref())
+        .map(|files| Tls::load(&files, &[tls::HTTP1]))
+        .transpose()?;
     let listener = bind(&tokio, args.listen)?;
     let admin_listener = bind(&tokio, args.admin_listen)?;
     // No guest may reach the admin API's unauthenticated pages.
     runtime.forbid_outbound_to(admin_listener.local_addr()?);
     let local = listener.local_addr()?;
+    let self_listener = SelfListener::bind(&tokio, local, &config)?;
     let metrics = Metrics::new();
     metrics.watch_runtime(runtime.clone());
     let apps = LiveApps::observed(Some(metrics.server()), traces.is_some());
@@ -768,7 +867,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         apps.clone(),
         assemble::Assembler {
             runtime,
-            local: Some(local),
+            local: Some(self_listener.addr),
             tokio: tokio.handle().clone(),
             metrics: Some(metrics.clone()),
             sized_by: SizedBy::Flag,
@@ -783,10 +882,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         metrics.clone(),
     ));
     let mut stdout = std::io::stdout();
-    writeln!(stdout, "Serving apps on http://{local}")?;
     writeln!(
         stdout,
-        "Admin API on http://{} (token: {})",
+        "Serving apps on {}://{local}",
+        scheme(config.tls.as_ref())
+    )?;
+    writeln!(
+        stdout,
+        "Admin API on {}://{} (token: {})",
+        scheme(admin_tls.as_ref()),
         admin_listener.local_addr()?,
         args.admin_token_file
             .clone()
@@ -801,7 +905,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         token,
         max_blob: args.max_bundle_size,
     });
-    tokio.spawn(ferry_control::admin::serve(admin_listener, admin));
+    tokio.spawn(ferry_control::admin::serve(
+        admin_listener,
+        admin,
+        admin_tls,
+    ));
+    self_listener.serve(&tokio, apps.clone(), &config);
     // Restored off the runtime's threads while it serves (and drives the
     // stores' I/O); /readyz says when it is done.
     if shared {
@@ -833,7 +942,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tokio.block_on(ferry_server::serve(
         listener,
         apps,
-        &args.listener.config(),
+        &config,
         shutdown_signal(),
     ))?;
     Ok(ExitCode::SUCCESS)
@@ -1039,8 +1148,10 @@ fn up(mut args: UpArgs) -> anyhow::Result<ExitCode> {
     let tokio = current_thread_runtime()?;
     // Bind before compiling so `http://self` knows its address and early
     // clients wait in the accept queue instead of being refused.
+    let config = args.listener.config()?;
     let listener = bind_searching(&tokio, args.listen, args.find_free_port)?;
     let local = listener.local_addr()?;
+    let self_listener = SelfListener::bind(&tokio, local, &config)?;
     let metrics = match args.metrics_listen {
         Some(addr) => {
             let metrics = Metrics::new();
@@ -1079,7 +1190,7 @@ fn up(mut args: UpArgs) -> anyhow::Result<ExitCode> {
         args: args.app.clone(),
         assembler: Assembler {
             runtime,
-            local: Some(local),
+            local: Some(self_listener.addr),
             tokio: tokio.handle().clone(),
             metrics: metrics.clone(),
             sized_by: SizedBy::FirstLoad,
@@ -1140,7 +1251,7 @@ fn up(mut args: UpArgs) -> anyhow::Result<ExitCode> {
     let apps = LiveApps::observed(metrics.as_ref().map(|m| m.server()), traces.is_some());
     apps.install(host, Vec::new())?;
 
-    let url = format!("http://{local}");
+    let url = format!("{}://{local}", scheme(config.tls.as_ref()));
     writeln!(stdout, "Serving {url}")?;
     writeln!(stdout, "Available routes:")?;
     let served = apps
@@ -1178,7 +1289,7 @@ fn up(mut args: UpArgs) -> anyhow::Result<ExitCode> {
             loader.reload(&live, &mut serving, changed)
         })?;
     }
-    let config = args.listener.config();
+    self_listener.serve(&tokio, apps.clone(), &config);
     let served = ferry_server::serve(listener, apps, &config, shutdown_signal());
     let Some(once) = once else {
         tokio.block_on(served)?;

@@ -28,6 +28,7 @@ mod routing;
 mod spin_sdk;
 mod state;
 mod support;
+mod tls;
 mod traces;
 mod triggers;
 mod variables;

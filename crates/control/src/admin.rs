@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferry_api::{AppList, Deleted, Missing, MissingRequest, RollbackRequest, Uploaded};
+use ferry_server::tls::Tls;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full};
@@ -59,6 +60,10 @@ static EVENT_STREAMS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new
 /// Every admin answer's body: whole, or (`logs?follow`) streamed.
 pub type AdminBody = UnsyncBoxBody<Bytes, Infallible>;
 
+/// How long an admin client has for its TLS handshake, and then for each
+/// request head.
+const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub struct Admin {
     pub host: Arc<Host>,
     pub metrics: Arc<Metrics>,
@@ -68,15 +73,16 @@ pub struct Admin {
     pub max_blob: u64,
 }
 
-/// Serves the admin API on `listener` until the runtime stops.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
-    serve_http(listener, move |request| admin.clone().handle(request)).await;
+/// Serves the admin API on `listener` until the runtime stops, over TLS
+/// when `tls` is given.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, tls: Option<Tls>) {
+    serve_http(listener, tls, move |request| admin.clone().handle(request)).await;
 }
 
 /// `ferry up --metrics-listen`: `GET /metrics` for anyone who can reach
 /// the address (the dev server's; a live host's needs the token).
 pub async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
-    serve_http(listener, move |request: Request<Incoming>| {
+    serve_http(listener, None, move |request: Request<Incoming>| {
         let metrics = metrics.clone();
         async move {
             if request.method() == Method::GET && request.uri().path() == "/metrics" {
@@ -89,9 +95,9 @@ pub async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
     .await;
 }
 
-/// Answers each request on `listener` with `handle`, over HTTP/1.1, until
-/// the runtime stops.
-async fn serve_http<F, Fut>(listener: TcpListener, handle: F)
+/// Answers each request on `listener` with `handle`, over HTTP/1.1 (in
+/// TLS when `tls` is given), until the runtime stops.
+async fn serve_http<F, Fut>(listener: TcpListener, tls: Option<Tls>, handle: F)
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<AdminBody>> + Send + 'static,
@@ -106,16 +112,27 @@ where
             }
         };
         let handle = handle.clone();
+        let acceptor = tls.as_ref().map(Tls::acceptor);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let answer = handle(request);
                 async move { Ok::<_, Infallible>(answer.await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
+            let mut http1 = hyper::server::conn::http1::Builder::new();
+            http1
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+                .header_read_timeout(ADMIN_HEADER_TIMEOUT);
+            let Some(acceptor) = acceptor else {
+                let _ = http1.serve_connection(TokioIo::new(stream), service).await;
+                return;
+            };
+            match tokio::time::timeout(ADMIN_HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let _ = http1.serve_connection(TokioIo::new(stream), service).await;
+                }
+                Ok(Err(e)) => tracing::debug!("admin listener: TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!("admin listener: TLS handshake timed out"),
+            }
         });
     }
 }

@@ -636,7 +636,12 @@ where
                 }
                 let handled = async {
                     let data = store.data_mut();
-                    let req = data.http().new_incoming_request(Scheme::Http, request)?;
+                    let scheme = if request.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
+                        Scheme::Https
+                    } else {
+                        Scheme::Http
+                    };
+                    let req = data.http().new_incoming_request(scheme, request)?;
                     let out = data
                         .http()
                         .new_response_outparam_from_callback(move |head| {

@@ -15,6 +15,11 @@
 //!   has none). A connection told to close that does not within the same
 //!   time is dropped.
 //!
+//! Over TLS the handshake comes first, under the same time limit; a client
+//! that picked `h2` by ALPN is served HTTP/2 at once, any other has its
+//! first bytes read as above. Each request is marked [`Secure`], which
+//! gives it the `https` scheme guests see.
+//!
 //! On server shutdown every connection is told to finish what it is doing
 //! and close; the worker bounds the whole drain (`shutdown_timeout`).
 
@@ -50,10 +55,15 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct Protocols {
     http1: hyper::server::conn::http1::Builder,
     http2: hyper::server::conn::http2::Builder<TokioExecutor>,
-    /// Bounds the protocol bytes, an HTTP/2 connection's idle time, and a
-    /// closing connection's last exchange.
+    /// Bounds the TLS handshake and protocol bytes, an HTTP/2
+    /// connection's idle time, and a closing connection's last exchange.
     timeout: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
+
+/// A request extension: the request came over TLS.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Secure;
 
 impl Protocols {
     pub fn new(config: &ServerConfig) -> Self {
@@ -72,6 +82,7 @@ impl Protocols {
             http1,
             http2,
             timeout: config.header_read_timeout,
+            tls: config.tls.as_ref().map(crate::tls::Tls::acceptor),
         }
     }
 }
@@ -86,8 +97,8 @@ enum Protocol {
 /// Reads until the bytes in `buf` settle the protocol: the first byte that
 /// differs from the HTTP/2 preface means HTTP/1, the whole preface HTTP/2.
 /// `None`: the client closed the connection or `deadline` passed first.
-async fn detect(
-    stream: &mut TcpStream,
+async fn detect<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut Vec<u8>,
     deadline: tokio::time::Instant,
 ) -> Option<Protocol> {
@@ -109,20 +120,95 @@ async fn detect(
 /// Serves one connection to its end. `shutdown` turns true when the server
 /// stops accepting.
 pub(crate) async fn serve(
-    mut stream: TcpStream,
+    stream: TcpStream,
     client_addr: SocketAddr,
     local_addr: SocketAddr,
     host: Arc<LiveApps>,
     protocols: Arc<Protocols>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let deadline = tokio::time::Instant::now() + protocols.timeout;
+    let Some(acceptor) = &protocols.tls else {
+        let peer = Peer {
+            client_addr,
+            local_addr,
+            secure: false,
+        };
+        return serve_stream(stream, None, peer, host, protocols, shutdown, deadline).await;
+    };
+    let handshake = tokio::select! {
+        done = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => done,
+        _ = shutdown.wait_for(|stop| *stop) => return,
+    };
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!(client = %client_addr, "TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(client = %client_addr, "TLS handshake timed out");
+            return;
+        }
+    };
+    let chosen = match stream.get_ref().1.alpn_protocol() {
+        Some(crate::tls::H2) => Some(Protocol::Http2),
+        _ => None,
+    };
+    let peer = Peer {
+        client_addr,
+        local_addr,
+        secure: true,
+    };
+    serve_stream(stream, chosen, peer, host, protocols, shutdown, deadline).await;
+}
+
+/// Who is on either end of a connection, and whether it is TLS.
+#[derive(Clone, Copy)]
+struct Peer {
+    client_addr: SocketAddr,
+    local_addr: SocketAddr,
+    secure: bool,
+}
+
+impl Peer {
+    fn mark<B>(&self, request: &mut Request<B>) {
+        if self.secure {
+            request.extensions_mut().insert(Secure);
+        }
+    }
+}
+
+/// Serves HTTP on `stream` (plain or decrypted) to its end: `protocol`
+/// if ALPN settled it, else the one the first bytes announce.
+async fn serve_stream<S>(
+    mut stream: S,
+    protocol: Option<Protocol>,
+    peer: Peer,
+    host: Arc<LiveApps>,
+    protocols: Arc<Protocols>,
+    mut shutdown: watch::Receiver<bool>,
+    deadline: tokio::time::Instant,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let Peer {
+        client_addr,
+        local_addr,
+        ..
+    } = peer;
     // Big enough that an HTTP/1 request head usually arrives in the same
     // read that tells the protocol, so detection costs no extra syscall.
-    let mut buf = Vec::with_capacity(4096);
-    let deadline = tokio::time::Instant::now() + protocols.timeout;
-    let protocol = tokio::select! {
-        detected = detect(&mut stream, &mut buf, deadline) => detected,
-        _ = shutdown.wait_for(|stop| *stop) => None,
+    let mut buf = Vec::new();
+    let protocol = match protocol {
+        Some(known) => Some(known),
+        None => {
+            buf.reserve(4096);
+            tokio::select! {
+                detected = detect(&mut stream, &mut buf, deadline) => detected,
+                _ = shutdown.wait_for(|stop| *stop) => None,
+            }
+        }
     };
     let Some(protocol) = protocol else {
         tracing::debug!(client = %client_addr, "connection closed before it sent a request");
@@ -131,7 +217,8 @@ pub(crate) async fn serve(
     let io = TokioIo::new(Replay::new(buf, stream));
     let result = match protocol {
         Protocol::Http1 => {
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                peer.mark(&mut request);
                 // The version serving now; it lives as long as this request.
                 let host = host.current();
                 async move {
@@ -153,7 +240,8 @@ pub(crate) async fn serve(
         Protocol::Http2 => {
             let activity = Arc::new(Activity::new());
             let tracked = activity.clone();
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                peer.mark(&mut request);
                 let host = host.current();
                 let in_flight = tracked.begin();
                 async move {

@@ -347,7 +347,10 @@ impl LoadedApp {
             client_addr,
             server_name,
             server_port,
-            full_url: format!("http://{authority}{path_and_query}"),
+            full_url: format!(
+                "{}://{authority}{path_and_query}",
+                uri.scheme_str().unwrap_or("http")
+            ),
             script_name,
             path_info: matched.path_info.clone(),
             matched_route: route.pattern.full(),
@@ -555,8 +558,16 @@ pub(crate) fn prepare_request<B>(
     local_addr: SocketAddr,
 ) -> Result<(), String> {
     let authority = authority(request, local_addr)?;
+    let secure = request
+        .extensions()
+        .get::<crate::connection::Secure>()
+        .is_some();
     let mut parts = std::mem::take(request.uri_mut()).into_parts();
-    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.scheme = Some(if secure {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    });
     parts.authority = Some(authority);
     if parts.path_and_query.is_none() {
         parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
@@ -566,8 +577,9 @@ pub(crate) fn prepare_request<B>(
         let uri = request.uri();
         let authority = uri.authority().map_or("", |a| a.as_str());
         let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut url = String::with_capacity(7 + authority.len() + path_and_query.len());
-        url.push_str("http://");
+        let scheme = if secure { "https://" } else { "http://" };
+        let mut url = String::with_capacity(8 + authority.len() + path_and_query.len());
+        url.push_str(scheme);
         url.push_str(authority);
         url.push_str(path_and_query);
         url

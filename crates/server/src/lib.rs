@@ -21,6 +21,7 @@ mod dispatch;
 mod listener;
 mod metrics;
 mod router;
+pub mod tls;
 mod traces;
 
 use std::time::Duration;
@@ -46,6 +47,9 @@ pub struct ServerConfig {
     /// Threads serving connections, each with its own single-threaded
     /// runtime. Defaults to the CPUs this process may run on.
     pub workers: usize,
+    /// Serve HTTPS with this certificate (HTTP/2 or HTTP/1.1 by ALPN)
+    /// instead of plain HTTP.
+    pub tls: Option<tls::Tls>,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +59,7 @@ impl Default for ServerConfig {
             max_header_size: 64 * 1024,
             shutdown_timeout: Duration::from_secs(30),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            tls: None,
         }
     }
 }

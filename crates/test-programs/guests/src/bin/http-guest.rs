@@ -54,7 +54,16 @@ impl wasi::exports::http::incoming_handler::Guest for Guest {
         match path_info.as_str() {
             "" | "/" => respond(out, 200, &format!("hello from {name}\n")),
             "/headers" => {
-                let mut text = format!("method: {:?}\npath: {pq}\n", request.method());
+                let scheme = match request.scheme() {
+                    Some(Scheme::Http) => "http".to_owned(),
+                    Some(Scheme::Https) => "https".to_owned(),
+                    Some(Scheme::Other(other)) => other,
+                    None => "none".to_owned(),
+                };
+                let mut text = format!(
+                    "method: {:?}\nscheme: {scheme}\npath: {pq}\n",
+                    request.method()
+                );
                 let mut sorted = headers.clone();
                 sorted.sort();
                 for (k, v) in sorted {
