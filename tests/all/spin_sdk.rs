@@ -214,12 +214,32 @@ async fn rust_on_spin_sdk_5_built_as_a_wasip1_core_module() {
 /// Spin 4's Rust template: the WASI 0.3 release candidate.
 #[tokio::test]
 async fn rust_on_spin_sdk_6_exporting_the_wasi_http_0_3_candidate() {
-    let _ = build_and_serve(
+    let (ferry, _) = build_and_serve(
         "rust-sdk6",
         "Hello from spin-sdk 6.0.0",
         "wasi:http/handler@0.3.0 (built for WASI 0.3.0-rc-2026-03-15, served as 0.3.0)",
     )
     .await;
+    assert_eq!(variable_at(&ferry, "message").await, "I'm a teapot");
+}
+
+/// As spin-rust-sdk's own examples (`examples/variables`) build spin-sdk 6:
+/// `cargo build --target wasm32-wasip1`, a core module whose metadata holds
+/// WASI 0.3's async types. Componentized, it needs the engine with
+/// component-model concurrency, and its release-candidate names renamed.
+#[tokio::test]
+async fn rust_on_spin_sdk_6_built_as_a_wasip1_core_module() {
+    let (ferry, _) = build_and_serve(
+        "rust-sdk6/spin.wasip1.toml",
+        "Hello from spin-sdk 6.0.0",
+        "wasi:http/handler@0.3.0 (componentized from a WASI preview 1 core module built for WASI 0.3.0-rc-2026-03-15, served as 0.3.0)",
+    )
+    .await;
+    assert_eq!(variable_at(&ferry, "message").await, "I'm a teapot");
+    assert_eq!(
+        variable_at(&ferry, "undeclared").await,
+        "error: Error::Undefined(\"the component has no variable `undeclared` (declare it under `[component.<id>.variables]`)\")"
+    );
 }
 
 #[tokio::test]

@@ -12,7 +12,11 @@
 //!   SDK 3) build against `wasi:*@0.3.0-rc-2026-03-15`, whose interfaces are
 //!   those of 0.3.0 (which wasmtime serves) under another version. Renaming
 //!   the component's own top-level import and export names to `@0.3.0` is
-//!   all it takes; nothing inside the component changes.
+//!   all it takes; nothing inside the component changes. A core module built
+//!   so (spin-sdk 6 for `wasm32-wasip1`, as spin-rust-sdk's examples build)
+//!   is componentized, then renamed; the names its metadata gives the
+//!   component ([`TopLevel::module`]) decide, before compiling, that it runs
+//!   on the engine with component-model concurrency.
 //!
 //! Modules built with the pre-component wit-bindgen 0.2 ABI (exporting
 //! `handle-http-request`: spin-sdk 1.x, the TinyGo SDK 2) are refused with a
@@ -37,6 +41,9 @@ pub(crate) enum Adaptation {
     /// A component built for WASI 0.3's release candidate: its top-level
     /// names are renamed to 0.3.0.
     RenameWasi03Candidate,
+    /// A core module built for WASI 0.3's release candidate (spin-sdk 6 for
+    /// `wasm32-wasip1`): componentized, then renamed.
+    ComponentizeRenamingWasi03Candidate,
 }
 
 /// The release candidate of WASI 0.3 that Spin 4's SDKs build against.
@@ -54,20 +61,21 @@ impl Adaptation {
         http: bool,
     ) -> anyhow::Result<Self> {
         if let Some(component) = component {
-            let names = || component.imports.iter().chain(&component.exports);
-            return Ok(
-                if names().any(|n| n.ends_with(WASI_03_CANDIDATE))
-                    && !names().any(|n| n.ends_with(WASI_03))
-                {
-                    Self::RenameWasi03Candidate
-                } else {
-                    Self::None
-                },
-            );
+            return Ok(if component.built_for_wasi_03_candidate() {
+                Self::RenameWasi03Candidate
+            } else {
+                Self::None
+            });
         }
         let module = ModuleFacts::read(wasm)?;
         if module.has_component_type {
-            Ok(Self::Componentize)
+            Ok(
+                if TopLevel::of_module(&module).built_for_wasi_03_candidate() {
+                    Self::ComponentizeRenamingWasi03Candidate
+                } else {
+                    Self::Componentize
+                },
+            )
         } else if module.exports.iter().any(|e| e == "handle-http-request") {
             anyhow::bail!(
                 "this core module uses Spin's pre-component HTTP ABI (it exports `handle-http-request`, as spin-sdk 1.x and Spin's TinyGo SDK 2 build); Ferry does not serve that ABI yet: rebuild it with a current Spin SDK"
@@ -101,6 +109,12 @@ impl Adaptation {
             Self::RenameWasi03Candidate => {
                 format!("rename{WASI_03_CANDIDATE}{WASI_03}-v1").into_bytes()
             }
+            Self::ComponentizeRenamingWasi03Candidate => {
+                let mut tag = Self::Componentize.cache_tag();
+                tag.push(b'+');
+                tag.extend(Self::RenameWasi03Candidate.cache_tag());
+                tag
+            }
         }
     }
 
@@ -115,6 +129,9 @@ impl Adaptation {
             Self::None => Ok(wasm.to_vec()),
             Self::Componentize => componentize(wasm),
             Self::RenameWasi03Candidate => rename_version(wasm, WASI_03_CANDIDATE, WASI_03),
+            Self::ComponentizeRenamingWasi03Candidate => {
+                rename_version(&componentize(wasm)?, WASI_03_CANDIDATE, WASI_03)
+            }
         }
     }
 
@@ -126,6 +143,9 @@ impl Adaptation {
             Self::RenameWasi03Candidate => {
                 Some("built for WASI 0.3.0-rc-2026-03-15, served as 0.3.0")
             }
+            Self::ComponentizeRenamingWasi03Candidate => Some(
+                "componentized from a WASI preview 1 core module built for WASI 0.3.0-rc-2026-03-15, served as 0.3.0",
+            ),
         }
     }
 }
@@ -148,8 +168,10 @@ fn componentize(module: &[u8]) -> anyhow::Result<Vec<u8>> {
 }
 
 /// What the adaptation decision needs to know about a core module.
-struct ModuleFacts {
+pub(crate) struct ModuleFacts {
     exports: Vec<String>,
+    /// The modules its imports come from.
+    import_modules: Vec<String>,
     /// A `component-type*` custom section: wit-bindgen's embedded world.
     has_component_type: bool,
 }
@@ -158,6 +180,7 @@ impl ModuleFacts {
     fn read(wasm: &[u8]) -> anyhow::Result<Self> {
         let mut facts = Self {
             exports: Vec::new(),
+            import_modules: Vec::new(),
             has_component_type: false,
         };
         for payload in Parser::new(0).parse_all(wasm) {
@@ -165,6 +188,14 @@ impl ModuleFacts {
                 Payload::ExportSection(exports) => {
                     for export in exports {
                         facts.exports.push(export?.name.to_owned());
+                    }
+                }
+                Payload::ImportSection(imports) => {
+                    for import in imports.into_imports() {
+                        let module = import?.module;
+                        if facts.import_modules.last().map(String::as_str) != Some(module) {
+                            facts.import_modules.push(module.to_owned());
+                        }
                     }
                 }
                 Payload::CustomSection(section) if section.name().starts_with("component-type") => {
@@ -182,13 +213,83 @@ impl ModuleFacts {
 pub(crate) struct TopLevel {
     pub imports: Vec<String>,
     pub exports: Vec<String>,
+    /// For the names a core module will have once componentized
+    /// ([`TopLevel::module`]): the exports it lifts as async functions.
+    module_async: Option<Vec<String>>,
 }
 
 impl TopLevel {
+    /// The names of the component a core module with component metadata
+    /// becomes: wit-bindgen names a core export `iface#func` (or
+    /// `[async-lift]iface#func`, or `[async-lift]func` at the world's top)
+    /// and an import's module `iface`, where the component's export or
+    /// import is `iface` (or `func`). The preview 1 imports
+    /// (`wasi_snapshot_preview1`) become the adapter's own, and are left out.
+    pub fn module(wasm: &[u8]) -> anyhow::Result<Self> {
+        Ok(Self::of_module(&ModuleFacts::read(wasm)?))
+    }
+
+    fn of_module(module: &ModuleFacts) -> Self {
+        let mut names = Self {
+            imports: Vec::new(),
+            exports: Vec::new(),
+            module_async: Some(Vec::new()),
+        };
+        let mut lifted_async = Vec::new();
+        for export in &module.exports {
+            let mut name = export.as_str();
+            let mut tagged = false;
+            let mut is_async = false;
+            while let Some(rest) = name.strip_prefix('[') {
+                let Some((tag, after)) = rest.split_once(']') else {
+                    break;
+                };
+                tagged = true;
+                // `[callback]` exports are the async lift's helpers.
+                if tag == "callback" {
+                    name = "";
+                    break;
+                }
+                is_async |= tag == "async-lift" || tag == "async-lift-stackful";
+                name = after;
+            }
+            let name = match name.split_once('#') {
+                Some((interface, _)) => interface,
+                // Core-only exports (`memory`, `cabi_realloc`, …) carry no
+                // tag and no interface.
+                None if tagged => name,
+                None => continue,
+            };
+            if name.is_empty() || name.starts_with("cabi_") {
+                continue;
+            }
+            if !names.exports.iter().any(|e| e == name) {
+                names.exports.push(name.to_owned());
+            }
+            if is_async && !lifted_async.iter().any(|e| e == name) {
+                lifted_async.push(name.to_owned());
+            }
+        }
+        names.module_async = Some(lifted_async);
+        for module in &module.import_modules {
+            if module.starts_with('[')
+                || module == "wasi_snapshot_preview1"
+                || module == "env"
+                || module == "$root"
+                || names.imports.contains(module)
+            {
+                continue;
+            }
+            names.imports.push(module.clone());
+        }
+        names
+    }
+
     pub fn read(wasm: &[u8]) -> anyhow::Result<Self> {
         let mut names = Self {
             imports: Vec::new(),
             exports: Vec::new(),
+            module_async: None,
         };
         let mut depth = 0usize;
         for payload in Parser::new(0).parse_all(wasm) {
@@ -219,6 +320,9 @@ impl TopLevel {
         if !self.exports.iter().any(|e| e == name) {
             return Ok(false);
         }
+        if let Some(lifted_async) = &self.module_async {
+            return Ok(lifted_async.iter().any(|e| e == name));
+        }
         let types = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
             .validate_all(wasm)
             .context("reading the component's types")?;
@@ -231,6 +335,13 @@ impl TopLevel {
                 _ => false,
             },
         )
+    }
+
+    /// Whether it names WASI 0.3's release candidate and not 0.3.0 itself,
+    /// so that renaming the candidate's names is all it needs.
+    fn built_for_wasi_03_candidate(&self) -> bool {
+        let names = || self.imports.iter().chain(&self.exports);
+        names().any(|n| n.ends_with(WASI_03_CANDIDATE)) && !names().any(|n| n.ends_with(WASI_03))
     }
 
     /// Whether it exports WASI 0.3's `wasi:http/handler` (rather than 0.2's
@@ -393,6 +504,41 @@ mod tests {
             Adaptation::for_component(&module(&["x"], Some("component-type:bindgen")), None, true)
                 .unwrap(),
             Adaptation::Componentize
+        );
+    }
+
+    #[test]
+    fn a_core_module_names_the_exports_of_the_component_it_becomes() {
+        let wasm = module(
+            &[
+                "memory",
+                "cabi_realloc",
+                "_initialize",
+                "[async-lift]wasi:http/handler@0.3.0-rc-2026-03-15#handle",
+                "[callback][async-lift]wasi:http/handler@0.3.0-rc-2026-03-15#handle",
+                "[async-lift]handle-message",
+                "spin:redis/inbound-redis@3.0.0#handle-message",
+            ],
+            Some("component-type:bindgen"),
+        );
+        let top = TopLevel::module(&wasm).unwrap();
+        assert_eq!(
+            top.exports,
+            [
+                "wasi:http/handler@0.3.0-rc-2026-03-15",
+                "handle-message",
+                "spin:redis/inbound-redis@3.0.0"
+            ]
+        );
+        assert!(top.exports_wasi_http_03());
+        assert!(top.exports_async_func(&wasm, "handle-message").unwrap());
+        assert!(
+            !top.exports_async_func(&wasm, "spin:redis/inbound-redis@3.0.0")
+                .unwrap()
+        );
+        assert_eq!(
+            Adaptation::for_component(&wasm, None, true).unwrap(),
+            Adaptation::ComponentizeRenamingWasi03Candidate
         );
     }
 

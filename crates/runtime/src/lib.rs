@@ -546,6 +546,15 @@ impl Runtime {
         // A renamed WASI 0.3 candidate still names `wasi:http/handler@0.3…`;
         // spin-sdk 6+'s Redis entry point is async too, and so is the MQTT
         // plugin's from its 0.8 release.
+        // What the component will import and export: its own names, or
+        // those a core module's metadata gives it once componentized.
+        let top = match top {
+            None if adaptation.yields_component(wasm) => Some(
+                adapt::TopLevel::module(wasm)
+                    .with_context(|| format!("cannot read {}", component.source))?,
+            ),
+            top => top,
+        };
         let wasi_03 = match &top {
             None => false,
             Some(top) => {
