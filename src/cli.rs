@@ -21,7 +21,7 @@ use ferry_api::Failure;
 use ferry_api::human::human_size;
 use ferry_api::listed;
 use ferry_control::assemble::{self, Assembler, Mode, SizedBy, off_runtime};
-use ferry_control::guest_logs::GuestLogs;
+use ferry_control::guest_logs::{GuestFiles, GuestLogs};
 use ferry_control::metrics::Metrics;
 use ferry_control::stores;
 use ferry_control::summary::{Variables, summarize};
@@ -294,6 +294,10 @@ struct AppArgs {
     /// `environment` (repeatable), as Spin's `spin up -e`.
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     env: Vec<(String, String)>,
+    /// Run only this component's triggers (repeatable), and load only it
+    /// and the components its dependencies take; as Spin's `spin up -c`.
+    #[arg(short = 'c', long = "component-id", value_name = "ID")]
+    component_id: Vec<String>,
     /// Per-component limits; defaults to runtime-config.toml beside the manifest.
     #[arg(long, value_name = "FILE")]
     runtime_config_file: Option<PathBuf>,
@@ -327,6 +331,22 @@ struct EngineArgs {
     /// preallocated instance pool (requests beyond it get 503).
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     max_instances: u32,
+    /// Give each instance memory of its own instead of a slot from the
+    /// preallocated pool: no address space reserved up front and no
+    /// `--max-instances` limit, but each request maps and unmaps its memory
+    /// (as `spin up --disable-pooling`).
+    #[arg(long)]
+    disable_pooling: bool,
+    /// Where components' `files` are copied to be mounted [default: the
+    /// system's temporary directory] (as `spin up --temp`).
+    #[arg(long, value_name = "DIR")]
+    temp: Option<PathBuf>,
+    /// Mount `{ source, destination }` directories in place instead of
+    /// copying them, for a component whose `files` are only such and that
+    /// excludes nothing (as `spin up --direct-mounts`; a single directory is
+    /// always mounted in place).
+    #[arg(long)]
+    direct_mounts: bool,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -350,6 +370,7 @@ impl EngineArgs {
             download_timeout: self.download_timeout,
             variables,
             environment: Vec::new(),
+            component_ids: Vec::new(),
         }
     }
 }
@@ -358,6 +379,7 @@ impl AppArgs {
     fn settings(&self) -> assemble::Settings {
         assemble::Settings {
             environment: self.env.clone(),
+            component_ids: self.component_id.clone(),
             ..self.engine.settings(
                 CompileCache::default_dir(),
                 ferry_control::variables::Sources::Local(self.variables.clone()),
@@ -641,6 +663,11 @@ struct UpArgs {
     /// as Spin's `spin up -q` does; Ferry's log lines stay.
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// Also append each component's output lines to
+    /// `DIR/<component>_stdout.txt` and `DIR/<component>_stderr.txt` (made
+    /// if missing), as Spin's `spin up -L` does; `-q` does not stop them.
+    #[arg(short = 'L', long, value_name = "DIR")]
+    log_dir: Option<PathBuf>,
     /// Serve Prometheus metrics on `GET /metrics` at this address (no
     /// token: keep it private).
     #[arg(long, value_name = "ADDR")]
@@ -792,7 +819,7 @@ fn client_call(
 /// the state directory holds restored.
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let guest_logs = GuestLogs::new();
-    init_logging_into(args.listener.log_format, Some(&guest_logs), false);
+    init_logging_into(args.listener.log_format, Some(&guest_logs), false, None);
     let state_dir = match &args.state_dir {
         Some(dir) => dir.clone(),
         None => {
@@ -1003,14 +1030,19 @@ fn print_warnings(app: &App) {
 }
 
 fn init_logging(format: LogFormat) {
-    init_logging_into(format, None, false);
+    init_logging_into(format, None, false, None);
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or
 /// JSON lines; with `guest_logs`, guests' lines are also kept there for
 /// `ferry logs`, whatever `RUST_LOG` says. `quiet` leaves guests' own lines
-/// out of stderr.
-fn init_logging_into(format: LogFormat, guest_logs: Option<&Arc<GuestLogs>>, quiet: bool) {
+/// out of stderr; `guest_files` (`-L`) gets them all the same.
+fn init_logging_into(
+    format: LogFormat,
+    guest_logs: Option<&Arc<GuestLogs>>,
+    quiet: bool,
+    guest_files: Option<&Arc<GuestFiles>>,
+) {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
@@ -1032,9 +1064,17 @@ fn init_logging_into(format: LogFormat, guest_logs: Option<&Arc<GuestLogs>>, qui
                 meta.target() == "ferry::guest" || meta.target() == "ferry::failure"
             }))
     });
+    let files = guest_files.map(|files| {
+        files
+            .layer()
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                meta.target() == "ferry::guest"
+            }))
+    });
     let _ = tracing_subscriber::registry()
         .with(fmt.with_filter(filter))
         .with(guests)
+        .with(files)
         .try_init();
 }
 
@@ -1062,6 +1102,9 @@ fn new_runtime(
         &EngineOptions {
             max_memory,
             max_instances: engine.max_instances,
+            pooling: !engine.disable_pooling,
+            staging_dir: engine.temp.clone(),
+            direct_mounts: engine.direct_mounts,
         },
         CompileCache::new(settings.cache_dir.clone()),
     )
@@ -1128,11 +1171,17 @@ fn pipeline_status(who: &str, ends: Vec<ferry_runtime::StageEnd>, names: &[Strin
 }
 
 fn up(mut args: UpArgs) -> anyhow::Result<ExitCode> {
-    init_logging_into(args.listener.log_format, None, args.quiet);
+    let files = args
+        .log_dir
+        .as_deref()
+        .map(GuestFiles::new)
+        .transpose()?
+        .map(Arc::new);
+    init_logging_into(args.listener.log_format, None, args.quiet, files.as_ref());
     args.app.resolve()?;
     if args.build {
         let app = ferry_manifest::load_app_to_build(&args.app.path)?;
-        crate::build::build_app(&app, &[])?;
+        crate::build::build_app(&app, &args.app.component_id)?;
     }
     let mut stdout = std::io::stdout();
     let prepared = prepare(&args.app, &mut stdout)?;

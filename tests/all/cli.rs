@@ -191,3 +191,173 @@ async fn quiet_silences_the_components_output() {
         );
     }
 }
+
+/// `-c` runs only the chosen components' routes, and loads only them: a
+/// broken component the user is not working on does not stop the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn component_id_runs_only_the_chosen_components() {
+    let app = TestApp::new(&format!(
+        "{}{}{}{}{}",
+        trigger("/web/...", "web"),
+        trigger("/other/...", "other"),
+        trigger("/broken/...", "broken"),
+        http_component("web", ""),
+        http_component("other", ""),
+    ));
+    app.write("broken.wasm", "not wasm");
+    let manifest = app.path().join("spin.toml");
+    let mut toml = std::fs::read_to_string(&manifest).unwrap();
+    toml.push_str("[component.broken]\nsource = \"broken.wasm\"\n");
+    std::fs::write(&manifest, toml).unwrap();
+
+    let whole = ferry()
+        .arg("up")
+        .arg(app.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!whole.status.success());
+    assert!(
+        text(&whole.stderr).contains("broken.wasm"),
+        "{}",
+        text(&whole.stderr)
+    );
+
+    let two = Ferry::start(&app, &["-c", "web", "--component-id", "other"]);
+    assert_eq!(
+        get(&format!("{}/web/", two.url)).await.text(),
+        "hello from web\n"
+    );
+    assert_eq!(
+        get(&format!("{}/other/", two.url)).await.text(),
+        "hello from other\n"
+    );
+    let only = Ferry::start(&app, &["-c", "web"]);
+    assert_eq!(get(&format!("{}/web/", only.url)).await.status, 200);
+    assert_eq!(get(&format!("{}/other/", only.url)).await.status, 404);
+
+    let unknown = ferry()
+        .args(["up", "-c", "nope", "--listen", "127.0.0.1:0"])
+        .arg(app.path())
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    let stderr = text(&unknown.stderr);
+    assert!(
+        stderr.contains("the app has no component `nope` (its components: web, other, broken)"),
+        "{stderr}"
+    );
+}
+
+/// `-L DIR` keeps each component's output in its own files, as Spin's
+/// `spin up -L` writes them, even when `-q` keeps it off the terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_dir_keeps_each_components_output_in_files() {
+    let app = TestApp::new(&format!(
+        "{}{}{}{}",
+        trigger("/a/...", "first"),
+        trigger("/b/...", "second"),
+        http_component("first", ""),
+        http_component("second", ""),
+    ));
+    let logs = tempfile::tempdir().unwrap();
+    let dir = logs.path().join("made/by/ferry");
+    let ferry = Ferry::start(&app, &["-q", "-L", dir.to_str().unwrap()]);
+    let mark = ferry.log_mark();
+    for path in ["/a/print", "/b/print", "/a/print"] {
+        assert_eq!(get(&format!("{}{path}", ferry.url)).await.status, 200);
+    }
+    let file = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    eventually_blocking("three requests' output in the log files", || {
+        let seen = (
+            file("first_stdout.txt"),
+            file("first_stderr.txt"),
+            file("second_stdout.txt"),
+            file("second_stderr.txt"),
+        );
+        if seen.0.lines().count() == 2 && seen.3.lines().count() == 1 {
+            Ok(seen)
+        } else {
+            Err(seen)
+        }
+    });
+    assert_eq!(
+        file("first_stdout.txt"),
+        "a line on stdout from first\na line on stdout from first\n"
+    );
+    assert_eq!(
+        file("first_stderr.txt"),
+        "a line on stderr from first\na line on stderr from first\n"
+    );
+    assert_eq!(file("second_stdout.txt"), "a line on stdout from second\n");
+    assert_eq!(file("second_stderr.txt"), "a line on stderr from second\n");
+    // Not on the terminal (`-q`).
+    let terminal = ferry.logs_since(mark).join("\n");
+    assert!(!terminal.contains("a line on stdout"), "{terminal}");
+}
+
+/// `--disable-pooling`: instances get memory of their own, so the pool's
+/// `--max-instances` no longer turns requests away; the memory limit holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_pooling_lifts_the_instance_pool_and_keeps_the_memory_limit() {
+    let app = TestApp::new(&format!(
+        "{}{}",
+        trigger("/...", "web"),
+        http_component("web", "")
+    ));
+    let two_at_once = async |ferry: &Ferry| {
+        let url = format!("{}/sleep?ms=400", ferry.url);
+        let (a, b) = tokio::join!(get(&url), get(&url));
+        let mut statuses = [a.status, b.status];
+        statuses.sort();
+        statuses
+    };
+    let pooled = Ferry::start(&app, &["--max-instances", "1"]);
+    assert_eq!(two_at_once(&pooled).await, [200, 503]);
+    let unpooled = Ferry::start(&app, &["--max-instances", "1", "--disable-pooling"]);
+    assert_eq!(two_at_once(&unpooled).await, [200, 200]);
+    let oom = get(&format!("{}/oom", unpooled.url)).await;
+    assert_eq!(oom.status, 500, "{}", oom.text());
+    assert_eq!(get(&format!("{}/", unpooled.url)).await.status, 200);
+}
+
+/// `--temp` says where `files` are copied; `--direct-mounts` mounts
+/// `{ source, destination }` directories in place instead, so the guest
+/// reads the files as they are now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temp_and_direct_mounts_place_the_components_files() {
+    let app = TestApp::new(&format!(
+        "{}{}",
+        trigger("/...", "web"),
+        http_component(
+            "web",
+            "files = [{ source = \"a\", destination = \"/a\" }, { source = \"b\", destination = \"/b\" }]"
+        )
+    ));
+    let page = app.write("a/page.txt", "first");
+    app.write("b/other.txt", "other");
+    let read = async |ferry: &Ferry, path: &str| {
+        get(&format!("{}/file?path={path}", ferry.url)).await.text()
+    };
+
+    let temp = tempfile::tempdir().unwrap();
+    let copied = Ferry::start(&app, &["--temp", temp.path().to_str().unwrap()]);
+    let staged: Vec<_> = std::fs::read_dir(temp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(staged.len(), 1, "{staged:?}");
+    assert!(staged[0].join("a/page.txt").is_file(), "{staged:?}");
+    let direct = Ferry::start(&app, &["--direct-mounts"]);
+    for ferry in [&copied, &direct] {
+        assert_eq!(read(ferry, "/a/page.txt").await, "first");
+        assert_eq!(read(ferry, "/b/other.txt").await, "other");
+    }
+
+    std::fs::write(&page, "second").unwrap();
+    assert_eq!(read(&copied, "/a/page.txt").await, "first");
+    assert_eq!(read(&direct, "/a/page.txt").await, "second");
+    assert!(copied.terminate().success());
+    let left: Vec<_> = std::fs::read_dir(temp.path()).unwrap().collect();
+    assert!(left.is_empty(), "the copy outlived ferry: {left:?}");
+}

@@ -40,6 +40,7 @@ impl InProcess {
                 &EngineOptions {
                     max_memory: 128 << 20,
                     max_instances: 8,
+                    ..EngineOptions::default()
                 },
                 CompileCache::new(Some(cache_dir())),
             )
@@ -69,6 +70,7 @@ impl InProcess {
                     deployed: Values::default(),
                 },
                 environment: Vec::new(),
+                component_ids: Vec::new(),
             },
             BundleLimits {
                 max_bundle_size: 64 << 20,

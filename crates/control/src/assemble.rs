@@ -329,6 +329,9 @@ pub struct Settings {
     /// (`ferry up -e`, Spin's `spin up -e`); a name set both ways takes
     /// this value.
     pub environment: Vec<(String, String)>,
+    /// Only these components' triggers run (`ferry up -c`, Spin's `spin up
+    /// -c`); empty: all.
+    pub component_ids: Vec<String>,
 }
 
 /// Everything needed to build an app's guests: the app, each used
@@ -359,6 +362,10 @@ pub fn prepare(
     let mut app = ferry_manifest::load_app(manifest)?;
     if let Some(name) = rename {
         name.clone_into(&mut app.name);
+    }
+    if !settings.component_ids.is_empty() {
+        app.keep_components(&settings.component_ids)
+            .map_err(Failure::usage)?;
     }
     for component in &mut app.components {
         for (key, value) in &settings.environment {

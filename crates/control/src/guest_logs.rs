@@ -275,6 +275,94 @@ impl Visit for Fields<'_> {
     }
 }
 
+/// `ferry up -L DIR`, as Spin's `spin up -L`: each component's output
+/// lines appended to `DIR/<component>_stdout.txt` and
+/// `DIR/<component>_stderr.txt`, as they come.
+pub struct GuestFiles {
+    dir: std::path::PathBuf,
+    open: Mutex<BTreeMap<(String, String), std::fs::File>>,
+}
+
+impl GuestFiles {
+    /// Makes `dir` if it is not there.
+    pub fn new(dir: &std::path::Path) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("making the log directory {}", dir.display()))?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            open: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn write(&self, line: &GuestLine) {
+        use std::io::Write as _;
+        let stream = match line.stream.as_str() {
+            "stdout" | "stderr" => line.stream.clone(),
+            _ => return,
+        };
+        // Component ids are kebab-case; anything else is kept out of the
+        // path all the same.
+        let component: String = line
+            .component
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if component.is_empty() {
+            return;
+        }
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (component, stream);
+        if !open.contains_key(&key) {
+            let path = self.dir.join(format!("{}_{}.txt", key.0, key.1));
+            match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+            {
+                Ok(file) => {
+                    open.insert(key.clone(), file);
+                }
+                Err(e) => {
+                    // Once per file: it is not retried.
+                    eprintln!("cannot write guest output to {}: {e}", path.display());
+                    return;
+                }
+            }
+        }
+        if let Some(file) = open.get_mut(&key) {
+            let mut text = String::with_capacity(line.message.len() + 1);
+            text.push_str(&line.message);
+            text.push('\n');
+            let _ = file.write_all(text.as_bytes());
+        }
+    }
+
+    /// The layer that writes `ferry::guest` events to the files.
+    pub fn layer(self: &Arc<Self>) -> GuestFileLayer {
+        GuestFileLayer(self.clone())
+    }
+}
+
+pub struct GuestFileLayer(Arc<GuestFiles>);
+
+impl<S: tracing::Subscriber> Layer<S> for GuestFileLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        if event.metadata().target() != "ferry::guest" {
+            return;
+        }
+        let mut line = GuestLine::default();
+        event.record(&mut Fields(&mut line));
+        self.0.write(&line);
+    }
+}
+
 fn now_rfc3339_ms() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -88,6 +88,48 @@ impl App {
     pub fn component_mut(&mut self, id: &str) -> Option<&mut Component> {
         self.components.iter_mut().find(|c| c.id == id)
     }
+
+    /// Keeps only the triggers of the components `ids` names (`spin up
+    /// -c`), and of the components only those and the ones their
+    /// dependencies take Wasm from; static routes stay. An id the app does
+    /// not have is an error naming the ones it has.
+    pub fn keep_components(&mut self, ids: &[String]) -> Result<(), String> {
+        if let Some(unknown) = ids.iter().find(|id| self.component(id).is_none()) {
+            let known: Vec<&str> = self.components.iter().map(|c| c.id.as_str()).collect();
+            return Err(format!(
+                "the app has no component `{unknown}` (its components: {})",
+                known.join(", ")
+            ));
+        }
+        let chosen = |id: &str| ids.iter().any(|i| i == id);
+        self.triggers.retain(|t| match &t.handler {
+            Handler::Component { id, .. } => chosen(id),
+            Handler::Static(_) => true,
+        });
+        self.event_triggers
+            .retain(|t| t.components().iter().all(|id| chosen(id)));
+        let mut kept: Vec<String> = ids.to_vec();
+        let mut at = 0;
+        while at < kept.len() {
+            let taken: Vec<String> = self
+                .component(&kept[at])
+                .into_iter()
+                .flat_map(|c| c.dependencies.iter().chain(&c.middleware))
+                .filter_map(|d| match &d.source {
+                    dependency::DependencySource::Component(id) => Some(id.clone()),
+                    dependency::DependencySource::Wasm(_) => None,
+                })
+                .collect();
+            for id in taken {
+                if !kept.contains(&id) {
+                    kept.push(id);
+                }
+            }
+            at += 1;
+        }
+        self.components.retain(|c| kept.contains(&c.id));
+        Ok(())
+    }
 }
 
 /// One `[[trigger.http]]`.

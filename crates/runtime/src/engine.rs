@@ -26,6 +26,17 @@ pub struct EngineOptions {
     pub max_memory: u64,
     /// How many instances may be alive at once across all components.
     pub max_instances: u32,
+    /// Instances come from the preallocated pool (the default), or, when
+    /// false, each maps its own memory (`--disable-pooling`: slower per
+    /// request, no address space reserved up front, no instance limit).
+    pub pooling: bool,
+    /// Where a component's `files` are copied to be mounted [default: the
+    /// system's temporary directory] (`--temp`).
+    pub staging_dir: Option<std::path::PathBuf>,
+    /// Mount every `{ source, destination }` directory in place, uncopied,
+    /// when a component's `files` are only such and it excludes nothing
+    /// (`--direct-mounts`).
+    pub direct_mounts: bool,
 }
 
 impl Default for EngineOptions {
@@ -33,6 +44,9 @@ impl Default for EngineOptions {
         Self {
             max_memory: 128 << 20,
             max_instances: 1000,
+            pooling: true,
+            staging_dir: None,
+            direct_mounts: false,
         }
     }
 }
@@ -54,6 +68,9 @@ pub(crate) fn build_engine(options: &EngineOptions, concurrency: bool) -> anyhow
     // resident per loaded component (BENCHMARKS.md, 1,000 components).
     config.generate_address_map(false);
 
+    if !options.pooling {
+        return Ok(Engine::new(&config)?);
+    }
     let instances = options.max_instances.max(1);
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(instances)

@@ -24,7 +24,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use ferry_manifest::FileMount;
+use ferry_manifest::{Component, FileMount};
+
+use crate::EngineOptions;
 use ferry_manifest::files::{glob_matches, glob_set, inside, tree};
 
 /// What to mount for a component's `files`.
@@ -36,10 +38,30 @@ pub(crate) struct Layout {
 }
 
 pub(crate) fn prepare(
-    files: &[FileMount],
-    exclude: &[String],
+    component: &Component,
     app_dir: &Path,
+    options: &EngineOptions,
 ) -> anyhow::Result<Layout> {
+    let (files, exclude) = (&component.files[..], &component.exclude_files[..]);
+    let placements: Option<Vec<(PathBuf, String)>> = files
+        .iter()
+        .map(|entry| match entry {
+            FileMount::Directory {
+                source,
+                destination,
+            } => Some((source.clone(), destination.clone())),
+            _ => None,
+        })
+        .collect();
+    if options.direct_mounts
+        && exclude.is_empty()
+        && let Some(mounts) = placements
+    {
+        return Ok(Layout {
+            mounts,
+            staged: None,
+        });
+    }
     match files {
         [] => Ok(Layout {
             mounts: Vec::new(),
@@ -55,7 +77,7 @@ pub(crate) fn prepare(
             staged: None,
         }),
         _ => {
-            let staged = stage(files, exclude, app_dir)?;
+            let staged = stage(files, exclude, app_dir, options.staging_dir.as_deref())?;
             Ok(Layout {
                 mounts: vec![(staged.path().to_owned(), "/".to_owned())],
                 staged: Some(staged),
@@ -69,12 +91,20 @@ fn stage(
     files: &[FileMount],
     exclude: &[String],
     app_dir: &Path,
+    staging_dir: Option<&Path>,
 ) -> anyhow::Result<tempfile::TempDir> {
     let root = app_dir
         .canonicalize()
         .with_context(|| format!("opening the app directory {}", app_dir.display()))?;
     let exclude = glob_set(exclude.iter().map(String::as_str))?;
-    let staged = tempfile::Builder::new().prefix("ferry-files-").tempdir()?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("ferry-files-");
+    let staged = match staging_dir {
+        Some(dir) => std::fs::create_dir_all(dir)
+            .and_then(|()| builder.tempdir_in(dir))
+            .with_context(|| format!("making a directory for `files` in {}", dir.display()))?,
+        None => builder.tempdir()?,
+    };
     let copy = |from: &Path, to: &str| -> anyhow::Result<()> {
         let dest = staged.path().join(to.trim_start_matches('/'));
         if let Some(parent) = dest.parent() {

@@ -680,6 +680,7 @@ impl Runtime {
             app_dir,
             self_addr,
             self.forbidden.clone(),
+            &self.options,
         )?;
         Ok(Guest {
             id: component.id.as_str().into(),

@@ -67,9 +67,10 @@ impl Sandbox {
         app_dir: &Path,
         self_addr: Option<SocketAddr>,
         forbidden: Arc<ForbiddenAddrs>,
+        options: &crate::EngineOptions,
     ) -> anyhow::Result<Self> {
         let id: Arc<str> = component.id.as_str().into();
-        let files = files::prepare(&component.files, &component.exclude_files, app_dir)
+        let files = files::prepare(component, app_dir, options)
             .with_context(|| format!("preparing `files` of component `{id}`"))?;
         Ok(Self {
             component: id.clone(),
