@@ -73,6 +73,27 @@ enum Command {
     /// /etc/bash_completion.d/ferry`, or into zsh's `fpath`, or fish's
     /// `~/.config/fish/completions/ferry.fish`.
     Completions(CompletionsArgs),
+    /// Start a new app from a template: `ferry new http-rust my-app`, then
+    /// `cd my-app && ferry up --build`. `--list` shows the templates.
+    New(NewArgs),
+}
+
+#[derive(Debug, Args)]
+struct NewArgs {
+    /// The template, then the new app's name (as `spin new`; with
+    /// `-t`, only the name).
+    #[arg(value_name = "TEMPLATE NAME", num_args = 0..=2)]
+    words: Vec<String>,
+    /// The template (Spin's `spin new -t`).
+    #[arg(short = 't', long = "template", value_name = "TEMPLATE")]
+    template: Option<String>,
+    /// Where to write the app [default: ./NAME]; it must not exist or be
+    /// empty.
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    output: Option<PathBuf>,
+    /// List the templates and what each makes.
+    #[arg(long, conflicts_with_all = ["words", "template", "output"])]
+    list: bool,
 }
 
 #[derive(Debug, Args)]
@@ -738,6 +759,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::New(args) => new(args),
         Command::Check(args) => check(args),
         Command::Build(args) => build(args),
         Command::Serve(args) => serve(args),
@@ -1012,6 +1034,60 @@ fn default_state_dir() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".local/state")))
         .map(|dir| dir.join("ferry"))
+}
+
+fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
+    let mut stdout = std::io::stdout();
+    if args.list {
+        for template in crate::new::TEMPLATES {
+            writeln!(stdout, "{:<14} {}", template.id, template.description)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut words = args.words.into_iter();
+    let (template, name) = match (args.template, words.next(), words.next()) {
+        (Some(template), Some(name), None) | (None, Some(template), Some(name)) => (template, name),
+        (Some(_), Some(_), Some(_)) => {
+            return Err(
+                Failure::usage("with `-t TEMPLATE`, give only the app's name".into()).into(),
+            );
+        }
+        _ => {
+            return Err(Failure::usage(
+                "give a template and a name: `ferry new http-rust my-app` (`ferry new --list` shows the templates)".into(),
+            )
+            .into());
+        }
+    };
+    let template = crate::new::find(&template)?;
+    let dir = args.output.unwrap_or_else(|| PathBuf::from(&name));
+    let written = crate::new::create(template, &name, &dir)?;
+    writeln!(
+        stdout,
+        "Created `{name}` from `{}` in {} ({} files)",
+        template.id,
+        dir.display(),
+        written.len()
+    )?;
+    writeln!(
+        stdout,
+        "Next: cd {} && ferry up --build",
+        shell_word(&dir.display().to_string())
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `text` as one shell word.
+fn shell_word(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+    {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }
 
 fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {

@@ -1,10 +1,11 @@
 //! The `ferry` command line: argument parsing, the commands' output for
-//! people, build commands (`ferry build`) and file watching (`ferry up
-//! --watch`). Everything else is a library: `ferry-control` loads, serves
+//! people, build commands (`ferry build`), templates (`ferry new`) and file
+//! watching (`ferry up --watch`). Everything else is a library: `ferry-control` loads, serves
 //! and hosts apps, `ferry-client` talks to a live host.
 
 mod build;
 mod cli;
+mod new;
 mod watch;
 
 use std::ffi::OsString;

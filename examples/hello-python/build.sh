@@ -6,5 +6,4 @@ cd "$(dirname "$0")"
     python3 -m venv .venv
     .venv/bin/pip install -q componentize-py==0.25.1
 }
-../../scripts/wasi-http-wit wit
 .venv/bin/componentize-py -d wit -w hello-python componentize app -o hello.wasm

@@ -361,3 +361,77 @@ async fn temp_and_direct_mounts_place_the_components_files() {
     let left: Vec<_> = std::fs::read_dir(temp.path()).unwrap().collect();
     assert!(left.is_empty(), "the copy outlived ferry: {left:?}");
 }
+
+/// `ferry new`'s refusals: each says why and writes nothing.
+#[test]
+fn new_refuses_what_it_cannot_make_and_writes_nothing() {
+    let parent = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        ferry()
+            .current_dir(parent.path())
+            .arg("new")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let listed = run(&["--list"]);
+    assert!(listed.status.success());
+    let listed = text(&listed.stdout);
+    for id in [
+        "http-rust ",
+        "http-rust-p3 ",
+        "http-js ",
+        "http-py ",
+        "http-c ",
+    ] {
+        assert!(listed.contains(id), "{id} in {listed}");
+    }
+    std::fs::create_dir(parent.path().join("taken")).unwrap();
+    std::fs::write(parent.path().join("taken/keep.txt"), "mine").unwrap();
+    for (args, expected) in [
+        (
+            &["http-go", "app"][..],
+            "there is no template `http-go`; the templates are http-rust, http-rust-p3, http-js, http-py, http-c",
+        ),
+        (
+            &["http-rust", "My_App"][..],
+            "`My_App` is not a usable app name",
+        ),
+        (
+            &["http-rust", "../escape"][..],
+            "`../escape` is not a usable app name",
+        ),
+        (
+            &["http-rust", "taken"][..],
+            "taken already exists and is not empty; nothing was written",
+        ),
+        (&["http-rust"][..], "give a template and a name"),
+        (
+            &["-t", "http-rust", "a", "b"][..],
+            "with `-t TEMPLATE`, give only the app's name",
+        ),
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(expected),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(parent.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["taken"]);
+    assert_eq!(
+        std::fs::read_to_string(parent.path().join("taken/keep.txt")).unwrap(),
+        "mine"
+    );
+
+    // `-t` and `-o`, as `spin new -t … -o …`.
+    let made = run(&["-t", "http-c", "web", "-o", "somewhere/web"]);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let manifest = std::fs::read_to_string(parent.path().join("somewhere/web/spin.toml")).unwrap();
+    assert!(manifest.contains("name = \"web\""), "{manifest}");
+}

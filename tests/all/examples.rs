@@ -1,5 +1,7 @@
 //! The examples build with their own `[component.<id>.build]` tables and
 //! serve, each with the one command the README gives: `ferry up --build`.
+//! The hello examples are `ferry new`'s templates, and are built and served
+//! as a user starts from one: `ferry new TEMPLATE my-app`.
 
 use std::path::Path;
 
@@ -14,9 +16,33 @@ fn build_and_serve(example: &str) -> Ferry {
     Ferry::start_at(&examples().join(example), &["--build"])
 }
 
+/// `ferry new TEMPLATE my-app`, then `ferry up --build` in the new app, as
+/// a user starts. Each template is one of the examples under a new name, so
+/// this builds and serves the example too. The directory lives as long as
+/// the returned handle.
+fn new_and_serve(template: &str) -> (tempfile::TempDir, Ferry) {
+    let parent = tempfile::tempdir().unwrap();
+    let created = ferry()
+        .current_dir(parent.path())
+        .args(["new", template, "my-app"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    assert!(
+        text(&created.stdout).contains("Next: cd my-app && ferry up --build"),
+        "{}",
+        text(&created.stdout)
+    );
+    let app = parent.path().join("my-app");
+    let manifest = std::fs::read_to_string(app.join("spin.toml")).unwrap();
+    assert!(manifest.contains("name = \"my-app\""), "{manifest}");
+    let ferry = Ferry::start_at(&app, &["--build"]);
+    (parent, ferry)
+}
+
 #[tokio::test]
 async fn rust_example_serves() {
-    let ferry = build_and_serve("hello-rust");
+    let (_app, ferry) = new_and_serve("http-rust");
     let reply = get(&format!("{}/some/path?x=1", ferry.url)).await;
     assert_eq!(
         reply.text(),
@@ -25,15 +51,25 @@ async fn rust_example_serves() {
 }
 
 #[tokio::test]
+async fn rust_wasi_0_3_example_streams() {
+    let (_app, ferry) = new_and_serve("http-rust-p3");
+    let reply = get(&format!("{}/some/path?x=1", ferry.url)).await;
+    assert_eq!(
+        reply.text(),
+        "Hello from Rust on WASI 0.3! You asked for /some/path?x=1\n"
+    );
+}
+
+#[tokio::test]
 async fn c_example_serves() {
-    let ferry = build_and_serve("hello-c");
+    let (_app, ferry) = new_and_serve("http-c");
     let reply = get(&format!("{}/some/path?x=1", ferry.url)).await;
     assert_eq!(reply.text(), "Hello from C on Ferry! GET /some/path?x=1\n");
 }
 
 #[tokio::test]
 async fn javascript_example_serves() {
-    let ferry = build_and_serve("hello-js");
+    let (_app, ferry) = new_and_serve("http-js");
     let reply = get(&format!("{}/some/path?x=1", ferry.url)).await;
     assert_eq!(
         reply.text(),
@@ -53,7 +89,7 @@ async fn javascript_example_serves() {
 
 #[tokio::test]
 async fn python_example_serves() {
-    let ferry = build_and_serve("hello-python");
+    let (_app, ferry) = new_and_serve("http-py");
     let reply = get(&format!("{}/some/path?x=1", ferry.url)).await;
     assert_eq!(
         reply.text(),
