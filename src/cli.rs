@@ -726,9 +726,24 @@ struct BuildArgs {
     /// The app: a manifest file or a directory containing spin.toml or ferry.toml.
     #[arg(default_value = ".")]
     path: PathBuf,
+    /// The app, as Spin's `spin build -f` names it (instead of PATH).
+    #[arg(
+        short = 'f',
+        long = "from",
+        value_name = "APP",
+        conflicts_with = "path"
+    )]
+    from: Option<PathBuf>,
     /// Build only this component (repeatable); inline components have the ids `ferry check` shows.
     #[arg(short = 'c', long = "component-id", value_name = "ID")]
     component_id: Vec<String>,
+    /// Then serve it, as `ferry up` with the arguments after `--` (Spin's
+    /// `spin build --up`).
+    #[arg(short = 'u', long)]
+    up: bool,
+    /// `ferry up`'s arguments, with `--up`.
+    #[arg(last = true, value_name = "UP_ARGS", requires = "up")]
+    up_args: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -1091,11 +1106,31 @@ fn shell_word(text: &str) -> String {
 }
 
 fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
-    init_logging(LogFormat::Text);
-    let app = ferry_manifest::load_app_to_build(&args.path)?;
+    let path = args.from.unwrap_or(args.path);
+    if !args.up {
+        init_logging(LogFormat::Text);
+    }
+    let app = ferry_manifest::load_app_to_build(&path)?;
     print_warnings(&app);
     crate::build::build_app(&app, &args.component_id)?;
-    Ok(ExitCode::SUCCESS)
+    if !args.up {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // `ferry up PATH [-c ID]… UP_ARGS…`, parsed as the command line would
+    // be, so its errors read the same.
+    let mut words: Vec<std::ffi::OsString> = vec!["ferry".into(), "up".into(), path.into()];
+    for id in &args.component_id {
+        words.extend(["-c".into(), id.into()]);
+    }
+    words.extend(args.up_args.into_iter().map(Into::into));
+    match Cli::try_parse_from(words) {
+        Ok(Cli {
+            command: Command::Up(up_args),
+            ..
+        }) => up(up_args),
+        Ok(_) => anyhow::bail!("`ferry up` did not parse as itself"),
+        Err(e) => e.exit(),
+    }
 }
 
 /// Manifest warnings (legacy syntax and the like), rendered like errors.

@@ -435,3 +435,38 @@ fn new_refuses_what_it_cannot_make_and_writes_nothing() {
     let manifest = std::fs::read_to_string(parent.path().join("somewhere/web/spin.toml")).unwrap();
     assert!(manifest.contains("name = \"web\""), "{manifest}");
 }
+
+/// `ferry build -f APP --up -- UP_ARGS`, as Spin's `spin build --up`:
+/// builds, then serves what it built with `ferry up`'s arguments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_up_builds_then_serves() {
+    let app = TestApp::new(&format!(
+        "{}[component.web]\nsource = \"built.wasm\"\nenvironment = {{ NAME = \"built\" }}\n\
+         [component.web.build]\ncommand = 'cp {HTTP_GUEST} built.wasm'\n",
+        trigger("/...", "web")
+    ));
+    let state = tempfile::tempdir().unwrap();
+    let mut child = ferry()
+        .arg("build")
+        .arg("-f")
+        .arg(app.path())
+        .args(["--up", "--", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(state.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = collect_lines(child.stdout.take().unwrap());
+    let errors = collect_lines(child.stderr.take().unwrap());
+    let url = eventually_blocking("ferry build --up to serve", || {
+        let seen = lines.lock().unwrap().clone();
+        seen.iter()
+            .find_map(|l| l.strip_prefix("Serving ").map(str::to_owned))
+            .ok_or_else(|| (seen, errors.lock().unwrap().clone()))
+    });
+    let reply = get(&format!("{url}/")).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(reply.text(), "hello from built\n");
+    assert!(app.path().join("built.wasm").is_file());
+}
