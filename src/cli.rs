@@ -539,7 +539,7 @@ impl ListenerArgs {
     /// The server's settings; reads the TLS certificate and key, if given.
     fn config(&self) -> anyhow::Result<ServerConfig> {
         let tls = tls_files(self.tls_cert.as_ref(), self.tls_key.as_ref())
-            .map(|files| Tls::load(&files, &[tls::H2, tls::HTTP1]))
+            .map(|files| Tls::load(&files, &[tls::H2, tls::HTTP1, tls::HTTP10]))
             .transpose()?;
         Ok(ServerConfig {
             header_read_timeout: self.header_read_timeout,
@@ -603,7 +603,6 @@ impl SelfListener {
     fn serve(self, tokio: &tokio::runtime::Runtime, apps: Arc<LiveApps>, config: &ServerConfig) {
         let Some(own) = self.own else { return };
         let config = ServerConfig {
-            workers: 1,
             tls: None,
             ..config.clone()
         };
@@ -914,7 +913,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let traces = args.listener.traces()?;
     let config = args.listener.config()?;
     let admin_tls = tls_files(args.admin_tls_cert.as_ref(), args.admin_tls_key.as_ref())
-        .map(|files| Tls::load(&files, &[tls::HTTP1]))
+        .map(|files| Tls::load(&files, &[tls::HTTP1, tls::HTTP10]))
         .transpose()?;
     let listener = bind(&tokio, args.listen)?;
     let admin_listener = bind(&tokio, args.admin_listen)?;

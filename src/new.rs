@@ -76,6 +76,54 @@ pub fn find(id: &str) -> Result<&'static Template, Failure> {
     })
 }
 
+/// WIT's keywords: a world or package named so does not parse.
+const WIT_KEYWORDS: &[&str] = &[
+    "as",
+    "async",
+    "bool",
+    "borrow",
+    "char",
+    "constructor",
+    "enum",
+    "export",
+    "f32",
+    "f64",
+    "flags",
+    "float32",
+    "float64",
+    "from",
+    "func",
+    "future",
+    "import",
+    "include",
+    "interface",
+    "list",
+    "option",
+    "own",
+    "package",
+    "record",
+    "resource",
+    "result",
+    "s16",
+    "s32",
+    "s64",
+    "s8",
+    "static",
+    "stream",
+    "string",
+    "tuple",
+    "type",
+    "u16",
+    "u32",
+    "u64",
+    "u8",
+    "use",
+    "variant",
+    "with",
+    "world",
+    "error-context",
+];
+
 /// A name every toolchain takes as a package name: lowercase ASCII words
 /// joined by `-`, starting with a letter.
 fn check_name(name: &str) -> Result<(), Failure> {
@@ -87,6 +135,11 @@ fn check_name(name: &str) -> Result<(), Failure> {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         });
+    if valid && WIT_KEYWORDS.contains(&name) {
+        return Err(Failure::usage(format!(
+            "`{name}` is a WIT keyword, which the JavaScript and Python templates' worlds cannot be named: pick another name"
+        )));
+    }
     if valid {
         Ok(())
     } else {
@@ -124,7 +177,12 @@ pub fn create(template: &Template, name: &str, dir: &Path) -> anyhow::Result<Vec
             Ok(text) => text.replace(template.name, name).into_bytes(),
             Err(_) => contents.to_vec(),
         };
-        std::fs::write(&target, contents)
+        // A new file: never through a link or over one planted meanwhile.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&target)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, &contents))
             .with_context(|| format!("writing {}", target.display()))?;
         if path.ends_with(".sh") {
             use std::os::unix::fs::PermissionsExt as _;

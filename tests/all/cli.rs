@@ -3,6 +3,7 @@
 use std::process::Command;
 
 use crate::support::*;
+use ferry_test_programs::MW_HEADER;
 
 /// `ferry completions bash`, sourced into a real bash, completes
 /// subcommands and a subcommand's flags.
@@ -235,6 +236,14 @@ async fn component_id_runs_only_the_chosen_components() {
     let only = Ferry::start(&app, &["-c", "web"]);
     assert_eq!(get(&format!("{}/web/", only.url)).await.status, 200);
     assert_eq!(get(&format!("{}/other/", only.url)).await.status, 404);
+
+    // The runtime config may name a component `-c` leaves out.
+    app.write(
+        "runtime-config.toml",
+        "[component.other.limits]\nmax_memory = \"64 MiB\"\n",
+    );
+    let configured = Ferry::start(&app, &["-c", "web"]);
+    assert_eq!(get(&format!("{}/web/", configured.url)).await.status, 200);
 
     let unknown = ferry()
         .args(["up", "-c", "nope", "--listen", "127.0.0.1:0"])
@@ -469,4 +478,88 @@ async fn build_up_builds_then_serves() {
     let _ = child.wait();
     assert_eq!(reply.text(), "hello from built\n");
     assert!(app.path().join("built.wasm").is_file());
+}
+
+/// `-c ID` keeps a route that runs ID behind its own middleware (Ferry runs
+/// a per-trigger copy of ID there), not only ID's plain routes.
+#[test]
+fn component_id_keeps_the_routes_that_run_it_behind_middleware() {
+    let app = TestApp::new(&format!(
+        "[[trigger.http]]\nid = \"guarded\"\nroute = \"/a/...\"\ncomponent = \"app\"\n\
+         dependencies.middleware = [{{ path = {MW_HEADER:?} }}]\n\n\
+         [[trigger.http]]\nroute = \"/b/...\"\ncomponent = \"app\"\n\n\
+         [[trigger.http]]\nroute = \"/c/...\"\ncomponent = \"other\"\n\n\
+         [component.app]\nsource = {HTTP_P3_GUEST:?}\n\n\
+         [component.other]\nsource = {HTTP_P3_GUEST:?}\n"
+    ));
+    let checked = ferry()
+        .args(["check", "--cache-dir"])
+        .arg(cache_dir())
+        .arg(app.path())
+        .args(["-c", "app"])
+        .output()
+        .unwrap();
+    let stdout = text(&checked.stdout);
+    assert!(checked.status.success(), "{}", text(&checked.stderr));
+    for route in ["/a/...", "/b/..."] {
+        assert!(stdout.contains(route), "{route} in {stdout}");
+    }
+    assert!(!stdout.contains("/c/..."), "{stdout}");
+
+    // As Spin, a chosen component that may chain to one left out is an
+    // error naming both.
+    let manifest = app.path().join("spin.toml");
+    let toml = std::fs::read_to_string(&manifest).unwrap().replace(
+        "[component.app]\n",
+        "[component.app]\nallowed_outbound_hosts = [\"http://other.spin.internal\"]\n",
+    );
+    std::fs::write(&manifest, toml).unwrap();
+    let refused = ferry()
+        .args(["check", "--cache-dir"])
+        .arg(cache_dir())
+        .arg(app.path())
+        .args(["-c", "app"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains(
+            "component `app` may send requests to `other.spin.internal` (its allowed_outbound_hosts), which this choice of components leaves out: choose it too (`-c other`)"
+        ),
+        "{}",
+        text(&refused.stderr)
+    );
+}
+
+/// Without the pool, its table bound (200,000 elements) still holds: a
+/// guest growing a table by 50 million elements is refused either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_pooling_keeps_tables_bounded() {
+    let wasm = wat::parse_str(
+        r#"(module
+          (import "wasi_snapshot_preview1" "fd_write"
+            (func $fd_write (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (table $t 1 funcref)
+          (data (i32.const 100) "Content-Type: text/plain\n\ngrown\n")
+          (data (i32.const 200) "Content-Type: text/plain\n\nrefused\n")
+          (func (export "_start")
+            (if (i32.eq (table.grow $t (ref.null func) (i32.const 50000000)) (i32.const -1))
+              (then (i32.store (i32.const 0) (i32.const 200))
+                    (i32.store (i32.const 4) (i32.const 34)))
+              (else (i32.store (i32.const 0) (i32.const 100))
+                    (i32.store (i32.const 4) (i32.const 32))))
+            (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+    )
+    .unwrap();
+    let app = TestApp::new(
+        "[[trigger.http]]\nroute = \"/...\"\ncomponent = \"grow\"\nexecutor = { type = \"wagi\" }\n\n\
+         [component.grow]\nsource = \"grow.wasm\"\n",
+    );
+    std::fs::write(app.path().join("grow.wasm"), wasm).unwrap();
+    for flags in [&[][..], &["--disable-pooling"][..]] {
+        let ferry = Ferry::start(&app, flags);
+        let reply = get(&format!("{}/", ferry.url)).await;
+        assert_eq!(reply.text(), "refused\n", "{flags:?}");
+    }
 }

@@ -193,6 +193,26 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
         "{warnings}"
     );
     assert!(warnings.contains("does not go with"), "{warnings}");
+
+    // A FIFO in the certificate's place is not waited on (it would hold
+    // the reader for good): refused, and the current pair kept.
+    let mark = ferry.log_mark();
+    std::fs::remove_file(&cert).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&cert)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    eventually_blocking("the FIFO to be refused", || {
+        let logs = ferry.logs_since(mark).join("\n");
+        if logs.contains("it is not a regular file") {
+            Ok(())
+        } else {
+            Err(logs)
+        }
+    });
+    let kept = curl(&url, Some(&second.ca), &[]);
+    assert_eq!(kept.body, "hello from web", "{kept:?}");
 }
 
 #[test]

@@ -363,10 +363,6 @@ pub fn prepare(
     if let Some(name) = rename {
         name.clone_into(&mut app.name);
     }
-    if !settings.component_ids.is_empty() {
-        app.keep_components(&settings.component_ids)
-            .map_err(Failure::usage)?;
-    }
     for component in &mut app.components {
         for (key, value) in &settings.environment {
             component.environment.retain(|(k, _)| k != key);
@@ -376,6 +372,12 @@ pub fn prepare(
     warn_unused(&app);
     let config = runtime_config(&app, runtime_config_file)?;
     let limits = config.resolve(&app, settings.limits)?;
+    // After the runtime config is read against the whole app: it may name
+    // components `-c` leaves out.
+    if !settings.component_ids.is_empty() {
+        app.keep_components(&settings.component_ids)
+            .map_err(Failure::usage)?;
+    }
     let given = crate::variables::given(&app, &settings.variables)
         .map_err(|e| Failure::usage(format!("{e:#}")))?;
     let variables = ferry_manifest::resolve_variables(&app, &given)

@@ -400,6 +400,7 @@ pub(crate) fn resolve(diags: &mut Diagnostics, app: &mut App) {
             }
             let mut copy = component;
             copy.id = split.clone();
+            copy.copy_of = Some(id.clone());
             app.components.push(copy);
             if let crate::Handler::Component { id, .. } = &mut app.triggers[index].handler {
                 *id = split.clone();

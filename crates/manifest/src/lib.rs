@@ -101,14 +101,23 @@ impl App {
                 known.join(", ")
             ));
         }
-        let chosen = |id: &str| ids.iter().any(|i| i == id);
+        // A per-trigger copy (middleware) is chosen with its component.
+        let chosen_ids: Vec<String> = self
+            .components
+            .iter()
+            .filter(|c| {
+                ids.contains(&c.id) || c.copy_of.as_ref().is_some_and(|of| ids.contains(of))
+            })
+            .map(|c| c.id.clone())
+            .collect();
+        let chosen = |id: &str| chosen_ids.iter().any(|i| i == id);
         self.triggers.retain(|t| match &t.handler {
             Handler::Component { id, .. } => chosen(id),
             Handler::Static(_) => true,
         });
         self.event_triggers
             .retain(|t| t.components().iter().all(|id| chosen(id)));
-        let mut kept: Vec<String> = ids.to_vec();
+        let mut kept = chosen_ids.clone();
         let mut at = 0;
         while at < kept.len() {
             let taken: Vec<String> = self
@@ -126,6 +135,19 @@ impl App {
                 }
             }
             at += 1;
+        }
+        // As Spin: a kept component that may chain to one left out would
+        // find nothing there.
+        for component in self.components.iter().filter(|c| kept.contains(&c.id)) {
+            if let Some(left_out) = self.components.iter().find(|other| {
+                !kept.contains(&other.id)
+                    && component.allowed_outbound_hosts.allows_chaining(&other.id)
+            }) {
+                return Err(format!(
+                    "component `{}` may send requests to `{}.spin.internal` (its allowed_outbound_hosts), which this choice of components leaves out: choose it too (`-c {}`)",
+                    component.id, left_out.id, left_out.id
+                ));
+            }
         }
         self.components.retain(|c| kept.contains(&c.id));
         Ok(())
@@ -254,6 +276,9 @@ pub struct Component {
     /// The middleware of the HTTP trigger that runs it, outermost first
     /// (moved here from the trigger: see [`HttpTrigger::middleware`]).
     pub middleware: Vec<Dependency>,
+    /// For the copy of a component that one trigger runs with its own
+    /// middleware (`<trigger id>-<component id>`): the component's id.
+    pub copy_of: Option<String>,
 }
 
 impl Component {
@@ -275,6 +300,7 @@ impl Component {
             build: None,
             dependencies: Vec::new(),
             middleware: Vec::new(),
+            copy_of: None,
         }
     }
 

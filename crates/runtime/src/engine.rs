@@ -18,6 +18,15 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 /// least this often, and request deadlines are checked at this granularity.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// The most elements one table may hold, pooled or not.
+pub(crate) const TABLE_ELEMENTS: usize = 200_000;
+/// The most tables and memories one instance's store may hold (each
+/// memory is bounded by the instance's memory limit, all together; each
+/// table by [`TABLE_ELEMENTS`]). Far above what componentize-py's many
+/// modules need; a bound without the pool's own.
+pub(crate) const MAX_TABLES: usize = 100;
+pub(crate) const MAX_MEMORIES: usize = 100;
+
 /// Engine-wide settings (per-component limits live in the store).
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -81,7 +90,7 @@ pub(crate) fn build_engine(options: &EngineOptions, concurrency: bool) -> anyhow
         .total_tables(instances.saturating_mul(4))
         .total_stacks(instances)
         .max_tables_per_module(8)
-        .table_elements(200_000)
+        .table_elements(TABLE_ELEMENTS)
         .max_core_instance_size(4 << 20)
         .max_component_instance_size(4 << 20)
         .max_memory_size(

@@ -217,8 +217,13 @@ impl GuestLimiter {
     pub fn new(limits: &ferry_manifest::Limits, stats: Option<Arc<RequestStats>>) -> Self {
         let max_memory = usize::try_from(limits.max_memory).unwrap_or(usize::MAX);
         Self {
+            // The pool bounds tables too; without it (`--disable-pooling`)
+            // these are the only bounds, so they are set either way.
             limits: wasmtime::StoreLimitsBuilder::new()
                 .memory_size(max_memory)
+                .table_elements(crate::engine::TABLE_ELEMENTS)
+                .tables(crate::engine::MAX_TABLES)
+                .memories(crate::engine::MAX_MEMORIES)
                 .trap_on_grow_failure(false)
                 .build(),
             max_memory,

@@ -5,19 +5,23 @@
 //! The pair is read once at start, where a missing file, a file with no
 //! certificate or a key that does not match the certificate is an error
 //! that stops the host. After that it is reloaded when either file changes,
-//! without a restart: a handshake checks the files' metadata at most once
-//! per [`CHECK_EVERY`], and a changed pair that reads and matches replaces
+//! without a restart: a thread of its own looks at the files' metadata
+//! every [`CHECK_EVERY`], and a changed pair that reads and matches replaces
 //! the served one for every later handshake (connections already open keep
-//! theirs). A changed pair that does not read, say a certificate written
+//! theirs). Handshakes only read the current pair; they never touch the
+//! files. A changed pair that does not read, say a certificate written
 //! before its key, is logged once and the current pair is kept; it is tried
-//! again when the files change again. Checking on the handshake path, not a
-//! file watcher, means no task to manage and works the same when a
-//! secret's directory is swapped by a symlink.
+//! again when the files change again. Only regular files are read, at most
+//! [`MAX_PEM_FILE`] each, opened without blocking: a path swapped for a
+//! FIFO or `/dev/zero` is refused, not waited on. Polling metadata, not a
+//! file watcher, works the same when a secret's directory is swapped by a
+//! symlink.
 
-use std::os::unix::fs::MetadataExt as _;
+use std::io::Read as _;
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
@@ -27,13 +31,19 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-/// How often a handshake looks at the files for a change.
+/// How often the files are looked at for a change.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// The largest certificate or key file read (a chain of a few certificates
+/// is a few KiB).
+pub const MAX_PEM_FILE: u64 = 1 << 20;
 
 /// The ALPN name of HTTP/2.
 pub const H2: &[u8] = b"h2";
 /// The ALPN name of HTTP/1.1.
 pub const HTTP1: &[u8] = b"http/1.1";
+/// The ALPN name of HTTP/1.0 (served as HTTP/1, as without ALPN).
+pub const HTTP10: &[u8] = b"http/1.0";
 
 /// Where a listener's certificate chain and key are, as PEM files.
 #[derive(Clone, Debug)]
@@ -56,25 +66,25 @@ impl std::fmt::Debug for Tls {
 
 impl Tls {
     /// Reads `files`; `alpn` lists the protocols offered, most preferred
-    /// first.
+    /// first. The files are then watched for as long as the `Tls` (or a
+    /// listener's copy of it) lives.
     pub fn load(files: &TlsFiles, alpn: &[&[u8]]) -> anyhow::Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        // Stamped before reading: a change during the read is seen later.
+        let loaded = stamp(files);
         let first = read_pair(files, &provider)?;
-        let resolver = Reloading {
-            files: files.clone(),
-            current: ArcSwap::from_pointee(first),
-            check: Mutex::new(Check {
-                at: Instant::now(),
-                loaded: stamp(files),
-                failed: None,
-            }),
-            provider: provider.clone(),
-        };
+        let resolver = Arc::new(Current(ArcSwap::from_pointee(first)));
+        watch(
+            files.clone(),
+            provider.clone(),
+            Arc::downgrade(&resolver),
+            loaded,
+        )?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .context("configuring TLS")?
             .with_no_client_auth()
-            .with_cert_resolver(Arc::new(resolver));
+            .with_cert_resolver(resolver);
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Self {
             config: Arc::new(config),
@@ -86,11 +96,44 @@ impl Tls {
     }
 }
 
+/// A regular file's contents, at most [`MAX_PEM_FILE`] bytes, opened
+/// without blocking (a FIFO put in its place does not hold the reader).
+fn read_bounded(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_o_nonblock())
+        .open(path)?;
+    let meta = file.metadata()?;
+    anyhow::ensure!(meta.is_file(), "it is not a regular file");
+    anyhow::ensure!(
+        meta.len() <= MAX_PEM_FILE,
+        "it is over {} KiB",
+        MAX_PEM_FILE >> 10
+    );
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(MAX_PEM_FILE + 1).read_to_end(&mut bytes)?;
+    anyhow::ensure!(
+        bytes.len() as u64 <= MAX_PEM_FILE,
+        "it is over {} KiB",
+        MAX_PEM_FILE >> 10
+    );
+    Ok(bytes)
+}
+
+/// `O_NONBLOCK` on Linux (the only platform Ferry builds for).
+const fn libc_o_nonblock() -> i32 {
+    0o4000
+}
+
 /// Reads a certificate chain and its key, and checks that they match.
 fn read_pair(files: &TlsFiles, provider: &CryptoProvider) -> anyhow::Result<CertifiedKey> {
     let (cert, key) = (&files.cert, &files.key);
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+    let chain = read_bounded(cert)
+        .and_then(|pem| {
+            CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::from)
+        })
         .with_context(|| format!("reading the TLS certificate {}", cert.display()))?;
     if chain.is_empty() {
         anyhow::bail!(
@@ -98,7 +141,8 @@ fn read_pair(files: &TlsFiles, provider: &CryptoProvider) -> anyhow::Result<Cert
             cert.display()
         );
     }
-    let private = PrivateKeyDer::from_pem_file(key)
+    let private = read_bounded(key)
+        .and_then(|pem| PrivateKeyDer::from_pem_slice(&pem).map_err(anyhow::Error::from))
         .with_context(|| format!("reading the TLS private key {}", key.display()))?;
     CertifiedKey::from_der(chain, private, provider).with_context(|| {
         format!(
@@ -123,68 +167,54 @@ fn stamp(files: &TlsFiles) -> Stamp {
     [file_stamp(&files.cert), file_stamp(&files.key)]
 }
 
-/// The certificate resolver: serves the current pair, and looks for a new
-/// one first when it is time.
-struct Reloading {
-    files: TlsFiles,
-    current: ArcSwap<CertifiedKey>,
-    check: Mutex<Check>,
-    provider: Arc<CryptoProvider>,
-}
+/// The certificate resolver: the pair handshakes get now.
+#[derive(Debug)]
+struct Current(ArcSwap<CertifiedKey>);
 
-struct Check {
-    /// When the files were last looked at.
-    at: Instant,
-    /// The files as they were when the current pair was read.
-    loaded: Stamp,
-    /// The files as they were when a reload last failed (not tried again
-    /// until they change).
-    failed: Option<Stamp>,
-}
-
-impl std::fmt::Debug for Reloading {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reloading")
-            .field("files", &self.files)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Reloading {
-    fn refresh(&self) {
-        // A handshake never waits on another's check.
-        let Ok(mut check) = self.check.try_lock() else {
-            return;
-        };
-        if check.at.elapsed() < CHECK_EVERY {
-            return;
-        }
-        check.at = Instant::now();
-        let now = stamp(&self.files);
-        if now == check.loaded || check.failed == Some(now) {
-            return;
-        }
-        match read_pair(&self.files, &self.provider) {
-            Ok(pair) => {
-                self.current.store(Arc::new(pair));
-                check.loaded = now;
-                check.failed = None;
-                tracing::info!(
-                    cert = %self.files.cert.display(),
-                    "TLS certificate reloaded"
-                );
-            }
-            Err(e) => {
-                check.failed = Some(now);
-                tracing::warn!("keeping the current TLS certificate: {e:#}");
-            }
-        }
-    }
-}
-
-impl ResolvesServerCert for Reloading {
+impl ResolvesServerCert for Current {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.refresh();
-        Some(self.current.load_full())
+        Some(self.0.load_full())
     }
+}
+
+/// Looks at `files` every [`CHECK_EVERY`] on a thread of its own, and
+/// stores a changed pair that reads into `current`, until `current` is
+/// gone.
+fn watch(
+    files: TlsFiles,
+    provider: Arc<CryptoProvider>,
+    current: Weak<Current>,
+    mut loaded: Stamp,
+) -> anyhow::Result<()> {
+    // The files as they were when a reload last failed (not tried again
+    // until they change).
+    let mut failed: Option<Stamp> = None;
+    std::thread::Builder::new()
+        .name("ferry-tls-reload".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(CHECK_EVERY);
+                let Some(current) = current.upgrade() else {
+                    return;
+                };
+                let now = stamp(&files);
+                if now == loaded || failed == Some(now) {
+                    continue;
+                }
+                match read_pair(&files, &provider) {
+                    Ok(pair) => {
+                        current.0.store(Arc::new(pair));
+                        loaded = now;
+                        failed = None;
+                        tracing::info!(cert = %files.cert.display(), "TLS certificate reloaded");
+                    }
+                    Err(e) => {
+                        failed = Some(now);
+                        tracing::warn!("keeping the current TLS certificate: {e:#}");
+                    }
+                }
+            }
+        })
+        .context("starting the TLS certificate reloader")?;
+    Ok(())
 }
