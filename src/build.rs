@@ -47,6 +47,25 @@ pub fn build_app(app: &App, only: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `ferry up -c IDS --build` builds: the components `-c` loads, that
+/// is the chosen ones and those their dependencies and middleware take
+/// Wasm from (by their manifest ids). No ids: every component.
+pub fn loaded_by(app: &App, ids: &[String]) -> anyhow::Result<Vec<String>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut kept = app.clone();
+    kept.keep_components(ids).map_err(Failure::usage)?;
+    let mut built = Vec::new();
+    for component in &kept.components {
+        let id = component.copy_of.as_ref().unwrap_or(&component.id);
+        if !built.contains(id) {
+            built.push(id.clone());
+        }
+    }
+    Ok(built)
+}
+
 /// A progress line on stdout. A closed stdout (`ferry build | head -1`) is
 /// not a reason to stop building.
 fn say(line: std::fmt::Arguments<'_>) {

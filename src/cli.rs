@@ -1106,29 +1106,39 @@ fn shell_word(text: &str) -> String {
 
 fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let path = args.from.unwrap_or(args.path);
-    if !args.up {
+    // `ferry up PATH [-c ID]… UP_ARGS…`, parsed as the command line would
+    // be (so its errors read the same), before anything is built.
+    let up_args = if args.up {
+        let mut words: Vec<std::ffi::OsString> =
+            vec!["ferry".into(), "up".into(), path.clone().into()];
+        for id in &args.component_id {
+            words.extend(["-c".into(), id.into()]);
+        }
+        words.extend(args.up_args.into_iter().map(Into::into));
+        match Cli::try_parse_from(words) {
+            Ok(Cli {
+                command: Command::Up(up_args),
+            }) => Some(up_args),
+            Ok(_) => anyhow::bail!("`ferry up` did not parse as itself"),
+            Err(e) => e.exit(),
+        }
+    } else {
         init_logging(LogFormat::Text);
-    }
+        None
+    };
     let app = ferry_manifest::load_app_to_build(&path)?;
     print_warnings(&app);
-    crate::build::build_app(&app, &args.component_id)?;
-    if !args.up {
-        return Ok(ExitCode::SUCCESS);
-    }
-    // `ferry up PATH [-c ID]… UP_ARGS…`, parsed as the command line would
-    // be, so its errors read the same.
-    let mut words: Vec<std::ffi::OsString> = vec!["ferry".into(), "up".into(), path.into()];
-    for id in &args.component_id {
-        words.extend(["-c".into(), id.into()]);
-    }
-    words.extend(args.up_args.into_iter().map(Into::into));
-    match Cli::try_parse_from(words) {
-        Ok(Cli {
-            command: Command::Up(up_args),
-            ..
-        }) => up(up_args),
-        Ok(_) => anyhow::bail!("`ferry up` did not parse as itself"),
-        Err(e) => e.exit(),
+    match up_args {
+        None => {
+            crate::build::build_app(&app, &args.component_id)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(up_args) => {
+            // What `ferry up -c` will load.
+            let loaded = crate::build::loaded_by(&app, &args.component_id)?;
+            crate::build::build_app(&app, &loaded)?;
+            up(up_args)
+        }
     }
 }
 
@@ -1291,7 +1301,8 @@ fn up(mut args: UpArgs) -> anyhow::Result<ExitCode> {
     args.app.resolve()?;
     if args.build {
         let app = ferry_manifest::load_app_to_build(&args.app.path)?;
-        crate::build::build_app(&app, &args.app.component_id)?;
+        let loaded = crate::build::loaded_by(&app, &args.app.component_id)?;
+        crate::build::build_app(&app, &loaded)?;
     }
     let mut stdout = std::io::stdout();
     let prepared = prepare(&args.app, &mut stdout)?;

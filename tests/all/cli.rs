@@ -3,7 +3,7 @@
 use std::process::Command;
 
 use crate::support::*;
-use ferry_test_programs::MW_HEADER;
+use ferry_test_programs::{COMPOSE_APP, COMPOSE_DEP, MW_HEADER};
 
 /// `ferry completions bash`, sourced into a real bash, completes
 /// subcommands and a subcommand's flags.
@@ -562,4 +562,40 @@ async fn disable_pooling_keeps_tables_bounded() {
         let reply = get(&format!("{}/", ferry.url)).await;
         assert_eq!(reply.text(), "refused\n", "{flags:?}");
     }
+}
+
+/// `--build -c ID` builds what `-c ID` loads: ID and the components its
+/// dependencies take Wasm from; `ferry build --up` reads `ferry up`'s
+/// arguments before it builds anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_with_component_id_builds_what_it_loads() {
+    let app = TestApp::new(&format!(
+        "{}[component.app]\nsource = \"app.wasm\"\n\
+         dependencies = {{ \"ferry:compose\" = {{ component = \"greeter\" }} }}\n\
+         [component.app.build]\ncommand = 'cp {COMPOSE_APP} app.wasm'\n\n\
+         [component.greeter]\nsource = \"greeter.wasm\"\n\
+         [component.greeter.build]\ncommand = 'cp {COMPOSE_DEP} greeter.wasm'\n\n\
+         [component.unused]\nsource = \"unused.wasm\"\n\
+         [component.unused.build]\ncommand = 'touch unused-built'\n",
+        trigger("/...", "app")
+    ));
+    // Built once already (every source must be there to load).
+    std::fs::copy(HTTP_GUEST, app.path().join("unused.wasm")).unwrap();
+    let bad = ferry()
+        .arg("build")
+        .arg(app.path())
+        .args(["--up", "--", "--no-such-flag"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+    assert!(
+        !app.path().join("app.wasm").exists(),
+        "built before the arguments were read"
+    );
+
+    let ferry = Ferry::start(&app, &["--build", "-c", "app"]);
+    let reply = get(&format!("{}/greet?you", ferry.url)).await;
+    assert_eq!(reply.text(), "hello, you, from the dependency");
+    assert!(app.path().join("greeter.wasm").is_file());
+    assert!(!app.path().join("unused-built").exists());
 }
