@@ -40,8 +40,19 @@ fn new_and_serve(template: &str) -> (tempfile::TempDir, Ferry) {
     (parent, ferry)
 }
 
+/// The README's first command, in the example's own directory.
 #[tokio::test]
 async fn rust_example_serves() {
+    let ferry = build_and_serve("hello-rust");
+    let reply = get(&format!("{}/some/path?x=1", ferry.url)).await;
+    assert_eq!(
+        reply.text(),
+        "Hello from Rust on Ferry! You asked for /some/path?x=1\n"
+    );
+}
+
+#[tokio::test]
+async fn rust_template_serves() {
     let (_app, ferry) = new_and_serve("http-rust");
     let reply = get(&format!("{}/some/path?x=1", ferry.url)).await;
     assert_eq!(
