@@ -1369,6 +1369,7 @@ fn up(mut args: UpArgs) -> anyhow::Result<ExitCode> {
         state_dir,
         running: std::sync::Mutex::new(None),
         trigger_metrics: metrics.as_ref().map(|m| m.triggers().clone()),
+        log_dir: args.log_dir.clone(),
     };
     let assembled = off_runtime(&tokio, || {
         loader.assembler.assemble(
@@ -1417,7 +1418,8 @@ fn up(mut args: UpArgs) -> anyhow::Result<ExitCode> {
             }
         })
         .transpose()?;
-    let watched = crate::watch::Watched::of(&prepared.app, args.app.runtime_config_file.as_deref());
+    let watched = crate::watch::Watched::of(&prepared.app, args.app.runtime_config_file.as_deref())
+        .ignoring(args.log_dir.as_deref());
     let apps = LiveApps::observed(metrics.as_ref().map(|m| m.server()), traces.is_some());
     apps.install(host, Vec::new())?;
 
@@ -1569,6 +1571,8 @@ struct Loader {
     /// The serving version's event triggers.
     running: std::sync::Mutex<Option<ferry_trigger::Running>>,
     trigger_metrics: Option<ferry_trigger::TriggerMetrics>,
+    /// `-L`'s directory, which `--watch` leaves alone.
+    log_dir: Option<PathBuf>,
 }
 
 impl Loader {
@@ -1613,10 +1617,10 @@ impl Loader {
         print_triggers(&mut stdout, &assembled.triggers)?;
         serving.clone_from(&prepared.app.name);
         tracing::info!(changed = changed.len(), "reloaded the app");
-        Ok(crate::watch::Watched::of(
-            &prepared.app,
-            self.args.runtime_config_file.as_deref(),
-        ))
+        Ok(
+            crate::watch::Watched::of(&prepared.app, self.args.runtime_config_file.as_deref())
+                .ignoring(self.log_dir.as_deref()),
+        )
     }
 }
 

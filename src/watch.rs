@@ -35,9 +35,18 @@ pub struct Watched {
     /// directory, then watched as a whole).
     globs: Option<ferry_manifest::files::GlobSet>,
     root: PathBuf,
+    /// Ferry's own output under the app (`-L`): never a change to the app.
+    ignored: Option<PathBuf>,
 }
 
 impl Watched {
+    /// The same, with changes under `dir` (Ferry's own `-L` log files)
+    /// never counted, whatever `files` pattern they match.
+    pub fn ignoring(mut self, dir: Option<&Path>) -> Self {
+        self.ignored = dir.map(absolute);
+        self
+    }
+
     pub fn of(app: &App, runtime_config: Option<&Path>) -> Self {
         let mut files = BTreeSet::new();
         let mut trees = BTreeSet::new();
@@ -85,11 +94,19 @@ impl Watched {
                 .then(|| ferry_manifest::files::glob_set(globs).ok())
                 .flatten(),
             root: absolute(&app.dir),
+            ignored: None,
         }
     }
 
     /// Whether a change at `path` is a change to the app.
     fn concerns(&self, path: &Path) -> bool {
+        if self
+            .ignored
+            .as_ref()
+            .is_some_and(|ignored| path.starts_with(ignored))
+        {
+            return false;
+        }
         self.files.contains(path)
             || self.trees.iter().any(|tree| path.starts_with(tree))
             || self.globs.as_ref().is_some_and(|globs| {

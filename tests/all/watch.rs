@@ -251,3 +251,35 @@ async fn a_streaming_response_survives_a_reload() {
     assert_eq!(data, 64 << 20, "the streamed body arrived whole");
     assert!(body.ends_with(b"0\r\n\r\n"), "the stream ended cleanly");
 }
+
+/// `-L DIR` inside the app, under a `files` pattern that matches its
+/// `.txt` files: Ferry's own log lines are not a change to the app (each
+/// logged line used to reload it), while the app's own files still are.
+#[tokio::test]
+async fn log_files_written_inside_the_app_do_not_reload_it() {
+    let app = TestApp::new(&format!(
+        "{}{}",
+        trigger("/...", "web"),
+        http_component("web", "files = [\"**/*.txt\"]")
+    ));
+    app.write("page.txt", "first");
+    let logs = app.path().join("logs");
+    let ferry = Ferry::start(&app, &["--watch", "-L", logs.to_str().unwrap()]);
+    for _ in 0..3 {
+        assert_eq!(get(&format!("{}/print", ferry.url)).await.status, 200);
+    }
+    let log = logs.join("web_stdout.txt");
+    eventually_blocking("the log file to hold three lines", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() == 3 {
+            Ok(())
+        } else {
+            Err(text)
+        }
+    });
+    app.write("page.txt", "second");
+    wait_for_stdout(&ferry, "Reloaded in", 1).await;
+    let stdout = ferry.stdout.lock().unwrap().join("\n");
+    assert_eq!(stdout.matches("Changed:").count(), 1, "{stdout}");
+    assert!(!stdout.contains("web_stdout.txt"), "{stdout}");
+}
