@@ -15,7 +15,7 @@
 //!   all it takes; nothing inside the component changes. A core module built
 //!   so (spin-sdk 6 for `wasm32-wasip1`, as spin-rust-sdk's examples build)
 //!   is componentized, then renamed; the names its metadata gives the
-//!   component ([`TopLevel::module`]) decide, before compiling, that it runs
+//!   component ([`TopLevel::read`]) decide, before compiling, that it runs
 //!   on the engine with component-model concurrency.
 //!
 //! Modules built with the pre-component wit-bindgen 0.2 ABI (exporting
@@ -51,31 +51,23 @@ pub(crate) const WASI_03_CANDIDATE: &str = "@0.3.0-rc-2026-03-15";
 const WASI_03: &str = "@0.3.0";
 
 impl Adaptation {
-    /// What `wasm` needs to be run as a component (by the `http` executor,
-    /// or an event or command trigger: `http` says which), or why it
-    /// cannot be. `component` is its [`TopLevel`] names when it is a
-    /// component, `None` for a core module.
-    pub fn for_component(
-        wasm: &[u8],
-        component: Option<&TopLevel>,
-        http: bool,
-    ) -> anyhow::Result<Self> {
-        if let Some(component) = component {
-            return Ok(if component.built_for_wasi_03_candidate() {
+    /// What a guest whose names are `top` needs to be run as a component
+    /// (by the `http` executor, or an event or command trigger: `http` says
+    /// which), or why it cannot be.
+    pub fn for_component(top: &TopLevel, http: bool) -> anyhow::Result<Self> {
+        let Some(module) = &top.module else {
+            return Ok(if top.built_for_wasi_03_candidate() {
                 Self::RenameWasi03Candidate
             } else {
                 Self::None
             });
-        }
-        let module = ModuleFacts::read(wasm)?;
+        };
         if module.has_component_type {
-            Ok(
-                if TopLevel::of_module(&module).built_for_wasi_03_candidate() {
-                    Self::ComponentizeRenamingWasi03Candidate
-                } else {
-                    Self::Componentize
-                },
-            )
+            Ok(if top.built_for_wasi_03_candidate() {
+                Self::ComponentizeRenamingWasi03Candidate
+            } else {
+                Self::Componentize
+            })
         } else if module.exports.iter().any(|e| e == "handle-http-request") {
             anyhow::bail!(
                 "this core module uses Spin's pre-component HTTP ABI (it exports `handle-http-request`, as spin-sdk 1.x and Spin's TinyGo SDK 2 build); Ferry does not serve that ABI yet: rebuild it with a current Spin SDK"
@@ -168,21 +160,49 @@ fn componentize(module: &[u8]) -> anyhow::Result<Vec<u8>> {
 }
 
 /// What the adaptation decision needs to know about a core module.
-pub(crate) struct ModuleFacts {
+struct ModuleFacts {
+    /// Its core exports, as named.
     exports: Vec<String>,
-    /// The modules its imports come from.
-    import_modules: Vec<String>,
     /// A `component-type*` custom section: wit-bindgen's embedded world.
     has_component_type: bool,
+    /// The component exports it lifts as async functions.
+    lifted_async: Vec<String>,
 }
 
-impl ModuleFacts {
-    fn read(wasm: &[u8]) -> anyhow::Result<Self> {
-        let mut facts = Self {
+/// A guest's own import and export names: a component's top-level ones
+/// (not those of components and modules nested in it), or those a core
+/// module's metadata gives the component it becomes.
+pub(crate) struct TopLevel {
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    /// For a core module: what it carries.
+    module: Option<ModuleFacts>,
+}
+
+impl TopLevel {
+    /// Reads `wasm`'s names, once, whether it is a component or a core
+    /// module.
+    pub fn read(wasm: &[u8]) -> anyhow::Result<Self> {
+        if Parser::is_core_wasm(wasm) {
+            Self::read_module(wasm)
+        } else {
+            Self::read_component(wasm)
+        }
+    }
+
+    /// The names of the component a core module with component metadata
+    /// becomes: wit-bindgen names a core export `iface#func` (or
+    /// `[async-lift]iface#func`, or `[async-lift]func` at the world's top)
+    /// and an import's module `iface`, where the component's export or
+    /// import is `iface` (or `func`). The preview 1 imports
+    /// (`wasi_snapshot_preview1`) become the adapter's own, and are left out.
+    fn read_module(wasm: &[u8]) -> anyhow::Result<Self> {
+        let mut facts = ModuleFacts {
             exports: Vec::new(),
-            import_modules: Vec::new(),
             has_component_type: false,
+            lifted_async: Vec::new(),
         };
+        let mut imports: Vec<String> = Vec::new();
         for payload in Parser::new(0).parse_all(wasm) {
             match payload.context("reading the core module")? {
                 Payload::ExportSection(exports) => {
@@ -190,11 +210,14 @@ impl ModuleFacts {
                         facts.exports.push(export?.name.to_owned());
                     }
                 }
-                Payload::ImportSection(imports) => {
-                    for import in imports.into_imports() {
+                Payload::ImportSection(sections) => {
+                    for import in sections.into_imports() {
                         let module = import?.module;
-                        if facts.import_modules.last().map(String::as_str) != Some(module) {
-                            facts.import_modules.push(module.to_owned());
+                        if !module.starts_with('[')
+                            && !["wasi_snapshot_preview1", "env", "$root"].contains(&module)
+                            && !imports.iter().any(|m| m == module)
+                        {
+                            imports.push(module.to_owned());
                         }
                     }
                 }
@@ -204,39 +227,8 @@ impl ModuleFacts {
                 _ => {}
             }
         }
-        Ok(facts)
-    }
-}
-
-/// A component's own import and export names (not those of components and
-/// modules nested in it).
-pub(crate) struct TopLevel {
-    pub imports: Vec<String>,
-    pub exports: Vec<String>,
-    /// For the names a core module will have once componentized
-    /// ([`TopLevel::module`]): the exports it lifts as async functions.
-    module_async: Option<Vec<String>>,
-}
-
-impl TopLevel {
-    /// The names of the component a core module with component metadata
-    /// becomes: wit-bindgen names a core export `iface#func` (or
-    /// `[async-lift]iface#func`, or `[async-lift]func` at the world's top)
-    /// and an import's module `iface`, where the component's export or
-    /// import is `iface` (or `func`). The preview 1 imports
-    /// (`wasi_snapshot_preview1`) become the adapter's own, and are left out.
-    pub fn module(wasm: &[u8]) -> anyhow::Result<Self> {
-        Ok(Self::of_module(&ModuleFacts::read(wasm)?))
-    }
-
-    fn of_module(module: &ModuleFacts) -> Self {
-        let mut names = Self {
-            imports: Vec::new(),
-            exports: Vec::new(),
-            module_async: Some(Vec::new()),
-        };
-        let mut lifted_async = Vec::new();
-        for export in &module.exports {
+        let mut exports: Vec<String> = Vec::new();
+        for export in &facts.exports {
             let mut name = export.as_str();
             let mut tagged = false;
             let mut is_async = false;
@@ -263,33 +255,25 @@ impl TopLevel {
             if name.is_empty() || name.starts_with("cabi_") {
                 continue;
             }
-            if !names.exports.iter().any(|e| e == name) {
-                names.exports.push(name.to_owned());
+            if !exports.iter().any(|e| e == name) {
+                exports.push(name.to_owned());
             }
-            if is_async && !lifted_async.iter().any(|e| e == name) {
-                lifted_async.push(name.to_owned());
+            if is_async && !facts.lifted_async.iter().any(|e| e == name) {
+                facts.lifted_async.push(name.to_owned());
             }
         }
-        names.module_async = Some(lifted_async);
-        for module in &module.import_modules {
-            if module.starts_with('[')
-                || module == "wasi_snapshot_preview1"
-                || module == "env"
-                || module == "$root"
-                || names.imports.contains(module)
-            {
-                continue;
-            }
-            names.imports.push(module.clone());
-        }
-        names
+        Ok(Self {
+            imports,
+            exports,
+            module: Some(facts),
+        })
     }
 
-    pub fn read(wasm: &[u8]) -> anyhow::Result<Self> {
+    fn read_component(wasm: &[u8]) -> anyhow::Result<Self> {
         let mut names = Self {
             imports: Vec::new(),
             exports: Vec::new(),
-            module_async: None,
+            module: None,
         };
         let mut depth = 0usize;
         for payload in Parser::new(0).parse_all(wasm) {
@@ -320,8 +304,8 @@ impl TopLevel {
         if !self.exports.iter().any(|e| e == name) {
             return Ok(false);
         }
-        if let Some(lifted_async) = &self.module_async {
-            return Ok(lifted_async.iter().any(|e| e == name));
+        if let Some(module) = &self.module {
+            return Ok(module.lifted_async.iter().any(|e| e == name));
         }
         let types = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
             .validate_all(wasm)
@@ -485,7 +469,7 @@ mod tests {
     #[test]
     fn core_modules_are_told_apart_by_what_they_carry() {
         let err = |wasm: Vec<u8>| {
-            Adaptation::for_component(&wasm, None, true)
+            Adaptation::for_component(&TopLevel::read(&wasm).unwrap(), true)
                 .unwrap_err()
                 .to_string()
         };
@@ -493,7 +477,8 @@ mod tests {
         assert!(err(module(&["_start"], None)).contains("executor = { type = \"wagi\" }"));
         assert!(err(module(&["run"], None)).contains("no component metadata"));
         // For a trigger's component, no word of HTTP.
-        let trigger = Adaptation::for_component(&module(&["_start"], None), None, false)
+        let command = TopLevel::read(&module(&["_start"], None)).unwrap();
+        let trigger = Adaptation::for_component(&command, false)
             .unwrap_err()
             .to_string();
         assert!(
@@ -501,8 +486,11 @@ mod tests {
             "{trigger}"
         );
         assert_eq!(
-            Adaptation::for_component(&module(&["x"], Some("component-type:bindgen")), None, true)
-                .unwrap(),
+            Adaptation::for_component(
+                &TopLevel::read(&module(&["x"], Some("component-type:bindgen"))).unwrap(),
+                true
+            )
+            .unwrap(),
             Adaptation::Componentize
         );
     }
@@ -521,7 +509,7 @@ mod tests {
             ],
             Some("component-type:bindgen"),
         );
-        let top = TopLevel::module(&wasm).unwrap();
+        let top = TopLevel::read(&wasm).unwrap();
         assert_eq!(
             top.exports,
             [
@@ -537,7 +525,7 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(
-            Adaptation::for_component(&wasm, None, true).unwrap(),
+            Adaptation::for_component(&top, true).unwrap(),
             Adaptation::ComponentizeRenamingWasi03Candidate
         );
     }
@@ -571,7 +559,7 @@ mod tests {
 
         let top = TopLevel::read(&wasm).unwrap();
         assert!(top.exports_wasi_http_03());
-        let adaptation = Adaptation::for_component(&wasm, Some(&top), true).unwrap();
+        let adaptation = Adaptation::for_component(&top, true).unwrap();
         assert_eq!(adaptation, Adaptation::RenameWasi03Candidate);
         let renamed = adaptation.apply(&wasm).unwrap();
         let top = TopLevel::read(&renamed).unwrap();
@@ -582,7 +570,7 @@ mod tests {
         assert_eq!(top.exports, ["wasi:http/handler@0.3.0"]);
         // Already renamed: nothing more to do.
         assert_eq!(
-            Adaptation::for_component(&renamed, Some(&top), true).unwrap(),
+            Adaptation::for_component(&top, true).unwrap(),
             Adaptation::None
         );
     }

@@ -304,12 +304,7 @@ fn compose_parts(
 /// A part's bytes as a component Ferry serves (componentized, release
 /// candidate names renamed), as a component on its own would be.
 fn adapted(wasm: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let top = if wasmparser::Parser::is_component(wasm) {
-        Some(TopLevel::read(wasm)?)
-    } else {
-        None
-    };
-    Adaptation::for_component(wasm, top.as_ref(), false)?.apply(wasm)
+    Adaptation::for_component(&TopLevel::read(wasm)?, false)?.apply(wasm)
 }
 
 /// The part's Wasm with each import of a capability it does not inherit

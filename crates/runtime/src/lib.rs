@@ -519,42 +519,37 @@ impl Runtime {
             "{} is not a WebAssembly file",
             component.source
         );
-        let top = if is_component {
-            Some(
-                adapt::TopLevel::read(wasm)
-                    .with_context(|| format!("cannot read {}", component.source))?,
-            )
-        } else {
-            None
-        };
-        let adaptation = match executor {
-            Executor::Http => adapt::Adaptation::for_component(wasm, top.as_ref(), true)
-                .with_context(|| format!("cannot serve {}", component.source))?,
-            Executor::InboundRedis | Executor::Cron | Executor::Mqtt | Executor::Command => {
-                adapt::Adaptation::for_component(wasm, top.as_ref(), false)
-                    .with_context(|| format!("cannot run {}", component.source))?
-            }
+        // What the component imports and exports: its own names, or those
+        // a core module's metadata gives it once componentized (a WAGI
+        // module stays a module).
+        let (adaptation, top) = match executor {
             Executor::Wagi(_) => {
                 anyhow::ensure!(
                     is_module,
                     "{} is a component, but the `wagi` executor needs a WASI preview 1 command module",
                     component.source
                 );
-                adapt::Adaptation::None
+                (adapt::Adaptation::None, None)
+            }
+            Executor::Http
+            | Executor::InboundRedis
+            | Executor::Cron
+            | Executor::Mqtt
+            | Executor::Command => {
+                let http = *executor == Executor::Http;
+                let top = adapt::TopLevel::read(wasm)
+                    .with_context(|| format!("cannot read {}", component.source))?;
+                let adaptation =
+                    adapt::Adaptation::for_component(&top, http).with_context(|| {
+                        let verb = if http { "serve" } else { "run" };
+                        format!("cannot {verb} {}", component.source)
+                    })?;
+                (adaptation, Some(top))
             }
         };
         // A renamed WASI 0.3 candidate still names `wasi:http/handler@0.3…`;
         // spin-sdk 6+'s Redis entry point is async too, and so is the MQTT
         // plugin's from its 0.8 release.
-        // What the component will import and export: its own names, or
-        // those a core module's metadata gives it once componentized.
-        let top = match top {
-            None if adaptation.yields_component(wasm) => Some(
-                adapt::TopLevel::module(wasm)
-                    .with_context(|| format!("cannot read {}", component.source))?,
-            ),
-            top => top,
-        };
         let wasi_03 = match &top {
             None => false,
             Some(top) => {
