@@ -492,13 +492,7 @@ fn component_id_keeps_the_routes_that_run_it_behind_middleware() {
          [component.app]\nsource = {HTTP_P3_GUEST:?}\n\n\
          [component.other]\nsource = {HTTP_P3_GUEST:?}\n"
     ));
-    let checked = ferry()
-        .args(["check", "--cache-dir"])
-        .arg(cache_dir())
-        .arg(app.path())
-        .args(["-c", "app"])
-        .output()
-        .unwrap();
+    let checked = ferry_check_with(&app, &["-c", "app"]);
     let stdout = text(&checked.stdout);
     assert!(checked.status.success(), "{}", text(&checked.stderr));
     for route in ["/a/...", "/b/..."] {
@@ -514,13 +508,7 @@ fn component_id_keeps_the_routes_that_run_it_behind_middleware() {
         "[component.app]\nallowed_outbound_hosts = [\"http://other.spin.internal\"]\n",
     );
     std::fs::write(&manifest, toml).unwrap();
-    let refused = ferry()
-        .args(["check", "--cache-dir"])
-        .arg(cache_dir())
-        .arg(app.path())
-        .args(["-c", "app"])
-        .output()
-        .unwrap();
+    let refused = ferry_check_with(&app, &["-c", "app"]);
     assert!(!refused.status.success());
     assert!(
         text(&refused.stderr).contains(

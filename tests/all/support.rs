@@ -78,11 +78,17 @@ pub fn cache_dir() -> PathBuf {
 
 /// `ferry check` on `app`, with the shared compile cache.
 pub fn ferry_check(app: &TestApp) -> Output {
+    ferry_check_with(app, &[])
+}
+
+/// [`ferry_check`] with `args` added.
+pub fn ferry_check_with(app: &TestApp, args: &[&str]) -> Output {
     ferry()
         .arg("check")
         .arg(app.path())
         .arg("--cache-dir")
         .arg(cache_dir())
+        .args(args)
         .output()
         .unwrap()
 }

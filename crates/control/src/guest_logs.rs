@@ -303,17 +303,7 @@ impl GuestFiles {
         };
         // Component ids are kebab-case; anything else is kept out of the
         // path all the same.
-        let component: String = line
-            .component
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let component = ferry_manifest::plain_name(&line.component);
         if component.is_empty() {
             return;
         }

@@ -165,17 +165,7 @@ fn sqlite_path(
 }
 
 fn default_sqlite_path(app: &App, state_dir: &Path, label: &str) -> PathBuf {
-    let name: String = app
-        .name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let name = ferry_manifest::plain_name(&app.name);
     state_dir
         .join("sqlite")
         .join(name)

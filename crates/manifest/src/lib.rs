@@ -336,6 +336,21 @@ impl std::fmt::Display for Source {
     }
 }
 
+/// `text` with every character but ASCII letters, digits, `-` and `_`
+/// replaced by `_`: a name (a file's, a stream's) that an app's or
+/// component's name cannot turn into a path or a pattern.
+pub fn plain_name(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// `url` as it may be shown in output and logs: without credentials
 /// (`user:token@`) or a query (pre-signed URLs carry their signature there).
 /// A PostgreSQL connection string of `key=value` pairs (libpq's other form)

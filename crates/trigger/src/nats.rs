@@ -125,16 +125,7 @@ pub(crate) fn servers(url: &str) -> Result<Vec<async_nats::ServerAddr>, String> 
 /// A JetStream name for `text`: itself where it is short and plain, else a
 /// readable prefix and a hash.
 fn name(prefix: &str, text: &str) -> String {
-    let plain: String = text
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let plain = ferry_manifest::plain_name(text);
     let full = format!("{prefix}{plain}");
     if full.len() <= 48 && plain == text {
         return full;
