@@ -76,6 +76,9 @@ enum Command {
     /// Start a new app from a template: `ferry new http-rust my-app`, then
     /// `cd my-app && ferry up --build`. `--list` shows the templates.
     New(NewArgs),
+    /// Push apps to and pull them from OCI registries, as Spin's artifacts.
+    #[command(subcommand)]
+    Registry(crate::registry::RegistryCommand),
 }
 
 #[derive(Debug, Args)]
@@ -220,7 +223,8 @@ impl HostArgs {
 
 #[derive(Debug, Args)]
 struct DeployArgs {
-    /// The app: a manifest file or a directory containing spin.toml or ferry.toml.
+    /// The app: a manifest file, a directory containing spin.toml or
+    /// ferry.toml, or a registry reference (pulled first).
     #[arg(default_value = ".")]
     path: PathBuf,
     /// The name to deploy it as [default: the manifest's `application.name`].
@@ -248,6 +252,8 @@ struct DeployArgs {
     /// How long --wait waits.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, requires = "wait")]
     wait_timeout: std::time::Duration,
+    #[command(flatten)]
+    connection: crate::registry::ConnectionArgs,
     #[command(flatten)]
     host: HostArgs,
 }
@@ -327,6 +333,8 @@ struct AppArgs {
     /// Overrides SPIN_VARIABLE_<NAME> / FERRY_VARIABLE_<NAME> and `.env`.
     #[arg(long = "variable", value_name = "NAME=VALUE")]
     variables: Vec<String>,
+    #[command(flatten)]
+    connection: crate::registry::ConnectionArgs,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -411,20 +419,21 @@ impl AppArgs {
     /// Settles which app to load: `-f` instead of PATH; a component
     /// (`.wasm`) becomes a one-component app at `/...` named after the
     /// file, whose manifest is written to a directory of its own; a
-    /// registry reference is refused for now.
+    /// registry reference is pulled, and its pulled manifest served.
     fn resolve(&mut self) -> anyhow::Result<()> {
         if let Some(from) = self.from.take() {
             self.path = from;
         }
-        let is_wasm = self.path.extension().is_some_and(|e| e == "wasm");
-        if !is_wasm {
-            if !self.path.exists() && looks_like_registry_reference(&self.path) {
-                return Err(Failure::usage(format!(
-                    "`{}` looks like a registry reference: Ferry cannot pull apps from a registry yet; give a manifest, a directory or a .wasm file",
-                    self.path.display()
-                ))
-                .into());
-            }
+        if crate::registry::is_reference(&self.path) {
+            self.path = crate::registry::pull(
+                &self.path.to_string_lossy(),
+                &self.connection,
+                self.engine.cache_dir.clone(),
+                &mut std::io::stdout(),
+            )?;
+            return Ok(());
+        }
+        if self.path.extension().is_none_or(|e| e != "wasm") {
             return Ok(());
         }
         let wasm = self
@@ -464,18 +473,8 @@ impl AppArgs {
     }
 }
 
-/// `host/path:tag` or `host/path@sha256:…` that is not a path on disk.
-fn looks_like_registry_reference(path: &Path) -> bool {
-    let text = path.to_string_lossy();
-    let first = text.split('/').next().unwrap_or_default();
-    text.contains('/')
-        && (first.contains('.') || first.contains(':'))
-        && !text.starts_with('.')
-        && (text.contains(':') || text.contains('@'))
-}
-
 /// `KEY=VALUE` for `-e`.
-fn parse_env(text: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_env(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() && !key.contains('\0') => {
             Ok((key.to_owned(), value.to_owned()))
@@ -774,30 +773,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::New(args) => new(args),
+        Command::Registry(command) => crate::registry::run(command),
         Command::Check(args) => check(args),
         Command::Build(args) => build(args),
         Command::Serve(args) => serve(args),
-        Command::Deploy(args) => client_call(async move |out| {
-            if args.build {
-                let app = ferry_manifest::load_app_to_build(&args.path)?;
-                crate::build::build_app(&app, &[])?;
+        Command::Deploy(mut args) => {
+            if crate::registry::is_reference(&args.path) {
+                args.path = crate::registry::pull(
+                    &args.path.to_string_lossy(),
+                    &args.connection,
+                    None,
+                    &mut std::io::stdout(),
+                )?;
             }
-            let bundle = ferry_client::Bundle::collect(&args.path)?;
-            print_warnings(&bundle.app);
-            let name = ferry_client::deploy_name(&bundle, args.name.as_deref())?;
-            let variables = ferry_client::deploy_variables(&bundle, &args.variables)?;
-            let client = args.host.client()?;
-            let done = client
-                .deploy(&bundle, &name, &args.hostnames, &variables, out)
-                .await?;
-            ferry_client::print_activated(out, &done, "Deployed")?;
-            if args.wait {
-                client
-                    .wait_for_nodes(&name, done.version, args.wait_timeout, out)
-                    .await?;
-            }
-            Ok(())
-        }),
+            deploy(args)
+        }
         Command::Nodes(args) => client_call(async move |out| {
             let nodes = args.host.client()?.nodes().await?;
             if args.json {
@@ -838,6 +828,31 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(())
         }),
     }
+}
+
+/// `ferry deploy`: bundles the app and uploads it to the live host.
+fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
+    client_call(async move |out| {
+        if args.build {
+            let app = ferry_manifest::load_app_to_build(&args.path)?;
+            crate::build::build_app(&app, &[])?;
+        }
+        let bundle = ferry_client::Bundle::collect(&args.path)?;
+        print_warnings(&bundle.app);
+        let name = ferry_client::deploy_name(&bundle, args.name.as_deref())?;
+        let variables = ferry_client::deploy_variables(&bundle, &args.variables)?;
+        let client = args.host.client()?;
+        let done = client
+            .deploy(&bundle, &name, &args.hostnames, &variables, out)
+            .await?;
+        ferry_client::print_activated(out, &done, "Deployed")?;
+        if args.wait {
+            client
+                .wait_for_nodes(&name, done.version, args.wait_timeout, out)
+                .await?;
+        }
+        Ok(())
+    })
 }
 
 /// Runs one admin API call on a runtime of its own, printing to stdout.

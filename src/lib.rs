@@ -6,6 +6,7 @@
 mod build;
 mod cli;
 mod new;
+mod registry;
 mod watch;
 
 use std::ffi::OsString;

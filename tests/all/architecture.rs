@@ -38,7 +38,7 @@ fn the_dependency_arrows_point_one_way() {
         "wasmtime-wasi-http",
         "cranelift-codegen",
     ];
-    let rules: [(&str, &str, Vec<&str>); 8] = [
+    let rules: [(&str, &str, Vec<&str>); 9] = [
         (
             "ferry-client",
             "the client links no wasmtime and knows nothing of the host's internals",
@@ -79,6 +79,21 @@ fn the_dependency_arrows_point_one_way() {
                     "ferry-server",
                     "ferry-store",
                     "ferry-trigger",
+                ],
+            ]
+            .concat(),
+        ),
+        (
+            "ferry-registry",
+            "registries are talked to without an engine or the host's internals",
+            [
+                &wasm[..],
+                &[
+                    "ferry-runtime",
+                    "ferry-server",
+                    "ferry-store",
+                    "ferry-control",
+                    "ferry-client",
                 ],
             ]
             .concat(),

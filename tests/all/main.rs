@@ -23,6 +23,7 @@ mod metrics;
 mod outbound_data;
 mod pipeline;
 mod protocol;
+mod registry;
 mod remote;
 mod routing;
 mod spin_sdk;

@@ -364,21 +364,3 @@ fn downloads_go_through_the_proxy_the_environment_names() {
     assert_eq!(output.status.code(), Some(3));
     assert_eq!(proxy.requests().len(), 1, "the proxy was not used again");
 }
-
-#[test]
-fn registry_sources_are_refused_until_ferry_talks_to_a_registry() {
-    let app = TestApp::new(&format!(
-        "{}[component.web]\nsource = {{ registry = \"ghcr.io\", package = \"acme:web\", version = \"1.0.0\" }}\n",
-        trigger("/...", "web")
-    ));
-    let cache = tempfile::tempdir().unwrap();
-    let output = check(&app, cache.path(), &[]);
-    assert_eq!(output.status.code(), Some(3));
-    let stderr = text(&output.stderr);
-    assert!(
-        stderr.contains(
-            "registry component sources (`package`, `version`) are not supported by Ferry yet"
-        ) && stderr.contains("spin.toml:11:10"),
-        "{stderr}"
-    );
-}

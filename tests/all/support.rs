@@ -151,7 +151,13 @@ impl Ferry {
 
     /// `ferry up -f PATH`, as Spin users name the app.
     pub fn start_from(path: &Path, args: &[&str]) -> Self {
-        Self::spawn_up(&["-f".as_ref(), path.as_os_str()], args, &[])
+        Self::start_from_with_env(path.as_os_str(), args, &[])
+    }
+
+    /// `ferry up -f APP` (a path or a registry reference) with `env` added
+    /// to its environment.
+    pub fn start_from_with_env(app: &std::ffi::OsStr, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_up(&["-f".as_ref(), app], args, env)
     }
 
     fn spawn_up(app: &[&std::ffi::OsStr], args: &[&str], env: &[(&str, &str)]) -> Self {

@@ -188,17 +188,18 @@ fn read_source(
     downloads: &Downloader,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<Vec<u8>> {
-    Ok(match source {
+    match source {
         Source::File(path) => std::fs::read(path).map_err(|e| {
             Failure::load(format!(
                 "component `{what}`: cannot read {}: {e}",
                 path.display()
             ))
-        })?,
-        Source::Url { url, digest } => downloads
-            .fetch(what, url, digest, out)
-            .map_err(|e| Failure::load(format!("{e:#}")))?,
-    })
+            .into()
+        }),
+        remote => downloads
+            .read(what, remote, out)
+            .map_err(|e| Failure::load(format!("{e:#}")).into()),
+    }
 }
 
 /// A WASI command component from a file, for `ferry pipe`: named after the

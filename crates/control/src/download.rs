@@ -1,4 +1,6 @@
-//! Remote component sources: `source = { url = "…", digest = "sha256:…" }`.
+//! Remote component sources: `source = { url = "…", digest = "sha256:…" }`,
+//! and registry packages (`{ registry, package, version }`, fetched by
+//! `ferry-registry` into the same cache directory).
 //!
 //! A download is verified against its digest before anything else reads its
 //! bytes, and only verified bytes are ever cached or handed on. The cache is
@@ -17,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use ferry_manifest::{Sha256Digest, redacted};
+use ferry_manifest::{Package, Sha256Digest, Source, redacted};
 use sha2::{Digest as _, Sha256};
 
 use ferry_api::https::{describe, tls_config};
@@ -32,6 +34,8 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 pub struct Downloader {
     /// `None`: keep nothing on disk (`--no-cache`).
     dir: Option<PathBuf>,
+    /// The cache directory itself: registry packages' blobs go under it.
+    cache_dir: Option<PathBuf>,
     max_size: u64,
     timeout: Duration,
 }
@@ -43,9 +47,81 @@ impl Downloader {
     pub fn new(cache_dir: Option<&Path>, max_size: u64, timeout: Duration) -> Self {
         Self {
             dir: cache_dir.map(|d| d.join("downloads")),
+            cache_dir: cache_dir.map(Path::to_owned),
             max_size,
             timeout,
         }
+    }
+
+    /// `source`'s bytes: a file read, a URL downloaded, a registry package
+    /// fetched. `component` names it in messages; progress goes to `out`.
+    pub fn read(
+        &self,
+        component: &str,
+        source: &Source,
+        out: &mut dyn std::io::Write,
+    ) -> anyhow::Result<Vec<u8>> {
+        match source {
+            Source::File(path) => std::fs::read(path).with_context(|| {
+                format!("component `{component}`: cannot read {}", path.display())
+            }),
+            Source::Url { url, digest } => self.fetch(component, url, digest, out),
+            Source::Package(package) => self.fetch_package(component, package, out),
+        }
+    }
+
+    /// A registry package (its blobs cached under the cache directory, or
+    /// in a directory removed afterwards with `--no-cache`), bounded by
+    /// the size and time limits of downloads.
+    pub fn fetch_package(
+        &self,
+        component: &str,
+        package: &Package,
+        out: &mut dyn std::io::Write,
+    ) -> anyhow::Result<Vec<u8>> {
+        let temporary;
+        let cache_dir = match &self.cache_dir {
+            Some(dir) => dir.clone(),
+            None => {
+                temporary = tempfile::tempdir()?;
+                temporary.path().to_owned()
+            }
+        };
+        let options = ferry_registry::PackageOptions {
+            cache_dir,
+            max_size: self.max_size,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the download runtime")?;
+        let started = Instant::now();
+        let fetched = runtime
+            .block_on(async {
+                match tokio::time::timeout(
+                    self.timeout,
+                    ferry_registry::fetch_package(package, &options),
+                )
+                .await
+                {
+                    Ok(result) => result,
+                    Err(_) => Err(anyhow::anyhow!(
+                        "it took longer than {} (--download-timeout)",
+                        human_duration(self.timeout)
+                    )),
+                }
+            })
+            .with_context(|| {
+                format!("component `{component}`: fetching the package {package} failed")
+            })?;
+        let _ = writeln!(
+            out,
+            "Fetched {} ({}) in {}",
+            fetched.reference,
+            human_size(fetched.bytes.len() as u64),
+            human_duration(started.elapsed())
+        );
+        Ok(fetched.bytes)
     }
 
     fn cached_path(&self, digest: &Sha256Digest) -> Option<PathBuf> {

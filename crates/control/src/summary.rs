@@ -109,6 +109,7 @@ pub fn summarize(
             ferry_manifest::Source::Url { url, digest } => {
                 format!("{}, {digest}", ferry_manifest::redacted(url))
             }
+            ferry_manifest::Source::Package(package) => format!("package {package}"),
         },
         wasm_bytes: info.wasm_bytes,
         executor: executor.to_owned(),

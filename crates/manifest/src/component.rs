@@ -12,8 +12,8 @@ use toml::de::DeValue;
 
 use crate::walk::{self, Diagnostics, TableView, Value, as_table};
 use crate::{
-    AllowedHost, AllowedOutboundHosts, Build, Component, Diagnostic, FileMount, Sha256Digest,
-    Source, Sources,
+    AllowedHost, AllowedOutboundHosts, Build, Component, Diagnostic, FileMount, Package,
+    Sha256Digest, Source, Sources,
 };
 
 /// Checks a component id against Spin's rule: words of ASCII letters and
@@ -161,14 +161,30 @@ fn read_source(
                     digest,
                 })
             } else if table.key_span("package").is_some() {
-                diags.push(
-                    Diagnostic::new(
-                        value.span(),
-                        "registry component sources (`package`, `version`) are not supported by Ferry yet",
-                    )
-                    .with_help("Ferry does not talk to a component registry yet: download the component and point `source` at the file, or use `source = { url = \"…\", digest = \"sha256:…\" }`"),
-                );
-                None
+                let registry = table.string(diags, "registry").map(Spanned::into_inner);
+                let name = table.required_string(diags, "package");
+                let version = table.required_string(diags, "version");
+                table.finish(diags, &[]);
+                let (name, version) = (name?, version?);
+                // A component's version is exact, as in Spin.
+                let exact = semver::Version::parse(version.get_ref())
+                    .map_err(|e| {
+                        diags.error(
+                            version.span(),
+                            format!("`{}` is not a version (`1.2.3`): {e}", version.get_ref()),
+                        )
+                    })
+                    .ok()?;
+                let package = Package {
+                    registry,
+                    name: name.into_inner(),
+                    version: format!("={exact}"),
+                };
+                if let Err(e) = package.check() {
+                    diags.error(value.span(), e);
+                    return None;
+                }
+                Some(Source::Package(package))
             } else {
                 diags.push(
                     Diagnostic::new(value.span(), format!("`{prefix}.source` must be a path, `{{ url, digest }}` or `{{ registry, package, version }}`")),

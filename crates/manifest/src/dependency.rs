@@ -3,10 +3,10 @@
 //! the runtime composes with the component at load.
 //!
 //! Spin's forms are all read: `{ path }`, `{ url, digest }`, `{ component }`
-//! (another component's Wasm; its configuration is not used), each with
-//! `export` (component dependencies only) and `inherit_configuration`; the
-//! registry forms (`"1.0"`, `{ version, registry, package }`) are refused at
-//! the field until Ferry talks to a registry. What a dependency may reach is
+//! (another component's Wasm; its configuration is not used), the registry
+//! forms (`"1.0"`, a version of the package the name is in, and `{ version,
+//! registry, package }`), each table with `export` (component dependencies
+//! only) and `inherit_configuration`. What a dependency may reach is
 //! decided here too: nothing of its parent's grants unless
 //! `inherit_configuration` (or the component's
 //! `dependencies_inherit_configuration`) hands some on.
@@ -17,7 +17,7 @@ use std::path::Path;
 use toml::de::DeValue;
 
 use crate::walk::{Diagnostics, TableView, Value, as_table};
-use crate::{App, Diagnostic, Sha256Digest, Source};
+use crate::{App, Diagnostic, Package, Sha256Digest, Source};
 
 /// A component composed into another at load: one of a component's
 /// dependencies, or one of an HTTP trigger's middleware.
@@ -101,7 +101,7 @@ pub(crate) fn read_component_dependencies(
         let what = format!("{prefix}.dependencies.\"{name}\"");
         let explicit =
             matches!(value.get_ref(), DeValue::Table(t) if t.contains_key("inherit_configuration"));
-        let Some(mut dependency) = read_one(diags, value, &what, dir, true) else {
+        let Some(mut dependency) = read_one(diags, value, &what, dir, Some(&name)) else {
             continue;
         };
         dependency.name = name;
@@ -137,7 +137,7 @@ pub(crate) fn read_trigger_dependencies(
             DeValue::Array(items) => {
                 for (n, item) in items.iter().enumerate() {
                     let what = format!("dependencies.middleware[{n}]");
-                    if let Some(mut dependency) = read_one(diags, item, &what, dir, false) {
+                    if let Some(mut dependency) = read_one(diags, item, &what, dir, None) {
                         dependency.name = format!("middleware[{n}]");
                         middleware.push(dependency);
                     }
@@ -166,17 +166,41 @@ pub(crate) fn read_trigger_dependencies(
     middleware
 }
 
-/// One dependency's table (`export` only where `with_export`).
+/// One dependency: a table, or (for a component's dependency, `named`) a
+/// version of the package its name is in. `export` is read only for a
+/// component's dependency.
 fn read_one(
     diags: &mut Diagnostics,
     value: &Value<'_>,
     what: &str,
     dir: &Path,
-    with_export: bool,
+    named: Option<&str>,
 ) -> Option<Dependency> {
-    if let DeValue::String(_) = value.get_ref() {
-        diags.push(registry_refused(value.span(), what));
-        return None;
+    let with_export = named.is_some();
+    if let DeValue::String(version) = value.get_ref() {
+        let Some(name) = named else {
+            diags.error(
+                value.span(),
+                format!("`{what}` must be a table: `{{ path }}`, `{{ url, digest }}`, `{{ component }}` or `{{ package, version }}`"),
+            );
+            return None;
+        };
+        let package = Package {
+            registry: None,
+            name: package_of(name),
+            version: version.to_string(),
+        };
+        if let Err(e) = package.check() {
+            diags.error(value.span(), e);
+            return None;
+        }
+        return Some(Dependency {
+            name: String::new(),
+            source: DependencySource::Wasm(Source::Package(package)),
+            export: None,
+            inherit: Inherit::Only(Vec::new()),
+            span: value.span(),
+        });
     }
     let mut table = as_table(diags, value, what.to_owned())?;
     let export = if with_export {
@@ -211,11 +235,34 @@ fn read_one(
     } else if let Some(id) = table.string(diags, "component") {
         Some(DependencySource::Component(id.into_inner()))
     } else if table.key_span("version").is_some() || table.key_span("package").is_some() {
-        for key in ["version", "registry", "package"] {
-            let _ = table.get(key);
+        let registry = table.string(diags, "registry").map(|r| r.into_inner());
+        let name = table.string(diags, "package").map(|p| p.into_inner());
+        let version = table.required_string(diags, "version");
+        let name = name.or_else(|| named.map(package_of));
+        match (name, version) {
+            (Some(name), Some(version)) => {
+                let package = Package {
+                    registry,
+                    name,
+                    version: version.into_inner(),
+                };
+                match package.check() {
+                    Ok(()) => Some(DependencySource::Wasm(Source::Package(package))),
+                    Err(e) => {
+                        diags.error(value.span(), e);
+                        None
+                    }
+                }
+            }
+            (None, _) => {
+                diags.error(
+                    value.span(),
+                    format!("`{what}` needs `package`: the registry package to use"),
+                );
+                None
+            }
+            _ => None,
         }
-        diags.push(registry_refused(value.span(), what));
-        None
     } else {
         diags.push(
             Diagnostic::new(value.span(), format!("`{what}` names no component")).with_help(
@@ -234,12 +281,10 @@ fn read_one(
     })
 }
 
-fn registry_refused(span: Range<usize>, what: &str) -> Diagnostic {
-    Diagnostic::new(
-        span,
-        format!("`{what}` is a registry package, which Ferry cannot fetch yet"),
-    )
-    .with_help("download the component and use `{ path = \"…\" }`, or `{ url = \"…\", digest = \"sha256:…\" }`")
+/// The package a dependency's name is in: `ns:pkg` of `ns:pkg/iface@1.0`.
+fn package_of(name: &str) -> String {
+    let package = name.split('@').next().unwrap_or(name);
+    package.split('/').next().unwrap_or(package).to_owned()
 }
 
 fn read_inherit(diags: &mut Diagnostics, table: &mut TableView<'_, '_>, what: &str) -> Inherit {

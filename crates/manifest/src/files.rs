@@ -4,8 +4,87 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context as _;
 pub use globset::GlobSet;
 use globset::{GlobBuilder, GlobSetBuilder};
+
+use crate::FileMount;
+
+/// Where each file of a component's `files` lands in the guest: every
+/// (host file, guest path), in entry order, with `exclude` applied — what
+/// the sandbox stages and what `ferry registry push` publishes.
+///
+/// Entries, as Spin reads them: a string naming an existing file or
+/// directory (relative to the app directory) is that file, or that whole
+/// tree, at the same relative path; any other string is a glob over the app
+/// directory; `{ source, destination }` places a directory's tree, or one
+/// file, at a guest path. `exclude` globs are matched against paths
+/// relative to the app directory; a file named directly (a path, or a
+/// single-file placement) is placed even if an exclusion matches it, as in
+/// Spin. Only regular files inside the app directory are ever placed: a
+/// symlink is followed only when it leads to a file inside it.
+pub fn placements(
+    files: &[FileMount],
+    exclude: &[String],
+    app_dir: &Path,
+) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let root = app_dir
+        .canonicalize()
+        .with_context(|| format!("opening the app directory {}", app_dir.display()))?;
+    let exclude = glob_set(exclude.iter().map(String::as_str))?;
+    let mut placed = Vec::new();
+    for entry in files {
+        match entry {
+            FileMount::Glob(pattern) => {
+                let named = root.join(pattern);
+                if named.is_file() {
+                    // Named directly: placed even if an exclusion matches.
+                    if let Some(file) = inside(&root, &named) {
+                        placed.push((file, pattern.clone()));
+                    }
+                } else {
+                    let found = if named.is_dir() {
+                        tree(&root, &named)?
+                    } else {
+                        glob_matches(&root, pattern)?
+                    };
+                    for (file, relative) in found {
+                        if !exclude.is_match(&relative) {
+                            placed.push((file, relative.to_string_lossy().into_owned()));
+                        }
+                    }
+                }
+            }
+            FileMount::Directory {
+                source,
+                destination,
+            } => {
+                let source = source.canonicalize()?;
+                for (file, relative) in tree(&root, &source)? {
+                    if exclude.is_match(&relative) {
+                        continue;
+                    }
+                    let within = relative.strip_prefix(source.strip_prefix(&root)?)?;
+                    let to = Path::new(destination).join(within);
+                    placed.push((file, to.to_string_lossy().into_owned()));
+                }
+            }
+            FileMount::File {
+                source,
+                destination,
+            } => {
+                let file = inside(&root, source).with_context(|| {
+                    format!(
+                        "{} is not a file inside the app directory",
+                        source.display()
+                    )
+                })?;
+                placed.push((file, destination.clone()));
+            }
+        }
+    }
+    Ok(placed)
+}
 
 /// The file `path` leads to, if it is a regular file inside `root`
 /// (following symlinks).
@@ -63,7 +142,12 @@ fn walk(
     if !dir.is_dir() {
         return Ok(found);
     }
-    let mut walker = walkdir::WalkDir::new(&dir).follow_links(false).min_depth(1);
+    // In name order, so what is published (a bundle, an artifact) is the
+    // same on every machine.
+    let mut walker = walkdir::WalkDir::new(&dir)
+        .follow_links(false)
+        .min_depth(1)
+        .sort_by_file_name();
     if let Some(depth) = max_depth {
         walker = walker.max_depth(depth);
     }

@@ -324,6 +324,22 @@ pub enum Source {
     File(PathBuf),
     /// `{ url, digest }`: downloaded, checked against the digest, cached.
     Url { url: String, digest: Sha256Digest },
+    /// `{ registry, package, version }` (or a dependency's version): a
+    /// package from a component registry, fetched through its OCI mapping.
+    Package(Package),
+}
+
+/// A package in a component registry, as `wasm-pkg` names one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Package {
+    /// The registry's host; `None`: the namespace's registry as the
+    /// `wasm-pkg` configuration (or its defaults) says.
+    pub registry: Option<String>,
+    /// `namespace:name`.
+    pub name: String,
+    /// A semver requirement: `=1.2.3` for a component's `version`, Cargo's
+    /// caret rules for a dependency's (`1.2` is `>=1.2.0, <2.0.0`).
+    pub version: String,
 }
 
 /// Shown in messages; a URL is shown [`redacted`].
@@ -332,7 +348,53 @@ impl std::fmt::Display for Source {
         match self {
             Self::File(path) => write!(f, "{}", path.display()),
             Self::Url { url, .. } => f.write_str(&redacted(url)),
+            Self::Package(package) => write!(f, "{package}"),
         }
+    }
+}
+
+/// `ns:name@<version>` (from `registry`).
+impl std::fmt::Display for Package {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.name, self.version)?;
+        if let Some(registry) = &self.registry {
+            write!(f, " from {registry}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Package {
+    /// Checks `name` (`namespace:name`, each part Spin's kebab words) and
+    /// `version` (a semver requirement) as read from a manifest.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let parts = self.name.split_once(':');
+        let kebab = |word: &str| {
+            !word.is_empty()
+                && word.split('-').all(|w| {
+                    w.starts_with(|c: char| c.is_ascii_lowercase())
+                        && w.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                })
+        };
+        if !parts.is_some_and(|(ns, name)| kebab(ns) && kebab(name)) {
+            return Err(format!(
+                "`{}` is not a package name: write `namespace:name`, each lowercase kebab-case",
+                self.name
+            ));
+        }
+        semver::VersionReq::parse(&self.version)
+            .map_err(|e| format!("`{}` is not a version requirement: {e}", self.version))?;
+        if let Some(registry) = &self.registry
+            && (registry.is_empty()
+                || registry.contains(['/', '@', ' ', '?', '#'])
+                || registry.starts_with('.'))
+        {
+            return Err(format!(
+                "`{registry}` is not a registry: give its host (and port), e.g. `ghcr.io`"
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -143,14 +143,14 @@ source = "app.wasm"
 key_value_stores = ["default"]
 sqlite_databases = ["default"]
 ai_models = ["llama2-chat"]
-dependencies = {{ "wasi:http/handler" = "1.0.0" }}
+dependencies = {{ "wasi:http/handler" = "newest" }}
 
 [component.a.build]
 command = "cargo build"
 environment = {{ RUSTFLAGS = "-O" }}
 
 [component.b]
-source = {{ registry = "ttl.sh", package = "demo:b", version = "1.0.0" }}
+source = {{ registry = "ttl.sh", package = "demo:b", version = "^1.0" }}
 "#
         ))
         .unwrap_err();
@@ -1017,6 +1017,51 @@ source = "app.wasm"
 }
 
 #[test]
+fn registry_packages_are_read_as_spin_writes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = parse_app(
+        r#"spin_manifest_version = 2
+[application]
+name = "packages"
+
+[[trigger.http]]
+route = "/..."
+component = "a"
+
+[component.a]
+source = { registry = "ghcr.io", package = "acme:web", version = "1.2.3" }
+[component.a.dependencies]
+"ferry:calc/adder@0.1.0" = "0.1"
+"ferry:net" = { version = "^2.0", registry = "127.0.0.1:5000", package = "other:net", export = "ferry:net/http" }
+"#,
+        &dir.path().join("spin.toml"),
+        dir.path(),
+    )
+    .unwrap();
+    let a = app.component("a").unwrap();
+    let package = |registry: Option<&str>, name: &str, version: &str| {
+        crate::Source::Package(crate::Package {
+            registry: registry.map(str::to_owned),
+            name: name.into(),
+            version: version.into(),
+        })
+    };
+    // A component's version is exact; a dependency's is a requirement, its
+    // package the one its name is in unless `package` says.
+    assert_eq!(a.source, package(Some("ghcr.io"), "acme:web", "=1.2.3"));
+    assert_eq!(
+        a.dependencies[0].source,
+        crate::DependencySource::Wasm(package(None, "ferry:calc", "0.1"))
+    );
+    assert_eq!(
+        a.dependencies[1].source,
+        crate::DependencySource::Wasm(package(Some("127.0.0.1:5000"), "other:net", "^2.0"))
+    );
+    assert_eq!(a.dependencies[1].export.as_deref(), Some("ferry:net/http"));
+    assert_eq!(a.source.to_string(), "acme:web@=1.2.3 from ghcr.io");
+}
+
+#[test]
 fn bad_dependencies_are_refused_at_the_field() {
     let errors = |body: &str| {
         let dir = tempfile::tempdir().unwrap();
@@ -1038,14 +1083,20 @@ fn bad_dependencies_are_refused_at_the_field() {
             "is not a dependency name",
         ),
         (
-            format!("{component}dependencies = {{ \"ns:pkg\" = \"1.0.0\" }}"),
-            "is a registry package",
+            format!("{component}dependencies = {{ \"ns:pkg\" = \"newest!\" }}"),
+            "is not a version requirement",
         ),
         (
             format!(
-                "{component}dependencies = {{ \"ns:pkg\" = {{ version = \"1.0.0\", registry = \"r.io\" }} }}"
+                "{component}dependencies = {{ \"ns:pkg\" = {{ version = \"1.0.0\", package = \"No_Pkg\" }} }}"
             ),
-            "is a registry package",
+            "is not a package name",
+        ),
+        (
+            format!(
+                "{component}dependencies = {{ \"ns:pkg\" = {{ version = \"1.0.0\", registry = \"r.io/path\" }} }}"
+            ),
+            "is not a registry",
         ),
         (
             format!("{component}dependencies = {{ \"ns:pkg\" = {{ component = \"nope\" }} }}"),

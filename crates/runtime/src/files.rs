@@ -27,7 +27,7 @@ use anyhow::Context as _;
 use ferry_manifest::{Component, FileMount};
 
 use crate::EngineOptions;
-use ferry_manifest::files::{glob_matches, glob_set, inside, tree};
+use ferry_manifest::files::placements;
 
 /// What to mount for a component's `files`.
 pub(crate) struct Layout {
@@ -93,10 +93,7 @@ fn stage(
     app_dir: &Path,
     staging_dir: Option<&Path>,
 ) -> anyhow::Result<tempfile::TempDir> {
-    let root = app_dir
-        .canonicalize()
-        .with_context(|| format!("opening the app directory {}", app_dir.display()))?;
-    let exclude = glob_set(exclude.iter().map(String::as_str))?;
+    let placed = placements(files, exclude, app_dir)?;
     let mut builder = tempfile::Builder::new();
     builder.prefix("ferry-files-");
     let staged = match staging_dir {
@@ -105,63 +102,12 @@ fn stage(
             .with_context(|| format!("making a directory for `files` in {}", dir.display()))?,
         None => builder.tempdir()?,
     };
-    let copy = |from: &Path, to: &str| -> anyhow::Result<()> {
+    for (from, to) in placed {
         let dest = staged.path().join(to.trim_start_matches('/'));
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        std::fs::copy(from, &dest).with_context(|| format!("copying {}", from.display()))?;
-        Ok(())
-    };
-    for entry in files {
-        match entry {
-            FileMount::Glob(pattern) => {
-                let named = root.join(pattern);
-                if named.is_file() {
-                    // Named directly: copied even if an exclusion matches.
-                    if let Some(file) = inside(&root, &named) {
-                        copy(&file, pattern)?;
-                    }
-                } else {
-                    let found = if named.is_dir() {
-                        tree(&root, &named)?
-                    } else {
-                        glob_matches(&root, pattern)?
-                    };
-                    for (file, relative) in found {
-                        if !exclude.is_match(&relative) {
-                            copy(&file, &relative.to_string_lossy())?;
-                        }
-                    }
-                }
-            }
-            FileMount::Directory {
-                source,
-                destination,
-            } => {
-                let source = source.canonicalize()?;
-                for (file, relative) in tree(&root, &source)? {
-                    if exclude.is_match(&relative) {
-                        continue;
-                    }
-                    let within = relative.strip_prefix(source.strip_prefix(&root)?)?;
-                    let to = Path::new(destination).join(within);
-                    copy(&file, &to.to_string_lossy())?;
-                }
-            }
-            FileMount::File {
-                source,
-                destination,
-            } => {
-                let file = inside(&root, source).with_context(|| {
-                    format!(
-                        "{} is not a file inside the app directory",
-                        source.display()
-                    )
-                })?;
-                copy(&file, destination)?;
-            }
-        }
+        std::fs::copy(&from, &dest).with_context(|| format!("copying {}", from.display()))?;
     }
     Ok(staged)
 }
