@@ -337,6 +337,9 @@ struct AppArgs {
     connection: crate::registry::ConnectionArgs,
     #[command(flatten)]
     engine: EngineArgs,
+    /// Set once the app was pulled from a registry.
+    #[arg(skip)]
+    pulled: bool,
 }
 
 /// How components are fetched, compiled and limited.
@@ -400,6 +403,7 @@ impl EngineArgs {
             variables,
             environment: Vec::new(),
             component_ids: Vec::new(),
+            registry_credentials: true,
         }
     }
 }
@@ -425,12 +429,12 @@ impl AppArgs {
             self.path = from;
         }
         if crate::registry::is_reference(&self.path) {
-            self.path = crate::registry::pull(
-                &self.path.to_string_lossy(),
+            self.path = crate::registry::pull_app(
+                &self.path,
                 &self.connection,
                 self.engine.cache_dir.clone(),
-                &mut std::io::stdout(),
             )?;
+            self.pulled = true;
             return Ok(());
         }
         if self.path.extension().is_none_or(|e| e != "wasm") {
@@ -779,12 +783,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve(args),
         Command::Deploy(mut args) => {
             if crate::registry::is_reference(&args.path) {
-                args.path = crate::registry::pull(
-                    &args.path.to_string_lossy(),
-                    &args.connection,
-                    None,
-                    &mut std::io::stdout(),
-                )?;
+                if args.build {
+                    return Err(Failure::usage(
+                        "--build builds an app on disk; one from a registry is built already"
+                            .into(),
+                    )
+                    .into());
+                }
+                args.path = crate::registry::pull_app(&args.path, &args.connection, None)?;
             }
             deploy(args)
         }
@@ -912,13 +918,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             upper = name.to_ascii_uppercase()
         );
     }
-    let settings = args.engine.settings(
-        Some(state_dir.join("cache")),
-        ferry_control::variables::Sources::Host {
-            environment,
-            deployed: ferry_control::variables::Values::default(),
-        },
-    );
+    let settings = assemble::Settings {
+        // Tenants' registry packages are fetched anonymously.
+        registry_credentials: false,
+        ..args.engine.settings(
+            Some(state_dir.join("cache")),
+            ferry_control::variables::Sources::Host {
+                environment,
+                deployed: ferry_control::variables::Values::default(),
+            },
+        )
+    };
     let runtime = Arc::new(new_runtime(
         &args.engine,
         &settings,
@@ -1314,6 +1324,12 @@ fn up(mut args: UpArgs) -> anyhow::Result<ExitCode> {
         .map(Arc::new);
     init_logging_into(args.listener.log_format, None, args.quiet, files.as_ref());
     args.app.resolve()?;
+    if args.build && args.app.pulled {
+        return Err(Failure::usage(
+            "--build builds an app on disk; one from a registry is built already".into(),
+        )
+        .into());
+    }
     if args.build {
         let app = ferry_manifest::load_app_to_build(&args.app.path)?;
         let loaded = crate::build::loaded_by(&app, &args.app.component_id)?;

@@ -119,7 +119,7 @@ pub(crate) fn run(command: RegistryCommand) -> anyhow::Result<std::process::Exit
             let artifact = Artifact::of_app(path, &args.annotations, &mut |component, source| {
                 downloads.read(component, source, &mut stderr)
             })?;
-            let registry = Registry::connect(&args.reference, args.connection.insecure)?;
+            let registry = Registry::connect(&args.reference, args.connection.insecure, true)?;
             let pushed = runtime()?.block_on(ferry_registry::push(&registry, artifact))?;
             writeln!(
                 out,
@@ -192,7 +192,7 @@ pub(crate) fn pull(
             .tempdir()?
             .keep(),
     };
-    let registry = Registry::connect(reference, connection.insecure)?;
+    let registry = Registry::connect(reference, connection.insecure, true)?;
     let options = PullOptions {
         cache_dir,
         max_size: connection.max_pull_size,
@@ -212,6 +212,21 @@ pub(crate) fn pull(
 /// than something on disk.
 pub(crate) fn is_reference(path: &Path) -> bool {
     !path.exists() && ferry_registry::looks_like_reference(&path.to_string_lossy())
+}
+
+/// [`pull`] for an app given where a path could be: a failure says that it
+/// was taken for a reference (a mistyped path looks like one).
+pub(crate) fn pull_app(
+    path: &Path,
+    connection: &ConnectionArgs,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<PathBuf> {
+    let reference = path.to_string_lossy();
+    pull(&reference, connection, cache_dir, &mut std::io::stdout()).with_context(|| {
+        format!(
+            "`{reference}` is no file or directory here, so it was pulled as a registry reference"
+        )
+    })
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

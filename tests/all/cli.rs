@@ -104,7 +104,10 @@ async fn spin_up_flags_work_as_in_spin() {
     assert!(!env.lines().any(|l| l == "NAME=web"), "{env}");
 
     // A bad -e is refused, saying why (`-f REF` is `registry.rs`'s).
-    let out = ferry().args(["up", ".", "-e", "NOEQUALS"]).output().unwrap();
+    let out = ferry()
+        .args(["up", ".", "-e", "NOEQUALS"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("is not KEY=VALUE"),

@@ -71,6 +71,7 @@ impl InProcess {
                 },
                 environment: Vec::new(),
                 component_ids: Vec::new(),
+                registry_credentials: false,
             },
             BundleLimits {
                 max_bundle_size: 64 << 20,

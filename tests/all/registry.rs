@@ -8,7 +8,7 @@
 //! label) by reading the registry with curl; what Spin pushes is made here
 //! by hand, byte for byte as Spin writes it, and served.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use base64::Engine as _;
@@ -711,7 +711,31 @@ fn hostile_artifacts_are_refused_and_write_nothing_outside_the_cache() {
             Box::new(|l| {
                 l["triggers"][0]["trigger_config"]["component"] = json!({"source": "/etc/passwd"})
             }),
-            "names its component by a table",
+            "names a component by a table",
+        ),
+        (
+            // A pipeline's stage could carry an inline component too: one
+            // with a build command and a host file as its source.
+            "pipeline-stage",
+            Box::new(|l| {
+                l["triggers"] = json!([{
+                    "id": "p",
+                    "trigger_type": "pipeline",
+                    "trigger_config": {"stages": [{"component": {
+                        "source": "/etc/hostname",
+                        "build": {"command": "touch /tmp/ferry-registry-pwned"}
+                    }}, {"component": "hello"}]}
+                }]);
+            }),
+            "names a component by a table",
+        ),
+        (
+            "middleware",
+            Box::new(|l| {
+                l["triggers"][0]["trigger_config"]["dependencies"] =
+                    json!({"middleware": [{"path": "/etc/hostname"}]})
+            }),
+            "has `dependencies`",
         ),
         (
             "unlisted-digest",
@@ -769,6 +793,34 @@ fn hostile_artifacts_are_refused_and_write_nothing_outside_the_cache() {
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(apps, 0, "no app directory is left by a refused pull");
+
+    assert!(!Path::new("/tmp/ferry-registry-pwned").exists());
+
+    // One layer placed at many paths counts each time against
+    // --max-pull-size, so an artifact cannot fill the disk from a small
+    // layer.
+    let mut many = base.clone();
+    many["components"][0]["files"] = Value::Array(
+        (0..3000)
+            .map(|i| json!({"digest": sha256(data.as_bytes()), "path": format!("copy{i}.txt")}))
+            .collect(),
+    );
+    registry.put_spin_artifact("hostile/app", "many", &[&wasm], &[data.as_bytes()], &many);
+    let stderr = failed(
+        &home.ferry(&[
+            "registry",
+            "pull",
+            "-k",
+            "--max-pull-size",
+            "600KiB",
+            &registry.reference("hostile/app:many"),
+        ]),
+        "a layer placed 3000 times",
+    );
+    assert!(
+        stderr.contains("counting each place a layer is used"),
+        "{stderr}"
+    );
 
     // Layers adding up to more than --max-pull-size are not fetched.
     registry.put_spin_artifact("hostile/app", "fine", &[&wasm], &[data.as_bytes()], &base);
@@ -903,6 +955,29 @@ async fn registry_packages_serve_as_component_sources_and_dependencies() {
             && stderr.contains("matches `0.3` (its versions: 0.1.0, 0.1.5, 0.2.0, latest)"),
         "{stderr}"
     );
+
+    // A live host fetches a tenant's packages anonymously, even with
+    // credentials for the registry on its machine: a manifest cannot reach
+    // what the host's own credentials open.
+    let state = tempfile::tempdir().unwrap();
+    let env = home.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let host = Host::start_with_env(state.path(), &[], &env);
+    let tenant = TestApp::new(&format!(
+        "{}[component.web]\nsource = {{ registry = \"{}\", package = \"ferry:web\", version = \"1.0.0\" }}\n",
+        trigger("/...", "web"),
+        registry.addr
+    ));
+    let output = host.client(&["deploy", tenant.path().to_str().unwrap()]);
+    let stderr = failed(
+        &output,
+        "a deploy whose package needs the host's credentials",
+    );
+    assert!(
+        stderr.contains("needs credentials and none are kept"),
+        "{stderr}"
+    );
+    drop(host);
 
     // Pushed as an app, the packages are layers: the artifact needs no
     // package registry to run.

@@ -333,6 +333,10 @@ pub struct Settings {
     /// Only these components' triggers run (`ferry up -c`, Spin's `spin up
     /// -c`); empty: all.
     pub component_ids: Vec<String>,
+    /// Whether registry packages are fetched with the credentials kept on
+    /// this machine: yes for `ferry up`, no on a live host, where a
+    /// tenant's manifest must not reach what the host's credentials open.
+    pub registry_credentials: bool,
 }
 
 /// Everything needed to build an app's guests: the app, each used
@@ -396,7 +400,8 @@ pub fn prepare(
         settings.cache_dir.as_deref(),
         settings.max_download_size,
         settings.download_timeout,
-    );
+    )
+    .with_registry_credentials(settings.registry_credentials);
     let sources = fetch_sources(&app, &downloads, out)?;
     Ok(Prepared {
         app,

@@ -36,6 +36,9 @@ pub struct Downloader {
     dir: Option<PathBuf>,
     /// The cache directory itself: registry packages' blobs go under it.
     cache_dir: Option<PathBuf>,
+    /// Whether registry packages are fetched with this machine's
+    /// credentials for their registry.
+    registry_credentials: bool,
     max_size: u64,
     timeout: Duration,
 }
@@ -48,8 +51,18 @@ impl Downloader {
         Self {
             dir: cache_dir.map(|d| d.join("downloads")),
             cache_dir: cache_dir.map(Path::to_owned),
+            registry_credentials: true,
             max_size,
             timeout,
+        }
+    }
+
+    /// Fetches registry packages with this machine's credentials for their
+    /// registry, or anonymously.
+    pub fn with_registry_credentials(self, registry_credentials: bool) -> Self {
+        Self {
+            registry_credentials,
+            ..self
         }
     }
 
@@ -90,6 +103,7 @@ impl Downloader {
         let options = ferry_registry::PackageOptions {
             cache_dir,
             max_size: self.max_size,
+            credentials: self.registry_credentials,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -56,6 +56,13 @@ pub const LOCKED_APP_DIGEST_LABEL: &str = "com.fermyon.spin.lockedAppDigest";
 /// Content up to this size is carried inline in the locked app.
 pub const INLINE_MAX_SIZE: usize = 128;
 
+/// How long connecting to a registry may take, and waiting on one read.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The most of a registry's error text a message carries.
+const MAX_ERROR_TEXT: usize = 512;
+
 /// A registry reference and how to reach it.
 pub struct Registry {
     client: Client,
@@ -69,8 +76,9 @@ impl Registry {
     /// Connects to `reference`'s registry over HTTPS (the system's trust
     /// store, which `SSL_CERT_FILE` extends), or plain HTTP when
     /// `insecure` (Spin's `-k`), with the credentials [`auth::lookup`]
-    /// finds for it.
-    pub fn connect(reference: &str, insecure: bool) -> anyhow::Result<Self> {
+    /// finds for it when `credentials` (else anonymously: a live host
+    /// fetching a tenant's package must not lend it the host's own).
+    pub fn connect(reference: &str, insecure: bool, credentials: bool) -> anyhow::Result<Self> {
         let reference = parse_reference(reference)?;
         // reqwest's rustls has no provider of its own: the ring one Ferry
         // links everywhere else.
@@ -81,12 +89,30 @@ impl Registry {
             } else {
                 ClientProtocol::Https
             },
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            read_timeout: Some(READ_TIMEOUT),
             ..Default::default()
         };
         let client = Client::try_from(config).context("configuring the registry client")?;
         let registry = reference.resolve_registry().to_owned();
-        let (auth, credentials_from) = match auth::lookup(&registry)? {
-            Some((c, from)) => (RegistryAuth::Basic(c.username, c.password), Some(from)),
+        let found = if credentials {
+            auth::lookup(&registry)?
+        } else {
+            None
+        };
+        let (auth, credentials_from) = match found {
+            Some((c, from)) => {
+                let host = registry
+                    .rsplit_once(':')
+                    .map_or(registry.as_str(), |(h, _)| h);
+                if insecure && !matches!(host, "localhost" | "127.0.0.1" | "[::1]") {
+                    tracing::warn!(
+                        %registry,
+                        "sending credentials over plain HTTP (-k) to a registry not on this machine"
+                    );
+                }
+                (RegistryAuth::Basic(c.username, c.password), Some(from))
+            }
             None => (RegistryAuth::Anonymous, None),
         };
         Ok(Self {
@@ -117,7 +143,18 @@ impl Registry {
         };
         let registry = self.reference.resolve_registry();
         if !unauthorized {
-            return anyhow::Error::new(error).context(format!("talking to {registry}"));
+            // A registry's error body comes back in the message: bounded,
+            // so a hostile one cannot fill a terminal or a host's answer.
+            let mut message = format!("{:#}", anyhow::Error::new(error));
+            if message.len() > MAX_ERROR_TEXT {
+                let end = (0..=MAX_ERROR_TEXT)
+                    .rev()
+                    .find(|i| message.is_char_boundary(*i))
+                    .unwrap_or(0);
+                message.truncate(end);
+                message.push_str(" […]");
+            }
+            return anyhow::anyhow!(message).context(format!("talking to {registry}"));
         }
         match &self.credentials_from {
             Some(file) => anyhow::anyhow!(
@@ -142,11 +179,20 @@ impl Registry {
         blobs: &Blobs,
     ) -> anyhow::Result<(PathBuf, Option<u64>)> {
         let path = blobs.path(&descriptor.digest)?;
+        // A cached blob is hashed again before use, as downloads are: one
+        // changed on disk is fetched anew.
         if path.is_file() {
-            return Ok((path, None));
+            if file_digest(&path)? == descriptor.digest {
+                return Ok((path, None));
+            }
+            tracing::warn!(path = ?path, "a cached layer does not match its digest; fetching it again");
+            std::fs::remove_file(&path)?;
         }
+        let temp = tempfile::NamedTempFile::new_in(&blobs.dir)?;
         let mut out = Bounded {
-            bytes: Vec::new(),
+            file: temp.as_file().try_clone()?,
+            hasher: sha2::Sha256::default(),
+            written: 0,
             max: u64::try_from(descriptor.size).unwrap_or(0),
         };
         self.client
@@ -154,17 +200,34 @@ impl Registry {
             .await
             .map_err(|e| self.refused(e))
             .with_context(|| format!("fetching {}", descriptor.digest))?;
-        if ferry_api::sha256_digest(&out.bytes) != descriptor.digest {
+        if hex_digest(out.hasher) != descriptor.digest {
             anyhow::bail!(
                 "the registry's {} does not match its digest",
                 descriptor.digest
             );
         }
-        let mut temp = tempfile::NamedTempFile::new_in(&blobs.dir)?;
-        std::io::Write::write_all(&mut temp, &out.bytes)?;
+        temp.as_file().sync_all()?;
         temp.persist(&path)?;
-        Ok((path, Some(out.bytes.len() as u64)))
+        Ok((path, Some(out.written)))
     }
+}
+
+fn hex_digest(hasher: sha2::Sha256) -> String {
+    use sha2::Digest as _;
+    let hex: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+/// The digest of the file at `path`, read in pieces.
+fn file_digest(path: &std::path::Path) -> anyhow::Result<String> {
+    let mut hasher = sha2::Sha256::default();
+    let mut file = std::fs::File::open(path)?;
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(hex_digest(hasher))
 }
 
 /// Layers kept once each, by digest, under `registry/blobs/sha256/` in the
@@ -187,9 +250,12 @@ impl Blobs {
     }
 }
 
-/// Collects a blob, failing once it grows past what its descriptor says.
+/// Writes a blob to its file as it arrives, hashing it, and fails once it
+/// grows past what its descriptor says.
 struct Bounded {
-    bytes: Vec<u8>,
+    file: std::fs::File,
+    hasher: sha2::Sha256,
+    written: u64,
     max: u64,
 }
 
@@ -199,12 +265,17 @@ impl tokio::io::AsyncWrite for Bounded {
         _: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        if (self.bytes.len() + buf.len()) as u64 > self.max {
+        use sha2::Digest as _;
+        use std::io::Write as _;
+        if self.written + buf.len() as u64 > self.max {
             return std::task::Poll::Ready(Err(std::io::Error::other(
                 "the registry sent more than the layer's size",
             )));
         }
-        self.bytes.extend_from_slice(buf);
+        let this = &mut *self;
+        this.file.write_all(buf)?;
+        this.hasher.update(buf);
+        this.written += buf.len() as u64;
         std::task::Poll::Ready(Ok(buf.len()))
     }
 

@@ -28,6 +28,12 @@ use serde::Deserialize;
 
 use crate::{Blobs, Registry};
 
+/// The most tags an error lists.
+const MAX_TAGS_SHOWN: usize = 20;
+
+/// The largest `registry.json` read.
+const MAX_METADATA: usize = 64 << 10;
+
 /// What `wasm-pkg` maps namespaces to when nothing is configured.
 const DEFAULT_NAMESPACES: [(&str, &str); 2] =
     [("wasi", "wasi.dev"), ("ba", "bytecodealliance.org")];
@@ -37,6 +43,10 @@ pub struct PackageOptions {
     pub cache_dir: PathBuf,
     /// The largest package fetched.
     pub max_size: u64,
+    /// Whether to present the credentials kept for the registry. A live
+    /// host fetches its tenants' packages anonymously: a manifest must not
+    /// reach what the host's own credentials open.
+    pub credentials: bool,
 }
 
 /// A package fetched.
@@ -62,10 +72,22 @@ pub async fn fetch_package(package: &Package, options: &PackageOptions) -> anyho
             )
         })?,
     };
+    if !plain_host(&host) {
+        bail!("`{host}` is not a registry: give its host (and port)");
+    }
     let (oci_registry, prefix) = oci_location(&host).await?;
+    if !plain_host(&oci_registry)
+        || !prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_./".contains(c))
+    {
+        bail!(
+            "{host}'s registry.json names `{oci_registry}` and `{prefix}`, which are not a registry and a repository prefix"
+        );
+    }
     let repository = format!("{prefix}{namespace}/{name}");
     let listing = format!("{oci_registry}/{repository}:latest");
-    let registry = Registry::connect(&listing, false)?;
+    let registry = Registry::connect(&listing, false, options.credentials)?;
     let tags = registry
         .client
         .list_tags(&registry.reference, &registry.auth, None, None)
@@ -87,7 +109,16 @@ pub async fn fetch_package(package: &Package, options: &PackageOptions) -> anyho
                 Ok(version) => (0, Some(version), ""),
                 Err(_) => (1, None, tag.as_str()),
             });
-            let shown: Vec<&str> = shown.iter().map(|t| t.as_str()).collect();
+            let more = shown.len().saturating_sub(MAX_TAGS_SHOWN);
+            let mut shown: Vec<&str> = shown
+                .iter()
+                .take(MAX_TAGS_SHOWN)
+                .map(|t| t.as_str())
+                .collect();
+            let rest = format!("{more} more");
+            if more > 0 {
+                shown.push(&rest);
+            }
             format!(
                 "no version of `{}` at {oci_registry}/{repository} matches `{}` (its versions: {})",
                 package.name,
@@ -128,6 +159,15 @@ pub async fn fetch_package(package: &Package, options: &PackageOptions) -> anyho
         bytes,
         reference: reference.whole(),
     })
+}
+
+/// A registry's host and port, and nothing else.
+fn plain_host(text: &str) -> bool {
+    !text.is_empty()
+        && !text.starts_with(['.', '-', ':'])
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
 }
 
 /// `wasm-pkg`'s configuration file.
@@ -198,11 +238,13 @@ async fn oci_location(host: &str) -> anyhow::Result<(String, String)> {
         namespace_prefix: Option<String>,
     }
     let url = format!("https://{host}/.well-known/wasm-pkg/registry.json");
+    // Not followed anywhere else: the answer says where to go.
     let client = reqwest::Client::builder()
         .use_preconfigured_tls(ferry_api::https::tls_config()?)
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(std::time::Duration::from_secs(30))
         .build()?;
-    let answer = client
+    let mut answer = client
         .get(&url)
         .send()
         .await
@@ -211,9 +253,12 @@ async fn oci_location(host: &str) -> anyhow::Result<(String, String)> {
     let metadata = match answer.status() {
         reqwest::StatusCode::NOT_FOUND => Metadata::default(),
         status if status.is_success() => {
-            let body = answer.bytes().await.map_err(ferry_api::https::describe)?;
-            if body.len() > 64 << 10 {
-                bail!("{url} is larger than 64 KiB");
+            let mut body = Vec::new();
+            while let Some(chunk) = answer.chunk().await.map_err(ferry_api::https::describe)? {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_METADATA {
+                    bail!("{url} is larger than 64 KiB");
+                }
             }
             serde_json::from_slice(&body).with_context(|| format!("reading {url}"))?
         }

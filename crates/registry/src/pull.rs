@@ -34,6 +34,9 @@ const LAYOUT: &str = "v1";
 /// The largest locked app read.
 const MAX_LOCKED_APP: u64 = 16 << 20;
 
+/// The most files an app pulled may place.
+const MAX_FILES: usize = 100_000;
+
 pub struct PullOptions {
     /// Ferry's cache directory; pulls go under `registry/` in it.
     pub cache_dir: PathBuf,
@@ -174,7 +177,12 @@ pub async fn pull(registry: &Registry, options: &PullOptions) -> anyhow::Result<
     let staging = tempfile::Builder::new()
         .prefix(".pulling-")
         .tempdir_in(&apps)?;
-    write_app(&locked, &paths, staging.path())?;
+    let sizes = manifest
+        .layers
+        .iter()
+        .map(|l| (l.digest.clone(), u64::try_from(l.size).unwrap_or(0)))
+        .collect();
+    write_app(&locked, &paths, &sizes, options.max_size, staging.path())?;
     match std::fs::rename(staging.path(), &dir) {
         Ok(()) => {
             // Renamed away: nothing left to remove.
@@ -192,8 +200,11 @@ pub async fn pull(registry: &Registry, options: &PullOptions) -> anyhow::Result<
 fn write_app(
     locked: &LockedApp,
     paths: &BTreeMap<String, PathBuf>,
+    sizes: &BTreeMap<String, u64>,
+    max_size: u64,
     dir: &Path,
 ) -> anyhow::Result<()> {
+    let (mut files_written, mut files_bytes) = (0usize, 0u64);
     let wasm_dir = dir.join("wasm");
     std::fs::create_dir_all(&wasm_dir)?;
     let place_wasm = |source: &locked::Source| -> anyhow::Result<String> {
@@ -251,18 +262,14 @@ fn write_app(
         let Value::Object(config) = &trigger.trigger_config else {
             bail!("trigger `{}`'s configuration is not a table", trigger.id);
         };
-        match config.get("component") {
-            None | Some(Value::String(_)) => {}
-            Some(_) => bail!(
-                "trigger `{}` names its component by a table, not an id; a locked app's triggers name components by id",
-                trigger.id
-            ),
-        }
-        if config.contains_key("dependencies") {
+        if let Some(found) = names_a_component_inline(&trigger.trigger_config) {
             bail!(
-                "trigger `{}` has `dependencies` (middleware), which Ferry does not read from a registry yet",
+                "trigger `{}` {found}; a locked app's triggers name components by id, and Ferry does not read middleware from a registry yet",
                 trigger.id
             );
+        }
+        if config.is_empty() {
+            bail!("trigger `{}` has no configuration", trigger.id);
         }
         let mut table = match toml_of(&trigger.trigger_config)? {
             toml::Value::Table(table) => table,
@@ -315,6 +322,21 @@ fn write_app(
         if !component.files.is_empty() {
             let assets = Path::new("assets").join(id);
             for file in &component.files {
+                files_written += 1;
+                if files_written > MAX_FILES {
+                    bail!("the app has more than {MAX_FILES} files");
+                }
+                files_bytes += match (&file.content.inline, file.content.digest.as_deref()) {
+                    (Some(inline), _) => inline.len() as u64,
+                    (None, Some(digest)) => sizes.get(digest).copied().unwrap_or(0),
+                    (None, None) => 0,
+                };
+                if files_bytes > max_size {
+                    bail!(
+                        "the app's files come to more than the {} allowed (--max-pull-size), counting each place a layer is used",
+                        ferry_api::human::human_size(max_size)
+                    );
+                }
                 let relative = plain_path(&file.path)
                     .with_context(|| format!("component `{id}`: the file path `{}`", file.path))?;
                 let target = dir.join(&assets).join(relative);
@@ -383,6 +405,74 @@ fn write_app(
         toml::to_string(&doc).context("writing the app's manifest")?
     );
     std::fs::write(dir.join("spin.toml"), text)?;
+    confined(dir)
+}
+
+/// What in a trigger's configuration could name a file on this machine:
+/// a component given as a table anywhere in it (a pipeline's stages
+/// included) or `dependencies` (middleware, by path). Either would make
+/// the generated manifest read, or build, whatever the artifact says.
+fn names_a_component_inline(config: &Value) -> Option<String> {
+    match config {
+        Value::Object(map) => map
+            .iter()
+            .find_map(|(key, value)| match (key.as_str(), value) {
+                ("component", Value::String(_)) => None,
+                ("component", _) => Some("names a component by a table".to_owned()),
+                ("dependencies", _) => Some("has `dependencies`".to_owned()),
+                _ => names_a_component_inline(value),
+            }),
+        Value::Array(items) => items.iter().find_map(names_a_component_inline),
+        _ => None,
+    }
+}
+
+/// Loads the manifest written into `dir` as every command will, and checks
+/// that it reads nothing outside `dir` and builds nothing: every component
+/// source and dependency a file inside it, every `files` entry inside it,
+/// no build command. What `write_app` writes passes by construction; this
+/// holds it if that ever changes.
+fn confined(dir: &Path) -> anyhow::Result<()> {
+    use ferry_manifest::{DependencySource, FileMount, Source};
+    let app = ferry_manifest::load_app(dir).context("the manifest made from the artifact")?;
+    let root = dir.canonicalize()?;
+    let inside = |path: &Path| {
+        path.canonicalize()
+            .is_ok_and(|real| real.starts_with(&root))
+    };
+    for component in &app.components {
+        let id = &component.id;
+        if component.build.is_some() {
+            bail!("component `{id}` has a build command");
+        }
+        let sources = std::iter::once(&component.source).chain(
+            component
+                .dependencies
+                .iter()
+                .chain(&component.middleware)
+                .filter_map(|d| match &d.source {
+                    DependencySource::Wasm(source) => Some(source),
+                    DependencySource::Component(_) => None,
+                }),
+        );
+        for source in sources {
+            match source {
+                Source::File(path) if inside(path) => {}
+                other => bail!("component `{id}` takes Wasm from outside the artifact: {other}"),
+            }
+        }
+        for mount in &component.files {
+            let named = match mount {
+                FileMount::Glob(pattern) => dir.join(pattern),
+                FileMount::Directory { source, .. } | FileMount::File { source, .. } => {
+                    source.clone()
+                }
+            };
+            if !inside(&named) {
+                bail!("component `{id}` mounts files from outside the artifact");
+            }
+        }
+    }
     Ok(())
 }
 

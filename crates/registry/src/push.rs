@@ -328,9 +328,24 @@ impl Locker<'_, '_> {
             metadata.insert("description".into(), json!(description));
         }
         let mut hosts: Vec<Value> = Vec::new();
-        for key in ["allowed_outbound_hosts", "allowed_http_hosts"] {
-            if let Some(toml::Value::Array(list)) = raw.get(key) {
-                hosts.extend(list.iter().map(json_of));
+        if let Some(toml::Value::Array(list)) = raw.get("allowed_outbound_hosts") {
+            hosts.extend(list.iter().map(json_of));
+        }
+        // The legacy field, as Spin converts it: a locked app has only
+        // `allowed_outbound_hosts`.
+        if let Some(toml::Value::Array(list)) = raw.get("allowed_http_hosts") {
+            for entry in list.iter().filter_map(toml::Value::as_str) {
+                match entry {
+                    "insecure:allow-all" => {
+                        hosts.extend([json!("http://*:*"), json!("https://*:*")])
+                    }
+                    "self" => hosts.push(json!("http://self")),
+                    scheme if scheme.contains("://") => hosts.push(json!(scheme)),
+                    host => hosts.extend([
+                        json!(format!("http://{host}")),
+                        json!(format!("https://{host}")),
+                    ]),
+                }
             }
         }
         let chains = hosts
