@@ -974,7 +974,7 @@ async fn registry_packages_serve_as_component_sources_and_dependencies() {
         "a deploy whose package needs the host's credentials",
     );
     assert!(
-        stderr.contains("needs credentials and none are kept"),
+        stderr.contains("needs credentials, and a live host fetches registry packages anonymously"),
         "{stderr}"
     );
     drop(host);

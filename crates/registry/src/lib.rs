@@ -70,6 +70,11 @@ pub struct Registry {
     auth: RegistryAuth,
     /// Where the credentials came from (`None`: anonymous).
     pub credentials_from: Option<PathBuf>,
+    /// Anonymous on purpose (a live host fetching for a tenant): a refusal
+    /// is not the user's to fix by logging in, and what the registry says
+    /// is not passed on (it could be anything the registry's redirects
+    /// reached).
+    on_behalf_of_others: bool,
 }
 
 impl Registry {
@@ -120,6 +125,7 @@ impl Registry {
             reference,
             auth,
             credentials_from,
+            on_behalf_of_others: !credentials,
         })
     }
 
@@ -142,6 +148,20 @@ impl Registry {
             other => other.to_string().contains("401 Unauthorized"),
         };
         let registry = self.reference.resolve_registry();
+        if !unauthorized && self.on_behalf_of_others {
+            let what = match &error {
+                E::ServerError { code, .. } => format!("answered {code}"),
+                E::RegistryError { .. } => "answered with an error".to_owned(),
+                E::RequestError(_) => "could not be reached".to_owned(),
+                _ => "answered what Ferry could not use".to_owned(),
+            };
+            return anyhow::anyhow!("{registry} {what}");
+        }
+        if unauthorized && self.on_behalf_of_others {
+            return anyhow::anyhow!(
+                "{registry} needs credentials, and a live host fetches registry packages anonymously: publish the package where anyone may read it, or push the app with it (`ferry registry push`) and deploy that"
+            );
+        }
         if !unauthorized {
             // A registry's error body comes back in the message: bounded,
             // so a hostile one cannot fill a terminal or a host's answer.
