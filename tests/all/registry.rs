@@ -218,15 +218,31 @@ impl RegistryServer {
         data: &[&[u8]],
         locked: &Value,
     ) {
+        let mut layers: Vec<(&str, &[u8])> = Vec::new();
+        layers.extend(
+            wasm.iter()
+                .map(|w| ("application/vnd.wasm.content.layer.v1+wasm", *w)),
+        );
+        layers.extend(
+            data.iter()
+                .map(|d| ("application/vnd.wasm.content.layer.v1+data", *d)),
+        );
+        self.put_spin_layers(repository, tag, &layers, locked);
+    }
+
+    /// [`put_spin_artifact`](Self::put_spin_artifact) with the layers
+    /// before the locked app given with their media types.
+    fn put_spin_layers(
+        &self,
+        repository: &str,
+        tag: &str,
+        blobs: &[(&str, &[u8])],
+        locked: &Value,
+    ) {
         let mut layers = Vec::new();
-        for (media_type, blobs) in [
-            ("application/vnd.wasm.content.layer.v1+wasm", wasm),
-            ("application/vnd.wasm.content.layer.v1+data", data),
-        ] {
-            for blob in blobs {
-                let digest = self.upload(repository, blob);
-                layers.push(json!({"mediaType": media_type, "digest": digest, "size": blob.len()}));
-            }
+        for (media_type, blob) in blobs {
+            let digest = self.upload(repository, blob);
+            layers.push(json!({"mediaType": media_type, "digest": digest, "size": blob.len()}));
         }
         let locked = serde_json::to_vec(locked).unwrap();
         let locked_digest = self.upload(repository, &locked);
@@ -334,6 +350,38 @@ impl Home {
     fn credentials_file(&self) -> PathBuf {
         self.dir.path().join("config/ferry/registry-auth.json")
     }
+}
+
+/// `entry` (a path under `dir`) as a gzipped tar, made by `tar` as Spin's
+/// archive layers are: entries named `./…`.
+fn tar_gz(dir: &Path, entry: &str) -> Vec<u8> {
+    let archive = dir.join("layer.tar.gz");
+    let packed = Command::new("tar")
+        .arg("-C")
+        .arg(dir)
+        .arg("-czf")
+        .arg(&archive)
+        .arg(entry)
+        .status()
+        .unwrap();
+    assert!(packed.success());
+    std::fs::read(&archive).unwrap()
+}
+
+/// `ferry registry pull -k --max-pull-size LIMIT REF`, which must fail;
+/// what it said.
+fn pull_over_limit(home: &Home, reference: &str, limit: &str, what: &str) -> String {
+    failed(
+        &home.ferry(&[
+            "registry",
+            "pull",
+            "-k",
+            "--max-pull-size",
+            limit,
+            reference,
+        ]),
+        what,
+    )
 }
 
 fn succeeded(output: &Output, what: &str) -> String {
@@ -685,6 +733,27 @@ async fn an_artifact_in_spins_layout_is_served_over_plain_http_with_insecure() {
     let ferry = home.up(&registry.reference("spin/hello:old"), &["-k"]);
     let reply = get(&format!("{}/file?path=/robots.txt", ferry.url)).await;
     assert_eq!(reply.text(), "hi\n");
+    drop(ferry);
+
+    // Spin's archive layers (what it writes for an app of more than 499
+    // files): the files inside a gzipped tar of the component's tree, each
+    // still listed by its digest.
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tree.path().join("static")).unwrap();
+    std::fs::write(tree.path().join("static/index.html"), &index).unwrap();
+    let archive = tar_gz(tree.path(), "./static");
+    registry.put_spin_layers(
+        "spin/hello",
+        "archived",
+        &[
+            ("application/vnd.wasm.content.layer.v1+wasm", &wasm),
+            ("application/vnd.wasm.content.bundle.v1.tar+gzip", &archive),
+        ],
+        &spin_locked_app(&wasm_digest, &index_digest),
+    );
+    let ferry = home.up(&registry.reference("spin/hello:archived"), &["-k"]);
+    let reply = get(&format!("{}/file?path=/static/index.html", ferry.url)).await;
+    assert_eq!((reply.status, reply.text()), (200, index.clone()));
 }
 
 #[test]
@@ -806,15 +875,10 @@ fn hostile_artifacts_are_refused_and_write_nothing_outside_the_cache() {
             .collect(),
     );
     registry.put_spin_artifact("hostile/app", "many", &[&wasm], &[data.as_bytes()], &many);
-    let stderr = failed(
-        &home.ferry(&[
-            "registry",
-            "pull",
-            "-k",
-            "--max-pull-size",
-            "600KiB",
-            &registry.reference("hostile/app:many"),
-        ]),
+    let stderr = pull_over_limit(
+        &home,
+        &registry.reference("hostile/app:many"),
+        "600KiB",
         "a layer placed 3000 times",
     );
     assert!(
@@ -822,17 +886,36 @@ fn hostile_artifacts_are_refused_and_write_nothing_outside_the_cache() {
         "{stderr}"
     );
 
+    // An archive layer is bounded by what it unpacks to, not by its size.
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::write(tree.path().join("zeros"), vec![0u8; 4 << 20]).unwrap();
+    let archive = tar_gz(tree.path(), "./zeros");
+    let mut bomb = base.clone();
+    bomb["components"][0]["files"] =
+        json!([{"digest": sha256(&vec![0u8; 4 << 20]), "path": "zeros"}]);
+    registry.put_spin_layers(
+        "hostile/app",
+        "bomb",
+        &[
+            ("application/vnd.wasm.content.layer.v1+wasm", &wasm),
+            ("application/vnd.wasm.content.bundle.v1.tar+gzip", &archive),
+        ],
+        &bomb,
+    );
+    let stderr = pull_over_limit(
+        &home,
+        &registry.reference("hostile/app:bomb"),
+        "1MiB",
+        "an archive that unpacks past the limit",
+    );
+    assert!(stderr.contains("unpacks to more than"), "{stderr}");
+
     // Layers adding up to more than --max-pull-size are not fetched.
     registry.put_spin_artifact("hostile/app", "fine", &[&wasm], &[data.as_bytes()], &base);
-    let stderr = failed(
-        &home.ferry(&[
-            "registry",
-            "pull",
-            "-k",
-            "--max-pull-size",
-            "4KiB",
-            &registry.reference("hostile/app:fine"),
-        ]),
+    let stderr = pull_over_limit(
+        &home,
+        &registry.reference("hostile/app:fine"),
+        "4KiB",
         "a pull over the size limit",
     );
     assert!(stderr.contains("more than the 4.0 KiB allowed"), "{stderr}");

@@ -105,26 +105,9 @@ impl Downloader {
             max_size: self.max_size,
             credentials: self.registry_credentials,
         };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the download runtime")?;
         let started = Instant::now();
-        let fetched = runtime
-            .block_on(async {
-                match tokio::time::timeout(
-                    self.timeout,
-                    ferry_registry::fetch_package(package, &options),
-                )
-                .await
-                {
-                    Ok(result) => result,
-                    Err(_) => Err(anyhow::anyhow!(
-                        "it took longer than {} (--download-timeout)",
-                        human_duration(self.timeout)
-                    )),
-                }
-            })
+        let fetched = self
+            .bounded(ferry_registry::fetch_package(package, &options))
             .with_context(|| {
                 format!("component `{component}`: fetching the package {package} failed")
             })?;
@@ -159,25 +142,11 @@ impl Downloader {
         if let Some(bytes) = self.cached(digest)? {
             return Ok(bytes);
         }
-        // A runtime of our own: downloads happen before serving starts, and
-        // this keeps the caller synchronous.
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the download runtime")?;
         let started = Instant::now();
         let shown = redacted(url);
         let _ = writeln!(out, "Downloading `{component}` from {shown}");
-        let bytes = runtime
-            .block_on(async {
-                match tokio::time::timeout(self.timeout, self.download(url, digest, out)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(anyhow::anyhow!(
-                        "it took longer than {} (--download-timeout)",
-                        human_duration(self.timeout)
-                    )),
-                }
-            })
+        let bytes = self
+            .bounded(self.download(url, digest, out))
             .with_context(|| format!("component `{component}`: downloading {shown} failed"))?;
         let _ = writeln!(
             out,
@@ -186,6 +155,25 @@ impl Downloader {
             human_duration(started.elapsed())
         );
         Ok(bytes)
+    }
+
+    /// Runs `work` to its end on a runtime of its own (fetches happen before
+    /// serving starts, and this keeps callers synchronous), within the
+    /// download timeout.
+    fn bounded<T>(&self, work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the download runtime")?;
+        runtime.block_on(async {
+            match tokio::time::timeout(self.timeout, work).await {
+                Ok(result) => result,
+                Err(_) => Err(anyhow::anyhow!(
+                    "it took longer than {} (--download-timeout)",
+                    human_duration(self.timeout)
+                )),
+            }
+        })
     }
 
     /// A cached copy, if there is one whose bytes still match. One that does

@@ -333,18 +333,21 @@ fn read_inherit(diags: &mut Diagnostics, table: &mut TableView<'_, '_>, what: &s
     }
 }
 
+/// WIT's kebab-case: lowercase words of letters and digits, each starting
+/// with a letter, joined by `-`.
+pub(crate) fn kebab(word: &str) -> bool {
+    !word.is_empty()
+        && word.split('-').all(|w| {
+            w.starts_with(|c: char| c.is_ascii_lowercase())
+                && w.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+}
+
 /// A dependency key: a plain kebab-case import name, or a package
 /// (`ns:pkg`), optionally with an interface (`/iface`) and a version
 /// (`@1.2.3`).
 pub(crate) fn check_dependency_name(name: &str) -> Result<(), String> {
-    let kebab = |word: &str| {
-        !word.is_empty()
-            && word.split('-').all(|w| {
-                w.starts_with(|c: char| c.is_ascii_lowercase())
-                    && w.chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            })
-    };
     let bad = || {
         format!(
             "`{name}` is not a dependency name: expected an import name (`my-dep`), a package (`ns:pkg`, `ns:pkg@1.0.0`) or an interface (`ns:pkg/iface`, `ns:pkg/iface@1.0.0`)"

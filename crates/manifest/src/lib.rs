@@ -369,14 +369,7 @@ impl Package {
     /// `version` (a semver requirement) as read from a manifest.
     pub(crate) fn check(&self) -> Result<(), String> {
         let parts = self.name.split_once(':');
-        let kebab = |word: &str| {
-            !word.is_empty()
-                && word.split('-').all(|w| {
-                    w.starts_with(|c: char| c.is_ascii_lowercase())
-                        && w.chars()
-                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-                })
-        };
+        let kebab = dependency::kebab;
         if !parts.is_some_and(|(ns, name)| kebab(ns) && kebab(name)) {
             return Err(format!(
                 "`{}` is not a package name: write `namespace:name`, each lowercase kebab-case",

@@ -47,7 +47,8 @@ pub const WASM_LAYER_MEDIA_TYPE: &str = "application/vnd.wasm.content.layer.v1+w
 /// One file of a component's `files`.
 pub const DATA_LAYER_MEDIA_TYPE: &str = "application/vnd.wasm.content.layer.v1+data";
 /// A whole `files` tree as a gzipped tar: Spin writes these for apps of more
-/// than 499 files (or when `SPIN_OCI_ARCHIVE_LAYERS` is set).
+/// than 499 files (or when `SPIN_OCI_ARCHIVE_LAYERS` is set); pulls read
+/// them, pushes do not write them.
 pub const ARCHIVE_LAYER_MEDIA_TYPE: &str = "application/vnd.wasm.content.bundle.v1.tar+gzip";
 /// The image config's media type.
 pub const IMAGE_CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
@@ -261,6 +262,18 @@ impl Blobs {
         let dir = cache_dir.join("registry").join("blobs").join("sha256");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(Self { dir })
+    }
+
+    /// Keeps `bytes` (unless they are kept already); their digest and path.
+    pub(crate) fn keep(&self, bytes: &[u8]) -> anyhow::Result<(String, PathBuf)> {
+        let digest = ferry_api::sha256_digest(bytes);
+        let path = self.path(&digest)?;
+        if !path.is_file() || file_digest(&path)? != digest {
+            let mut temp = tempfile::NamedTempFile::new_in(&self.dir)?;
+            std::io::Write::write_all(&mut temp, bytes)?;
+            temp.persist(&path)?;
+        }
+        Ok((digest, path))
     }
 
     fn path(&self, digest: &str) -> anyhow::Result<PathBuf> {

@@ -127,7 +127,29 @@ pub async fn pull(registry: &Registry, options: &PullOptions) -> anyhow::Result<
         serde_json::from_slice(&json).context("reading the app's locked app")?;
     locked.check_understood()?;
 
-    // Every digest the app needs must be a layer of this artifact.
+    // Files Spin packed into archive layers (apps of more than 499 files):
+    // each unpacked into the blobs by its digest, so it is found like a
+    // file of its own layer.
+    let is_layer = |digest: &str| manifest.layers.iter().any(|l| l.digest == digest);
+    let packed = locked.components.iter().flat_map(|c| &c.files).any(|f| {
+        f.content.inline.is_none() && f.content.digest.as_deref().is_some_and(|d| !is_layer(d))
+    });
+    let mut unpacked = BTreeMap::new();
+    if packed {
+        let mut budget = options.max_size;
+        for archive in manifest
+            .layers
+            .iter()
+            .filter(|l| l.media_type == crate::ARCHIVE_LAYER_MEDIA_TYPE)
+        {
+            let path = fetch(archive).await?;
+            unpack(&path, &blobs, &mut budget, &mut unpacked)
+                .with_context(|| format!("unpacking the archive layer {}", archive.digest))?;
+        }
+    }
+
+    // Every digest the app needs must be a layer of this artifact (or in
+    // one of its archives).
     let layer = |digest: &Option<String>, what: &str| -> anyhow::Result<&OciDescriptor> {
         let digest = digest
             .as_deref()
@@ -136,15 +158,15 @@ pub async fn pull(registry: &Registry, options: &PullOptions) -> anyhow::Result<
             .layers
             .iter()
             .find(|l| l.digest == digest)
-            .with_context(|| {
-                if manifest.layers.iter().any(|l| l.media_type == crate::ARCHIVE_LAYER_MEDIA_TYPE) {
-                    format!("{what} is inside an archive layer, which Ferry does not read yet (Spin writes those for apps of more than 499 files)")
-                } else {
-                    format!("{what} ({digest}) is not a layer of {reference}")
-                }
-            })
+            .with_context(|| format!("{what} ({digest}) is not a layer of {reference}"))
     };
     let mut needed = Vec::new();
+    let mut paths = BTreeMap::new();
+    let mut sizes: BTreeMap<String, u64> = manifest
+        .layers
+        .iter()
+        .map(|l| (l.digest.clone(), u64::try_from(l.size).unwrap_or(0)))
+        .collect();
     for component in &locked.components {
         let what = format!("component `{}`", component.id);
         needed.push(layer(&component.source.content.digest, &what)?);
@@ -159,13 +181,22 @@ pub async fn pull(registry: &Registry, options: &PullOptions) -> anyhow::Result<
             .iter()
             .filter(|f| f.content.inline.is_none())
         {
+            if let Some((digest, (path, size))) = file
+                .content
+                .digest
+                .as_ref()
+                .and_then(|d| Some((d, unpacked.get(d)?)))
+            {
+                paths.insert(digest.clone(), path.clone());
+                sizes.insert(digest.clone(), *size);
+                continue;
+            }
             needed.push(layer(
                 &file.content.digest,
                 &format!("{what}'s file `{}`", file.path),
             )?);
         }
     }
-    let mut paths = BTreeMap::new();
     for descriptor in needed {
         if !paths.contains_key(&descriptor.digest) {
             let path = fetch(descriptor).await?;
@@ -177,11 +208,6 @@ pub async fn pull(registry: &Registry, options: &PullOptions) -> anyhow::Result<
     let staging = tempfile::Builder::new()
         .prefix(".pulling-")
         .tempdir_in(&apps)?;
-    let sizes = manifest
-        .layers
-        .iter()
-        .map(|l| (l.digest.clone(), u64::try_from(l.size).unwrap_or(0)))
-        .collect();
     write_app(&locked, &paths, &sizes, options.max_size, staging.path())?;
     match std::fs::rename(staging.path(), &dir) {
         Ok(()) => {
@@ -406,6 +432,41 @@ fn write_app(
     );
     std::fs::write(dir.join("spin.toml"), text)?;
     confined(dir)
+}
+
+/// Keeps each regular file of the gzipped tar at `archive` in `blobs`, by
+/// its digest, into `unpacked` (digest to path and size). Entry names are
+/// not used (the locked app places each file by digest), so none can lead
+/// anywhere; what the entries add up to comes off `budget`, and there may
+/// be no more than [`MAX_FILES`] of them.
+fn unpack(
+    archive: &Path,
+    blobs: &Blobs,
+    budget: &mut u64,
+    unpacked: &mut BTreeMap<String, (PathBuf, u64)>,
+) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(archive)?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    for entry in tar.entries()? {
+        let entry = entry?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let size = entry.header().size()?;
+        if size > *budget {
+            bail!("it unpacks to more than --max-pull-size allows");
+        }
+        *budget -= size;
+        if unpacked.len() >= MAX_FILES {
+            bail!("it holds more than {MAX_FILES} files");
+        }
+        let mut bytes = Vec::new();
+        entry.take(size).read_to_end(&mut bytes)?;
+        let (digest, path) = blobs.keep(&bytes)?;
+        unpacked.insert(digest, (path, size));
+    }
+    Ok(())
 }
 
 /// What in a trigger's configuration could name a file on this machine:
