@@ -1010,6 +1010,30 @@ async fn registry_packages_serve_as_component_sources_and_dependencies() {
     let app = TestApp::new(&manifest("0.1"));
     let path = app.path().to_str().unwrap();
 
+    // No version matches: the versions there are named.
+    let unmatched = TestApp::new(&manifest("0.3"));
+    let stderr = failed(
+        &home.ferry(&["check", unmatched.path().to_str().unwrap()]),
+        "a requirement no version meets",
+    );
+    assert!(
+        stderr.contains("no version of `ferry:compose`")
+            && stderr.contains("matches `0.3` (its versions: 0.1.0, 0.1.5, 0.2.0, latest)"),
+        "{stderr}"
+    );
+
+    // A hundred more versions, all older: the one asked for is now on the
+    // listing's second page.
+    let (_, older) = registry.curl(
+        &["-H", "Accept: application/vnd.oci.image.manifest.v1+json"],
+        "/v2/ferry/compose/manifests/0.1.0",
+        None,
+    );
+    let older: Value = serde_json::from_slice(&older).unwrap();
+    for patch in 1..=100 {
+        registry.put_manifest("ferry/compose", &format!("0.0.{patch}"), &older);
+    }
+
     let check = succeeded(&home.ferry(&["check", path]), "ferry check");
     for shown in [
         format!("package ferry:web@=1.0.0 from {}", registry.addr),
@@ -1026,18 +1050,6 @@ async fn registry_packages_serve_as_component_sources_and_dependencies() {
     let reply = get(&format!("{}/composed/greet?composed", ferry.url)).await;
     assert_eq!(reply.text(), "hello, composed, from the dependency");
     drop(ferry);
-
-    // No version matches: the versions there are named.
-    let unmatched = TestApp::new(&manifest("0.3"));
-    let stderr = failed(
-        &home.ferry(&["check", unmatched.path().to_str().unwrap()]),
-        "a requirement no version meets",
-    );
-    assert!(
-        stderr.contains("no version of `ferry:compose`")
-            && stderr.contains("matches `0.3` (its versions: 0.1.0, 0.1.5, 0.2.0, latest)"),
-        "{stderr}"
-    );
 
     // A live host fetches a tenant's packages anonymously, even with
     // credentials for the registry on its machine: a manifest cannot reach

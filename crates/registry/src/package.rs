@@ -28,6 +28,10 @@ use serde::Deserialize;
 
 use crate::{Blobs, Registry};
 
+/// Tags asked for at a time, and the most read.
+const TAGS_PAGE: usize = 100;
+const MAX_TAGS: usize = 10_000;
+
 /// The most tags an error lists.
 const MAX_TAGS_SHOWN: usize = 20;
 
@@ -88,13 +92,36 @@ pub async fn fetch_package(package: &Package, options: &PackageOptions) -> anyho
     let repository = format!("{prefix}{namespace}/{name}");
     let listing = format!("{oci_registry}/{repository}:latest");
     let registry = Registry::connect(&listing, false, options.credentials)?;
-    let tags = registry
-        .client
-        .list_tags(&registry.reference, &registry.auth, None, None)
-        .await
-        .map_err(|e| registry.refused(e))
-        .with_context(|| format!("listing the versions of {oci_registry}/{repository}"))?
-        .tags;
+    // Page by page, as registries that cut a listing short ask; one that
+    // ignores paging answers everything at once, which ends it too.
+    let mut tags: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let page = registry
+            .client
+            .list_tags(
+                &registry.reference,
+                &registry.auth,
+                Some(TAGS_PAGE),
+                tags.last().map(String::as_str),
+            )
+            .await
+            .map_err(|e| registry.refused(e))
+            .with_context(|| format!("listing the versions of {oci_registry}/{repository}"))?
+            .tags;
+        let (asked_more, before) = (page.len() >= TAGS_PAGE, tags.len());
+        for tag in page {
+            if seen.insert(tag.clone()) {
+                tags.push(tag);
+            }
+        }
+        if !asked_more || tags.len() == before {
+            break;
+        }
+        if tags.len() >= MAX_TAGS {
+            bail!("{oci_registry}/{repository} has more than {MAX_TAGS} tags");
+        }
+    }
     let requirement = semver::VersionReq::parse(&package.version)
         .with_context(|| format!("`{}` is not a version requirement", package.version))?;
     let (version, tag) = tags
