@@ -204,6 +204,11 @@ async fn component_id_runs_only_the_chosen_components() {
     let manifest = app.path().join("spin.toml");
     let mut toml = std::fs::read_to_string(&manifest).unwrap();
     toml.push_str("[component.broken]\nsource = \"broken.wasm\"\n");
+    // One not built yet, with `files` that are not there either.
+    toml.push_str(&format!(
+        "{}[component.unbuilt]\nsource = \"target/unbuilt.wasm\"\nfiles = [{{ source = \"dist\", destination = \"/\" }}]\n[component.unbuilt.build]\ncommand = \"false\"\n",
+        trigger("/unbuilt/...", "unbuilt")
+    ));
     std::fs::write(&manifest, toml).unwrap();
 
     let whole = ferry()
@@ -214,7 +219,7 @@ async fn component_id_runs_only_the_chosen_components() {
         .unwrap();
     assert!(!whole.status.success());
     assert!(
-        text(&whole.stderr).contains("broken.wasm"),
+        text(&whole.stderr).contains("target/unbuilt.wasm"),
         "{}",
         text(&whole.stderr)
     );
@@ -248,7 +253,23 @@ async fn component_id_runs_only_the_chosen_components() {
     assert!(!unknown.status.success());
     let stderr = text(&unknown.stderr);
     assert!(
-        stderr.contains("the app has no component `nope` (its components: web, other, broken)"),
+        stderr.contains(
+            "the app has no component `nope` (its components: web, other, broken, unbuilt)"
+        ),
+        "{stderr}"
+    );
+
+    // Chosen, the unbuilt one is an error that says what to do.
+    let unbuilt = ferry()
+        .args(["up", "-c", "unbuilt", "--listen", "127.0.0.1:0"])
+        .arg(app.path())
+        .output()
+        .unwrap();
+    assert_eq!(unbuilt.status.code(), Some(3));
+    let stderr = text(&unbuilt.stderr);
+    assert!(
+        stderr.contains("component `unbuilt`: its source")
+            && stderr.contains("is not a file (build it: `ferry build -c unbuilt`"),
         "{stderr}"
     );
 }

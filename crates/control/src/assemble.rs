@@ -181,6 +181,45 @@ fn parts<'a>(read: &'a [(&'a Dependency, String, Vec<u8>)]) -> Vec<compose::Part
         .collect()
 }
 
+/// What `load_app` checks of every component, for the ones `-c` kept: each
+/// local source (its own, its dependencies' and middleware's) is a file and
+/// each `files` directory is there.
+fn sources_exist(app: &App) -> anyhow::Result<()> {
+    for component in &app.components {
+        let id = &component.id;
+        let own = match &component.source {
+            Source::File(path) => Some(path.as_path()),
+            _ => None,
+        };
+        for path in own.into_iter().chain(component.dependency_files()) {
+            if !path.is_file() {
+                return Err(Failure::load(format!(
+                    "component `{id}`: its source {} is not a file{}",
+                    path.display(),
+                    if component.build.is_some() {
+                        format!(" (build it: `ferry build -c {id}`, or `ferry up --build`)")
+                    } else {
+                        String::new()
+                    }
+                ))
+                .into());
+            }
+        }
+        for mount in &component.files {
+            if let ferry_manifest::FileMount::Directory { source, .. } = mount
+                && !source.is_dir()
+            {
+                return Err(Failure::load(format!(
+                    "component `{id}`: the `files` directory {} is not there",
+                    source.display()
+                ))
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The Wasm of `source`, read or downloaded; `what` names it in messages.
 fn read_source(
     what: &str,
@@ -364,7 +403,13 @@ pub fn prepare(
     settings: &Settings,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<Prepared> {
-    let mut app = ferry_manifest::load_app(manifest)?;
+    // With `-c`, a component left out need not be built: its source may
+    // be missing, as long as the chosen ones' are there.
+    let mut app = if settings.component_ids.is_empty() {
+        ferry_manifest::load_app(manifest)?
+    } else {
+        ferry_manifest::load_app_to_build(manifest)?
+    };
     if let Some(name) = rename {
         name.clone_into(&mut app.name);
     }
@@ -382,6 +427,7 @@ pub fn prepare(
     if !settings.component_ids.is_empty() {
         app.keep_components(&settings.component_ids)
             .map_err(Failure::usage)?;
+        sources_exist(&app)?;
     }
     let given = crate::variables::given(&app, &settings.variables)
         .map_err(|e| Failure::usage(format!("{e:#}")))?;
