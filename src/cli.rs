@@ -875,6 +875,7 @@ fn client_call(
 /// `ferry serve`: the apps listener and the admin listener, with every app
 /// the state directory holds restored.
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    ferry_server::raise_open_file_limit();
     let guest_logs = GuestLogs::new();
     init_logging_into(args.listener.log_format, Some(&guest_logs), false, None);
     let state_dir = match &args.state_dir {
@@ -1316,6 +1317,7 @@ fn pipeline_status(who: &str, ends: Vec<ferry_runtime::StageEnd>, names: &[Strin
 }
 
 fn up(mut args: UpArgs) -> anyhow::Result<ExitCode> {
+    ferry_server::raise_open_file_limit();
     let files = args
         .log_dir
         .as_deref()

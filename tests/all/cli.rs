@@ -382,9 +382,55 @@ async fn temp_and_direct_mounts_place_the_components_files() {
     std::fs::write(&page, "second").unwrap();
     assert_eq!(read(&copied, "/a/page.txt").await, "first");
     assert_eq!(read(&direct, "/a/page.txt").await, "second");
+
+    // What is mounted in place is the directory there at start: swapped
+    // for a symlink to elsewhere, the guest still reads that directory,
+    // never what the link leads to.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("page.txt"), "secret").unwrap();
+    std::fs::rename(app.path().join("a"), app.path().join("a-moved")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), app.path().join("a")).unwrap();
+    assert_eq!(read(&direct, "/a/page.txt").await, "second");
     assert!(copied.terminate().success());
     let left: Vec<_> = std::fs::read_dir(temp.path()).unwrap().collect();
     assert!(left.is_empty(), "the copy outlived ferry: {left:?}");
+}
+
+/// Ferry raises its soft open-files limit to the hard one: connections and
+/// directories mounted in place each hold a descriptor, and services often
+/// start with a soft limit of 1024.
+#[test]
+fn ferry_raises_its_open_file_limit_to_the_hard_one() {
+    let app = TestApp::new(&format!(
+        "{}{}",
+        trigger("/...", "web"),
+        http_component("web", "")
+    ));
+    let mut command = Command::new("prlimit");
+    command
+        .arg("--nofile=256:4096")
+        .arg(env!("CARGO_BIN_EXE_ferry"))
+        .args(["up", "--listen", "127.0.0.1:0"])
+        .arg(app.path())
+        .env("FERRY_CACHE_DIR", cache_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = command.spawn().expect("prlimit (util-linux)");
+    let limits = format!("/proc/{}/limits", child.id());
+    let line = eventually_blocking("ferry's open-files limit to be 4096", || {
+        let text = std::fs::read_to_string(&limits).ok()?;
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("Max open files"))?
+            .to_owned();
+        line.split_whitespace()
+            .nth(3)
+            .is_some_and(|soft| soft == "4096")
+            .then_some(line)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("4096"), "{line}");
 }
 
 /// `ferry new`'s refusals: each says why and writes nothing.

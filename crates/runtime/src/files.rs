@@ -5,7 +5,10 @@
 //! `exclude_files` applies to all of them. Ferry does the same, with one
 //! shortcut: a component whose only entry is one directory placement and
 //! which excludes nothing gets that directory mounted in place, uncopied (the
-//! usual static-site case, where copying could be large).
+//! usual static-site case, where copying could be large). A directory
+//! mounted in place is opened once, at load, and held: every request mounts
+//! that open directory, so a path swapped for a symlink afterwards leads
+//! nowhere new.
 //!
 //! Entries, as Spin reads them:
 //! - a string naming an existing file or directory (relative to the app
@@ -35,6 +38,40 @@ pub(crate) struct Layout {
     pub mounts: Vec<(PathBuf, String)>,
     /// The copy that `mounts` points into, removed on drop.
     pub staged: Option<tempfile::TempDir>,
+    /// The directories mounted in place, held open: each request's mount
+    /// opens the directory held here, never the path again.
+    pub pinned: Vec<std::fs::File>,
+}
+
+/// Mounts `mounts` in place, each directory opened now and held: on Linux
+/// the guest's mount is `/proc/self/fd/<fd>`, which is that directory
+/// whatever is later renamed or put at its path (a symlink swapped in after
+/// load reaches nothing); elsewhere the path as it resolves now.
+fn in_place(mounts: Vec<(PathBuf, String)>) -> anyhow::Result<Layout> {
+    let mut layout = Layout {
+        mounts: Vec::new(),
+        staged: None,
+        pinned: Vec::new(),
+    };
+    for (dir, guest) in mounts {
+        let real = dir
+            .canonicalize()
+            .with_context(|| format!("opening {}", dir.display()))?;
+        let held =
+            std::fs::File::open(&real).with_context(|| format!("opening {}", real.display()))?;
+        if !held.metadata()?.is_dir() {
+            anyhow::bail!("{} is not a directory", real.display());
+        }
+        #[cfg(target_os = "linux")]
+        let real = {
+            use std::os::fd::AsRawFd as _;
+            let by_fd = PathBuf::from(format!("/proc/self/fd/{}", held.as_raw_fd()));
+            if by_fd.is_dir() { by_fd } else { real }
+        };
+        layout.pinned.push(held);
+        layout.mounts.push((real, guest));
+    }
+    Ok(layout)
 }
 
 pub(crate) fn prepare(
@@ -57,30 +94,22 @@ pub(crate) fn prepare(
         && exclude.is_empty()
         && let Some(mounts) = placements
     {
-        return Ok(Layout {
-            mounts,
-            staged: None,
-        });
+        return in_place(mounts);
     }
     match files {
-        [] => Ok(Layout {
-            mounts: Vec::new(),
-            staged: None,
-        }),
+        [] => in_place(Vec::new()),
         [
             FileMount::Directory {
                 source,
                 destination,
             },
-        ] if exclude.is_empty() => Ok(Layout {
-            mounts: vec![(source.clone(), destination.clone())],
-            staged: None,
-        }),
+        ] if exclude.is_empty() => in_place(vec![(source.clone(), destination.clone())]),
         _ => {
             let staged = stage(files, exclude, app_dir, options.staging_dir.as_deref())?;
             Ok(Layout {
                 mounts: vec![(staged.path().to_owned(), "/".to_owned())],
                 staged: Some(staged),
+                pinned: Vec::new(),
             })
         }
     }

@@ -35,6 +35,8 @@ pub(crate) struct Sandbox {
     mounts: Vec<(PathBuf, String)>,
     /// Holds the copies of files matched by `files` globs; removed on drop.
     _staged: Option<tempfile::TempDir>,
+    /// The directories mounted in place, held open for `mounts`.
+    _pinned: Vec<std::fs::File>,
     pub outbound: Arc<OutboundPolicy>,
     /// What the component reaches beyond WASI (variables, stores).
     pub context: Arc<ComponentContext>,
@@ -77,6 +79,7 @@ impl Sandbox {
             env: component.environment.clone(),
             mounts: files.mounts,
             _staged: files.staged,
+            _pinned: files.pinned,
             outbound: Arc::new(OutboundPolicy {
                 component: id,
                 allowed: component.allowed_outbound_hosts.clone(),

@@ -30,7 +30,7 @@ pub use apps::AppTable;
 pub(crate) use apps::Observation;
 pub use apps::{Conflict, LiveApps};
 pub use dispatch::{LoadedApp, RouteHeaders, StaticReply, newest_incarnation};
-pub use listener::serve;
+pub use listener::{raise_open_file_limit, serve};
 pub use metrics::{RouteFigures, ServerMetrics};
 pub use router::{RouteEntry, Router, Target};
 

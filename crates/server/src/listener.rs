@@ -176,3 +176,23 @@ pub(crate) async fn run_worker(
         }
     }
 }
+
+/// Raises this process's soft limit on open files to its hard limit, and
+/// returns the limit now in force (`None`: unlimited or unknown). Every
+/// connection holds a descriptor, and so does every directory an app mounts
+/// in place; the soft limit services usually start with (1024) is far
+/// below what one host serves, while the hard one is the operator's.
+pub fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum && limit.maximum.is_some() {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            return limit.maximum;
+        }
+    }
+    limit.current
+}
