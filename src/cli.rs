@@ -337,9 +337,6 @@ struct AppArgs {
     connection: crate::registry::ConnectionArgs,
     #[command(flatten)]
     engine: EngineArgs,
-    /// Set once the app was pulled from a registry.
-    #[arg(skip)]
-    pulled: bool,
 }
 
 /// How components are fetched, compiled and limited.
@@ -423,8 +420,9 @@ impl AppArgs {
     /// Settles which app to load: `-f` instead of PATH; a component
     /// (`.wasm`) becomes a one-component app at `/...` named after the
     /// file, whose manifest is written to a directory of its own; a
-    /// registry reference is pulled, and its pulled manifest served.
-    fn resolve(&mut self) -> anyhow::Result<()> {
+    /// registry reference is pulled, and its pulled manifest served
+    /// (`build`, the command's `--build`, is refused for one).
+    fn resolve(&mut self, build: bool) -> anyhow::Result<()> {
         if let Some(from) = self.from.take() {
             self.path = from;
         }
@@ -433,8 +431,8 @@ impl AppArgs {
                 &self.path,
                 &self.connection,
                 self.engine.cache_dir.clone(),
+                build,
             )?;
-            self.pulled = true;
             return Ok(());
         }
         if self.path.extension().is_none_or(|e| e != "wasm") {
@@ -783,14 +781,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve(args),
         Command::Deploy(mut args) => {
             if crate::registry::is_reference(&args.path) {
-                if args.build {
-                    return Err(Failure::usage(
-                        "--build builds an app on disk; one from a registry is built already"
-                            .into(),
-                    )
-                    .into());
-                }
-                args.path = crate::registry::pull_app(&args.path, &args.connection, None)?;
+                args.path =
+                    crate::registry::pull_app(&args.path, &args.connection, None, args.build)?;
             }
             deploy(args)
         }
@@ -1325,13 +1317,7 @@ fn up(mut args: UpArgs) -> anyhow::Result<ExitCode> {
         .transpose()?
         .map(Arc::new);
     init_logging_into(args.listener.log_format, None, args.quiet, files.as_ref());
-    args.app.resolve()?;
-    if args.build && args.app.pulled {
-        return Err(Failure::usage(
-            "--build builds an app on disk; one from a registry is built already".into(),
-        )
-        .into());
-    }
+    args.app.resolve(args.build)?;
     if args.build {
         let app = ferry_manifest::load_app_to_build(&args.app.path)?;
         let loaded = crate::build::loaded_by(&app, &args.app.component_id)?;
@@ -1674,7 +1660,7 @@ async fn shutdown_signal() {
 
 fn check(mut args: CheckArgs) -> anyhow::Result<ExitCode> {
     init_logging(LogFormat::Text);
-    args.app.resolve()?;
+    args.app.resolve(false)?;
     let mut out = std::io::stdout();
     let prepared = prepare(&args.app, &mut out)?;
     let runtime = new_runtime(

@@ -215,12 +215,21 @@ pub(crate) fn is_reference(path: &Path) -> bool {
 }
 
 /// [`pull`] for an app given where a path could be: a failure says that it
-/// was taken for a reference (a mistyped path looks like one).
+/// was taken for a reference (a mistyped path looks like one). `build`
+/// (the command's `--build`) is refused: a pulled app is built already,
+/// and what it carries is never run as a build command.
 pub(crate) fn pull_app(
     path: &Path,
     connection: &ConnectionArgs,
     cache_dir: Option<PathBuf>,
+    build: bool,
 ) -> anyhow::Result<PathBuf> {
+    if build {
+        return Err(ferry_api::Failure::usage(
+            "--build builds an app on disk; one from a registry is built already".into(),
+        )
+        .into());
+    }
     let reference = path.to_string_lossy();
     pull(&reference, connection, cache_dir, &mut std::io::stdout()).with_context(|| {
         format!(

@@ -950,6 +950,18 @@ fn deploy_takes_an_app_straight_from_a_registry_to_a_live_host() {
         ]),
         "push",
     );
+    // A pulled app is built already: `--build` is refused (by the pull
+    // `ferry up -f` shares), as nothing it carries may run as a build
+    // command.
+    let stderr = failed(
+        &home.ferry(&["deploy", "--build", "-k", &reference]),
+        "--build with a registry reference",
+    );
+    assert!(
+        stderr.contains("--build builds an app on disk; one from a registry is built already"),
+        "{stderr}"
+    );
+
     let state = tempfile::tempdir().unwrap();
     let host = Host::start(state.path(), &[]);
     let mut deploy = host.command(&["deploy", &reference, "-k"]);

@@ -220,25 +220,17 @@ fn sources_exist(app: &App) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The Wasm of `source`, read or downloaded; `what` names it in messages.
+/// The Wasm of `source`, read, downloaded or fetched from a registry;
+/// `what` names it in messages.
 fn read_source(
     what: &str,
     source: &Source,
     downloads: &Downloader,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<Vec<u8>> {
-    match source {
-        Source::File(path) => std::fs::read(path).map_err(|e| {
-            Failure::load(format!(
-                "component `{what}`: cannot read {}: {e}",
-                path.display()
-            ))
-            .into()
-        }),
-        remote => downloads
-            .read(what, remote, out)
-            .map_err(|e| Failure::load(format!("{e:#}")).into()),
-    }
+    downloads
+        .read(what, source, out)
+        .map_err(|e| Failure::load(format!("{e:#}")).into())
 }
 
 /// A WASI command component from a file, for `ferry pipe`: named after the
